@@ -1,0 +1,2 @@
+"""Backup engines for the self-hosted provider: ``native`` (pg_basebackup + archive_command into
+a restorekit repository) and ``pgbackrest``."""

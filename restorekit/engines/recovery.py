@@ -1,0 +1,183 @@
+"""Point-in-time recovery of a prepared data directory, shared by every engine.
+
+The restored cluster is always a NEW cluster: it gets its own port, ``archive_mode=off`` (so a
+drill or a scratch copy can never write into the source's WAL archive), and
+``recovery_target_action=promote``. If WAL replay ends before the target, PostgreSQL (13+) stops
+with "recovery ended before configured recovery target was reached"; we turn that into a
+:class:`RestorePointError` naming the last reachable point instead of promoting early.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from restorekit.errors import OperationTimedOut, PostgresError, PostgresUnavailable, RestorePointError
+from restorekit.models import PointKind, RestorePoint, format_lsn, parse_lsn
+from restorekit.pg.cluster import LocalCluster, connect, format_settings
+from restorekit.pg.tools import chown_for
+from restorekit.providers.base import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+_UNREACHED = "recovery ended before configured recovery target was reached"
+_REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
+_LAST_XACT = re.compile(r"last completed transaction was at log time (.+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult:
+    recovered_lsn: str
+    last_commit_time: datetime | None
+    timeline: int
+    replay_seconds: float
+
+
+def target_settings(point: RestorePoint) -> dict[str, object]:
+    """recovery_target_* settings for ``point`` (none for ``latest``: replay everything)."""
+    if point.kind is PointKind.TIME:
+        assert point.time is not None
+        return {"recovery_target_time": point.time.isoformat(sep=" ")}
+    if point.kind is PointKind.LSN:
+        return {"recovery_target_lsn": point.value}
+    if point.kind is PointKind.XID:
+        return {"recovery_target_xid": point.value}
+    if point.kind is PointKind.NAME:
+        return {"recovery_target_name": point.value}
+    if point.kind in (PointKind.BACKUP, PointKind.IMMEDIATE):
+        return {"recovery_target": "immediate"}
+    return {}
+
+
+def restored_cluster_settings(port: int) -> dict[str, object]:
+    """Settings every restored cluster gets, whatever the source had."""
+    return {
+        "port": port,
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": "",
+        "archive_mode": "off",
+        "archive_command": "",
+        "hot_standby": "on",
+        "recovery_target_action": "promote",
+        "recovery_target_timeline": "latest",
+    }
+
+
+def apply_overrides(data_dir: Path, settings: dict[str, object], os_user: str | None) -> None:
+    """Append ``settings`` to postgresql.auto.conf: the last entry wins over everything before,
+    including the source's own postgresql.conf and ALTER SYSTEM settings in the backup."""
+    auto = data_dir / "postgresql.auto.conf"
+    existing = auto.read_text() if auto.exists() else ""
+    auto.write_text(existing + "\n# restorekit: restored-cluster overrides\n" + format_settings(settings))
+    chown_for(auto, os_user)
+
+
+def write_recovery_signal(data_dir: Path, os_user: str | None) -> None:
+    for stale in ("standby.signal", "postmaster.pid", "postmaster.opts"):
+        (data_dir / stale).unlink(missing_ok=True)
+    signal = data_dir / "recovery.signal"
+    signal.touch()
+    chown_for(signal, os_user)
+
+
+def run_recovery(
+    cluster: LocalCluster,
+    *,
+    target_lsn: str | None = None,
+    progress: Progress = no_progress,
+    timeout: float = 3600,
+    poll_interval: float = 0.1,
+) -> RecoveryResult:
+    """Start ``cluster`` (recovery.signal present) and follow WAL replay until it is promoted.
+
+    Raises:
+        RestorePointError: the WAL ended before the recovery target.
+        PostgresError: the server stopped for another reason (the log tail is in the message).
+        OperationTimedOut: replay did not finish within ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    cluster.start(wait=False)
+    target = parse_lsn(target_lsn) if target_lsn else None
+    deadline = started + timeout
+    while True:
+        if time.monotonic() > deadline:
+            raise OperationTimedOut(
+                f"WAL replay did not finish within {timeout:.0f}s; the restored cluster in "
+                f"{cluster.data_dir} is still recovering",
+                provider="selfhosted",
+                operation="recovery",
+            )
+        try:
+            with connect(cluster.dsn(), connect_timeout=5, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), "
+                    "pg_last_xact_replay_timestamp()"
+                ).fetchone()
+                assert row is not None
+                in_recovery, replay_lsn, last_xact = row
+                if replay_lsn is not None:
+                    progress("wal replay", parse_lsn(str(replay_lsn)), target)
+                if not in_recovery:
+                    current = conn.execute(
+                        "SELECT pg_current_wal_lsn(), timeline_id FROM pg_control_checkpoint()"
+                    ).fetchone()
+                    assert current is not None
+                    recovered = str(replay_lsn) if replay_lsn is not None else str(current[0])
+                    return RecoveryResult(
+                        recovered_lsn=recovered,
+                        last_commit_time=last_xact,
+                        timeline=int(current[1]),
+                        replay_seconds=time.monotonic() - started,
+                    )
+        except (PostgresUnavailable, psycopg.OperationalError):
+            if not _postmaster_alive(cluster):
+                _raise_for_stopped(cluster)
+        time.sleep(poll_interval)
+
+
+def _postmaster_alive(cluster: LocalCluster) -> bool:
+    # postmaster.pid disappears when the server exits, including after a FATAL in the startup
+    # process; give a just-started server a moment to write it.
+    if (cluster.data_dir / "postmaster.pid").exists():
+        return cluster.is_running()
+    time.sleep(0.2)
+    return (cluster.data_dir / "postmaster.pid").exists()
+
+
+def _raise_for_stopped(cluster: LocalCluster) -> None:
+    log_text = cluster.log_file.read_text(errors="replace") if cluster.log_file.exists() else ""
+    if _UNREACHED in log_text:
+        redo = _REDO_DONE.findall(log_text)
+        last = _LAST_XACT.findall(log_text)
+        reachable = []
+        if redo:
+            reachable.append(f"LSN {redo[-1]}")
+        if last:
+            reachable.append(f"last commit at {last[-1].strip()}")
+        where = " and ".join(reachable) or "an unknown point"
+        raise RestorePointError(
+            "the archived WAL ends before the restore point: recovery ended before the "
+            f"configured recovery target was reached; the last reachable point is {where}. "
+            "Nothing was promoted. Choose an earlier restore point (see `restorekit window`), "
+            "or check that the source is archiving WAL (pg_stat_archiver)."
+        )
+    raise PostgresError(
+        f"the restored cluster in {cluster.data_dir} stopped during recovery:\n{cluster.log_tail()}"
+    )
+
+
+__all__ = [
+    "RecoveryResult",
+    "apply_overrides",
+    "format_lsn",
+    "restored_cluster_settings",
+    "run_recovery",
+    "target_settings",
+    "write_recovery_signal",
+]

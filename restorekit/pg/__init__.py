@@ -1,0 +1,1 @@
+"""PostgreSQL helpers: DSNs, local clusters, client tools, catalog introspection and COPY."""

@@ -1,0 +1,217 @@
+"""Local PostgreSQL clusters driven by initdb and pg_ctl.
+
+Used for the embedded self-hosted default (a "production" cluster on one machine), for every
+restored cluster, and by the tests. A cluster listens on loopback TCP only (no Unix socket, so
+paths never hit the 107-byte socket limit) on a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from restorekit.errors import PgToolFailed, PostgresError, PostgresUnavailable
+from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
+
+log = logging.getLogger(__name__)
+
+CONF_FILE = "restorekit.conf"
+SUPERUSER = "postgres"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _quote_setting(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "''")
+    return f"'{text}'"
+
+
+def format_settings(settings: Mapping[str, object]) -> str:
+    """Render settings as postgresql.conf lines."""
+    return "".join(f"{key} = {_quote_setting(value)}\n" for key, value in settings.items())
+
+
+@dataclass
+class LocalCluster:
+    """A PostgreSQL cluster in ``data_dir`` that restorekit starts and stops itself."""
+
+    data_dir: Path
+    port: int
+    bin_dir: Path = field(default_factory=find_bin_dir)
+    os_user: str | None = field(default_factory=default_os_user)
+    host: str = "127.0.0.1"
+
+    @property
+    def tool(self) -> PgTool:
+        return PgTool(self.bin_dir, self.os_user)
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        return f"host={self.host} port={self.port} user={user} dbname={dbname}"
+
+    def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        return f"postgresql://{user}@{self.host}:{self.port}/{dbname}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        settings: Mapping[str, object] | None = None,
+        bin_dir: Path | None = None,
+        os_user: str | None = None,
+        use_default_user: bool = True,
+    ) -> LocalCluster:
+        """initdb a new cluster (trust auth on loopback, data checksums on)."""
+        if os_user is None and use_default_user:
+            os_user = default_os_user()
+        data_dir = Path(data_dir).absolute()
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise PostgresError(f"{data_dir} is not empty; refusing to initdb over it")
+        make_dir(data_dir.parent, os_user, mode=0o755) if not data_dir.parent.exists() else None
+        make_dir(data_dir, os_user)
+        cluster = cls(data_dir=data_dir, port=port or free_port(), bin_dir=bin_dir or find_bin_dir(),
+                      os_user=os_user)
+        cluster.tool.run(
+            "initdb", "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "--data-checksums",
+            "-E", "UTF8", "--locale=C", "--no-sync", timeout=120,
+        )
+        cluster.write_settings({"listen_addresses": "127.0.0.1", "port": cluster.port,
+                                "unix_socket_directories": "", "fsync": True,
+                                **(settings or {})})
+        return cluster
+
+    def write_settings(self, settings: Mapping[str, object]) -> None:
+        """Replace restorekit's settings file and include it from postgresql.conf.
+
+        The include comes last in postgresql.conf, so these settings win over the file's own;
+        postgresql.auto.conf (ALTER SYSTEM) still wins over both.
+        """
+        conf = self.data_dir / "postgresql.conf"
+        ours = self.data_dir / CONF_FILE
+        current = self.read_settings_file()
+        current.update(settings)
+        self._write_as_owner(ours, format_settings(current))
+        text = conf.read_text()
+        include = f"include_if_exists = '{CONF_FILE}'\n"
+        if include not in text:
+            self._write_as_owner(conf, text + "\n" + include)
+        if "port" in settings:
+            self.port = int(str(settings["port"]))
+
+    def read_settings_file(self) -> dict[str, object]:
+        ours = self.data_dir / CONF_FILE
+        result: dict[str, object] = {}
+        if ours.exists():
+            for line in ours.read_text().splitlines():
+                key, sep, value = line.partition("=")
+                if sep:
+                    value = value.strip()
+                    if value.startswith("'") and value.endswith("'"):
+                        value = value[1:-1].replace("''", "'").replace("\\\\", "\\")
+                    result[key.strip()] = value
+        return result
+
+    def _write_as_owner(self, path: Path, text: str) -> None:
+        existed = path.exists()
+        path.write_text(text)
+        if not existed:
+            path.chmod(0o600)
+            from restorekit.pg.tools import chown_for
+
+            chown_for(path, self.os_user)
+
+    def start(self, *, wait: bool = True, timeout: float = 60) -> None:
+        """Start the server. With ``wait``, return once it accepts connections."""
+        args = ["start", "-D", str(self.data_dir), "-l", str(self.log_file), "-s"]
+        if not self.log_file.exists():
+            self.log_file.touch()
+            from restorekit.pg.tools import chown_for
+
+            chown_for(self.log_file, self.os_user)
+        args += ["-w", "-t", str(int(timeout))] if wait else ["-W"]
+        try:
+            self.tool.run("pg_ctl", *args, timeout=timeout + 10)
+        except PgToolFailed as exc:
+            raise PostgresError(f"{exc}\n--- server log ---\n{self.log_tail()}") from exc
+
+    def stop(self, mode: str = "fast", timeout: float = 60) -> None:
+        if not self.is_running():
+            return
+        self.tool.run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-s", "-w",
+                      "-t", str(int(timeout)), timeout=timeout + 10)
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        result = self.tool.run("pg_ctl", "status", "-D", str(self.data_dir), check=False,
+                               timeout=30)
+        return result.returncode == 0
+
+    def destroy(self) -> None:
+        """Stop the server (immediate) and remove its data directory and log."""
+        with contextlib.suppress(PgToolFailed):
+            self.stop(mode="immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.log_file.unlink()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connect(self, dbname: str = "postgres", **kwargs: object) -> psycopg.Connection[tuple]:
+        return connect(self.dsn(dbname), **kwargs)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until_ready(self.dsn(), timeout=timeout)
+
+
+def connect(dsn: str, **kwargs: object) -> psycopg.Connection[tuple]:
+    """Connect, mapping "cannot connect now" and refused connections to PostgresUnavailable."""
+    try:
+        return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        from restorekit.pg.dsn import redact
+
+        raise PostgresUnavailable(redact(str(exc)).strip()) from None
+
+
+def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) -> None:
+    """Poll until ``dsn`` accepts connections (e.g. a freshly restored cluster)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with connect(dsn, connect_timeout=5):
+                return
+        except PostgresUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
