@@ -7,11 +7,30 @@ detecting an unreachable target is shared by every engine (:mod:`restorekit.engi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from restorekit.models import BackupInfo, RestorePoint, RestoreWindow
 from restorekit.providers.base import Progress
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """The cluster being protected.
+
+    ``dsn`` reaches it as a superuser or replication-capable role; it holds no password (give one
+    through PGPASSWORD/PGPASSFILE). ``data_dir`` is required by engines that read files directly
+    (pgBackRest's pg1-path); ``socket_dir`` is the Unix socket directory pgBackRest connects to.
+    """
+
+    dsn: str
+    data_dir: Path | None = None
+    socket_dir: Path | None = None
+    port: int = 5432
+    os_user: str | None = None
+    bin_dir: Path | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 class BackupEngine(Protocol):
