@@ -57,6 +57,7 @@ class LocalCluster:
     bin_dir: Path = field(default_factory=find_bin_dir)
     os_user: str | None = field(default_factory=default_os_user)
     host: str = "127.0.0.1"
+    socket_dir: Path | None = None  # Unix socket directory, when one is wanted (pgBackRest)
 
     @property
     def tool(self) -> PgTool:
@@ -84,6 +85,7 @@ class LocalCluster:
         bin_dir: Path | None = None,
         os_user: str | None = None,
         use_default_user: bool = True,
+        socket_dir: Path | None = None,
     ) -> LocalCluster:
         """initdb a new cluster (trust auth on loopback, data checksums on)."""
         if os_user is None and use_default_user:
@@ -94,13 +96,16 @@ class LocalCluster:
         make_dir(data_dir.parent, os_user, mode=0o755) if not data_dir.parent.exists() else None
         make_dir(data_dir, os_user)
         cluster = cls(data_dir=data_dir, port=port or free_port(), bin_dir=bin_dir or find_bin_dir(),
-                      os_user=os_user)
+                      os_user=os_user, socket_dir=socket_dir)
+        if socket_dir is not None:
+            make_dir(socket_dir, os_user, mode=0o755)
         cluster.tool.run(
             "initdb", "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "--data-checksums",
             "-E", "UTF8", "--locale=C", "--no-sync", timeout=120,
         )
         cluster.write_settings({"listen_addresses": "127.0.0.1", "port": cluster.port,
-                                "unix_socket_directories": "", "fsync": True,
+                                "unix_socket_directories": str(socket_dir or ""),
+                                "fsync": True,
                                 **(settings or {})})
         return cluster
 
