@@ -1,0 +1,230 @@
+"""The restorekit command line.
+
+    restorekit window   --target NAME          the restore window (earliest .. latest point)
+    restorekit backup   --target NAME          take a base backup now
+    restorekit restore  --target NAME --to-new --point P   restore into a NEW local cluster
+    restorekit snapshot --target NAME [--table T]...       logical snapshot (pg_dump)
+    restorekit backups  --target NAME          list base backups
+    restorekit cleanup  --target NAME          remove scratch restores left behind
+    restorekit demo                            the embedded default, end to end
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from restorekit.config import Settings, load_settings
+from restorekit.errors import RestoreKitError
+from restorekit.models import RestorePoint
+from restorekit.pg.dsn import display, redact
+from restorekit.progress import rich_progress
+
+app = typer.Typer(
+    name="restorekit",
+    help="The database restore runbook as software: backups, point-in-time restores, drills.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="restorekit.toml (default: $RESTOREKIT_CONFIG or ./restorekit.toml)"),
+]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target name from the config file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+def _provider(settings: Settings, target: str) -> Any:
+    from restorekit.providers.selfhosted import SelfHostedProvider
+
+    return SelfHostedProvider.from_config(settings.target(target), settings)
+
+
+def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+    elif table is not None:
+        out.print(table)
+
+
+@app.command()
+def window(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the restore window: the earliest and latest points a restore can reach."""
+    provider = _provider(_settings(config), target)
+    win = provider.restore_window()
+    data = {
+        "target": target,
+        "earliest": win.earliest.isoformat() if win.earliest else None,
+        "latest": win.latest.isoformat() if win.latest else None,
+        "earliest_lsn": win.earliest_lsn,
+        "latest_lsn": win.latest_lsn,
+    }
+    table = Table(title=f"Restore window of {target}")
+    table.add_column("")
+    table.add_column("time")
+    table.add_column("LSN")
+    table.add_row("earliest", str(data["earliest"]), str(win.earliest_lsn))
+    table.add_row("latest", str(data["latest"]), str(win.latest_lsn))
+    _emit(data, as_json, table)
+
+
+@app.command()
+def backup(
+    target: TargetOpt,
+    label: Annotated[str, typer.Option(help="A label, e.g. 'before migration 42'.")] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a base backup of the target now (the runbook's manual pre-deployment backup)."""
+    provider = _provider(_settings(config), target)
+    with rich_progress(console, enabled=not as_json) as progress:
+        info = provider.create_backup(label, progress=progress)
+    data = {"target": target, "backup_id": info.backup_id, "engine": info.engine,
+            "stop_time": info.stop_time.isoformat(), "stop_lsn": info.stop_lsn,
+            "size_bytes": info.size_bytes, "label": info.label}
+    table = Table(title="Base backup taken")
+    for key in data:
+        table.add_column(key)
+    table.add_row(*(str(v) for v in data.values()))
+    _emit(data, as_json, table)
+
+
+@app.command()
+def backups(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the target's base backups, oldest first."""
+    provider = _provider(_settings(config), target)
+    items = provider.list_backups()
+    table = Table(title=f"Base backups of {target}")
+    for col in ("backup id", "engine", "stop time", "stop LSN", "size", "label"):
+        table.add_column(col)
+    for b in items:
+        table.add_row(b.backup_id, b.engine, b.stop_time.isoformat(), b.stop_lsn,
+                      f"{b.size_bytes / 1e6:.1f} MB", b.label)
+    _emit({"target": target, "backups": [
+        {"backup_id": b.backup_id, "engine": b.engine, "stop_time": b.stop_time.isoformat(),
+         "stop_lsn": b.stop_lsn, "size_bytes": b.size_bytes, "label": b.label} for b in items
+    ]}, as_json, table)
+
+
+@app.command()
+def restore(
+    target: TargetOpt,
+    point: Annotated[str, typer.Option(
+        "--point", "-p",
+        help="latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | name:NAME | backup:ID",
+    )] = "latest",
+    to_new: Annotated[bool, typer.Option("--to-new", help="Restore into a NEW local cluster (required: in-place restores are never done by this command).")] = False,
+    name: Annotated[str | None, typer.Option(help="Name of the new cluster (default: derived from the target and time).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    show_dsn: Annotated[bool, typer.Option("--show-dsn/--no-show-dsn", help="Print the new cluster's DSN (it holds no password for local clusters).")] = True,
+) -> None:
+    """Restore the target's backups into a NEW cluster at a point and print how to reach it."""
+    if not to_new:
+        raise typer.BadParameter("pass --to-new: this command only restores into a new cluster",
+                                 param_hint="--to-new")
+    parsed = RestorePoint.parse(point)
+    settings = _settings(config)
+    provider = _provider(settings, target)
+    from datetime import UTC, datetime
+
+    name = name or f"{target}-{datetime.now(UTC).strftime('%Y%m%dt%H%M%S')}"
+    with rich_progress(console, enabled=not as_json) as progress:
+        restored = provider.restore(parsed, name=name, progress=progress)
+    dsn = restored.dsn.get_secret_value()
+    data = {
+        "target": target, "point": str(parsed), "name": name, "handle": restored.handle,
+        "backup_id": restored.backup_id,
+        "recovered_to_time": restored.recovered_to_time.isoformat() if restored.recovered_to_time else None,
+        "recovered_to_lsn": restored.recovered_to_lsn,
+        "phases_seconds": {k: round(v, 3) for k, v in restored.phases.items()},
+        "dsn": redact(dsn) if show_dsn else display(dsn),
+    }
+    table = Table(title="Restored into a new cluster", show_header=False)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    _emit(data, as_json, table)
+
+
+@app.command()
+def snapshot(
+    target: TargetOpt,
+    table: Annotated[list[str] | None, typer.Option("--table", help="Only this table (repeatable).")] = None,
+    label: str = "",
+    jobs: Annotated[int, typer.Option(min=1, max=64, help="Parallel pg_dump jobs.")] = 2,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a verified logical snapshot (pg_dump) of the target's database into its repository."""
+    from restorekit.repository import open_repository
+    from restorekit.snapshot import take_snapshot
+
+    settings = _settings(config)
+    cfg = settings.target(target)
+    if not cfg.repository:
+        raise typer.BadParameter(f"target {target} has no repository configured")
+    repo = open_repository(cfg.repository)
+    with rich_progress(console, enabled=not as_json) as progress:
+        info = take_snapshot(cfg.resolve_dsn(), repo, label=label, tables=table or None,
+                             jobs=jobs, progress=progress)
+    data = info.to_dict()
+    t = Table(title="Logical snapshot (read back and verified)", show_header=False)
+    for key in ("snapshot_id", "tables", "size_bytes", "location", "verified"):
+        t.add_row(key, str(data.get(key)))
+    _emit(data, as_json, t)
+
+
+@app.command()
+def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove scratch clusters that earlier (failed) runs left behind for this target."""
+    provider = _provider(_settings(config), target)
+    removed = []
+    for restored in provider.list_scratch():
+        provider.discard(restored)
+        removed.append(restored.handle)
+    t = Table(title=f"Removed {len(removed)} scratch restore(s)")
+    t.add_column("path")
+    for path in removed:
+        t.add_row(path)
+    _emit({"target": target, "removed": removed}, as_json, t)
+
+
+@app.command()
+def demo(
+    state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its clusters and repository.")] = Path(".restorekit-demo"),
+    scale: Annotated[float, typer.Option(min=0.001, max=100, help="Sample data scale (1 = ~100k rows).")] = 0.2,
+    keep: Annotated[bool, typer.Option(help="Leave the demo production cluster running.")] = False,
+) -> None:
+    """Run the embedded default end to end: a production cluster with the sample schema, WAL
+    archiving and a base backup, an accident, and a point-in-time restore that is verified."""
+    from restorekit.demo import run_demo
+
+    run_demo(state_dir.absolute(), scale=scale, keep=keep, console=console, out=out)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except RestoreKitError as exc:
+        console.print(f"[bold red]error:[/] {redact(str(exc))}")
+        sys.exit(2 if exc.__class__.__name__ in ("ConfigError", "RestorePointError") else 1)
+
+
+if __name__ == "__main__":
+    main()

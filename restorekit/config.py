@@ -1,0 +1,197 @@
+"""restorekit.toml: the targets restorekit protects and how.
+
+The file is found at ``--config``, else ``$RESTOREKIT_CONFIG``, else ``./restorekit.toml``. It
+never holds secret values: a DSN in it must not carry a password (use ``dsn_env`` to name an
+environment variable, or PGPASSFILE).
+
+Example::
+
+    [restorekit]
+    state_dir = "/var/lib/restorekit"          # scratch restores, work files
+
+    [targets.production]
+    provider = "selfhosted"
+    engine = "native"                          # or "pgbackrest"
+    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=app"
+    repository = "file:///var/lib/restorekit/repo"
+    tier = "critical"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from restorekit.errors import ConfigError
+from restorekit.pg.dsn import parse, redact
+
+TierName = Literal["critical", "standard", "non-critical"]
+
+#: The runbook's objectives: RTO critical 1 h / standard 4 h / non-critical 24 h;
+#: RPO critical 15 min / standard 1 h / non-critical 24 h.
+DEFAULT_TIERS: dict[str, tuple[timedelta, timedelta]] = {
+    "critical": (timedelta(hours=1), timedelta(minutes=15)),
+    "standard": (timedelta(hours=4), timedelta(hours=1)),
+    "non-critical": (timedelta(hours=24), timedelta(hours=24)),
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rto_minutes: float = Field(gt=0)
+    rpo_minutes: float = Field(gt=0)
+
+
+class TargetConfig(BaseModel):
+    """One protected database."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    provider: Literal["selfhosted"] = "selfhosted"
+    engine: Literal["native", "pgbackrest"] = "native"
+    dsn: str | None = None
+    dsn_env: str | None = None
+    database: str | None = None
+    repository: str | None = None
+    data_dir: Path | None = None
+    socket_dir: Path | None = None
+    stanza: str | None = None
+    pg_bin_dir: Path | None = None
+    tier: TierName = "standard"
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        params = parse(value)
+        if params.get("password"):
+            raise ValueError(
+                f"dsn {redact(value)} contains a password; put the DSN in an environment "
+                "variable and name it with dsn_env, or use a PGPASSFILE"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TargetConfig:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"target name {self.name!r} must be lower-case letters, digits, '-' or '_'"
+            )
+        if bool(self.dsn) == bool(self.dsn_env):
+            raise ValueError("give exactly one of dsn or dsn_env")
+        if self.provider == "selfhosted" and not self.repository and self.engine == "native":
+            raise ValueError("a self-hosted target with engine 'native' needs repository")
+        if self.engine == "pgbackrest":
+            missing = [k for k in ("data_dir", "socket_dir") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"engine 'pgbackrest' needs {', '.join(missing)}")
+        return self
+
+    def resolve_dsn(self) -> str:
+        """The DSN, read from the environment when ``dsn_env`` is used (secret: never log it)."""
+        if self.dsn:
+            return self.dsn
+        assert self.dsn_env is not None
+        value = os.environ.get(self.dsn_env)
+        if not value:
+            raise ConfigError(
+                f"target {self.name!r}: environment variable {self.dsn_env} is not set"
+            )
+        return value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path = Path(".restorekit")
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    source_path: Path | None = None
+
+    def target(self, name: str) -> TargetConfig:
+        try:
+            return self.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.targets)) or "none configured"
+            raise ConfigError(f"unknown target {name!r}; known targets: {known}") from None
+
+    def objectives(self, tier: str) -> tuple[timedelta, timedelta]:
+        """(RTO, RPO) for a tier: the config's override, else the runbook's defaults."""
+        if tier in self.tiers:
+            t = self.tiers[tier]
+            return timedelta(minutes=t.rto_minutes), timedelta(minutes=t.rpo_minutes)
+        return DEFAULT_TIERS[tier]
+
+    @property
+    def restore_root(self) -> Path:
+        return (self.state_dir / "restores").absolute()
+
+    @property
+    def work_dir(self) -> Path:
+        return (self.state_dir / "work").absolute()
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("RESTOREKIT_CONFIG")
+    return Path(env) if env else Path("restorekit.toml")
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate restorekit.toml. Raises ConfigError naming the file and the problem."""
+    file = config_path(path)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} not found; create one (see README: Configuration) or pass "
+            "--config / set RESTOREKIT_CONFIG"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return settings_from_dict(raw, source=file)
+
+
+def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) -> Settings:
+    base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
+    unknown = set(raw) - {"restorekit", "targets", "tiers"}
+    where = str(source) if source else "config"
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
+    targets = {}
+    try:
+        for name, body in dict(raw.get("targets", {}) or {}).items():  # type: ignore[call-overload]
+            targets[name] = TargetConfig(name=name, **body)
+        state_dir = Path(base.pop("state_dir", ".restorekit"))
+        if source is not None and not state_dir.is_absolute():
+            state_dir = source.parent / state_dir
+        settings = Settings(
+            state_dir=state_dir,
+            targets=targets,
+            tiers={k: Tier(**v) for k, v in dict(raw.get("tiers", {}) or {}).items()},  # type: ignore[call-overload]
+            source_path=source,
+            **base,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {redact(problems)}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    for name in settings.tiers:
+        if name not in DEFAULT_TIERS:
+            raise ConfigError(f"{where}: unknown tier {name!r}; tiers: {', '.join(DEFAULT_TIERS)}")
+    return settings

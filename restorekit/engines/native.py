@@ -1,0 +1,410 @@
+"""The embedded default engine: pg_basebackup and an archive_command into a restorekit repository.
+
+Layout in the repository::
+
+    backups/<backup_id>/base.tar        pg_basebackup -Ft (the data directory)
+    backups/<backup_id>/pg_wal.tar      the WAL needed to make it consistent (-X fetch)
+    backups/<backup_id>/backup_manifest PostgreSQL's own manifest (WAL range)
+    backups/<backup_id>/backup.json     restorekit's metadata; written last, so a backup without
+                                        it is incomplete and ignored
+    wal/<segment>                        archived by ``python -m restorekit.wal push``
+    restore-points/<name>.json           restore points created through restorekit (name -> LSN)
+
+Every object carries a checksum record (see restorekit.repository) and is read back before the
+backup is declared complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, ClassVar
+
+from restorekit import wal
+from restorekit.engines.base import SourceSpec
+from restorekit.engines.recovery import target_settings
+from restorekit.engines.wal_scan import is_segment, last_commit
+from restorekit.errors import ConfigError, PgToolFailed, RepositoryError
+from restorekit.models import BackupInfo, PointKind, RestorePoint, RestoreWindow, format_lsn, parse_lsn
+from restorekit.pg.cluster import connect
+from restorekit.pg.dsn import password_env
+from restorekit.pg.tools import PgTool, chown_for, make_dir, run_command
+from restorekit.providers.base import Progress
+from restorekit.repository import Repository
+
+log = logging.getLogger(__name__)
+
+_PROGRESS = re.compile(r"^\s*(\d+)/(\d+) kB")
+_START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
+_CHUNK = 1024 * 1024
+
+
+def _backup_id(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class NativeEngine:
+    """Base backups with pg_basebackup, WAL through ``restorekit.wal``, all in one repository.
+
+    Args:
+        source: the cluster being protected (only ``dsn`` is needed: pg_basebackup streams over
+            the replication protocol, so the source may be on another machine).
+        repo: the repository; ``repo_url`` is the URL PostgreSQL's archive/restore commands use.
+        work_dir: local scratch space for a backup in flight.
+        python: the interpreter PostgreSQL's archive_command runs; it must be executable by the
+            PostgreSQL OS user.
+    """
+
+    name: ClassVar[str] = "native"
+
+    def __init__(
+        self,
+        source: SourceSpec,
+        repo: Repository,
+        *,
+        repo_url: str,
+        work_dir: Path,
+        python: str = sys.executable,
+    ) -> None:
+        self.source = source
+        self.repo = repo
+        self.repo_url = repo_url
+        self.work_dir = Path(work_dir)
+        self.python = python
+        self.client = PgTool(source.bin_dir, os_user=None)
+
+    # -- archiving -----------------------------------------------------------------------------
+
+    def archive_settings(self) -> dict[str, object]:
+        return {
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": wal.archive_command(self.repo_url, python=self.python),
+        }
+
+    def check(self) -> None:
+        """Source reachable, archiving configured into this repository, archiver healthy."""
+        if self.source.os_user is not None:
+            try:
+                run_command(
+                    ["runuser", "-u", self.source.os_user, "--", self.python, "-c",
+                     "import restorekit.wal"],
+                    timeout=60,
+                )
+            except PgToolFailed as exc:
+                raise ConfigError(
+                    f"the PostgreSQL OS user {self.source.os_user!r} cannot run {self.python} "
+                    "with restorekit importable, so archive_command would fail; install restorekit "
+                    "in a virtualenv built from a world-readable Python (e.g. /usr/bin/python3.11) "
+                    f"in a directory that user can read ({exc})"
+                ) from None
+        with connect(self.source.dsn, autocommit=True) as conn:
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings "
+                    "WHERE name IN ('wal_level', 'archive_mode', 'archive_command')"
+                ).fetchall()
+            )
+            failed = conn.execute(
+                "SELECT failed_count, last_failed_wal, last_archived_wal FROM pg_stat_archiver"
+            ).fetchone()
+        problems = []
+        if settings.get("wal_level") not in ("replica", "logical"):
+            problems.append(f"wal_level is {settings.get('wal_level')!r}, needs 'replica'")
+        if settings.get("archive_mode") not in ("on", "always"):
+            problems.append(f"archive_mode is {settings.get('archive_mode')!r}, needs 'on'")
+        if "restorekit.wal" not in (settings.get("archive_command") or ""):
+            problems.append("archive_command does not archive into restorekit")
+        if problems:
+            wanted = "; ".join(f"{k} = {v!r}" for k, v in self.archive_settings().items())
+            raise ConfigError(
+                "the source is not archiving WAL into this repository: "
+                + ", ".join(problems)
+                + f". Set in postgresql.conf and restart: {wanted}"
+            )
+        if failed and failed[1] and failed[1] != failed[2]:
+            log.warning("the source's archiver reports failures (last failed WAL %s)", failed[1])
+
+    # -- backups -------------------------------------------------------------------------------
+
+    def backup(self, *, label: str = "", progress: Progress) -> BackupInfo:
+        self.check()
+        started = datetime.now(UTC)
+        backup_id = _backup_id(started)
+        while self.repo.exists(f"backups/{backup_id}/backup.json"):
+            backup_id = _backup_id(datetime.now(UTC)) + f"-{os.getpid()}"
+        make_dir(self.work_dir, None, mode=0o700)
+        tmp = Path(tempfile.mkdtemp(prefix=f"backup-{backup_id}-", dir=self.work_dir))
+        try:
+            dsn, env = password_env(self.source.dsn)
+
+            def on_line(line: str) -> None:
+                match = _PROGRESS.match(line)
+                if match:
+                    progress("base backup", int(match.group(1)) * 1024, int(match.group(2)) * 1024)
+
+            self.client.run(
+                "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
+                "--wal-method=fetch", "--checkpoint=fast", "--progress", "--no-sync",
+                "--label", f"restorekit {backup_id} {label}".strip(),
+                env=env, on_line=on_line, timeout=6 * 3600,
+            )
+            extra_files = {p.name for p in tmp.iterdir()} - {"base.tar", "pg_wal.tar", "backup_manifest"}
+            if extra_files:
+                raise ConfigError(
+                    "the source has tablespaces outside its data directory "
+                    f"({', '.join(sorted(extra_files))}); the native engine restores only a "
+                    "single data directory, use engine = \"pgbackrest\" for this target"
+                )
+            manifest = json.loads((tmp / "backup_manifest").read_text())
+            wal_range = manifest["WAL-Ranges"][0]
+            with connect(self.source.dsn, autocommit=True) as conn:
+                row = conn.execute("SELECT now(), current_setting('server_version_num')").fetchone()
+            assert row is not None
+            stop_time: datetime = row[0]
+            start_time = _label_start_time(tmp / "base.tar") or started
+            objects = {}
+            total = sum(p.stat().st_size for p in tmp.iterdir())
+            done = 0
+            for path in sorted(tmp.iterdir()):
+                key = f"backups/{backup_id}/{path.name}"
+                base = done
+
+                def uploaded(n: int, base: int = base) -> None:
+                    progress("upload", base + n, total)
+
+                info = self.repo.put_file(key, path, progress=uploaded)
+                done += info.size
+                # Read back before the backup counts: a backup nobody can restore is not one.
+                self.repo.verify(key)
+                objects[path.name] = {"size": info.size, "sha256": info.sha256}
+            backup = BackupInfo(
+                backup_id=backup_id,
+                engine=self.name,
+                start_time=start_time,
+                stop_time=stop_time,
+                start_lsn=wal_range["Start-LSN"],
+                stop_lsn=wal_range["End-LSN"],
+                timeline=int(wal_range["Timeline"]),
+                size_bytes=done,
+                label=label,
+                extra={"objects": objects, "server_version_num": int(row[1])},
+            )
+            self.repo.put_bytes(f"backups/{backup_id}/backup.json", _dump_backup(backup))
+            log.info("base backup %s stored in %s (%d bytes)", backup_id, self.repo.url, done)
+            return backup
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def list_backups(self) -> list[BackupInfo]:
+        backups = [
+            _load_backup(self.repo.get_bytes(obj.key))
+            for obj in self.repo.list("backups/")
+            if obj.key.endswith("/backup.json")
+        ]
+        return sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
+
+    def create_restore_point(self, name: str) -> tuple[str, datetime]:
+        """``pg_create_restore_point(name)`` on the source, recorded in the repository so a
+        restore to that name can pick the right base backup."""
+        with connect(self.source.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_create_restore_point(%s)::text, clock_timestamp()", (name,)
+            ).fetchone()
+            conn.execute("SELECT pg_switch_wal()")
+        assert row is not None
+        lsn, when = str(row[0]), row[1]
+        self.repo.put_bytes(
+            f"restore-points/{_safe_name(name)}.json",
+            json.dumps({"name": name, "lsn": lsn, "time": when.isoformat()}).encode(),
+        )
+        return lsn, when
+
+    def restore_point_lsn(self, name: str) -> str | None:
+        key = f"restore-points/{_safe_name(name)}.json"
+        if not self.repo.exists(key):
+            return None
+        return str(json.loads(self.repo.get_bytes(key))["lsn"])
+
+    # -- window --------------------------------------------------------------------------------
+
+    def restore_window(self) -> RestoreWindow:
+        backups = self.list_backups()
+        if not backups:
+            return RestoreWindow(earliest=None, latest=None)
+        first, newest = backups[0], backups[-1]
+        segments = [o.key.removeprefix("wal/") for o in self.repo.list("wal/")]
+        make_dir(self.work_dir, None, mode=0o700)
+        with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
+            found = last_commit(
+                self.client,
+                [s for s in segments if is_segment(s)],
+                lambda name, dest: self._fetch_wal(name, dest),
+                Path(tmp),
+            )
+        latest_time, latest_lsn = newest.stop_time, newest.stop_lsn
+        if found and parse_lsn(found[0]) >= parse_lsn(newest.stop_lsn):
+            latest_lsn, latest_time = found[0], max(found[1], newest.stop_time)
+        return RestoreWindow(
+            earliest=first.stop_time,
+            latest=latest_time,
+            earliest_lsn=first.stop_lsn,
+            latest_lsn=latest_lsn,
+        )
+
+    def _fetch_wal(self, name: str, dest: Path) -> None:
+        self.repo.get_file(f"wal/{name}", dest)
+
+    # -- restore -------------------------------------------------------------------------------
+
+    def choose_backup(self, point: RestorePoint, backups: list[BackupInfo]) -> BackupInfo:
+        """The newest backup that ends before ``point`` (less WAL to replay)."""
+        return choose_backup(point, backups, restore_point_lsn=self.restore_point_lsn)
+
+    def prepare_restore(
+        self, point: RestorePoint, backup: BackupInfo, data_dir: Path, *, progress: Progress
+    ) -> dict[str, object]:
+        total = int(backup.size_bytes) or None
+        done = 0
+
+        def counted(n: int) -> None:
+            nonlocal done
+            done += n
+            progress("base restore", done, total)
+
+        for name, dest in (("base.tar", data_dir), ("pg_wal.tar", data_dir / "pg_wal")):
+            key = f"backups/{backup.backup_id}/{name}"
+            with self.repo.open_verified(key) as stream:
+                _extract(_CountingReader(stream, counted), dest)
+        os_user = self.source.os_user
+        if os_user is not None:
+            for root, dirs, files in os.walk(data_dir):
+                for entry in (*dirs, *files):
+                    chown_for(Path(root) / entry, os_user)
+            chown_for(data_dir, os_user)
+        data_dir.chmod(0o700)
+        return {
+            "restore_command": wal.restore_command(self.repo_url, python=self.python),
+            **target_settings(point),
+        }
+
+
+class _CountingReader:
+    """A read-only stream wrapper reporting bytes read."""
+
+    def __init__(self, stream: IO[bytes], on_read: Progress | object) -> None:
+        self._stream = stream
+        self._on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._on_read(len(data))  # type: ignore[operator]
+        return data
+
+
+def _extract(stream: object, dest: Path) -> None:
+    """Extract a tar stream into ``dest``, refusing members that would escape it, then read the
+    stream to its end so the repository's checksum check runs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        for member in tar:
+            path = PurePosixPath(member.name)
+            # A symlink would be a tablespace pointing at the SOURCE's directories: restoring
+            # through it could overwrite production, so refuse rather than follow it.
+            if path.is_absolute() or ".." in path.parts or member.issym() or member.islnk():
+                raise RepositoryError(f"refusing unsafe entry {member.name!r} in backup archive")
+            if member.isdev():
+                continue
+            tar.extract(member, dest, set_attrs=True)
+    while stream.read(_CHUNK):  # type: ignore[attr-defined]
+        pass
+
+
+def _label_start_time(base_tar: Path) -> datetime | None:
+    try:
+        with tarfile.open(base_tar, mode="r|") as tar:
+            for member in tar:
+                if member.name == "backup_label":
+                    handle = tar.extractfile(member)
+                    if handle is None:
+                        return None
+                    text = handle.read().decode()
+                    match = _START_TIME.search(text)
+                    if match:
+                        raw = match.group(1).strip()
+                        if raw.endswith(" UTC"):
+                            raw = raw[:-4] + "+00:00"
+                        return datetime.fromisoformat(raw)
+                    return None
+    except (tarfile.TarError, ValueError):
+        return None
+    return None
+
+
+def choose_backup(
+    point: RestorePoint,
+    backups: list[BackupInfo],
+    *,
+    restore_point_lsn: object = None,
+) -> BackupInfo:
+    """Pick the base backup to restore ``point`` from: the newest one that ends before it.
+
+    For an xid or an unrecorded restore point name we cannot know where it lies, so the oldest
+    backup is used (longest replay, but it cannot overshoot).
+    """
+    if not backups:
+        raise ConfigError("no base backup in the repository: run `restorekit backup` first")
+    ordered = sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
+    if point.kind is PointKind.BACKUP:
+        for backup in ordered:
+            if backup.backup_id == point.value:
+                return backup
+        raise ConfigError(
+            f"no backup {point.value!r}; available: {', '.join(b.backup_id for b in ordered)}"
+        )
+    if point.kind in (PointKind.LATEST, PointKind.IMMEDIATE):
+        return ordered[-1]
+    if point.kind is PointKind.TIME:
+        assert point.time is not None
+        eligible = [b for b in ordered if b.stop_time <= point.time]
+        return eligible[-1] if eligible else ordered[0]
+    target_lsn: str | None = None
+    if point.kind is PointKind.LSN:
+        target_lsn = point.value
+    elif point.kind is PointKind.NAME and callable(restore_point_lsn):
+        target_lsn = restore_point_lsn(point.value)
+    if target_lsn:
+        eligible = [b for b in ordered if parse_lsn(b.stop_lsn) <= parse_lsn(target_lsn)]
+        return eligible[-1] if eligible else ordered[0]
+    return ordered[0]
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:200] or "_"
+
+
+def _dump_backup(backup: BackupInfo) -> bytes:
+    data = asdict(backup)
+    data["start_time"] = backup.start_time.isoformat()
+    data["stop_time"] = backup.stop_time.isoformat()
+    return json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+def _load_backup(raw: bytes) -> BackupInfo:
+    data = json.loads(raw)
+    data["start_time"] = datetime.fromisoformat(data["start_time"])
+    data["stop_time"] = datetime.fromisoformat(data["stop_time"])
+    return BackupInfo(**data)
+
+
+__all__ = ["NativeEngine", "choose_backup", "format_lsn"]

@@ -1,0 +1,275 @@
+"""Self-hosted PostgreSQL: real base backups, a WAL archive and point-in-time recovery.
+
+Restores always go into a NEW cluster under ``restore_root`` on this machine, on its own port,
+with ``archive_mode=off``. Each one carries a scratch marker (``restorekit-scratch.json`` beside
+its data directory) so that leftovers of a failed run can be listed and removed, and so that
+``discard`` can never remove anything restorekit did not create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import SecretStr
+
+from restorekit.config import Settings, TargetConfig
+from restorekit.engines.base import BackupEngine, SourceSpec
+from restorekit.engines.recovery import (
+    apply_overrides,
+    restored_cluster_settings,
+    run_recovery,
+    write_recovery_signal,
+)
+from restorekit.errors import ConfigError, PgToolFailed, RestoreKitError, SafetyError
+from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
+from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.dsn import merge, parse
+from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
+from restorekit.providers.base import Capability, Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+MARKER = "restorekit-scratch.json"
+_RESTORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class SelfHostedProvider:
+    """A PostgreSQL cluster restorekit backs up with an engine (native or pgBackRest).
+
+    Args:
+        engine: the backup engine for this target.
+        source: how to reach the source cluster.
+        restore_root: where restored clusters are created (one directory each).
+        database: the application database inside the cluster (the restored DSN points at it).
+        target_name: the config target, recorded in scratch markers.
+    """
+
+    kind: ClassVar[str] = "selfhosted"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.NEW_TARGET_RESTORE,
+            Capability.POINT_IN_TIME,
+            Capability.LSN_TARGET,
+            Capability.XID_TARGET,
+            Capability.NAMED_RESTORE_POINT,
+            Capability.NAMED_BACKUPS,
+        }
+    )
+
+    def __init__(
+        self,
+        *,
+        engine: BackupEngine,
+        source: SourceSpec,
+        restore_root: Path,
+        database: str = "postgres",
+        target_name: str = "",
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.restore_root = Path(restore_root).absolute()
+        self.database = database
+        self.target_name = target_name
+
+    # -- construction from restorekit.toml -----------------------------------------------------
+
+    @classmethod
+    def from_config(cls, target: TargetConfig, settings: Settings) -> SelfHostedProvider:
+        dsn = target.resolve_dsn()
+        params = parse(dsn)
+        os_user = default_os_user()
+        bin_dir = find_bin_dir(str(target.pg_bin_dir) if target.pg_bin_dir else None)
+        source = SourceSpec(
+            dsn=dsn,
+            data_dir=target.data_dir,
+            socket_dir=target.socket_dir,
+            port=int(params.get("port") or 5432),
+            os_user=os_user,
+            bin_dir=bin_dir,
+        )
+        work_dir = settings.work_dir / target.name
+        engine: BackupEngine
+        if target.engine == "native":
+            from restorekit.engines.native import NativeEngine
+            from restorekit.repository import open_repository
+
+            assert target.repository is not None
+            engine = NativeEngine(
+                source,
+                open_repository(target.repository, os_user=os_user),
+                repo_url=target.repository,
+                work_dir=work_dir,
+            )
+        else:
+            from restorekit.engines.pgbackrest import PgBackRestEngine
+
+            repo_path = Path(target.repository.removeprefix("file://")) if target.repository else (
+                settings.state_dir.absolute() / "pgbackrest" / target.name
+            )
+            engine = PgBackRestEngine(
+                source,
+                stanza=target.stanza or target.name,
+                repo_path=repo_path,
+                work_dir=work_dir / "pgbackrest",
+            )
+        return cls(
+            engine=engine,
+            source=source,
+            restore_root=settings.restore_root / target.name,
+            database=target.database or str(params.get("dbname") or "postgres"),
+            target_name=target.name,
+        )
+
+    # -- DatabaseProvider ----------------------------------------------------------------------
+
+    def restore_window(self) -> RestoreWindow:
+        return self.engine.restore_window()
+
+    def list_backups(self) -> list[BackupInfo]:
+        return self.engine.list_backups()
+
+    def create_backup(self, label: str = "", *, progress: Progress = no_progress) -> BackupInfo:
+        return self.engine.backup(label=label, progress=progress)
+
+    def restore(
+        self,
+        point: RestorePoint,
+        *,
+        name: str,
+        progress: Progress = no_progress,
+        window: RestoreWindow | None = None,
+    ) -> RestoredDatabase:
+        """Restore into a new local cluster at ``point``; the source is never touched.
+
+        Raises:
+            RestorePointError: the point is outside the window (checked before anything is
+                created) or the archived WAL cannot reach it (nothing is promoted).
+            ConfigError: ``name`` is invalid or already used.
+        """
+        if not _RESTORE_NAME.match(name):
+            raise ConfigError(
+                f"restore name {name!r} must be 1-63 lower-case letters, digits, '.', '_' or '-'"
+            )
+        window = window or self.restore_window()
+        window.check(point)
+        backups = self.list_backups()
+        backup = self._choose_backup(point, backups)
+        home = self.restore_root / name
+        if home.exists():
+            raise ConfigError(
+                f"a restore named {name!r} already exists at {home}; discard it or pick a new name"
+            )
+        os_user = self.source.os_user
+        make_dir(self.restore_root, os_user, mode=0o755)
+        make_dir(home, os_user, mode=0o755)
+        _write_marker(home, {
+            "target": self.target_name,
+            "point": str(point),
+            "backup_id": backup.backup_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "engine": self.engine.name,
+        })
+        data_dir = make_dir(home / "data", os_user)
+        port = free_port()
+        phases: dict[str, float] = {}
+        cluster = LocalCluster(data_dir=data_dir, port=port,
+                               bin_dir=self.source.bin_dir or find_bin_dir(), os_user=os_user)
+        try:
+            started = time.monotonic()
+            settings = self.engine.prepare_restore(point, backup, data_dir, progress=progress)
+            phases["base restore"] = time.monotonic() - started
+            apply_overrides(data_dir, {**restored_cluster_settings(port), **settings}, os_user)
+            if not (data_dir / "recovery.signal").exists():
+                write_recovery_signal(data_dir, os_user)
+            result = run_recovery(cluster, target_lsn=_target_lsn(point), progress=progress)
+            phases["wal replay"] = result.replay_seconds
+        except BaseException:
+            # Never leave a half-restored cluster running: stop it; keep nothing but the log.
+            with contextlib.suppress(RestoreKitError, OSError):
+                cluster.stop(mode="immediate")
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+        dsn = merge(cluster.dsn(), dbname=self.database)
+        log.info("restored %s at %s into %s (port %d)", self.target_name, point, data_dir, port)
+        return RestoredDatabase(
+            provider=self.kind,
+            handle=str(home),
+            dsn=SecretStr(dsn),
+            point=str(point),
+            backup_id=backup.backup_id,
+            scratch=True,
+            phases=phases,
+            recovered_to_time=result.last_commit_time,
+            recovered_to_lsn=result.recovered_lsn,
+        )
+
+    def discard(self, restored: RestoredDatabase) -> None:
+        """Stop and remove a restored cluster; refuses anything without a scratch marker."""
+        home = Path(restored.handle)
+        if not home.exists():
+            return
+        if self.restore_root not in home.absolute().parents or not (home / MARKER).exists():
+            raise SafetyError(
+                f"refusing to remove {home}: it is not a scratch restore made by restorekit"
+            )
+        cluster = LocalCluster(data_dir=home / "data", port=0,
+                               bin_dir=self.source.bin_dir or find_bin_dir(),
+                               os_user=self.source.os_user)
+        with contextlib.suppress(PgToolFailed):
+            cluster.stop(mode="immediate")
+        shutil.rmtree(home, ignore_errors=True)
+
+    # -- scratch bookkeeping -------------------------------------------------------------------
+
+    def list_scratch(self) -> list[RestoredDatabase]:
+        """Restores under ``restore_root`` (e.g. left behind by a failed run)."""
+        found = []
+        if not self.restore_root.exists():
+            return found
+        for home in sorted(self.restore_root.iterdir()):
+            marker = home / MARKER
+            if marker.exists():
+                meta = json.loads(marker.read_text())
+                found.append(RestoredDatabase(
+                    provider=self.kind, handle=str(home), dsn=SecretStr(""),
+                    point=meta.get("point", ""), backup_id=meta.get("backup_id", ""),
+                ))
+        return found
+
+    def create_restore_point(self, name: str) -> str:
+        """Create a named restore point on the source (and record it where the engine can)."""
+        creator = getattr(self.engine, "create_restore_point", None)
+        if creator is None:
+            from restorekit.pg.cluster import connect
+
+            with connect(self.source.dsn, autocommit=True) as conn:
+                row = conn.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
+                conn.execute("SELECT pg_switch_wal()")
+            assert row is not None
+            return str(row[0])
+        lsn, _ = creator(name)
+        return str(lsn)
+
+    def _choose_backup(self, point: RestorePoint, backups: list[BackupInfo]) -> BackupInfo:
+        chooser = getattr(self.engine, "choose_backup", None)
+        if chooser is not None:
+            return chooser(point, backups)  # type: ignore[no-any-return]
+        from restorekit.engines.native import choose_backup
+
+        return choose_backup(point, backups)
+
+
+def _target_lsn(point: RestorePoint) -> str | None:
+    return point.value if point.kind is PointKind.LSN else None
+
+
+def _write_marker(home: Path, meta: dict[str, str]) -> None:
+    (home / MARKER).write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,189 @@
+"""Point-in-time recovery with the native engine, against real clusters and a real archive."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restorekit.engines.base import SourceSpec
+from restorekit.engines.native import NativeEngine
+from restorekit.errors import ChecksumMismatch, RestorePointError
+from restorekit.models import RestorePoint
+from restorekit.pg.cluster import LocalCluster
+from restorekit.pg.tools import default_os_user, make_dir
+from restorekit.providers.selfhosted import SelfHostedProvider
+from restorekit.repository import open_repository
+
+pytestmark = pytest.mark.slow
+
+
+def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
+    """Switch WAL and wait until the archiver has stored the segment we just closed."""
+    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+        if last is not None and last >= segment:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"segment {segment} was not archived within {timeout}s")
+
+
+def rows(dsn: str) -> set[int]:
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM items")}
+
+
+@pytest.fixture(scope="module")
+def world(pg_base_dir: Path):
+    """A source cluster archiving into a repository, with a known history:
+
+    A = rows 1..100 (before T), T, restore point 'before-cleanup', delete rows 1..10,
+    B = rows 1000..1049 (after T).
+    """
+    os_user = default_os_user()
+    root = make_dir(pg_base_dir / "native", os_user, mode=0o755)
+    repo_url = f"file://{make_dir(root / 'repo', os_user, mode=0o755)}"
+    repo = open_repository(repo_url, os_user=os_user)
+    source_cluster = LocalCluster.create(root / "source")
+    spec = SourceSpec(dsn=source_cluster.dsn(), os_user=os_user, bin_dir=source_cluster.bin_dir)
+    engine = NativeEngine(spec, repo, repo_url=repo_url, work_dir=root / "work")
+    source_cluster.write_settings(engine.archive_settings())
+    source_cluster.start()
+    provider = SelfHostedProvider(engine=engine, source=spec, restore_root=root / "restores",
+                                  target_name="test")
+    with psycopg.connect(source_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO items SELECT g, 'old' FROM generate_series(1, 50) g")
+        backup = provider.create_backup("test base")
+        conn.execute("INSERT INTO items SELECT g, 'a' FROM generate_series(51, 100) g")
+        time.sleep(0.05)
+        t_point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        time.sleep(0.05)
+        provider.create_restore_point("before-cleanup")
+        conn.execute("DELETE FROM items WHERE id <= 10")
+        conn.execute("INSERT INTO items SELECT g, 'b' FROM generate_series(1000, 1049) g")
+        wait_archived(conn)
+    yield {
+        "provider": provider, "source": source_cluster, "repo": repo, "root": root,
+        "T": t_point, "lsn": lsn, "backup": backup,
+    }
+    for restored in provider.list_scratch():
+        provider.discard(restored)
+    source_cluster.destroy()
+
+
+BEFORE_T = set(range(1, 101))
+AFTER = (set(range(1, 101)) - set(range(1, 11))) | set(range(1000, 1050))
+
+
+@pytest.mark.parametrize("kind", ["time", "lsn", "name"])
+def test_pitr_restores_the_state_at_the_point(world, kind: str) -> None:
+    point = {
+        "time": RestorePoint.at(world["T"]),
+        "lsn": RestorePoint.parse(f"lsn:{world['lsn']}"),
+        "name": RestorePoint.parse("name:before-cleanup"),
+    }[kind]
+    provider: SelfHostedProvider = world["provider"]
+    restored = provider.restore(point, name=f"pitr-{kind}")
+    try:
+        got = rows(restored.dsn.get_secret_value())
+        assert got == BEFORE_T  # rows inserted before T present, deleted after T back, later absent
+        assert restored.recovered_to_lsn
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+            assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
+    finally:
+        provider.discard(restored)
+    assert not Path(restored.handle).exists()
+
+
+def test_latest_restores_everything_and_never_archives_into_the_source_repo(world) -> None:
+    provider: SelfHostedProvider = world["provider"]
+    repo = world["repo"]
+    source: LocalCluster = world["source"]
+    with source.connect() as conn:
+        before = _table_checksum(conn)
+    restored = provider.restore(RestorePoint.latest(), name="latest")
+    try:
+        assert rows(restored.dsn.get_secret_value()) == AFTER
+        wal_before = {o.key for o in repo.list("wal/")}
+        with psycopg.connect(restored.dsn.get_secret_value(), autocommit=True) as conn:
+            conn.execute("INSERT INTO items SELECT g, 'restored' FROM generate_series(5000, 9000) g")
+            conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+        time.sleep(1.0)  # an archiver, had it been on, would have pushed by now
+        wal_after = {o.key for o in repo.list("wal/")}
+        with source.connect() as conn:
+            after = _table_checksum(conn)
+        # The source has archive_timeout off and took no writes, so any new object would have
+        # come from the restored cluster.
+        assert wal_after == wal_before
+        assert after == before
+    finally:
+        provider.discard(restored)
+
+
+def _table_checksum(conn: psycopg.Connection) -> str:
+    return conn.execute(
+        "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items t"
+    ).fetchone()[0]
+
+
+def test_points_outside_the_window_fail_before_anything_is_created(world) -> None:
+    provider: SelfHostedProvider = world["provider"]
+    window = provider.restore_window()
+    assert window.earliest <= world["T"] <= window.latest
+    restores = Path(provider.restore_root)
+    existing = set(restores.iterdir()) if restores.exists() else set()
+    cases = [
+        (RestorePoint.at(datetime.now(UTC) + timedelta(hours=1)), "in the future"),
+        (RestorePoint.at(window.earliest - timedelta(days=1)), "outside the restore window"),
+    ]
+    for point, message in cases:
+        with pytest.raises(RestorePointError, match=message) as info:
+            provider.restore(point, name="outside")
+        assert str(window) in str(info.value)
+    with pytest.raises(RestorePointError, match="no timezone"):
+        RestorePoint.parse("2026-01-01T10:00:00")
+    after = set(restores.iterdir()) if restores.exists() else set()
+    assert after == existing
+
+
+def test_corrupted_backup_object_is_detected_and_nothing_is_left(world) -> None:
+    provider: SelfHostedProvider = world["provider"]
+    backup = world["backup"]
+    repo_root = Path(world["repo"].url.removeprefix("file://"))
+    stored = repo_root / "backups" / backup.backup_id / "base.tar"
+    original = stored.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    stored.write_bytes(bytes(flipped))
+    try:
+        with pytest.raises(ChecksumMismatch, match="base.tar"):
+            provider.restore(RestorePoint.parse(f"backup:{backup.backup_id}"), name="corrupt")
+        assert not (provider.restore_root / "corrupt").exists()
+    finally:
+        stored.write_bytes(original)
+
+
+def test_missing_wal_fails_naming_the_last_reachable_point(world, tmp_path: Path) -> None:
+    provider: SelfHostedProvider = world["provider"]
+    repo = world["repo"]
+    window = provider.restore_window()
+    segments = sorted(o.key for o in repo.list("wal/") if len(o.key) == len("wal/") + 24)
+    last = segments[-1]
+    repo_root = Path(repo.url.removeprefix("file://"))
+    hidden = tmp_path / "hidden"
+    (repo_root / last).rename(hidden)
+    try:
+        with pytest.raises(RestorePointError, match="last reachable point is LSN"):
+            provider.restore(RestorePoint.at(window.latest), name="unreachable", window=window)
+        assert not (provider.restore_root / "unreachable").exists()
+    finally:
+        hidden.rename(repo_root / last)
