@@ -199,14 +199,42 @@ class LocalCluster:
         wait_until_ready(self.dsn(), timeout=timeout)
 
 
+#: SQLSTATEs at connect time that a retry can cure: cannot_connect_now (a server still starting
+#: or recovering), too_many_connections, admin/crash shutdown in progress.
+_TRANSIENT_CONNECT = {"57P03", "53300", "57P01", "57P02"}
+
+
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection[tuple]:
-    """Connect, mapping "cannot connect now" and refused connections to PostgresUnavailable."""
+    """Connect, mapping failures onto the taxonomy.
+
+    A refused or timed-out connection and "the database system is starting up" are
+    PostgresUnavailable (retryable); a missing database or a rejected password is a
+    non-retryable PostgresError, so tasks do not retry what cannot get better.
+    """
+    from restorekit.pg.dsn import redact
+
     try:
         return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        from restorekit.pg.dsn import redact
+        message = redact(str(exc)).strip()
+        if _transient_connect_failure(exc.sqlstate, message):
+            raise PostgresUnavailable(message) from None
+        raise PostgresError(f"cannot connect: {message}") from None
 
-        raise PostgresUnavailable(redact(str(exc)).strip()) from None
+
+# libpq reports server-side connect failures as text, usually without a SQLSTATE; a FATAL from
+# the server is permanent (no such database, bad password) unless it says the server is busy
+# starting, stopping or full.
+_TRANSIENT_TEXT = ("starting up", "shutting down", "in recovery mode", "not yet accepting",
+                   "too many clients", "remaining connection slots", "not accepting connections")
+
+
+def _transient_connect_failure(sqlstate: str | None, message: str) -> bool:
+    if sqlstate is not None:
+        return sqlstate in _TRANSIENT_CONNECT
+    if "FATAL:" not in message:
+        return True  # refused, unreachable, timed out: nothing answered
+    return any(text in message for text in _TRANSIENT_TEXT)
 
 
 def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) -> None:

@@ -1,0 +1,43 @@
+# Thin wrappers: they install what is missing, then call pytest / the restorekit CLI.
+#
+# The virtualenv is built from a Python that the `postgres` OS user can execute too (Debian's
+# /usr/bin/python3.11): PostgreSQL runs restorekit's archive_command and restore_command as that
+# user, so an interpreter under /root (pyenv) would not do.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+SCALE ?= 1
+
+.PHONY: help system-deps venv test demo bench clean
+
+help:
+	@echo "make demo   - the embedded default end to end (production cluster, backup, accident, PITR)"
+	@echo "make test   - install what is missing, then run the whole test suite"
+	@echo "make bench  - restore benchmark (SCALE=$(SCALE)); prints ratios"
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: apt-get install python3.11 python3.11-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock -e .
+	touch $@
+
+venv: system-deps $(BIN)/.installed
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/restorekit demo
+
+bench: venv
+	$(BIN)/python bench/restore_bench.py --scale $(SCALE)
+
+clean:
+	rm -rf $(VENV) .restorekit-demo
