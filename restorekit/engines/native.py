@@ -3,7 +3,8 @@
 Layout in the repository::
 
     backups/<backup_id>/base.tar        pg_basebackup -Ft (the data directory)
-    backups/<backup_id>/pg_wal.tar      the WAL needed to make it consistent (-X fetch)
+    backups/<backup_id>/pg_wal.tar      WAL for consistency, when the backup streamed it (the
+                                        default --wal-method=fetch puts it inside base.tar)
     backups/<backup_id>/backup_manifest PostgreSQL's own manifest (WAL range)
     backups/<backup_id>/backup.json     restorekit's metadata; written last, so a backup without
                                         it is incomplete and ignored
@@ -281,7 +282,10 @@ class NativeEngine:
             done += n
             progress("base restore", done, total)
 
+        objects = backup.extra.get("objects", {})
         for name, dest in (("base.tar", data_dir), ("pg_wal.tar", data_dir / "pg_wal")):
+            if name not in objects:
+                continue  # with --wal-method=fetch the WAL is inside base.tar
             key = f"backups/{backup.backup_id}/{name}"
             with self.repo.open_verified(key) as stream:
                 _extract(_CountingReader(stream, counted), dest)
