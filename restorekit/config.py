@@ -50,6 +50,56 @@ class Tier(BaseModel):
     rpo_minutes: float = Field(gt=0)
 
 
+class AppConfig(BaseModel):
+    """The application in front of the database (the runbook's "Stop/Restart Application")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["local", "none"] = "none"
+    env_file: Path | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    health_url: str | None = None
+
+    @model_validator(mode="after")
+    def _local_needs(self) -> AppConfig:
+        if self.kind == "local" and (self.env_file is None or self.port is None):
+            raise ValueError("app kind 'local' needs env_file and port")
+        return self
+
+
+class ConnectionConfig(BaseModel):
+    """Where the application's connection string lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["envfile", "none"] = "none"
+    path: Path | None = None
+    key: str = "DATABASE_URL"
+
+    @model_validator(mode="after")
+    def _envfile_needs(self) -> ConnectionConfig:
+        if self.kind == "envfile" and self.path is None:
+            raise ValueError("connection kind 'envfile' needs path")
+        return self
+
+
+class CheckConfig(BaseModel):
+    """A custom verification query, e.g. the runbook's "users without clients"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    sql: str
+    expect: Literal["zero_rows", "nonzero", "equals"] = "zero_rows"
+    value: int | None = None
+    critical: bool = True
+
+
+class VerifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    critical_tables: tuple[str, ...] = ()
+    row_count_tolerance: float = Field(default=0.0, ge=0, le=1)
+    amcheck: bool = True
+    checks: tuple[CheckConfig, ...] = ()
+
+
 class TargetConfig(BaseModel):
     """One protected database."""
 
@@ -67,6 +117,9 @@ class TargetConfig(BaseModel):
     stanza: str | None = None
     pg_bin_dir: Path | None = None
     tier: TierName = "standard"
+    app: AppConfig = Field(default_factory=AppConfig)
+    connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
 
     @field_validator("dsn")
     @classmethod
@@ -110,10 +163,19 @@ class TargetConfig(BaseModel):
         return value
 
 
+class NotifyConfig(BaseModel):
+    """Where start/success/failure notices go. Webhook URLs are secrets: name an env var."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    webhook_url_env: str | None = None
+    prefect_blocks: tuple[str, ...] = ()
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     state_dir: Path = Path(".restorekit")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     tiers: dict[str, Tier] = Field(default_factory=dict)
     source_path: Path | None = None
@@ -165,7 +227,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
 
 def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) -> Settings:
     base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
-    unknown = set(raw) - {"restorekit", "targets", "tiers"}
+    unknown = set(raw) - {"restorekit", "targets", "tiers", "notify"}
     where = str(source) if source else "config"
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -181,6 +243,7 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
             targets=targets,
             tiers={k: Tier(**v) for k, v in dict(raw.get("tiers", {}) or {}).items()},  # type: ignore[call-overload]
             source_path=source,
+            notify=NotifyConfig(**dict(raw.get("notify", {}) or {})),  # type: ignore[call-overload]
             **base,
         )
     except ValidationError as exc:

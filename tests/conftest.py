@@ -1,3 +1,3 @@
 """Test configuration: fixtures live in tests/fixtures/ as plugin modules."""
 
-pytest_plugins = ["fixtures.pg"]
+pytest_plugins = ["fixtures.pg", "fixtures.s3"]

@@ -176,13 +176,15 @@ class NativeEngine:
             objects = {}
             total = sum(p.stat().st_size for p in tmp.iterdir())
             done = 0
+            sent = 0
+
+            def uploaded(n: int) -> None:  # the repository reports increments
+                nonlocal sent
+                sent += n
+                progress("upload", sent, total)
+
             for path in sorted(tmp.iterdir()):
                 key = f"backups/{backup_id}/{path.name}"
-                base = done
-
-                def uploaded(n: int, base: int = base) -> None:
-                    progress("upload", base + n, total)
-
                 info = self.repo.put_file(key, path, progress=uploaded)
                 done += info.size
                 # Read back before the backup counts: a backup nobody can restore is not one.

@@ -111,7 +111,9 @@ class SelfHostedProvider:
         else:
             from restorekit.engines.pgbackrest import PgBackRestEngine
 
-            repo_path = Path(target.repository.removeprefix("file://")) if target.repository else (
+            from restorekit.repository import parse_repository_url
+
+            repo_path = Path(parse_repository_url(target.repository).path) if target.repository else (
                 settings.state_dir.absolute() / "pgbackrest" / target.name
             )
             engine = PgBackRestEngine(

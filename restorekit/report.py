@@ -1,0 +1,142 @@
+"""The incident / drill report: what happened, when, and what changed.
+
+Built step by step by a flow (each step appends to the timeline) and rendered as markdown for a
+Prefect artifact and for the CLI. It holds no secrets: databases appear by display name only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    started_at: datetime
+    seconds: float
+    ok: bool = True
+    detail: str = ""
+
+
+class CheckRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    ok: bool
+    critical: bool
+    detail: str = ""
+
+
+class Change(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    table: str
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+
+
+class IncidentReport(BaseModel):
+    """One run of a scenario flow or a drill."""
+
+    scenario: str
+    target: str
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+    outcome: str = "running"  # running | succeeded | failed | dry-run
+    dry_run: bool = False
+    restore_point: str = ""
+    recovered_to_time: datetime | None = None
+    recovered_to_lsn: str | None = None
+    restored_database: str = ""
+    steps: list[Step] = Field(default_factory=list)
+    checks: list[CheckRow] = Field(default_factory=list)
+    snapshots: list[str] = Field(default_factory=list)
+    changes: list[Change] = Field(default_factory=list)
+    plan: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    error: str = ""
+    objectives: dict[str, float] = Field(default_factory=dict)  # rto_seconds, rpo_seconds
+
+    @property
+    def rto_seconds(self) -> float:
+        """Achieved recovery time: from the start of the run to the end of the last step."""
+        end = self.finished_at or datetime.now(UTC)
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def data_loss_window(self) -> timedelta | None:
+        """Between the restored database's last commit and the requested point: what the
+        restore could not bring back (the achieved RPO)."""
+        if self.recovered_to_time is None:
+            return None
+        requested = _parse_time(self.restore_point) or self.started_at
+        return max(requested - self.recovered_to_time, timedelta(0))
+
+    def phase_seconds(self) -> dict[str, float]:
+        return {s.name: round(s.seconds, 3) for s in self.steps}
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["rto_seconds"] = round(self.rto_seconds, 3)
+        loss = self.data_loss_window
+        data["data_loss_seconds"] = None if loss is None else loss.total_seconds()
+        return data
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# {self.scenario.replace('_', ' ').replace('-', ' ').title()}: {self.target}",
+            "",
+            f"**Outcome:** {self.outcome}" + (" (dry run: nothing was changed)" if self.dry_run else ""),
+            f"**Started:** {self.started_at.isoformat()}  ",
+            f"**Restore point:** {self.restore_point or 'n/a'}  ",
+            f"**Achieved RTO:** {self.rto_seconds:.1f} s  ",
+        ]
+        loss = self.data_loss_window
+        if self.recovered_to_time is not None:
+            lines.append(
+                f"**Recovered to:** last commit {self.recovered_to_time.isoformat()}"
+                f" (LSN {self.recovered_to_lsn}); data-loss window "
+                f"{loss.total_seconds() if loss else 0:.1f} s  "
+            )
+        if self.restored_database:
+            lines.append(f"**Restored database:** {self.restored_database}  ")
+        if self.error:
+            lines += ["", f"**Error:** {self.error}"]
+        if self.plan:
+            lines += ["", "## Plan", ""] + [f"{i}. {p}" for i, p in enumerate(self.plan, 1)]
+        if self.steps:
+            lines += ["", "## Timeline", "", "| step | started | seconds | result | detail |",
+                      "|---|---|---:|---|---|"]
+            for s in self.steps:
+                lines.append(f"| {s.name} | {s.started_at.strftime('%H:%M:%S')} | {s.seconds:.2f} | "
+                             f"{'ok' if s.ok else 'FAILED'} | {_cell(s.detail)} |")
+        if self.checks:
+            lines += ["", "## Checks", "", "| check | result | critical | detail |", "|---|---|---|---|"]
+            for c in self.checks:
+                lines.append(f"| {c.name} | {'pass' if c.ok else 'FAIL'} | "
+                             f"{'yes' if c.critical else 'no'} | {_cell(c.detail)} |")
+        if self.changes:
+            lines += ["", "## What changed", "", "| table | inserted | updated | deleted | skipped |",
+                      "|---|---:|---:|---:|---:|"]
+            for ch in self.changes:
+                lines.append(f"| {ch.table} | {ch.inserted} | {ch.updated} | {ch.deleted} | {ch.skipped} |")
+        if self.snapshots:
+            lines += ["", "## Snapshots taken before any change", ""] + [f"- {s}" for s in self.snapshots]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:300]
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo else None
