@@ -1,0 +1,244 @@
+"""The small application of the embedded default: what a restore stops, re-points and checks.
+
+Run it as ``python -m restorekit.apps.demo_app --env-file PATH --port N [--host 127.0.0.1]``.
+It reads DATABASE_URL from the env file once at start, like a deployed app reads its
+environment, so a new connection string takes effect only after a redeploy. Endpoints:
+
+* ``GET /api/health``: the runbook's shape. 200 ``{"ok": true, "database": {"connected": true,
+  "latency": "15ms"}}`` when ``SELECT 1`` works (latency = connect + query, as the app has no
+  pool), else 503 ``{"ok": false, "database": {"connected": false, "error": "..."}}``.
+* ``GET /api/users/count``: the runbook's "critical functionality" probe: ``{"ok": true,
+  "table": "users", "count": N}``, 404 when there is no ``users`` table, 503 when the database
+  fails.
+
+The DSN and its password never leave the process: errors are redacted before they are logged or
+returned, and the startup line shows the DSN in :func:`restorekit.pg.dsn.display` form.
+Standard library HTTP server plus psycopg only; SIGTERM and SIGINT stop it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from restorekit.errors import RestoreKitError
+from restorekit.pg.dsn import display, redact
+from restorekit.sinks.envfile import EnvFileStore
+
+# Named explicitly: run with -m, __name__ is "__main__".
+log = logging.getLogger("restorekit.apps.demo_app")
+
+HEALTH_PATH = "/api/health"
+USERS_COUNT_PATH = "/api/users/count"
+# Below the health checker's default 5 s timeout, so a dead database gives a 503, not a timeout.
+CONNECT_TIMEOUT_S = 3
+_MAX_ERROR_CHARS = 300
+
+
+class Scrubber:
+    """Removes a DSN's secrets from any text before it leaves the process."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._secrets: list[str] = []
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception:  # psycopg.ProgrammingError; an invalid DSN is reported elsewhere
+            params = {}
+        for key in ("password", "sslpassword"):
+            value = params.get(key)
+            if value:
+                # URLs carry the percent-encoded form, libpq messages the decoded one.
+                self._secrets += sorted({str(value), quote(str(value), safe="")}, key=len,
+                                        reverse=True)
+
+    def __call__(self, text: str) -> str:
+        if self._dsn:
+            text = text.replace(self._dsn, display(self._dsn))
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return redact(text)
+
+
+class Database:
+    """The app's view of its database: one short connection per request."""
+
+    def __init__(self, dsn: str, scrub: Scrubber) -> None:
+        self._dsn = dsn
+        self._valid = _is_valid_dsn(dsn)
+        self.scrub = scrub
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if not self._valid:
+            # psycopg's message for a malformed DSN quotes the DSN itself.
+            raise psycopg.OperationalError("DATABASE_URL is not a valid connection string")
+        return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S,
+                               application_name="restorekit-demo-app", autocommit=True)
+
+    def ping(self) -> float:
+        """Connect and run ``SELECT 1``; return the milliseconds it took."""
+        started = time.perf_counter()
+        with self._connect() as conn:
+            conn.execute("SELECT 1").fetchone()
+        return (time.perf_counter() - started) * 1000
+
+    def users_count(self) -> int | None:
+        """``count(*)`` of table ``users``, or None when there is no such table."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone()
+            if not row or not row[0]:
+                return None
+            count = conn.execute("SELECT count(*) FROM users").fetchone()
+        return int(count[0]) if count else 0
+
+    def error_text(self, exc: BaseException) -> str:
+        """A one-line, secret-free message for ``exc``."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return self.scrub(text)[:_MAX_ERROR_CHARS]
+
+
+def _is_valid_dsn(dsn: str) -> bool:
+    try:
+        conninfo_to_dict(dsn)
+    except Exception:
+        return False
+    return True
+
+
+def format_latency(ms: float) -> str:
+    """Milliseconds in the runbook's style: ``15ms``, ``2.3ms``."""
+    return f"{round(ms, 1):g}ms"
+
+
+class DemoServer(ThreadingHTTPServer):
+    """The HTTP server; handlers reach the database through ``self.database``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], database: Database) -> None:
+        self.database = database
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback; exception text may hold what we never show.
+        exc = sys.exc_info()[1]
+        log.error("request from %s failed: %s", client_address[0],
+                  self.database.error_text(exc) if exc else "unknown error")
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DemoServer
+    server_version = "restorekit-demo-app"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/")
+        if path == HEALTH_PATH:
+            self._health()
+        elif path == USERS_COUNT_PATH:
+            self._users_count()
+        else:
+            self._send(404, {"ok": False, "error": f"no route {path or '/'}"})
+
+    def _health(self) -> None:
+        db = self.server.database
+        try:
+            latency = db.ping()
+        except psycopg.Error as exc:
+            error = db.error_text(exc)
+            log.warning("health: database unavailable: %s", error)
+            self._send(503, {"ok": False, "database": {"connected": False, "error": error}})
+            return
+        self._send(200, {"ok": True,
+                         "database": {"connected": True, "latency": format_latency(latency)}})
+
+    def _users_count(self) -> None:
+        db = self.server.database
+        try:
+            count = db.users_count()
+        except psycopg.Error as exc:
+            error = db.error_text(exc)
+            log.warning("users count failed: %s", error)
+            self._send(503, {"ok": False, "error": error})
+            return
+        if count is None:
+            self._send(404, {"ok": False, "error": "table users does not exist"})
+        else:
+            self._send(200, {"ok": True, "table": "users", "count": count})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def serve(env_file: Path, host: str, port: int) -> int:
+    """Read the DSN, serve until SIGTERM/SIGINT; return the process exit status."""
+    try:
+        dsn = EnvFileStore(env_file).read().get_secret_value()
+    except RestoreKitError as exc:  # ConfigError/ProviderError messages never hold the value
+        log.error("cannot start: %s", exc)
+        return 2
+    scrub = Scrubber(dsn)
+    try:
+        server = DemoServer((host, port), Database(dsn, scrub))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever() to return: call it off the serving thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    shown = display(dsn) if _is_valid_dsn(dsn) else "(not a valid connection string)"
+    log.info("demo app serving on http://%s:%d (database %s, from %s)", host, port,
+             scrub(shown), env_file)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+    log.info("demo app stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restorekit.apps.demo_app",
+                                     description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--env-file", type=Path, required=True,
+                        help="dotenv file with DATABASE_URL")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(args.env_file, args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
