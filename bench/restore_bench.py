@@ -1,0 +1,153 @@
+"""Restore benchmark: `restorekit restore --to-new` against the same steps done by hand.
+
+Builds the sample schema at --scale in a source cluster that archives WAL into a restorekit
+repository, takes a base backup, writes more rows (so there is WAL to replay), then measures in
+the same run, alternating, --repeat times each:
+
+  restorekit : `restorekit restore --to-new --point latest` (CLI process: repository download
+               with checksum verification, tar extraction, recovery settings, WAL replay, promote)
+  by hand    : pg_basebackup -Fp -X stream straight from the source into a new data directory,
+               recovery.signal + restore_command, pg_ctl start, wait until promoted
+
+and prints the ratio restorekit / by hand (orchestration overhead is the ratio minus one).
+Results are written to bench/results/restore-<timestamp>.json. Nothing here asserts on time.
+
+    python bench/restore_bench.py --scale 5 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from restorekit import sample
+from restorekit.engines.recovery import apply_overrides, restored_cluster_settings, run_recovery, write_recovery_signal
+from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.tools import PgTool, default_os_user, make_dir
+from restorekit.wal import restore_command
+
+CONFIG = """[restorekit]
+state_dir = "{state}"
+[targets.bench]
+provider = "selfhosted"
+engine = "native"
+dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
+repository = "file://{repo}"
+"""
+
+
+def wait_archived(conn: psycopg.Connection) -> None:
+    seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    for _ in range(600):
+        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+        if last and last >= seg:
+            return
+        time.sleep(0.1)
+    raise SystemExit("archiving stalled")
+
+
+def by_hand(source: LocalCluster, repo_url: str, work: Path, os_user: str | None) -> float:
+    data = work / f"hand-{time.monotonic_ns()}"
+    make_dir(data, os_user)
+    started = time.perf_counter()
+    tool = PgTool(source.bin_dir, os_user=os_user)
+    tool.run("pg_basebackup", "-d", source.dsn(), "-D", str(data), "-Fp", "-X", "stream",
+             "--checkpoint=fast", "--no-sync")
+    port = free_port()
+    apply_overrides(data, {**restored_cluster_settings(port),
+                           "restore_command": restore_command(repo_url)}, os_user)
+    write_recovery_signal(data, os_user)
+    cluster = LocalCluster(data_dir=data, port=port, bin_dir=source.bin_dir, os_user=os_user)
+    run_recovery(cluster)
+    elapsed = time.perf_counter() - started
+    cluster.destroy()
+    return elapsed
+
+
+def with_restorekit(config: Path, name: str) -> float:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "restorekit"), "restore", "-c", str(config), "-t",
+         "bench", "--to-new", "--point", "latest", "--name", name, "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    elapsed = time.perf_counter() - started
+    handle = json.loads(out.stdout)["handle"]
+    subprocess.run([str(Path(sys.executable).parent / "restorekit"), "cleanup", "-c",
+                    str(config), "-t", "bench", "--json"], check=True, capture_output=True)
+    assert not Path(handle).exists()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    os_user = default_os_user()
+    base = Path(tempfile.mkdtemp(prefix="restorekit-bench-"))
+    make_dir(base, os_user, mode=0o755)
+    try:
+        repo = make_dir(base / "repo", os_user, mode=0o755)
+        source = LocalCluster.create(base / "source")
+        config = base / "restorekit.toml"
+        config.write_text(CONFIG.format(state=base / "state", port=source.port, repo=repo))
+        from restorekit.config import load_settings
+        from restorekit.providers.selfhosted import SelfHostedProvider
+
+        settings = load_settings(config)
+        provider = SelfHostedProvider.from_config(settings.target("bench"), settings)
+        source.write_settings({**provider.engine.archive_settings(), "max_wal_size": "4GB"})
+        source.start()
+        with source.connect(autocommit=True) as conn:
+            conn.execute("CREATE DATABASE app")
+        t0 = time.perf_counter()
+        with psycopg.connect(source.dsn("app"), autocommit=True) as conn:
+            sample.create_schema(conn)
+            counts = sample.generate(conn, scale=args.scale)
+        print(f"loaded scale {args.scale}: {counts} in {time.perf_counter() - t0:.1f}s", flush=True)
+        provider.create_backup("bench")
+        with psycopg.connect(source.dsn("app"), autocommit=True) as conn:
+            # WAL to replay after the backup: rewrite a tenth of the appointments.
+            conn.execute("UPDATE appointments SET notes = coalesce(notes, '') || ' (rescheduled)' "
+                         "WHERE id % 10 = 0")
+            wait_archived(conn)
+            size = conn.execute("SELECT pg_database_size('app')").fetchone()[0]
+        work = make_dir(base / "hand", os_user, mode=0o755)
+        hand, ours = [], []
+        for i in range(args.repeat):
+            hand.append(by_hand(source, f"file://{repo}", work, os_user))
+            ours.append(with_restorekit(config, f"bench-{i}"))
+            print(f"run {i + 1}: by hand {hand[-1]:.2f}s  restorekit {ours[-1]:.2f}s", flush=True)
+        h, o = statistics.median(hand), statistics.median(ours)
+        result = {
+            "benchmark": "restore --to-new vs pg_basebackup + recovery by hand",
+            "when": datetime.now(UTC).isoformat(), "scale": args.scale, "rows": counts,
+            "database_bytes": size, "repeat": args.repeat, "cores": os.cpu_count(),
+            "by_hand_seconds": hand, "restorekit_seconds": ours,
+            "median_by_hand": h, "median_restorekit": o, "ratio": o / h,
+        }
+        print(f"\n{'':12}{'median s':>10}\n{'by hand':12}{h:10.2f}\n{'restorekit':12}{o:10.2f}"
+              f"\nratio restorekit / by hand = {o / h:.2f}  (overhead {100 * (o / h - 1):+.0f} %)")
+        out = Path(__file__).parent / "results" / f"restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"saved {out}")
+        source.destroy()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
