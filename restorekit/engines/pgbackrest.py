@@ -1,0 +1,582 @@
+"""pgBackRest as the self-hosted backup engine.
+
+pgBackRest owns the repository (full backups, WAL archive, retention); restorekit drives its CLI
+and reads ``info --output=json``. Every call passes ``--config`` with a file restorekit writes into
+its own work directory, so the host's /etc/pgbackrest.conf never changes what runs (pgBackRest
+skips the default conf.d include when ``--config`` is given). Console logging is off and
+messages go to stderr, so stdout carries only the JSON that ``info`` prints and
+:func:`run_command` streams the per-file progress lines.
+
+The restored cluster must never write into the source's repository: restores use
+``--archive-mode=off``, and the caller appends :func:`recovery.restored_cluster_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from restorekit.engines.base import SourceSpec
+from restorekit.errors import (
+    ConfigError,
+    PgToolFailed,
+    PostgresUnavailable,
+    ProviderError,
+    RestoreKitError,
+    RestorePointError,
+    SafetyError,
+)
+from restorekit.models import (
+    BackupInfo,
+    PointKind,
+    RestorePoint,
+    RestoreWindow,
+    format_lsn,
+    parse_lsn,
+)
+from restorekit.pg import dsn as dsnlib
+from restorekit.pg.tools import PgTool, chown_for, default_os_user, make_dir, run_command
+from restorekit.providers.base import Progress
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (2, 40)
+LABEL_KEY = "restorekit-label"
+#: How many archived segments restore_window() reads back, newest first, looking for a commit.
+MAX_SEGMENTS_SCANNED = 4
+#: Deadline for one backup or base restore (seconds).
+LONG_TIMEOUT = 24 * 3600
+
+_STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION_RE = re.compile(r"pgBackRest (\d+)\.(\d+)")
+_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+# "restore file /data/base/5/1249 (440KB, 42.17%) checksum ..." and "backup file ..." at detail.
+_PERCENT_RE = re.compile(r"\b(?:restore|backup) file .*\([^()]*?, (\d+(?:\.\d+)?)%\)")
+_ERROR_RE = re.compile(r"ERROR: \[(\d+)\]: (.*)")
+# pg_waldump: "... lsn: 0/03000148, prev 0/03000110, desc: COMMIT 2024-05-01 10:00:00.123456 UTC"
+_COMMIT_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: COMMIT(?:_PREPARED)? (?:\d+: )?"
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ([A-Za-z]+|[+-]\d\d(?::?\d\d)?)"
+)
+
+# pgBackRest exits with its error code (src/build/error/error.yaml); these mean "fix the setup".
+_CONFIG_CODES = frozenset({27, 30, 31, 32, 37, 40, 46, 48, 55, 58, 68, 72, 73, 75, 87, 88, 89, 103})
+_DB_CONNECT_CODES = frozenset({56})
+_RETRYABLE_CODES = frozenset({50, 82, 101})  # lock held, archive timeout, remote service
+
+_RESTORE_TYPES = {
+    PointKind.LATEST: "default",
+    PointKind.TIME: "time",
+    PointKind.LSN: "lsn",
+    PointKind.XID: "xid",
+    PointKind.NAME: "name",
+    PointKind.BACKUP: "immediate",
+    PointKind.IMMEDIATE: "immediate",
+}
+
+
+class PgBackRestEngine:
+    """Back up and restore the source cluster with pgBackRest (posix repository).
+
+    Args:
+        source: the protected cluster; ``data_dir`` and ``socket_dir`` are required because
+            pgBackRest reads the data directory and connects over the Unix socket.
+        stanza: pgBackRest stanza name.
+        repo_path: absolute path of the repository (created for the OS user if missing).
+        work_dir: absolute path for restorekit's pgbackrest.conf, logs, locks and spool.
+        repo_retention_full: full backups pgBackRest keeps (older ones and their WAL expire).
+        process_max: parallel processes for backup and restore.
+        bin: the pgbackrest executable (name on PATH or absolute path).
+
+    Raises:
+        ConfigError: an option is invalid; nothing has been written.
+    """
+
+    name: ClassVar[str] = "pgbackrest"
+
+    def __init__(
+        self,
+        source: SourceSpec,
+        *,
+        stanza: str,
+        repo_path: Path,
+        work_dir: Path,
+        repo_retention_full: int = 4,
+        process_max: int = 2,
+        bin: str = "pgbackrest",
+    ) -> None:
+        _validate_options(
+            source, stanza, repo_path, work_dir, repo_retention_full, process_max, bin
+        )
+        assert source.data_dir is not None and source.socket_dir is not None
+        self.source = source
+        self.stanza = stanza
+        self.repo_path = Path(repo_path)
+        self.work_dir = Path(work_dir)
+        self.repo_retention_full = repo_retention_full
+        self.process_max = process_max
+        self.bin = bin
+        self.os_user = source.os_user or default_os_user()
+        params = dsnlib.parse(source.dsn)
+        self._pg_user = str(params.get("user") or "postgres")
+        self._pg_database = str(params.get("dbname") or "postgres")
+        self._pg_env = dsnlib.password_env(source.dsn)[1]  # PGPASSWORD for libpq, never argv
+        self.config_file = self.work_dir / "pgbackrest.conf"
+        self._write_config()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def bin_path(self) -> str:
+        """The pgbackrest executable, resolved so archive_command does not depend on PATH."""
+        return shutil.which(self.bin) or self.bin
+
+    def _write_config(self) -> None:
+        make_dir(self.work_dir, self.os_user, mode=0o750)
+        for sub in ("log", "lock", "spool"):
+            make_dir(self.work_dir / sub, self.os_user, mode=0o750)
+        if not self.repo_path.exists():
+            make_dir(self.repo_path, self.os_user, mode=0o750)
+        source = self.source
+        lines = [
+            "[global]",
+            f"repo1-path={self.repo_path}",
+            f"repo1-retention-full={self.repo_retention_full}",
+            f"process-max={self.process_max}",
+            f"log-path={self.work_dir / 'log'}",
+            f"lock-path={self.work_dir / 'lock'}",
+            f"spool-path={self.work_dir / 'spool'}",
+            "log-level-console=off",
+            "log-level-stderr=warn",
+            "log-level-file=info",
+            "start-fast=y",
+            "",
+            f"[{self.stanza}]",
+            f"pg1-path={source.data_dir}",
+            f"pg1-port={source.port}",
+            f"pg1-socket-path={source.socket_dir}",
+            f"pg1-user={self._pg_user}",
+            f"pg1-database={self._pg_database}",
+            "",
+        ]
+        self.config_file.write_text("\n".join(lines))
+        self.config_file.chmod(0o640)
+        chown_for(self.config_file, self.os_user)
+
+    def archive_settings(self) -> dict[str, object]:
+        command = " ".join(
+            [
+                shlex.quote(self.bin_path),
+                shlex.quote(f"--config={self.config_file}"),
+                shlex.quote(f"--stanza={self.stanza}"),
+                "archive-push",
+                "%p",
+            ]
+        )
+        return {"wal_level": "replica", "archive_mode": "on", "archive_command": command}
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Check the binary's version, create the stanza (idempotent) and run ``pgbackrest check``
+        (which switches WAL and waits for it to reach the archive)."""
+        version = self.version()
+        if version < MIN_VERSION:
+            raise ConfigError(
+                f"pgBackRest {version[0]}.{version[1]} is too old: restorekit needs "
+                f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or newer (apt-get install pgbackrest)"
+            )
+        self._run("stanza-create", env=self._pg_env, timeout=300)
+        self._run("check", env=self._pg_env, timeout=300)
+
+    def version(self) -> tuple[int, int]:
+        if shutil.which(self.bin) is None:
+            raise ConfigError(
+                f"pgbackrest not found ({self.bin!r} is not an executable on PATH): install it "
+                "(Debian/Ubuntu: apt-get install pgbackrest) or set the engine's bin option"
+            )
+        result = run_command([self.bin_path, "version"], timeout=30)
+        return parse_version(result.stdout)
+
+    def backup(self, *, label: str, progress: Progress) -> BackupInfo:
+        if any(not c.isprintable() for c in label):
+            raise ConfigError(f"backup label {label!r} must be printable text")
+        before = {b.backup_id for b in self.list_backups(allow_missing=True)}
+        options = ["--type=full", "--log-level-stderr=detail"]
+        if label:
+            options.append(f"--annotation={LABEL_KEY}={label}")
+        self._run(
+            "backup", *options, env=self._pg_env, timeout=LONG_TIMEOUT,
+            on_line=_progress_reader("base backup", progress),
+        )
+        progress("base backup", 10000, 10000)
+        new = [b for b in self.list_backups() if b.backup_id not in before]
+        if not new:
+            raise ProviderError(
+                "pgbackrest backup succeeded but info lists no new backup",
+                provider=self.name, operation="backup",
+            )
+        return new[-1]
+
+    def list_backups(self, *, allow_missing: bool = False) -> list[BackupInfo]:
+        """Backups in the repository, oldest first."""
+        return parse_backups(self._info(allow_missing=allow_missing))
+
+    def restore_window(self) -> RestoreWindow:
+        info = self._info()
+        backups = parse_backups(info)
+        if not backups:
+            return RestoreWindow(earliest=None, latest=None)
+        oldest, newest = backups[0], backups[-1]
+        # info's timestamps are whole seconds, truncated: a backup may become consistent up to a
+        # second after its recorded stop, and a time target before that cannot be reached.
+        earliest = oldest.stop_time + timedelta(seconds=1)
+        # Fallback when no commit after the newest backup can be read back from the archive:
+        # that backup's end, which a restore always reaches.
+        latest_time, latest_lsn = newest.stop_time + timedelta(seconds=1), newest.stop_lsn
+        archive_max = archive_max_segment(info, newest)
+        if archive_max is not None:
+            found = self._last_commit(archive_max, floor=newest.extra.get("archive_start"))
+            if found is not None and found[0] >= latest_time:
+                latest_time, latest_lsn = found
+        return RestoreWindow(
+            earliest=earliest,
+            latest=latest_time,
+            earliest_lsn=oldest.stop_lsn,
+            latest_lsn=latest_lsn,
+        )
+
+    def prepare_restore(
+        self, point: RestorePoint, backup: BackupInfo, data_dir: Path, *, progress: Progress
+    ) -> dict[str, object]:
+        """Restore ``backup`` into the new, empty ``data_dir``.
+
+        pgBackRest writes restore_command, the recovery target, ``archive_mode = 'off'`` and
+        recovery.signal itself, so nothing is returned; the caller still appends
+        ``restored_cluster_settings(port)``.
+        """
+        data_dir = Path(data_dir).absolute()
+        if data_dir == Path(str(self.source.data_dir)).absolute():
+            raise SafetyError(f"refusing to restore over the source data directory {data_dir}")
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise ConfigError(f"restore target {data_dir} is not empty; give a new directory")
+        options = restore_options(point, backup, data_dir)
+        existed = data_dir.exists()
+        make_dir(data_dir, self.os_user, mode=0o700)
+        try:
+            self._run(
+                "restore", *options, timeout=LONG_TIMEOUT,
+                on_line=_progress_reader("base restore", progress),
+            )
+        except RestoreKitError:
+            # The directory was empty or new: leave it so, and a retry can use it again.
+            if existed:
+                for child in data_dir.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            else:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+        progress("base restore", 10000, 10000)
+        auto_conf = data_dir / "postgresql.auto.conf"
+        auto = auto_conf.read_text() if auto_conf.exists() else ""
+        if "restore_command" not in auto or "archive_mode = 'off'" not in auto:
+            raise ProviderError(
+                f"pgbackrest restore did not write restore_command and archive_mode = 'off' "
+                f"into {auto_conf}",
+                provider=self.name, operation="restore",
+            )
+        return {}
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _argv(self, command: str, *args: str) -> list[str]:
+        argv = [self.bin_path, f"--config={self.config_file}", f"--stanza={self.stanza}",
+                *[a for a in args if a.startswith("--")], command,
+                *[a for a in args if not a.startswith("--")]]
+        # pgBackRest also reads options from PGBACKREST_* variables; a stray one (say
+        # PGBACKREST_REPO1_PATH) must not redirect what restorekit configured.
+        stray = sorted(k for k in os.environ if k.startswith("PGBACKREST_"))
+        if stray:
+            argv = ["env", *[arg for k in stray for arg in ("-u", k)], *argv]
+        if self.os_user is not None and self.os_user != pwd.getpwuid(os.geteuid()).pw_name:
+            return ["runuser", "-u", self.os_user, "--", *argv]
+        return argv
+
+    def _run(
+        self,
+        command: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float | None = 120,
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        if shutil.which(self.bin) is None:
+            self.version()  # raises the ConfigError that says how to install it
+        try:
+            result = run_command(self._argv(command, *args), env=env, timeout=timeout,
+                                 on_line=on_line, cwd=self.work_dir)
+        except PgToolFailed as exc:
+            raise translate_error(command, exc) from exc
+        return result.stdout
+
+    def _info(self, *, allow_missing: bool = False) -> dict[str, Any]:
+        stanzas = json.loads(self._run("info", "--output=json", timeout=120) or "[]")
+        stanza = next((s for s in stanzas if s.get("name") == self.stanza), None)
+        code = (stanza or {}).get("status", {}).get("code", 1)
+        if stanza is None or code in (1, 3):
+            if allow_missing:
+                return {"backup": [], "archive": []}
+            raise ConfigError(
+                f"pgBackRest stanza {self.stanza!r} does not exist in {self.repo_path}: "
+                "run the engine's check() (stanza-create) first"
+            )
+        return dict(stanza)
+
+    def _last_commit(self, max_segment: str, *, floor: str | None) -> tuple[datetime, str] | None:
+        """The time and LSN of the last COMMIT record in the archive, reading back at most
+        MAX_SEGMENTS_SCANNED segments (newest first, not below ``floor``)."""
+        tool = PgTool(self.source.bin_dir, self.os_user)
+        scratch = Path(tempfile.mkdtemp(prefix="waldump-", dir=self.work_dir))
+        chown_for(scratch, self.os_user)
+        try:
+            segment: str | None = max_segment
+            for _ in range(MAX_SEGMENTS_SCANNED):
+                if segment is None or (floor and segment < floor):
+                    break
+                target = scratch / segment
+                try:
+                    self._run("archive-get", segment, str(target), timeout=300)
+                except RestoreKitError as exc:
+                    log.warning("cannot read %s back from the archive: %s", segment, exc)
+                    break
+                # pg_waldump exits non-zero at the end of a segment that is not followed by
+                # another one; the records it printed are still valid.
+                result = tool.run("pg_waldump", str(target), env={"TZ": "UTC"}, check=False,
+                                  timeout=300, cwd=scratch)
+                found = last_commit(result.stdout)
+                if found is not None:
+                    return found
+                segment = previous_segment(segment, target.stat().st_size)
+                target.unlink()
+            return None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- pure helpers (unit-tested) ---------------------------------------------------------------
+
+
+def _validate_options(
+    source: SourceSpec,
+    stanza: str,
+    repo_path: Path,
+    work_dir: Path,
+    repo_retention_full: int,
+    process_max: int,
+    bin: str,
+) -> None:
+    problems: list[str] = []
+    if not _STANZA_RE.match(stanza or "") or stanza == "global":
+        problems.append(
+            f"stanza {stanza!r} must be 1-64 characters of letters, digits, '_', '.' or '-' "
+            "(not 'global')"
+        )
+    paths = {
+        "repo_path": repo_path,
+        "work_dir": work_dir,
+        "source.data_dir": source.data_dir,
+        "source.socket_dir": source.socket_dir,
+    }
+    for name, path in paths.items():
+        if path is None:
+            problems.append(f"{name} is required for the pgbackrest engine")
+        elif not Path(path).is_absolute():
+            problems.append(f"{name} must be an absolute path, got {str(path)!r}")
+        elif any(c in str(path) for c in "\n\r=%"):
+            # '=' and newlines would break pgbackrest.conf; '%' would be read as a placeholder
+            # in archive_command and restore_command.
+            problems.append(f"{name} must not contain newlines, '=' or '%'")
+    if source.data_dir is not None and Path(repo_path).is_absolute():
+        data, repo = Path(source.data_dir).absolute(), Path(repo_path).absolute()
+        if repo == data or data in repo.parents:
+            problems.append("repo_path must not be inside the source data directory")
+    if not 1 <= repo_retention_full <= 9999999:
+        problems.append(f"repo_retention_full must be at least 1, got {repo_retention_full}")
+    if not 1 <= process_max <= 999:
+        problems.append(f"process_max must be between 1 and 999, got {process_max}")
+    if not bin or any(c.isspace() or c == "%" for c in bin):
+        problems.append(f"bin must be an executable name or path, got {bin!r}")
+    if not 1 <= source.port <= 65535:
+        problems.append(f"source.port {source.port} is not a TCP port")
+    if problems:
+        raise ConfigError("invalid pgbackrest engine options: " + "; ".join(problems))
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    match = _VERSION_RE.search(text)
+    if not match:
+        raise ConfigError(f"cannot read the pgBackRest version from {text.strip()!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _lsn(text: str) -> str:
+    return format_lsn(parse_lsn(text))
+
+
+def parse_backups(info: dict[str, Any]) -> list[BackupInfo]:
+    """BackupInfo for every backup in one stanza of ``info --output=json``, oldest first."""
+    result = []
+    for raw in info.get("backup", []):
+        lsn = raw.get("lsn") or {}
+        archive = raw.get("archive") or {}
+        size = raw.get("info") or {}
+        result.append(
+            BackupInfo(
+                backup_id=raw["label"],
+                engine=PgBackRestEngine.name,
+                start_time=datetime.fromtimestamp(raw["timestamp"]["start"], UTC),
+                stop_time=datetime.fromtimestamp(raw["timestamp"]["stop"], UTC),
+                start_lsn=_lsn(lsn["start"]),
+                stop_lsn=_lsn(lsn["stop"]),
+                timeline=int(archive["start"][:8], 16) if archive.get("start") else 1,
+                size_bytes=int(size.get("size", 0)),
+                label=str((raw.get("annotation") or {}).get(LABEL_KEY, "")),
+                extra={
+                    "type": raw.get("type"),
+                    "repo_size_bytes": (size.get("repository") or {}).get("size"),
+                    "archive_start": archive.get("start"),
+                    "archive_stop": archive.get("stop"),
+                    "database_id": (raw.get("database") or {}).get("id"),
+                    "page_errors": bool(raw.get("error", False)),
+                },
+            )
+        )
+    return sorted(result, key=lambda b: (b.start_time, b.backup_id))
+
+
+def archive_max_segment(info: dict[str, Any], newest: BackupInfo) -> str | None:
+    """The newest archived segment of the database the newest backup belongs to."""
+    db_id = newest.extra.get("database_id")
+    candidates = [
+        a["max"] for a in info.get("archive", [])
+        if a.get("max") and (db_id is None or (a.get("database") or {}).get("id") == db_id)
+    ]
+    return max(candidates, default=None)
+
+
+def previous_segment(segment: str, segment_size: int) -> str | None:
+    """The segment before ``segment`` on the same timeline (None before the first)."""
+    if not _SEGMENT_RE.match(segment) or segment_size <= 0:
+        return None
+    per_xlogid = 0x100000000 // segment_size
+    number = int(segment[8:16], 16) * per_xlogid + int(segment[16:24], 16) - 1
+    if number < 0:
+        return None
+    return f"{segment[:8]}{number // per_xlogid:08X}{number % per_xlogid:08X}"
+
+
+def last_commit(waldump_output: str) -> tuple[datetime, str] | None:
+    """The (time, LSN) of the last COMMIT record in pg_waldump's output (run with TZ=UTC)."""
+    found = None
+    for match in _COMMIT_RE.finditer(waldump_output):
+        found = match
+    if found is None:
+        return None
+    lsn, stamp, zone = found.groups()
+    when = datetime.fromisoformat(stamp)
+    if zone not in ("UTC", "GMT", "+00", "Z"):
+        raise ProviderError(f"pg_waldump printed a non-UTC commit time {stamp} {zone}",
+                            provider=PgBackRestEngine.name, operation="restore_window")
+    return when.replace(tzinfo=UTC), _lsn(lsn)
+
+
+def restore_options(point: RestorePoint, backup: BackupInfo, data_dir: Path) -> list[str]:
+    """The ``pgbackrest restore`` options for ``point`` from ``backup`` into ``data_dir``."""
+    kind = point.kind
+    if kind is PointKind.BACKUP and point.value != backup.backup_id:
+        raise RestorePointError(
+            f"restore point {point} names another backup than the one chosen ({backup.backup_id})"
+        )
+    options = [
+        f"--pg1-path={data_dir}",
+        f"--set={backup.backup_id}",
+        f"--type={_RESTORE_TYPES[kind]}",
+        "--archive-mode=off",
+        "--log-level-stderr=detail",
+    ]
+    if kind is PointKind.TIME:
+        assert point.time is not None
+        options.append(f"--target={point.time.astimezone(UTC).isoformat(sep=' ')}")
+    elif kind in (PointKind.LSN, PointKind.XID, PointKind.NAME):
+        assert point.value is not None
+        # pgBackRest writes the target into postgresql.auto.conf between single quotes.
+        if any(c in point.value for c in "'\\\n\r"):
+            raise RestorePointError(f"restore point {point} contains quotes or newlines")
+        options.append(f"--target={point.value}")
+    if kind is not PointKind.LATEST:
+        options.append("--target-action=promote")
+    return options
+
+
+def _progress_reader(phase: str, progress: Progress) -> Callable[[str], None]:
+    """Turn pgBackRest's per-file detail lines into progress(phase, percent x 100, 10000),
+    reporting at most once per whole percent (a cluster has thousands of files)."""
+    last = -100
+
+    def on_line(line: str) -> None:
+        nonlocal last
+        match = _PERCENT_RE.search(line)
+        if match:
+            done = min(10000, round(float(match.group(1)) * 100))
+            if done // 100 != last // 100:
+                last = done
+                progress(phase, done, 10000)
+
+    return on_line
+
+
+def error_lines(stderr_tail: str) -> list[str]:
+    return [m.group(0) for m in map(_ERROR_RE.search, stderr_tail.splitlines()) if m]
+
+
+def translate_error(command: str, exc: PgToolFailed) -> Exception:
+    """Map a failed pgbackrest command to the restorekit error a caller can act on."""
+    errors = error_lines(exc.stderr_tail)
+    detail = "; ".join(errors) or exc.stderr_tail.strip() or "(no output)"
+    message = f"pgbackrest {command} failed (exit {exc.returncode}): {detail}"
+    code = exc.returncode
+    if code in _CONFIG_CODES:
+        return ConfigError(message)
+    if code in _DB_CONNECT_CODES:
+        return PostgresUnavailable(message)
+    if code in _RETRYABLE_CODES:
+        return ProviderError(message, provider=PgBackRestEngine.name, operation=command,
+                             retryable=True)
+    return PgToolFailed(exc.argv, code, "\n".join(errors) or exc.stderr_tail)
+
+
+def archive_listing(repo_path: Path, stanza: str) -> set[str]:
+    """Names of every file in the stanza's WAL archive (for leak checks in drills and tests)."""
+    root = Path(repo_path) / "archive" / stanza
+    return {str(p.relative_to(root)) for p in _walk(root)}
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    return (p for p in root.rglob("*") if p.is_file()) if root.exists() else iter(())
+
+
+__all__ = ["MIN_VERSION", "PgBackRestEngine", "archive_listing", "last_commit", "parse_backups",
+           "parse_version", "previous_segment", "restore_options", "translate_error"]
