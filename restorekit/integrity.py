@@ -1,0 +1,1603 @@
+"""The verification suite: is a (restored) database reachable, promoted, shaped and consistent?
+
+This is the runbook's "Verify Data Integrity" and "Post-Restore Verification" as code.
+:func:`verify` runs named checks against one database and returns a
+:class:`VerificationReport`; nothing in here raises because a check failed (call
+:meth:`VerificationReport.raise_for_failures` for that), and no single broken check stops the
+others.
+
+=====================  ========  =============================================================
+check                  critical  what it proves
+=====================  ========  =============================================================
+``connectivity``       yes       a connection opens (retried while the server is still
+                                 starting) and ``SELECT 1`` answers; latency, server version
+``not_in_recovery``    yes       ``pg_is_in_recovery()`` is false: the restored cluster was
+                                 promoted and accepts writes
+``schema``             baseline  the :class:`SchemaFingerprint` equals the baseline's (the
+                                 ``prisma db pull`` step); non-critical digest without one
+``expected_tables``    yes       every configured table exists
+``row_counts``         yes       exact ``count(*)`` of the critical tables, within
+                                 ``row_count_tolerance`` of the baseline
+``row_estimates``      no        the planner's estimates for every other table (observation)
+``fk_orphans:<fk>``    yes       no child row of foreign key ``<fk>`` lacks its parent
+``custom:<name>``      config    an operator-configured query (:class:`CustomCheck`)
+``amcheck``            on error  ``bt_index_check`` on every B-tree index; corruption is critical
+=====================  ========  =============================================================
+
+How it runs: one "main" connection does the catalog work, then every check that scans a table
+(exact counts, foreign-key anti-joins, index checks) runs as one statement on a small pool of
+read-only connections (``min(4, cores)``), so the suite costs about one pass over the data
+rather than one pass per check. Every session gets ``statement_timeout``.
+
+Secrets: the report names the database by :func:`restorekit.pg.dsn.display` and every error
+message goes through :func:`restorekit.pg.dsn.redact`; a report is safe to log, store and publish
+as an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from typing import Any, Literal
+
+import psycopg
+from psycopg import Connection, sql
+
+from restorekit.errors import ConfigError, PostgresUnavailable, RestoreKitError, VerificationFailed
+from restorekit.pg.catalog import SYSTEM_SCHEMAS, ForeignKey, TableRef, estimated_rows, list_tables
+from restorekit.pg.catalog import foreign_keys as catalog_foreign_keys
+from restorekit.pg.cluster import connect as pg_connect
+from restorekit.pg.dsn import display, parse, redact
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Baseline",
+    "CheckResult",
+    "ColumnShape",
+    "CustomCheck",
+    "SchemaFingerprint",
+    "TableShape",
+    "VerificationReport",
+    "capture_baseline",
+    "connect_with_retry",
+    "fingerprint",
+    "orphan_query",
+    "verify",
+]
+
+APPLICATION_NAME = "restorekit-verify"
+MAX_WORKERS = 4
+#: How many differences / rows a check's ``detail`` spells out; ``observed`` keeps them all.
+DETAIL_ITEMS = 10
+#: Rows of a failing custom check (first column only) or orphan keys kept as examples.
+SAMPLE_ROWS = 5
+# SQLSTATEs amcheck raises when it finds corruption (data_corrupted, index_corrupted); any other
+# error from bt_index_check (permissions, a lock timeout, an index dropped meanwhile) is not.
+_CORRUPTION_SQLSTATES = frozenset({"XX001", "XX002"})
+
+Expectation = Literal["zero_rows", "nonzero", "equals"]
+_EXPECTATIONS: tuple[str, ...] = ("zero_rows", "nonzero", "equals")
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe form of a value read from the database (for ``observed`` and samples)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        whole = value.is_finite() and value == value.to_integral_value()
+        return int(value) if whole else str(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _error_text(exc: BaseException) -> str:
+    """One redacted line for a report: the server's primary message, SQLSTATE appended."""
+    message = redact(str(exc)).strip() or type(exc).__name__
+    first = message.splitlines()[0] if message else message
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{first} [SQLSTATE {sqlstate}]" if sqlstate else first
+
+
+# -- report model ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one named check.
+
+    Attributes:
+        name: the check's name, e.g. ``connectivity`` or ``fk_orphans:clients_user_id_fkey``.
+        ok: the check passed. A check that could not run (``skipped``) is not ok when the
+            report cannot vouch for what it covers.
+        critical: a failure of this check makes the whole report fail.
+        detail: one human-readable line (or a few) for the report table. Never holds secrets.
+        observed: what the check measured, JSON-serialisable (counts, latency, differences).
+        duration_ms: time spent in the check's statements.
+        skipped: the check did not run (connectivity failed, amcheck not installed, ...).
+    """
+
+    name: str
+    ok: bool
+    critical: bool
+    detail: str = ""
+    observed: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    duration_ms: float = 0.0
+    skipped: bool = False
+
+    @property
+    def status(self) -> Literal["pass", "FAIL", "warn"]:
+        """``pass``; ``FAIL`` (not ok, critical); ``warn`` (not ok, non-critical)."""
+        if self.ok:
+            return "pass"
+        return "FAIL" if self.critical else "warn"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "critical": self.critical,
+            "detail": self.detail,
+            "observed": _jsonable(dict(self.observed)),
+            "duration_ms": self.duration_ms,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckResult:
+        return cls(
+            name=str(data["name"]),
+            ok=bool(data["ok"]),
+            critical=bool(data["critical"]),
+            detail=str(data.get("detail", "")),
+            observed=dict(data.get("observed") or {}),
+            duration_ms=float(data.get("duration_ms", 0.0)),
+            skipped=bool(data.get("skipped", False)),
+        )
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReport:
+    """Every check run against one database, in a stable order.
+
+    Attributes:
+        database: the database for display (:func:`restorekit.pg.dsn.display`; no password).
+        checks: the results, in the order they are listed in this module's docstring.
+        started_at: when verification started (UTC).
+        duration_ms: wall-clock time of the whole verification.
+    """
+
+    database: str
+    checks: tuple[CheckResult, ...]
+    started_at: datetime
+    duration_ms: float
+
+    @property
+    def ok(self) -> bool:
+        """No critical check failed (warnings do not count)."""
+        return not self.critical_failures
+
+    @property
+    def critical_failures(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.critical and not c.ok)
+
+    @property
+    def warnings(self) -> tuple[CheckResult, ...]:
+        """Non-critical checks that failed or were skipped."""
+        return tuple(c for c in self.checks if not c.critical and not c.ok)
+
+    def check(self, name: str) -> CheckResult:
+        """The result named ``name``.
+
+        Raises:
+            KeyError: no check of that name ran.
+        """
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`~restorekit.errors.VerificationFailed` when a critical check failed.
+
+        Raises:
+            VerificationFailed: carrying this report; its message names the failing checks.
+        """
+        if not self.ok:
+            raise VerificationFailed(self)
+
+    def to_markdown(self) -> str:
+        """A heading line and a ``check | result | detail`` table (for artifacts and reports)."""
+        verdict = "PASSED" if self.ok else "FAILED"
+        summary = _n(len(self.checks), "check")
+        if self.critical_failures:
+            summary += f", {_n(len(self.critical_failures), 'critical failure')}"
+        if self.warnings:
+            summary += f", {_n(len(self.warnings), 'warning')}"
+        lines = [
+            f"**Verification {verdict}** for `{self.database}` "
+            f"({summary}, {self.duration_ms:.0f} ms, started {self.started_at.isoformat()})",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        for c in self.checks:
+            result = c.status + (" (skipped)" if c.skipped else "")
+            lines.append(f"| {_md_cell(c.name)} | {result} | {_md_cell(c.detail)} |")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "ok": self.ok,
+            "started_at": self.started_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerificationReport:
+        return cls(
+            database=str(data["database"]),
+            checks=tuple(CheckResult.from_dict(c) for c in data["checks"]),
+            started_at=datetime.fromisoformat(str(data["started_at"])),
+            duration_ms=float(data["duration_ms"]),
+        )
+
+
+# -- schema fingerprint ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnShape:
+    """A column as the schema declares it. ``default`` also spells identity/generated columns."""
+
+    name: str
+    type: str  # format_type(), qualified (public.mood), with COLLATE when not the type's default
+    not_null: bool
+    default: str | None = None
+
+    def describe(self) -> str:
+        text = self.type + (" NOT NULL" if self.not_null else " NULL")
+        return text + (f" DEFAULT {self.default}" if self.default is not None else "")
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """One table: its columns in order, constraints and indexes as PostgreSQL prints them.
+
+    ``constraints`` and ``indexes`` are ``(name, definition)`` pairs sorted by name; definitions
+    come from ``pg_get_constraintdef`` / ``pg_get_indexdef`` with every name schema-qualified.
+    """
+
+    name: str  # str(TableRef): public.users, "Crm"."Tenants"
+    kind: str  # "table" or "partitioned table"
+    columns: tuple[ColumnShape, ...]
+    constraints: tuple[tuple[str, str], ...] = ()
+    indexes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaFingerprint:
+    """The shape of a database's user schemas: the ``prisma db pull`` of the runbook.
+
+    Covers tables (partitions are represented by their partitioned parent), columns (name,
+    type, nullability, default), constraints (primary key, unique, foreign key, check,
+    exclusion), indexes and enum types, in every non-system schema; objects owned by
+    extensions are left out. Two databases with equal :attr:`digest` have the same shape.
+    Row data, sequences' positions, privileges and installed extensions are not part of it.
+    """
+
+    tables: tuple[TableShape, ...]
+    enums: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the canonical JSON form; stable across runs and machines."""
+        payload = json.dumps(
+            self._payload(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "tables": [
+                {
+                    "name": t.name,
+                    "kind": t.kind,
+                    "columns": [
+                        {"name": c.name, "type": c.type, "not_null": c.not_null,
+                         "default": c.default}
+                        for c in t.columns
+                    ],
+                    "constraints": [list(pair) for pair in t.constraints],
+                    "indexes": [list(pair) for pair in t.indexes],
+                }
+                for t in self.tables
+            ],
+            "enums": [[name, list(labels)] for name, labels in self.enums],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._payload(), "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SchemaFingerprint:
+        """Rebuild a stored fingerprint.
+
+        Raises:
+            ConfigError: the data is malformed, or its ``digest`` does not match its content
+                (the stored baseline was edited or damaged).
+        """
+        try:
+            fp = cls.create(
+                tables=[
+                    TableShape(
+                        name=str(t["name"]),
+                        kind=str(t["kind"]),
+                        columns=tuple(
+                            ColumnShape(str(c["name"]), str(c["type"]), bool(c["not_null"]),
+                                        None if c.get("default") is None else str(c["default"]))
+                            for c in t["columns"]
+                        ),
+                        constraints=tuple((str(n), str(d)) for n, d in t.get("constraints", ())),
+                        indexes=tuple((str(n), str(d)) for n, d in t.get("indexes", ())),
+                    )
+                    for t in data["tables"]
+                ],
+                enums=[
+                    (str(n), tuple(str(v) for v in labels)) for n, labels in data.get("enums", ())
+                ],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"not a schema fingerprint: {exc!r}") from exc
+        stored = data.get("digest")
+        if stored is not None and stored != fp.digest:
+            raise ConfigError(
+                "schema fingerprint digest does not match its content: the stored baseline was "
+                "edited or damaged; capture a new one"
+            )
+        return fp
+
+    @classmethod
+    def create(
+        cls,
+        tables: Iterable[TableShape],
+        enums: Iterable[tuple[str, Sequence[str]]] = (),
+    ) -> SchemaFingerprint:
+        """Build a fingerprint in canonical order (tables, constraints, indexes by name)."""
+        canonical = [
+            TableShape(
+                name=t.name,
+                kind=t.kind,
+                columns=tuple(t.columns),  # column order is part of the shape
+                constraints=tuple(sorted(t.constraints)),
+                indexes=tuple(sorted(t.indexes)),
+            )
+            for t in tables
+        ]
+        return cls(
+            tables=tuple(sorted(canonical, key=lambda t: t.name)),
+            enums=tuple(sorted((name, tuple(labels)) for name, labels in enums)),
+        )
+
+    def diff(self, other: SchemaFingerprint) -> list[str]:
+        """How ``other`` differs from this fingerprint (this one is the expected shape).
+
+        Returns:
+            One readable line per difference ("column public.users.nickname added: text NULL"),
+            sorted by object; empty when the shapes are equal.
+        """
+        out: list[str] = []
+        mine = {t.name: t for t in self.tables}
+        theirs = {t.name: t for t in other.tables}
+        for name in sorted(mine.keys() - theirs.keys()):
+            out.append(f"table {name} missing")
+        for name in sorted(theirs.keys() - mine.keys()):
+            out.append(f"table {name} added")
+        for name in sorted(mine.keys() & theirs.keys()):
+            out.extend(_diff_table(mine[name], theirs[name]))
+        my_enums, their_enums = dict(self.enums), dict(other.enums)
+        for name in sorted(my_enums.keys() - their_enums.keys()):
+            out.append(f"enum {name} missing")
+        for name in sorted(their_enums.keys() - my_enums.keys()):
+            out.append(f"enum {name} added")
+        for name in sorted(my_enums.keys() & their_enums.keys()):
+            if my_enums[name] != their_enums[name]:
+                out.append(
+                    f"enum {name} labels changed: {', '.join(my_enums[name])} -> "
+                    f"{', '.join(their_enums[name])}"
+                )
+        return out
+
+
+def _diff_named(
+    what: str, table: str, mine: Sequence[tuple[str, str]], theirs: Sequence[tuple[str, str]]
+) -> list[str]:
+    out: list[str] = []
+    a, b = dict(mine), dict(theirs)
+    for name in sorted(a.keys() - b.keys()):
+        out.append(f"{what} {name} on {table} missing (expected: {a[name]})")
+    for name in sorted(b.keys() - a.keys()):
+        out.append(f"{what} {name} on {table} added: {b[name]}")
+    for name in sorted(a.keys() & b.keys()):
+        if a[name] != b[name]:
+            out.append(f"{what} {name} on {table} changed: {a[name]} -> {b[name]}")
+    return out
+
+
+def _diff_table(mine: TableShape, theirs: TableShape) -> list[str]:
+    out: list[str] = []
+    table = mine.name
+    if mine.kind != theirs.kind:
+        out.append(f"table {table} kind changed: {mine.kind} -> {theirs.kind}")
+    a = {c.name: c for c in mine.columns}
+    b = {c.name: c for c in theirs.columns}
+    for name in [c.name for c in mine.columns if c.name not in b]:
+        out.append(f"column {table}.{name} missing (expected: {a[name].describe()})")
+    for name in [c.name for c in theirs.columns if c.name not in a]:
+        out.append(f"column {table}.{name} added: {b[name].describe()}")
+    for name in [c.name for c in mine.columns if c.name in b]:
+        x, y = a[name], b[name]
+        if x.type != y.type:
+            out.append(f"column {table}.{name} type changed: {x.type} -> {y.type}")
+        if x.not_null != y.not_null:
+            out.append(
+                f"column {table}.{name} "
+                + ("lost NOT NULL" if x.not_null else "became NOT NULL")
+            )
+        if x.default != y.default:
+            out.append(
+                f"column {table}.{name} default changed: {x.default or '(none)'} -> "
+                f"{y.default or '(none)'}"
+            )
+    common_a = [c.name for c in mine.columns if c.name in b]
+    common_b = [c.name for c in theirs.columns if c.name in a]
+    if common_a != common_b:
+        out.append(
+            f"table {table} column order changed: {', '.join(common_a)} -> {', '.join(common_b)}"
+        )
+    out.extend(_diff_named("constraint", table, mine.constraints, theirs.constraints))
+    out.extend(_diff_named("index", table, mine.indexes, theirs.indexes))
+    return out
+
+
+# Tables of the fingerprint: the same set catalog.list_tables() reports (no partitions, no
+# other sessions' temporary tables), minus tables an extension created (postgis'
+# spatial_ref_sys): they come with the extension, not with the application's schema.
+_FP_TABLES = sql.SQL(
+    """
+    SELECT c.oid, n.nspname, c.relname, c.relkind
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND NOT c.relispartition
+      AND n.nspname <> ALL(%(system)s::text[])
+      AND n.nspname !~ '^pg_(toast_)?temp_'
+      AND NOT EXISTS (SELECT FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.deptype = 'e')
+    """
+)
+
+_FP_COLUMNS = sql.SQL(
+    """
+    SELECT a.attrelid, a.attname,
+           format_type(a.atttypid, a.atttypmod)
+             || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+                     THEN ' COLLATE ' || quote_ident(co.collname) ELSE '' END,
+           a.attnotnull,
+           CASE a.attidentity
+               WHEN 'a' THEN 'GENERATED ALWAYS AS IDENTITY'
+               WHEN 'd' THEN 'GENERATED BY DEFAULT AS IDENTITY'
+               ELSE CASE WHEN a.attgenerated = 's'
+                         THEN 'GENERATED ALWAYS AS (' || pg_get_expr(ad.adbin, ad.adrelid)
+                              || ') STORED'
+                         ELSE pg_get_expr(ad.adbin, ad.adrelid) END
+           END
+    FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_collation co ON co.oid = a.attcollation
+    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    WHERE a.attrelid = ANY(%(relids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attrelid, a.attnum
+    """
+)
+
+# conrelid <> 0 leaves out domain constraints; conparentid <> 0 are partition clones.
+_FP_CONSTRAINTS = sql.SQL(
+    """
+    SELECT con.conrelid, con.conname, pg_get_constraintdef(con.oid)
+    FROM pg_constraint con
+    WHERE con.conrelid = ANY(%(relids)s::oid[])
+      AND con.contype IN ('p', 'u', 'f', 'c', 'x')
+      AND con.conparentid = 0
+    """
+)
+
+_FP_INDEXES = sql.SQL(
+    """
+    SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid)
+    FROM pg_index i
+    JOIN pg_class ic ON ic.oid = i.indexrelid
+    WHERE i.indrelid = ANY(%(relids)s::oid[])
+    """
+)
+
+_FP_ENUMS = sql.SQL(
+    """
+    SELECT n.nspname, t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+    FROM pg_type t
+    JOIN pg_namespace n ON n.oid = t.typnamespace
+    JOIN pg_enum e ON e.enumtypid = t.oid
+    WHERE n.nspname <> ALL(%(system)s::text[])
+      AND n.nspname !~ '^pg_(toast_)?temp_'
+      AND NOT EXISTS (SELECT FROM pg_depend d
+                      WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                        AND d.deptype = 'e')
+    GROUP BY n.nspname, t.typname
+    """
+)
+
+
+def fingerprint(conn: Connection[Any]) -> SchemaFingerprint:
+    """Read the :class:`SchemaFingerprint` of the database ``conn`` is connected to.
+
+    Five catalog queries in one transaction (a savepoint when ``conn`` is already in one).
+    While they run, ``search_path`` is ``pg_catalog`` only, so every type, default and
+    definition prints schema-qualified whatever the session's search_path: the fingerprint
+    of one schema does not depend on who reads it. The previous search_path is put back.
+    """
+    system = {"system": list(SYSTEM_SCHEMAS)}
+    with conn.transaction():
+        row = conn.execute("SELECT current_setting('search_path')").fetchone()
+        previous = str(row[0]) if row else ""
+        # Session-level (not SET LOCAL): SET LOCAL inside a caller's savepoint would outlive
+        # it. If a query fails, the rollback of this block undoes the change by itself.
+        conn.execute("SELECT set_config('search_path', 'pg_catalog', false)")
+        tables = conn.execute(_FP_TABLES, system).fetchall()
+        relids = [oid for oid, *_ in tables]
+        params = {"relids": relids}
+        columns: dict[int, list[ColumnShape]] = {}
+        for relid, name, typ, not_null, default in conn.execute(_FP_COLUMNS, params):
+            columns.setdefault(relid, []).append(ColumnShape(name, typ, bool(not_null), default))
+        constraints: dict[int, list[tuple[str, str]]] = {}
+        for relid, name, definition in conn.execute(_FP_CONSTRAINTS, params):
+            constraints.setdefault(relid, []).append((name, definition))
+        indexes: dict[int, list[tuple[str, str]]] = {}
+        for relid, name, definition in conn.execute(_FP_INDEXES, params):
+            indexes.setdefault(relid, []).append((name, definition))
+        enums = [
+            (str(TableRef(schema, name)), tuple(labels))
+            for schema, name, labels in conn.execute(_FP_ENUMS, system)
+        ]
+        conn.execute("SELECT set_config('search_path', %s, false)", [previous])
+    return SchemaFingerprint.create(
+        tables=[
+            TableShape(
+                name=str(TableRef(schema, name)),
+                kind="partitioned table" if relkind == "p" else "table",
+                columns=tuple(columns.get(oid, ())),
+                constraints=tuple(constraints.get(oid, ())),
+                indexes=tuple(indexes.get(oid, ())),
+            )
+            for oid, schema, name, relkind in tables
+        ],
+        enums=enums,
+    )
+
+
+# -- baseline ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """What a healthy database looked like: its schema and its row counts.
+
+    Captured from the source (production, or the database right after a known-good restore) and
+    stored as JSON; :func:`verify` compares a restored database against it.
+
+    Attributes:
+        fingerprint: the schema.
+        exact_counts: ``count(*)`` of each critical table, keyed by ``str(TableRef)``.
+        estimated_counts: the planner's estimate for every other table (0 when never analyzed).
+        captured_at: when it was captured (UTC).
+    """
+
+    fingerprint: SchemaFingerprint
+    exact_counts: Mapping[str, int] = field(hash=False)
+    estimated_counts: Mapping[str, int] = field(hash=False)
+    captured_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "captured_at": self.captured_at.isoformat(),
+            "exact_counts": dict(sorted(self.exact_counts.items())),
+            "estimated_counts": dict(sorted(self.estimated_counts.items())),
+            "fingerprint": self.fingerprint.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
+        """Rebuild a stored baseline.
+
+        Raises:
+            ConfigError: malformed data, an unknown format, or a damaged fingerprint.
+        """
+        if data.get("format", 1) != 1:
+            raise ConfigError(f"unsupported baseline format {data.get('format')!r} (expected 1)")
+        try:
+            captured_at = datetime.fromisoformat(str(data["captured_at"]))
+            exact = {str(k): int(v) for k, v in data["exact_counts"].items()}
+            estimated = {str(k): int(v) for k, v in data.get("estimated_counts", {}).items()}
+            fp = data["fingerprint"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"not a verification baseline: {exc!r}") from exc
+        return cls(SchemaFingerprint.from_dict(fp), exact, estimated, captured_at)
+
+
+def _parse_tables(names: Iterable[str]) -> list[TableRef]:
+    if isinstance(names, str):  # one name, not a sequence of one-letter names
+        names = [names]
+    return list(dict.fromkeys(TableRef.parse(n) for n in names))
+
+
+def _count_query(table: TableRef) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {}").format(table.ident)
+
+
+def capture_baseline(conn: Connection[Any], critical_tables: Sequence[str]) -> Baseline:
+    """Capture a :class:`Baseline` from the database ``conn`` is connected to.
+
+    Exact counts cost one ``count(*)`` per critical table (a full scan each); every other
+    table gets the planner's estimate. Everything is read in one transaction.
+
+    Args:
+        conn: an open connection.
+        critical_tables: names as in the config (``users``, ``public.users``, ``"Crm"."T"``).
+
+    Raises:
+        ConfigError: a name is malformed or a critical table does not exist.
+    """
+    critical = _parse_tables(critical_tables)
+    captured_at = datetime.now(UTC)
+    with conn.transaction():
+        fp = fingerprint(conn)
+        present = set(list_tables(conn))
+        missing = [str(t) for t in critical if t not in present]
+        if missing:
+            raise ConfigError(f"critical table not found: {', '.join(missing)}")
+        exact: dict[str, int] = {}
+        for table in critical:
+            row = conn.execute(_count_query(table)).fetchone()
+            exact[str(table)] = int(row[0]) if row else 0
+        others = sorted(present - set(critical))
+        estimated = {str(t): n for t, n in estimated_rows(conn, others).items()}
+    return Baseline(fp, exact, estimated, captured_at)
+
+
+# -- custom checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomCheck:
+    """An operator-configured query, e.g. the runbook's "users without clients".
+
+    The SQL is **trusted configuration** written by whoever owns restorekit's config, like a
+    migration file; it is never built from user or incident input. It still runs in a
+    ``READ ONLY`` transaction with ``statement_timeout`` and is always rolled back, so a wrong
+    query cannot change the restored database or hang the verification.
+
+    The query must be one SELECT (or ``WITH``/``VALUES``/``TABLE``) statement: it is run as a
+    subquery so that only a count and a few example rows leave the server.
+
+    Expectations:
+        ``zero_rows``: the query returns no rows (e.g. "users without clients").
+        ``nonzero``: the query returns one row whose first value is not 0, NULL or false
+            (e.g. ``SELECT count(*) FROM users``).
+        ``equals``: the query returns one row whose first value equals ``value`` (e.g. a
+            marker row planted before a drill).
+
+    Attributes:
+        name: shown as ``custom:<name>``.
+        sql: the query.
+        expect: one of the expectations above.
+        value: the expected value for ``equals``.
+        critical: whether a failure fails the verification.
+    """
+
+    name: str
+    sql: str
+    expect: Expectation = "zero_rows"
+    value: Any = None
+    critical: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ConfigError("a custom check needs a name")
+        if not self.sql or not self.sql.strip().rstrip(";").strip():
+            raise ConfigError(f"custom check {self.name!r} has no SQL")
+        if self.expect not in _EXPECTATIONS:
+            raise ConfigError(
+                f"custom check {self.name!r}: expect must be one of {', '.join(_EXPECTATIONS)}, "
+                f"got {self.expect!r}"
+            )
+        if self.expect == "equals" and self.value is None:
+            raise ConfigError(f"custom check {self.name!r}: expect='equals' needs a value")
+
+    @property
+    def check_name(self) -> str:
+        return f"custom:{self.name}"
+
+    def query(self) -> psycopg.sql.Composed:  # plain "sql" is the field in this class body
+        """The statement actually run: the total row count and the first rows, in one go."""
+        # The one place a str becomes SQL text: trusted configuration (see the class
+        # docstring), never request or incident data.
+        body = sql.SQL(self.sql.strip().rstrip(";").rstrip())
+        # Newlines around the body: a trailing "-- comment" must not swallow the parenthesis.
+        return sql.SQL(
+            "SELECT count(*) OVER () AS restorekit_rows, q.* FROM (\n{}\n) AS q LIMIT {}"
+        ).format(body, sql.Literal(SAMPLE_ROWS))
+
+    def evaluate(self, total: int, first_values: Sequence[Any]) -> tuple[bool, str]:
+        """Judge a result: ``total`` rows, of which ``first_values`` are the first columns."""
+        sample = ", ".join(repr(_jsonable(v)) for v in first_values)
+        if self.expect == "zero_rows":
+            if total == 0:
+                return True, "no rows"
+            return False, f"{_n(total, 'row')}, expected none (first values: {sample})"
+        if total != 1:
+            return False, f"{_n(total, 'row')}, expected exactly one"
+        got = first_values[0]
+        if self.expect == "nonzero":
+            if got is None or got is False or (isinstance(got, int | float | Decimal) and got == 0):
+                return False, f"value is {_jsonable(got)!r}, expected nonzero"
+            return True, f"value {_jsonable(got)!r}"
+        if _equal(got, self.value):
+            return True, f"value {_jsonable(got)!r} as expected"
+        return False, f"value is {_jsonable(got)!r}, expected {_jsonable(self.value)!r}"
+
+
+def _equal(got: Any, expected: Any) -> bool:
+    if got == expected:
+        return True
+    # Config files hold strings where the database returns numbers, dates, UUIDs.
+    return got is not None and str(_jsonable(got)) == str(expected)
+
+
+# -- worker pool -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    value: Any = None
+    error: str | None = None
+    sqlstate: str | None = None
+    duration_ms: float = 0.0
+
+
+class _Workers:
+    """A bounded thread pool, each thread borrowing one of at most ``size`` connections.
+
+    Connections are opened on first use (a suite with two foreign keys opens two), set to
+    read-only with the statement timeout, and closed by :meth:`close`. A job never raises:
+    psycopg and restorekit errors come back as an :class:`_Outcome` with ``error`` set, and a
+    broken connection is dropped rather than handed to the next job.
+    """
+
+    def __init__(self, connect: Callable[[], Connection[Any]], size: int) -> None:
+        self._connect = connect
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="rk-verify")
+        self._idle: queue.SimpleQueue[Connection[Any]] = queue.SimpleQueue()
+        self._opened: list[Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[Connection[Any]], Any]) -> Future[_Outcome]:
+        return self._executor.submit(self._run, job)
+
+    def _run(self, job: Callable[[Connection[Any]], Any]) -> _Outcome:
+        start = time.perf_counter()
+        try:
+            conn = self._acquire()
+        except (psycopg.Error, RestoreKitError) as exc:
+            return _Outcome(error=_error_text(exc), duration_ms=_ms(start))
+        start = time.perf_counter()
+        try:
+            return _Outcome(value=job(conn), duration_ms=_ms(start))
+        except psycopg.Error as exc:
+            return _Outcome(error=_error_text(exc), sqlstate=exc.sqlstate, duration_ms=_ms(start))
+        finally:
+            if conn.closed or conn.broken:
+                conn.close()
+            else:
+                self._idle.put(conn)
+
+    def _acquire(self) -> Connection[Any]:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+            with self._lock:
+                self._opened.append(conn)
+            return conn
+
+    def cancel(self) -> None:
+        """Ask the server to cancel whatever the workers are running (on an interruption)."""
+        with self._lock:
+            opened = list(self._opened)
+        for conn in opened:
+            try:
+                conn.cancel_safe(timeout=5)
+            except (psycopg.Error, OSError):
+                pass  # best effort: close() follows and drops the connection anyway
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+def _session_setup(conn: Connection[Any], statement_timeout_ms: int, *, read_only: bool) -> None:
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false)", [str(int(statement_timeout_ms))]
+    )
+    if read_only:
+        conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
+
+
+def _open(dsn: str, statement_timeout_ms: int, *, read_only: bool) -> Connection[Any]:
+    """One connection for the suite: autocommit, tagged, with the timeout (single attempt)."""
+    params = parse(dsn)
+    extra: dict[str, Any] = {"autocommit": True}
+    if "application_name" not in params:
+        extra["application_name"] = APPLICATION_NAME
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = 10
+    conn = pg_connect(dsn, **extra)
+    try:
+        _session_setup(conn, statement_timeout_ms, read_only=read_only)
+    except psycopg.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_with_retry(
+    connect: Callable[[], Connection[Any]],
+    *,
+    attempts: int = 5,
+    backoff: float = 0.5,
+    max_backoff: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Connection[Any], int]:
+    """Call ``connect`` until it works, retrying only :class:`PostgresUnavailable`.
+
+    A freshly restored cluster answers "the database system is starting up" (57P03) for a
+    while; a wrong password or a missing database will not get better and fails at once.
+
+    Returns:
+        The connection and the number of attempts it took.
+
+    Raises:
+        PostgresUnavailable: still unavailable after ``attempts`` tries.
+        PostgresError: a failure a retry cannot cure.
+    """
+    delay = backoff
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return connect(), attempt
+        except PostgresUnavailable:
+            if attempt >= attempts:
+                raise
+            log.info("database unavailable (attempt %d of %d); retrying in %.1fs",
+                     attempt, attempts, delay)
+            sleep(delay)
+            delay = min(delay * 2, max_backoff)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check(
+    name: str, critical: bool, fn: Callable[[], tuple[bool, str, Mapping[str, Any]]]
+) -> CheckResult:
+    """Run one check on the main connection; its psycopg/restorekit errors become a failure."""
+    start = time.perf_counter()
+    try:
+        ok, detail, observed = fn()
+    except (psycopg.Error, RestoreKitError) as exc:
+        log.warning("check %s failed with an error: %s", name, _error_text(exc))
+        return CheckResult(name, False, critical, f"error: {_error_text(exc)}", {}, _ms(start))
+    return CheckResult(name, ok, critical, detail, dict(observed), _ms(start))
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 orphan row``, ``3 orphan rows``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _list_detail(items: Sequence[str], limit: int = DETAIL_ITEMS) -> str:
+    text = "; ".join(items[:limit])
+    if len(items) > limit:
+        text += f"; ... and {len(items) - limit} more"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class _FkInfo:
+    """What catalog.foreign_keys() does not say but an orphan check needs."""
+
+    validated: bool = True
+    match_full: bool = False
+    child_partitioned: bool = False
+    parent_partitioned: bool = False
+
+
+_FK_INFO = sql.SQL(
+    """
+    SELECT cn.nspname, cc.relname, con.conname, con.convalidated, con.confmatchtype = 'f',
+           cc.relkind = 'p', pc.relkind = 'p'
+    FROM pg_constraint con
+    JOIN pg_class cc ON cc.oid = con.conrelid
+    JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+    JOIN pg_class pc ON pc.oid = con.confrelid
+    WHERE con.contype = 'f' AND con.conparentid = 0
+      AND cn.nspname <> ALL(%(system)s::text[])
+    """
+)
+
+
+def _fk_info(conn: Connection[Any]) -> dict[tuple[TableRef, str], _FkInfo]:
+    return {
+        (TableRef(schema, table), name): _FkInfo(bool(valid), bool(full), bool(cp), bool(pp))
+        for schema, table, name, valid, full, cp, pp in conn.execute(
+            _FK_INFO, {"system": list(SYSTEM_SCHEMAS)}
+        )
+    }
+
+
+def orphan_query(fk: ForeignKey, *, match_full: bool = False, child_partitioned: bool = False,
+                 parent_partitioned: bool = False, sample: int | None = None) -> sql.Composed:
+    """The anti-join counting the rows of ``fk.child`` that have no parent row.
+
+    ``SELECT count(*) FROM child c WHERE <key set> AND NOT EXISTS (SELECT 1 FROM parent p
+    WHERE p.k1 = c.k1 AND ...)``: one scan of the child and an index probe (or a hash anti-join)
+    into the parent, however many rows there are.
+
+    MATCH SIMPLE (PostgreSQL's default): a row with any NULL key column references nothing and
+    is never an orphan. ``match_full``: a row with some but not all key columns NULL is a
+    violation too. A foreign key does not extend to inheritance children, so plain tables are
+    read with ONLY; on a partitioned table it covers every partition, which is read through the
+    parent. With ``sample``, the statement returns up to that many orphan keys instead.
+    """
+    c, p = sql.Identifier("c"), sql.Identifier("p")
+    child_cols = [sql.SQL("{}.{}").format(c, sql.Identifier(col)) for col in fk.child_columns]
+    pairs = sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}").format(p, sql.Identifier(pcol), ccol)
+        for pcol, ccol in zip(fk.parent_columns, child_cols, strict=True)
+    )
+    missing = sql.SQL("NOT EXISTS (SELECT 1 FROM {only}{parent} AS {p} WHERE {pairs})").format(
+        only=sql.SQL("" if parent_partitioned else "ONLY "), parent=fk.parent.ident, p=p,
+        pairs=pairs,
+    )
+    all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(col) for col in child_cols)
+    if match_full and len(child_cols) > 1:
+        any_set = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(col) for col in child_cols)
+        any_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(col) for col in child_cols)
+        where = sql.SQL("({}) AND ({} OR {})").format(any_set, any_null, missing)
+    else:
+        where = sql.SQL("{} AND {}").format(all_set, missing)
+    source = sql.SQL("{only}{child} AS {c}").format(
+        only=sql.SQL("" if child_partitioned else "ONLY "), child=fk.child.ident, c=c
+    )
+    if sample is None:
+        return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(source, where)
+    return sql.SQL("SELECT {} FROM {} WHERE {} LIMIT {}").format(
+        sql.SQL(", ").join(child_cols), source, where, sql.Literal(sample)
+    )
+
+
+def _fk_check_names(fks: Sequence[ForeignKey]) -> list[str]:
+    # Constraint names are unique per table only; qualify the ones that clash.
+    seen = Counter(fk.name for fk in fks)
+    return [
+        f"fk_orphans:{fk.name}" if seen[fk.name] == 1 else f"fk_orphans:{fk.child}:{fk.name}"
+        for fk in fks
+    ]
+
+
+def _fk_job(fk: ForeignKey, info: _FkInfo) -> Callable[[Connection[Any]], tuple[int, list[Any]]]:
+    flags = {"match_full": info.match_full, "child_partitioned": info.child_partitioned,
+             "parent_partitioned": info.parent_partitioned}
+
+    def job(conn: Connection[Any]) -> tuple[int, list[Any]]:
+        row = conn.execute(orphan_query(fk, **flags)).fetchone()
+        count = int(row[0]) if row else 0
+        sample: list[Any] = []
+        if count:
+            sample = [
+                _jsonable(list(r))
+                for r in conn.execute(orphan_query(fk, sample=SAMPLE_ROWS, **flags)).fetchall()
+            ]
+        return count, sample
+
+    return job
+
+
+def _fk_result(name: str, fk: ForeignKey, info: _FkInfo, outcome: _Outcome) -> CheckResult:
+    # A NOT VALID constraint was added over rows that may already break it: report, don't fail.
+    critical = info.validated
+    relation = (
+        f"{fk.child} ({', '.join(fk.child_columns)}) -> {fk.parent} "
+        f"({', '.join(fk.parent_columns)})"
+    )
+    observed: dict[str, Any] = {
+        "child": str(fk.child), "child_columns": list(fk.child_columns),
+        "parent": str(fk.parent), "parent_columns": list(fk.parent_columns),
+        "match": "full" if info.match_full else "simple", "validated": info.validated,
+    }
+    note = "" if info.validated else " (constraint is NOT VALID: older rows may predate it)"
+    if outcome.error is not None:
+        return CheckResult(name, False, critical, f"error: {outcome.error}", observed,
+                           outcome.duration_ms)
+    count, sample = outcome.value
+    observed["orphans"] = count
+    if count == 0:
+        return CheckResult(name, True, critical, f"no orphans: {relation}{note}", observed,
+                           outcome.duration_ms)
+    keys = list(dict.fromkeys(tuple(map(str, key)) for key in sample))
+    observed["sample_keys"] = sample
+    if len(fk.child_columns) == 1:
+        examples = ", ".join(f"{fk.child_columns[0]}={key[0]}" for key in keys)
+    else:
+        examples = ", ".join(
+            f"({', '.join(fk.child_columns)})=({', '.join(key)})" for key in keys
+        )
+    detail = (
+        f"{_n(count, 'orphan row')} in {fk.child} ({', '.join(fk.child_columns)}) with no "
+        f"parent in {fk.parent} ({', '.join(fk.parent_columns)}), constraint {fk.name}; "
+        f"e.g. {examples}{note}"
+    )
+    return CheckResult(name, False, critical, detail, observed, outcome.duration_ms)
+
+
+_BTREE_INDEXES = sql.SQL(
+    """
+    SELECT ic.oid, n.nspname, ic.relname
+    FROM pg_index i
+    JOIN pg_class ic ON ic.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = ic.relam
+    JOIN pg_namespace n ON n.oid = ic.relnamespace
+    WHERE am.amname = 'btree'
+      AND ic.relkind = 'i'              -- partitioned indexes ('I') have no storage to check
+      AND i.indisvalid AND i.indisready AND i.indislive
+      AND ic.relpersistence <> 't'      -- other sessions' temporary indexes are unreadable
+      AND n.nspname <> ALL(%(system)s::text[])
+      AND n.nspname !~ '^pg_(toast_)?temp_'
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _AmcheckPlan:
+    function: sql.Composable
+    version: str
+    indexes: tuple[tuple[int, str], ...]  # (oid, display name)
+
+
+def _prepare_amcheck(
+    conn: Connection[Any], install: bool
+) -> _AmcheckPlan | CheckResult:
+    """Find (or, when allowed, install) amcheck and list the indexes to check."""
+    start = time.perf_counter()
+
+    def skipped(detail: str, **observed: Any) -> CheckResult:
+        return CheckResult("amcheck", False, False, f"skipped: {detail}", observed, _ms(start),
+                           skipped=True)
+
+    row = conn.execute(
+        "SELECT default_version, installed_version FROM pg_available_extensions "
+        "WHERE name = 'amcheck'"
+    ).fetchone()
+    if row is None:
+        return skipped("the amcheck extension is not available on this server "
+                       "(it ships with PostgreSQL's contrib modules)", available=False)
+    if row[1] is None:
+        if not install:
+            return skipped("the amcheck extension is not installed in this database; "
+                           "pass install_amcheck=True or run CREATE EXTENSION amcheck",
+                           available=True, installed=False)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        log.info("installed the amcheck extension")
+    ext = conn.execute(
+        "SELECT n.nspname, e.extversion FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'"
+    ).fetchone()
+    if ext is None:  # dropped between the two statements
+        return skipped("the amcheck extension disappeared while verifying", available=True)
+    indexes = [
+        (int(oid), str(TableRef(schema, name)))  # TableRef only for its quoting rules
+        for oid, schema, name in conn.execute(_BTREE_INDEXES, {"system": list(SYSTEM_SCHEMAS)})
+    ]
+    return _AmcheckPlan(
+        function=sql.Identifier(ext[0], "bt_index_check"),
+        version=str(ext[1]),
+        indexes=tuple(sorted(indexes, key=lambda item: item[1])),
+    )
+
+
+def _amcheck_job(function: sql.Composable, oid: int) -> Callable[[Connection[Any]], None]:
+    statement = sql.SQL("SELECT {}(index => %s::oid::regclass)").format(function)
+
+    def job(conn: Connection[Any]) -> None:
+        conn.execute(statement, [oid])
+
+    return job
+
+
+def _amcheck_result(plan: _AmcheckPlan, outcomes: Sequence[tuple[str, _Outcome]]) -> CheckResult:
+    corrupt = {name: o.error for name, o in outcomes if o.sqlstate in _CORRUPTION_SQLSTATES}
+    errors = {name: o.error for name, o in outcomes
+              if o.error is not None and name not in corrupt}
+    checked = sum(1 for _, o in outcomes if o.error is None)
+    observed = {"amcheck_version": plan.version, "indexes_total": len(outcomes),
+                "indexes_checked": checked, "corrupt": corrupt, "errors": errors}
+    duration = round(sum(o.duration_ms for _, o in outcomes), 3)
+    if corrupt:
+        items = [f"{name}: {msg}" for name, msg in corrupt.items()]
+        detail = f"CORRUPTION in {len(corrupt)} of {len(outcomes)} B-tree indexes: " + _list_detail(
+            items
+        )
+        return CheckResult("amcheck", False, True, detail, observed, duration)
+    if errors:
+        items = [f"{name}: {msg}" for name, msg in errors.items()]
+        detail = f"{checked} of {len(outcomes)} B-tree indexes checked; could not check: " + (
+            _list_detail(items)
+        )
+        return CheckResult("amcheck", False, False, detail, observed, duration)
+    return CheckResult(
+        "amcheck", True, False, f"{checked} B-tree indexes checked, no corruption found",
+        observed, duration,
+    )
+
+
+def _not_in_recovery(conn: Connection[Any]) -> tuple[bool, str, Mapping[str, Any]]:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    in_recovery = bool(row and row[0])
+    if in_recovery:
+        return False, (
+            "the server is in recovery (a standby, or a restore that was never promoted): "
+            "promote it (pg_ctl promote or SELECT pg_promote()) before pointing an application "
+            "at it"
+        ), {"in_recovery": True}
+    return True, "not in recovery (promoted, accepts writes)", {"in_recovery": False}
+
+
+def _schema(
+    conn: Connection[Any], baseline: Baseline | None
+) -> tuple[bool, str, Mapping[str, Any]]:
+    fp = fingerprint(conn)
+    observed: dict[str, Any] = {"digest": fp.digest, "tables": len(fp.tables)}
+    if baseline is None:
+        return True, (
+            f"{len(fp.tables)} tables, digest {fp.digest[:12]} (no baseline to compare with)"
+        ), observed
+    expected = baseline.fingerprint
+    observed["baseline_digest"] = expected.digest
+    if fp.digest == expected.digest:
+        return True, f"matches the baseline ({len(fp.tables)} tables, digest {fp.digest[:12]})", (
+            observed
+        )
+    differences = expected.diff(fp) or ["the digests differ"]
+    observed["differences"] = differences
+    return False, (
+        f"{_n(len(differences), 'difference')} from the baseline: {_list_detail(differences)}"
+    ), observed
+
+
+_MISSING_TABLES = sql.SQL(
+    """
+    SELECT w.nspname, w.relname
+    FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS w(nspname, relname)
+    WHERE NOT EXISTS (SELECT FROM pg_class c
+                      JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = w.nspname AND c.relname = w.relname
+                        AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))
+    """
+)
+
+
+def _expected_tables(
+    conn: Connection[Any], tables: Sequence[TableRef]
+) -> tuple[bool, str, Mapping[str, Any]]:
+    rows = conn.execute(
+        _MISSING_TABLES,
+        {"schemas": [t.schema for t in tables], "names": [t.name for t in tables]},
+    ).fetchall()
+    missing = sorted(str(TableRef(schema, name)) for schema, name in rows)
+    observed = {"expected": [str(t) for t in tables], "missing": missing}
+    if missing:
+        return False, f"{len(missing)} of {len(tables)} tables missing: {_list_detail(missing)}", (
+            observed
+        )
+    return True, f"all {len(tables)} expected tables present", observed
+
+
+def _row_estimates(
+    conn: Connection[Any], critical: Sequence[TableRef], baseline: Baseline | None
+) -> tuple[bool, str, Mapping[str, Any]]:
+    others = sorted(set(list_tables(conn)) - set(critical))
+    estimates = {str(t): n for t, n in estimated_rows(conn, others).items()}
+    observed: dict[str, Any] = {"estimated": estimates}
+    if baseline is not None:
+        observed["baseline"] = dict(baseline.estimated_counts)
+    # Observation only: a database restored from a logical dump has not been analyzed yet
+    # and estimates 0 rows everywhere, so these numbers cannot fail anything.
+    return True, (
+        f"{_n(len(estimates), 'other table')}, about {_n(sum(estimates.values()), 'row')} "
+        "(planner estimates; 0 can mean not analyzed yet)"
+    ), observed
+
+
+def _row_counts_result(
+    tables: Sequence[TableRef],
+    outcomes: Mapping[TableRef, _Outcome],
+    baseline: Baseline | None,
+    tolerance: float,
+) -> CheckResult:
+    exact: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    drift: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    summary: list[str] = []
+    base_counts = baseline.exact_counts if baseline is not None else {}
+    for table in tables:
+        key, outcome = str(table), outcomes[table]
+        if outcome.error is not None:
+            errors[key] = outcome.error
+            problems.append(f"{key}: {outcome.error}")
+            continue
+        count = int(outcome.value)
+        exact[key] = count
+        base = base_counts.get(key)
+        if base is None:
+            summary.append(f"{key}={count}")
+            continue
+        change = (count - base) / base if base else None
+        if abs(count - base) > tolerance * base:
+            pct = f"{change:+.1%}" if change is not None else "from 0"
+            drift[key] = {"baseline": base, "observed": count,
+                          "change": None if change is None else round(change, 6)}
+            problems.append(
+                f"{key}: {_n(count, 'row')}, baseline {base} ({pct}, tolerance {tolerance:.1%})"
+            )
+        else:
+            summary.append(f"{key}={count} (baseline {base})")
+    observed: dict[str, Any] = {"exact": exact, "tolerance": tolerance}
+    if baseline is not None:
+        observed["baseline"] = {
+            str(t): base_counts[str(t)] for t in tables if str(t) in base_counts
+        }
+    if drift:
+        observed["drift"] = drift
+    if errors:
+        observed["errors"] = errors
+    duration = round(sum(o.duration_ms for o in outcomes.values()), 3)
+    if problems:
+        return CheckResult("row_counts", False, True, _list_detail(problems), observed, duration)
+    return CheckResult("row_counts", True, True, _list_detail(summary), observed, duration)
+
+
+def _custom(
+    conn: Connection[Any], check: CustomCheck, statement_timeout_ms: int
+) -> tuple[bool, str, Mapping[str, Any]]:
+    # Operator SQL (trusted config): still read-only, time-limited and always rolled back.
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, true)", [str(int(statement_timeout_ms))]
+        )
+        rows = conn.execute(check.query()).fetchall()
+    total = int(rows[0][0]) if rows else 0
+    # Only the first column leaves the report (usually an id): rows may hold personal data.
+    first = [row[1] if len(row) > 1 else None for row in rows]
+    ok, detail = check.evaluate(total, first)
+    observed: dict[str, Any] = {"expect": check.expect, "rows": total,
+                                "first_values": _jsonable(first)}
+    if check.expect == "equals":
+        observed["expected_value"] = _jsonable(check.value)
+    return ok, detail, observed
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+def _planned_after_connectivity(
+    baseline: Baseline | None,
+    expected: Sequence[TableRef],
+    critical: Sequence[TableRef],
+    custom_checks: Sequence[CustomCheck],
+    amcheck: bool,
+) -> list[tuple[str, bool]]:
+    plan = [("not_in_recovery", True), ("schema", baseline is not None)]
+    if expected:
+        plan.append(("expected_tables", True))
+    if critical:
+        plan.append(("row_counts", True))
+    plan += [("row_estimates", False), ("fk_orphans", True)]
+    plan += [(c.check_name, c.critical) for c in custom_checks]
+    if amcheck:
+        plan.append(("amcheck", False))
+    return plan
+
+
+def verify(
+    dsn: str,
+    *,
+    baseline: Baseline | None = None,
+    critical_tables: Sequence[str] = (),
+    row_count_tolerance: float = 0.0,
+    custom_checks: Sequence[CustomCheck] = (),
+    amcheck: bool = True,
+    install_amcheck: bool = False,
+    expected_tables: Sequence[str] = (),
+    statement_timeout_ms: int = 600_000,
+    max_workers: int | None = None,
+    connect_attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerificationReport:
+    """Run the verification suite against ``dsn`` (see the module docstring for the checks).
+
+    Never raises because a check failed: read :attr:`VerificationReport.ok` or call
+    :meth:`VerificationReport.raise_for_failures`. A check that errors (a timeout, a missing
+    table, no privilege) becomes a failing result with the redacted error; when the database
+    cannot be reached at all, every later check is reported as a skipped failure.
+
+    Args:
+        dsn: connection string (URL or key=value). Only its redacted form reaches the report.
+        baseline: compare schema and exact row counts against it.
+        critical_tables: tables to ``count(*)`` exactly; defaults to the baseline's.
+        row_count_tolerance: allowed relative difference from the baseline count (0.05 = 5%).
+        custom_checks: operator-configured queries (:class:`CustomCheck`).
+        amcheck: run ``bt_index_check`` on every B-tree index when amcheck is installed.
+        install_amcheck: allow ``CREATE EXTENSION IF NOT EXISTS amcheck`` (a change to the
+            verified database; needs the privilege to create it).
+        expected_tables: tables that must exist.
+        statement_timeout_ms: ``statement_timeout`` of every session (0 = none).
+        max_workers: connections for the scans; ``min(4, cores)`` by default.
+        connect_attempts: connection attempts while the server is still starting.
+        sleep: injected for tests (connect backoff).
+
+    Raises:
+        ConfigError: malformed arguments (table names, tolerance, duplicate check names, DSN),
+            before anything connects.
+    """
+    if not 0 <= row_count_tolerance < float("inf"):
+        raise ConfigError(
+            f"row_count_tolerance must be a fraction >= 0 (0.05 = 5%), got {row_count_tolerance!r}"
+        )
+    if statement_timeout_ms < 0:
+        raise ConfigError(f"statement_timeout_ms must be >= 0, got {statement_timeout_ms!r}")
+    if connect_attempts < 1:
+        raise ConfigError(f"connect_attempts must be at least 1, got {connect_attempts!r}")
+    if max_workers is not None and max_workers < 1:
+        raise ConfigError(f"max_workers must be at least 1, got {max_workers!r}")
+    dupes = [n for n, k in Counter(c.name for c in custom_checks).items() if k > 1]
+    if dupes:
+        raise ConfigError(f"custom check names must be unique; repeated: {', '.join(dupes)}")
+    critical = _parse_tables(critical_tables)
+    if not critical and baseline is not None:
+        critical = _parse_tables(baseline.exact_counts)
+    expected = _parse_tables(expected_tables)
+    parse(dsn)  # a malformed DSN is a ConfigError now, not a failed "connectivity" check
+    database = display(dsn)
+
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    results: list[CheckResult] = []
+
+    def report() -> VerificationReport:
+        rep = VerificationReport(database, tuple(results), started_at, _ms(t0))
+        log.info("verification of %s: %s (%d checks, %d critical failures, %d warnings)",
+                 database, "ok" if rep.ok else "FAILED", len(rep.checks),
+                 len(rep.critical_failures), len(rep.warnings))
+        return rep
+
+    start = time.perf_counter()
+    attempts = 0
+
+    def open_main() -> Connection[Any]:
+        nonlocal attempts
+        attempts += 1
+        return _open(dsn, statement_timeout_ms, read_only=False)
+
+    def skip_the_rest() -> VerificationReport:
+        for name, crit in _planned_after_connectivity(
+            baseline, expected, critical, custom_checks, amcheck
+        ):
+            results.append(CheckResult(name, False, crit, "skipped: no connection to the database",
+                                       {}, 0.0, skipped=True))
+        return report()
+
+    try:
+        conn, _ = connect_with_retry(open_main, attempts=connect_attempts, sleep=sleep)
+    except (psycopg.Error, RestoreKitError) as exc:
+        results.append(CheckResult(
+            "connectivity", False, True, f"cannot connect: {_error_text(exc)}",
+            {"attempts": attempts}, _ms(start),
+        ))
+        return skip_the_rest()
+
+    try:
+        results.append(_connectivity(conn, attempts, _ms(start)))
+        if not results[-1].ok:
+            return skip_the_rest()
+        results.extend(_run_suite(
+            conn, dsn,
+            baseline=baseline, critical=critical, expected=expected,
+            tolerance=row_count_tolerance, custom_checks=custom_checks, amcheck=amcheck,
+            install_amcheck=install_amcheck, statement_timeout_ms=statement_timeout_ms,
+            max_workers=max_workers,
+        ))
+    finally:
+        conn.close()
+    return report()
+
+
+def _connectivity(conn: Connection[Any], attempts: int, connect_ms: float) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        conn.execute("SELECT 1").fetchone()
+        latency = _ms(start)
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+    except psycopg.Error as exc:
+        return CheckResult("connectivity", False, True, f"error: {_error_text(exc)}",
+                           {"attempts": attempts}, connect_ms + _ms(start))
+    version = str(row[0]) if row else "?"
+    observed = {"latency_ms": latency, "connect_ms": connect_ms, "attempts": attempts,
+                "server_version": version, "server_version_num": conn.info.server_version}
+    retried = f" after {attempts} attempts" if attempts > 1 else ""
+    return CheckResult(
+        "connectivity", True, True,
+        f"PostgreSQL {version}; SELECT 1 in {latency:.1f} ms{retried}", observed,
+        round(connect_ms + _ms(start), 3),
+    )
+
+
+def _run_suite(
+    conn: Connection[Any],
+    dsn: str,
+    *,
+    baseline: Baseline | None,
+    critical: Sequence[TableRef],
+    expected: Sequence[TableRef],
+    tolerance: float,
+    custom_checks: Sequence[CustomCheck],
+    amcheck: bool,
+    install_amcheck: bool,
+    statement_timeout_ms: int,
+    max_workers: int | None,
+) -> list[CheckResult]:
+    head: list[CheckResult] = [
+        _check("not_in_recovery", True, lambda: _not_in_recovery(conn)),
+        _check("schema", baseline is not None, lambda: _schema(conn, baseline)),
+    ]
+    if expected:
+        head.append(_check("expected_tables", True, lambda: _expected_tables(conn, expected)))
+    estimates = _check("row_estimates", False, lambda: _row_estimates(conn, critical, baseline))
+
+    # Catalog reads on the main connection; the scans they plan go to the workers.
+    fk_listing: list[tuple[str, ForeignKey, _FkInfo]] = []
+    fk_error: CheckResult | None = None
+    start = time.perf_counter()
+    try:
+        fks = catalog_foreign_keys(conn)
+        infos = _fk_info(conn)
+        fk_listing = [(name, fk, infos.get((fk.child, fk.name), _FkInfo()))
+                      for name, fk in zip(_fk_check_names(fks), fks, strict=True)]
+    except (psycopg.Error, RestoreKitError) as exc:
+        fk_error = CheckResult("fk_orphans", False, True,
+                               f"error listing foreign keys: {_error_text(exc)}", {}, _ms(start))
+    plan: _AmcheckPlan | CheckResult | None = None
+    if amcheck:
+        start = time.perf_counter()
+        try:
+            plan = _prepare_amcheck(conn, install_amcheck)
+        except (psycopg.Error, RestoreKitError) as exc:
+            plan = CheckResult("amcheck", False, False, f"error: {_error_text(exc)}", {},
+                               _ms(start))
+
+    index_jobs = plan.indexes if isinstance(plan, _AmcheckPlan) else ()
+    jobs = len(critical) + len(fk_listing) + len(index_jobs)
+    size = min(max_workers or min(MAX_WORKERS, os.cpu_count() or 1), max(jobs, 1))
+    counts: dict[TableRef, _Outcome] = {}
+    fk_outcomes: list[_Outcome] = []
+    index_outcomes: list[tuple[str, _Outcome]] = []
+
+    def run_custom_checks() -> list[CheckResult]:
+        return [
+            _check(c.check_name, c.critical, partial(_custom, conn, c, statement_timeout_ms))
+            for c in custom_checks
+        ]
+
+    customs: list[CheckResult] = []
+    if not jobs:
+        customs = run_custom_checks()
+    else:
+        workers = _Workers(lambda: _open(dsn, statement_timeout_ms, read_only=True), size)
+        try:
+            count_futures = {t: workers.submit(_count_job(t)) for t in critical}
+            fk_futures = [workers.submit(_fk_job(fk, info)) for _, fk, info in fk_listing]
+            index_futures = [
+                (name, workers.submit(_amcheck_job(plan.function, oid)))
+                for oid, name in index_jobs
+                if isinstance(plan, _AmcheckPlan)
+            ]
+            # The main connection is free meanwhile: the custom checks run beside the scans.
+            customs = run_custom_checks()
+            counts = {t: f.result() for t, f in count_futures.items()}
+            fk_outcomes = [f.result() for f in fk_futures]
+            index_outcomes = [(name, f.result()) for name, f in index_futures]
+        except BaseException:
+            workers.cancel()  # e.g. a task timeout: do not leave scans running on the server
+            raise
+        finally:
+            workers.close()
+
+    results = head
+    if critical:
+        results.append(_row_counts_result(critical, counts, baseline, tolerance))
+    results.append(estimates)
+    if fk_error is not None:
+        results.append(fk_error)
+    results.extend(
+        _fk_result(name, fk, info, outcome)
+        for (name, fk, info), outcome in zip(fk_listing, fk_outcomes, strict=True)
+    )
+    results.extend(customs)
+    if isinstance(plan, _AmcheckPlan):
+        results.append(_amcheck_result(plan, index_outcomes))
+    elif plan is not None:
+        results.append(plan)
+    return results
+
+
+def _count_job(table: TableRef) -> Callable[[Connection[Any]], int]:
+    query = _count_query(table)
+
+    def job(conn: Connection[Any]) -> int:
+        row = conn.execute(query).fetchone()
+        return int(row[0]) if row else 0
+
+    return job
+

@@ -1,0 +1,441 @@
+"""The verification suite against real PostgreSQL: the runbook's checks and what breaks them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from restorekit import sample
+from restorekit.errors import PostgresUnavailable, VerificationFailed
+from restorekit.integrity import (
+    Baseline,
+    CustomCheck,
+    SchemaFingerprint,
+    capture_baseline,
+    connect_with_retry,
+    fingerprint,
+    verify,
+)
+from restorekit.pg.cluster import free_port
+from restorekit.pg.dsn import merge
+
+CRITICAL = ("users", "clients", "appointments")
+SAMPLE_FKS = {
+    "fk_orphans:clients_user_id_fkey",
+    "fk_orphans:appointments_user_id_fkey",
+    "fk_orphans:appointments_client_id_fkey",
+}
+# The runbook's "Verify relationships" query, as configuration.
+USERS_WITHOUT_CLIENTS = CustomCheck(
+    name="users without clients",
+    sql="""
+        SELECT u.id, count(c.id) AS client_count
+        FROM users u LEFT JOIN clients c ON u.id = c.user_id
+        GROUP BY u.id
+        HAVING count(c.id) = 0  -- a trailing comment must not break the wrapper
+    """,
+    expect="zero_rows",
+)
+
+
+@pytest.fixture
+def conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
+    """The sample application at scale 0.01 (100 users, 300 clients, 600 appointments), with
+    every user owning at least one client so the runbook's relationship query holds."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        sample.create_schema(conn)
+        sample.generate(conn, scale=0.01)
+        conn.execute(
+            "INSERT INTO clients (user_id, name) SELECT u.id, 'first client' FROM users u "
+            "WHERE NOT EXISTS (SELECT FROM clients c WHERE c.user_id = u.id)"
+        )
+        yield conn
+
+
+def _names(report) -> list[str]:
+    return [c.name for c in report.checks]
+
+
+def test_clean_database_passes_every_check(pg_dsn: str, conn: psycopg.Connection) -> None:
+    baseline = capture_baseline(conn, CRITICAL)
+    report = verify(
+        pg_dsn,
+        baseline=baseline,
+        expected_tables=sample.TABLES,
+        custom_checks=[USERS_WITHOUT_CLIENTS,
+                       CustomCheck("users exist", "SELECT count(*) FROM users", "nonzero"),
+                       CustomCheck("user 1", "SELECT email FROM users WHERE id = 1", "equals",
+                                   value=conn.execute("SELECT email FROM users WHERE id = 1")
+                                   .fetchone()[0])],
+        install_amcheck=True,
+    )
+    assert report.ok, report.to_markdown()
+    assert not report.warnings, report.to_markdown()
+    assert all(c.ok and not c.skipped for c in report.checks)
+    names = _names(report)
+    assert names[:6] == ["connectivity", "not_in_recovery", "schema", "expected_tables",
+                         "row_counts", "row_estimates"]
+    assert SAMPLE_FKS <= set(names)
+    assert names[-1] == "amcheck"
+    assert {"custom:users without clients", "custom:users exist", "custom:user 1"} <= set(names)
+
+    connectivity = report.check("connectivity").observed
+    assert connectivity["latency_ms"] >= 0 and connectivity["server_version_num"] >= 150000
+    counts = report.check("row_counts").observed["exact"]
+    assert counts == baseline.exact_counts
+    assert counts["public.users"] == 100 and counts["public.appointments"] == 600
+    assert report.check("schema").observed["digest"] == baseline.fingerprint.digest
+    assert "public.audit_log" in report.check("row_estimates").observed["estimated"]
+    report.raise_for_failures()  # no critical failure: does not raise
+    json.dumps(report.to_dict())  # serialisable as it is
+
+
+def test_orphan_made_with_triggers_off_fails_its_foreign_key(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    user_id, clients, appointments = conn.execute(
+        "SELECT u.id, (SELECT count(*) FROM clients c WHERE c.user_id = u.id),"
+        " (SELECT count(*) FROM appointments a WHERE a.user_id = u.id)"
+        " FROM users u ORDER BY 2 DESC, 1 LIMIT 1"
+    ).fetchone()
+    assert clients >= 1
+    # Replica mode skips the RI triggers (and the audit trigger): the cascade does not happen.
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("DELETE FROM users WHERE id = %s", [user_id])
+    conn.execute("SET session_replication_role = DEFAULT")
+
+    report = verify(pg_dsn, amcheck=False)
+
+    assert not report.ok
+    failing = {c.name: c for c in report.critical_failures}
+    expected = {"fk_orphans:clients_user_id_fkey"}
+    if appointments:
+        expected.add("fk_orphans:appointments_user_id_fkey")
+    assert set(failing) == expected
+    check = failing["fk_orphans:clients_user_id_fkey"]
+    assert check.observed["orphans"] == clients
+    assert check.detail.startswith(
+        f"{clients} orphan rows in public.clients (user_id) with no parent in public.users (id), "
+        f"constraint clients_user_id_fkey; e.g. user_id={user_id}"
+    )
+    assert check.observed["sample_keys"][0] == [user_id]
+    assert report.check("fk_orphans:appointments_client_id_fkey").ok
+
+    markdown = report.to_markdown()
+    assert "**Verification FAILED**" in markdown
+    assert "| check | result | detail |" in markdown
+    assert "| fk_orphans:clients_user_id_fkey | FAIL |" in markdown
+    with pytest.raises(VerificationFailed) as excinfo:
+        report.raise_for_failures()
+    assert excinfo.value.report is report
+    assert "fk_orphans:clients_user_id_fkey" in str(excinfo.value)
+
+
+def test_composite_foreign_key_between_quoted_mixed_case_tables(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE SCHEMA "Crm";
+            CREATE TABLE "Crm"."Tenants" ("Region" text, "Id" int, PRIMARY KEY ("Region", "Id"));
+            CREATE TABLE "Crm"."Tenant Users" (
+                id int PRIMARY KEY,
+                "Region" text,
+                "TenantId" int,
+                CONSTRAINT "Tenant Users -> Tenants" FOREIGN KEY ("Region", "TenantId")
+                    REFERENCES "Crm"."Tenants" ("Region", "Id")
+            );
+            CREATE TABLE "Crm"."Strict" (
+                "Region" text, "TenantId" int,
+                CONSTRAINT "Strict_Full" FOREIGN KEY ("Region", "TenantId")
+                    REFERENCES "Crm"."Tenants" ("Region", "Id") MATCH FULL
+            );
+            INSERT INTO "Crm"."Tenants" VALUES ('eu', 1), ('us', 1);
+            -- MATCH SIMPLE: a NULL in any key column means "references nothing".
+            INSERT INTO "Crm"."Tenant Users" VALUES (1, 'eu', 1), (2, 'us', 1), (3, NULL, 99),
+                                                    (4, 'xx', NULL);
+            INSERT INTO "Crm"."Strict" VALUES ('eu', 1), (NULL, NULL);
+            """
+        )
+        report = verify(pg_dsn, amcheck=False)
+        assert report.ok, report.to_markdown()
+        check = report.check("fk_orphans:Tenant Users -> Tenants")
+        assert check.observed["orphans"] == 0
+        assert check.observed["child_columns"] == ["Region", "TenantId"]
+
+        conn.execute("SET session_replication_role = replica")
+        # Matches a parent column by column but not as a pair: an orphan.
+        conn.execute("""INSERT INTO "Crm"."Tenant Users" VALUES (5, 'eu', 2), (6, 'us', 2)""")
+        # Half NULL: fine under MATCH SIMPLE, a violation under MATCH FULL.
+        conn.execute("""INSERT INTO "Crm"."Strict" VALUES ('eu', NULL)""")
+        conn.execute("SET session_replication_role = DEFAULT")
+
+        report = verify(pg_dsn, amcheck=False)
+    failing = {c.name: c for c in report.critical_failures}
+    assert set(failing) == {"fk_orphans:Tenant Users -> Tenants", "fk_orphans:Strict_Full"}
+    assert failing["fk_orphans:Tenant Users -> Tenants"].observed["orphans"] == 2
+    assert sorted(failing["fk_orphans:Tenant Users -> Tenants"].observed["sample_keys"]) == [
+        ["eu", 2], ["us", 2]
+    ]
+    assert failing["fk_orphans:Tenant Users -> Tenants"].detail.startswith(
+        '2 orphan rows in "Crm"."Tenant Users" (Region, TenantId) with no parent in '
+        '"Crm"."Tenants" (Region, Id), constraint Tenant Users -> Tenants; '
+        "e.g. (Region, TenantId)=(eu, 2), (Region, TenantId)=(us, 2)"
+    )
+    assert failing["fk_orphans:Strict_Full"].observed["orphans"] == 1
+    assert failing["fk_orphans:Strict_Full"].observed["match"] == "full"
+
+
+def test_partitioned_and_inherited_tables_are_checked_as_postgresql_enforces_them(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    conn.execute(
+        """
+        -- A partitioned parent table is referenced as a whole (never with ONLY).
+        CREATE TABLE accounts (id int, region text, PRIMARY KEY (id, region))
+            PARTITION BY LIST (region);
+        CREATE TABLE accounts_eu PARTITION OF accounts FOR VALUES IN ('eu');
+        CREATE TABLE accounts_us PARTITION OF accounts FOR VALUES IN ('us');
+        INSERT INTO accounts VALUES (1, 'eu'), (2, 'us');
+        -- A partitioned child: one constraint for all partitions, one check.
+        CREATE TABLE events (id int, user_id bigint REFERENCES users (id),
+                             account_id int, region text,
+                             FOREIGN KEY (account_id, region) REFERENCES accounts (id, region),
+                             at date NOT NULL) PARTITION BY RANGE (at);
+        CREATE TABLE events_2024 PARTITION OF events
+            FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        INSERT INTO events VALUES (1, 1, 1, 'eu', '2024-03-01'), (2, 2, 2, 'us', '2024-04-01');
+        -- Inheritance: the foreign key binds the parent's own rows only.
+        CREATE TABLE notes (id int, user_id bigint REFERENCES users (id));
+        CREATE TABLE old_notes () INHERITS (notes);
+        INSERT INTO old_notes VALUES (1, 999999);
+        """
+    )
+    report = verify(pg_dsn, amcheck=False)
+    assert report.ok, report.to_markdown()
+    names = [c.name for c in report.checks if c.name.startswith("fk_orphans:")]
+    assert {"fk_orphans:events_user_id_fkey", "fk_orphans:events_account_id_region_fkey",
+            "fk_orphans:notes_user_id_fkey"} <= set(names)
+    assert not any("events_2024" in n for n in names)
+
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("INSERT INTO events VALUES (3, 999999, 7, 'eu', '2024-05-01')")
+    conn.execute("SET session_replication_role = DEFAULT")
+    report = verify(pg_dsn, amcheck=False)
+    assert {c.name: c.observed["orphans"] for c in report.critical_failures} == {
+        "fk_orphans:events_user_id_fkey": 1, "fk_orphans:events_account_id_region_fkey": 1
+    }
+
+
+def test_missing_tables_fail_expected_tables_and_row_counts(pg_dsn: str, conn) -> None:
+    report = verify(pg_dsn, critical_tables=["users", "invoices"],
+                    expected_tables=["users", "public.invoices", '"Payments"'], amcheck=False)
+    assert [c.name for c in report.critical_failures] == ["expected_tables", "row_counts"]
+    assert report.check("expected_tables").observed["missing"] == [
+        'public."Payments"', "public.invoices"
+    ]
+    assert report.check("expected_tables").detail.startswith("2 of 3 tables missing")
+    counts = report.check("row_counts")
+    assert counts.observed["exact"] == {"public.users": 100}
+    assert 'relation "public.invoices" does not exist' in counts.detail
+
+
+def test_added_column_fails_schema_against_baseline_with_readable_diff(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    stored = json.loads(json.dumps(capture_baseline(conn, CRITICAL).to_dict()))
+    baseline = Baseline.from_dict(stored)
+    assert verify(pg_dsn, baseline=baseline, amcheck=False).ok
+
+    conn.execute("ALTER TABLE users ADD COLUMN nickname varchar(20) DEFAULT 'x'")
+    conn.execute("CREATE INDEX users_name_idx ON users (name)")
+    report = verify(pg_dsn, baseline=baseline, amcheck=False)
+
+    assert [c.name for c in report.critical_failures] == ["schema"]
+    schema = report.check("schema")
+    assert schema.observed["differences"] == [
+        "column public.users.nickname added: character varying(20) NULL "
+        "DEFAULT 'x'::character varying",
+        "index users_name_idx on public.users added: "
+        "CREATE INDEX users_name_idx ON public.users USING btree (name)",
+    ]
+    assert "2 differences from the baseline" in schema.detail
+    assert "public.users.nickname added" in schema.detail
+    assert schema.observed["digest"] != schema.observed["baseline_digest"]
+
+
+def test_fingerprint_is_independent_of_search_path_and_round_trips(
+    conn: psycopg.Connection,
+) -> None:
+    conn.execute("CREATE SCHEMA other")
+    first = fingerprint(conn)
+    conn.execute("SET search_path = other, public")
+    second = fingerprint(conn)
+    assert conn.execute("SHOW search_path").fetchone()[0] == "other, public"
+    assert first == second and first.digest == second.digest
+    assert SchemaFingerprint.from_dict(json.loads(json.dumps(first.to_dict()))) == first
+    users = next(t for t in first.tables if t.name == "public.users")
+    assert [c.name for c in users.columns] == ["id", "name", "email", "created_at"]
+    assert users.columns[0].default == "GENERATED BY DEFAULT AS IDENTITY"
+    assert ("users_email_key", "UNIQUE (email)") in users.constraints
+    appointments = next(t for t in first.tables if t.name == "public.appointments")
+    assert any(d.startswith("FOREIGN KEY (client_id) REFERENCES public.clients(id)")
+               for _, d in appointments.constraints)
+
+
+def test_row_count_drift_beyond_tolerance_fails(pg_dsn: str, conn: psycopg.Connection) -> None:
+    baseline = capture_baseline(conn, CRITICAL)
+    conn.execute("DELETE FROM appointments WHERE id % 10 = 0")  # 10% of 600
+
+    strict = verify(pg_dsn, baseline=baseline, row_count_tolerance=0.05, amcheck=False)
+    assert [c.name for c in strict.critical_failures] == ["row_counts"]
+    counts = strict.check("row_counts")
+    assert counts.observed["drift"] == {
+        "public.appointments": {"baseline": 600, "observed": 540, "change": -0.1}
+    }
+    assert "public.appointments: 540 rows, baseline 600 (-10.0%, tolerance 5.0%)" in counts.detail
+
+    lenient = verify(pg_dsn, baseline=baseline, row_count_tolerance=0.2, amcheck=False)
+    assert lenient.ok, lenient.to_markdown()
+    assert lenient.check("row_counts").observed["exact"]["public.appointments"] == 540
+
+
+def test_custom_check_users_without_clients(pg_dsn: str, conn: psycopg.Connection) -> None:
+    assert verify(pg_dsn, custom_checks=[USERS_WITHOUT_CLIENTS], amcheck=False).ok
+
+    lonely = conn.execute(
+        "INSERT INTO users (name, email) VALUES ('Lonely', 'lonely@example.com') RETURNING id"
+    ).fetchone()[0]
+    report = verify(pg_dsn, custom_checks=[USERS_WITHOUT_CLIENTS], amcheck=False)
+    assert [c.name for c in report.critical_failures] == ["custom:users without clients"]
+    check = report.check("custom:users without clients")
+    assert check.observed["rows"] == 1 and check.observed["first_values"] == [lonely]
+    assert check.detail == f"1 row, expected none (first values: {lonely})"
+
+    # A non-critical custom check only warns.
+    soft = CustomCheck(USERS_WITHOUT_CLIENTS.name, USERS_WITHOUT_CLIENTS.sql, critical=False)
+    report = verify(pg_dsn, custom_checks=[soft], amcheck=False)
+    assert report.ok and [c.name for c in report.warnings] == ["custom:users without clients"]
+
+
+def test_custom_check_errors_stay_in_their_own_check(pg_dsn: str, conn: psycopg.Connection) -> None:
+    report = verify(
+        pg_dsn,
+        custom_checks=[
+            CustomCheck("typo", "SELECT * FROM no_such_table"),
+            CustomCheck("writes", "SELECT nextval(pg_get_serial_sequence('users', 'id'))",
+                        "nonzero"),
+            CustomCheck("slow", "SELECT pg_sleep(5)", "nonzero"),
+            # Braces and percent signs are plain SQL here, not placeholders.
+            CustomCheck("fine", "SELECT 1 WHERE 'a%' LIKE 'a%' AND '{1}'::int[] = '{1}'",
+                        "equals", value="1"),
+        ],
+        statement_timeout_ms=300,
+        amcheck=False,
+    )
+    failing = {c.name: c.detail for c in report.critical_failures}
+    assert set(failing) == {"custom:typo", "custom:writes", "custom:slow"}
+    assert "no_such_table" in failing["custom:typo"] and "42P01" in failing["custom:typo"]
+    assert "read-only transaction" in failing["custom:writes"]
+    assert "statement timeout" in failing["custom:slow"]
+    assert report.check("custom:fine").ok
+    assert report.check("not_in_recovery").ok and report.check("connectivity").ok
+    # The sequence was not advanced by the rolled-back, read-only check.
+    assert conn.execute("SELECT last_value FROM users_id_seq").fetchone()[0] == 101
+
+
+def test_amcheck_checks_every_btree_index(pg_dsn: str, conn: psycopg.Connection) -> None:
+    skipped = verify(pg_dsn, amcheck=True)
+    amcheck = skipped.check("amcheck")
+    assert skipped.ok and amcheck.skipped and not amcheck.critical
+    assert [c.name for c in skipped.warnings] == ["amcheck"]
+    assert "install_amcheck=True" in amcheck.detail
+
+    conn.execute("CREATE INDEX appointments_notes_hash ON appointments USING hash (notes)")
+    report = verify(pg_dsn, install_amcheck=True)
+    amcheck = report.check("amcheck")
+    assert amcheck.ok and not amcheck.skipped, amcheck.detail
+    # users: pkey, email key; clients: pkey, user_id; appointments: pkey, user_id, client_id;
+    # audit_log: pkey, created_at. The hash index is not a B-tree.
+    assert amcheck.observed["indexes_checked"] == 9
+    assert amcheck.observed["corrupt"] == {} and amcheck.observed["errors"] == {}
+    assert amcheck.detail == "9 B-tree indexes checked, no corruption found"
+    # Installed now: a later run needs no permission to install.
+    assert verify(pg_dsn).check("amcheck").observed["indexes_checked"] == 9
+
+
+def test_no_password_in_report_or_markdown(pg_dsn: str, conn: psycopg.Connection) -> None:
+    secret = "s3cr3t-Pa55word"
+    # The test server trusts loopback, so the password is sent but not needed.
+    with_password = merge(pg_dsn, password=secret)
+    report = verify(with_password, custom_checks=[USERS_WITHOUT_CLIENTS], amcheck=False)
+    assert report.ok
+    assert secret not in json.dumps(report.to_dict()) and secret not in report.to_markdown()
+    assert secret not in report.database and ":***@" in report.database
+
+    sleeps: list[float] = []
+    unreachable = merge(pg_dsn, host="127.0.0.1", port=str(free_port()), password=secret)
+    down = verify(unreachable, baseline=capture_baseline(conn, CRITICAL),
+                  custom_checks=[USERS_WITHOUT_CLIENTS], connect_attempts=3,
+                  sleep=sleeps.append)
+    assert sleeps == [0.5, 1.0]
+    text = json.dumps(down.to_dict()) + down.to_markdown() + repr(down)
+    assert secret not in text
+    assert not down.ok
+    assert down.checks[0].name == "connectivity" and not down.checks[0].ok
+    assert down.check("connectivity").observed["attempts"] == 3
+    later = down.checks[1:]
+    assert [c.name for c in later] == ["not_in_recovery", "schema", "row_counts", "row_estimates",
+                                       "fk_orphans", "custom:users without clients", "amcheck"]
+    assert all(c.skipped and not c.ok for c in later)
+    assert "| not_in_recovery | FAIL (skipped) |" in down.to_markdown()
+    with pytest.raises(VerificationFailed) as excinfo:
+        down.raise_for_failures()
+    assert secret not in str(excinfo.value)
+
+
+def test_connect_with_retry_retries_only_while_unavailable(pg_dsn: str) -> None:
+    calls: list[int] = []
+
+    def flaky() -> psycopg.Connection:
+        calls.append(1)
+        if len(calls) < 3:
+            raise PostgresUnavailable("the database system is starting up")
+        return psycopg.connect(pg_dsn)
+
+    sleeps: list[float] = []
+    conn, attempts = connect_with_retry(flaky, attempts=5, sleep=sleeps.append)
+    with conn:
+        assert attempts == 3 and sleeps == [0.5, 1.0]
+
+
+def test_amcheck_reports_a_corrupt_index_as_critical(pg_dsn: str) -> None:
+    # Corruption without touching files: build an index with one comparison, then swap the
+    # operator class's comparison function for the reverse. The stored order is now wrong,
+    # which is what bt_index_check looks for.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE FUNCTION cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE
+                AS 'SELECT CASE WHEN $1 < $2 THEN -1 WHEN $1 > $2 THEN 1 ELSE 0 END';
+            CREATE OPERATOR CLASS test_ops FOR TYPE int USING btree AS
+                OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >,
+                FUNCTION 1 cmp(int, int);
+            CREATE TABLE t (v int);
+            INSERT INTO t SELECT generate_series(1, 500);
+            CREATE INDEX t_v_idx ON t (v test_ops);
+            CREATE INDEX t_v_plain ON t (v);
+            CREATE OR REPLACE FUNCTION cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE
+                AS 'SELECT CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 ELSE 0 END';
+            """
+        )
+    report = verify(pg_dsn, install_amcheck=True)
+    amcheck = report.check("amcheck")
+    assert [c.name for c in report.critical_failures] == ["amcheck"]
+    assert not amcheck.ok and amcheck.critical
+    assert list(amcheck.observed["corrupt"]) == ["public.t_v_idx"]
+    assert amcheck.observed["indexes_checked"] == 1
+    assert amcheck.detail.startswith("CORRUPTION in 1 of 2 B-tree indexes: public.t_v_idx: ")
+    assert "XX002" in amcheck.detail
