@@ -182,6 +182,24 @@ class BackupInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoredRef:
+    """A secret-free reference to a restored database, safe to keep in Prefect state and
+    reports. The provider turns it back into a connection (``provider.dsn_for(ref)``)."""
+
+    provider: str
+    target: str
+    name: str
+    handle: str
+    point: str = ""
+    backup_id: str = ""
+    display: str = ""  # e.g. postgresql://postgres@127.0.0.1:5433/app (never a password)
+    recovered_to_time: datetime | None = None
+    recovered_to_lsn: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    reused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RestoredDatabase:
     """A database restorekit restored into a NEW place (cluster, instance, branch)."""
 

@@ -1,3 +1,3 @@
 """Test configuration: fixtures live in tests/fixtures/ as plugin modules."""
 
-pytest_plugins = ["fixtures.pg", "fixtures.s3"]
+pytest_plugins = ["fixtures.pg", "fixtures.s3", "fixtures.prefect", "fixtures.world"]

@@ -173,6 +173,7 @@ class SelfHostedProvider:
         make_dir(self.restore_root, os_user, mode=0o755)
         make_dir(home, os_user, mode=0o755)
         _write_marker(home, {
+            "complete": False,
             "target": self.target_name,
             "point": str(point),
             "backup_id": backup.backup_id,
@@ -200,6 +201,11 @@ class SelfHostedProvider:
             shutil.rmtree(home, ignore_errors=True)
             raise
         dsn = merge(cluster.dsn(), dbname=self.database)
+        _update_marker(home, {
+            "complete": True, "port": port, "database": self.database,
+            "recovered_to_time": result.last_commit_time.isoformat() if result.last_commit_time else None,
+            "recovered_to_lsn": result.recovered_lsn, "phases": phases,
+        })
         log.info("restored %s at %s into %s (port %d)", self.target_name, point, data_dir, port)
         return RestoredDatabase(
             provider=self.kind,
@@ -213,14 +219,55 @@ class SelfHostedProvider:
             recovered_to_lsn=result.recovered_lsn,
         )
 
+    def find_restored(self, name: str) -> RestoredDatabase | None:
+        """A completed restore named ``name``, started if it was stopped; None if there is none.
+
+        This is what makes a re-run after a crash reuse a finished restore instead of redoing
+        it. An incomplete one (the run died mid-restore) is removed and None returned.
+        """
+        home = self.restore_root / name
+        marker = home / MARKER
+        if not marker.exists():
+            return None
+        meta = json.loads(marker.read_text())
+        if not meta.get("complete"):
+            log.warning("removing the incomplete restore %s left by an earlier run", home)
+            self.discard(_stub(self.kind, home))
+            return None
+        cluster = self._cluster(home, int(meta["port"]))
+        if not cluster.is_running():
+            cluster.start()
+        last = meta.get("recovered_to_time")
+        return RestoredDatabase(
+            provider=self.kind,
+            handle=str(home),
+            dsn=SecretStr(merge(cluster.dsn(), dbname=meta.get("database", self.database))),
+            point=meta.get("point", ""),
+            backup_id=meta.get("backup_id", ""),
+            scratch=not meta.get("adopted", False),
+            phases=meta.get("phases", {}),
+            recovered_to_time=datetime.fromisoformat(last) if last else None,
+            recovered_to_lsn=meta.get("recovered_to_lsn"),
+        )
+
+    def adopt(self, restored: RestoredDatabase) -> None:
+        """Mark a restored cluster as the new production: cleanup and discard leave it alone."""
+        home = Path(restored.handle)
+        _update_marker(home, {"adopted": True, "adopted_at": datetime.now(UTC).isoformat()})
+
     def discard(self, restored: RestoredDatabase) -> None:
-        """Stop and remove a restored cluster; refuses anything without a scratch marker."""
+        """Stop and remove a restored cluster; refuses anything without a scratch marker and
+        anything adopted as production."""
         home = Path(restored.handle)
         if not home.exists():
             return
         if self.restore_root not in home.absolute().parents or not (home / MARKER).exists():
             raise SafetyError(
                 f"refusing to remove {home}: it is not a scratch restore made by restorekit"
+            )
+        if json.loads((home / MARKER).read_text()).get("adopted"):
+            raise SafetyError(
+                f"refusing to remove {home}: it was adopted as the production database"
             )
         cluster = LocalCluster(data_dir=home / "data", port=0,
                                bin_dir=self.source.bin_dir or find_bin_dir(),
@@ -232,19 +279,27 @@ class SelfHostedProvider:
     # -- scratch bookkeeping -------------------------------------------------------------------
 
     def list_scratch(self) -> list[RestoredDatabase]:
-        """Restores under ``restore_root`` (e.g. left behind by a failed run)."""
-        found = []
+        """Scratch restores under ``restore_root`` (e.g. left behind by a failed run); restores
+        adopted as production are not scratch and are not listed."""
+        found: list[RestoredDatabase] = []
         if not self.restore_root.exists():
             return found
         for home in sorted(self.restore_root.iterdir()):
             marker = home / MARKER
             if marker.exists():
                 meta = json.loads(marker.read_text())
+                if meta.get("adopted"):
+                    continue
                 found.append(RestoredDatabase(
                     provider=self.kind, handle=str(home), dsn=SecretStr(""),
                     point=meta.get("point", ""), backup_id=meta.get("backup_id", ""),
                 ))
         return found
+
+    def _cluster(self, home: Path, port: int) -> LocalCluster:
+        return LocalCluster(data_dir=home / "data", port=port,
+                            bin_dir=self.source.bin_dir or find_bin_dir(),
+                            os_user=self.source.os_user)
 
     def create_restore_point(self, name: str) -> str:
         """Create a named restore point on the source (and record it where the engine can)."""
@@ -273,5 +328,17 @@ def _target_lsn(point: RestorePoint) -> str | None:
     return point.value if point.kind is PointKind.LSN else None
 
 
-def _write_marker(home: Path, meta: dict[str, str]) -> None:
+def _write_marker(home: Path, meta: dict[str, object]) -> None:
     (home / MARKER).write_text(json.dumps(meta, indent=2))
+
+
+def _update_marker(home: Path, changes: dict[str, object]) -> None:
+    meta = json.loads((home / MARKER).read_text())
+    meta.update(changes)
+    tmp = home / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(home / MARKER)
+
+
+def _stub(kind: str, home: Path) -> RestoredDatabase:
+    return RestoredDatabase(provider=kind, handle=str(home), dsn=SecretStr(""))

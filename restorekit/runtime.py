@@ -1,0 +1,101 @@
+"""Everything restorekit needs to act on one target, built from restorekit.toml.
+
+Prefect tasks call :func:`target_runtime` inside the task (clients are built where they are
+used, never passed between tasks) and pass only secret-free references between them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from restorekit.apps.base import AppPlatform, get_app_platform
+from restorekit.config import Settings, TargetConfig, load_settings
+from restorekit.errors import ConfigError
+from restorekit.models import RestoredDatabase, RestoredRef
+from restorekit.pg.dsn import display
+from restorekit.providers.selfhosted import SelfHostedProvider
+from restorekit.sinks.base import ConnectionStore, get_store
+
+
+@dataclass
+class TargetRuntime:
+    settings: Settings
+    config: TargetConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @functools.cached_property
+    def provider(self) -> SelfHostedProvider:
+        return SelfHostedProvider.from_config(self.config, self.settings)
+
+    @functools.cached_property
+    def app(self) -> AppPlatform | None:
+        app = self.config.app
+        if app.kind == "none":
+            return None
+        assert app.env_file is not None and app.port is not None
+        return get_app_platform(
+            app.kind, env_file=app.env_file, port=app.port,
+            state_dir=self.settings.state_dir.absolute() / "apps" / self.name,
+        )
+
+    @functools.cached_property
+    def store(self) -> ConnectionStore | None:
+        conn = self.config.connection
+        if conn.kind == "none":
+            return None
+        return get_store(conn.kind, path=conn.path, key=conn.key)
+
+    def health_url(self) -> str | None:
+        if self.config.app.health_url:
+            return self.config.app.health_url
+        return self.app.health_url() if self.app is not None else None
+
+    def live_dsn(self) -> str:
+        """The production database as the application sees it: the connection store's value
+        when there is one, else the target's own DSN."""
+        if self.store is not None:
+            return self.store.read().get_secret_value()
+        return self.config.resolve_dsn()
+
+    def reports_dir(self) -> Path:
+        path = self.settings.state_dir.absolute() / "reports" / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- restored databases ------------------------------------------------------------------
+
+    def ref(self, restored: RestoredDatabase, name: str, *, reused: bool = False) -> RestoredRef:
+        return RestoredRef(
+            provider=restored.provider, target=self.name, name=name, handle=restored.handle,
+            point=restored.point, backup_id=restored.backup_id,
+            display=display(restored.dsn.get_secret_value()),
+            recovered_to_time=restored.recovered_to_time,
+            recovered_to_lsn=restored.recovered_to_lsn, phases=dict(restored.phases),
+            reused=reused,
+        )
+
+    def restored(self, ref: RestoredRef) -> RestoredDatabase:
+        """Turn a reference back into a live restored database (starting it if needed)."""
+        found = self.provider.find_restored(ref.name)
+        if found is None:
+            raise ConfigError(
+                f"restored database {ref.name!r} of target {self.name!r} no longer exists "
+                f"({ref.handle}); it may have been discarded"
+            )
+        return found
+
+    def dsn_for(self, ref: RestoredRef) -> SecretStr:
+        return self.restored(ref).dsn
+
+
+def target_runtime(target: str, config_path: str | None = None) -> TargetRuntime:
+    """Load the config (``config_path``, ``$RESTOREKIT_CONFIG`` or ./restorekit.toml)."""
+    settings = load_settings(config_path)
+    return TargetRuntime(settings=settings, config=settings.target(target))

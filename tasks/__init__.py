@@ -1,0 +1,32 @@
+"""Prefect tasks: thin wrappers over restorekit that add retries, rollback hooks, logging and
+artifacts. Names follow the runbook."""
+
+from tasks.application import check_health, redeploy_application, resume_application, stop_application
+from tasks.connection import swap_connection_string
+from tasks.database import (
+    adopt_restored,
+    capture_baseline,
+    discard_restored,
+    preflight,
+    restore_to_point_in_time,
+    snapshot_current_state,
+    verify_integrity,
+)
+from tasks.reporting import notify, write_report
+
+__all__ = [
+    "adopt_restored",
+    "capture_baseline",
+    "check_health",
+    "discard_restored",
+    "notify",
+    "preflight",
+    "redeploy_application",
+    "restore_to_point_in_time",
+    "resume_application",
+    "snapshot_current_state",
+    "stop_application",
+    "swap_connection_string",
+    "verify_integrity",
+    "write_report",
+]

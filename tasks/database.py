@@ -1,0 +1,222 @@
+"""The database side of the runbook: preflight, snapshot, restore, verify, discard."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from restorekit import integrity
+from restorekit.errors import CapabilityNotSupported, ConfigError, SafetyError, VerificationFailed
+from restorekit.models import RestoredRef, RestorePoint
+from restorekit.pg.dsn import display
+from restorekit.providers.base import Capability
+from restorekit.repository import open_repository
+from restorekit.snapshot import SnapshotInfo, take_snapshot
+from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
+
+
+class Preflight(BaseModel):
+    """What was checked before anything was touched."""
+
+    model_config = ConfigDict(frozen=True)
+    target: str
+    provider: str
+    point: str
+    window: str
+    backups: int
+    app: str
+    connection_store: str
+    live_database: str
+
+
+@task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient)
+def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Preflight:
+    """Check the restore point against the real window and the provider's capabilities.
+
+    Fails before any side effect: a bad point, a point outside the window, no backups, or a
+    provider that cannot do what the scenario needs.
+    """
+    rt = runtime(ref)
+    parsed = RestorePoint.parse(point)
+    provider = rt.provider
+    for need in needs:
+        if Capability(need) not in provider.capabilities:
+            raise CapabilityNotSupported(
+                f"provider {provider.kind!r} of target {ref.target!r} cannot {need}"
+            )
+    window = provider.restore_window()
+    window.check(parsed)
+    live = "unknown"
+    try:
+        live = display(rt.live_dsn())
+    except ConfigError:
+        pass
+    return Preflight(
+        target=ref.target,
+        provider=provider.kind,
+        point=str(parsed),
+        window=str(window),
+        backups=len(provider.list_backups()),
+        app=rt.app.describe() if rt.app else "none",
+        connection_store=rt.store.describe() if rt.store else "none",
+        live_database=live,
+    )
+
+
+def restore_name(scenario: str, key: str) -> str:
+    """The name of a restore for one incident: the same on a re-run, so a finished restore is
+    found and reused instead of done again."""
+    slug = "".join(c if c.isalnum() else "-" for c in key.lower()).strip("-")
+    return f"{scenario}-{slug}"[:63].rstrip("-.")
+
+
+@task(name="restore-to-point-in-time", cache_policy=NO_CACHE, timeout_seconds=6 * 3600,
+      persist_result=True)
+def restore_to_point_in_time(ref: TargetRef, point: str, name: str) -> RestoredRef:
+    """Restore the target's backups into a NEW database at ``point`` (never in place).
+
+    Idempotent by ``name``: when a completed restore with that name exists (an earlier attempt
+    of this incident got that far), it is reused, not redone.
+    """
+    rt = runtime(ref)
+    existing = rt.provider.find_restored(name)
+    if existing is not None:
+        logger().info("reusing the finished restore %s from an earlier attempt", name)
+        return rt.ref(existing, name, reused=True)
+    progress_log = logger()
+    last: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        # Log at most every 10 % so the run log shows progress without flooding.
+        if total:
+            tenth = int(10 * done / total)
+            if last.get(phase) != tenth:
+                last[phase] = tenth
+                progress_log.info("%s: %d%%", phase, 10 * tenth)
+
+    restored = rt.provider.restore(RestorePoint.parse(point), name=name, progress=progress)
+    logger().info("restored %s at %s into %s", ref.target, point, display(restored.dsn.get_secret_value()))
+    return rt.ref(restored, name)
+
+
+@task(name="discard-restored", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient)
+def discard_restored(ref: TargetRef, restored: RestoredRef) -> None:
+    """Remove a scratch copy once it has served its purpose."""
+    rt = runtime(ref)
+    found = rt.provider.find_restored(restored.name)
+    if found is not None:
+        rt.provider.discard(found)
+
+
+@task(name="adopt-restored", cache_policy=NO_CACHE)
+def adopt_restored(ref: TargetRef, restored: RestoredRef) -> None:
+    """Mark the restored database as production so no cleanup ever removes it."""
+    rt = runtime(ref)
+    rt.provider.adopt(rt.restored(restored))
+
+
+@task(name="snapshot-current-state", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def snapshot_current_state(ref: TargetRef, tables: list[str] | None = None,
+                           label: str = "before-restore") -> dict[str, Any]:
+    """pg_dump of the current state (the chosen tables or everything) into the repository,
+    read back and checksummed before anything destructive may run (runbook Scenario 2 step 2)."""
+    rt = runtime(ref)
+    if not rt.config.repository:
+        raise SafetyError(f"target {ref.target!r} has no repository for the snapshot")
+    repo = open_repository(rt.config.repository)
+    info: SnapshotInfo = take_snapshot(rt.live_dsn(), repo, label=label, tables=tables or None)
+    if not info.verified:
+        raise SafetyError("the snapshot could not be verified; nothing destructive may run")
+    logger().info("snapshot %s (%d bytes) verified at %s", info.snapshot_id, info.size_bytes,
+                  info.location)
+    return info.to_dict()
+
+
+class FailedCheck(NamedTuple):
+    name: str
+    detail: str
+
+
+class VerificationSummary(BaseModel):
+    """A secret-free verification report, as kept in Prefect state and in the incident report."""
+
+    model_config = ConfigDict(frozen=True)
+    database: str
+    ok: bool
+    checks: list[dict[str, Any]]
+    markdown: str
+
+    @property
+    def critical_failures(self) -> list[FailedCheck]:
+        return [FailedCheck(c["name"], str(c.get("detail", ""))) for c in self.checks
+                if c.get("critical") and not c.get("ok")]
+
+
+def _summary(report: Any) -> VerificationSummary:
+    return VerificationSummary(
+        database=report.database, ok=report.ok,
+        checks=[c.to_dict() for c in report.checks], markdown=report.to_markdown(),
+    )
+
+
+def _baseline_path(rt: Any) -> Any:
+    return rt.settings.state_dir.absolute() / "baselines" / f"{rt.name}.json"
+
+
+def load_baseline(rt: Any) -> Any:
+    path = _baseline_path(rt)
+    if not path.exists():
+        return None
+    return integrity.Baseline.from_dict(json.loads(path.read_text()))
+
+
+@task(name="capture-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient)
+def capture_baseline(ref: TargetRef) -> str:
+    """Record the live schema fingerprint and row counts: what a restore is verified against."""
+    import psycopg
+
+    rt = runtime(ref)
+    with psycopg.connect(rt.live_dsn()) as conn:
+        baseline = integrity.capture_baseline(conn, list(rt.config.verify.critical_tables))
+    path = _baseline_path(rt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline.to_dict(), indent=2, default=str))
+    return str(path)
+
+
+@task(name="verify-integrity", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient)
+def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
+                     use_baseline: bool = True) -> VerificationSummary:
+    """Run the verification suite on the restored database (or, without one, on live).
+
+    Raises VerificationFailed naming the failing critical checks.
+    """
+    rt = runtime(ref)
+    dsn = rt.dsn_for(restored).get_secret_value() if restored is not None else rt.live_dsn()
+    cfg = rt.config.verify
+    report = integrity.verify(
+        dsn,
+        baseline=load_baseline(rt) if use_baseline else None,
+        critical_tables=list(cfg.critical_tables),
+        row_count_tolerance=cfg.row_count_tolerance,
+        custom_checks=[integrity.CustomCheck(**c.model_dump()) for c in cfg.checks],
+        amcheck=cfg.amcheck,
+    )
+    summary = _summary(report)
+    if not report.ok:
+        raise VerificationFailed(summary)
+    logger().info("verification passed: %d checks on %s", len(report.checks), report.database)
+    return summary
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

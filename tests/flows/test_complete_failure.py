@@ -1,0 +1,43 @@
+"""Scenario 1 against real clusters, the real demo app and a real Prefect server."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from flows.complete_failure import CompleteFailureParams, complete_failure
+from restorekit.health import check_health
+from restorekit.sinks.envfile import EnvFileStore
+
+pytestmark = pytest.mark.slow
+
+
+def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
+    prefect_server: str, world
+) -> None:
+    rt = world.runtime()
+    with psycopg.connect(world.app_dsn) as conn:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    world.wait_archived()
+    old_dsn = EnvFileStore(world.env_file).read().get_secret_value()
+    world.production.stop(mode="immediate")  # the database is gone
+    assert not check_health(rt.health_url(), attempts=1).ok
+
+    report = complete_failure(CompleteFailureParams(
+        target="production", config=str(world.config), require_approval=False,
+        incident_id="inc-cf-1",
+    ))
+
+    assert report.outcome == "succeeded"
+    new_dsn = EnvFileStore(world.env_file).read().get_secret_value()
+    assert new_dsn != old_dsn
+    health = check_health(rt.health_url(), attempts=5)
+    assert health.ok and health.connected
+    with psycopg.connect(new_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
+    names = [s.name for s in report.steps]
+    assert names.index("stop application") < names.index("restore to point in time") < names.index(
+        "swap connection string") < names.index("check health")
+    assert any(c.name.startswith("fk_orphans") for c in report.checks)
+    # The restored database is production now: cleanup must not see it as scratch.
+    assert rt.provider.list_scratch() == []
