@@ -124,10 +124,13 @@ class Recorder:
             ))
 
     def add_changes(self, result: dict[str, Any]) -> None:
-        for table, counts in (result.get("tables") or {}).items():
-            self.report.changes.append(Change(table=table, **{
-                k: int(counts.get(k, 0)) for k in ("inserted", "updated", "deleted", "skipped")
-            }))
+        """Record a recovery's per-table counts (restorekit.recovery.RecoveryResult.to_dict)."""
+        for t in result.get("tables") or []:
+            self.report.changes.append(Change(
+                table=t["table"], inserted=int(t.get("inserted", 0)),
+                updated=int(t.get("updated", 0)), deleted=int(t.get("deleted", 0)),
+                skipped=int(t.get("skipped_existing", 0)),
+            ))
 
     @contextmanager
     def run(self, ref: Any) -> Iterator[IncidentReport]:

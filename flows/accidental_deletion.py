@@ -1,0 +1,110 @@
+"""Scenario 3 of the runbook: accidental data deletion.
+
+Specific rows were deleted (with whatever ON DELETE CASCADE took with them). restorekit finds the
+deletion scope (the audit log, given ids, or a primary-key anti-diff), restores a scratch copy
+from just before the deletion, and re-inserts exactly the deleted rows and their cascaded
+children, parents first, in one transaction, ON CONFLICT DO NOTHING. Rows written after the
+deletion are never touched; running it twice inserts nothing the second time.
+
+Blast radius: inserts only, into the tables of the cascade; the application is stopped while
+rows are re-inserted when stop_application is on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow
+from pydantic import Field
+
+from flows._common import Recorder, ScenarioParams
+from restorekit.errors import ConfigError, VerificationFailed
+from restorekit.report import IncidentReport
+from tasks._runtime import TargetRef
+from tasks.application import check_health, resume_application, stop_application
+from tasks.data import identify_deletion_scope, recover_rows
+from tasks.database import discard_restored, preflight, restore_name, restore_to_point_in_time, verify_integrity
+
+
+class AccidentalDeletionParams(ScenarioParams):
+    """Bring back deleted rows and what their cascade removed."""
+
+    restore_point: str = Field(
+        default="latest",
+        description="'latest' = just before the first deletion the audit log recorded; or an "
+        "explicit point (ISO-8601 time WITH timezone, lsn:..., name:...).",
+    )
+    table: str = Field(default="users", description="The table rows were deleted from.")
+    ids: list[str] = Field(default_factory=list,
+                           description="Primary keys to bring back (empty: all that were deleted).")
+    deleted_since: datetime | None = Field(
+        default=None, description="Only deletions at or after this time (with timezone).")
+    stop_application: bool = Field(
+        default=False, description="Stop the application first (if the deletion is ongoing).")
+    include_cascade: bool = Field(
+        default=True, description="Also bring back the children ON DELETE CASCADE removed.")
+
+
+@flow(name="accidental-deletion", log_prints=True)
+def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
+    ref = TargetRef(target=params.target, config=params.config)
+    rec = Recorder("accidental-deletion", params)
+    reason = f"restorekit accidental-deletion {rec.incident_key}"
+    with rec.run(ref) as report:
+        found = rec.step("identify deletion scope", identify_deletion_scope, ref, params.table,
+                         params.ids or None, params.deleted_since)
+        point = params.restore_point
+        if point == "latest":
+            if not found["point_before"]:
+                raise ConfigError(
+                    f"no deletion from {params.table} is recorded in an audit log: give the "
+                    "restore point (a time just before the deletion)"
+                )
+            point = found["point_before"]
+        report.restore_point = point
+        pre = rec.step("preflight", preflight, ref, point, needs=("new_target_restore",))
+        keys = found["keys"]
+        what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None
+                else f"every {params.table} row missing from live (anti-diff against the copy)")
+        name = restore_name("ad", rec.incident_key)
+        rec.plan([
+            *([f"Stop the application ({pre.app})."] if params.stop_application else []),
+            f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
+            f"'{name}'; production is not touched.",
+            f"Re-insert {what}"
+            + (" and the rows ON DELETE CASCADE removed with them" if params.include_cascade else "")
+            + ", parents first, in one transaction, ON CONFLICT DO NOTHING; rows written since "
+            "are kept.",
+            "Verify the recovered keys are present and every foreign key has its parent.",
+            *(["Resume the application."] if params.stop_application else []),
+            "Check the application's health, drop the scratch copy, write the report.",
+        ])
+        if params.dry_run:
+            report.outcome = "dry-run"
+            return report
+        rec.approve()
+        app_state = (rec.step("stop application", stop_application, ref, reason)
+                     if params.stop_application else None)
+        try:
+            restored = rec.step("restore scratch copy", restore_to_point_in_time, ref, point, name)
+            report.restored_database = restored.display
+            report.recovered_to_time = restored.recovered_to_time
+            report.recovered_to_lsn = restored.recovered_to_lsn
+            result = rec.step("recover rows", recover_rows, ref, restored, params.table, keys,
+                              params.include_cascade)
+            rec.add_changes(result)
+            if result["keys_not_in_copy"]:
+                report.notes.append(
+                    f"{result['keys_not_in_copy']} requested key(s) were not in the copy at "
+                    f"{point} (created after it, or wrong ids)")
+            verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
+            rec.add_checks(verified)
+        finally:
+            if app_state is not None:
+                rec.step("resume application", resume_application, ref, app_state)
+        rec.step("check health", check_health, ref)
+        rec.step("drop scratch copy", discard_restored, ref, restored)
+    return report
+
+
+__all__ = ["AccidentalDeletionParams", "VerificationFailed", "accidental_deletion"]

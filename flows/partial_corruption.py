@@ -1,0 +1,110 @@
+"""Scenario 2 of the runbook: partial data corruption.
+
+Some rows are missing or wrong, but the database is up. restorekit finds the affected data
+(integrity findings on live, then a row diff by primary key against a scratch copy restored at
+the point before the corruption), takes a verified snapshot of the affected tables, then repairs:
+missing rows re-inserted and changed rows updated from the copy, parents first, in one
+transaction. Rows created after the restore point are kept unless full_replace is asked for.
+
+Blast radius: updates and inserts (and with full_replace, deletes) in the affected tables only,
+after a verified snapshot of exactly those tables.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import Field
+
+from flows._common import Recorder, ScenarioParams
+from restorekit.errors import ConfigError
+from restorekit.report import IncidentReport
+from tasks._runtime import TargetRef
+from tasks.application import check_health
+from tasks.data import find_integrity_issues, identify_affected_data, repair_rows
+from tasks.database import (
+    discard_restored,
+    preflight,
+    restore_name,
+    restore_to_point_in_time,
+    snapshot_current_state,
+    verify_integrity,
+)
+
+
+class PartialCorruptionParams(ScenarioParams):
+    """Repair corrupted or missing rows from a copy restored before the corruption."""
+
+    restore_point: str = Field(
+        default="",
+        description="A point BEFORE the corruption: ISO-8601 time WITH timezone, lsn:..., "
+        "name:..., backup:...",
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to repair (empty: those with integrity findings, else every table).",
+    )
+    full_replace: bool = Field(
+        default=False,
+        description="Also delete rows created after the restore point (makes the tables equal "
+        "to the copy). Off: newer rows are kept.",
+    )
+
+
+@flow(name="partial-corruption", log_prints=True)
+def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
+    ref = TargetRef(target=params.target, config=params.config)
+    rec = Recorder("partial-corruption", params)
+    with rec.run(ref) as report:
+        if params.restore_point in ("", "latest"):
+            raise ConfigError(
+                "partial-corruption needs a restore point from BEFORE the corruption (the "
+                "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
+            )
+        pre = rec.step("preflight", preflight, ref, params.restore_point,
+                       needs=("new_target_restore",))
+        findings = rec.step("find integrity issues", find_integrity_issues, ref)
+        tables = list(params.tables) or list(findings["tables"])
+        if findings["failing_checks"]:
+            report.notes.append("live integrity findings: " + ", ".join(findings["failing_checks"]))
+        name = restore_name("pc", rec.incident_key)
+        rec.plan([
+            f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
+            f"'{name}'; production is not touched.",
+            "Diff " + (", ".join(tables) if tables else "every table with a primary key")
+            + " by primary key against the copy.",
+            "Snapshot the affected tables (pg_dump, read back and checksummed) before any change.",
+            "Repair in one transaction, parents first: re-insert missing rows, update changed rows"
+            + ("; DELETE rows created after the restore point (full replace)." if params.full_replace
+               else "; rows created after the restore point are kept."),
+            "Verify integrity on live, check the application's health, drop the scratch copy.",
+        ])
+        if params.dry_run:
+            report.outcome = "dry-run"
+            return report
+        restored = rec.step("restore scratch copy", restore_to_point_in_time, ref,
+                            params.restore_point, name)
+        report.restored_database = restored.display
+        report.recovered_to_time = restored.recovered_to_time
+        report.recovered_to_lsn = restored.recovered_to_lsn
+        diffs = rec.step("identify affected data", identify_affected_data, ref, restored, tables)
+        affected = [d["table"] for d in diffs
+                    if d["missing"] or d["changed"] or (params.full_replace and d["extra"])]
+        for d in diffs:
+            report.notes.append(f"{d['table']}: {d['missing']} missing, {d['changed']} changed, "
+                                f"{d['extra']} newer than the restore point")
+        if not affected:
+            report.notes.append("no row differs from the copy: nothing to repair")
+        else:
+            snap = rec.step("snapshot affected tables", snapshot_current_state, ref, affected,
+                            label=f"before-repair-{rec.incident_key}")
+            report.snapshots.append(f"{snap['location']} ({snap['snapshot_id']}, "
+                                    f"{snap['size_bytes']} bytes, verified)")
+            rec.approve()
+            result = rec.step("repair rows", repair_rows, ref, restored, affected,
+                              params.full_replace)
+            rec.add_changes(result)
+        verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
+        rec.add_checks(verified)
+        rec.step("check health", check_health, ref)
+        rec.step("drop scratch copy", discard_restored, ref, restored)
+    return report

@@ -1,0 +1,107 @@
+"""Identify affected data and recover rows (runbook scenarios 2 and 3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from restorekit import diff, integrity, recovery, scope
+from restorekit.models import RestoredRef
+from restorekit.pg import catalog
+from restorekit.pg.catalog import TableRef
+from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
+
+
+@task(name="find-integrity-issues", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def find_integrity_issues(ref: TargetRef) -> dict[str, Any]:
+    """Run the verification suite on LIVE (read-only) and name the tables behind failures."""
+    rt = runtime(ref)
+    cfg = rt.config.verify
+    report = integrity.verify(
+        rt.live_dsn(), critical_tables=list(cfg.critical_tables), amcheck=cfg.amcheck,
+        custom_checks=[integrity.CustomCheck(**c.model_dump()) for c in cfg.checks],
+    )
+    findings = scope.integrity_findings(report)
+    logger().info("live integrity: %d failing check(s), tables %s", len(findings.failing_checks),
+                  ", ".join(findings.tables) or "none")
+    return {"tables": list(findings.tables), "failing_checks": list(findings.failing_checks)}
+
+
+@task(name="identify-affected-data", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def identify_affected_data(ref: TargetRef, restored: RestoredRef,
+                           tables: list[str]) -> list[dict[str, Any]]:
+    """Row diff by primary key between live and the restored copy for ``tables`` (all tables
+    with a primary key when empty): missing, changed and extra rows per table."""
+    rt = runtime(ref)
+    live = rt.live_dsn()
+    copy = rt.dsn_for(restored).get_secret_value()
+    with psycopg.connect(live) as conn:
+        refs = [TableRef.parse(t) for t in tables] if tables else [
+            t for t in catalog.list_tables(conn) if catalog.primary_key(conn, t)
+        ]
+        known = set(catalog.list_tables(conn))
+    unknown = [str(t) for t in refs if t not in known]
+    if unknown:
+        from restorekit.errors import ConfigError
+
+        raise ConfigError(f"unknown table(s) in the live database: {', '.join(unknown)}")
+    diffs = diff.diff_tables(live, copy, refs)
+    for d in diffs:
+        logger().info("%s: %d missing, %d changed, %d newer than the restore point",
+                      d.table, d.missing, d.changed, d.extra)
+    return [d.to_dict() for d in diffs]
+
+
+@task(name="identify-deletion-scope", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def identify_deletion_scope(ref: TargetRef, table: str, ids: list[str] | None = None,
+                            since: datetime | None = None) -> dict[str, Any]:
+    """What was deleted and when: given ids, the audit log, or 'find by anti-diff'."""
+    rt = runtime(ref)
+    with psycopg.connect(rt.live_dsn()) as conn:
+        found = scope.deletion_scope(conn, table, ids=ids, since=since)
+    data = found.to_dict()
+    data["point_before"] = found.point_before.isoformat() if found.point_before else None
+    return data
+
+
+@task(name="recover-rows", cache_policy=NO_CACHE)
+def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
+                 keys: list[list[Any]] | None, include_cascade: bool = True,
+                 dry_run: bool = False) -> dict[str, Any]:
+    """Re-insert the deleted rows and the children their cascade took, parents first, in one
+    transaction, ON CONFLICT DO NOTHING (idempotent)."""
+    rt = runtime(ref)
+    with psycopg.connect(rt.live_dsn()) as live, \
+            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        result = recovery.recover_deleted_rows(
+            live, copy, TableRef.parse(table),
+            [tuple(k) for k in keys] if keys is not None else None,
+            include_cascade=include_cascade, dry_run=dry_run,
+        )
+    logger().info("recovered %d row(s) (%d already present)", result.inserted,
+                  result.skipped_existing)
+    return result.to_dict()
+
+
+@task(name="repair-rows", cache_policy=NO_CACHE)
+def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
+                delete_extra: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Update changed rows and re-insert missing ones from the copy, in FK order, in one
+    transaction; rows newer than the restore point are kept unless ``delete_extra``."""
+    rt = runtime(ref)
+    with psycopg.connect(rt.live_dsn()) as live, \
+            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        result = recovery.repair_rows(
+            live, copy, [TableRef.parse(t) for t in tables],
+            delete_extra=delete_extra, dry_run=dry_run,
+        )
+    logger().info("repaired: %d inserted, %d updated, %d deleted", result.inserted,
+                  result.updated, result.deleted)
+    return result.to_dict()
