@@ -1,0 +1,68 @@
+"""Scenario 2 against real clusters and a real Prefect server: corrupted rows are repaired from
+a copy restored before the corruption, newer rows are kept, a verified snapshot comes first."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+from restorekit.errors import ConfigError
+from restorekit.repository import open_repository
+from restorekit.snapshot import list_snapshots
+
+pytestmark = pytest.mark.slow
+
+
+def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, world) -> None:
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
+        good_clients = dict(conn.execute(
+            "SELECT id, c::text FROM clients c WHERE id % 50 = 0").fetchall())
+        orphaned_users = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id LIMIT 3")]
+        good_users = {r[0] for r in conn.execute(
+            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))}
+        time.sleep(0.1)
+        point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        time.sleep(0.1)
+        # The corruption: emails overwritten, and parents deleted behind the foreign keys' back.
+        conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 50 = 0")
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("DELETE FROM users WHERE id = ANY(%s)", (orphaned_users,))
+        # A legitimate row written after the corruption began: it must be kept.
+        conn.execute("INSERT INTO users (name, email) VALUES ('newer', 'newer@example.com')")
+    world.wait_archived()
+
+    report = partial_corruption(PartialCorruptionParams(
+        target="production", config=str(world.config), restore_point=point.isoformat(),
+        require_approval=False, incident_id="inc-pc-1"))
+
+    assert report.outcome == "succeeded"
+    with psycopg.connect(world.app_dsn) as conn:
+        assert dict(conn.execute(
+            "SELECT id, c::text FROM clients c WHERE id % 50 = 0").fetchall()) == good_clients
+        assert {r[0] for r in conn.execute(
+            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))} == good_users
+        assert conn.execute("SELECT count(*) FROM users WHERE email = 'newer@example.com'").fetchone() == (1,)
+    # The integrity findings named the broken tables, and the repair is in the report.
+    assert any("fk_orphans" in n for n in report.notes[0].split(", "))
+    changes = {c.table: c for c in report.changes}
+    assert changes["public.users"].inserted == 3
+    assert changes["public.clients"].updated == len(good_clients)
+    assert all(c.ok for c in report.checks if c.critical)
+    # A verified snapshot of the affected tables was taken before the repair.
+    names = [s.name for s in report.steps]
+    assert names.index("snapshot affected tables") < names.index("repair rows")
+    repo = open_repository(world.runtime().config.repository)
+    assert any(s.label.startswith("before-repair-inc-pc-1") and s.verified for s in list_snapshots(repo))
+    assert world.runtime().provider.list_scratch() == []
+
+
+def test_latest_is_refused_before_anything_happens(prefect_server: str, world) -> None:
+    with pytest.raises(ConfigError, match="BEFORE the corruption"):
+        partial_corruption(PartialCorruptionParams(
+            target="production", config=str(world.config), restore_point="latest",
+            require_approval=False))
+    assert world.runtime().provider.list_scratch() == []
