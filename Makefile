@@ -34,7 +34,7 @@ test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/restorekit demo
+	$(BIN)/restorekit demo --state-dir .restorekit-demo
 
 bench: venv
 	$(BIN)/python bench/restore_bench.py --scale $(SCALE)

@@ -23,7 +23,7 @@ from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import check_health, resume_application, stop_application
 from tasks.data import identify_deletion_scope, recover_rows
-from tasks.database import discard_restored, preflight, restore_name, restore_to_point_in_time, verify_integrity
+from tasks.database import capture_baseline, discard_restored, preflight, restore_name, restore_to_point_in_time, verify_integrity
 
 
 class AccidentalDeletionParams(ScenarioParams):
@@ -104,6 +104,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
                 rec.step("resume application", resume_application, ref, app_state)
         rec.step("check health", check_health, ref)
         rec.step("drop scratch copy", discard_restored, ref, restored)
+        rec.step("capture baseline", capture_baseline, ref)
     return report
 
 

@@ -18,7 +18,7 @@ from flows._common import Recorder, ScenarioParams
 from restorekit.report import IncidentReport
 from tasks.application import check_health, redeploy_application, resume_application, stop_application
 from tasks.connection import swap_connection_string
-from tasks.database import adopt_restored, preflight, restore_name, restore_to_point_in_time, verify_integrity
+from tasks.database import adopt_restored, capture_baseline, preflight, restore_name, restore_to_point_in_time, verify_integrity
 from tasks._runtime import TargetRef
 
 
@@ -67,4 +67,5 @@ def complete_failure(params: CompleteFailureParams) -> IncidentReport:
             rec.step("redeploy application", redeploy_application, ref, reason)
             rec.step("check health", check_health, ref)
         rec.step("adopt restored database", adopt_restored, ref, restored)
+        rec.step("capture baseline", capture_baseline, ref)
     return report

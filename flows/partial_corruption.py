@@ -22,6 +22,7 @@ from tasks._runtime import TargetRef
 from tasks.application import check_health
 from tasks.data import find_integrity_issues, identify_affected_data, repair_rows
 from tasks.database import (
+    capture_baseline,
     discard_restored,
     preflight,
     restore_name,
@@ -107,4 +108,5 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         rec.add_checks(verified)
         rec.step("check health", check_health, ref)
         rec.step("drop scratch copy", discard_restored, ref, restored)
+        rec.step("capture baseline", capture_baseline, ref)
     return report

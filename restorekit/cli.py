@@ -6,6 +6,8 @@
     restorekit snapshot --target NAME [--table T]...       logical snapshot (pg_dump)
     restorekit backups  --target NAME          list base backups
     restorekit cleanup  --target NAME          remove scratch restores left behind
+    restorekit run SCENARIO --target NAME ...  run a scenario flow (complete-failure,
+                                               partial-corruption, accidental-deletion)
     restorekit demo                            the embedded default, end to end
 """
 
@@ -204,17 +206,100 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     _emit({"target": target, "removed": removed}, as_json, t)
 
 
+SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Argument(help="complete-failure | partial-corruption | accidental-deletion")],
+    target: TargetOpt,
+    point: Annotated[str | None, typer.Option("--point", "-p", help="Restore point: latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | name:NAME | backup:ID. Default: latest (accidental-deletion: just before the first recorded deletion).")] = None,
+    tables: Annotated[list[str] | None, typer.Option("--tables", help="partial-corruption: tables to repair (repeatable).")] = None,
+    table: Annotated[str, typer.Option(help="accidental-deletion: the table rows were deleted from.")] = "users",
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="accidental-deletion: primary keys to bring back (repeatable).")] = None,
+    full_replace: Annotated[bool, typer.Option(help="partial-corruption: also delete rows newer than the restore point.")] = False,
+    stop_app: Annotated[bool, typer.Option(help="accidental-deletion: stop the application first.")] = False,
+    incident_id: Annotated[str | None, typer.Option(help="Incident reference; a re-run with the same id reuses finished restores.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and touch nothing.")] = False,
+    require_approval: Annotated[bool, typer.Option(help="Pause before the first destructive step until approved in the Prefect UI.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a scenario of the runbook as a Prefect flow (against PREFECT_API_URL when set, else
+    Prefect's local ephemeral mode) and print its incident report. Exits non-zero on failure."""
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="SCENARIO")
+    settings = _settings(config)
+    settings.target(target)  # unknown targets fail here, before Prefect starts
+    if point is not None:
+        RestorePoint.parse(point)  # bad points too
+    config_path = str((config or settings.source_path or Path("restorekit.toml")).absolute())
+    common = {"target": target, "config": config_path, "dry_run": dry_run,
+              "require_approval": require_approval, "incident_id": incident_id}
+    from restorekit.report import IncidentReport
+
+    if scenario == "complete-failure":
+        from flows.complete_failure import CompleteFailureParams, complete_failure
+
+        runner: Any = lambda: complete_failure(CompleteFailureParams(restore_point=point or "latest", **common))  # noqa: E731
+    elif scenario == "partial-corruption":
+        from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+
+        runner = lambda: partial_corruption(PartialCorruptionParams(  # noqa: E731
+            restore_point=point or "", tables=tables or [], full_replace=full_replace, **common))
+    else:
+        from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+
+        runner = lambda: accidental_deletion(AccidentalDeletionParams(  # noqa: E731
+            restore_point=point or "latest", table=table, ids=ids or [],
+            stop_application=stop_app, **common))
+    failure: BaseException | None = None
+    report: IncidentReport | None = None
+    try:
+        report = runner()
+    except Exception as exc:  # the flow wrote its report before raising
+        failure = exc
+        report = _last_report(settings, target, scenario)
+    if report is not None:
+        if as_json:
+            out.print_json(json.dumps(report.to_json_dict(), default=str))
+        else:
+            from rich.markdown import Markdown
+
+            out.print(Markdown(report.to_markdown()))
+    if failure is not None:
+        raise failure
+
+
+def _last_report(settings: Settings, target: str, scenario: str) -> Any:
+    from restorekit.report import IncidentReport
+
+    folder = settings.state_dir.absolute() / "reports" / target
+    found = sorted(folder.glob(f"*-{scenario}.json")) if folder.exists() else []
+    if not found:
+        return None
+    data = json.loads(found[-1].read_text())
+    data.pop("rto_seconds", None)
+    data.pop("data_loss_seconds", None)
+    return IncidentReport(**data)
+
+
 @app.command()
 def demo(
-    state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its clusters and repository.")] = Path(".restorekit-demo"),
-    scale: Annotated[float, typer.Option(min=0.001, max=100, help="Sample data scale (1 = ~100k rows).")] = 0.2,
-    keep: Annotated[bool, typer.Option(help="Leave the demo production cluster running.")] = False,
+    state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its clusters, repository and Prefect server.")] = Path(".restorekit-demo"),
+    scale: Annotated[float, typer.Option(min=0.001, max=100, help="Sample data scale (1 = ~100k rows).")] = 0.1,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Start a local Prefect server so the runs can be seen in its UI (unless PREFECT_API_URL is set).")] = True,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop what an earlier demo left running, and exit.")] = False,
 ) -> None:
-    """Run the embedded default end to end: a production cluster with the sample schema, WAL
-    archiving and a base backup, an accident, and a point-in-time restore that is verified."""
-    from restorekit.demo import run_demo
+    """The embedded default end to end: build production (sample schema, WAL archiving, a
+    backup, the local app), then break it three ways (accidental deletion, corruption, the
+    cluster destroyed) and run the flow that repairs each, printing the incident reports."""
+    from restorekit.demo import run_demo, stop_demo
 
-    run_demo(state_dir.absolute(), scale=scale, keep=keep, console=console, out=out)
+    if stop:
+        stop_demo(state_dir.absolute(), console)
+        return
+    run_demo(state_dir.absolute(), scale=scale, ui=ui, console=console, out=out)
 
 
 def main() -> None:

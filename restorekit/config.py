@@ -97,6 +97,7 @@ class VerifyConfig(BaseModel):
     critical_tables: tuple[str, ...] = ()
     row_count_tolerance: float = Field(default=0.0, ge=0, le=1)
     amcheck: bool = True
+    install_amcheck: bool = False  # CREATE EXTENSION amcheck where it is missing
     checks: tuple[CheckConfig, ...] = ()
 
 

@@ -1,37 +1,47 @@
 """``restorekit demo``: the embedded default, end to end, on one machine with no cloud account.
 
 1. a "production" cluster with the runbook's sample schema (users, clients, appointments,
-   audit_log), archiving its WAL into a local repository;
-2. a base backup;
-3. more writes, then an accident (users deleted, their clients and appointments cascaded);
-4. the restore window, and a point-in-time restore to just before the accident into a NEW
-   cluster;
-5. verification that the restored cluster has the deleted rows and none written after the point,
-   while production is untouched.
+   audit_log) archiving its WAL into a local repository, a base backup, and the small local app
+   serving ``/api/health`` from an env file;
+2. Scenario 3: users deleted by mistake (their clients and appointments cascade) -> the
+   accidental-deletion flow brings them back;
+3. Scenario 2: rows corrupted -> the partial-corruption flow repairs them from a copy restored
+   before the corruption;
+4. Scenario 1: the production cluster is destroyed -> the complete-failure flow restores it into
+   a new cluster, swaps the app's DATABASE_URL and redeploys it;
+
+printing each incident report and the Prefect UI address where the runs can be seen.
+:func:`build_installation` is also what the flow tests use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 from rich.console import Console
-from rich.table import Table
+from rich.markdown import Markdown
 
 from restorekit import sample
-from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError
-from restorekit.models import RestorePoint
-from restorekit.pg.cluster import LocalCluster
+from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.tools import default_os_user, make_dir
-from restorekit.progress import rich_progress
-from restorekit.providers.selfhosted import SelfHostedProvider
+from restorekit.runtime import TargetRuntime, target_runtime
 
 CONFIG = """\
-# Written by `restorekit demo`. The embedded default: a self-hosted cluster on this machine.
+# Written by restorekit: the embedded default, a self-hosted cluster on this machine.
 [restorekit]
-state_dir = "{state_dir}"
+state_dir = "{state}"
 
 [targets.production]
 provider = "selfhosted"
@@ -39,122 +49,240 @@ engine = "native"
 dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
 repository = "file://{repo}"
 tier = "critical"
+
+[targets.production.app]
+kind = "local"
+env_file = "{env_file}"
+port = {app_port}
+{health_line}
+
+[targets.production.connection]
+kind = "envfile"
+path = "{env_file}"
+
+[targets.production.verify]
+critical_tables = ["users", "clients", "appointments"]
+row_count_tolerance = 0.05
+install_amcheck = true
+
+[[targets.production.verify.checks]]
+name = "appointments have a client"
+sql = "SELECT a.id FROM appointments a LEFT JOIN clients c ON c.id = a.client_id WHERE c.id IS NULL"
+expect = "zero_rows"
 """
 
 
-def _wait_archived(conn: psycopg.Connection, timeout: float = 60) -> None:
-    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-    assert segment is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-        if row and row[0] and row[0] >= segment[0]:
-            return
-        time.sleep(0.2)
-    raise RestoreKitError(f"WAL segment {segment[0]} was not archived within {timeout}s")
+@dataclass
+class Installation:
+    """A production cluster, its repository, the local app and the restorekit.toml for them."""
 
+    root: Path
+    config: Path
+    production: LocalCluster
+    env_file: Path
 
-def production_cluster(state_dir: Path, console: Console) -> tuple[LocalCluster, Path]:
-    """Create (or reuse) the demo production cluster and its config file."""
-    os_user = default_os_user()
-    make_dir(state_dir, os_user, mode=0o755)
-    repo = make_dir(state_dir / "repo", os_user, mode=0o755)
-    data_dir = state_dir / "production"
-    config = state_dir / "restorekit.toml"
-    if data_dir.exists():
-        cluster = LocalCluster(data_dir=data_dir, port=0, os_user=os_user)
-        settings = cluster.read_settings_file()
-        cluster.port = int(str(settings["port"]))
-        if not cluster.is_running():
-            cluster.start()
-        return cluster, config
-    console.print(f"[bold]Creating the production cluster[/] in {data_dir}")
-    cluster = LocalCluster.create(data_dir)
-    config.write_text(CONFIG.format(state_dir=state_dir, port=cluster.port, repo=repo))
-    provider = SelfHostedProvider.from_config(
-        load_settings(config).target("production"), load_settings(config)
-    )
-    cluster.write_settings(provider.engine.archive_settings())
-    cluster.start()
-    with cluster.connect(autocommit=True) as conn:
-        conn.execute("CREATE DATABASE app")
-    return cluster, config
+    @property
+    def app_dsn(self) -> str:
+        return self.production.dsn("app")
 
+    def runtime(self) -> TargetRuntime:
+        return target_runtime("production", str(self.config))
 
-def run_demo(state_dir: Path, *, scale: float, keep: bool, console: Console, out: Console) -> None:
-    cluster, config = production_cluster(state_dir, console)
-    settings = load_settings(config)
-    provider = SelfHostedProvider.from_config(settings.target("production"), settings)
-    app_dsn = cluster.dsn("app")
-    with psycopg.connect(app_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()
-        if not (exists and exists[0]):
-            console.print(f"[bold]Loading the sample data[/] (scale {scale})")
-            sample.create_schema(conn)
-            sample.generate(conn, scale=scale)
-    console.print("[bold]Taking a base backup[/] into the repository")
-    with rich_progress(console) as progress:
-        backup = provider.create_backup("demo", progress=progress)
-    console.print(f"  backup {backup.backup_id}, {backup.size_bytes / 1e6:.1f} MB, ends at {backup.stop_lsn}")
+    def wait_archived(self, timeout: float = 60) -> None:
+        """Close the current WAL segment and wait until the archiver stored it."""
+        with psycopg.connect(self.app_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert row is not None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                if last and last[0] and last[0] >= row[0]:
+                    return
+                time.sleep(0.1)
+        raise RestoreKitError(f"WAL segment {row[0]} was not archived within {timeout}s")
 
-    with psycopg.connect(app_dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO users (name, email) SELECT 'after backup ' || g, "
-            "'after-backup-' || g || '-' || extract(epoch FROM now()) || '@example.com' "
-            "FROM generate_series(1, 100) g"
-        )
-        time.sleep(0.2)
-        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    def clock(self) -> datetime:
+        with psycopg.connect(self.app_dsn) as conn:
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
         assert row is not None
-        point_time = row[0]
-        time.sleep(0.2)
-        victims = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id LIMIT 25")]
-        before = sample.row_counts(conn)
-        console.print(f"[bold red]Accident:[/] deleting {len(victims)} users (their clients and "
-                      "appointments go with them by ON DELETE CASCADE)")
-        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-        conn.execute(
-            "INSERT INTO users (name, email) SELECT 'after accident ' || g, "
-            "'after-accident-' || g || '-' || extract(epoch FROM now()) || '@example.com' "
-            "FROM generate_series(1, 10) g"
-        )
-        after = sample.row_counts(conn)
-        _wait_archived(conn)
+        return row[0]  # type: ignore[no-any-return]
 
-    window = provider.restore_window()
-    console.print(f"[bold]Restore window[/] {window}")
-    point = RestorePoint.at(point_time)
-    name = f"demo-{int(time.time())}"
-    console.print(f"[bold]Point-in-time restore[/] to {point} into a new cluster")
-    with rich_progress(console) as progress:
-        restored = provider.restore(point, name=name, progress=progress)
-    try:
-        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
-            restored_counts = sample.row_counts(conn)
-            back = conn.execute("SELECT count(*) FROM users WHERE id = ANY(%s)", (victims,)).fetchone()
-            later = conn.execute(
-                "SELECT count(*) FROM users WHERE name LIKE 'after accident %%'"
-            ).fetchone()
-        assert back is not None and later is not None
-        table = Table(title="Row counts")
-        table.add_column("table")
-        table.add_column("before the accident", justify="right")
-        table.add_column("production now", justify="right")
-        table.add_column("restored copy", justify="right")
-        for key in before:
-            table.add_row(key, str(before[key]), str(after[key]), str(restored_counts[key]))
-        out.print(table)
-        ok = back[0] == len(victims) and later[0] == 0 and restored_counts == before
-        verdict = "[bold green]VERIFIED[/]" if ok else "[bold red]NOT VERIFIED[/]"
-        out.print(
-            f"{verdict}: {back[0]}/{len(victims)} deleted users are in the restored copy, "
-            f"{later[0]} rows written after the point are; phases "
-            + ", ".join(f"{k} {v:.2f}s" for k, v in restored.phases.items())
-        )
-        if not ok:
-            raise RestoreKitError("the demo restore did not verify")
-    finally:
-        provider.discard(restored)
-        if not keep:
-            cluster.stop()
-    out.print(f"Config: {config}  (try: restorekit window -c {config} -t production)")
+
+def build_installation(root: Path, *, scale: float = 0.02,
+                       health_url: str | None = None) -> Installation:
+    """Create the production cluster with sample data, archiving, a base backup and a baseline."""
+    os_user = default_os_user()
+    make_dir(root, os_user, mode=0o755)
+    repo = make_dir(root / "repo", os_user, mode=0o755)
+    production = LocalCluster.create(root / "production")
+    env_file = root / "app.env"
+    env_file.write_text(f"# the demo app's settings\nDATABASE_URL={production.url('app')}\n")
+    env_file.chmod(0o600)
+    config = root / "restorekit.toml"
+    config.write_text(CONFIG.format(
+        state=root / "state", port=production.port, repo=repo, env_file=env_file,
+        app_port=free_port(),
+        health_line=f'health_url = "{health_url}"' if health_url else "",
+    ))
+    inst = Installation(root=root, config=config, production=production, env_file=env_file)
+    rt = inst.runtime()
+    production.write_settings(rt.provider.engine.archive_settings())
+    production.start()
+    with production.connect(autocommit=True) as conn:
+        conn.execute("CREATE DATABASE app")
+    with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        sample.create_schema(conn)
+        sample.generate(conn, scale=scale)
+    rt.provider.create_backup("initial")
+    from restorekit import integrity
+
+    with psycopg.connect(inst.app_dsn) as conn:
+        baseline = integrity.capture_baseline(conn, list(rt.config.verify.critical_tables))
+    path = rt.settings.state_dir.absolute() / "baselines" / "production.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    path.write_text(json.dumps(baseline.to_dict(), indent=2, default=str))
+    return inst
+
+
+def teardown_installation(inst: Installation) -> None:
+    """Stop the app and every cluster the installation created."""
+    rt = inst.runtime()
+    if rt.app is not None:
+        with contextlib.suppress(RestoreKitError):
+            rt.app.stop(reason="teardown")
+    root = rt.provider.restore_root
+    if root.exists():
+        for home in root.iterdir():
+            LocalCluster(data_dir=home / "data", port=0, os_user=default_os_user()).destroy()
+    inst.production.destroy()
+
+
+# -- the Prefect server the demo's runs are recorded in ----------------------------------------------
+
+
+def start_prefect_server(state_dir: Path, console: Console) -> tuple[str, int]:
+    """Start `prefect server start` in the background (SQLite under state_dir) and wait until
+    its API answers; returns (UI URL, pid)."""
+    port = free_port()
+    home = state_dir / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
+    log = (state_dir / "prefect-server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    (state_dir / "prefect-server.pid").write_text(str(proc.pid))
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"[bold]Starting a Prefect server[/] at {url} (log: {log.name})")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RestoreKitError(f"the Prefect server exited; see {log.name}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return url, proc.pid
+        time.sleep(0.5)
+    raise RestoreKitError(f"the Prefect server did not answer within 90 s; see {log.name}")
+
+
+def stop_demo(state_dir: Path, console: Console) -> None:
+    """Stop what a previous `restorekit demo` left running (Prefect server, app, clusters)."""
+    pid_file = state_dir / "prefect-server.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink()
+    config = state_dir / "install" / "restorekit.toml"
+    if config.exists():
+        inst = Installation(root=state_dir / "install", config=config,
+                            production=LocalCluster(data_dir=state_dir / "install" / "production",
+                                                    port=0),
+                            env_file=state_dir / "install" / "app.env")
+        teardown_installation(inst)
+    console.print(f"stopped the demo in {state_dir}")
+
+
+# -- the demo ---------------------------------------------------------------------------------------
+
+
+def _show(out: Console, report: object) -> None:
+    out.print(Markdown(report.to_markdown()))  # type: ignore[attr-defined]
+
+
+def run_demo(state_dir: Path, *, scale: float, ui: bool, console: Console, out: Console) -> None:
+    if state_dir.exists():
+        stop_demo(state_dir, console)
+        shutil.rmtree(state_dir)
+    make_dir(state_dir, default_os_user(), mode=0o755)
+    api_url = os.environ.get("PREFECT_API_URL")
+    if ui and not api_url:
+        ui_url, _ = start_prefect_server(state_dir, console)
+        api_url = f"{ui_url}/api"
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url} if api_url else {}):
+        _scenarios(state_dir, scale=scale, console=console, out=out,
+                   ui_url=api_url.removesuffix("/api") if api_url else None)
+
+
+def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
+               ui_url: str | None) -> None:
+    from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+    from flows.complete_failure import CompleteFailureParams, complete_failure
+    from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+
+    console.print(f"[bold]Building production[/]: sample data at scale {scale}, WAL archiving, "
+                  "a base backup, the local app")
+    inst = build_installation(state_dir / "install", scale=scale)
+    rt = inst.runtime()
+    assert rt.app is not None
+    rt.app.start()  # type: ignore[attr-defined]
+    console.print(f"  app: {rt.app.describe()}   config: {inst.config}")
+    common = {"target": "production", "config": str(inst.config), "require_approval": False}
+
+    console.rule("Scenario 3: accidental deletion")
+    with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        victims = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id LIMIT 25")]
+        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
+        conn.execute("INSERT INTO users (name, email) VALUES ('signed up later', 'later@example.com')")
+    console.print(f"[red]Deleted {len(victims)} users[/] (their clients and appointments cascaded); "
+                  "then a new user signed up")
+    inst.wait_archived()
+    _show(out, accidental_deletion(AccidentalDeletionParams(**common, incident_id="demo-deletion")))
+
+    console.rule("Scenario 2: partial data corruption")
+    time.sleep(0.2)
+    point = inst.clock()
+    time.sleep(0.2)
+    with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 40 = 0")
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY id DESC LIMIT 3)")
+        conn.execute("INSERT INTO users (name, email) VALUES ('newer', 'newer@example.com')")
+    console.print("[red]Corrupted[/] client emails and deleted 3 users behind the foreign keys' "
+                  f"back; the point before: {point.isoformat()}")
+    inst.wait_archived()
+    _show(out, partial_corruption(PartialCorruptionParams(
+        **common, restore_point=point.isoformat(), incident_id="demo-corruption")))
+
+    console.rule("Scenario 1: complete database failure")
+    inst.wait_archived()
+    inst.production.stop(mode="immediate")
+    shutil.rmtree(inst.production.data_dir)
+    console.print(f"[red]Destroyed the production cluster[/] ({inst.production.data_dir})")
+    _show(out, complete_failure(CompleteFailureParams(**common, incident_id="demo-failure")))
+    from restorekit.health import check_health
+
+    health = check_health(rt.health_url() or "", attempts=10)
+    out.print(f"[bold green]App healthy on the restored database[/]: {health.ok}, "
+              f"latency {health.latency_ms} ms")
+    if ui_url:
+        out.print(f"\n[bold]Prefect UI[/]: {ui_url}  (flow runs, task timelines, report artifacts)")
+    out.print(f"Left running: the app and the restored cluster. Stop everything with: "
+              f"restorekit demo --stop --state-dir {state_dir}")

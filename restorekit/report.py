@@ -116,7 +116,8 @@ class IncidentReport(BaseModel):
         if self.checks:
             lines += ["", "## Checks", "", "| check | result | critical | detail |", "|---|---|---|---|"]
             for c in self.checks:
-                lines.append(f"| {c.name} | {'pass' if c.ok else 'FAIL'} | "
+                verdict = "pass" if c.ok else ("FAIL" if c.critical else "warn")
+                lines.append(f"| {c.name} | {verdict} | "
                              f"{'yes' if c.critical else 'no'} | {_cell(c.detail)} |")
         if self.changes:
             lines += ["", "## What changed", "", "| table | inserted | updated | deleted | skipped |",

@@ -24,6 +24,7 @@ def find_integrity_issues(ref: TargetRef) -> dict[str, Any]:
     cfg = rt.config.verify
     report = integrity.verify(
         rt.live_dsn(), critical_tables=list(cfg.critical_tables), amcheck=cfg.amcheck,
+        install_amcheck=cfg.install_amcheck,
         custom_checks=[integrity.CustomCheck(**c.model_dump()) for c in cfg.checks],
     )
     findings = scope.integrity_findings(report)

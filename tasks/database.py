@@ -210,6 +210,7 @@ def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
         row_count_tolerance=cfg.row_count_tolerance,
         custom_checks=[integrity.CustomCheck(**c.model_dump()) for c in cfg.checks],
         amcheck=cfg.amcheck,
+        install_amcheck=cfg.install_amcheck,
     )
     summary = _summary(report)
     if not report.ok:
