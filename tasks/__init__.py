@@ -3,6 +3,13 @@ artifacts. Names follow the runbook."""
 
 from tasks.application import check_health, redeploy_application, resume_application, stop_application
 from tasks.connection import swap_connection_string
+from tasks.data import (
+    find_integrity_issues,
+    identify_affected_data,
+    identify_deletion_scope,
+    recover_rows,
+    repair_rows,
+)
 from tasks.database import (
     adopt_restored,
     capture_baseline,
@@ -19,9 +26,14 @@ __all__ = [
     "capture_baseline",
     "check_health",
     "discard_restored",
+    "find_integrity_issues",
+    "identify_affected_data",
+    "identify_deletion_scope",
     "notify",
     "preflight",
+    "recover_rows",
     "redeploy_application",
+    "repair_rows",
     "restore_to_point_in_time",
     "resume_application",
     "snapshot_current_state",
