@@ -127,6 +127,9 @@ class RestoreWindow:
     latest: datetime | None
     earliest_lsn: str | None = None
     latest_lsn: str | None = None
+    #: The last commit found in the archive. A time target at or after it has no later commit
+    #: to stop at, so it is restored by replaying all archived WAL (the same state).
+    latest_commit: datetime | None = None
 
     def __str__(self) -> str:
         def fmt(value: datetime | None) -> str:

@@ -69,6 +69,17 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Pre
     )
 
 
+@task(name="take-base-backup", cache_policy=NO_CACHE, timeout_seconds=6 * 3600, retries=1,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def take_base_backup(ref: TargetRef, label: str) -> dict[str, object]:
+    """A base backup of the target, every object read back and checksummed."""
+    info = runtime(ref).provider.create_backup(label)
+    logger().info("base backup %s (%d bytes, ends at %s)", info.backup_id, info.size_bytes,
+                  info.stop_lsn)
+    return {"backup_id": info.backup_id, "stop_time": info.stop_time.isoformat(),
+            "stop_lsn": info.stop_lsn, "size_bytes": info.size_bytes, "label": info.label}
+
+
 def restore_name(scenario: str, key: str) -> str:
     """The name of a restore for one incident: the same on a re-run, so a finished restore is
     found and reused instead of done again."""

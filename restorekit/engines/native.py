@@ -262,6 +262,7 @@ class NativeEngine:
             latest=latest_time,
             earliest_lsn=first.stop_lsn,
             latest_lsn=latest_lsn,
+            latest_commit=found[1] if found else None,
         )
 
     def _fetch_wal(self, name: str, dest: Path) -> None:

@@ -244,9 +244,12 @@ class PgBackRestEngine:
         # Fallback when no commit after the newest backup can be read back from the archive:
         # that backup's end, which a restore always reaches.
         latest_time, latest_lsn = newest.stop_time + timedelta(seconds=1), newest.stop_lsn
+        latest_commit = None
         archive_max = archive_max_segment(info, newest)
         if archive_max is not None:
             found = self._last_commit(archive_max, floor=newest.extra.get("archive_start"))
+            if found is not None:
+                latest_commit = found[0]
             if found is not None and found[0] >= latest_time:
                 latest_time, latest_lsn = found
         return RestoreWindow(
@@ -254,6 +257,7 @@ class PgBackRestEngine:
             latest=latest_time,
             earliest_lsn=oldest.stop_lsn,
             latest_lsn=latest_lsn,
+            latest_commit=latest_commit,
         )
 
     def prepare_restore(

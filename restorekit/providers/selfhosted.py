@@ -162,6 +162,8 @@ class SelfHostedProvider:
             )
         window = window or self.restore_window()
         window.check(point)
+        requested = point
+        point = effective_point(point, window)
         backups = self.list_backups()
         backup = self._choose_backup(point, backups)
         home = self.restore_root / name
@@ -175,7 +177,8 @@ class SelfHostedProvider:
         _write_marker(home, {
             "complete": False,
             "target": self.target_name,
-            "point": str(point),
+            "point": str(requested),
+            "replayed_to": str(point),
             "backup_id": backup.backup_id,
             "created_at": datetime.now(UTC).isoformat(),
             "engine": self.engine.name,
@@ -211,7 +214,7 @@ class SelfHostedProvider:
             provider=self.kind,
             handle=str(home),
             dsn=SecretStr(dsn),
-            point=str(point),
+            point=str(requested),
             backup_id=backup.backup_id,
             scratch=True,
             phases=phases,
@@ -322,6 +325,21 @@ class SelfHostedProvider:
         from restorekit.engines.native import choose_backup
 
         return choose_backup(point, backups)
+
+
+def effective_point(point: RestorePoint, window: RestoreWindow) -> RestorePoint:
+    """The point PostgreSQL is asked to recover to.
+
+    A time target needs a commit after it in the WAL to stop at; when the requested time is at or
+    after the last archived commit there is none (PostgreSQL would end with "recovery ended
+    before configured recovery target was reached"), yet the state at that time is exactly the
+    end of the archive, so everything archived is replayed instead.
+    """
+    if (point.kind is PointKind.TIME and point.time is not None
+            and window.latest_commit is not None and point.time >= window.latest_commit):
+        log.info("no commit after %s in the archive: replaying all archived WAL", point)
+        return RestorePoint.latest()
+    return point
 
 
 def _target_lsn(point: RestorePoint) -> str | None:

@@ -135,6 +135,19 @@ def _table_checksum(conn: psycopg.Connection) -> str:
     ).fetchone()[0]
 
 
+def test_a_time_after_the_last_commit_restores_the_end_of_the_archive(world) -> None:
+    """No commit follows the last archived one, so PostgreSQL could never stop "at" such a time;
+    the state at that time is the end of the archive, and that is what is restored."""
+    provider: SelfHostedProvider = world["provider"]
+    window = provider.restore_window()
+    assert window.latest_commit is not None
+    restored = provider.restore(RestorePoint.at(window.latest), name="after-last-commit")
+    try:
+        assert rows(restored.dsn.get_secret_value()) == AFTER
+    finally:
+        provider.discard(restored)
+
+
 def test_points_outside_the_window_fail_before_anything_is_created(world) -> None:
     provider: SelfHostedProvider = world["provider"]
     window = provider.restore_window()
@@ -182,8 +195,10 @@ def test_missing_wal_fails_naming_the_last_reachable_point(world, tmp_path: Path
     hidden = tmp_path / "hidden"
     (repo_root / last).rename(hidden)
     try:
+        # Just before the last archived commit: reaching it needs the segment that is gone.
+        target = window.latest_commit - timedelta(microseconds=1)
         with pytest.raises(RestorePointError, match="last reachable point is LSN"):
-            provider.restore(RestorePoint.at(window.latest), name="unreachable", window=window)
+            provider.restore(RestorePoint.at(target), name="unreachable", window=window)
         assert not (provider.restore_root / "unreachable").exists()
     finally:
         hidden.rename(repo_root / last)

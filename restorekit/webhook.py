@@ -1,0 +1,846 @@
+"""PagerDuty v3 webhooks → Prefect flow runs: incident tooling starts a restore flow over HTTP.
+
+    POST /webhooks/pagerduty    one signed PagerDuty v3 event (provider-apis.md §7.1)
+    GET  /healthz               liveness
+
+A delivery goes through these steps in order, and nothing is created in Prefect unless all of
+them pass:
+
+1. **Size**: a body over ``max_body_bytes`` gets 413; at most ``max_body_bytes + 1`` bytes are read.
+2. **Signature**: ``X-PagerDuty-Signature`` must carry a ``v1=`` HMAC-SHA256 of the raw body under
+   one of the configured secrets; otherwise 401. Nothing is parsed before this check.
+3. **Parse**: the event envelope, plus the incident for events whose ``data.type`` is
+   ``incident``; malformed input gets 400 naming the field.
+4. **Freshness**: PagerDuty signs no timestamp, so a captured delivery could be replayed
+   forever. ``event.occurred_at`` older than ``max_age_seconds``, or more than 60 s in the
+   future, gets 400.
+5. **Rules**: the first matching rule wins; no match gets 202 ``{"status": "ignored"}``.
+6. **Prefect**: the deployment is looked up by name and a flow run is created with
+   ``idempotency_key = "pagerduty:<event.id>"``, giving 202 ``created`` (Prefect answered 201) or
+   ``duplicate`` (200: a run with that key already exists). If Prefect is unreachable or
+   answers 5xx/429, the response is 503. PagerDuty retries 5xx, and the idempotency key makes
+   the retry safe. Other refusals (unknown deployment 404, parameter schema 409, auth 401/403)
+   get 502: a configuration problem that the operator has to fix.
+
+PagerDuty retries timeouts, 5xx and 429 and drops 4xx without a retry (developer-docs
+``webhooks/02-Behavior.md``). That is why a stale event gets a 4xx (a retry is no fresher)
+and an event that matches no rule gets a 2xx. PagerDuty waits only 5 s for an answer, so the
+Prefect calls use a short timeout (``prefect_timeout_seconds``, per request).
+
+Secrets: the config names environment variables and never holds values. The subscription
+secret, the signature header and the Prefect ``Authorization`` header are never logged or
+echoed back.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from restorekit.errors import ConfigError, ProviderError, RestoreKitError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-PagerDuty-Signature"
+WEBHOOK_PATH = "/webhooks/pagerduty"
+HEALTH_PATH = "/healthz"
+#: How far ``occurred_at`` may lie in the future (clock skew between PagerDuty and us).
+MAX_FUTURE_SKEW_SECONDS = 60.0
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEPLOYMENT = re.compile(r"^[^/]+/[^/]+$")
+_PARAM_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_V1_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_DETAIL_CHARS = 300
+#: Incident event types whose ``data`` is an incident (developer-docs ``webhooks/01-Overview.md``);
+#: annotated, responder.* and status_update_published carry other objects.
+_INCIDENT_DATA_EVENTS = frozenset(
+    f"incident.{kind}"
+    for kind in ("acknowledged", "delegated", "escalated", "priority_updated", "reassigned",
+                 "reopened", "resolved", "triggered", "unacknowledged")
+)
+
+
+# --------------------------------------------------------------------------------------- config
+
+
+def _env_name(value: str, what: str) -> str:
+    if not _ENV_NAME.match(value):
+        # Never echo the value: a secret pasted here by mistake must not reach a log.
+        raise ValueError(
+            f"{what} must be the NAME of an environment variable (e.g. "
+            "PAGERDUTY_WEBHOOK_SECRET), not the value itself"
+        )
+    return value
+
+
+class WebhookRule(BaseModel):
+    """Which PagerDuty events start which Prefect deployment, and with which parameters.
+
+    Every condition that is set must hold; conditions left unset match anything. The rule
+    matches only events that carry an incident (``data.type == "incident"``).
+
+    Attributes:
+        event_types: PagerDuty event types, e.g. ``incident.triggered``.
+        service_id: The PagerDuty service id (``data.service.id``), e.g. ``PF9KMXH``.
+        service_name: The service's name (``data.service.summary``), compared case-insensitively.
+        title_contains: A substring of the incident title, compared case-insensitively.
+        priorities: Priority names (``data.priority.summary``) such as ``["P1", "P2"]``. An
+            incident without a priority never matches a rule that lists priorities.
+        urgency: ``high`` or ``low``.
+        deployment: ``"flow-name/deployment-name"`` as Prefect shows it.
+        parameters: Merged over the deployment's default parameters. Prefect merges only the
+            top-level keys, so a flow that takes one model parameter needs the whole model here.
+        incident_parameter: Where the incident id goes in the parameters. A dotted path
+            reaches into a model parameter: ``params.incident_id`` for the scenario flows,
+            which take ``params: <Scenario>Params``.
+        tags: Extra flow-run tags, added to ``restorekit``, ``pagerduty`` and
+            ``pagerduty-incident:<id>``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_types: tuple[str, ...] = Field(default=("incident.triggered",), min_length=1)
+    service_id: str | None = None
+    service_name: str | None = None
+    title_contains: str | None = None
+    priorities: tuple[str, ...] = ()
+    urgency: Literal["high", "low"] | None = None
+    deployment: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    incident_parameter: str = "incident_id"
+    tags: tuple[str, ...] = ()
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_name(cls, value: str) -> str:
+        if not _DEPLOYMENT.match(value):
+            raise ValueError(f"deployment {value!r} must look like 'flow-name/deployment-name'")
+        return value
+
+    @model_validator(mode="after")
+    def _incident_parameter_fits(self) -> WebhookRule:
+        if not _PARAM_PATH.match(self.incident_parameter):
+            raise ValueError(
+                f"incident_parameter {self.incident_parameter!r} must be a parameter name or a "
+                "dotted path such as 'params.incident_id'"
+            )
+        node: Any = self.parameters
+        for part in self.incident_parameter.split(".")[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ValueError(
+                    f"incident_parameter {self.incident_parameter!r}: parameters[{part!r}] "
+                    "is not a table"
+                )
+        return self
+
+    @property
+    def flow_name(self) -> str:
+        return self.deployment.split("/", 1)[0]
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment.split("/", 1)[1]
+
+    def matches(self, event: PagerDutyEvent) -> bool:
+        """True when ``event`` satisfies every condition this rule sets."""
+        incident = event.data
+        if incident is None or event.event_type not in self.event_types:
+            return False
+        if self.service_id is not None and incident.service.id != self.service_id:
+            return False
+        if (self.service_name is not None
+                and incident.service.summary.casefold() != self.service_name.casefold()):
+            return False
+        if (self.title_contains is not None
+                and self.title_contains.casefold() not in incident.title.casefold()):
+            return False
+        if self.priorities:
+            wanted = {p.casefold() for p in self.priorities}
+            if incident.priority is None or incident.priority.summary.casefold() not in wanted:
+                return False
+        return self.urgency is None or incident.urgency == self.urgency
+
+    def run_parameters(self, event: PagerDutyEvent) -> dict[str, Any]:
+        """``parameters`` with the incident id placed at ``incident_parameter`` (a fresh copy)."""
+        assert event.data is not None
+        params = copy.deepcopy(self.parameters)
+        *parents, leaf = self.incident_parameter.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = event.data.id
+        return params
+
+
+class WebhookConfig(BaseModel):
+    """The ``[webhook]`` section: who may start which flow.
+
+    Attributes:
+        secret_env: Name of the environment variable holding the PagerDuty webhook
+            subscription's signing secret.
+        extra_secret_envs: More secrets to accept: other subscriptions that deliver to this
+            endpoint, or the previous secret while a rotation is under way.
+        max_age_seconds: Events whose ``occurred_at`` is older are refused (replay guard).
+            PagerDuty retries a failing delivery for about 20 minutes, so a retry that comes
+            after this age is refused as well.
+        max_body_bytes: Larger bodies are refused without being read in full. PagerDuty
+            drops webhooks over 256 KiB itself.
+        prefect_api_url: The Prefect API, e.g. ``http://prefect:4200/api``. The default is
+            ``$PREFECT_API_URL``.
+        prefect_auth_env: Name of the environment variable holding ``user:password`` (sent as
+            HTTP Basic, for a self-hosted server with ``PREFECT_SERVER_API_AUTH_STRING``) or an
+            API key (sent as Bearer, for Prefect Cloud). When unset, ``$PREFECT_API_KEY`` and
+            then ``$PREFECT_API_AUTH_STRING`` are used when set, as Prefect's own client does.
+        prefect_timeout_seconds: Timeout of each Prefect request. PagerDuty waits 5 s for
+            the whole answer, which includes two requests.
+        rules: Tried in order; the first that matches decides.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret_env: str
+    extra_secret_envs: tuple[str, ...] = ()
+    max_age_seconds: int = Field(default=600, ge=1)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    prefect_api_url: str | None = None
+    prefect_auth_env: str | None = None
+    prefect_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    rules: tuple[WebhookRule, ...] = Field(min_length=1)
+
+    @field_validator("secret_env", "prefect_auth_env")
+    @classmethod
+    def _names_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _env_name(value, str(info.field_name))
+
+    @field_validator("extra_secret_envs")
+    @classmethod
+    def _names_only_all(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_env_name(v, "extra_secret_envs") for v in value)
+
+    @field_validator("prefect_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("prefect_api_url must start with http:// or https://")
+        return value
+
+    def resolve_secrets(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The signing secrets, read from the environment (secret: never log them).
+
+        Raises:
+            ConfigError: A named variable is unset or empty.
+        """
+        env = os.environ if environ is None else environ
+        secrets = []
+        for name in (self.secret_env, *self.extra_secret_envs):
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigError(
+                    f"webhook: environment variable {name} (signing secret) is not set"
+                )
+            secrets.append(value)
+        return secrets
+
+    def resolve_prefect(self, environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+        """``(api_url, credential)`` for :class:`PrefectClient` (the credential is a secret).
+
+        Raises:
+            ConfigError: No API URL is configured, or ``prefect_auth_env`` names an unset variable.
+        """
+        env = os.environ if environ is None else environ
+        url = self.prefect_api_url or env.get("PREFECT_API_URL", "").strip()
+        if not url:
+            raise ConfigError(
+                "webhook: no Prefect API; set prefect_api_url or PREFECT_API_URL "
+                "(e.g. http://127.0.0.1:4200/api)"
+            )
+        if self.prefect_auth_env:
+            credential = env.get(self.prefect_auth_env, "").strip()
+            if not credential:
+                raise ConfigError(
+                    f"webhook: environment variable {self.prefect_auth_env} "
+                    "(Prefect credential) is not set"
+                )
+            return url, credential
+        if key := env.get("PREFECT_API_KEY", "").strip():
+            return url, key
+        return url, env.get("PREFECT_API_AUTH_STRING", "").strip() or None
+
+
+# ---------------------------------------------------------------------------------- the event
+
+
+class WebhookEventError(RestoreKitError):
+    """A delivery body is not a PagerDuty v3 event that can be acted on. Never retryable."""
+
+
+class ServiceRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = Field(min_length=1)
+    summary: str
+
+
+class PriorityRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    summary: str
+
+
+class Incident(BaseModel):
+    """``event.data`` when it is an incident (the fields the rules and the run need)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = Field(min_length=1)
+    number: int | None = None
+    title: str
+    status: str | None = None
+    html_url: str | None = None
+    service: ServiceRef
+    priority: PriorityRef | None = None  # null when the account has no priorities
+    urgency: Literal["high", "low"] | None = None
+
+
+class PagerDutyEvent(BaseModel):
+    """One PagerDuty v3 event (the ``event`` object of a delivery).
+
+    ``data`` is the incident for incident events and None for others (``pagey.ping``,
+    ``service.*``, notes, responders). ``data_type`` tells which kind of event it was.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = Field(min_length=1)
+    event_type: str = Field(min_length=1)
+    resource_type: str | None = None
+    occurred_at: AwareDatetime
+    data_type: str | None = None
+    data: Incident | None = None
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    # loc and msg only: pydantic's `input` would copy untrusted text into logs.
+    return "; ".join(
+        f"{'.'.join([prefix, *(str(p) for p in err['loc'])])}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def parse_event(body: bytes | str | Mapping[str, Any]) -> PagerDutyEvent:
+    """Validate a PagerDuty v3 delivery body.
+
+    Args:
+        body: The raw body (or the decoded JSON object).
+
+    Returns:
+        The event. Its ``data`` is set for events that carry an incident.
+
+    Raises:
+        WebhookEventError: The body is not JSON, has no ``event`` object, or a required field
+            is missing or malformed (the message names the field, e.g. ``event.occurred_at``).
+    """
+    if isinstance(body, bytes | str):
+        try:
+            raw = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WebhookEventError(f"body is not valid JSON: {exc}") from None
+    else:
+        raw = body
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("event"), Mapping):
+        raise WebhookEventError("body must be a JSON object with an 'event' object")
+    event = raw["event"]
+    data = event.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        raise WebhookEventError("event.data must be an object or null")
+    data_type = data.get("type") if data is not None else None
+    try:
+        envelope = PagerDutyEvent.model_validate(
+            {k: event.get(k) for k in ("id", "event_type", "resource_type", "occurred_at")}
+            | {"data_type": data_type if isinstance(data_type, str) else None}
+        )
+    except ValidationError as exc:
+        raise WebhookEventError(_describe(exc, "event")) from None
+    if envelope.event_type not in _INCIDENT_DATA_EVENTS and data_type != "incident":
+        return envelope
+    if data is None:
+        raise WebhookEventError(f"event.data: an {envelope.event_type} event needs the incident")
+    if data_type not in (None, "incident"):
+        raise WebhookEventError(
+            f"event.data.type: an {envelope.event_type} event carries an incident, "
+            f"not {data_type!r}"
+        )
+    try:
+        incident = Incident.model_validate(data)
+    except ValidationError as exc:
+        raise WebhookEventError(_describe(exc, "event.data")) from None
+    return envelope.model_copy(update={"data": incident, "data_type": "incident"})
+
+
+def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) -> bool:
+    """True when ``header`` holds a valid ``v1`` signature of ``body`` under any of ``secrets``.
+
+    ``X-PagerDuty-Signature`` is ``v1=<hex>[,v1=<hex>...]``: HMAC-SHA256 of the raw body, one
+    value per secret PagerDuty signs with (several during a rotation). Values of other versions
+    and malformed values are skipped. Every candidate is compared in constant time.
+
+    Args:
+        body: The raw request body, exactly as received.
+        header: The header's value, or None when it is missing.
+        secrets: The secrets to accept; empty strings are ignored.
+    """
+    if not header:
+        return False
+    candidates = []
+    for part in header.split(","):
+        version, sep, value = part.strip().partition("=")
+        value = value.strip()
+        if sep and version.strip() == "v1" and _V1_HEX.match(value):
+            candidates.append(value.lower().encode("ascii"))
+    valid = False
+    for secret in secrets:
+        if not secret:
+            continue
+        digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        expected = digest.encode("ascii")
+        for candidate in candidates:
+            valid |= hmac.compare_digest(expected, candidate)
+    return valid
+
+
+def match_rule(event: PagerDutyEvent, config: WebhookConfig) -> WebhookRule | None:
+    """The first rule in ``config.rules`` that ``event`` satisfies, or None."""
+    return next((rule for rule in config.rules if rule.matches(event)), None)
+
+
+def freshness_problem(
+    event: PagerDutyEvent, now: datetime, max_age_seconds: float
+) -> str | None:
+    """Why ``event`` is too old or too far in the future to act on, or None when it is fresh."""
+    age = (now - event.occurred_at).total_seconds()
+    if age > max_age_seconds:
+        return (f"stale event: occurred_at is {age:.0f} s old (at most {max_age_seconds:.0f} s "
+                "accepted)")
+    if -age > MAX_FUTURE_SKEW_SECONDS:
+        return (f"event from the future: occurred_at is {-age:.0f} s ahead of this server's clock "
+                f"(at most {MAX_FUTURE_SKEW_SECONDS:.0f} s accepted)")
+    return None
+
+
+# ------------------------------------------------------------------------------ Prefect REST
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunRef:
+    """A flow run Prefect created, or returned because its idempotency key was already used.
+
+    Attributes:
+        created: True for a new run (HTTP 201), False for an existing one (HTTP 200).
+    """
+
+    id: str
+    name: str
+    deployment_id: str
+    created: bool
+    idempotency_key: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    state_name: str | None = None
+
+
+class PrefectClient:
+    """The few Prefect REST calls the webhook needs (provider-apis.md §7.4), over httpx.
+
+    Errors are :class:`ProviderError` (``provider="prefect"``): retryable for connection
+    failures, timeouts, 408, 429 and 5xx; not retryable for 404 (unknown deployment), 409
+    (parameters fail the deployment's schema), 401/403 and other 4xx, with the server's
+    ``detail`` in the message.
+
+    Args:
+        api_url: The API base, e.g. ``http://127.0.0.1:4200/api``.
+        credential: ``user:password`` (sent as HTTP Basic) or an API key (sent as Bearer).
+        timeout: Seconds per request.
+        transport: An httpx transport (tests pass ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        credential: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if credential:
+            if ":" in credential:
+                token = base64.b64encode(credential.encode("utf-8")).decode("ascii")
+                headers["Authorization"] = f"Basic {token}"
+            else:
+                headers["Authorization"] = f"Bearer {credential}"
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.api_url + "/", headers=headers, timeout=timeout, transport=transport,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: WebhookConfig,
+        environ: Mapping[str, str] | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> PrefectClient:
+        url, credential = config.resolve_prefect(environ)
+        return cls(url, credential=credential, timeout=config.prefect_timeout_seconds,
+                   transport=transport)
+
+    def __repr__(self) -> str:  # the credential stays out
+        return f"PrefectClient({self.api_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PrefectClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def deployment_id(self, name: str) -> str:
+        """The id of the deployment ``"flow-name/deployment-name"``.
+
+        Raises:
+            ProviderError: Not found (not retryable), or the API failed.
+        """
+        flow, sep, deployment = name.partition("/")
+        if not sep or not flow or not deployment:
+            raise ConfigError(f"deployment {name!r} must look like 'flow-name/deployment-name'")
+        path = f"deployments/name/{quote(flow, safe='')}/{quote(deployment, safe='')}"
+        response = self._request("GET", path, operation="read_deployment_by_name",
+                                 subject=f"deployment {name!r}")
+        return str(self._json(response, "read_deployment_by_name")["id"])
+
+    def create_flow_run(
+        self,
+        deployment_id: str,
+        parameters: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        name: str | None = None,
+    ) -> FlowRunRef:
+        """Create a flow run of a deployment; with ``idempotency_key``, at most one per key.
+
+        ``parameters`` are merged over the deployment's defaults (top-level keys only) and
+        ``tags`` are added to the deployment's. The run starts Scheduled, for a worker to pick up.
+
+        Returns:
+            The run. ``created`` is False when Prefect returned the run that an earlier call
+            with the same ``idempotency_key`` created.
+
+        Raises:
+            ProviderError: Unknown deployment (404) or parameters that fail the deployment's
+                schema (409), both not retryable, or the API failed.
+        """
+        body: dict[str, Any] = {"parameters": dict(parameters), "tags": list(tags)}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        if name is not None:
+            body["name"] = name
+        response = self._request(
+            "POST", f"deployments/{quote(deployment_id, safe='')}/create_flow_run",
+            operation="create_flow_run", subject=f"deployment {deployment_id}", json=body,
+        )
+        data = self._json(response, "create_flow_run")
+        return FlowRunRef(
+            id=str(data["id"]),
+            name=str(data.get("name") or ""),
+            deployment_id=str(data.get("deployment_id") or deployment_id),
+            created=response.status_code == 201,
+            idempotency_key=data.get("idempotency_key"),
+            parameters=dict(data.get("parameters") or {}),
+            state_name=data.get("state_name"),
+        )
+
+    def _request(self, method: str, path: str, *, operation: str, subject: str,
+                 json: Any = None) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:  # connect/read errors and timeouts
+            raise ProviderError(
+                f"Prefect API at {self.api_url} unreachable during {operation}: "
+                f"{type(exc).__name__}",
+                provider="prefect", operation=operation, retryable=True,
+            ) from exc
+        if response.status_code < 400:
+            return response
+        status = response.status_code
+        detail = _error_detail(response)
+        if status == 404:
+            message = f"Prefect has no {subject} (404: {detail})"
+        elif status == 409:
+            message = f"Prefect refused {operation} for {subject} (409, parameter schema): {detail}"
+        elif status in (401, 403):
+            message = (f"Prefect refused {operation} ({status}): check the credential "
+                       f"(prefect_auth_env / PREFECT_API_KEY): {detail}")
+        else:
+            message = f"Prefect {operation} failed for {subject} ({status}): {detail}"
+        raise ProviderError(
+            message, provider="prefect", operation=operation, status_code=status,
+            retryable=status in (408, 429) or status >= 500,
+            retry_after=_retry_after(response),
+        )
+
+    @staticmethod
+    def _json(response: httpx.Response, operation: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or "id" not in data:
+            raise ProviderError(
+                f"Prefect {operation} answered {response.status_code} without a JSON object "
+                "with an id", provider="prefect", operation=operation,
+                status_code=response.status_code, retryable=False,
+            )
+        return data
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+    else:
+        if isinstance(data, dict):
+            text = str(data.get("detail") or data.get("exception_detail")
+                       or data.get("exception_message") or data)
+        else:
+            text = str(data)
+    text = " ".join(text.split()) or response.reason_phrase or "no detail"
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------ the handler
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResponse:
+    """What to answer a delivery: an HTTP status and a JSON body (free of secrets)."""
+
+    status_code: int
+    content: dict[str, Any]
+
+
+def _rejected(status_code: int, reason: str) -> WebhookResponse:
+    return WebhookResponse(status_code, {"status": "rejected", "reason": reason})
+
+
+def handle_delivery(
+    body: bytes,
+    signature: str | None,
+    *,
+    config: WebhookConfig,
+    secrets: Sequence[str],
+    prefect: PrefectClient,
+    now: datetime,
+) -> WebhookResponse:
+    """Decide on one delivery whose body was already read (steps 2–6 of the module docstring).
+
+    Args:
+        body: The raw body (at most ``max_body_bytes``).
+        signature: The ``X-PagerDuty-Signature`` header, or None.
+        config: The webhook config.
+        secrets: The resolved signing secrets.
+        prefect: The client used to start the run.
+        now: The current time (tz-aware).
+
+    Returns:
+        The answer. Prefect failures also end up here, as 503 or 502; nothing is raised.
+    """
+    if not signature:
+        log.warning("pagerduty webhook: delivery without %s refused", SIGNATURE_HEADER)
+        return _rejected(401, f"missing {SIGNATURE_HEADER} header")
+    if not verify_signature(body, signature, secrets):
+        log.warning("pagerduty webhook: delivery with an invalid signature refused")
+        return _rejected(401, "invalid signature")
+    try:
+        event = parse_event(body)
+    except WebhookEventError as exc:
+        log.warning("pagerduty webhook: signed but malformed delivery refused: %s", exc)
+        return _rejected(400, str(exc))
+    where = f"event {event.id} ({event.event_type}"
+    where += f", incident {event.data.id})" if event.data else ")"
+    if problem := freshness_problem(event, now, config.max_age_seconds):
+        log.warning("pagerduty webhook: %s refused: %s", where, problem)
+        return _rejected(400, problem)
+    rule = match_rule(event, config)
+    if rule is None or event.data is None:
+        log.info("pagerduty webhook: %s matches no rule; ignored", where)
+        return WebhookResponse(202, {"status": "ignored", "event_id": event.id,
+                                     "reason": "no rule matches this event"})
+    key = f"pagerduty:{event.id}"
+    try:
+        deployment_id = prefect.deployment_id(rule.deployment)
+        run = prefect.create_flow_run(
+            deployment_id,
+            rule.run_parameters(event),
+            idempotency_key=key,
+            tags=["restorekit", "pagerduty", f"pagerduty-incident:{event.data.id}", *rule.tags],
+            name=f"pagerduty-{event.data.id}",
+        )
+    except ProviderError as exc:
+        retryable = exc.is_retryable
+        log.error("pagerduty webhook: %s: no flow run of %s: %s", where, rule.deployment, exc)
+        return WebhookResponse(503 if retryable else 502, {
+            "status": "error", "reason": str(exc), "retryable": retryable,
+            "deployment": rule.deployment, "event_id": event.id,
+        })
+    status = "created" if run.created else "duplicate"
+    log.info("pagerduty webhook: %s → flow run %s (%s) of %s: %s", where, run.name, run.id,
+             rule.deployment, status)
+    return WebhookResponse(202, {
+        "status": status, "flow_run_id": run.id, "flow_run_name": run.name,
+        "deployment": rule.deployment, "idempotency_key": key, "event_id": event.id,
+    })
+
+
+# ----------------------------------------------------------------------------- ASGI + serve
+
+
+def create_app(
+    config: WebhookConfig,
+    *,
+    prefect: PrefectClient | None = None,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Starlette:
+    """The ASGI app: ``POST /webhooks/pagerduty`` and ``GET /healthz``.
+
+    Secrets and the Prefect URL are resolved here, so a missing variable fails at startup and
+    not on the first incident.
+
+    Args:
+        config: The webhook config.
+        prefect: The Prefect client (default: built from ``config`` and the environment, and
+            closed when the app shuts down).
+        environ: Where the variables named in ``config`` are read (default: ``os.environ``).
+        clock: Returns the current tz-aware time (for the freshness check).
+
+    Raises:
+        ConfigError: A secret variable is unset, or no Prefect API URL is configured.
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    secrets = config.resolve_secrets(environ)
+    own_client = prefect is None
+    client = prefect if prefect is not None else PrefectClient.from_config(config, environ)
+    limit = config.max_body_bytes
+
+    async def pagerduty(request: Request) -> Response:
+        body = await _read_body(request, limit)
+        if body is None:
+            log.warning("pagerduty webhook: body over %d bytes refused", limit)
+            return JSONResponse({"status": "rejected",
+                                 "reason": f"body larger than {limit} bytes"}, status_code=413)
+        # The Prefect calls block: keep them off the event loop.
+        result = await run_in_threadpool(
+            handle_delivery, body, request.headers.get(SIGNATURE_HEADER),
+            config=config, secrets=secrets, prefect=client, now=clock(),
+        )
+        return JSONResponse(result.content, status_code=result.status_code)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if own_client:
+                client.close()
+
+    return Starlette(
+        routes=[Route(WEBHOOK_PATH, pagerduty, methods=["POST"]),
+                Route(HEALTH_PATH, healthz, methods=["GET"])],
+        lifespan=lifespan,
+    )
+
+
+async def _read_body(request: Any, limit: int) -> bytes | None:
+    """The body, or None once it is known to exceed ``limit`` (no more than needed is read)."""
+    declared = request.headers.get("content-length")
+    with contextlib.suppress(ValueError):
+        if declared is not None and int(declared) > limit:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def serve(config: WebhookConfig, host: str = "127.0.0.1", port: int = 8787, *,
+          environ: Mapping[str, str] | None = None) -> None:
+    """Run the webhook receiver with uvicorn until interrupted.
+
+    Put it behind TLS (a reverse proxy or a load balancer). PagerDuty delivers only to public
+    URLs, and the signature does not hide the incident data.
+
+    Raises:
+        ConfigError: As :func:`create_app`.
+    """
+    import uvicorn
+
+    app = create_app(config, environ=environ)
+    log.info("pagerduty webhook: listening on http://%s:%d%s (%d rule(s))", host, port,
+             WEBHOOK_PATH, len(config.rules))
+    uvicorn.run(app, host=host, port=port, server_header=False, proxy_headers=False,
+                log_level="info")
+
+
+__all__ = [
+    "FlowRunRef", "Incident", "PagerDutyEvent", "PrefectClient", "SIGNATURE_HEADER",
+    "WebhookConfig", "WebhookEventError", "WebhookResponse", "WebhookRule", "create_app",
+    "freshness_problem", "handle_delivery", "match_rule", "parse_event", "serve",
+    "verify_signature",
+]

@@ -1,0 +1,93 @@
+"""The restore drill and the manual backup flow, against real clusters and a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from flows.backup import BackupParams, backup
+from flows.restore_drill import DrillFailed, RestoreDrillParams, restore_drill
+from restorekit import drill
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def webhook_receiver(monkeypatch):
+    """A Slack-compatible webhook on loopback that records what it is sent."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DRILL_TEST_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    yield received
+    server.shutdown()
+
+
+def scratch_dirs(world) -> list[Path]:
+    root = world.runtime().provider.restore_root
+    return list(root.iterdir()) if root.exists() else []
+
+
+def test_backup_flow_then_a_drill_passes_records_rto_rpo_and_leaves_nothing(
+    prefect_server: str, world
+) -> None:
+    taken = backup(BackupParams(target="production", config=str(world.config),
+                                label="before migration 42"))
+    assert taken["label"] == "before migration 42"
+    world.wait_archived()
+
+    results = restore_drill(RestoreDrillParams(config=str(world.config)))
+
+    (result,) = results
+    assert result.passed, result.failures
+    assert result.torn_down and scratch_dirs(world) == []
+    assert {"base restore", "wal replay", "verification"} <= set(result.phases)
+    assert 0 < result.rto_seconds < result.rto_objective_seconds == 3600
+    assert result.rpo_seconds is not None and result.rpo_seconds < 900
+    assert result.row_counts["public.users"]["production"] == result.row_counts["public.users"]["restored"]
+    history = drill.load_history(world.runtime().settings.state_dir, "production")
+    assert history[-1]["passed"] is True
+
+
+def test_a_drill_that_fails_verification_still_tears_down_and_notifies(
+    prefect_server: str, world, webhook_receiver, tmp_path: Path
+) -> None:
+    # The same installation, with a custom check that cannot pass and a notification webhook.
+    text = world.config.read_text().replace(
+        'critical_tables = ["users", "clients", "appointments"]',
+        'critical_tables = ["users", "clients", "appointments"]\n'
+    ) + '''
+[[targets.production.verify.checks]]
+name = "impossible"
+sql = "SELECT 1"
+expect = "zero_rows"
+
+[notify]
+webhook_url_env = "DRILL_TEST_WEBHOOK"
+'''
+    config = tmp_path / "restorekit.toml"
+    config.write_text(text)
+    with pytest.raises(DrillFailed, match="impossible"):
+        restore_drill(RestoreDrillParams(config=str(config), point="random", seed=7))
+    assert scratch_dirs(world) == []
+    texts = [m["text"] for m in webhook_receiver]
+    assert any("drill of production started" in t for t in texts)
+    assert any("drill of production FAILED" in t and "impossible" in t for t in texts)
+    history = drill.load_history(world.runtime().settings.state_dir, "production")
+    assert history[-1]["passed"] is False and history[-1]["torn_down"] is True

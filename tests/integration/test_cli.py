@@ -1,0 +1,198 @@
+"""The restorekit command line, run as a real subprocess against a real native-engine target:
+a local cluster archiving WAL into a file repository, configured through restorekit.toml."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from restorekit.config import load_settings
+from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.tools import default_os_user, make_dir
+from restorekit.providers.selfhosted import SelfHostedProvider
+
+TARGET = "app"
+_SCRIPT = Path(sys.executable).with_name("restorekit")
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "restorekit.cli"]
+# Rich draws boxes around usage errors and wraps long lines; compare text without them.
+_DECORATION = re.compile(r"[│╭╮╰╯─\s]+")
+
+
+def flat(text: str) -> str:
+    return _DECORATION.sub(" ", text).strip()
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def cli_json(*args: str, cwd: Path) -> dict[str, Any]:
+    result = cli(*args, "--json", cwd=cwd)
+    assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def _entries(path: Path) -> set[Path]:
+    return set(path.iterdir()) if path.exists() else set()
+
+
+def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
+    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+        if last is not None and last >= segment:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"segment {segment} was not archived within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
+    os_user = default_os_user()
+    root = make_dir(pg_base_dir / f"cli-{uuid.uuid4().hex[:6]}", os_user, mode=0o755)
+    repo_dir = make_dir(root / "repo", os_user, mode=0o755)
+    port = free_port()
+    config = root / "restorekit.toml"
+    config.write_text(
+        "[restorekit]\n"
+        f'state_dir = "{root / "state"}"\n'
+        "\n"
+        f"[targets.{TARGET}]\n"
+        'engine = "native"\n'
+        f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=postgres"\n'
+        f'repository = "file://{repo_dir}"\n'
+    )
+    settings = load_settings(config)
+    provider = SelfHostedProvider.from_config(settings.target(TARGET), settings)
+    source = LocalCluster.create(root / "source", port=port,
+                                 settings=provider.engine.archive_settings())
+    try:
+        source.start()
+        with psycopg.connect(source.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+            conn.execute("INSERT INTO items SELECT g, 'old' FROM generate_series(1, 50) g")
+        yield {"root": root, "config": config, "source": source, "provider": provider,
+               "repo_dir": repo_dir, "restore_root": settings.restore_root / TARGET}
+    finally:
+        for restored in provider.list_scratch():
+            provider.discard(restored)
+        source.destroy()
+
+
+def test_help_lists_the_commands(world) -> None:
+    result = cli("--help", cwd=world["root"])
+    assert result.returncode == 0, result.stderr
+    for command in ("window", "backup", "backups", "restore", "snapshot", "cleanup", "run"):
+        assert re.search(rf"\b{command}\b", result.stdout), command
+
+
+def test_backup_window_restore_cleanup(world) -> None:
+    root, cfg = world["root"], str(world["config"])
+    taken = cli_json("backup", "-t", TARGET, "-c", cfg, "--label", "cli test", cwd=root)
+    backup_id = taken["backup_id"]
+    assert backup_id and taken["engine"] == "native" and taken["label"] == "cli test"
+
+    listed = cli_json("backups", "-t", TARGET, "-c", cfg, cwd=root)
+    assert backup_id in [b["backup_id"] for b in listed["backups"]]
+
+    with psycopg.connect(world["source"].dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO items SELECT g, 'after' FROM generate_series(51, 60) g")
+        wait_archived(conn)
+
+    win = cli_json("window", "-t", TARGET, "-c", cfg, cwd=root)
+    assert win["earliest"] and win["latest"]
+    assert datetime.fromisoformat(win["earliest"]) <= datetime.fromisoformat(win["latest"])
+
+    restored = cli_json("restore", "-t", TARGET, "-c", cfg, "--to-new", "--point", "latest",
+                        cwd=root)
+    home = Path(restored["handle"])
+    assert home.is_dir() and home.parent == world["restore_root"]
+    assert restored["backup_id"] == backup_id
+    dsn = restored["dsn"]
+    assert "port=" in dsn and "password" not in dsn
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (60,)
+        assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
+
+    cleaned = cli_json("cleanup", "-t", TARGET, "-c", cfg, cwd=root)
+    assert cleaned["removed"] == [str(home)]
+    assert not home.exists()
+    assert world["provider"].list_scratch() == []
+
+
+def test_restore_without_to_new_is_refused(world) -> None:
+    before = _entries(world["restore_root"])
+    result = cli("restore", "-t", TARGET, "-c", str(world["config"]), "--point", "latest",
+                 cwd=world["root"])
+    assert result.returncode != 0
+    assert "pass --to-new" in flat(result.stderr)
+    assert _entries(world["restore_root"]) == before
+
+
+def test_a_point_without_timezone_exits_2_and_creates_nothing(world) -> None:
+    before = _entries(world["restore_root"])
+    result = cli("restore", "-t", TARGET, "-c", str(world["config"]), "--to-new",
+                 "--point", "2026-01-01T00:00:00", cwd=world["root"])
+    assert result.returncode == 2, result.stderr
+    assert "no timezone" in flat(result.stderr)
+    assert _entries(world["restore_root"]) == before
+
+
+def test_unknown_target_exits_2_naming_the_known_ones(world) -> None:
+    result = cli("window", "-t", "nope", "-c", str(world["config"]), cwd=world["root"])
+    assert result.returncode == 2, result.stderr
+    message = flat(result.stderr)
+    assert "unknown target 'nope'" in message
+    assert f"known targets: {TARGET}" in message
+
+
+def test_missing_config_file_exits_2(world, tmp_path: Path) -> None:
+    missing = tmp_path / "absent.toml"
+    result = cli("window", "-t", TARGET, "-c", str(missing), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = flat(result.stderr)
+    assert "not found" in message and "absent.toml" in message
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dsn", [
+    "host=127.0.0.1 port=5432 user=postgres password=hunter2 dbname=postgres",
+    "postgresql://postgres:hunter2@127.0.0.1:5432/postgres",
+])
+def test_a_password_in_the_config_is_refused_and_never_printed(tmp_path: Path, dsn: str) -> None:
+    config = tmp_path / "restorekit.toml"
+    config.write_text(
+        f'[restorekit]\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[targets.{TARGET}]\ndsn = "{dsn}"\nrepository = "file://{tmp_path / "repo"}"\n'
+    )
+    result = cli("window", "-t", TARGET, "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "hunter2" not in result.stdout and "hunter2" not in result.stderr
+    message = flat(result.stderr)
+    assert "password" in message and "dsn_env" in message
+    assert not (tmp_path / "state").exists()
+
+
+def test_snapshot_is_verified(world) -> None:
+    snap = cli_json("snapshot", "-t", TARGET, "-c", str(world["config"]), "--label", "cli",
+                    cwd=world["root"])
+    assert snap["verified"] is True
+    assert snap["snapshot_id"]
+    assert snap["objects"]
+    manifest = world["repo_dir"] / "snapshots" / snap["snapshot_id"] / "snapshot.json"
+    assert manifest.exists()
