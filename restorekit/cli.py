@@ -180,7 +180,10 @@ def snapshot(
     cfg = settings.target(target)
     if not cfg.repository:
         raise typer.BadParameter(f"target {target} has no repository configured")
-    repo = open_repository(cfg.repository)
+    from restorekit.pg.tools import default_os_user
+
+    # Owned by the PostgreSQL OS user: its archive_command writes into the same repository.
+    repo = open_repository(cfg.repository, os_user=default_os_user())
     with rich_progress(console, enabled=not as_json) as progress:
         info = take_snapshot(cfg.resolve_dsn(), repo, label=label, tables=table or None,
                              jobs=jobs, progress=progress)

@@ -15,6 +15,7 @@ from restorekit.errors import CapabilityNotSupported, ConfigError, SafetyError, 
 from restorekit.models import RestoredRef, RestorePoint
 from restorekit.pg.dsn import display
 from restorekit.providers.base import Capability
+from restorekit.pg.tools import default_os_user
 from restorekit.repository import open_repository
 from restorekit.snapshot import SnapshotInfo, take_snapshot
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
@@ -141,7 +142,7 @@ def snapshot_current_state(ref: TargetRef, tables: list[str] | None = None,
     rt = runtime(ref)
     if not rt.config.repository:
         raise SafetyError(f"target {ref.target!r} has no repository for the snapshot")
-    repo = open_repository(rt.config.repository)
+    repo = open_repository(rt.config.repository, os_user=default_os_user())
     info: SnapshotInfo = take_snapshot(rt.live_dsn(), repo, label=label, tables=tables or None)
     if not info.verified:
         raise SafetyError("the snapshot could not be verified; nothing destructive may run")

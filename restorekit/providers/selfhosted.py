@@ -113,9 +113,16 @@ class SelfHostedProvider:
 
             from restorekit.repository import parse_repository_url
 
-            repo_path = Path(parse_repository_url(target.repository).path) if target.repository else (
-                settings.state_dir.absolute() / "pgbackrest" / target.name
-            )
+            if target.repository:
+                location = parse_repository_url(target.repository)
+                if location.kind != "local" or location.path is None:
+                    raise ConfigError(
+                        f"target {target.name!r}: engine 'pgbackrest' is configured here with a "
+                        f"local repository only (file:///path), got {location.url}"
+                    )
+                repo_path = location.path
+            else:
+                repo_path = settings.state_dir.absolute() / "pgbackrest" / target.name
             engine = PgBackRestEngine(
                 source,
                 stanza=target.stanza or target.name,
