@@ -213,6 +213,33 @@ SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
 
 
 @app.command()
+def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Register every flow as a Prefect deployment against PREFECT_API_URL: the three scenarios
+    and the manual backup per target (typed forms, approval on by default), the weekly restore
+    drill on its cron schedule, the 'restorekit' process work pool and one-restore-per-target
+    concurrency limits. Then run a worker: prefect worker start --pool restorekit"""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise typer.BadParameter(
+            "set PREFECT_API_URL to your Prefect server (e.g. http://127.0.0.1:4200/api)",
+            param_hint="PREFECT_API_URL")
+    from deployments.deploy import WORK_POOL, deploy_all
+
+    settings = _settings(config)
+    config_path = str((config or settings.source_path or Path("restorekit.toml")).absolute())
+    planned = deploy_all(settings, config_path)
+    table = Table(title=f"Deployments on work pool {WORK_POOL!r}")
+    table.add_column("deployment")
+    table.add_column("schedule")
+    for p in planned:
+        table.add_row(p.name, p.schedule or "-")
+    _emit({"work_pool": WORK_POOL, "deployments": [
+        {"name": p.name, "schedule": p.schedule, "parameters": p.parameters} for p in planned
+    ]}, as_json, table)
+
+
+@app.command()
 def run(
     scenario: Annotated[str, typer.Argument(help="complete-failure | partial-corruption | accidental-deletion")],
     target: TargetOpt,

@@ -172,11 +172,40 @@ class NotifyConfig(BaseModel):
     prefect_blocks: tuple[str, ...] = ()
 
 
+class DrillConfig(BaseModel):
+    """The weekly restore drill's schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"
+    point: Literal["latest", "random"] = "latest"
+    row_count_tolerance: float = Field(default=0.01, ge=0, le=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
+        return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     state_dir: Path = Path(".restorekit")
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    drill: DrillConfig = Field(default_factory=DrillConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     tiers: dict[str, Tier] = Field(default_factory=dict)
     source_path: Path | None = None
@@ -228,7 +257,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
 
 def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) -> Settings:
     base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
-    unknown = set(raw) - {"restorekit", "targets", "tiers", "notify"}
+    unknown = set(raw) - {"restorekit", "targets", "tiers", "notify", "drill", "webhook"}
     where = str(source) if source else "config"
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -245,6 +274,7 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
             tiers={k: Tier(**v) for k, v in dict(raw.get("tiers", {}) or {}).items()},  # type: ignore[call-overload]
             source_path=source,
             notify=NotifyConfig(**dict(raw.get("notify", {}) or {})),  # type: ignore[call-overload]
+            drill=DrillConfig(**dict(raw.get("drill", {}) or {})),  # type: ignore[call-overload]
             **base,
         )
     except ValidationError as exc:

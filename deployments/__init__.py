@@ -1,0 +1,1 @@
+"""Every restorekit flow as a Prefect deployment (see deploy.py)."""

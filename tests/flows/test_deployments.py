@@ -1,0 +1,78 @@
+"""Deployments against a real Prefect server: forms, schedule, pool, and a run created through
+the REST API (as incident tooling does) executed by a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.deploy import WORK_POOL, deploy_all, target_lock_name
+from restorekit.config import load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
+    prefect_server: str, world
+) -> None:
+    settings = load_settings(world.config)
+    planned = deploy_all(settings, str(world.config))
+    names = {p.name for p in planned}
+    assert names == {
+        "complete-failure/production", "partial-corruption/production",
+        "accidental-deletion/production", "backup/production", "restore-drill/weekly",
+    }
+    api = prefect_server.rstrip("/")
+    with httpx.Client(base_url=api, timeout=30) as client:
+        drill = client.get("/deployments/name/restore-drill/weekly").json()
+        assert drill["work_pool_name"] == WORK_POOL
+        assert [s["schedule"]["cron"] for s in drill["schedules"]] == ["0 3 * * 1"]
+        assert drill["schedules"][0]["schedule"]["timezone"] == "UTC"
+        cf = client.get("/deployments/name/complete-failure/production").json()
+        schema = cf["parameter_openapi_schema"]
+        form = schema["definitions"]["CompleteFailureParams"]["properties"]
+        assert {"target", "restore_point", "dry_run", "require_approval", "incident_id"} <= set(form)
+        assert cf["parameters"]["params"]["require_approval"] is True
+        assert cf["parameters"]["params"]["target"] == "production"
+        limits = client.post("/v2/concurrency_limits/filter", json={}).json()
+        assert target_lock_name("production") in {c["name"] for c in limits}
+
+        # Incident tooling's call: create a run of the backup deployment over REST.
+        dep = client.get("/deployments/name/backup/production").json()
+        created = client.post(f"/deployments/{dep['id']}/create_flow_run", json={
+            "parameters": {"params": {"target": "production", "config": str(world.config),
+                                      "label": "from REST"}},
+            "idempotency_key": "test-rest-1",
+        })
+        assert created.status_code == 201
+        again = client.post(f"/deployments/{dep['id']}/create_flow_run", json={
+            "parameters": {}, "idempotency_key": "test-rest-1"})
+        assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+        run_id = created.json()["id"]
+
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", WORK_POOL,
+             "--type", "process", "--run-once"],
+            env={**os.environ, "PREFECT_API_URL": prefect_server}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            state = None
+            while time.monotonic() < deadline:
+                state = client.get(f"/flow_runs/{run_id}").json()["state_type"]
+                if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                    break
+                time.sleep(1)
+        finally:
+            worker.terminate()
+            output = worker.communicate(timeout=30)[0]
+        assert state == "COMPLETED", output[-3000:]
+    backups = world.runtime().provider.list_backups()
+    assert any(b.label == "from REST" for b in backups)
