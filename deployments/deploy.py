@@ -20,6 +20,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
+from flows._common import target_lock_name
 from flows.accidental_deletion import accidental_deletion
 from flows.backup import backup
 from flows.complete_failure import complete_failure
@@ -33,11 +34,6 @@ SCENARIOS = (
     (partial_corruption, "Scenario 2: repair corrupted rows from a copy before the corruption."),
     (accidental_deletion, "Scenario 3: bring back deleted rows and their cascades."),
 )
-
-
-def target_lock_name(target: str) -> str:
-    """The global concurrency limit that allows one restore per target at a time."""
-    return f"restorekit-target-{target}"
 
 
 @dataclass(frozen=True)

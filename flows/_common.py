@@ -47,6 +47,45 @@ class ScenarioParams(BaseModel):
     config: str | None = Field(
         default=None, description="Path of restorekit.toml (default: $RESTOREKIT_CONFIG)."
     )
+    lock_wait_seconds: float = Field(
+        default=600, ge=0,
+        description="How long to wait while another restorekit run holds this target before "
+        "refusing (one restore per target at a time).",
+    )
+
+
+def target_lock_name(target: str) -> str:
+    """The Prefect global concurrency limit that allows one restore per target at a time."""
+    return f"restorekit-target-{target}"
+
+
+@contextmanager
+def one_run_per_target(target: str, wait_seconds: float) -> Iterator[None]:
+    """Hold the target's slot for the whole run; wait up to ``wait_seconds``, then refuse."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = target_lock_name(target)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    try:
+        ctx = concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True)
+        ctx.__enter__()
+    except TimeoutError:
+        raise SafetyError(
+            f"another restorekit run is working on target {target!r} (concurrency limit "
+            f"{name!r}); this run waited {wait_seconds:.0f} s and changed nothing. Wait for it "
+            "to finish, or look at the running flow runs in the Prefect UI."
+        ) from None
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)
 
 
 class Approval(RunInput):
@@ -134,7 +173,14 @@ class Recorder:
 
     @contextmanager
     def run(self, ref: Any) -> Iterator[IncidentReport]:
-        """Notify at start and end, always write the report, re-raise failures."""
+        """Hold the target for the run; notify at start and end; always write the report;
+        re-raise failures."""
+        with one_run_per_target(self.report.target, self.params.lock_wait_seconds):
+            with self._reported(ref) as report:
+                yield report
+
+    @contextmanager
+    def _reported(self, ref: Any) -> Iterator[IncidentReport]:
         notify(ref, f"restorekit: {self.report.scenario} on {self.report.target} started "
                     f"(point {self.report.restore_point}{', dry run' if self.params.dry_run else ''})")
         try:

@@ -20,6 +20,7 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 
+from flows._common import one_run_per_target
 from restorekit import drill
 from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError, VerificationFailed
@@ -42,6 +43,9 @@ class RestoreDrillParams(BaseModel):
         description="Allowed difference between production and restored row counts (fraction).")
     seed: int | None = Field(default=None, description="Seed for the random point.")
     config: str | None = Field(default=None, description="Path of restorekit.toml.")
+    lock_wait_seconds: float = Field(
+        default=3600, ge=0,
+        description="How long to wait while another restorekit run holds a target.")
 
 
 class DrillFailed(RestoreKitError):
@@ -52,7 +56,10 @@ class DrillFailed(RestoreKitError):
 def restore_drill(params: RestoreDrillParams) -> list[drill.DrillResult]:
     settings = load_settings(params.config)
     targets = params.targets or sorted(settings.targets)
-    results = [drill_target(TargetRef(target=t, config=params.config), params) for t in targets]
+    results = []
+    for target in targets:
+        with one_run_per_target(target, params.lock_wait_seconds):
+            results.append(drill_target(TargetRef(target=target, config=params.config), params))
     failed = [r for r in results if not r.passed]
     if failed:
         raise DrillFailed("; ".join(f"{r.target}: {', '.join(r.failures)}" for r in failed))
