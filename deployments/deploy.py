@@ -70,6 +70,46 @@ def build_deployments(settings: Settings, config_path: str) -> list[RunnerDeploy
     return deployments
 
 
+AUTOMATION = "restorekit: failed runs"
+
+
+def ensure_failure_automation(settings: Settings) -> str:
+    """A Prefect automation that notifies when any restorekit flow run fails (tag restorekit).
+
+    It needs a notification block to send through (``[notify] prefect_blocks``); without one
+    there is nothing to notify and none is created. Returns what was done.
+    """
+    if not settings.notify.prefect_blocks:
+        return "no Prefect notification block configured ([notify] prefect_blocks): skipped"
+    from prefect.automations import Automation
+    from prefect.blocks.core import Block
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    block = Block.load(settings.notify.prefect_blocks[0])
+    with get_client(sync_client=True) as client:
+        for existing in client.read_automations_by_name(AUTOMATION):
+            client.delete_automation(existing.id)
+    Automation(
+        name=AUTOMATION,
+        description="Notify when a restorekit flow run (scenario, drill, backup) fails.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match_related={"prefect.resource.id": "prefect.tag.restorekit",
+                           "prefect.resource.role": "tag"},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[SendNotification(
+            block_document_id=block._block_document_id,
+            subject="restorekit: {{ flow.name }} failed",
+            body="Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
+                 "{{ flow_run.state.message }}",
+        )],
+    ).create()
+    return f"automation {AUTOMATION!r} notifies through block {settings.notify.prefect_blocks[0]!r}"
+
+
 def deploy_all(settings: Settings, config_path: str) -> list[Planned]:
     """Create the work pool, the per-target concurrency limits and every deployment."""
     with get_client(sync_client=True) as client:
@@ -83,7 +123,7 @@ def deploy_all(settings: Settings, config_path: str) -> list[Planned]:
                     GlobalConcurrencyLimitCreate(name=target_lock_name(target), limit=1))
             except ObjectAlreadyExists:
                 pass
-    planned = []
+    planned = [Planned("automation", ensure_failure_automation(settings), {})]
     for deployment in build_deployments(settings, config_path):
         deployment.apply(work_pool_name=WORK_POOL)
         schedule = ", ".join(

@@ -169,7 +169,18 @@ class NotifyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     webhook_url_env: str | None = None
-    prefect_blocks: tuple[str, ...] = ()
+    prefect_blocks: tuple[str, ...] = ()  # "block-type-slug/block-name", e.g. "slack-webhook/oncall"
+
+    @field_validator("prefect_blocks")
+    @classmethod
+    def _slug_and_name(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item.count("/") != 1 or not all(item.split("/")):
+                raise ValueError(
+                    f"prefect block {item!r} must be 'block-type-slug/block-name', "
+                    "e.g. 'slack-webhook/oncall'"
+                )
+        return value
 
 
 class DrillConfig(BaseModel):

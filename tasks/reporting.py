@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 
+from restorekit.errors import ConfigError
 from restorekit.notify import send_webhook
 from restorekit.report import IncidentReport
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
@@ -21,7 +24,14 @@ def notify(ref: TargetRef, text: str) -> bool:
     stakeholders"). Returns False when none is configured."""
     rt = runtime(ref)
     sent = send_webhook(rt.settings.notify.webhook_url_env, text)
-    logger().info("notice%s: %s", "" if sent else " (no webhook configured)", text)
+    for block_name in rt.settings.notify.prefect_blocks:
+        # Any Prefect notification block (Slack, Teams, email, PagerDuty, ...), loaded by name.
+        block = Block.load(block_name)
+        if not isinstance(block, NotificationBlock):
+            raise ConfigError(f"Prefect block {block_name!r} is not a notification block")
+        block.notify(body=text, subject="restorekit")
+        sent = True
+    logger().info("notice%s: %s", "" if sent else " (no notification configured)", text)
     return sent
 
 

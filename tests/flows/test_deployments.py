@@ -21,9 +21,23 @@ pytestmark = pytest.mark.slow
 def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
     prefect_server: str, world
 ) -> None:
-    settings = load_settings(world.config)
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from deployments.deploy import AUTOMATION
+
+    CustomWebhookNotificationBlock(
+        name="restorekit-test", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"},
+    ).save("restorekit-test", overwrite=True)
+    config = world.config.parent / "restorekit-deploy.toml"
+    config.write_text(world.config.read_text() + '\n[notify]\nprefect_blocks = ["custom-webhook/restorekit-test"]\n')
+    settings = load_settings(config)
     planned = deploy_all(settings, str(world.config))
-    names = {p.name for p in planned}
+    with get_client(sync_client=True) as prefect:
+        (automation,) = prefect.read_automations_by_name(AUTOMATION)
+    assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert automation.actions[0].type == "send-notification"
+    names = {p.name for p in planned} - {"automation"}
     assert names == {
         "complete-failure/production", "partial-corruption/production",
         "accidental-deletion/production", "backup/production", "restore-drill/weekly",
