@@ -212,6 +212,26 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
 SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
 
 
+@app.command("serve-webhook")
+def serve_webhook(
+    host: Annotated[str, typer.Option(help="Interface to listen on (put TLS in front of it).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8787,
+    config: ConfigOpt = None,
+) -> None:
+    """Receive PagerDuty v3 webhooks (POST /webhooks/pagerduty): verify the signature, match the
+    \\[webhook] rules, and create one Prefect flow run per event (the event id is the
+    idempotency key, so a retried delivery never starts a second restore)."""
+    from restorekit.errors import ConfigError
+
+    settings = _settings(config)
+    if settings.webhook is None:
+        raise ConfigError(f"{settings.source_path or 'config'}: no [webhook] section")
+    logging.getLogger("restorekit.webhook").setLevel(logging.INFO)  # main() sets WARNING
+    from restorekit.webhook import serve
+
+    serve(settings.webhook, host=host, port=port)
+
+
 @app.command()
 def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Register every flow as a Prefect deployment against PREFECT_API_URL: the three scenarios

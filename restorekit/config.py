@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from restorekit.errors import ConfigError
 from restorekit.pg.dsn import parse, redact
+from restorekit.webhook import WebhookConfig
 
 TierName = Literal["critical", "standard", "non-critical"]
 
@@ -217,6 +218,7 @@ class Settings(BaseModel):
     state_dir: Path = Path(".restorekit")
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     drill: DrillConfig = Field(default_factory=DrillConfig)
+    webhook: WebhookConfig | None = None
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     tiers: dict[str, Tier] = Field(default_factory=dict)
     source_path: Path | None = None
@@ -286,6 +288,7 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
             source_path=source,
             notify=NotifyConfig(**dict(raw.get("notify", {}) or {})),  # type: ignore[call-overload]
             drill=DrillConfig(**dict(raw.get("drill", {}) or {})),  # type: ignore[call-overload]
+            webhook=raw.get("webhook") or None,
             **base,
         )
     except ValidationError as exc:

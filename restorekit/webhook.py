@@ -15,12 +15,13 @@ them pass:
    forever. ``event.occurred_at`` older than ``max_age_seconds``, or more than 60 s in the
    future, gets 400.
 5. **Rules**: the first matching rule wins; no match gets 202 ``{"status": "ignored"}``.
-6. **Prefect**: the deployment is looked up by name and a flow run is created with
-   ``idempotency_key = "pagerduty:<event.id>"``, giving 202 ``created`` (Prefect answered 201) or
-   ``duplicate`` (200: a run with that key already exists). If Prefect is unreachable or
-   answers 5xx/429, the response is 503. PagerDuty retries 5xx, and the idempotency key makes
-   the retry safe. Other refusals (unknown deployment 404, parameter schema 409, auth 401/403)
-   get 502: a configuration problem that the operator has to fix.
+6. **Prefect**: the deployment is looked up by name, and a flow run is created with the
+   rule's parameters and the incident id deep-merged over the deployment's defaults, and with
+   ``idempotency_key = "pagerduty:<event.id>"``. The answer is 202 ``created`` (Prefect
+   answered 201) or ``duplicate`` (200: a run with that key already exists). If Prefect is
+   unreachable or answers 5xx/429, the response is 503. PagerDuty retries 5xx, and the
+   idempotency key makes the retry safe. Other refusals (unknown deployment 404, parameter
+   schema 409, auth 401/403) get 502: a configuration problem that the operator has to fix.
 
 PagerDuty retries timeouts, 5xx and 429 and drops 4xx without a retry (developer-docs
 ``webhooks/02-Behavior.md``). That is why a stale event gets a 4xx (a retry is no fresher)
@@ -63,8 +64,9 @@ from pydantic import (
 
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: restorekit.config imports this module for its models
     from starlette.applications import Starlette
+    from starlette.requests import Request
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ _DEPLOYMENT = re.compile(r"^[^/]+/[^/]+$")
 _PARAM_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _V1_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _DETAIL_CHARS = 300
+_ENVELOPE_FIELDS = ("id", "event_type", "resource_type", "occurred_at")
 #: Incident event types whose ``data`` is an incident (developer-docs ``webhooks/01-Overview.md``);
 #: annotated, responder.* and status_update_published carry other objects.
 _INCIDENT_DATA_EVENTS = frozenset(
@@ -116,8 +119,8 @@ class WebhookRule(BaseModel):
             incident without a priority never matches a rule that lists priorities.
         urgency: ``high`` or ``low``.
         deployment: ``"flow-name/deployment-name"`` as Prefect shows it.
-        parameters: Merged over the deployment's default parameters. Prefect merges only the
-            top-level keys, so a flow that takes one model parameter needs the whole model here.
+        parameters: Deep-merged over the deployment's default parameters (see
+            :func:`merge_parameters`), so a rule names only what differs from the deployment.
         incident_parameter: Where the incident id goes in the parameters. A dotted path
             reaches into a model parameter: ``params.incident_id`` for the scenario flows,
             which take ``params: <Scenario>Params``.
@@ -225,7 +228,8 @@ class WebhookConfig(BaseModel):
         rules: Tried in order; the first that matches decides.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A secret pasted into secret_env by mistake must not come back in the error's text.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     secret_env: str
     extra_secret_envs: tuple[str, ...] = ()
@@ -381,7 +385,7 @@ def parse_event(body: bytes | str | Mapping[str, Any]) -> PagerDutyEvent:
     data_type = data.get("type") if data is not None else None
     try:
         envelope = PagerDutyEvent.model_validate(
-            {k: event.get(k) for k in ("id", "event_type", "resource_type", "occurred_at")}
+            {k: event[k] for k in _ENVELOPE_FIELDS if k in event}
             | {"data_type": data_type if isinstance(data_type, str) else None}
         )
     except ValidationError as exc:
@@ -456,6 +460,34 @@ def freshness_problem(
 
 
 @dataclass(frozen=True, slots=True)
+class DeploymentRef:
+    """A deployment as Prefect reports it: its id and its default parameters."""
+
+    id: str
+    name: str  # "flow-name/deployment-name"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_parameters(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` deep-merged over ``defaults`` (a fresh copy; neither input is changed).
+
+    Prefect merges a run's parameters over the deployment's defaults one level deep only, so
+    ``{"params": {"incident_id": ...}}`` would replace the whole ``params`` object of a scenario
+    deployment (its target, config path and ``require_approval``). Tables merge key by key;
+    anything else, including Prefect's hydration markers (``__prefect_kind``), is replaced.
+    """
+    merged = copy.deepcopy(dict(defaults))
+    for key, value in overrides.items():
+        base = merged.get(key)
+        if (isinstance(base, dict) and isinstance(value, Mapping)
+                and "__prefect_kind" not in base and "__prefect_kind" not in value):
+            merged[key] = merge_parameters(base, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
 class FlowRunRef:
     """A flow run Prefect created, or returned because its idempotency key was already used.
 
@@ -503,6 +535,8 @@ class PrefectClient:
             else:
                 headers["Authorization"] = f"Bearer {credential}"
         self.api_url = api_url.rstrip("/")
+        # For messages and repr: without any user:password@ in the URL.
+        self._shown_url = str(httpx.URL(self.api_url).copy_with(username=None, password=None))
         self._http = httpx.Client(
             base_url=self.api_url + "/", headers=headers, timeout=timeout, transport=transport,
         )
@@ -520,7 +554,7 @@ class PrefectClient:
                    transport=transport)
 
     def __repr__(self) -> str:  # the credential stays out
-        return f"PrefectClient({self.api_url!r})"
+        return f"PrefectClient({self._shown_url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -531,10 +565,11 @@ class PrefectClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def deployment_id(self, name: str) -> str:
-        """The id of the deployment ``"flow-name/deployment-name"``.
+    def deployment(self, name: str) -> DeploymentRef:
+        """The deployment ``"flow-name/deployment-name"``, with its default parameters.
 
         Raises:
+            ConfigError: ``name`` is not ``flow-name/deployment-name``.
             ProviderError: Not found (not retryable), or the API failed.
         """
         flow, sep, deployment = name.partition("/")
@@ -543,7 +578,14 @@ class PrefectClient:
         path = f"deployments/name/{quote(flow, safe='')}/{quote(deployment, safe='')}"
         response = self._request("GET", path, operation="read_deployment_by_name",
                                  subject=f"deployment {name!r}")
-        return str(self._json(response, "read_deployment_by_name")["id"])
+        data = self._json(response, "read_deployment_by_name")
+        defaults = data.get("parameters")
+        return DeploymentRef(id=str(data["id"]), name=name,
+                             parameters=defaults if isinstance(defaults, dict) else {})
+
+    def deployment_id(self, name: str) -> str:
+        """The id of the deployment ``"flow-name/deployment-name"`` (see :meth:`deployment`)."""
+        return self.deployment(name).id
 
     def create_flow_run(
         self,
@@ -592,7 +634,7 @@ class PrefectClient:
             response = self._http.request(method, path, json=json)
         except httpx.TransportError as exc:  # connect/read errors and timeouts
             raise ProviderError(
-                f"Prefect API at {self.api_url} unreachable during {operation}: "
+                f"Prefect API at {self._shown_url} unreachable during {operation}: "
                 f"{type(exc).__name__}",
                 provider="prefect", operation=operation, retryable=True,
             ) from exc
@@ -712,10 +754,10 @@ def handle_delivery(
                                      "reason": "no rule matches this event"})
     key = f"pagerduty:{event.id}"
     try:
-        deployment_id = prefect.deployment_id(rule.deployment)
+        deployment = prefect.deployment(rule.deployment)
         run = prefect.create_flow_run(
-            deployment_id,
-            rule.run_parameters(event),
+            deployment.id,
+            merge_parameters(deployment.parameters, rule.run_parameters(event)),
             idempotency_key=key,
             tags=["restorekit", "pagerduty", f"pagerduty-incident:{event.data.id}", *rule.tags],
             name=f"pagerduty-{event.data.id}",
@@ -763,7 +805,6 @@ def create_app(
     """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
@@ -803,7 +844,7 @@ def create_app(
     )
 
 
-async def _read_body(request: Any, limit: int) -> bytes | None:
+async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it is known to exceed ``limit`` (no more than needed is read)."""
     declared = request.headers.get("content-length")
     with contextlib.suppress(ValueError):
@@ -834,13 +875,12 @@ def serve(config: WebhookConfig, host: str = "127.0.0.1", port: int = 8787, *,
     app = create_app(config, environ=environ)
     log.info("pagerduty webhook: listening on http://%s:%d%s (%d rule(s))", host, port,
              WEBHOOK_PATH, len(config.rules))
-    uvicorn.run(app, host=host, port=port, server_header=False, proxy_headers=False,
-                log_level="info")
+    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")
 
 
 __all__ = [
-    "FlowRunRef", "Incident", "PagerDutyEvent", "PrefectClient", "SIGNATURE_HEADER",
-    "WebhookConfig", "WebhookEventError", "WebhookResponse", "WebhookRule", "create_app",
-    "freshness_problem", "handle_delivery", "match_rule", "parse_event", "serve",
-    "verify_signature",
+    "SIGNATURE_HEADER", "DeploymentRef", "FlowRunRef", "Incident", "PagerDutyEvent",
+    "PrefectClient", "WebhookConfig", "WebhookEventError", "WebhookResponse", "WebhookRule",
+    "create_app", "freshness_problem", "handle_delivery", "match_rule", "merge_parameters",
+    "parse_event", "serve", "verify_signature",
 ]
