@@ -92,7 +92,7 @@ def run_recovery(
     target_lsn: str | None = None,
     progress: Progress = no_progress,
     timeout: float = 3600,
-    poll_interval: float = 0.1,
+    poll_interval: float = 0.05,
 ) -> RecoveryResult:
     """Start ``cluster`` (recovery.signal present) and follow WAL replay until it is promoted.
 
@@ -143,11 +143,13 @@ def run_recovery(
 
 def _postmaster_alive(cluster: LocalCluster) -> bool:
     # postmaster.pid disappears when the server exits, including after a FATAL in the startup
-    # process; give a just-started server a moment to write it.
-    if (cluster.data_dir / "postmaster.pid").exists():
-        return cluster.is_running()
-    time.sleep(0.2)
-    return (cluster.data_dir / "postmaster.pid").exists()
+    # process; give a just-started server a moment (up to 0.5 s) to write it.
+    pid_file = cluster.data_dir / "postmaster.pid"
+    for _ in range(25):
+        if pid_file.exists():
+            return cluster.is_running()
+        time.sleep(0.02)
+    return False
 
 
 def _raise_for_stopped(cluster: LocalCluster) -> None:
