@@ -24,7 +24,7 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,7 +55,8 @@ class AppConfig(BaseModel):
     """The application in front of the database (the runbook's "Stop/Restart Application")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["local", "none"] = "none"
+    kind: Literal["local", "vercel", "none"] = "none"
+    vercel: dict[str, Any] | None = None  # validated by restorekit.apps.vercel
     env_file: Path | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     health_url: str | None = None
@@ -71,10 +72,10 @@ class ConnectionConfig(BaseModel):
     """Where the application's connection string lives."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["envfile", "none"] = "none"
+    kind: Literal["envfile", "vercel", "aws-secrets-manager", "prefect-secret", "none"] = "none"
     path: Path | None = None
     key: str = "DATABASE_URL"
-
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the store
     @model_validator(mode="after")
     def _envfile_needs(self) -> ConnectionConfig:
         if self.kind == "envfile" and self.path is None:
@@ -108,7 +109,7 @@ class TargetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    provider: Literal["selfhosted"] = "selfhosted"
+    provider: Literal["selfhosted", "rds", "neon", "supabase"] = "selfhosted"
     engine: Literal["native", "pgbackrest"] = "native"
     dsn: str | None = None
     dsn_env: str | None = None
@@ -122,6 +123,11 @@ class TargetConfig(BaseModel):
     app: AppConfig = Field(default_factory=AppConfig)
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    # Provider-specific settings, validated by the provider itself (its from_config):
+    # [targets.NAME.rds] / [targets.NAME.neon] / [targets.NAME.supabase].
+    rds: dict[str, Any] | None = None
+    neon: dict[str, Any] | None = None
+    supabase: dict[str, Any] | None = None
 
     @field_validator("dsn")
     @classmethod
@@ -146,6 +152,10 @@ class TargetConfig(BaseModel):
             raise ValueError("give exactly one of dsn or dsn_env")
         if self.provider == "selfhosted" and not self.repository and self.engine == "native":
             raise ValueError("a self-hosted target with engine 'native' needs repository")
+        if self.provider != "selfhosted" and getattr(self, self.provider) is None:
+            raise ValueError(
+                f"provider {self.provider!r} needs a [targets.{self.name}.{self.provider}] section"
+            )
         if self.engine == "pgbackrest":
             missing = [k for k in ("data_dir", "socket_dir") if getattr(self, k) is None]
             if missing:

@@ -17,7 +17,7 @@ from restorekit.config import Settings, TargetConfig, load_settings
 from restorekit.errors import ConfigError
 from restorekit.models import RestoredDatabase, RestoredRef
 from restorekit.pg.dsn import display
-from restorekit.providers.selfhosted import SelfHostedProvider
+from restorekit.providers.base import DatabaseProvider, provider_from_config
 from restorekit.sinks.base import ConnectionStore, get_store
 
 
@@ -31,26 +31,30 @@ class TargetRuntime:
         return self.config.name
 
     @functools.cached_property
-    def provider(self) -> SelfHostedProvider:
-        return SelfHostedProvider.from_config(self.config, self.settings)
+    def provider(self) -> DatabaseProvider:
+        return provider_from_config(self.config, self.settings)
 
     @functools.cached_property
     def app(self) -> AppPlatform | None:
         app = self.config.app
         if app.kind == "none":
             return None
-        assert app.env_file is not None and app.port is not None
-        return get_app_platform(
-            app.kind, env_file=app.env_file, port=app.port,
-            state_dir=self.settings.state_dir.absolute() / "apps" / self.name,
-        )
+        if app.kind == "local":
+            assert app.env_file is not None and app.port is not None
+            return get_app_platform(
+                app.kind, env_file=app.env_file, port=app.port,
+                state_dir=self.settings.state_dir.absolute() / "apps" / self.name,
+            )
+        return get_app_platform(app.kind, **(getattr(app, app.kind) or {}))
 
     @functools.cached_property
     def store(self) -> ConnectionStore | None:
         conn = self.config.connection
         if conn.kind == "none":
             return None
-        return get_store(conn.kind, path=conn.path, key=conn.key)
+        if conn.kind == "envfile":
+            return get_store(conn.kind, path=conn.path, key=conn.key)
+        return get_store(conn.kind, key=conn.key, **conn.options)
 
     def health_url(self) -> str | None:
         if self.config.app.health_url:

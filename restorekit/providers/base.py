@@ -44,17 +44,22 @@ class Capability(enum.StrEnum):
 
 @runtime_checkable
 class DatabaseProvider(Protocol):
-    """Where a database lives and how it is backed up and restored."""
+    """Where a database lives and how it is backed up and restored.
+
+    Built from restorekit.toml with ``from_config(target, settings)``. Capabilities are
+    declared, never guessed: a flow checks them and picks its path (restore into a new target,
+    or snapshot + in-place restore, or refuse with an explanation).
+    """
 
     kind: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
 
     def restore_window(self) -> RestoreWindow:
-        """The earliest and latest restorable points."""
+        """The earliest and latest restorable points (the real latest, not "now")."""
         ...
 
     def list_backups(self) -> list[BackupInfo]:
-        """Backups in the repository, oldest first."""
+        """Backups, oldest first."""
         ...
 
     def create_backup(self, label: str = "", *, progress: Progress = no_progress) -> BackupInfo:
@@ -62,18 +67,41 @@ class DatabaseProvider(Protocol):
         ...
 
     def restore(
-        self, point: RestorePoint, *, name: str, progress: Progress = no_progress
+        self, point: RestorePoint, *, name: str, progress: Progress = no_progress,
+        window: RestoreWindow | None = None,
     ) -> RestoredDatabase:
-        """Restore into a NEW database named after ``name`` and return how to reach it."""
+        """Restore into a NEW database (cluster, instance, branch) named after ``name``, tagged
+        as restorekit scratch, and return how to reach it. Needs NEW_TARGET_RESTORE."""
+        ...
+
+    def find_restored(self, name: str) -> RestoredDatabase | None:
+        """A completed restore named ``name`` (so a re-run reuses it), or None."""
         ...
 
     def discard(self, restored: RestoredDatabase) -> None:
-        """Remove a database that :meth:`restore` created."""
+        """Remove a scratch restore; refuses anything not tagged as restorekit scratch or
+        adopted as production; removing what is already gone is not an error."""
+        ...
+
+    def adopt(self, restored: RestoredDatabase) -> None:
+        """Mark a restore as the new production: cleanup never removes it afterwards."""
+        ...
+
+    def list_scratch(self) -> list[RestoredDatabase]:
+        """Scratch restores left behind (by failed runs), for cleanup."""
+        ...
+
+    def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
+        """Overwrite the CURRENT database with its state at ``point`` (IN_PLACE_RESTORE only;
+        the caller must hold a verified snapshot of the current state first)."""
         ...
 
 
 _REGISTRY: dict[str, str] = {
     "selfhosted": "restorekit.providers.selfhosted:SelfHostedProvider",
+    "rds": "restorekit.providers.rds:RdsProvider",
+    "neon": "restorekit.providers.neon:NeonProvider",
+    "supabase": "restorekit.providers.supabase:SupabaseProvider",
 }
 
 
@@ -82,8 +110,8 @@ def register(kind: str, path: str) -> None:
     _REGISTRY[kind] = path
 
 
-def get_provider(kind: str, **options: Any) -> DatabaseProvider:
-    """Build the provider ``kind`` with its options; SDKs are imported only here, lazily."""
+def provider_class(kind: str) -> Any:
+    """The provider class registered for ``kind``; SDKs are imported only here, lazily."""
     try:
         path = _REGISTRY[kind]
     except KeyError:
@@ -91,6 +119,16 @@ def get_provider(kind: str, **options: Any) -> DatabaseProvider:
             f"unknown provider {kind!r}; available: {', '.join(sorted(_REGISTRY))}"
         ) from None
     module_name, _, class_name = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    provider: DatabaseProvider = cls(**options)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get_provider(kind: str, **options: Any) -> DatabaseProvider:
+    """Build the provider ``kind`` from keyword options."""
+    provider: DatabaseProvider = provider_class(kind)(**options)
+    return provider
+
+
+def provider_from_config(target: Any, settings: Any) -> DatabaseProvider:
+    """Build the provider a target in restorekit.toml names (``cls.from_config``)."""
+    provider: DatabaseProvider = provider_class(target.provider).from_config(target, settings)
     return provider

@@ -28,7 +28,13 @@ from restorekit.engines.recovery import (
     run_recovery,
     write_recovery_signal,
 )
-from restorekit.errors import ConfigError, PgToolFailed, RestoreKitError, SafetyError
+from restorekit.errors import (
+    CapabilityNotSupported,
+    ConfigError,
+    PgToolFailed,
+    RestoreKitError,
+    SafetyError,
+)
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.dsn import merge, parse
@@ -310,6 +316,12 @@ class SelfHostedProvider:
         return LocalCluster(data_dir=home / "data", port=port,
                             bin_dir=self.source.bin_dir or find_bin_dir(),
                             os_user=self.source.os_user)
+
+    def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
+        """Never: a self-hosted restore always goes into a new cluster (then the swap)."""
+        raise CapabilityNotSupported(
+            "self-hosted restores go into a NEW cluster; in-place restore is not offered"
+        )
 
     def create_restore_point(self, name: str) -> str:
         """Create a named restore point on the source (and record it where the engine can)."""
