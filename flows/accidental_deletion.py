@@ -23,7 +23,15 @@ from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import check_health, resume_application, stop_application
 from tasks.data import identify_deletion_scope, recover_rows
-from tasks.database import capture_baseline, discard_restored, preflight, restore_name, restore_to_point_in_time, verify_integrity
+from tasks.database import (
+    capture_baseline,
+    discard_restored,
+    preflight,
+    restore_name,
+    restore_scratch_from_snapshot,
+    restore_to_point_in_time,
+    verify_integrity,
+)
 
 
 class AccidentalDeletionParams(ScenarioParams):
@@ -62,15 +70,20 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
                 )
             point = found["point_before"]
         report.restore_point = point
-        pre = rec.step("preflight", preflight, ref, point, needs=("new_target_restore",))
+        pre = rec.step("preflight", preflight, ref, point)
+        from_snapshot = not pre.can("new_target_restore")
         keys = found["keys"]
         what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None
                 else f"every {params.table} row missing from live (anti-diff against the copy)")
         name = restore_name("ad", rec.incident_key)
         rec.plan([
             *([f"Stop the application ({pre.app})."] if params.stop_application else []),
-            f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
-            f"'{name}'; production is not touched.",
+            (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
+             f"'{name}'; production is not touched." if not from_snapshot else
+             f"{pre.provider} cannot restore into a new database (and an in-place restore would "
+             "destroy everything written since), so the copy comes from the newest verified "
+             f"logical snapshot taken before {pre.point}, restored into a local scratch cluster; "
+             "rows created between that snapshot and the deletion cannot be recovered."),
             f"Re-insert {what}"
             + (" and the rows ON DELETE CASCADE removed with them" if params.include_cascade else "")
             + ", parents first, in one transaction, ON CONFLICT DO NOTHING; rows written since "
@@ -86,7 +99,12 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
         app_state = (rec.step("stop application", stop_application, ref, reason)
                      if params.stop_application else None)
         try:
-            restored = rec.step("restore scratch copy", restore_to_point_in_time, ref, point, name)
+            if from_snapshot:
+                restored = rec.step("scratch copy from snapshot", restore_scratch_from_snapshot,
+                                    ref, point, name, None)
+            else:
+                restored = rec.step("restore scratch copy", restore_to_point_in_time, ref, point,
+                                    name)
             report.restored_database = restored.display
             report.recovered_to_time = restored.recovered_to_time
             report.recovered_to_lsn = restored.recovered_to_lsn

@@ -1,71 +1,148 @@
 """Scenario 1 of the runbook: complete database failure.
 
-The database is inaccessible. restorekit restores the latest (or a chosen) point into a NEW
-database, verifies it, points the application at it and redeploys. Nothing is overwritten: the
-old database is left as it is, and if verification or the health check fails the connection
-string and deployment are put back and the restored database is kept for forensics.
+The database is inaccessible. Where the provider can restore into a NEW database (self-hosted,
+RDS, Neon), restorekit restores the latest (or a chosen) point there, verifies it, points the
+application at it and redeploys; nothing is overwritten, and if verification or the health check
+fails the connection string and deployment are put back and the restored database is kept for
+forensics. Where the provider can only restore in place (Supabase), the plan says so, a verified
+logical snapshot of the current state is taken first, and only then is the database overwritten.
 
 Blast radius: the application is stopped from step 2 until the redeploy; the connection string
-is changed (reversibly).
+is changed (reversibly); with an in-place provider, the current database is replaced (after the
+snapshot).
 """
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.transactions import transaction
+from pydantic import Field
 
 from flows._common import Recorder, ScenarioParams
+from restorekit.errors import CapabilityNotSupported, SafetyError
 from restorekit.report import IncidentReport
+from tasks._runtime import TargetRef
 from tasks.application import check_health, redeploy_application, resume_application, stop_application
 from tasks.connection import swap_connection_string
-from tasks.database import adopt_restored, capture_baseline, preflight, restore_name, restore_to_point_in_time, verify_integrity
-from tasks._runtime import TargetRef
+from tasks.database import (
+    Preflight,
+    adopt_restored,
+    capture_baseline,
+    preflight,
+    restore_in_place,
+    restore_name,
+    restore_to_point_in_time,
+    snapshot_current_state,
+    verify_integrity,
+)
 
 
 class CompleteFailureParams(ScenarioParams):
-    """Restore into a new database and switch the application over."""
+    """Restore into a new database and switch the application over (or, on providers that can
+    only restore in place, snapshot first and restore in place)."""
+
+    accept_in_place_without_snapshot: bool = Field(
+        default=False,
+        description="In-place providers only: go on when the current database is too broken to "
+        "snapshot (its current state is then lost). Off: refuse.",
+    )
 
 
 @flow(name="complete-failure", log_prints=True)
 def complete_failure(params: CompleteFailureParams) -> IncidentReport:
     ref = TargetRef(target=params.target, config=params.config)
     rec = Recorder("complete-failure", params)
-    reason = f"restorekit complete-failure {rec.incident_key}"
     with rec.run(ref) as report:
-        pre = rec.step("preflight", preflight, ref, params.restore_point,
-                       needs=("new_target_restore",))
-        name = restore_name("cf", rec.incident_key)
-        rec.plan([
-            f"Stop the application ({pre.app}).",
-            f"Restore {pre.target} ({pre.provider}) at {pre.point} into a NEW database "
-            f"'{name}'; restore window {pre.window}, {pre.backups} base backup(s).",
-            "Verify the restored database (connectivity, schema, row counts, every foreign "
-            "key, custom checks, amcheck).",
-            f"Swap the connection string in {pre.connection_store} to the restored database.",
-            "Redeploy the application and check its health; on failure put the old "
-            "connection string back, redeploy, and keep the restored database for forensics.",
-        ])
-        if params.dry_run:
-            report.outcome = "dry-run"
-            return report
-        rec.approve()
-        app_state = rec.step("stop application", stop_application, ref, reason)
-        try:
-            restored = rec.step("restore to point in time", restore_to_point_in_time, ref,
-                                params.restore_point, name)
-            report.restored_database = restored.display
-            report.recovered_to_time = restored.recovered_to_time
-            report.recovered_to_lsn = restored.recovered_to_lsn
-            verified = rec.step("verify integrity", verify_integrity, ref, restored)
-            rec.add_checks(verified)
-        except BaseException:
-            # Nothing was swapped: bring the application back exactly as it was.
-            rec.step("resume application", resume_application, ref, app_state)
-            raise
-        with transaction():
-            rec.step("swap connection string", swap_connection_string, ref, restored)
-            rec.step("redeploy application", redeploy_application, ref, reason)
-            rec.step("check health", check_health, ref)
-        rec.step("adopt restored database", adopt_restored, ref, restored)
-        rec.step("capture baseline", capture_baseline, ref)
+        pre = rec.step("preflight", preflight, ref, params.restore_point)
+        if pre.can("new_target_restore"):
+            _restore_to_new_database(rec, ref, params, pre)
+        elif pre.can("in_place_restore"):
+            _restore_in_place(rec, ref, params, pre)
+        else:
+            raise CapabilityNotSupported(
+                f"provider {pre.provider!r} can neither restore into a new database nor in place")
     return report
+
+
+def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFailureParams,
+                             pre: Preflight) -> None:
+    report = rec.report
+    reason = f"restorekit complete-failure {rec.incident_key}"
+    name = restore_name("cf", rec.incident_key)
+    rec.plan([
+        f"Stop the application ({pre.app}).",
+        f"Restore {pre.target} ({pre.provider}) at {pre.point} into a NEW database "
+        f"'{name}'; restore window {pre.window}, {pre.backups} backup(s).",
+        "Verify the restored database (connectivity, schema, row counts, every foreign "
+        "key, custom checks, amcheck).",
+        f"Swap the connection string in {pre.connection_store} to the restored database.",
+        "Redeploy the application and check its health; on failure put the old "
+        "connection string back, redeploy, and keep the restored database for forensics.",
+    ])
+    if params.dry_run:
+        report.outcome = "dry-run"
+        return
+    rec.approve()
+    app_state = rec.step("stop application", stop_application, ref, reason)
+    try:
+        restored = rec.step("restore to point in time", restore_to_point_in_time, ref,
+                            params.restore_point, name)
+        report.restored_database = restored.display
+        report.recovered_to_time = restored.recovered_to_time
+        report.recovered_to_lsn = restored.recovered_to_lsn
+        verified = rec.step("verify integrity", verify_integrity, ref, restored)
+        rec.add_checks(verified)
+    except BaseException:
+        # Nothing was swapped: bring the application back exactly as it was.
+        rec.step("resume application", resume_application, ref, app_state)
+        raise
+    with transaction():
+        rec.step("swap connection string", swap_connection_string, ref, restored)
+        rec.step("redeploy application", redeploy_application, ref, reason)
+        rec.step("check health", check_health, ref)
+    rec.step("adopt restored database", adopt_restored, ref, restored)
+    rec.step("capture baseline", capture_baseline, ref)
+
+
+def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailureParams,
+                      pre: Preflight) -> None:
+    report = rec.report
+    reason = f"restorekit complete-failure {rec.incident_key}"
+    rec.plan([
+        f"Stop the application ({pre.app}).",
+        f"Take a verified logical snapshot of the CURRENT {pre.target} database "
+        f"({pre.live_database}) into the repository: {pre.provider} restores IN PLACE, so this "
+        "is the only copy of the current state."
+        + (" If it cannot be taken, go on anyway (accepted by the operator)."
+           if params.accept_in_place_without_snapshot else " If it cannot be taken, stop here."),
+        f"Restore {pre.target} IN PLACE at {pre.point} (window {pre.window}): the current "
+        "database is overwritten; its connection string stays the same.",
+        "Verify the database, redeploy the application and check its health.",
+    ])
+    if params.dry_run:
+        report.outcome = "dry-run"
+        return
+    rec.approve()
+    app_state = rec.step("stop application", stop_application, ref, reason)
+    snapshot = None
+    try:
+        snapshot = rec.step("snapshot current state", snapshot_current_state, ref, None,
+                            label=f"before-in-place-{rec.incident_key}")
+        report.snapshots.append(f"{snapshot['location']} ({snapshot['snapshot_id']}, "
+                                f"{snapshot['size_bytes']} bytes, verified)")
+    except BaseException as exc:
+        if not params.accept_in_place_without_snapshot:
+            rec.step("resume application", resume_application, ref, app_state)
+            raise SafetyError(
+                f"no verified snapshot of the current database could be taken ({exc}); an "
+                f"in-place restore on {pre.provider} would destroy its current state without "
+                "one. Nothing was changed. Re-run with accept_in_place_without_snapshot if the "
+                "current state is worthless."
+            ) from exc
+        report.notes.append(f"no snapshot of the current state (accepted by the operator): {exc}")
+    rec.step("restore in place", restore_in_place, ref, params.restore_point, snapshot)
+    verified = rec.step("verify integrity", verify_integrity, ref, None)
+    rec.add_checks(verified)
+    rec.step("redeploy application", redeploy_application, ref, reason)
+    rec.step("check health", check_health, ref)
+    rec.step("capture baseline", capture_baseline, ref)

@@ -26,6 +26,7 @@ from tasks.database import (
     discard_restored,
     preflight,
     restore_name,
+    restore_scratch_from_snapshot,
     restore_to_point_in_time,
     snapshot_current_state,
     verify_integrity,
@@ -61,16 +62,21 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                 "partial-corruption needs a restore point from BEFORE the corruption (the "
                 "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
             )
-        pre = rec.step("preflight", preflight, ref, params.restore_point,
-                       needs=("new_target_restore",))
+        pre = rec.step("preflight", preflight, ref, params.restore_point)
+        from_snapshot = not pre.can("new_target_restore")
         findings = rec.step("find integrity issues", find_integrity_issues, ref)
         tables = list(params.tables) or list(findings["tables"])
         if findings["failing_checks"]:
             report.notes.append("live integrity findings: " + ", ".join(findings["failing_checks"]))
         name = restore_name("pc", rec.incident_key)
         rec.plan([
-            f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
-            f"'{name}'; production is not touched.",
+            (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
+             f"'{name}'; production is not touched." if not from_snapshot else
+             f"{pre.provider} cannot restore into a new database (an in-place restore would "
+             "discard everything written since), so the copy comes from the newest verified "
+             f"logical snapshot taken before {pre.point}, in a local scratch cluster. Because "
+             "that snapshot is older than the point, only MISSING rows are re-inserted; changed "
+             "rows are listed for review, not overwritten."),
             "Diff " + (", ".join(tables) if tables else "every table with a primary key")
             + " by primary key against the copy.",
             "Snapshot the affected tables (pg_dump, read back and checksummed) before any change.",
@@ -82,8 +88,12 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         if params.dry_run:
             report.outcome = "dry-run"
             return report
-        restored = rec.step("restore scratch copy", restore_to_point_in_time, ref,
-                            params.restore_point, name)
+        if from_snapshot:
+            restored = rec.step("scratch copy from snapshot", restore_scratch_from_snapshot, ref,
+                                params.restore_point, name, tables or None)
+        else:
+            restored = rec.step("restore scratch copy", restore_to_point_in_time, ref,
+                                params.restore_point, name)
         report.restored_database = restored.display
         report.recovered_to_time = restored.recovered_to_time
         report.recovered_to_lsn = restored.recovered_to_lsn
@@ -102,7 +112,11 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                                     f"{snap['size_bytes']} bytes, verified)")
             rec.approve()
             result = rec.step("repair rows", repair_rows, ref, restored, affected,
-                              params.full_replace)
+                              params.full_replace, False, not from_snapshot)
+            if from_snapshot and any(d["changed"] for d in diffs):
+                report.notes.append(
+                    "changed rows were NOT overwritten (the copy is an older snapshot): "
+                    + ", ".join(f"{d['table']} {d['changed']}" for d in diffs if d["changed"]))
             rec.add_changes(result)
         verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
         rec.add_checks(verified)

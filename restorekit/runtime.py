@@ -19,6 +19,7 @@ from restorekit.models import RestoredDatabase, RestoredRef
 from restorekit.pg.dsn import display
 from restorekit.providers.base import DatabaseProvider, provider_from_config
 from restorekit.sinks.base import ConnectionStore, get_store
+from restorekit.snapshot_scratch import SnapshotScratch
 
 
 @dataclass
@@ -85,9 +86,25 @@ class TargetRuntime:
             reused=reused,
         )
 
+    @functools.cached_property
+    def snapshot_scratch(self) -> SnapshotScratch:
+        """Scratch copies from logical snapshots (for providers without new-target restores)."""
+        if not self.config.repository:
+            raise ConfigError(
+                f"target {self.name!r} has no repository: logical snapshots need one"
+            )
+        from restorekit.pg.tools import default_os_user
+        from restorekit.repository import open_repository
+
+        return SnapshotScratch(
+            self.settings.state_dir.absolute() / "snapshot-restores" / self.name,
+            open_repository(self.config.repository, os_user=default_os_user()),
+        )
+
     def restored(self, ref: RestoredRef) -> RestoredDatabase:
         """Turn a reference back into a live restored database (starting it if needed)."""
-        found = self.provider.find_restored(ref.name)
+        owner = self.snapshot_scratch if ref.provider == "snapshot" else self.provider
+        found = owner.find_restored(ref.name)
         if found is None:
             raise ConfigError(
                 f"restored database {ref.name!r} of target {self.name!r} no longer exists "

@@ -93,7 +93,8 @@ def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
 
 @task(name="repair-rows", cache_policy=NO_CACHE)
 def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
-                delete_extra: bool = False, dry_run: bool = False) -> dict[str, Any]:
+                delete_extra: bool = False, dry_run: bool = False,
+                update_changed: bool = True) -> dict[str, Any]:
     """Update changed rows and re-insert missing ones from the copy, in FK order, in one
     transaction; rows newer than the restore point are kept unless ``delete_extra``."""
     rt = runtime(ref)
@@ -101,7 +102,7 @@ def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
             psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
         result = recovery.repair_rows(
             live, copy, [TableRef.parse(t) for t in tables],
-            delete_extra=delete_extra, dry_run=dry_run,
+            update_changed=update_changed, delete_extra=delete_extra, dry_run=dry_run,
         )
     logger().info("repaired: %d inserted, %d updated, %d deleted", result.inserted,
                   result.updated, result.deleted)

@@ -33,6 +33,10 @@ class Preflight(BaseModel):
     app: str
     connection_store: str
     live_database: str
+    capabilities: list[str] = []
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
 
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
@@ -67,6 +71,7 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Pre
         app=rt.app.describe() if rt.app else "none",
         connection_store=rt.store.describe() if rt.store else "none",
         live_database=live,
+        capabilities=sorted(c.value for c in provider.capabilities),
     )
 
 
@@ -117,14 +122,54 @@ def restore_to_point_in_time(ref: TargetRef, point: str, name: str) -> RestoredR
     return rt.ref(restored, name)
 
 
+@task(name="restore-scratch-from-snapshot", cache_policy=NO_CACHE, timeout_seconds=6 * 3600,
+      persist_result=True)
+def restore_scratch_from_snapshot(ref: TargetRef, point: str, name: str,
+                                  tables: list[str] | None = None) -> RestoredRef:
+    """For providers that cannot restore into a new database: a local scratch copy from the
+    newest verified logical snapshot taken before ``point``."""
+    from restorekit.snapshot_scratch import snapshot_before
+
+    rt = runtime(ref)
+    parsed = RestorePoint.parse(point)
+    if parsed.time is None:
+        raise ConfigError(f"a scratch copy from a snapshot needs a time, not {point!r}")
+    scratch = rt.snapshot_scratch
+    info = snapshot_before(scratch.repo, parsed.time, tables)
+    restored = scratch.restore(info.snapshot_id, name=name,
+                               database=str(_dbname(rt.live_dsn())))
+    logger().info("scratch copy from snapshot %s (taken %s)", info.snapshot_id,
+                  info.created_at.isoformat())
+    return rt.ref(restored, name)
+
+
+def _dbname(dsn: str) -> str:
+    from restorekit.pg.dsn import parse
+
+    return str(parse(dsn).get("dbname") or "postgres")
+
+
+@task(name="restore-in-place", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def restore_in_place(ref: TargetRef, point: str, snapshot: dict[str, Any] | None) -> None:
+    """Overwrite the current database with its state at ``point`` (providers that can only
+    restore in place). Refuses without a verified snapshot of the current state, unless the
+    caller explicitly accepted that (snapshot is then None and the flow says so)."""
+    if snapshot is not None and not snapshot.get("verified"):
+        raise SafetyError("the snapshot of the current state is not verified; not restoring in place")
+    rt = runtime(ref)
+    rt.provider.restore_in_place(RestorePoint.parse(point))
+    logger().info("restored %s in place at %s", ref.target, point)
+
+
 @task(name="discard-restored", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
 def discard_restored(ref: TargetRef, restored: RestoredRef) -> None:
     """Remove a scratch copy once it has served its purpose."""
     rt = runtime(ref)
-    found = rt.provider.find_restored(restored.name)
+    owner = rt.snapshot_scratch if restored.provider == "snapshot" else rt.provider
+    found = owner.find_restored(restored.name)
     if found is not None:
-        rt.provider.discard(found)
+        owner.discard(found)
 
 
 @task(name="adopt-restored", cache_policy=NO_CACHE)

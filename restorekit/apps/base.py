@@ -108,6 +108,7 @@ class AppPlatform(Protocol):
 
 _REGISTRY: dict[str, str] = {
     "local": "restorekit.apps.local:LocalProcessApp",
+    "vercel": "restorekit.apps.vercel:VercelApp",
 }
 
 

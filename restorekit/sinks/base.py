@@ -102,6 +102,10 @@ class ConnectionStore(Protocol):
 
 _REGISTRY: dict[str, str] = {
     "envfile": "restorekit.sinks.envfile:EnvFileStore",
+    "vercel": "restorekit.sinks.vercel:VercelEnvStore",
+    "aws-secrets-manager": "restorekit.sinks.aws_secrets:SecretsManagerStore",
+    # Lives with the Prefect tasks: it needs Prefect's Secret block, and the core has no Prefect.
+    "prefect-secret": "tasks.secret_block:PrefectSecretStore",
 }
 
 
