@@ -59,6 +59,7 @@ from restorekit.errors import (
     RestoreKitError,
     SafetyError,
 )
+from restorekit.pg.catalog import split_qualified
 from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import display, merge, parse, password_env, redact
 from restorekit.pg.tools import PgTool, chown_for
@@ -201,50 +202,8 @@ def parse_table_name(text: str) -> tuple[str | None, str]:
     Unquoted parts are folded to lower case (ASCII only, as PostgreSQL does for UTF-8);
     double-quoted parts are verbatim, with ``""`` standing for one quote.
     """
-    parts: list[str] = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i].isspace():
-            i += 1
-        if i < n and text[i] == '"':
-            i += 1
-            buf: list[str] = []
-            while True:
-                if i >= n:
-                    raise ConfigError(f"table name {text!r}: unterminated double quote")
-                if text[i] == '"':
-                    if i + 1 < n and text[i + 1] == '"':
-                        buf.append('"')
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                buf.append(text[i])
-                i += 1
-            part = "".join(buf)
-            if not part:
-                raise ConfigError(f"table name {text!r}: empty quoted identifier")
-        else:
-            start = i
-            while i < n and text[i] not in '."' and not text[i].isspace():
-                i += 1
-            part = text[start:i].translate(_ASCII_LOWER)
-            if not part:
-                raise ConfigError(
-                    f"table name {text!r} is not valid: expected schema.table or table; "
-                    'quote names with spaces, dots, quotes or capitals: public."My Table"'
-                )
-        parts.append(part)
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n:
-            break
-        if text[i] != ".":
-            raise ConfigError(
-                f"table name {text!r} is not valid: unexpected {text[i]!r}; "
-                'quote names with spaces, dots, quotes or capitals: public."My Table"'
-            )
-        i += 1
+    # One identifier grammar for the whole project: the catalog's.
+    parts = split_qualified(text)
     if len(parts) > 2:
         raise ConfigError(f"table name {text!r} has too many dotted parts (expected schema.table)")
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])

@@ -55,7 +55,7 @@ def _fold(name: str) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
 
 
-def _split_qualified(text: str) -> list[str]:
+def split_qualified(text: str) -> list[str]:
     """Split ``a.b`` / ``"A.b"."c""d"`` into identifier parts, folding unquoted ones."""
     parts: list[str] = []
     i, n = 0, len(text)
@@ -132,7 +132,7 @@ class TableRef:
         """
         if not text or not text.strip():
             raise ConfigError("empty table name")
-        parts = _split_qualified(text.strip())
+        parts = split_qualified(text.strip())
         if len(parts) == 1:
             return cls(default_schema, parts[0])
         if len(parts) == 2:
