@@ -33,7 +33,7 @@ import psycopg
 
 from restorekit import sample
 from restorekit.engines.recovery import apply_overrides, restored_cluster_settings, run_recovery, write_recovery_signal
-from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import PgTool, default_os_user, make_dir
 from restorekit.wal import restore_command
 
@@ -47,14 +47,6 @@ repository = "file://{repo}"
 """
 
 
-def wait_archived(conn: psycopg.Connection) -> None:
-    seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    for _ in range(600):
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-        if last and last >= seg:
-            return
-        time.sleep(0.1)
-    raise SystemExit("archiving stalled")
 
 
 def by_hand(source: LocalCluster, repo_url: str, work: Path, os_user: str | None) -> float:
@@ -122,8 +114,8 @@ def main() -> None:
             # WAL to replay after the backup: rewrite a tenth of the appointments.
             conn.execute("UPDATE appointments SET notes = coalesce(notes, '') || ' (rescheduled)' "
                          "WHERE id % 10 = 0")
-            wait_archived(conn)
             size = conn.execute("SELECT pg_database_size('app')").fetchone()[0]
+        switch_wal_and_wait_archived(source.dsn("app"))
         work = make_dir(base / "hand", os_user, mode=0o755)
         hand, ours = [], []
         for i in range(args.repeat):

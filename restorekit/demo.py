@@ -34,7 +34,7 @@ from rich.markdown import Markdown
 
 from restorekit import sample
 from restorekit.errors import RestoreKitError
-from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.runtime import TargetRuntime, target_runtime
 
@@ -90,16 +90,7 @@ class Installation:
 
     def wait_archived(self, timeout: float = 60) -> None:
         """Close the current WAL segment and wait until the archiver stored it."""
-        with psycopg.connect(self.app_dsn, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-            assert row is not None
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-                if last and last[0] and last[0] >= row[0]:
-                    return
-                time.sleep(0.1)
-        raise RestoreKitError(f"WAL segment {row[0]} was not archived within {timeout}s")
+        switch_wal_and_wait_archived(self.app_dsn, timeout=timeout)
 
     def clock(self) -> datetime:
         with psycopg.connect(self.app_dsn) as conn:

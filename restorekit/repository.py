@@ -483,7 +483,8 @@ def _reader_only(verified: ContextManager[tuple[ObjectInfo, BinaryIO]]) -> Itera
         yield reader
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def hash_file(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size) of a local file, read in chunks."""
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:

@@ -28,7 +28,6 @@ Exit codes, chosen for what PostgreSQL does with them:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shlex
 import sys
@@ -44,11 +43,11 @@ from restorekit.errors import (
     RestoreKitError,
 )
 from restorekit.repository import (
-    CHUNK_SIZE,
     IncompleteObject,
     ObjectInfo,
     Repository,
     open_repository,
+    hash_file,
     parse_repository_url,
 )
 
@@ -93,16 +92,6 @@ def wal_key(name: str) -> str:
     return WAL_PREFIX + name
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
-
-
 def push_wal(repo: Repository, path: Path, name: str) -> ObjectInfo:
     """Archive the WAL file at ``path`` as ``name``; idempotent for identical content.
 
@@ -117,7 +106,7 @@ def push_wal(repo: Repository, path: Path, name: str) -> ObjectInfo:
         existing = None
     if existing is not None:
         try:
-            sha, size = _hash_file(path)
+            sha, size = hash_file(path)
         except OSError as exc:
             raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
         if sha != existing.sha256 or size != existing.size:

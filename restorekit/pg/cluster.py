@@ -248,3 +248,27 @@ def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) ->
             if time.monotonic() > deadline:
                 raise
             time.sleep(interval)
+
+
+def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
+    """Close the current WAL segment and wait until the source's archiver has stored it (so
+    everything committed so far is restorable). Returns the segment's name.
+
+    Raises:
+        PostgresError: the archiver did not get there within ``timeout`` seconds (check
+            pg_stat_archiver.last_failed_wal and the archive_command).
+    """
+    with connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = str(row[0])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            if last and last[0] and last[0] >= segment:
+                return segment
+            time.sleep(0.05)
+    raise PostgresError(
+        f"WAL segment {segment} was not archived within {timeout:.0f}s; see "
+        "pg_stat_archiver.last_failed_wal and the archive_command"
+    )

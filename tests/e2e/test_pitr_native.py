@@ -9,6 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restorekit.pg.cluster import switch_wal_and_wait_archived
+
 from restorekit.engines.base import SourceSpec
 from restorekit.engines.native import NativeEngine
 from restorekit.errors import ChecksumMismatch, RestorePointError
@@ -22,16 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
-    """Switch WAL and wait until the archiver has stored the segment we just closed."""
-    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} was not archived within {timeout}s")
-
+    """Switch WAL and wait until the archiver has stored the segment just closed."""
+    switch_wal_and_wait_archived(conn.info.dsn, timeout=timeout)
 
 def rows(dsn: str) -> set[int]:
     with psycopg.connect(dsn) as conn:

@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from restorekit.pg.cluster import switch_wal_and_wait_archived
+
 from restorekit.config import load_settings
 from restorekit.engines.pgbackrest import PgBackRestEngine, archive_listing
 from restorekit.errors import RestorePointError
@@ -44,20 +46,8 @@ STANZA = "rk-e2e"
 
 
 def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
-    """Switch WAL and wait until the archiver has stored the segment we just closed."""
-    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    deadline = time.monotonic() + timeout
-    failed = None
-    while time.monotonic() < deadline:
-        last, failed = conn.execute(
-            "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver"
-        ).fetchone()
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} was not archived within {timeout}s "
-                         f"(last failed: {failed})")
-
+    """Switch WAL and wait until the archiver has stored the segment just closed."""
+    switch_wal_and_wait_archived(conn.info.dsn, timeout=timeout)
 
 def rows(dsn: str) -> set[int]:
     with psycopg.connect(dsn) as conn:

@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from restorekit.pg.cluster import switch_wal_and_wait_archived
+
 from restorekit.config import load_settings
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.tools import default_os_user, make_dir
@@ -51,15 +53,8 @@ def _entries(path: Path) -> set[Path]:
 
 
 def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
-    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"segment {segment} was not archived within {timeout}s")
-
+    """Switch WAL and wait until the archiver has stored the segment just closed."""
+    switch_wal_and_wait_archived(conn.info.dsn, timeout=timeout)
 
 @pytest.fixture(scope="module")
 def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
