@@ -49,9 +49,9 @@ class DrillResult(BaseModel):
             f"**Started:** {self.started_at.isoformat()}  ",
             f"**Restore point:** {self.point}  ",
             f"**RTO:** {self.rto_seconds:.1f} s (objective {self.rto_objective_seconds:.0f} s)  ",
-            f"**RPO:** {_fmt(self.rpo_seconds)} s (objective {self.rpo_objective_seconds:.0f} s)  ",
+            f"**RPO:** {_fmt(self.rpo_seconds)} (objective {self.rpo_objective_seconds:.0f} s)  ",
             f"**Restored last commit behind the latest restorable point:** "
-            f"{_fmt(self.restore_gap_seconds)} s  ",
+            f"{_fmt(self.restore_gap_seconds)}  ",
             f"**Scratch database torn down:** {'yes' if self.torn_down else 'NO'}",
             "",
             "| phase | seconds |",
@@ -68,7 +68,8 @@ class DrillResult(BaseModel):
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+    # None: not measurable (e.g. no transaction was replayed after the base backup).
+    return "n/a" if value is None else f"{value:.1f} s"
 
 
 def choose_point(window: RestoreWindow, mode: str, *, rng: random.Random | None = None) -> RestorePoint:
