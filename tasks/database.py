@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from restorekit import integrity
 from restorekit.errors import CapabilityNotSupported, ConfigError, SafetyError, VerificationFailed
-from restorekit.models import RestoredRef, RestorePoint
+from restorekit.models import PointKind, RestoredRef, RestorePoint
 from restorekit.pg.dsn import display
 from restorekit.providers.base import Capability
 from restorekit.pg.tools import default_os_user
@@ -50,6 +50,8 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Pre
     rt = runtime(ref)
     parsed = RestorePoint.parse(point)
     provider = rt.provider
+    if parsed.kind is PointKind.TIME:
+        needs = (*needs, "point_in_time")
     for need in needs:
         if Capability(need) not in provider.capabilities:
             raise CapabilityNotSupported(
@@ -157,8 +159,16 @@ def restore_in_place(ref: TargetRef, point: str, snapshot: dict[str, Any] | None
     if snapshot is not None and not snapshot.get("verified"):
         raise SafetyError("the snapshot of the current state is not verified; not restoring in place")
     rt = runtime(ref)
-    rt.provider.restore_in_place(RestorePoint.parse(point))
-    logger().info("restored %s in place at %s", ref.target, point)
+    log = logger()
+    seen: set[str] = set()
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase not in seen:  # each status once: RESTORING, ACTIVE_HEALTHY, ...
+            seen.add(phase)
+            log.info("in-place restore: %s", phase)
+
+    rt.provider.restore_in_place(RestorePoint.parse(point), progress=progress)
+    log.info("restored %s in place at %s", ref.target, point)
 
 
 @task(name="discard-restored", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
