@@ -70,7 +70,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
                 )
             point = found["point_before"]
         report.restore_point = point
-        pre = rec.step("preflight", preflight, ref, point)
+        pre = rec.step("preflight", preflight, ref, point, snapshot_copy_allowed=True)
         from_snapshot = not pre.can("new_target_restore")
         keys = found["keys"]
         what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None

@@ -9,7 +9,12 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from tasks._runtime import TargetRef
-from tasks.database import capture_baseline, take_base_backup
+from tasks.database import (
+    capture_baseline,
+    provider_capabilities,
+    snapshot_current_state,
+    take_base_backup,
+)
 
 
 class BackupParams(BaseModel):
@@ -21,7 +26,14 @@ class BackupParams(BaseModel):
 @flow(name="backup", log_prints=True)
 def backup(params: BackupParams) -> dict[str, object]:
     ref = TargetRef(target=params.target, config=params.config)
-    taken = take_base_backup(ref, params.label)
+    if "named_backups" in provider_capabilities(ref):
+        taken = take_base_backup(ref, params.label)
+    else:
+        # The provider takes no backups on demand (Supabase): a verified logical snapshot is
+        # the backup restorekit can make, and what scenarios 2 and 3 recover rows from.
+        snap = snapshot_current_state(ref, None, label=params.label or "manual")
+        taken = {"snapshot_id": snap["snapshot_id"], "location": snap["location"],
+                 "size_bytes": snap["size_bytes"], "label": snap["label"], "kind": "logical"}
     capture_baseline(ref)
     create_markdown_artifact(
         key="backup", description=f"base backup of {params.target}",

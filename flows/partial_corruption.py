@@ -62,7 +62,8 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                 "partial-corruption needs a restore point from BEFORE the corruption (the "
                 "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
             )
-        pre = rec.step("preflight", preflight, ref, params.restore_point)
+        pre = rec.step("preflight", preflight, ref, params.restore_point,
+                       snapshot_copy_allowed=True)
         from_snapshot = not pre.can("new_target_restore")
         findings = rec.step("find integrity issues", find_integrity_issues, ref)
         tables = list(params.tables) or list(findings["tables"])

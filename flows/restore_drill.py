@@ -26,7 +26,14 @@ from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError, VerificationFailed
 from restorekit.pg.dsn import redact
 from tasks._runtime import TargetRef
-from tasks.database import discard_restored, restore_name, restore_to_point_in_time, verify_integrity
+from tasks.database import (
+    discard_restored,
+    provider_capabilities,
+    restore_name,
+    restore_scratch_from_snapshot,
+    restore_to_point_in_time,
+    verify_integrity,
+)
 from tasks.drill import choose_drill_point, compare_with_production, record_drill
 from tasks.reporting import notify
 
@@ -88,7 +95,14 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None
         if latest is not None:
             result.rpo_seconds = (started_at - latest).total_seconds()
-        restored = restore_to_point_in_time(ref, chosen["point"], name)
+        if "new_target_restore" in provider_capabilities(ref):
+            restored = restore_to_point_in_time(ref, chosen["point"], name)
+        else:
+            # The provider cannot restore into a new database through its API (Supabase): what
+            # restorekit can prove restorable is its newest verified logical snapshot.
+            restored = restore_scratch_from_snapshot(ref, datetime.now(UTC).isoformat(), name)
+            result.point = f"{restored.point} (newest logical snapshot; the provider's own " \
+                           "backups cannot be restored to a new database through its API)"
         result.restored_database = restored.display
         phases.update(restored.phases)
         if restored.recovered_to_time and latest and params.point == "latest":

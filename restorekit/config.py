@@ -298,7 +298,7 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
             source_path=source,
             notify=NotifyConfig(**dict(raw.get("notify", {}) or {})),  # type: ignore[call-overload]
             drill=DrillConfig(**dict(raw.get("drill", {}) or {})),  # type: ignore[call-overload]
-            webhook=raw.get("webhook") or None,
+            webhook=WebhookConfig(**dict(raw["webhook"])) if raw.get("webhook") else None,  # type: ignore[call-overload]
             **base,
         )
     except ValidationError as exc:

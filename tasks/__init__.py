@@ -15,16 +15,28 @@ from tasks.database import (
     capture_baseline,
     discard_restored,
     preflight,
+    provider_capabilities,
+    restore_in_place,
+    restore_scratch_from_snapshot,
     restore_to_point_in_time,
     snapshot_current_state,
+    take_base_backup,
     verify_integrity,
 )
+from tasks.drill import choose_drill_point, compare_with_production, record_drill
 from tasks.reporting import notify, write_report
 
 __all__ = [
     "adopt_restored",
     "capture_baseline",
     "check_health",
+    "choose_drill_point",
+    "compare_with_production",
+    "provider_capabilities",
+    "record_drill",
+    "restore_in_place",
+    "restore_scratch_from_snapshot",
+    "take_base_backup",
     "discard_restored",
     "find_integrity_issues",
     "identify_affected_data",

@@ -11,7 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from restorekit import integrity
-from restorekit.errors import CapabilityNotSupported, ConfigError, SafetyError, VerificationFailed
+from restorekit.errors import (
+    CapabilityNotSupported,
+    ConfigError,
+    RestorePointError,
+    SafetyError,
+    VerificationFailed,
+)
 from restorekit.models import PointKind, RestoredRef, RestorePoint
 from restorekit.pg.dsn import display
 from restorekit.providers.base import Capability
@@ -41,16 +47,21 @@ class Preflight(BaseModel):
 
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
-def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Preflight:
+def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
+              snapshot_copy_allowed: bool = False) -> Preflight:
     """Check the restore point against the real window and the provider's capabilities.
 
     Fails before any side effect: a bad point, a point outside the window, no backups, or a
-    provider that cannot do what the scenario needs.
+    provider that cannot do what the scenario needs. With ``snapshot_copy_allowed`` (scenarios
+    2 and 3) a provider that cannot restore into a new database is fine: the copy will come from
+    a logical snapshot taken before the point, so the provider's own window does not apply.
     """
     rt = runtime(ref)
     parsed = RestorePoint.parse(point)
     provider = rt.provider
-    if parsed.kind is PointKind.TIME:
+    from_snapshot = (snapshot_copy_allowed
+                     and Capability.NEW_TARGET_RESTORE not in provider.capabilities)
+    if parsed.kind is PointKind.TIME and not from_snapshot:
         needs = (*needs, "point_in_time")
     for need in needs:
         if Capability(need) not in provider.capabilities:
@@ -58,7 +69,15 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = ()) -> Pre
                 f"provider {provider.kind!r} of target {ref.target!r} cannot {need}"
             )
     window = provider.restore_window()
-    window.check(parsed)
+    if from_snapshot:
+        if parsed.time is None:
+            raise ConfigError(
+                f"{provider.kind} cannot restore into a new database, so the copy comes from a "
+                f"logical snapshot: give the restore point as a time, not {point!r}")
+        if parsed.time > datetime.now(UTC):
+            raise RestorePointError(f"restore time {parsed} is in the future")
+    else:
+        window.check(parsed)
     live = "unknown"
     try:
         live = display(rt.live_dsn())
@@ -86,6 +105,13 @@ def take_base_backup(ref: TargetRef, label: str) -> dict[str, object]:
                   info.stop_lsn)
     return {"backup_id": info.backup_id, "stop_time": info.stop_time.isoformat(),
             "stop_lsn": info.stop_lsn, "size_bytes": info.size_bytes, "label": info.label}
+
+
+@task(name="provider-capabilities", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def provider_capabilities(ref: TargetRef) -> list[str]:
+    """What the target's provider can do (flows pick their path from this)."""
+    return sorted(c.value for c in runtime(ref).provider.capabilities)
 
 
 def restore_name(scenario: str, key: str) -> str:

@@ -110,6 +110,11 @@ def register(kind: str, path: str) -> None:
     _REGISTRY[kind] = path
 
 
+def registered(kind: str) -> str | None:
+    """The import path registered for ``kind`` (tests restore it after overriding)."""
+    return _REGISTRY.get(kind)
+
+
 def provider_class(kind: str) -> Any:
     """The provider class registered for ``kind``; SDKs are imported only here, lazily."""
     try:

@@ -25,7 +25,8 @@ Retry-After, 500, ... on matching calls), ``tamper`` (corrupt values written to 
 Deployments are *backed*: each one snapshots the project env when it is built (as Vercel does),
 and ``on_ready`` / ``on_production`` callbacks run with ``(deployment, env_snapshot)`` when a
 build becomes READY and when production switches to a deployment (new build, promote,
-rollback). A flow test can hook a local demo app restart there so health checks are real.
+rollback). :func:`backed_by` makes such a hook that writes the snapshot to a local demo app's env
+file and restarts it, so a flow's health checks are real.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from restorekit.sinks.envfile import quote_value
 
 Hook = Callable[[dict[str, Any], dict[str, str]], None]
 
@@ -568,6 +572,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
         return
+
+
+def backed_by(env_file: Path, restart: Callable[[], object], *,
+              keys: tuple[str, ...] = ("DATABASE_URL",)) -> Hook:
+    """An ``on_production`` hook that makes a local app serve what production serves.
+
+    It writes the deployment's env snapshot (``keys``) to ``env_file`` and calls ``restart``;
+    e.g. ``fake.on_production.append(backed_by(app.env_file, lambda: app.redeploy(reason="")))``
+    with a :class:`restorekit.apps.local.LocalProcessApp`, so a flow's health check is real.
+    """
+
+    def hook(deployment: dict[str, Any], env: dict[str, str]) -> None:
+        lines = [f"{key}={quote_value(env[key])}\n" for key in keys if key in env]
+        env_file.write_text("".join(lines))
+        restart()
+
+    return hook
 
 
 def running(**kwargs: Any) -> Iterator[FakeVercel]:

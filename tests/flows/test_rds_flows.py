@@ -1,0 +1,134 @@
+"""The scenario flows with target "production" on RDS: moto's RDS API, with a real PostgreSQL
+cluster restored behind every instance moto restores (fakes.rds_backed), a real Prefect server,
+the real demo app. The flows do not know they run on RDS: only the config says so.
+
+Order matters (one installation per module): the drill and the deletion leave production
+running; the complete failure destroys it, so it runs last.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
+
+from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+from flows.complete_failure import CompleteFailureParams, complete_failure
+from flows.restore_drill import RestoreDrillParams, restore_drill
+from restorekit.health import check_health
+from restorekit.pg.checksum import database_checksums
+from restorekit.sinks.envfile import EnvFileStore
+
+pytestmark = pytest.mark.slow
+
+VICTIM_ROWS = {
+    "users": "SELECT u::text FROM users u WHERE id = ANY(%s) ORDER BY id",
+    "clients": "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id",
+    "appointments": "SELECT a::text FROM appointments a WHERE user_id = ANY(%s) "
+                    "OR client_id IN (SELECT id FROM clients WHERE user_id = ANY(%s)) ORDER BY id",
+}
+
+
+def victim_rows(conn: psycopg.Connection, victims: list[int]) -> dict[str, list[str]]:
+    return {t: [r[0] for r in conn.execute(q, (victims, victims) if t == "appointments"
+                                           else (victims,))]
+            for t, q in VICTIM_ROWS.items()}
+
+
+def test_the_restore_drill_passes_on_rds_and_deletes_its_scratch_instance(
+    prefect_server: str, rds_world
+) -> None:
+    rds_world.wait_archived()
+    before = {i["DBInstanceIdentifier"] for i in rds_world.instances()}
+
+    (result,) = restore_drill(RestoreDrillParams(config=str(rds_world.config)))
+
+    assert result.passed, result.failures
+    assert result.torn_down
+    assert result.restored_database.startswith("postgresql://postgres@127.0.0.1:")
+    assert result.row_counts["public.users"]["production"] == (
+        result.row_counts["public.users"]["restored"])
+    assert {"restore", "base restore", "wal replay", "verification"} <= set(result.phases)
+    # The drill's instance was created in moto, then deleted: no scratch instance is left.
+    assert rds_world.scratch_instances() == []
+    assert {i["DBInstanceIdentifier"] for i in rds_world.instances()} == before
+    assert rds_world.runtime().provider.list_scratch() == []
+
+
+def test_deleted_users_come_back_from_an_rds_scratch_copy_byte_for_byte(
+    prefect_server: str, rds_world
+) -> None:
+    with psycopg.connect(rds_world.app_dsn, autocommit=True) as conn:
+        victims = [r[0] for r in conn.execute(
+            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
+            "ORDER BY id LIMIT 5")]
+        before = victim_rows(conn, victims)
+        assert before["clients"] and before["appointments"]
+        time.sleep(0.1)
+        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
+        conn.execute("INSERT INTO users (name, email) VALUES ('after', 'after@example.com')")
+        later = conn.execute(
+            "SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0]
+    rds_world.wait_archived()
+
+    report = accidental_deletion(AccidentalDeletionParams(
+        target="production", config=str(rds_world.config), require_approval=False,
+        incident_id="inc-rds-ad"))
+
+    assert report.outcome == "succeeded", report.error
+    assert report.restored_database.startswith("postgresql://postgres@127.0.0.1:")
+    with psycopg.connect(rds_world.app_dsn) as conn:
+        assert victim_rows(conn, victims) == before  # byte for byte
+        assert conn.execute(
+            "SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0] == later
+        checksums = database_checksums(conn)
+    inserted = {c.table: c.inserted for c in report.changes}
+    assert inserted["public.users"] == len(victims)
+    assert inserted["public.appointments"] == len(before["appointments"])
+    # The scratch copy was an RDS instance; it is gone, and so is the cluster behind it.
+    assert rds_world.scratch_instances() == []
+    assert rds_world.runtime().provider.list_scratch() == []
+    backing = rds_world.inst.runtime().provider
+    assert backing.list_scratch() == []
+    with psycopg.connect(rds_world.app_dsn) as conn:
+        assert database_checksums(conn) == checksums
+
+
+def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
+    prefect_server: str, rds_world
+) -> None:
+    rt = rds_world.runtime()
+    with psycopg.connect(rds_world.app_dsn) as conn:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    rds_world.wait_archived()
+    old_dsn = EnvFileStore(rds_world.env_file).read().get_secret_value()
+    rds_world.production.stop(mode="immediate")  # production is lost
+    assert not check_health(rt.health_url(), attempts=1).ok
+
+    report = complete_failure(CompleteFailureParams(
+        target="production", config=str(rds_world.config), require_approval=False,
+        incident_id="inc-rds-cf"))
+
+    assert report.outcome == "succeeded", report.error
+    new_dsn = EnvFileStore(rds_world.env_file).read().get_secret_value()
+    assert new_dsn != old_dsn
+    health = check_health(rt.health_url(), attempts=5)
+    assert health.ok and health.connected
+    with psycopg.connect(new_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
+    # The new production is an RDS instance restored with the source's configuration, adopted.
+    ident = rt.provider.instance_id_for("cf-inc-rds-cf")
+    (instance,) = rds_world.rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"]
+    tags = {t["Key"]: t["Value"] for t in instance["TagList"]}
+    assert "restorekit:adopted" in tags and "restorekit:scratch" not in tags
+    assert instance["DBSubnetGroup"]["DBSubnetGroupName"] == rds_world.source.subnet_group
+    assert [g["VpcSecurityGroupId"] for g in instance["VpcSecurityGroups"]] == (
+        rds_world.source.security_groups)
+    assert instance["DBParameterGroups"][0]["DBParameterGroupName"] == (
+        rds_world.source.parameter_group)
+    assert rt.provider.list_scratch() == [] and rds_world.scratch_instances() == []
+    names = [s.name for s in report.steps]
+    assert names.index("stop application") < names.index("restore to point in time") < (
+        names.index("swap connection string")) < names.index("check health")
