@@ -6,8 +6,9 @@ the same run, alternating, --repeat times each:
 
   restorekit : `restorekit restore --to-new --point latest` (CLI process: repository download
                with checksum verification, tar extraction, recovery settings, WAL replay, promote)
-  by hand    : pg_basebackup -Fp -X stream straight from the source into a new data directory,
-               recovery.signal + restore_command, pg_ctl start, wait until promoted
+  by hand    : the same base backup taken by hand (pg_basebackup -Ft at the same moment) untarred
+               with tar into a new data directory, recovery.signal + restore_command, pg_ctl
+               start, wait until promoted (both replay the same archived WAL)
 
 and prints the ratio restorekit / by hand (orchestration overhead is the ratio minus one).
 Results are written to bench/results/restore-<timestamp>.json. Nothing here asserts on time.
@@ -49,13 +50,26 @@ repository = "file://{repo}"
 
 
 
-def by_hand(source: LocalCluster, repo_url: str, work: Path, os_user: str | None) -> float:
+def take_hand_backup(source: LocalCluster, folder: Path, os_user: str | None) -> Path:
+    """What an operator does by hand: pg_basebackup -Ft into a folder (same moment, same WAL
+    method as restorekit's backup, so both restores replay the same WAL)."""
+    make_dir(folder, os_user)
+    PgTool(source.bin_dir, os_user=os_user).run(
+        "pg_basebackup", "-d", source.dsn(), "-D", str(folder), "-Ft", "--wal-method=fetch",
+        "--checkpoint=fast", "--no-sync")
+    return folder
+
+
+def by_hand(source: LocalCluster, hand_backup: Path, repo_url: str, work: Path,
+            os_user: str | None) -> float:
+    """Untar the base backup into a new data directory, recovery settings, start, wait for the
+    promotion: the runbook's restore done by hand, from a backup on local disk."""
     data = work / f"hand-{time.monotonic_ns()}"
     make_dir(data, os_user)
     started = time.perf_counter()
-    tool = PgTool(source.bin_dir, os_user=os_user)
-    tool.run("pg_basebackup", "-d", source.dsn(), "-D", str(data), "-Fp", "-X", "stream",
-             "--checkpoint=fast", "--no-sync")
+    subprocess.run(["runuser", "-u", os_user, "--", "tar", "-xf", str(hand_backup / "base.tar"),
+                    "-C", str(data)] if os_user else
+                   ["tar", "-xf", str(hand_backup / "base.tar"), "-C", str(data)], check=True)
     port = free_port()
     apply_overrides(data, {**restored_cluster_settings(port),
                            "restore_command": restore_command(repo_url)}, os_user)
@@ -110,6 +124,7 @@ def main() -> None:
             counts = sample.generate(conn, scale=args.scale)
         print(f"loaded scale {args.scale}: {counts} in {time.perf_counter() - t0:.1f}s", flush=True)
         provider.create_backup("bench")
+        hand_backup = take_hand_backup(source, base / "hand-backup", os_user)
         with psycopg.connect(source.dsn("app"), autocommit=True) as conn:
             # WAL to replay after the backup: rewrite a tenth of the appointments.
             conn.execute("UPDATE appointments SET notes = coalesce(notes, '') || ' (rescheduled)' "
@@ -119,7 +134,7 @@ def main() -> None:
         work = make_dir(base / "hand", os_user, mode=0o755)
         hand, ours = [], []
         for i in range(args.repeat):
-            hand.append(by_hand(source, f"file://{repo}", work, os_user))
+            hand.append(by_hand(source, hand_backup, f"file://{repo}", work, os_user))
             ours.append(with_restorekit(config, f"bench-{i}"))
             print(f"run {i + 1}: by hand {hand[-1]:.2f}s  restorekit {ours[-1]:.2f}s", flush=True)
         h, o = statistics.median(hand), statistics.median(ours)

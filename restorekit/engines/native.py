@@ -332,7 +332,22 @@ def _extract(stream: object, dest: Path) -> None:
                 raise RepositoryError(f"refusing unsafe entry {member.name!r} in backup archive")
             if member.isdev():
                 continue
-            tar.extract(member, dest, set_attrs=True)
+            target = dest / path
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                target.chmod(member.mode & 0o7777 or 0o700)
+                continue
+            if not member.isfile():
+                raise RepositoryError(f"unexpected entry {member.name!r} in backup archive")
+            # tarfile's own extract copies in 16 KiB pieces; relation files are up to 1 GiB,
+            # so copy in 1 MiB pieces (the base restore is disk-bound, like pg_basebackup).
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None
+            with open(target, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    out.write(chunk)
+            os.chmod(target, member.mode & 0o7777 or 0o600)
     while stream.read(_CHUNK):  # type: ignore[attr-defined]
         pass
 
