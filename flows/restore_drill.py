@@ -94,7 +94,7 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         result.point = chosen["point"]
         latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None
         if latest is not None:
-            result.rpo_seconds = (started_at - latest).total_seconds()
+            result.rpo_seconds = max(0.0, (started_at - latest).total_seconds())
         if "new_target_restore" in provider_capabilities(ref):
             restored = restore_to_point_in_time(ref, chosen["point"], name)
         else:

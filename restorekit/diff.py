@@ -1,36 +1,58 @@
 """Which rows differ between a live database and a restored copy of it.
 
 The two databases live in different clusters (production and a restored scratch copy), so no
-query can join them. Instead the copy's ``(primary key, md5 of the row)`` pairs are streamed
-with COPY into a TEMP table on the live side, and everything else is set-based SQL there:
+query can join them. Each row is classified by primary key:
 
 * **missing**: the key is in the copy but not live (deleted since the restore point);
 * **extra**: the key is live but not in the copy (written since the restore point);
 * **changed**: the key is on both sides and the row hashes differ.
 
-Only keys and 16-byte hashes cross the wire; the live database gets no write outside its own
-session's temp tables. Row text depends on session settings (TimeZone, DateStyle, ...), so both
-sessions are pinned to :data:`restorekit.pg.checksum.PINNED_SETTINGS` while hashing.
+Two methods give exactly the same answer:
+
+* ``full``: the copy's ``(primary key, md5 of the row)`` pairs are streamed with COPY into a TEMP
+  table on the live side, and one FULL JOIN there counts the three kinds. Every key crosses the
+  wire; best for small tables and for tables that differ almost everywhere.
+* ``range``: the key space is cut into ranges at keys sampled on the live side
+  (``TABLESAMPLE BERNOULLI``); both servers compute, in one statement each and at the same time
+  (two threads, one connection each), ``count(*)`` and the sum of a 64-bit hash of every row
+  (key included) per range. Only ranges whose pair differs are looked at again: split at live
+  keys into smaller ranges (a k-way bisection) and re-summed, until they hold at most
+  :attr:`RangeTuning.leaf_rows` rows. Then only those ranges' ``(key, md5)`` pairs are streamed
+  to the live side and classified with the same FULL JOIN as ``full``. Mostly-equal tables
+  therefore cost about one index-ordered pass over each side, run in parallel.
+
+Each range is read through the primary-key index (``key >= lo AND key < hi`` inside a LATERAL
+join over the list of ranges), so both sides must order keys the same way: ``auto`` (the
+default) uses ``full`` when a key column's collation or type differs between the sides, and for
+tables below :attr:`RangeTuning.min_rows` rows.
+
+Only keys, counts and hashes cross the wire; the live database gets no write outside its own
+session's temp tables and the copy is only read. Row text depends on session settings
+(TimeZone, DateStyle, ...), so both sessions are pinned to
+:data:`restorekit.pg.checksum.PINNED_SETTINGS` while hashing.
 
 A table without a primary key cannot be diffed row by row (two identical rows cannot be told
 apart), and is refused with a :class:`~restorekit.errors.ConfigError`.
 
 The building blocks here (:func:`resolve_shape`, :func:`stage_copy_hashes`, ...) are shared with
-:mod:`restorekit.recovery`. A later version will compare checksums over key ranges and bisect
-into the ranges that differ; :func:`diff_table` keeps its signature for that.
+:mod:`restorekit.recovery`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
+import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
-from psycopg import Connection, IsolationLevel, sql
+from psycopg import Connection, sql
+from psycopg.pq import TransactionStatus
 
 from restorekit.errors import ConfigError
 from restorekit.pg import catalog

@@ -8,7 +8,8 @@ retry can help (``retryable``); Prefect tasks retry only those (see ``tasks.retr
     ├── RestorePointError                restore point invalid / outside window / unreachable
     ├── CapabilityNotSupported           the provider cannot do what was asked
     ├── ProviderError                    an adapter's remote call failed       .retryable per case
-    │   └── OperationTimedOut            our deadline passed; remote state unknown
+    │   ├── OperationTimedOut            our deadline passed; remote state unknown
+    │   └── OperationFailed              the remote operation ended failed
     ├── RepositoryError                  backup repository I/O                 .retryable per case
     │   ├── ObjectNotFound               the object does not exist
     │   └── ChecksumMismatch             an object read back differs from what was written
@@ -66,6 +67,8 @@ class ProviderError(RestoreKitError):
         retryable: bool = False,
         status_code: int | None = None,
         retry_after: float | None = None,
+        code: str = "",
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
@@ -73,6 +76,8 @@ class ProviderError(RestoreKitError):
         self._retryable = retryable
         self.status_code = status_code
         self.retry_after = retry_after
+        self.code = code  # the provider's own error code (AWS Error.Code, Neon code, ...)
+        self.request_id = request_id  # for the provider's support
 
     @property
     def is_retryable(self) -> bool:
@@ -81,6 +86,10 @@ class ProviderError(RestoreKitError):
 
 class OperationTimedOut(ProviderError):
     """Our deadline passed while waiting. The remote operation may still be running."""
+
+
+class OperationFailed(ProviderError):
+    """A remote operation ended in a failed state (a restore, a build, a branch operation)."""
 
 
 class RepositoryError(RestoreKitError):

@@ -55,7 +55,11 @@ class TargetRuntime:
             return None
         if conn.kind == "envfile":
             return get_store(conn.kind, path=conn.path, key=conn.key)
-        return get_store(conn.kind, key=conn.key, **conn.options)
+        options = dict(conn.options)
+        if conn.kind == "vercel":
+            # Where the previous value is kept (encrypted) for a rollback.
+            options.setdefault("state_dir", self.settings.state_dir.absolute() / "connections" / self.name)
+        return get_store(conn.kind, key=conn.key, **options)
 
     def health_url(self) -> str | None:
         if self.config.app.health_url:

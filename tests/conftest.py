@@ -6,4 +6,5 @@ pytest_plugins = [
     "fixtures.prefect",
     "fixtures.world",
     "fakes.supabase_server",
+    "fakes.neon_server",
 ]

@@ -54,6 +54,8 @@ RUNBOOK_TASKS = {
     "preflight", "recover_rows", "redeploy_application", "repair_rows",
     "restore_to_point_in_time", "resume_application", "snapshot_current_state",
     "stop_application", "swap_connection_string", "verify_integrity", "write_report",
+    "choose_drill_point", "compare_with_production", "provider_capabilities", "record_drill",
+    "restore_in_place", "restore_scratch_from_snapshot", "take_base_backup",
 }
 
 

@@ -1,0 +1,497 @@
+"""NeonProvider against the fake Neon API (tests/fakes/neon_server.py), which checks every request
+against provider-apis.md §3 and does the restores for real on local clusters.
+
+The tests share one world per module and build on each other's rows in ``neon_marker`` (in file
+order); the in-place restore changes production, so it runs last.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import psycopg
+import pytest
+from fakes.neon_server import API_KEY_ENV, NeonWorld, neon_world  # noqa: F401 - fixture
+from pydantic import SecretStr
+
+from restorekit.errors import (
+    CapabilityNotSupported,
+    ConfigError,
+    OperationTimedOut,
+    ProviderError,
+    RestorePointError,
+    SafetyError,
+)
+from restorekit.models import PointKind, RestoredDatabase, RestorePoint
+from restorekit.providers.base import Capability, DatabaseProvider, provider_from_config
+from restorekit.providers.neon import BACKUP_PREFIX, PRESERVE_PREFIX, NeonProvider, rfc3339
+
+
+class Sleeps:
+    """An injectable sleep: records every wait, really sleeps at most ``cap`` seconds."""
+
+    def __init__(self, cap: float = 0.02) -> None:
+        self.calls: list[float] = []
+        self.cap = cap
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        time.sleep(min(seconds, self.cap))
+
+
+class FakeClock:
+    """A monotonic clock that only moves when slept on (deadline tests run instantly)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def world(neon_world: NeonWorld) -> Iterator[NeonWorld]:  # noqa: F811
+    """The module's world with a clean request log; no request may break the spec."""
+    fake = neon_world.fake
+    fake.reset_controls()
+    fake.requests.clear()
+    fake.violations.clear()
+    yield neon_world
+    fake.reset_controls()
+    violations, fake.violations[:] = list(fake.violations), []
+    assert violations == []
+
+
+def paths(world: NeonWorld) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in world.fake.requests]
+
+
+def pid(world: NeonWorld) -> str:
+    return world.fake.project_id
+
+
+def bid(world: NeonWorld) -> str:
+    return world.fake.production_branch_id
+
+
+def write(world: NeonWorld, *statements: str) -> None:
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def notes(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT note FROM neon_marker ORDER BY id")]
+
+
+def accepting(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def assert_well_formed(world: NeonWorld) -> None:
+    """What every request must carry (§3: Bearer auth, JSON both ways)."""
+    for r in world.fake.requests:
+        assert r.headers["authorization"] == f"Bearer {world.api_key}", r
+        assert r.headers["accept"] == "application/json", r
+        if r.body is not None:
+            assert r.headers["content-type"].startswith("application/json"), r
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_from_config_builds_the_provider_and_never_holds_the_key_in_config(
+    world: NeonWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = world.runtime()
+    provider = provider_from_config(rt.config, rt.settings)
+    assert isinstance(provider, NeonProvider) and isinstance(provider, DatabaseProvider)
+    assert provider.kind == "neon"
+    assert provider.capabilities == {
+        Capability.NEW_TARGET_RESTORE, Capability.IN_PLACE_RESTORE, Capability.POINT_IN_TIME,
+        Capability.LSN_TARGET, Capability.NAMED_BACKUPS}
+    assert world.api_key not in repr(provider)
+
+    neon = dict(rt.config.neon or {})
+    for broken, problem in [
+        ({**neon, "api_key": "secret"}, "api_key"),                 # extra="forbid"
+        ({k: v for k, v in neon.items() if k != "project_id"}, "project_id"),
+        ({**neon, "api_key_env": "napi_0123456789abcdef-xyz"}, "NAME of an environment"),
+        ({**neon, "branch_id": "main"}, "branch_id"),
+        ({**neon, "base_url": "console.neon.tech"}, "base_url"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            NeonProvider.from_config(rt.config.model_copy(update={"neon": broken}), rt.settings)
+    monkeypatch.delenv(API_KEY_ENV)
+    with pytest.raises(ConfigError, match=API_KEY_ENV):
+        NeonProvider.from_config(rt.config, rt.settings)
+    assert world.fake.requests == []  # construction never calls the API
+
+
+# -- reads, retries and errors -------------------------------------------------------------------
+
+
+def test_restore_window_is_the_history_retention_but_not_before_the_branch_existed(
+    world: NeonWorld,
+) -> None:
+    provider = world.provider()
+    window = provider.restore_window()
+
+    assert paths(world) == [("GET", f"/projects/{pid(world)}"),
+                            ("GET", f"/projects/{pid(world)}/branches/{bid(world)}")]
+    assert_well_formed(world)
+    created = world.fake.branches[bid(world)].data["created_at"]
+    assert window.earliest is not None and window.latest is not None
+    assert window.earliest.isoformat().replace("+00:00", "Z") == created  # retention is 1 day
+    assert abs(time.time() - window.latest.timestamp()) < 5  # the head: Neon keeps all WAL
+
+    world.fake.project["history_retention_seconds"] = 2
+    try:
+        short = provider.restore_window()
+        assert short.earliest is not None and short.latest is not None
+        assert short.earliest == max(short.latest - timedelta(seconds=2), window.earliest)
+    finally:
+        world.fake.project["history_retention_seconds"] = 86400
+
+
+def test_429_with_retry_after_is_waited_out_then_retried(world: NeonWorld) -> None:
+    world.fake.inject(429, method="GET", path=r"/branches$", retry_after=3)
+    sleeps = Sleeps()
+    assert world.provider(sleep=sleeps).list_scratch() == []
+    assert sleeps.calls == [3.0]
+    listed = world.fake.calls("GET", rf"/projects/{pid(world)}/branches")
+    assert [r.status for r in listed] == [429, 200]
+
+
+def test_429_on_a_post_is_retried_too_because_the_rate_limiter_ran_nothing(
+    world: NeonWorld,
+) -> None:
+    world.fake.inject(429, method="POST", path=r"/branches$", retry_after="1")
+    sleeps = Sleeps()
+    backup = world.provider(sleep=sleeps).create_backup("rate limited")
+    posts = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
+    assert [r.status for r in posts] == [429, 201]
+    assert sleeps.calls[0] == 1.0
+    assert backup.label == "rate limited"
+
+
+def test_503_and_423_are_retried_with_backoff_even_for_a_post(world: NeonWorld) -> None:
+    world.fake.inject(503, method="POST", path=r"/branches$")
+    world.fake.inject(423, method="POST", path=r"/branches$")
+    sleeps = Sleeps()
+    backup = world.provider(sleep=sleeps, backoff_seconds=0.5).create_backup("after 503")
+    posts = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
+    assert [r.status for r in posts] == [503, 423, 201]
+    assert sleeps.calls[:2] == [0.5, 1.0]  # exponential, no Retry-After given
+    names = [b["name"] for b in (x.data for x in world.fake.branches.values())]
+    assert names.count(backup.extra["name"]) == 1  # created once
+
+
+def test_a_500_on_a_post_is_not_repeated_blindly(world: NeonWorld) -> None:
+    world.fake.inject(500, method="POST", path=r"/branches$", message="database is on fire")
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError, match="database is on fire") as err:
+        world.provider(sleep=sleeps).create_backup("x")
+    assert err.value.status_code == 500 and err.value.is_retryable  # the task may retry
+    assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
+    assert sleeps.calls == []
+
+
+def test_a_500_on_a_get_is_retried(world: NeonWorld) -> None:
+    world.fake.inject(500, method="GET", path=r"^/projects/[^/]+$", times=2)
+    sleeps = Sleeps()
+    world.provider(sleep=sleeps).restore_window()
+    assert len(sleeps.calls) == 2
+
+
+def test_401_fails_at_once_with_the_servers_message_and_request_id(
+    world: NeonWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "napi_wrong")
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError) as err:
+        world.provider(sleep=sleeps).restore_window()
+    (request,) = world.fake.requests
+    assert err.value.status_code == 401 and not err.value.is_retryable
+    assert "authentication required" in str(err.value)
+    assert request.headers["x-request-id"] in str(err.value)
+    assert err.value.request_id == request.headers["x-request-id"]  # type: ignore[attr-defined]
+    assert "napi_wrong" not in str(err.value)
+    assert sleeps.calls == []
+    world.fake.violations.clear()  # the wrong key was the point
+
+
+def test_retry_after_beyond_the_bound_is_not_waited_here(world: NeonWorld) -> None:
+    world.fake.inject(429, path=r"/branches$", retry_after=600)
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError) as err:
+        world.provider(sleep=sleeps).list_backups()
+    assert err.value.is_retryable and err.value.retry_after == 600
+    assert sleeps.calls == []
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+def test_slow_operations_are_polled_until_finished(world: NeonWorld) -> None:
+    world.fake.slow_operations(5)
+    sleeps = Sleeps()
+    seen: list[tuple[str, int, int | None]] = []
+    backup = world.provider(sleep=sleeps).create_backup(
+        "slow", progress=lambda phase, done, total: seen.append((phase, done, total)))
+    (op,) = [o for o in world.fake.ops.values() if o.data["branch_id"] == backup.backup_id]
+    assert op.data["status"] == "finished"
+    assert op.polls == 6  # five "running", then "finished"
+    assert set(sleeps.calls) == {0.05}  # poll_interval_seconds from restorekit.toml
+    assert seen[-1] == ("neon operations", 1, 1)
+
+
+def test_an_operation_in_error_is_neon_retrying_so_it_is_polled_on(world: NeonWorld) -> None:
+    world.fake.erroring_operations(2)
+    backup = world.provider(sleep=Sleeps()).create_backup("flaky")
+    (op,) = [o for o in world.fake.ops.values() if o.data["branch_id"] == backup.backup_id]
+    assert op.data["status"] == "finished" and op.data["failures_count"] == 2
+
+
+def test_a_failed_operation_raises_naming_it(world: NeonWorld) -> None:
+    world.fake.fail_next_operation("timeline creation failed: disk quota exceeded")
+    with pytest.raises(ProviderError, match="disk quota exceeded") as err:
+        world.provider(sleep=Sleeps()).create_backup("doomed")
+    (op_id,) = [o for o, op in world.fake.ops.items() if op.data["status"] == "failed"]
+    assert op_id in str(err.value) and err.value.operation == op_id
+    assert not err.value.is_retryable
+
+
+def test_the_deadline_raises_operation_timed_out_naming_the_operation(world: NeonWorld) -> None:
+    world.fake.slow_operations(10**6)
+    clock = FakeClock()
+    with pytest.raises(OperationTimedOut) as err:
+        world.provider(sleep=clock.sleep, clock=clock, timeout_seconds=1,
+                       poll_interval_seconds=0.25).create_backup("stuck")
+    (stuck,) = [b.data["id"] for b in world.fake.branches.values()
+                if b.data["name"].endswith("-stuck")]
+    (op_id,) = [o for o, op in world.fake.ops.items() if op.data["branch_id"] == stuck]
+    assert op_id in str(err.value) and "create_branch" in str(err.value)
+    assert err.value.operation == op_id and not err.value.is_retryable
+    assert sum(clock.sleeps) == pytest.approx(1.0)
+
+
+# -- restores ------------------------------------------------------------------------------------
+
+
+def test_points_are_checked_before_any_request(world: NeonWorld) -> None:
+    provider = world.provider()
+    for point in ("xid:1234", "name:before-migration", "immediate"):
+        with pytest.raises(CapabilityNotSupported):
+            provider.restore(RestorePoint.parse(point), name="ct-bad")
+    with pytest.raises(RestorePointError, match="future"):
+        provider.restore(RestorePoint.parse("2999-01-01T00:00:00Z"), name="ct-bad")
+    for name in ("Not Valid", "backup-x", "pre-restore-x"):  # the last two collide with ours
+        with pytest.raises(ConfigError):
+            provider.restore(RestorePoint.latest(), name=name)
+    with pytest.raises(CapabilityNotSupported):
+        provider.restore_in_place(RestorePoint.latest())
+    assert world.fake.requests == []
+
+    with pytest.raises(RestorePointError, match="outside the restore window"):
+        provider.restore(RestorePoint.parse("2001-01-01T00:00:00Z"), name="ct-old")
+    assert {m for m, _ in paths(world)} == {"GET"}  # the window was read; nothing was created
+
+
+def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
+    world: NeonWorld,
+) -> None:
+    write(world, "CREATE TABLE neon_marker (id int PRIMARY KEY, note text)",
+          "INSERT INTO neon_marker VALUES (1, 'before')")
+    time.sleep(0.2)
+    point = world.clock()
+    time.sleep(0.2)
+    write(world, "INSERT INTO neon_marker VALUES (2, 'after')")
+    world.fake.requests.clear()
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+
+    restored = provider.restore(RestorePoint.at(point), name="ct-time")
+
+    (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
+    assert post.body == {
+        "branch": {"parent_id": bid(world), "name": "restorekit-ct-time",
+                   "parent_timestamp": rfc3339(point)},
+        "endpoints": [{"type": "read_write"}],
+    }
+    assert post.body["branch"]["parent_timestamp"].endswith("Z")
+    created_ops = [o for o in world.fake.ops.values() if o.data["branch_id"] == restored.handle]
+    assert len(created_ops) == 2 and all(o.data["status"] == "finished" for o in created_ops)
+    (uri,) = world.fake.calls("GET", rf"/projects/{pid(world)}/connection_uri")
+    assert uri.query == {"database_name": ["app"], "role_name": ["postgres"],
+                         "branch_id": [restored.handle]}
+    assert_well_formed(world)
+    assert restored.scratch and restored.recovered_to_time == point
+    assert {"branch create", "operations"} <= set(restored.phases)
+    assert notes(restored.dsn.get_secret_value()) == ["before"]
+
+    # Idempotent: the same name again reuses the branch and creates nothing.
+    again = provider.restore(RestorePoint.at(point), name="ct-time")
+    assert again.handle == restored.handle
+    assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
+    found = provider.find_restored("ct-time")
+    assert found is not None and found.handle == restored.handle and found.scratch
+    assert [s.handle for s in provider.list_scratch()] == [restored.handle]
+    with pytest.raises(ConfigError, match="already exists"):  # same name, another point
+        provider.restore(RestorePoint.at(point - timedelta(seconds=1)), name="ct-time")
+
+    port = world.fake.branch_port(restored.handle)
+    provider.discard(restored)
+    (delete,) = world.fake.calls("DELETE", rf"/projects/{pid(world)}/branches/{restored.handle}")
+    assert delete.status == 200 and delete.body is None
+    world.fake.wait_idle()
+    assert port is not None and not accepting(port)  # its compute is gone
+    assert provider.list_scratch() == [] and provider.find_restored("ct-time") is None
+    provider.discard(restored)  # already gone: fine, and no second DELETE
+    assert len(world.fake.calls("DELETE", r".*")) == 1
+
+
+def test_a_branch_at_an_lsn_then_adopted_leaves_cleanup(world: NeonWorld) -> None:
+    write(world, "INSERT INTO neon_marker VALUES (3, 'at lsn')")
+    with psycopg.connect(world.app_dsn) as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    write(world, "INSERT INTO neon_marker VALUES (4, 'after lsn')")
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+
+    restored = provider.restore(RestorePoint(PointKind.LSN, value=lsn), name="ct-lsn")
+
+    (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
+    assert post.body["branch"] == {"parent_id": bid(world), "name": "restorekit-ct-lsn",
+                                   "parent_lsn": lsn}
+    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn"]
+
+    provider.adopt(restored)
+    (patch,) = world.fake.calls("PATCH", rf"/projects/{pid(world)}/branches/{restored.handle}")
+    assert patch.body == {"branch": {"name": "ct-lsn"}}
+    provider.adopt(restored)  # twice: nothing more
+    assert len(world.fake.calls("PATCH", r".*")) == 1
+    assert provider.list_scratch() == []
+    adopted = provider.find_restored("ct-lsn")
+    assert adopted is not None and not adopted.scratch
+    with pytest.raises(SafetyError, match="scratch prefix"):
+        provider.discard(adopted)
+    assert world.fake.calls("DELETE", r".*") == []
+
+
+def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWorld) -> None:
+    world.fake.slow_operations(10**6)  # the first attempt's operations never report finished
+    clock = FakeClock()
+    with pytest.raises(OperationTimedOut):
+        world.provider(sleep=clock.sleep, clock=clock, timeout_seconds=1).restore(
+            RestorePoint.latest(), name="ct-retry")
+    world.fake.reset_controls()
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+
+    restored = provider.restore(RestorePoint.latest(), name="ct-retry")  # the task's retry
+
+    assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
+    assert restored.phases.keys() == {"reuse"}
+    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn", "after lsn"]
+    provider.discard(restored)
+
+
+def test_discard_refuses_production_and_backups(world: NeonWorld) -> None:
+    provider = world.provider(sleep=Sleeps())
+    with pytest.raises(SafetyError, match="production branch"):
+        provider.discard(RestoredDatabase(provider="neon", handle=bid(world), dsn=SecretStr("")))
+    backup = provider.create_backup("keep me")
+    with pytest.raises(SafetyError, match="scratch prefix"):
+        provider.discard(RestoredDatabase(provider="neon", handle=backup.backup_id,
+                                          dsn=SecretStr("")))
+    provider.discard(RestoredDatabase(provider="neon", handle="br-long-gone-000000",
+                                      dsn=SecretStr("")))
+    assert world.fake.calls("DELETE", r".*") == []
+
+
+def test_a_backup_is_a_branch_without_compute_and_restores_by_id(world: NeonWorld) -> None:
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+    backup = provider.create_backup("before migration 42")
+    (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
+    assert set(post.body) == {"branch"}  # no endpoints: no compute
+    assert post.body["branch"]["parent_id"] == bid(world)
+    assert post.body["branch"]["protected"] is False
+    assert post.body["branch"]["name"].startswith(BACKUP_PREFIX)
+    assert post.body["branch"]["name"].endswith("-before-migration-42")
+    assert backup.label == "before migration 42" and backup.engine == "neon"
+    assert backup.backup_id in [b.backup_id for b in provider.list_backups()]
+    assert backup.backup_id not in [s.handle for s in provider.list_scratch()]
+    write(world, "INSERT INTO neon_marker VALUES (5, 'after backup')")
+
+    restored = provider.restore(RestorePoint(PointKind.BACKUP, value=backup.backup_id),
+                                name="ct-backup")
+
+    post = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")[-1]
+    assert post.body == {"branch": {"parent_id": backup.backup_id,
+                                    "name": "restorekit-ct-backup"},
+                         "endpoints": [{"type": "read_write"}]}
+    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn", "after lsn"]
+    provider.discard(restored)
+
+
+def test_the_fake_refuses_what_the_spec_forbids(world: NeonWorld) -> None:
+    base, key = world.fake.base_url, world.api_key
+    json_headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    with httpx.Client(base_url=base) as client:
+        no_auth = client.get(f"/projects/{pid(world)}", headers={"Accept": "application/json"})
+        assert no_auth.status_code == 401 and set(no_auth.json()) == {"code", "message",
+                                                                        "request_id"}
+        no_role = client.get(f"/projects/{pid(world)}/connection_uri",
+                             params={"database_name": "app"}, headers=json_headers)
+        assert no_role.status_code == 400 and "role_name" in no_role.json()["message"]
+        same_branch = client.post(f"/projects/{pid(world)}/branches/{bid(world)}/restore",
+                                  json={"source_branch_id": bid(world),
+                                        "source_timestamp": "2026-01-01T00:00:00Z"},
+                                  headers=json_headers)
+        assert same_branch.status_code == 400
+        assert "preserve_under_name" in same_branch.json()["message"]
+        bad_time = client.post(f"/projects/{pid(world)}/branches", headers=json_headers,
+                               json={"branch": {"parent_timestamp": "2026-01-01 10:00"}})
+        assert bad_time.status_code == 400
+    assert len(world.fake.violations) == 4
+    world.fake.violations.clear()
+
+
+def test_in_place_restore_sends_preserve_under_name_and_a_timestamp(world: NeonWorld) -> None:
+    write(world, "INSERT INTO neon_marker VALUES (10, 'kept')")
+    time.sleep(0.2)
+    point = world.clock()
+    time.sleep(0.2)
+    write(world, "INSERT INTO neon_marker VALUES (11, 'undone')")
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+    dsn_before = world.app_dsn
+
+    provider.restore_in_place(RestorePoint.at(point))
+
+    (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches/{bid(world)}/restore")
+    assert set(post.body) == {"source_branch_id", "source_timestamp", "preserve_under_name"}
+    assert post.body["source_branch_id"] == bid(world)
+    assert post.body["source_timestamp"] == rfc3339(point)
+    assert post.body["preserve_under_name"].startswith(PRESERVE_PREFIX)
+    assert post.body["preserve_under_name"].endswith("Z")
+    assert_well_formed(world)
+    # The same endpoint (DSN) now serves the state at the point.
+    assert notes(dsn_before) == ["before", "after", "at lsn", "after lsn", "after backup",
+                                 "kept"]
+    preserved = world.fake.branch_named(post.body["preserve_under_name"])
+    assert preserved is not None
+    assert world.fake.branches[bid(world)].data["parent_id"] == preserved["id"]
+    assert preserved["id"] not in [s.handle for s in provider.list_scratch()]
+    with pytest.raises(SafetyError):
+        provider.discard(RestoredDatabase(provider="neon", handle=preserved["id"],
+                                          dsn=SecretStr("")))
