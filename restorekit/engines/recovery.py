@@ -136,20 +136,24 @@ def run_recovery(
                         replay_seconds=time.monotonic() - started,
                     )
         except (PostgresUnavailable, psycopg.OperationalError):
-            if not _postmaster_alive(cluster):
+            if not _postmaster_alive(cluster, started):
                 _raise_for_stopped(cluster)
         time.sleep(poll_interval)
 
 
-def _postmaster_alive(cluster: LocalCluster) -> bool:
+_STOPPED = ("database system is shut down", "FATAL:", "PANIC:")
+
+
+def _postmaster_alive(cluster: LocalCluster, started: float, *, grace: float = 60) -> bool:
     # postmaster.pid disappears when the server exits, including after a FATAL in the startup
-    # process; give a just-started server a moment (up to 0.5 s) to write it.
-    pid_file = cluster.data_dir / "postmaster.pid"
-    for _ in range(25):
-        if pid_file.exists():
-            return cluster.is_running()
-        time.sleep(0.02)
-    return False
+    # process. A server that was only just started may not have written it yet (slow on a
+    # loaded machine): it counts as dead only once its log says it stopped, or after ``grace``.
+    if (cluster.data_dir / "postmaster.pid").exists():
+        return cluster.is_running()
+    log_text = cluster.log_file.read_text(errors="replace") if cluster.log_file.exists() else ""
+    if any(marker in log_text for marker in _STOPPED):
+        return False
+    return time.monotonic() - started < grace
 
 
 def _raise_for_stopped(cluster: LocalCluster) -> None:
