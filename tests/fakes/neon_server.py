@@ -939,6 +939,7 @@ state_dir = "{state}"
 [targets.production]
 provider = "neon"
 dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
+repository = "file://{repo}"   # for the logical snapshots taken before a repair
 tier = "critical"
 
 [targets.production.neon]
@@ -1002,7 +1003,8 @@ def build_neon_world(root: Path, *, start_app: bool = True) -> NeonWorld:
     state = root / "neon-state"
     config = root / "neon.toml"
     config.write_text(NEON_TARGET.format(
-        state=state, port=inst.production.port, project_id=fake.project_id,
+        state=state, port=inst.production.port, repo=inst.root / "repo",
+        project_id=fake.project_id,
         branch_id=fake.production_branch_id, api_key_env=API_KEY_ENV, base_url=fake.base_url,
     ) + tail)
     # What the restore is verified against: the installation's baseline.
