@@ -15,7 +15,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
 
 from flows._common import Recorder, ScenarioParams
 from restorekit.errors import ConfigError, VerificationFailed
@@ -34,6 +36,14 @@ from tasks.database import (
 )
 
 
+def _int_to_text(value: object) -> object:
+    # Incident tooling sends ids as JSON integers as often as strings; floats are not keys.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+KeyText = Annotated[str, BeforeValidator(_int_to_text)]
+
+
 class AccidentalDeletionParams(ScenarioParams):
     """Bring back deleted rows and what their cascade removed."""
 
@@ -43,7 +53,7 @@ class AccidentalDeletionParams(ScenarioParams):
         "explicit point (ISO-8601 time WITH timezone, lsn:..., name:...).",
     )
     table: str = Field(default="users", description="The table rows were deleted from.")
-    ids: list[str] = Field(default_factory=list,
+    ids: list[KeyText] = Field(default_factory=list,
                            description="Primary keys to bring back (empty: all that were deleted).")
     deleted_since: datetime | None = Field(
         default=None, description="Only deletions at or after this time (with timezone).")

@@ -23,6 +23,7 @@ from tasks.application import check_health
 from tasks.data import find_integrity_issues, identify_affected_data, repair_rows
 from tasks.database import (
     capture_baseline,
+    check_tables,
     discard_restored,
     preflight,
     restore_name,
@@ -65,6 +66,8 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         pre = rec.step("preflight", preflight, ref, params.restore_point,
                        snapshot_copy_allowed=True)
         from_snapshot = not pre.can("new_target_restore")
+        if params.tables:
+            rec.step("check tables", check_tables, ref, list(params.tables))
         findings = rec.step("find integrity issues", find_integrity_issues, ref)
         tables = list(params.tables) or list(findings["tables"])
         if findings["failing_checks"]:

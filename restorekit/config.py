@@ -135,6 +135,9 @@ class TargetConfig(BaseModel):
         if value is None:
             return value
         params = parse(value)
+        port = params.get("port")
+        if port and not (str(port).isascii() and str(port).isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"dsn port {port!r} is not a port number (1-65535)")
         if params.get("password"):
             raise ValueError(
                 f"dsn {redact(value)} contains a password; put the DSN in an environment "
@@ -279,11 +282,18 @@ def load_settings(path: str | Path | None = None) -> Settings:
 
 
 def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) -> Settings:
-    base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
     unknown = set(raw) - {"restorekit", "targets", "tiers", "notify", "drill", "webhook"}
     where = str(source) if source else "config"
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
+    for key, value in raw.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: [{key}] must be a table, not {type(value).__name__}")
+        if key in ("targets", "tiers"):
+            for name, body in value.items():
+                if not isinstance(body, dict):
+                    raise ConfigError(f"{where}: [{key}.{name}] must be a table")
+    base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
     targets = {}
     try:
         for name, body in dict(raw.get("targets", {}) or {}).items():  # type: ignore[call-overload]

@@ -64,12 +64,17 @@ class RestorePoint:
                     f"restore time {self.time.isoformat()} has no timezone; "
                     "give one, e.g. 2026-11-25T13:05:00+00:00 or ...Z"
                 )
+            try:
+                self.time.astimezone(UTC)
+            except OverflowError:
+                raise RestorePointError(
+                    f"restore time {self.time.isoformat()} is out of range") from None
         elif self.kind in (PointKind.LSN, PointKind.XID, PointKind.NAME, PointKind.BACKUP):
             if not self.value:
                 raise RestorePointError(f"a {self.kind.value} restore point needs a value")
             if self.kind is PointKind.LSN:
                 parse_lsn(self.value)
-            if self.kind is PointKind.XID and not self.value.isdigit():
+            if self.kind is PointKind.XID and not (self.value.isascii() and self.value.isdigit()):
                 raise RestorePointError(f"xid must be a number, got {self.value!r}")
 
     @classmethod

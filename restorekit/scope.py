@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import Connection, sql
 
 from restorekit import integrity
@@ -72,6 +73,7 @@ def deletion_scope(
         if len(key) != 1:
             raise ConfigError(f"table {ref} has a composite key ({', '.join(key)}); give keys "
                               "through the audit log or the anti-diff instead of --ids")
+        _check_key_values(conn, ref, key[0], ids)
         return DeletionScope(str(ref), tuple((i,) for i in ids), "ids", first, last)
     if keys is None:
         return DeletionScope(str(ref), None, "anti-diff")
@@ -82,6 +84,21 @@ def deletion_scope(
             + "; give --ids, or a restore point to compare against"
         )
     return DeletionScope(str(ref), tuple(keys), "audit_log", first, last)
+
+
+def _check_key_values(conn: Connection[Any], table: TableRef, column: str,
+                      values: list[str]) -> None:
+    """Cast every given id to the key column's type inside PostgreSQL (one statement, rolled
+    back), so an id of the wrong type is refused before anything is restored."""
+    (col,) = [c for c in catalog.columns(conn, table) if c.name == column]
+    query = sql.SQL("SELECT v::{} FROM unnest(%s::text[]) AS v").format(sql.SQL(col.data_type))
+    for value in values:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(query, ([value],))
+        except psycopg.DataError:
+            raise ConfigError(
+                f"id {value!r} is not a valid {col.data_type} for {table}.{column}") from None
 
 
 def _deletion_times(conn: Connection[Any], table: TableRef,

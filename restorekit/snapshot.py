@@ -77,7 +77,7 @@ MANIFEST_VERSION = 1
 APPLICATION_NAME = "restorekit-snapshot"
 
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z(?:-[a-z0-9]+(?:-[a-z0-9]+)*)?$")
-_PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
+_PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")  # used with fullmatch: `$` would allow a trailing newline
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _HASH_CHUNK = 1024 * 1024
 # Relation kinds pg_dump --table selects: table, partitioned table, view, materialized view,
@@ -210,7 +210,7 @@ def parse_table_name(text: str) -> tuple[str | None, str]:
 
 
 def quote_ident(name: str, *, always: bool = False) -> str:
-    if not always and _PLAIN_IDENT.match(name):
+    if not always and _PLAIN_IDENT.fullmatch(name):
         return name
     return '"' + name.replace('"', '""') + '"'
 

@@ -78,6 +78,12 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
             raise RestorePointError(f"restore time {parsed} is in the future")
     else:
         window.check(parsed)
+    backups = provider.list_backups()
+    if parsed.kind is PointKind.BACKUP and parsed.value not in {b.backup_id for b in backups}:
+        known = ", ".join(b.backup_id for b in backups[-5:]) or "none"
+        raise RestorePointError(
+            f"no backup {parsed.value!r} for target {ref.target!r}; available: {known} "
+            "(the newest; list them all with `restorekit backups`)")
     live = "unknown"
     try:
         live = display(rt.live_dsn())
@@ -88,7 +94,7 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
         provider=provider.kind,
         point=str(parsed),
         window=str(window),
-        backups=len(provider.list_backups()),
+        backups=len(backups),
         app=rt.app.describe() if rt.app else "none",
         connection_store=rt.store.describe() if rt.store else "none",
         live_database=live,
@@ -112,6 +118,24 @@ def take_base_backup(ref: TargetRef, label: str) -> dict[str, object]:
 def provider_capabilities(ref: TargetRef) -> list[str]:
     """What the target's provider can do (flows pick their path from this)."""
     return sorted(c.value for c in runtime(ref).provider.capabilities)
+
+
+@task(name="check-tables", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient)
+def check_tables(ref: TargetRef, tables: list[str]) -> list[str]:
+    """Refuse unknown or malformed table names before anything is restored; returns them in
+    canonical form."""
+    import psycopg
+
+    from restorekit.pg import catalog
+
+    refs = [catalog.TableRef.parse(t) for t in tables]
+    with psycopg.connect(runtime(ref).live_dsn()) as conn:
+        known = set(catalog.list_tables(conn))
+    unknown = [str(t) for t in refs if t not in known]
+    if unknown:
+        raise ConfigError(f"unknown table(s) in the live database: {', '.join(unknown)}")
+    return [str(t) for t in refs]
 
 
 def restore_name(scenario: str, key: str) -> str:

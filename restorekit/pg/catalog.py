@@ -39,13 +39,13 @@ _FK_ACTIONS: Mapping[str, FkAction] = {
 }
 
 # An identifier PostgreSQL would print without quotes (quote_ident's rule, minus keywords).
-_PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
+_PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")  # used with fullmatch: `$` would allow a trailing newline
 # What the SQL lexer accepts as an unquoted identifier: letters (any non-ASCII too), digits, _ $.
 _UNQUOTED_IDENT = re.compile(r"^[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*$")
 
 
 def _quote_if_needed(name: str) -> str:
-    if _PLAIN_IDENT.match(name):
+    if _PLAIN_IDENT.fullmatch(name):
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -91,6 +91,11 @@ def split_qualified(text: str) -> list[str]:
                     'e.g. public."My Table")'
                 )
             part = _fold(raw)
+        if "\x00" in part:
+            raise ConfigError(f"table name {text!r} contains a NUL character")
+        if len(part.encode()) > 63:
+            raise ConfigError(
+                f"name {part!r} is longer than 63 bytes: PostgreSQL would truncate it")
         parts.append(part)
         while i < n and text[i].isspace():
             i += 1

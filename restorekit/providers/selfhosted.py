@@ -281,9 +281,15 @@ class SelfHostedProvider:
             raise SafetyError(
                 f"refusing to remove {home}: it is not a scratch restore made by restorekit"
             )
-        if json.loads((home / MARKER).read_text()).get("adopted"):
+        meta = json.loads((home / MARKER).read_text())
+        if meta.get("adopted"):
             raise SafetyError(
                 f"refusing to remove {home}: it was adopted as the production database"
+            )
+        if self._is_source(meta):
+            raise SafetyError(
+                f"refusing to remove {home}: it is the database target {self.target_name!r} "
+                f"points at (port {meta.get('port')}); adopt it or fix the target's dsn first"
             )
         cluster = LocalCluster(data_dir=home / "data", port=0,
                                bin_dir=self.source.bin_dir or find_bin_dir(),
@@ -304,13 +310,20 @@ class SelfHostedProvider:
             marker = home / MARKER
             if marker.exists():
                 meta = json.loads(marker.read_text())
-                if meta.get("adopted"):
+                if meta.get("adopted") or self._is_source(meta):
                     continue
                 found.append(RestoredDatabase(
                     provider=self.kind, handle=str(home), dsn=SecretStr(""),
                     point=meta.get("point", ""), backup_id=meta.get("backup_id", ""),
                 ))
         return found
+
+    def _is_source(self, meta: dict[str, object]) -> bool:
+        """True when a restored cluster is what the target's own DSN reaches (someone pointed
+        the config at a restore): never scratch, whatever its marker says."""
+        host = str(parse(self.source.dsn).get("host") or "localhost")
+        local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("/")
+        return local and meta.get("port") is not None and int(str(meta["port"])) == self.source.port
 
     def _cluster(self, home: Path, port: int) -> LocalCluster:
         return LocalCluster(data_dir=home / "data", port=port,
