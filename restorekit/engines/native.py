@@ -23,11 +23,13 @@ import os
 import re
 import shutil
 import sys
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from collections.abc import Callable
 from typing import IO, ClassVar
 
 from restorekit import wal
@@ -286,18 +288,14 @@ class NativeEngine:
             progress("base restore", done, total)
 
         objects = backup.extra.get("objects", {})
+        os_user = self.source.os_user
         for name, dest in (("base.tar", data_dir), ("pg_wal.tar", data_dir / "pg_wal")):
             if name not in objects:
                 continue  # with --wal-method=fetch the WAL is inside base.tar
             key = f"backups/{backup.backup_id}/{name}"
             with self.repo.open_verified(key) as stream:
-                _extract(_CountingReader(stream, counted), dest)
-        os_user = self.source.os_user
-        if os_user is not None:
-            for root, dirs, files in os.walk(data_dir):
-                for entry in (*dirs, *files):
-                    chown_for(Path(root) / entry, os_user)
-            chown_for(data_dir, os_user)
+                _untar(stream, dest, os_user=os_user, on_bytes=counted)
+        _refuse_links(data_dir)
         data_dir.chmod(0o700)
         return {
             "restore_command": wal.restore_command(self.repo_url, python=self.python),
@@ -305,51 +303,51 @@ class NativeEngine:
         }
 
 
-class _CountingReader:
-    """A read-only stream wrapper reporting bytes read."""
-
-    def __init__(self, stream: IO[bytes], on_read: Progress | object) -> None:
-        self._stream = stream
-        self._on_read = on_read
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        if data:
-            self._on_read(len(data))  # type: ignore[operator]
-        return data
-
-
-def _extract(stream: object, dest: Path) -> None:
-    """Extract a tar stream into ``dest``, refusing members that would escape it, then read the
-    stream to its end so the repository's checksum check runs."""
+def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
+           on_bytes: Callable[[int], None]) -> None:
+    """Stream a tar archive into GNU tar running as the PostgreSQL OS user (files come out owned
+    by it, written at C speed) while this process reads the repository stream to its end, so the
+    checksum is checked before the cluster is ever started. On a mismatch tar is stopped and the
+    error raised; the caller removes the directory."""
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            path = PurePosixPath(member.name)
-            # A symlink would be a tablespace pointing at the SOURCE's directories: restoring
-            # through it could overwrite production, so refuse rather than follow it.
-            if path.is_absolute() or ".." in path.parts or member.issym() or member.islnk():
-                raise RepositoryError(f"refusing unsafe entry {member.name!r} in backup archive")
-            if member.isdev():
-                continue
-            target = dest / path
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                target.chmod(member.mode & 0o7777 or 0o700)
-                continue
-            if not member.isfile():
-                raise RepositoryError(f"unexpected entry {member.name!r} in backup archive")
-            # tarfile's own extract copies in 16 KiB pieces; relation files are up to 1 GiB,
-            # so copy in 1 MiB pieces (the base restore is disk-bound, like pg_basebackup).
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None
-            with open(target, "wb") as out:
-                while chunk := source.read(_CHUNK):
-                    out.write(chunk)
-            os.chmod(target, member.mode & 0o7777 or 0o600)
-    while stream.read(_CHUNK):  # type: ignore[attr-defined]
-        pass
+    chown_for(dest, os_user)
+    argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
+            "--blocking-factor=2048"]
+    if os_user is not None:
+        argv = ["runuser", "-u", os_user, "--", *argv]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        while chunk := stream.read(_CHUNK):
+            proc.stdin.write(chunk)
+            on_bytes(len(chunk))
+        proc.stdin.close()
+    except BrokenPipeError:
+        # tar gave up (a damaged archive?): read the stream to its end so that a checksum
+        # mismatch, the real cause, is what gets raised; otherwise report tar's own error.
+        proc.wait()
+        while stream.read(_CHUNK):
+            pass
+        raise PgToolFailed(argv, proc.returncode,
+                           proc.stderr.read().decode(errors="replace")[-2000:]) from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    stderr = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise PgToolFailed(argv, proc.returncode, stderr[-2000:])
+
+
+def _refuse_links(data_dir: Path) -> None:
+    """A base backup holds no links; one would be a tablespace pointing at the SOURCE's
+    directories, and starting a cluster through it could write into production."""
+    for root, dirs, files in os.walk(data_dir):
+        for entry in (*dirs, *files):
+            if os.path.islink(os.path.join(root, entry)):
+                raise RepositoryError(
+                    f"the backup contains a link {os.path.join(root, entry)!r}; refusing to start "
+                    "a cluster that could reach the source's directories through it")
 
 
 def _label_start_time(base_tar: Path) -> datetime | None:
