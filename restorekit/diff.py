@@ -19,7 +19,11 @@ Two methods give exactly the same answer:
   keys into smaller ranges (a k-way bisection) and re-summed, until they hold at most
   :attr:`RangeTuning.leaf_rows` rows. Then only those ranges' ``(key, md5)`` pairs are streamed
   to the live side and classified with the same FULL JOIN as ``full``. Mostly-equal tables
-  therefore cost about one index-ordered pass over each side, run in parallel.
+  therefore cost about one index-ordered pass over each side, run in parallel. The row hash is
+  ``hash_record_extended`` over the typed values where a type's equality means identical text
+  (integers, text, timestamps, uuid, ...) and over the text of every other column, so it
+  changes exactly when the full method's md5 of the row text does (up to 64-bit collisions)
+  at a third of the cost of hashing the whole row's text.
 
 Each range is read through the primary-key index (``key >= lo AND key < hi`` inside a LATERAL
 join over the list of ranges), so both sides must order keys the same way: ``auto`` (the
@@ -113,20 +117,23 @@ class RangeTuning:
 class DiffStats:
     """How a :class:`TableDiff` was computed (for logs and benchmarks; not part of equality).
 
-    ``levels`` counts checksum passes, ``ranges_compared`` the ranges summed on each side over
-    all passes, ``leaf_ranges`` the ranges whose pairs were fetched (after merging neighbours),
-    ``rows_staged`` the copy's ``(key, md5)`` pairs streamed to the live side.
+    ``first_pass`` says how the range method read the whole table once ("index ranges" or
+    "bucket scan"), ``levels`` counts checksum passes, ``ranges_compared`` the ranges summed on
+    each side over all passes, ``leaf_ranges`` the ranges whose pairs were fetched (after
+    merging neighbours), ``rows_staged`` the copy's ``(key, md5)`` pairs streamed to live.
     """
 
     method: Literal["full", "range"]
     reason: str = ""
+    first_pass: str = ""
     levels: int = 0
     ranges_compared: int = 0
     leaf_ranges: int = 0
     rows_staged: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "reason": self.reason, "levels": self.levels,
+        return {"method": self.method, "reason": self.reason, "first_pass": self.first_pass,
+                "levels": self.levels,
                 "ranges_compared": self.ranges_compared, "leaf_ranges": self.leaf_ranges,
                 "rows_staged": self.rows_staged}
 
@@ -538,11 +545,11 @@ class _Range:
     hi: _Bound | None
 
 
-# Per key column: type, its storage width, whether it is an array type, and (for collatable
-# types) everything that decides its sort order: the collation's provider, locale, determinism
-# and the version the library reports now (a copy restored onto another OS may sort differently
-# under the same collation name).
-_ORDERING = sql.SQL(
+# Per column: type, storage width, whether it is an array, (for collatable types) everything
+# that decides its sort order (the collation's provider, locale, determinism and the version
+# the library reports now: a copy restored onto another OS may sort differently under the same
+# collation name), and whether its own hash function can stand in for its text (see _FAITHFUL).
+_COLUMN_FACTS = sql.SQL(
     """
     SELECT a.attname, format_type(a.atttypid, a.atttypmod), ty.typlen, ty.typcategory = 'A',
            CASE WHEN a.attcollation = 0 THEN NULL
@@ -552,7 +559,9 @@ _ORDERING = sql.SQL(
                      FROM pg_database d WHERE d.datname = current_database())
                 ELSE to_jsonb(co) || jsonb_build_object(
                          'actual_version', pg_collation_actual_version(co.oid))
-           END
+           END,
+           ty.typnamespace = 'pg_catalog'::regnamespace AND ty.typname = ANY(%(faithful)s)
+               AND (a.attcollation = 0 OR co.collisdeterministic)
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -561,16 +570,24 @@ _ORDERING = sql.SQL(
     WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attname = ANY(%(columns)s)
     """
 )
-_SLACK = 1
+# Types whose equality is identity of their text form (under the pinned output settings), so
+# their built-in hash may replace hashing the text, which costs a third of the time. Left out on
+# purpose: numeric (1.0 = 1.00), float (-0 = 0), interval ('1 day' = '24 hours'), json(b),
+# bpchar (trailing blanks), enums and oids (hashed by OID, which differs between clusters).
+_FAITHFUL = ("int2", "int4", "int8", "bool", "text", "varchar", "date", "time", "timestamp",
+             "timestamptz", "uuid", "bytea")
 _INTEGERS = frozenset({"smallint", "integer", "bigint"})
 
 
 @dataclass(frozen=True, slots=True)
-class _KeyFacts:
+class _RangeFacts:
+    """What the range method needs to know about a table, from both catalogs."""
+
     obstacle: str | None  # why the two sides might order the key differently
     # One key column of a fixed-width type (bigint, uuid, timestamptz, ...) whose order is not
     # the heap's: the first pass buckets a sequential scan instead of reading by index.
     bucket_scan: bool
+    checksum: sql.Composable  # a 64-bit hash of a row of ALIAS, the same on both sides
 
 
 def _scattered(live_conn: Connection[Any], shape: TableShape) -> bool:
@@ -601,27 +618,51 @@ def _sort_order(info: Mapping[str, Any] | None) -> tuple[Any, ...]:
             info.get("actual_version"))
 
 
-def _key_facts(
+def _checksum_columns(shape: TableShape) -> tuple[str, ...]:
+    # The key is always hashed: two rows swapping their other values must change the sum.
+    return tuple(dict.fromkeys([*shape.columns, *shape.key]))
+
+
+def _range_facts(
     live_conn: Connection[Any], copy_conn: Connection[Any], shape: TableShape
-) -> _KeyFacts:
-    """Whether both sides order the key the same way (ranges must hold the same rows), and
-    whether the first pass should bucket a sequential scan with ``width_bucket``."""
-    params = {"schema": shape.table.schema, "name": shape.table.name, "columns": list(shape.key)}
-    live = {r[0]: r[1:] for r in live_conn.execute(_ORDERING, params)}
-    copy = {r[0]: r[1:] for r in copy_conn.execute(_ORDERING, params)}
+) -> _RangeFacts:
+    """Whether both sides order the key the same way (ranges must hold the same rows), how
+    the first pass reads, and the row checksum both sides compute.
+
+    The checksum must change whenever the row's text changes, since the full method compares
+    md5s of row text: a column is hashed by its own type's hash function only when its type is
+    in :data:`_FAITHFUL` and the same on both sides, otherwise as text (collation "C", so no
+    nondeterministic collation can make two texts hash alike).
+    """
+    columns = _checksum_columns(shape)
+    params = {"schema": shape.table.schema, "name": shape.table.name, "columns": list(columns),
+              "faithful": list(_FAITHFUL)}
+    live = {r[0]: r[1:] for r in live_conn.execute(_COLUMN_FACTS, params)}
+    copy = {r[0]: r[1:] for r in copy_conn.execute(_COLUMN_FACTS, params)}
+    if min(live_conn.info.server_version, copy_conn.info.server_version) >= 140000:
+        parts = [sql.SQL("{}.{}").format(ALIAS, sql.Identifier(c))
+                 if live[c][4] and copy[c][4] and live[c][0] == copy[c][0] else
+                 sql.SQL('{}.{}::text COLLATE "C"').format(ALIAS, sql.Identifier(c))
+                 for c in columns]
+        checksum: sql.Composable = sql.SQL("hash_record_extended(ROW({}), 0)").format(
+            sql.SQL(", ").join(parts))
+    else:  # hash_record_extended is PostgreSQL 14+
+        checksum = sql.SQL("hashtextextended(ROW({})::text, 0)").format(idents(columns, ALIAS))
     bucket = len(shape.key) == 1 and live[shape.key[0]][1] > 0 and _scattered(
         live_conn, shape)
+    obstacle = None
     for col in shape.key:
-        (live_type, _, is_array, live_coll), (copy_type, _, _, copy_coll) = live[col], copy[col]
+        (live_type, _, is_array, live_coll, _), (copy_type, _, _, copy_coll, _) = \
+            live[col], copy[col]
         if is_array:
-            return _KeyFacts(f"key column {col} is an array ({live_type})", bucket)
-        if live_type != copy_type and not {live_type, copy_type} <= _INTEGERS:
-            return _KeyFacts(f"key column {col} is {live_type} live but {copy_type} in the copy",
-                             bucket)
-        if _sort_order(live_coll) != _sort_order(copy_coll):
-            return _KeyFacts(f"key column {col} is sorted by a different collation in the copy",
-                             bucket)
-    return _KeyFacts(None, bucket)
+            obstacle = f"key column {col} is an array ({live_type})"
+        elif live_type != copy_type and not {live_type, copy_type} <= _INTEGERS:
+            obstacle = f"key column {col} is {live_type} live but {copy_type} in the copy"
+        elif _sort_order(live_coll) != _sort_order(copy_coll):
+            obstacle = f"key column {col} is sorted by a different collation in the copy"
+        if obstacle:
+            break
+    return _RangeFacts(obstacle, bucket, checksum)
 
 
 def _live_rows_at_least(live_conn: Connection[Any], shape: TableShape, wanted: int) -> int:
@@ -754,17 +795,13 @@ def _over_ranges(
     return sql.SQL(" UNION ALL ").join(arms)
 
 
-def _checksum_columns(shape: TableShape) -> tuple[str, ...]:
-    # The key is always hashed: two rows swapping their other values must change the sum.
-    return tuple(dict.fromkeys([*shape.columns, *shape.key]))
-
-
 def _range_sums(
     conn: Connection[Any], shape: TableShape, ranges: Sequence[_Range],
-    key_filter: sql.Composable | None, tuning: RangeTuning, *, bucket_scan: bool = False,
+    key_filter: sql.Composable | None, tuning: RangeTuning, checksum: sql.Composable, *,
+    bucket_scan: bool = False,
 ) -> list[_Sums]:
-    """``(count, sum of 64-bit row hashes)`` per range, in ``ranges`` order. ``hashtextextended``
-    is much cheaper than md5, and a sum (unlike xor) cannot cancel out a pair of equal rows.
+    """``(count, sum of the 64-bit ``checksum`` of each row)`` per range, in ``ranges`` order
+    (a sum, unlike xor, cannot cancel out a pair of equal rows).
 
     Normally one index range scan per range (about as fast as a sequential scan where the heap
     is in key order), one statement per :attr:`RangeTuning.max_ranges` ranges. With
@@ -772,8 +809,7 @@ def _range_sums(
     column scattered over the heap, like random uuids) it is one sequential scan grouped by
     ``width_bucket``, a binary search over the bounds, so no page is read twice.
     """
-    hashed = sql.SQL("count(*) AS n, sum(hashtextextended(ROW({})::text, 0)) AS h").format(
-        idents(_checksum_columns(shape), ALIAS))
+    hashed = sql.SQL("count(*) AS n, sum({}) AS h").format(checksum)
     if bucket_scan:
         bounds = sql.SQL("{}").format(_key_array(
             shape, shape.key[0], (r.lo[0] for r in ranges[1:] if r.lo is not None)))
@@ -794,19 +830,21 @@ def _range_sums(
 
 
 def _split(
-    live_conn: Connection[Any], shape: TableShape, ranges: Sequence[tuple[_Range, int]],
+    live_conn: Connection[Any], shape: TableShape, ranges: Sequence[tuple[_Range, int, int]],
     key_filter: sql.Composable | None, tuning: RangeTuning,
 ) -> tuple[list[_Range], list[_Range]]:
-    """Cut each ``(range, live rows)`` at every ``step``-th live key (one statement on live):
-    about ``leaf_rows`` live rows per piece, at most ``max_fanout`` pieces.
+    """Cut each ``(range, live rows, rows on the fuller side)`` at every ``step``-th live key
+    (one statement on live) into pieces of about ``leaf_rows`` rows, at most ``max_fanout``.
+    Only live keys can be cut points, so a range the copy holds far more rows of (rows deleted
+    live) is cut into at most as many pieces as it has live rows.
 
     Returns:
-        The pieces, and the ranges that could not be cut (fewer than two live keys).
+        The pieces, and the ranges that could not be cut (no live key inside).
     """
     steps = []
-    for _, rows in ranges:
-        wanted = min(tuning.max_fanout, math.ceil(rows / tuning.leaf_rows))
-        steps.append(max(1, math.ceil(rows / max(wanted, 2))))
+    for _, live_rows, rows in ranges:
+        wanted = min(tuning.max_fanout, math.ceil(rows / tuning.leaf_rows), live_rows)
+        steps.append(max(1, math.ceil(live_rows / max(wanted, 2))))
     names = [sql.Identifier(f"k{n}") for n in range(len(shape.key))]
     items = sql.SQL("{keys}, row_number() OVER (ORDER BY {key}) AS rn").format(
         keys=sql.SQL(", ").join(sql.SQL("{}.{} AS {}").format(ALIAS, sql.Identifier(k), n)
@@ -816,7 +854,7 @@ def _split(
     outer = sql.SQL("v.i, x.rn, {}").format(sql.SQL(", ").join(
         sql.SQL("{}.{}::text").format(x, n) for n in names))
     query = sql.SQL("{} ORDER BY 1, 2").format(_over_ranges(
-        shape, [r for r, _ in ranges], items, outer, key_filter, steps=steps,
+        shape, [r for r, _, _ in ranges], items, outer, key_filter, steps=steps,
         outer_where=sql.SQL("mod(x.rn, v.step) = 0")))
     cuts: dict[int, list[_Bound]] = {}
     with _session_settings(live_conn, _INDEX_SCANS):
@@ -825,7 +863,7 @@ def _split(
         cuts.setdefault(int(i), []).append(tuple(key))
     pieces: list[_Range] = []
     whole: list[_Range] = []
-    for i, (r, _) in enumerate(ranges):
+    for i, (r, _, _) in enumerate(ranges):
         bounds = [b for b in cuts.get(i, []) if b != r.lo]
         if not bounds:
             whole.append(r)
@@ -907,13 +945,14 @@ class _Search:
     order), or None when they hold so many rows that the whole table is fetched instead."""
 
     leaves: list[_Range] | None
+    first_pass: str
     levels: int
     compared: int
 
 
 def _search(
     live_conn: Connection[Any], copy_conn: Connection[Any], shape: TableShape,
-    key_filter: sql.Composable | None, tuning: RangeTuning, rows: int, bucket_scan: bool,
+    key_filter: sql.Composable | None, tuning: RangeTuning, rows: int, facts: _RangeFacts,
     pool: ThreadPoolExecutor,
 ) -> _Search:
     """Sum ranges on both sides at once, keep the ones that differ, split those at live keys,
@@ -921,6 +960,9 @@ def _search(
     bounds = _sample_bounds(live_conn, shape, rows, key_filter, tuning)
     edges: list[_Bound | None] = [None, *bounds, None]
     pending = [_Range((j,), lo, hi) for j, (lo, hi) in enumerate(pairwise(edges))]
+    # width_bucket wants at least one bound; one range is the whole table anyway.
+    bucket_scan = facts.bucket_scan and len(pending) > 1
+    first_pass = "bucket scan" if bucket_scan else "index ranges"
     leaves: list[_Range] = []
     leaf_rows = total_rows = levels = compared = 0
     while pending:
@@ -929,35 +971,37 @@ def _search(
         first = levels == 1 and bucket_scan
         live_sums, copy_sums = _on_both(
             pool,
-            partial(_range_sums, live_conn, shape, pending, key_filter, tuning, bucket_scan=first),
-            partial(_range_sums, copy_conn, shape, pending, key_filter, tuning, bucket_scan=first),
+            partial(_range_sums, live_conn, shape, pending, key_filter, tuning, facts.checksum,
+                    bucket_scan=first),
+            partial(_range_sums, copy_conn, shape, pending, key_filter, tuning, facts.checksum,
+                    bucket_scan=first),
         )
         if levels == 1:
             total_rows = max(sum(n for n, _ in live_sums), sum(n for n, _ in copy_sums))
-        to_split: list[tuple[_Range, int]] = []
+        to_split: list[tuple[_Range, int, int]] = []
         for r, mine, theirs in zip(pending, live_sums, copy_sums, strict=True):
             if mine == theirs:
                 continue
             largest = max(mine[0], theirs[0])
-            if largest <= tuning.leaf_rows * _SLACK or mine[0] < 2 or levels >= tuning.max_levels:
+            if largest <= tuning.leaf_rows or mine[0] < 2 or levels >= tuning.max_levels:
                 leaves.append(r)
                 leaf_rows += largest
             else:
-                to_split.append((r, largest))
+                to_split.append((r, mine[0], largest))
         if leaf_rows > tuning.full_fraction * total_rows:
             # Most rows differ: one plain full join is cheaper than a long list of ranges.
-            return _Search(None, levels, compared)
+            return _Search(None, first_pass, levels, compared)
         pending = []
         if to_split:
             pending, whole = _split(live_conn, shape, to_split, key_filter, tuning)
             leaves.extend(whole)
-            leaf_rows += sum(n for r, n in to_split if r in whole)
-    return _Search(_merge(leaves), levels, compared)
+            leaf_rows += sum(n for r, _, n in to_split if r in whole)
+    return _Search(_merge(leaves), first_pass, levels, compared)
 
 
 def _diff_ranges(
     live_conn: Connection[Any], copy_conn: Connection[Any], shape: TableShape,
-    key_filter: sql.Composable | None, tuning: RangeTuning, rows: int, bucket_scan: bool,
+    key_filter: sql.Composable | None, tuning: RangeTuning, rows: int, facts: _RangeFacts,
     reason: str,
 ) -> TableDiff:
     with ExitStack() as stack:
@@ -967,8 +1011,8 @@ def _diff_ranges(
         stack.enter_context(_session_settings(live_conn, _RANGE_SETTINGS))
         stack.enter_context(_session_settings(copy_conn, _RANGE_SETTINGS))
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="restorekit-diff"))
-        found = _search(live_conn, copy_conn, shape, key_filter, tuning, rows, bucket_scan, pool)
-        stats = DiffStats("range", reason, found.levels, found.compared,
+        found = _search(live_conn, copy_conn, shape, key_filter, tuning, rows, facts, pool)
+        stats = DiffStats("range", reason, found.first_pass, found.levels, found.compared,
                           len(found.leaves) if found.leaves is not None else 0)
         if found.leaves == []:
             return TableDiff(shape.table, shape.key, 0, 0, 0, stats=stats)
@@ -1050,9 +1094,9 @@ def diff_table(
     shape = resolve_shape(live_conn, copy_conn, table, columns)
     reason = "asked for"
     rows = 0
-    facts = _KeyFacts(None, False)
+    facts: _RangeFacts | None = None
     if method != "full":
-        facts = _key_facts(live_conn, copy_conn, shape)
+        facts = _range_facts(live_conn, copy_conn, shape)
         if facts.obstacle is not None and method == "range":
             raise ConfigError(f"table {table} cannot be diffed by key ranges: {facts.obstacle}; "
                               "use method='full'")
@@ -1064,11 +1108,11 @@ def diff_table(
                 method = "range" if rows >= tuning.min_rows else "full"
                 reason = f"about {rows} live rows ({'>=' if method == 'range' else '<'} " \
                          f"{tuning.min_rows})"
-    if method == "full":
+    if method == "full" or facts is None:
         result = _diff_full(live_conn, copy_conn, shape, key_filter, reason)
     else:
-        result = _diff_ranges(live_conn, copy_conn, shape, key_filter, tuning, rows,
-                              facts.bucket_scan, reason)
+        result = _diff_ranges(live_conn, copy_conn, shape, key_filter, tuning, rows, facts,
+                              reason)
     log.info("diff %s (%s): %d missing, %d extra, %d changed", table, method, result.missing,
              result.extra, result.changed)
     return result
