@@ -148,6 +148,7 @@ class Recorder:
                 approve=False,
             ),
             timeout=APPROVAL_TIMEOUT_SECONDS,
+            poll_interval=2,  # an approval should take effect at once, not up to 10 s later
         )
         self.report.steps.append(Step(name="approval", started_at=datetime.now(UTC),
                                       seconds=time.monotonic() - started, ok=answer.approve,

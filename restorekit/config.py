@@ -60,6 +60,7 @@ class AppConfig(BaseModel):
     env_file: Path | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     health_url: str | None = None
+    health_attempts: int = Field(default=20, ge=1, le=600)  # 0.5 s apart: a redeploy takes time
 
     @model_validator(mode="after")
     def _local_needs(self) -> AppConfig:

@@ -49,10 +49,12 @@ def redeploy_application(ref: TargetRef, reason: str) -> AppState | None:
 
 
 @task(name="check-health", cache_policy=NO_CACHE)
-def check_health(ref: TargetRef, attempts: int = 20) -> HealthReport | None:
+def check_health(ref: TargetRef, attempts: int | None = None) -> HealthReport | None:
     """GET the application's /api/health; raise when it is not healthy (the runbook's
     "Test Application")."""
-    url = runtime(ref).health_url()
+    rt = runtime(ref)
+    url = rt.health_url()
+    attempts = attempts or rt.config.app.health_attempts
     if url is None:
         logger().info("no health endpoint configured for %s", ref.target)
         return None

@@ -24,6 +24,8 @@ def broken_health_world(pg_base_dir: Path):
     # The health URL answers nothing: every health check after a swap fails.
     world = build_world(pg_base_dir / f"rollback-{time.monotonic_ns()}",
                         health_url=f"http://127.0.0.1:{free_port()}/api/health")
+    world.config.write_text(world.config.read_text().replace(
+        "[targets.production.connection]", "health_attempts = 3\n\n[targets.production.connection]"))
     world.runtime().app.start()
     yield world
     teardown_world(world)
