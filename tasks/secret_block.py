@@ -25,12 +25,11 @@ from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
 from restorekit.pg.dsn import redact
-from restorekit.sinks.base import Revision, register
+from restorekit.sinks.base import Revision, check_new_value, register
 
 log = logging.getLogger(__name__)
 
 _BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BACKUP_INFIX = "-restorekit-previous-"
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -86,11 +85,7 @@ class PrefectSecretStore:
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
-        if not value:
-            raise ConfigError(f"{self.describe()}: refusing to write an empty connection string")
-        if _CONTROL.search(value):
-            raise ConfigError(f"{self.describe()}: the connection string contains control "
-                              "characters (a newline?); refusing to write it")
+        check_new_value(self.describe(), value)
         previous = self._load(self.block_name, "write")
         backup = None if previous is None else self._save_backup(previous)
         revision = Revision(store=self.kind, location=self.describe(), ref=backup)

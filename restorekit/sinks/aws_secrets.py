@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.pg.dsn import redact
-from restorekit.sinks.base import Revision
+from restorekit.sinks.base import Revision, check_new_value
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ _AUTH_CODES = frozenset({
     "ExpiredTokenException", "InvalidClientTokenId", "IncompleteSignature",
 })
 _VERSION_ID = re.compile(r"[A-Za-z0-9-]{32,64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PBKDF2_ROUNDS = 100_000
 
 
@@ -131,11 +130,7 @@ class SecretsManagerStore:
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
-        if not value:
-            raise ConfigError(f"{self.describe()}: refusing to write an empty connection string")
-        if _CONTROL.search(value):
-            raise ConfigError(f"{self.describe()}: the connection string contains control "
-                              "characters (a newline?); refusing to write it")
+        check_new_value(self.describe(), value)
         previous_id, previous_text = self._current("write")
         new_text = self._compose(previous_text, value)
         revision = Revision(store=self.kind, location=self.describe(), ref=previous_id)

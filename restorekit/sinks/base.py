@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -98,6 +99,24 @@ class ConnectionStore(Protocol):
             ProviderError: The previous value could not be written back.
         """
         ...
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_new_value(where: str, value: str, what: str = "connection string") -> None:
+    """Refuse a value no store should write: empty, or with control characters (a pasted
+    newline would corrupt an env file and silently break the app). ``where`` is the store's
+    secret-free ``describe()``.
+
+    Raises:
+        ConfigError: naming the store, never the value.
+    """
+    if not value:
+        raise ConfigError(f"{where}: refusing to write an empty {what}")
+    if _CONTROL.search(value):
+        raise ConfigError(f"{where}: the {what} contains control characters (a newline?); "
+                          "refusing to write it")
 
 
 _REGISTRY: dict[str, str] = {

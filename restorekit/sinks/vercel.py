@@ -53,13 +53,12 @@ from pydantic import SecretStr
 
 from restorekit.apps.vercel import DEFAULT_BASE_URL, VercelClient, path_segment
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
-from restorekit.sinks.base import Revision
+from restorekit.sinks.base import Revision, check_new_value
 
 log = logging.getLogger(__name__)
 
 _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TARGETS = frozenset({"production", "preview", "development"})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNREADABLE_TYPES = frozenset({"sensitive", "secret"})
 _BACKUP_VERSION = 1
 
@@ -168,11 +167,7 @@ class VercelEnvStore:
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
-        if not value:
-            raise ConfigError(f"{self.describe()}: refusing to write an empty {self.key}")
-        if _CONTROL.search(value):
-            raise ConfigError(f"{self.describe()}: the connection string contains control "
-                              "characters (a newline?); refusing to write it")
+        check_new_value(self.describe(), value, self.key)
         cipher = self._cipher()  # a missing key fails here, before anything changes
         envs, hidden = self._list("write")
         entry = self._find(envs)
