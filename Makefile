@@ -16,7 +16,7 @@ SCALE ?= 1
 help:
 	@echo "make demo   - the embedded default end to end (production cluster, backup, accident, PITR)"
 	@echo "make test   - install what is missing, then run the whole test suite"
-	@echo "make bench  - restore benchmark (SCALE=$(SCALE)); prints ratios"
+	@echo "make bench  - restore, recovery and diff benchmarks at SCALE=$(SCALE); prints ratios"
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -38,6 +38,8 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/restore_bench.py --scale $(SCALE)
+	$(BIN)/python bench/recovery_bench.py --scale $(SCALE)
+	$(BIN)/python bench/diff_bench.py --scale $(SCALE)
 
 clean:
 	rm -rf $(VENV) .restorekit-demo
