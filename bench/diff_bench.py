@@ -45,9 +45,10 @@ reladiff pins its own dependency versions; install it into a throwaway virtualen
 
 from __future__ import annotations
 
+import _growth  # bench/_growth.py, beside this script
+
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -308,25 +309,9 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each variant's time at each scale relative to the smallest, next to the data's growth;
-    the exponent b in time ~ size^b (1: linear)."""
-    base = results[0]
-    growth: dict[str, Any] = {}
-    variants = list(base["median_seconds"])
-    print(f"\ngrowth relative to scale {base['scale']:g} (same fraction changed):")
-    print(f"{'scale':>8}{'data x':>9}" + "".join(f"{v + ' x':>20}{'exp':>6}" for v in variants))
-    for r in results[1:]:
-        size = r["rows"]["appointments"] / base["rows"]["appointments"]
-        entry: dict[str, Any] = {"data_ratio": size}
-        cells = []
-        for v in variants:
-            ratio = r["median_seconds"][v] / base["median_seconds"][v]
-            exponent = math.log(ratio) / math.log(size) if size > 1 else float("nan")
-            entry[v] = {"time_ratio": ratio, "exponent": exponent}
-            cells.append(f"{ratio:20.2f}{exponent:6.2f}")
-        growth[f"{r['scale']:g}/{base['scale']:g}"] = entry
-        print(f"{r['scale']:8g}{size:9.2f}" + "".join(cells))
-    return growth
+    return _growth.print_growth(results, list(results[0]["median_seconds"]),
+                                lambda r: r["rows"]["appointments"],
+                                "same fraction changed", width=20)
 
 
 def main() -> None:

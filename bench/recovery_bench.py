@@ -40,11 +40,12 @@ Results are written to bench/results/recovery-<timestamp>.json. Nothing here ass
 
 from __future__ import annotations
 
+import _growth  # bench/_growth.py, beside this script
+
 import argparse
 import cProfile
 import io
 import json
-import math
 import os
 import pstats
 import random
@@ -512,25 +513,8 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each variant's time at each scale relative to the smallest, next to the data's growth;
-    the exponent b in time ~ size^b (0: independent of data size, 1: linear)."""
-    base = results[0]
-    base_rows = sum(base["rows"].values())
-    growth: dict[str, Any] = {}
-    print(f"\ngrowth relative to scale {base['scale']:g} (K = {base['k']} at every scale):")
-    print(f"{'scale':>8}{'data x':>9}" + "".join(f"{v + ' x':>16}{'exp':>6}" for v in VARIANTS))
-    for r in results[1:]:
-        size = sum(r["rows"].values()) / base_rows
-        entry: dict[str, Any] = {"data_ratio": size}
-        cells = []
-        for v in VARIANTS:
-            ratio = r["median_seconds"][v] / base["median_seconds"][v]
-            exponent = math.log(ratio) / math.log(size) if size > 1 else float("nan")
-            entry[v] = {"time_ratio": ratio, "exponent": exponent}
-            cells.append(f"{ratio:16.2f}{exponent:6.2f}")
-        growth[f"{r['scale']:g}/{base['scale']:g}"] = entry
-        print(f"{r['scale']:8g}{size:9.2f}" + "".join(cells))
-    return growth
+    return _growth.print_growth(results, VARIANTS, lambda r: sum(r["rows"].values()),
+                                f"K = {results[0]['k']} at every scale")
 
 
 def main() -> None:
