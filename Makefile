@@ -10,6 +10,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 SCALE ?= 1
+# reladiff (the diff benchmark's baseline) lives in a venv of its own: its pins are not ours.
+RELADIFF_VENV ?= .bench-reladiff
 
 .PHONY: help system-deps venv test demo bench clean
 
@@ -36,10 +38,14 @@ test: venv
 demo: venv
 	$(BIN)/restorekit demo --state-dir .restorekit-demo
 
-bench: venv
+$(RELADIFF_VENV)/bin/reladiff:
+	$(PYTHON) -m venv $(RELADIFF_VENV)
+	$(RELADIFF_VENV)/bin/python -m pip install -q --disable-pip-version-check reladiff psycopg2-binary
+
+bench: venv $(RELADIFF_VENV)/bin/reladiff
 	$(BIN)/python bench/restore_bench.py --scale $(SCALE)
 	$(BIN)/python bench/recovery_bench.py --scale $(SCALE)
-	$(BIN)/python bench/diff_bench.py --scale $(SCALE)
+	$(BIN)/python bench/diff_bench.py --scale $(SCALE) --reladiff $(RELADIFF_VENV)/bin/reladiff
 
 clean:
-	rm -rf $(VENV) .restorekit-demo
+	rm -rf $(VENV) $(RELADIFF_VENV) .restorekit-demo
