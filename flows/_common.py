@@ -156,6 +156,12 @@ class Recorder:
         if not answer.approve:
             raise SafetyError("the plan was not approved; nothing was changed")
 
+    def restored(self, restored: Any) -> None:
+        """Record where a restore went and what it reached (a RestoredRef)."""
+        self.report.restored_database = restored.display
+        self.report.recovered_to_time = restored.recovered_to_time
+        self.report.recovered_to_lsn = restored.recovered_to_lsn
+
     def add_checks(self, summary: Any) -> None:
         for check in getattr(summary, "checks", []) or []:
             self.report.checks.append(CheckRow(

@@ -115,9 +115,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
             else:
                 restored = rec.step("restore scratch copy", restore_to_point_in_time, ref, point,
                                     name)
-            report.restored_database = restored.display
-            report.recovered_to_time = restored.recovered_to_time
-            report.recovered_to_lsn = restored.recovered_to_lsn
+            rec.restored(restored)
             result = rec.step("recover rows", recover_rows, ref, restored, params.table, keys,
                               params.include_cascade)
             rec.add_changes(result)

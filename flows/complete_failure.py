@@ -87,9 +87,7 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     try:
         restored = rec.step("restore to point in time", restore_to_point_in_time, ref,
                             params.restore_point, name)
-        report.restored_database = restored.display
-        report.recovered_to_time = restored.recovered_to_time
-        report.recovered_to_lsn = restored.recovered_to_lsn
+        rec.restored(restored)
         verified = rec.step("verify integrity", verify_integrity, ref, restored)
         rec.add_checks(verified)
     except BaseException:

@@ -98,9 +98,7 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         else:
             restored = rec.step("restore scratch copy", restore_to_point_in_time, ref,
                                 params.restore_point, name)
-        report.restored_database = restored.display
-        report.recovered_to_time = restored.recovered_to_time
-        report.recovered_to_lsn = restored.recovered_to_lsn
+        rec.restored(restored)
         diffs = rec.step("identify affected data", identify_affected_data, ref, restored, tables)
         affected = [d["table"] for d in diffs
                     if d["missing"] or d["changed"] or (params.full_replace and d["extra"])]
