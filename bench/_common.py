@@ -1,10 +1,37 @@
-"""How each variant's time grows with the data, shared by the benchmarks' --scales option."""
+"""What the benchmarks share: building the sample data, the load average, the growth table."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from restorekit import sample
+from restorekit.pg.cluster import LocalCluster
+
+
+def build_sample(cluster: LocalCluster, scale: float, *, db: str, seed: int) -> dict[str, int]:
+    """A fresh database ``db`` with the sample schema at ``scale`` (same seed, same rows)."""
+    with cluster.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        sample.create_schema(conn)
+        counts = sample.generate(conn, scale=scale, seed=seed)
+        conn.execute("VACUUM ANALYZE")
+    return counts
+
+
+def loadavg() -> list[float]:
+    """The 1/5/15-minute load averages, to say how noisy a run was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def print_growth(results: list[dict[str, Any]], variants: Sequence[str],

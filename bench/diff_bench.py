@@ -45,7 +45,7 @@ reladiff pins its own dependency versions; install it into a throwaway virtualen
 
 from __future__ import annotations
 
-import _growth  # bench/_growth.py, beside this script
+import _common  # bench/_common.py, beside this script
 
 import argparse
 import json
@@ -64,7 +64,6 @@ from typing import Any
 
 import psycopg
 
-from restorekit import sample
 from restorekit.diff import SAMPLE_SIZE, TableDiff, diff_table
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.cluster import LocalCluster
@@ -80,25 +79,13 @@ RECORD_HASH_SCAN = "SELECT count(*), sum(hash_record_extended(t, 0)) FROM public
 SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min", "shared_buffers": "512MB"}
 
 
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 # -- the data ------------------------------------------------------------------------------------
 
 
 def build(cluster: LocalCluster, scale: float) -> dict[str, int]:
-    with cluster.connect(autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB}")
-        conn.execute(f"CREATE DATABASE {DB}")
-    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
-        sample.create_schema(conn)
-        counts = sample.generate(conn, scale=scale, seed=SEED)
-        conn.execute("VACUUM ANALYZE")
-    return counts
+    return _common.build_sample(cluster, scale, db=DB, seed=SEED)
 
 
 class Truth:
@@ -309,7 +296,7 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return _growth.print_growth(results, list(results[0]["median_seconds"]),
+    return _common.print_growth(results, list(results[0]["median_seconds"]),
                                 lambda r: r["rows"]["appointments"],
                                 "same fraction changed", width=20)
 
@@ -344,7 +331,7 @@ def main() -> None:
         clusters.append(copy)
         live.start()
         copy.start()
-        load_before = loadavg()
+        load_before = _common.loadavg()
         results = []
         for scale in scales:
             r = compare(live, copy, scale, args.fraction, args.repeat, reladiff)
@@ -361,7 +348,7 @@ def main() -> None:
                          "restorekit range vs restorekit full vs reladiff vs one sequential "
                          "scan of each side",
             "when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": loadavg(),
+            "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
             "postgres": version, "cluster_settings": SETTINGS, "seed": SEED,
             "reladiff": reladiff_version,
             "reladiff_argv": reladiff and ["reladiff", "LIVE_URL", "appointments", "COPY_URL",

@@ -40,11 +40,10 @@ Results are written to bench/results/recovery-<timestamp>.json. Nothing here ass
 
 from __future__ import annotations
 
-import _growth  # bench/_growth.py, beside this script
+import _common  # bench/_common.py, beside this script
 
 import argparse
 import cProfile
-import io
 import json
 import os
 import pstats
@@ -150,11 +149,6 @@ def checkpoint(*conns: psycopg.Connection) -> None:
         conn.execute("CHECKPOINT")
 
 
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 # -- the variants --------------------------------------------------------------------------------
@@ -285,14 +279,7 @@ class Context:
 
 
 def build(cluster: LocalCluster, scale: float) -> dict[str, int]:
-    with cluster.connect(autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB}")
-        conn.execute(f"CREATE DATABASE {DB}")
-    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
-        sample.create_schema(conn)
-        counts = sample.generate(conn, scale=scale, seed=SEED)
-        conn.execute("VACUUM ANALYZE")
-    return counts
+    return _common.build_sample(cluster, scale, db=DB, seed=SEED)
 
 
 def _category(statement: str) -> str:
@@ -513,7 +500,7 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return _growth.print_growth(results, VARIANTS, lambda r: sum(r["rows"].values()),
+    return _common.print_growth(results, VARIANTS, lambda r: sum(r["rows"].values()),
                                 f"K = {results[0]['k']} at every scale")
 
 
@@ -543,7 +530,7 @@ def main() -> None:
         live.start()
         copy.start()
         work = make_dir(base / "work", os_user, mode=0o755)
-        load_before = loadavg()
+        load_before = _common.loadavg()
         results = []
         for scale in scales:
             r = compare(live, copy, work, scale, args.k, args.repeat, not args.no_trace)
@@ -557,7 +544,7 @@ def main() -> None:
             "benchmark": "scenario 3 recovery of K deleted users: restorekit vs runbook "
                          "(pg_dump/pg_restore/INSERT ... SELECT) vs lower bound (COPY only)",
             "when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": loadavg(),
+            "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
             "postgres": version, "cluster_settings": SETTINGS, "seed": SEED,
             "repeat": args.repeat, "k": args.k, "scales": scales, "results": results,
         }
