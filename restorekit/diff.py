@@ -237,12 +237,43 @@ def resolve_shape(
         ConfigError: the table is missing on a side, has no primary key, has different primary
             keys on the two sides, or a compared column is missing in the copy.
     """
-    live_cols = catalog.columns(live_conn, table)
-    copy_cols = catalog.columns(copy_conn, table)
-    key = catalog.primary_key(live_conn, table)
+    return resolve_shapes(live_conn, copy_conn, [table], {table: columns} if columns else None)[
+        table
+    ]
+
+
+def resolve_shapes(
+    live_conn: Connection[Any],
+    copy_conn: Connection[Any],
+    tables: Sequence[TableRef],
+    columns: Mapping[TableRef, Sequence[str] | None] | None = None,
+) -> dict[TableRef, TableShape]:
+    """:func:`resolve_shape` for several tables with two catalog queries per side, whatever
+    their number (a recovery touches a whole cascade closure)."""
+    wanted = list(dict.fromkeys(tables))
+    if not wanted:
+        return {}
+    live_cols = catalog.load_columns(live_conn, wanted)
+    copy_cols = catalog.load_columns(copy_conn, wanted)
+    live_keys = catalog.load_primary_keys(live_conn, wanted)
+    copy_keys = catalog.load_primary_keys(copy_conn, wanted)
+    return {
+        table: _shape(table, live_cols[table], copy_cols[table], live_keys[table],
+                      copy_keys[table], (columns or {}).get(table))
+        for table in wanted
+    }
+
+
+def _shape(
+    table: TableRef,
+    live_cols: Sequence[catalog.Column],
+    copy_cols: Sequence[catalog.Column],
+    key: tuple[str, ...],
+    copy_key: tuple[str, ...],
+    columns: Sequence[str] | None,
+) -> TableShape:
     if not key:
         raise no_primary_key(table)
-    copy_key = catalog.primary_key(copy_conn, table)
     if copy_key != key:
         raise ConfigError(
             f"table {table} has primary key ({', '.join(key)}) live but "

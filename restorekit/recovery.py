@@ -62,6 +62,7 @@ from restorekit.diff import (
     no_primary_key,
     pinned_both,
     resolve_shape,
+    resolve_shapes,
     stage_copy_hashes,
 )
 from restorekit.errors import ConfigError, PostgresError, SafetyError
@@ -367,7 +368,8 @@ def _write_keys(conn: Connection[Any], temp: TableRef, key: Sequence[str],
 
 _TABLE_FACTS = sql.SQL(
     """
-    SELECT array(SELECT a.attname FROM pg_attribute a
+    SELECT w.nspname, w.relname, c.oid,
+           array(SELECT a.attname FROM pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                    AND a.attidentity = 'a'
                  ORDER BY a.attnum),
@@ -380,9 +382,9 @@ _TABLE_FACTS = sql.SQL(
                  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
                    AND d.refobjid = c.oid AND d.deptype IN ('a', 'i')
                  ORDER BY a.attnum)
-    FROM pg_class c
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = %s AND c.relname = %s
+    FROM unnest(%s::text[], %s::text[]) AS w(nspname, relname)
+    LEFT JOIN pg_namespace n ON n.nspname = w.nspname
+    LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname
     """
 )
 
@@ -400,38 +402,49 @@ class _Facts:
     sequences: tuple[_Sequence, ...]  # owned by a column (serial / identity), ascending
 
 
-def _table_facts(conn: Connection[Any], table: TableRef) -> _Facts:
-    # Identity and owned sequences are not in catalog.Column; one catalog query per table.
-    row = conn.execute(_TABLE_FACTS, [table.schema, table.name]).fetchone()
-    if row is None:
-        raise ConfigError(f"table not found: {table}")
-    sequences = tuple(
-        _Sequence(column, int(oid), TableRef(schema, name))
-        for column, oid, schema, name in (row[1] or [])
-    )
-    return _Facts(frozenset(row[0] or ()), sequences)
+def _table_facts(conn: Connection[Any], tables: Sequence[TableRef]) -> dict[TableRef, _Facts]:
+    # Identity and owned sequences are not in catalog.Column; one catalog query for all tables.
+    rows = conn.execute(
+        _TABLE_FACTS, [[t.schema for t in tables], [t.name for t in tables]]
+    ).fetchall()
+    facts: dict[TableRef, _Facts] = {}
+    for schema, name, oid, always, owned in rows:
+        if oid is None:
+            raise ConfigError(f"table not found: {TableRef(schema, name)}")
+        sequences = tuple(
+            _Sequence(column, int(seq_oid), TableRef(seq_schema, seq_name))
+            for column, seq_oid, seq_schema, seq_name in (owned or [])
+        )
+        facts[TableRef(schema, name)] = _Facts(frozenset(always or ()), sequences)
+    return facts
 
 
-def _advance_sequences(conn: Connection[Any], table: TableRef, facts: _Facts, *, dry_run: bool
-                       ) -> list[str]:
-    """Move each sequence the table owns past the column's maximum when it is behind, so the
-    application's next insert does not collide with a restored id. Returns the sequences moved
-    (that would be moved, when ``dry_run``)."""
-    moved: list[str] = []
-    for seq in facts.sequences:
-        action = sql.SQL("1") if dry_run else sql.SQL("setval(%s::oid::regclass, m.top)")
-        # Not called yet: nextval returns last_value itself; called: last_value + increment.
-        query = sql.SQL(
-            """
-            SELECT {action}
-            FROM (SELECT max({col})::bigint AS top FROM {table}) AS m, {sequence} AS s
-            WHERE m.top > s.last_value OR (NOT s.is_called AND m.top >= s.last_value)
-            """
-        ).format(action=action, col=sql.Identifier(seq.column), table=table.ident,
-                 sequence=seq.ref.ident)
-        if conn.execute(query, None if dry_run else [seq.oid]).fetchone() is not None:
-            moved.append(str(seq.ref))
-    return moved
+def _advance_sequences(
+    conn: Connection[Any], tables: Sequence[TableRef], facts: dict[TableRef, _Facts], *,
+    dry_run: bool,
+) -> list[str]:
+    """Move each sequence the tables own past the column's maximum when it is behind, so the
+    application's next insert does not collide with a restored id; one statement for all.
+    Returns the sequences moved (that would be moved, when ``dry_run``)."""
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for table in tables:
+        for seq in facts[table].sequences:
+            action = sql.SQL("NULL") if dry_run else sql.SQL("setval(%s::oid::regclass, m.top)")
+            # Not called yet: nextval returns last_value itself; called: last_value + increment.
+            parts.append(sql.SQL(
+                "SELECT %s::text, {action} FROM (SELECT max({col})::bigint AS top FROM {table})"
+                " AS m, {sequence} AS s "
+                "WHERE m.top > s.last_value OR (NOT s.is_called AND m.top >= s.last_value)"
+            ).format(action=action, col=sql.Identifier(seq.column), table=table.ident,
+                     sequence=seq.ref.ident))
+            params.append(str(seq.ref))
+            if not dry_run:
+                params.append(seq.oid)
+    if not parts:
+        return []
+    rows = conn.execute(sql.SQL(" UNION ALL ").join(parts), params).fetchall()
+    return [name for name, _ in rows]
 
 
 def _insert_statement(table: TableRef, shape: TableShape, stage: TableRef, facts: _Facts
@@ -530,15 +543,17 @@ def _select_on_copy(
 
 def _stage_rows(
     copy_conn: Connection[Any], live_conn: Connection[Any], shape: TableShape,
-    source: sql.Composable,
+    source: sql.Composable, *, analyze: bool,
 ) -> tuple[TableRef, int]:
-    """Stream ``SELECT columns FROM source`` on the copy into a new live temp table."""
+    """Stream ``SELECT columns FROM source`` on the copy into a new live temp table; ``analyze``
+    it when it will be joined (an INSERT ... SELECT reading it whole needs no statistics)."""
     stage = create_temp_like(live_conn, shape.table, shape.columns, "stage")
     query = sql.SQL("SELECT {cols} FROM {source}").format(
         cols=shape.column_idents(ALIAS), source=source
     )
     n = copy_rows(copy_conn, live_conn, query, None, stage, shape.columns, fmt=shape.row_format)
-    live_conn.execute(sql.SQL("ANALYZE {}").format(stage.ident))
+    if analyze:
+        live_conn.execute(sql.SQL("ANALYZE {}").format(stage.ident))
     return stage, n
 
 
@@ -595,8 +610,8 @@ def recover_deleted_rows(
     graph = FkGraph(catalog.foreign_keys(live_conn))
     tables = graph.cascade_closure([root]) if include_cascade else [root]
     # Every table is checked (primary key, columns on both sides) before anything is read.
-    shapes = {t: resolve_shape(live_conn, copy_conn, t) for t in tables}
-    facts = {t: _table_facts(live_conn, t) for t in tables}
+    shapes = resolve_shapes(live_conn, copy_conn, tables)
+    facts = _table_facts(live_conn, tables)
     root_shape = shapes[root]
     given = None if keys is None else _normalise_keys(keys, root_shape.key, root)
     plan = RecoveryPlan(
@@ -614,7 +629,6 @@ def recover_deleted_rows(
              ", ".join(map(str, tables)))
 
     outcomes: list[TableOutcome] = []
-    moved: list[str] = []
     with _translated("recovery of deleted rows", dry_run), \
             live_conn.transaction(force_rollback=dry_run), \
             copy_conn.transaction(force_rollback=True):
@@ -646,7 +660,8 @@ def recover_deleted_rows(
             staged: dict[TableRef, tuple[TableRef, int]] = {}
             for table in tables:
                 source = sql.SQL("{} AS {}").format(selected[table].ident, ALIAS)
-                staged[table] = _stage_rows(copy_conn, live_conn, shapes[table], source)
+                staged[table] = _stage_rows(copy_conn, live_conn, shapes[table], source,
+                                             analyze=False)
                 live_temps.append(staged[table][0])
 
         # Apply: parents first, so every child's parent is back before the child.
@@ -657,10 +672,8 @@ def recover_deleted_rows(
             ).rowcount
             outcomes.append(TableOutcome(table, shapes[table].key, staged=n, inserted=inserted,
                                          skipped_existing=n - inserted))
-        for outcome in outcomes:
-            if outcome.inserted:
-                moved += _advance_sequences(live_conn, outcome.table, facts[outcome.table],
-                                            dry_run=dry_run)
+        moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
+                                   dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
 
     if keys_not_in_copy:
@@ -723,8 +736,8 @@ def repair_rows(
     started = time.monotonic()
     graph = FkGraph(catalog.foreign_keys(live_conn))
     order = graph.topological_order(dict.fromkeys(tables))
-    shapes = {t: resolve_shape(live_conn, copy_conn, t) for t in order}
-    facts = {t: _table_facts(live_conn, t) for t in order}
+    shapes = resolve_shapes(live_conn, copy_conn, order)
+    facts = _table_facts(live_conn, order)
     for table in order:
         left_out = sorted({fk.child for fk in graph.foreign_keys if fk.parent == table
                            and fk.on_delete == "cascade" and fk.child not in shapes})
@@ -736,7 +749,6 @@ def repair_rows(
         insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
     )
 
-    moved: list[str] = []
     outcomes: list[TableOutcome] = []
     with _translated("repair", dry_run), live_conn.transaction(force_rollback=dry_run), \
             copy_conn.transaction(force_rollback=True):
@@ -764,7 +776,8 @@ def repair_rows(
                         "{table} AS {t} WHERE EXISTS (SELECT FROM {keys} AS {k} WHERE {m})"
                     ).format(table=table.ident, t=ALIAS, keys=copy_keys.ident, k=k,
                              m=key_match(shape.key, k, ALIAS))
-                    stage, n = _stage_rows(copy_conn, live_conn, shape, source)
+                    stage, n = _stage_rows(copy_conn, live_conn, shape, source,
+                                           analyze=update_changed and changed > 0)
                 else:
                     stage, n = create_temp_like(live_conn, table, shape.columns, "stage"), 0
                 live_temps.append(stage)
@@ -805,10 +818,8 @@ def repair_rows(
                 missing=missing, changed=changed, extra=extra,
                 extra_kept=0 if delete_extra else extra,
             ))
-        for outcome in outcomes:
-            if outcome.inserted:
-                moved += _advance_sequences(live_conn, outcome.table, facts[outcome.table],
-                                            dry_run=dry_run)
+        moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
+                                   dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
 
     result = RecoveryResult(plan=plan, dry_run=dry_run, tables=tuple(outcomes),

@@ -310,9 +310,14 @@ def list_tables(conn: Connection[Any], schemas: Sequence[str] | None = None) -> 
     return sorted(TableRef(schema, name) for schema, name in rows)
 
 
-def _load_columns(
+def load_columns(
     conn: Connection[Any], tables: Sequence[TableRef]
 ) -> dict[TableRef, list[Column]]:
+    """:func:`columns` of several tables in one query.
+
+    Raises:
+        ConfigError: a table does not exist (all missing ones are named).
+    """
     result: dict[TableRef, list[Column]] = {}
     missing: list[TableRef] = []
     for schema, name, relid, col, typ, not_null, num, generated in conn.execute(
@@ -330,9 +335,14 @@ def _load_columns(
     return result
 
 
-def _load_primary_keys(
+def load_primary_keys(
     conn: Connection[Any], tables: Sequence[TableRef]
 ) -> dict[TableRef, tuple[str, ...]]:
+    """:func:`primary_key` of several tables in one query.
+
+    Raises:
+        ConfigError: a table does not exist (all missing ones are named).
+    """
     result: dict[TableRef, tuple[str, ...]] = {}
     missing: list[TableRef] = []
     for schema, name, relid, key in conn.execute(_PRIMARY_KEYS, _want_params(tables)):
@@ -352,7 +362,7 @@ def columns(conn: Connection[Any], table: TableRef) -> list[Column]:
     Raises:
         ConfigError: the table does not exist.
     """
-    return _load_columns(conn, [table])[table]
+    return load_columns(conn, [table])[table]
 
 
 def primary_key(conn: Connection[Any], table: TableRef) -> tuple[str, ...]:
@@ -361,7 +371,7 @@ def primary_key(conn: Connection[Any], table: TableRef) -> tuple[str, ...]:
     Raises:
         ConfigError: the table does not exist.
     """
-    return _load_primary_keys(conn, [table])[table]
+    return load_primary_keys(conn, [table])[table]
 
 
 def foreign_keys(conn: Connection[Any], schemas: Sequence[str] | None = None) -> list[ForeignKey]:
@@ -608,8 +618,8 @@ def snapshot(conn: Connection[Any], schemas: Sequence[str] | None = None) -> Cat
     four reads must agree.
     """
     tables = list_tables(conn, schemas)
-    cols = _load_columns(conn, tables) if tables else {}
-    pks = _load_primary_keys(conn, tables) if tables else {}
+    cols = load_columns(conn, tables) if tables else {}
+    pks = load_primary_keys(conn, tables) if tables else {}
     return Catalog(
         tables=tuple(tables),
         columns={t: tuple(cols[t]) for t in tables},

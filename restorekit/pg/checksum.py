@@ -71,14 +71,16 @@ def pinned_output_settings(conn: Connection[Any]) -> Iterator[None]:
     changed; if the caller's transaction later rolls back, PostgreSQL undoes both changes.
     """
     names = list(PINNED_SETTINGS)
-    row = conn.execute(
-        "SELECT array_agg(current_setting(n) ORDER BY o) FROM unnest(%s::text[]) "
-        "WITH ORDINALITY AS s(n, o)",
-        [names],
-    ).fetchone()
+    # Read the previous values and pin in one round trip: two statements in one simple query
+    # (no parameters, so psycopg sends them together), run by the server in order.
+    read_then_pin = sql.SQL(
+        "SELECT array_agg(current_setting(n) ORDER BY o) FROM unnest({names}::text[]) "
+        "WITH ORDINALITY AS s(n, o); "
+        "SELECT set_config(n, v, false) FROM unnest({names}::text[], {values}::text[]) AS s(n, v)"
+    ).format(names=sql.Literal(names), values=sql.Literal(list(PINNED_SETTINGS.values())))
+    row = conn.execute(read_then_pin).fetchone()
     previous = list(row[0]) if row else []
     apply = "SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) AS s(n, v)"
-    conn.execute(apply, [names, list(PINNED_SETTINGS.values())])
     try:
         yield
     finally:

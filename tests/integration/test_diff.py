@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import uuid
@@ -139,6 +140,21 @@ def dbs(names: tuple[str, str]) -> Iterator[tuple[psycopg.Connection, psycopg.Co
     with psycopg.connect(names[0], autocommit=True) as live, \
             psycopg.connect(names[1], autocommit=True) as copy:
         yield live, copy
+
+
+def test_pinned_output_settings_pin_then_put_back(dbs) -> None:
+    live, _ = dbs
+    live.execute("SET TimeZone = 'America/New_York'")
+    live.execute("SET DateStyle = 'German, DMY'")
+    live.execute("SET extra_float_digits = 3")
+    show = "SELECT current_setting('TimeZone'), current_setting('DateStyle'), " \
+           "current_setting('extra_float_digits')"
+    before = live.execute(show).fetchone()
+    for transaction in (False, True):
+        with live.transaction() if transaction else contextlib.nullcontext(), \
+                pinned_output_settings(live):
+            assert live.execute(show).fetchone() == ("UTC", "ISO, MDY", "1")
+        assert live.execute(show).fetchone() == before
 
 
 def test_identical_tables(dbs) -> None:
