@@ -94,7 +94,9 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         result.point = chosen["point"]
         latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None
         if latest is not None:
-            result.rpo_seconds = max(0.0, (started_at - latest).total_seconds())
+            last_commit = chosen["last_commit"]
+            result.rpo_seconds, result.rpo_basis = drill.measure_rpo(
+                started_at, latest, datetime.fromisoformat(last_commit) if last_commit else None)
         if "new_target_restore" in provider_capabilities(ref):
             restored = restore_to_point_in_time(ref, chosen["point"], name)
         else:

@@ -33,7 +33,8 @@ class DrillResult(BaseModel):
     phases: dict[str, float] = Field(default_factory=dict)
     rto_seconds: float = 0.0
     rto_objective_seconds: float = 0.0
-    rpo_seconds: float | None = None  # age of the latest restorable point at drill time
+    rpo_seconds: float | None = None  # see measure_rpo
+    rpo_basis: str = ""  # how rpo_seconds was measured, in words
     rpo_objective_seconds: float = 0.0
     restore_gap_seconds: float | None = None  # latest restorable point - restored last commit
     row_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
@@ -49,7 +50,8 @@ class DrillResult(BaseModel):
             f"**Started:** {self.started_at.isoformat()}  ",
             f"**Restore point:** {self.point}  ",
             f"**RTO:** {self.rto_seconds:.1f} s (objective {self.rto_objective_seconds:.0f} s)  ",
-            f"**RPO:** {_fmt(self.rpo_seconds)} (objective {self.rpo_objective_seconds:.0f} s)  ",
+            f"**RPO:** {_fmt(self.rpo_seconds)} (objective {self.rpo_objective_seconds:.0f} s)"
+            + (f": {self.rpo_basis}" if self.rpo_basis else "") + "  ",
             f"**Restored last commit behind the latest restorable point:** "
             f"{_fmt(self.restore_gap_seconds)}  ",
             f"**Scratch database torn down:** {'yes' if self.torn_down else 'NO'}",
@@ -84,6 +86,39 @@ def choose_point(window: RestoreWindow, mode: str, *, rng: random.Random | None 
     span = (window.latest - window.earliest).total_seconds()
     offset = (rng or random.Random()).uniform(0, max(span, 0))
     return RestorePoint.at(window.earliest + timedelta(seconds=offset))
+
+
+_LAST_COMMIT = """
+    SELECT CASE WHEN current_setting('track_commit_timestamp')::bool
+                THEN (pg_last_committed_xact()).timestamp END
+"""
+
+
+def last_commit_time(production_dsn: str) -> datetime | None:
+    """When production last committed a transaction, if PostgreSQL records commit times
+    (``track_commit_timestamp = on``); None when it does not or cannot say."""
+    try:
+        with psycopg.connect(production_dsn, connect_timeout=10) as conn:
+            row = conn.execute(_LAST_COMMIT).fetchone()
+    except psycopg.Error:
+        return None  # the RPO falls back to the age of the latest restorable point
+    return row[0] if row else None
+
+
+def measure_rpo(started_at: datetime, latest: datetime,
+                last_commit: datetime | None) -> tuple[float, str]:
+    """RPO as ``(seconds, basis)``: how much committed work a failure at ``started_at`` would
+    lose. Without commit times it is the age of the latest restorable point, which overstates
+    on an idle database (nothing new to archive, yet the point ages). When production's last
+    commit is known and is not after the latest restorable point, nothing would be lost: 0."""
+    age = max(0.0, (started_at - latest).total_seconds())
+    if last_commit is None:
+        return age, "age of the latest restorable point (commit times not tracked)"
+    if last_commit <= latest:
+        return 0.0, "every commit so far is restorable (last commit " \
+                    f"{last_commit.isoformat()} <= latest restorable point)"
+    return age, f"commits since the latest restorable point are not yet restorable " \
+                f"(last commit {last_commit.isoformat()})"
 
 
 def compare_row_counts(

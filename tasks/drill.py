@@ -21,10 +21,12 @@ def choose_drill_point(ref: TargetRef, mode: str, seed: int | None = None) -> di
     window = runtime(ref).provider.restore_window()
     point = drill.choose_point(window, mode, rng=random.Random(seed))
     window.check(point)
+    last_commit = drill.last_commit_time(runtime(ref).live_dsn())
     return {
         "point": str(point),
         "latest": window.latest.isoformat() if window.latest else None,
         "earliest": window.earliest.isoformat() if window.earliest else None,
+        "last_commit": last_commit.isoformat() if last_commit else None,
     }
 
 

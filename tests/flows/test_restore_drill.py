@@ -60,6 +60,7 @@ def test_backup_flow_then_a_drill_passes_records_rto_rpo_and_leaves_nothing(
     assert {"base restore", "wal replay", "verification"} <= set(result.phases)
     assert 0 < result.rto_seconds < result.rto_objective_seconds == 3600
     assert result.rpo_seconds is not None and result.rpo_seconds < 900
+    assert result.rpo_basis  # says whether commit times were known
     assert result.row_counts["public.users"]["production"] == result.row_counts["public.users"]["restored"]
     history = drill.load_history(world.runtime().settings.state_dir, "production")
     assert history[-1]["passed"] is True
