@@ -335,7 +335,11 @@ def take_snapshot(
     tool = tool or PgTool(os_user=None)
     report = progress or _no_progress
 
-    snapshot_id, created_at = _unused_snapshot_id(repo, label)
+    try:
+        snapshot_id, created_at = _unused_snapshot_id(repo, label)
+    except RepositoryError as exc:
+        raise _not_taken(exc, label or "(no label)", repo,
+                         "nothing was dumped or uploaded") from exc
     prefix = snapshot_prefix(snapshot_id)
     args = [
         "--format=directory",
@@ -373,8 +377,17 @@ def take_snapshot(
             # The manifest goes last: its presence is what makes the snapshot complete.
             uploaded.append(info.manifest_key)
             repo.put_bytes(info.manifest_key, info.to_json().encode())
-        except BaseException:
+        except SafetyError:
             _discard(repo, reversed(uploaded))  # the manifest (if any) first
+            raise
+        except RepositoryError as exc:
+            removed = _discard(repo, reversed(uploaded))
+            raise _not_taken(exc, snapshot_id, repo,
+                             "the partial upload was removed" if removed else
+                             "some partial objects could not be removed (without a manifest "
+                             "they are never used)") from exc
+        except BaseException:
+            _discard(repo, reversed(uploaded))
             raise
     log.info("snapshot %s: %d objects, %d bytes at %s", snapshot_id, len(objects),
              info.size_bytes, info.location)
@@ -437,14 +450,28 @@ def _read_back(repo: Repository, objects: Iterable[tuple[str, int, str]]) -> Non
             )
 
 
-def _discard(repo: Repository, keys: Iterable[str]) -> None:
+def _discard(repo: Repository, keys: Iterable[str]) -> bool:
     """Best effort: remove what an unfinished snapshot uploaded (it is unusable without a
-    manifest, so leftovers are only clutter)."""
+    manifest, so leftovers are only clutter). Stops at the first failure (the repository is
+    failing: waiting out its retries for every key helps nobody). True when all went."""
     for key in keys:
         try:
             repo.delete(key)
         except Exception as exc:  # noqa: BLE001 - the original error matters more
             log.warning("could not remove %s of an unfinished snapshot: %s", key, exc)
+            return False
+    return True
+
+
+def _not_taken(exc: RepositoryError, what: str, repo: Repository, state: str) -> RepositoryError:
+    """The error for a snapshot the repository could not take: what, state, next step."""
+    return type(exc)(
+        f"snapshot {what} was NOT taken: {exc}. State: no snapshot was recorded (no "
+        f"{MANIFEST_NAME}) and {state}; the database was not changed, and nothing destructive "
+        f"may run without a verified snapshot. Next: fix the repository {redact(repo.url)} "
+        "(reachable, writable, enough free space) and run again.",
+        retryable=exc.is_retryable,
+    )
 
 
 def _location(repo: Repository, prefix: str) -> str:

@@ -36,7 +36,13 @@ from restorekit import wal
 from restorekit.engines.base import SourceSpec
 from restorekit.engines.recovery import target_settings
 from restorekit.engines.wal_scan import is_segment, last_commit
-from restorekit.errors import ConfigError, PgToolFailed, RepositoryError
+from restorekit.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    PgToolFailed,
+    RepositoryError,
+    RestorePointError,
+)
 from restorekit.models import BackupInfo, PointKind, RestorePoint, RestoreWindow, format_lsn, parse_lsn
 from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import password_env
@@ -143,11 +149,12 @@ class NativeEngine:
         self.check()
         started = datetime.now(UTC)
         backup_id = _backup_id(started)
-        while self.repo.exists(f"backups/{backup_id}/backup.json"):
-            backup_id = _backup_id(datetime.now(UTC)) + f"-{os.getpid()}"
         make_dir(self.work_dir, None, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix=f"backup-{backup_id}-", dir=self.work_dir))
+        stored: list[str] = []
         try:
+            while self.repo.exists(f"backups/{backup_id}/backup.json"):
+                backup_id = _backup_id(datetime.now(UTC)) + f"-{os.getpid()}"
             dsn, env = password_env(self.source.dsn)
 
             def on_line(line: str) -> None:
@@ -187,6 +194,7 @@ class NativeEngine:
 
             for path in sorted(tmp.iterdir()):
                 key = f"backups/{backup_id}/{path.name}"
+                stored.append(key)
                 info = self.repo.put_file(key, path, progress=uploaded)
                 done += info.size
                 # Read back before the backup counts: a backup nobody can restore is not one.
@@ -204,9 +212,28 @@ class NativeEngine:
                 label=label,
                 extra={"objects": objects, "server_version_num": int(row[1])},
             )
+            stored.append(f"backups/{backup_id}/backup.json")
             self.repo.put_bytes(f"backups/{backup_id}/backup.json", _dump_backup(backup))
             log.info("base backup %s stored in %s (%d bytes)", backup_id, self.repo.url, done)
             return backup
+        except RepositoryError as exc:
+            # Half a backup is clutter at best: remove what was stored (backup.json first, so
+            # nothing ever vouches for the rest), then say what failed, what state things are
+            # in and what to do.
+            if not stored:
+                state = "nothing had been uploaded"
+            elif _discard(self.repo, reversed(stored)):
+                state = "the objects already uploaded were removed"
+            else:
+                state = ("some uploaded objects could not be removed (they are ignored: no "
+                         "backup.json vouches for them)")
+            raise type(exc)(
+                f"base backup {backup_id} was NOT stored in {self.repo.url}: {exc}. State: no "
+                f"backup was recorded and {state}; the source database was not changed and "
+                "keeps archiving WAL. Next: fix the repository (reachable, writable, enough "
+                "free space) and run the backup again.",
+                retryable=exc.is_retryable,
+            ) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -270,6 +297,51 @@ class NativeEngine:
     def _fetch_wal(self, name: str, dest: Path) -> None:
         self.repo.get_file(f"wal/{name}", dest)
 
+    def check_wal_continuity(self, point: RestorePoint, backup: BackupInfo) -> None:
+        """Refuse a restore the archive cannot carry: a segment missing between the backup
+        and the end of the archive (``latest``) or the target LSN.
+
+        Without this check, replay to ``latest`` simply ends at the gap and PostgreSQL
+        promotes there, silently dropping everything archived after it. Time, xid and name
+        targets are left to PostgreSQL, which stops with "recovery ended before configured
+        recovery target was reached" when the gap lies before the target (and does not care
+        about a gap after it).
+        """
+        if point.kind not in (PointKind.LATEST, PointKind.LSN):
+            return
+        segments = {o.key.removeprefix("wal/"): o.size for o in self.repo.list("wal/")
+                    if is_segment(o.key.removeprefix("wal/"))}
+        timeline = f"{backup.timeline:08X}"
+        mine = sorted(name for name in segments if name.startswith(timeline))
+        if not mine or any(name[:8] > timeline for name in segments):
+            return  # nothing archived yet, or a later timeline: left to PostgreSQL
+        seg_size = segments[mine[-1]] or 16 * 1024 * 1024
+        per_id = 0x100000000 // seg_size
+
+        def number(name: str) -> int:
+            return int(name[8:16], 16) * per_id + int(name[16:24], 16)
+
+        def name_of(n: int) -> str:
+            return f"{timeline}{n // per_id:08X}{n % per_id:08X}"
+
+        first = parse_lsn(backup.start_lsn) // seg_size
+        last = number(mine[-1])
+        if point.kind is PointKind.LSN:
+            last = min(last, parse_lsn(point.value) // seg_size)
+        have = {number(name) for name in mine}
+        for n in range(first, last + 1):
+            if n not in have:
+                end = format_lsn(n * seg_size)
+                raise RestorePointError(
+                    f"the WAL archive in {self.repo.url} has a gap: segment {name_of(n)} is "
+                    f"missing (archived up to {mine[-1]}), so replay from backup "
+                    f"{backup.backup_id} cannot get past LSN {end}; a restore to {point} would "
+                    "stop there and silently lose everything archived after it. Nothing was "
+                    f"started. Next: put {name_of(n)} back into the archive (it may still be in "
+                    f"the source's pg_wal), or restore to a point before LSN {end} "
+                    f"(e.g. --point lsn:{end})."
+                )
+
     # -- restore -------------------------------------------------------------------------------
 
     def choose_backup(self, point: RestorePoint, backups: list[BackupInfo]) -> BackupInfo:
@@ -289,12 +361,29 @@ class NativeEngine:
 
         objects = backup.extra.get("objects", {})
         os_user = self.source.os_user
+        self.check_wal_continuity(point, backup)
         for name, dest in (("base.tar", data_dir), ("pg_wal.tar", data_dir / "pg_wal")):
             if name not in objects:
                 continue  # with --wal-method=fetch the WAL is inside base.tar
             key = f"backups/{backup.backup_id}/{name}"
-            with self.repo.open_verified(key) as stream:
-                _untar(stream, dest, os_user=os_user, on_bytes=counted)
+            try:
+                with self.repo.open_verified(key) as stream:
+                    _untar(stream, dest, os_user=os_user, on_bytes=counted)
+            except RepositoryError as exc:
+                others = [b.backup_id for b in self.list_backups()
+                          if b.backup_id != backup.backup_id] if isinstance(
+                              exc, ChecksumMismatch) else []
+                hint = (f" or restore from another backup (backup:{others[-1]}; all: "
+                        f"{', '.join(others)})" if others else "")
+                raise type(exc)(
+                    f"restoring base backup {backup.backup_id} failed while reading {key!r}: "
+                    f"{exc}. State: nothing was started and the half-written data directory is "
+                    "removed; the source was not touched. Next: "
+                    + ("repair or replace that object" if isinstance(exc, ChecksumMismatch)
+                       else "make the repository reachable and restore again")
+                    + hint + ".",
+                    retryable=exc.is_retryable,
+                ) from exc
         _refuse_links(data_dir)
         data_dir.chmod(0o700)
         return {
@@ -407,6 +496,18 @@ def choose_backup(
         eligible = [b for b in ordered if parse_lsn(b.stop_lsn) <= parse_lsn(target_lsn)]
         return eligible[-1] if eligible else ordered[0]
     return ordered[0]
+
+
+def _discard(repo: Repository, keys: object) -> bool:
+    """Best effort: remove the objects of an unfinished backup. True when all went."""
+    for key in keys:  # type: ignore[attr-defined]
+        try:
+            repo.delete(key)
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            # The repository is failing: stop here rather than wait out its retries per key.
+            log.warning("could not remove %s of an unfinished backup: %s", key, exc)
+            return False
+    return True
 
 
 def _safe_name(name: str) -> str:

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import psycopg
 
-from restorekit.errors import OperationTimedOut, PostgresError, PostgresUnavailable, RestorePointError
+from restorekit.errors import (
+    ChecksumMismatch,
+    OperationTimedOut,
+    PostgresError,
+    PostgresUnavailable,
+    RepositoryError,
+    RestorePointError,
+)
 from restorekit.models import PointKind, RestorePoint, format_lsn, parse_lsn
 from restorekit.pg.cluster import LocalCluster, connect, format_settings
 from restorekit.pg.tools import chown_for
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 _UNREACHED = "recovery ended before configured recovery target was reached"
 _REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 _LAST_XACT = re.compile(r"last completed transaction was at log time (.+)$", re.MULTILINE)
+# What restorekit.wal (the restore_command) writes to the server log.
+_WAL_MISSING = re.compile(r"restorekit\.wal: ([0-9A-F]{24}) is not in the archive")
+_WAL_ABORTED = re.compile(r"restorekit\.wal: get (\S+) failed, aborting recovery: (.+)$",
+                          re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +178,25 @@ def _raise_for_stopped(cluster: LocalCluster) -> None:
         if last:
             reachable.append(f"last commit at {last[-1].strip()}")
         where = " and ".join(reachable) or "an unknown point"
+        missing = _WAL_MISSING.findall(log_text)
+        gap = f" (WAL segment {missing[-1]} is not in the archive)" if missing else ""
         raise RestorePointError(
             "the archived WAL ends before the restore point: recovery ended before the "
-            f"configured recovery target was reached; the last reachable point is {where}. "
+            f"configured recovery target was reached{gap}; the last reachable point is {where}. "
             "Nothing was promoted. Choose an earlier restore point (see `restorekit window`), "
-            "or check that the source is archiving WAL (pg_stat_archiver)."
+            "put the missing WAL back into the archive, or check that the source is archiving "
+            "WAL (pg_stat_archiver)."
+        )
+    aborted = _WAL_ABORTED.findall(log_text)
+    if aborted:
+        name, why = aborted[-1]
+        error = ChecksumMismatch if "checksum mismatch" in why else RepositoryError
+        raise error(
+            f"WAL replay stopped: fetching {name} from the repository failed: {why.strip()}. "
+            "State: the restored cluster stopped without being promoted (nothing was promoted; "
+            "the source was not touched). Next: make the repository readable"
+            + (f" or repair {name} there" if error is ChecksumMismatch else "")
+            + ", then restore again."
         )
     raise PostgresError(
         f"the restored cluster in {cluster.data_dir} stopped during recovery:\n{cluster.log_tail()}"

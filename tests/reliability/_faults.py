@@ -1,0 +1,252 @@
+"""Shared machinery for the fault-injection tests (test_faults_storage.py, test_faults_provider.py).
+
+* :class:`FaultProxy`: a tiny HTTP proxy in front of an upstream (moto's server) that forwards
+  requests, answers 500 for the next N matching requests (or all of them), or is *down* (its
+  port closed, connections dropped): the three ways an object store fails.
+* :func:`build_s3_world`: the demo installation with its repository moved to S3 behind a proxy
+  (WAL archiving, base backups, snapshots and restores all go through it).
+* :func:`checksums`, :func:`postgres_under`, :func:`assert_no_secret`: the evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from restorekit.demo import Installation, build_installation
+from restorekit.pg.checksum import database_checksums
+
+_ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+               b"<Message>injected by the test proxy</Message></Error>")
+_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
+        "te", "trailer", "upgrade", "content-length"}
+
+
+@dataclass
+class _Rule:
+    remaining: int | None  # None: for ever
+    method: str | None
+    path: str | None  # a regex searched in the request path
+    status: int
+
+
+@dataclass
+class FaultProxy:
+    """Forward HTTP to ``upstream`` on a fixed local port, with faults on demand."""
+
+    upstream: str
+    port: int = 0
+    rules: list[_Rule] = field(default_factory=list)
+    served: list[tuple[str, str, int]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- controls -----------------------------------------------------------------------------
+
+    def fail(self, times: int | None = 1, *, method: str | None = None, path: str | None = None,
+             status: int = 500) -> None:
+        """Answer ``status`` to the next ``times`` requests matching (None: all of them)."""
+        with self._lock:
+            self.rules.append(_Rule(times, method, path, status))
+
+    def down(self) -> None:
+        """Stop answering: the port is closed and open connections are dropped."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def heal(self) -> None:
+        """No more faults; serving again."""
+        with self._lock:
+            self.rules.clear()
+            self.served.clear()
+        if self._server is None:
+            self.start()
+
+    def failures(self, status: int = 500) -> int:
+        """How many injected (or upstream) answers with ``status`` were served since the last
+        :meth:`heal`."""
+        return sum(1 for _, _, s in self.served if s == status)
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def _fault_for(self, method: str, path: str) -> int | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.remaining == 0:
+                    continue
+                if rule.method and rule.method != method:
+                    continue
+                if rule.path and not re.search(rule.path, path):
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                return rule.status
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raw = bytearray()
+            while True:
+                line = self.rfile.readline()
+                raw += line
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while True:  # trailers, then the empty line
+                        trailer = self.rfile.readline()
+                        raw += trailer
+                        if trailer in (b"\r\n", b"\n", b""):
+                            return bytes(raw)
+                raw += self.rfile.read(size + 2)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        body = self._body()
+        if self.owner._server is None:  # down: drop the connection without an answer
+            self.close_connection = True
+            return
+        status = self.owner._fault_for(self.command, self.path)
+        if status is not None:
+            self.owner.served.append((self.command, self.path, status))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(_ERROR_BODY)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(_ERROR_BODY)
+            return
+        target = urlsplit(self.owner.upstream)
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            headers["Transfer-Encoding"] = "chunked"
+        elif body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        try:
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        self.owner.served.append((self.command, self.path, response.status))
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP:
+                self.send_header(key, value)
+        if self.command == "HEAD":
+            self.send_header("Content-Length", response.getheader("Content-Length") or "0")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        return None
+
+
+# -- worlds ----------------------------------------------------------------------------------------
+
+
+def build_s3_world(root: Path, repo_url: str) -> Installation:
+    """The demo installation (production archiving WAL, sample data, app config), then moved
+    onto the S3 repository ``repo_url``: archive_command pushes there from now on, and a base
+    backup is taken there. The AWS test credentials must already be in the environment (the
+    ``moto_server`` fixture), so the PostgreSQL server inherits them."""
+    inst = build_installation(root, scale=0.01)
+    text = inst.config.read_text()
+    text = re.sub(r'^repository = ".*"$', f'repository = "{repo_url}"', text, flags=re.MULTILINE)
+    inst.config.write_text(text)
+    rt = inst.runtime()
+    inst.production.write_settings(rt.provider.engine.archive_settings())
+    with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    inst.wait_archived()
+    rt.provider.create_backup("s3 initial")
+    return inst
+
+
+# -- evidence ----------------------------------------------------------------------------------------
+
+
+def checksums(dsn: str) -> dict[str, str]:
+    """Every table's content checksum (restorekit.pg.checksum), in one consistent snapshot."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return database_checksums(conn)
+
+
+def postgres_under(path: Path) -> list[str]:
+    """Command lines of running postgres servers whose data directory is under ``path``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "postgres" in cmd and str(path) in cmd:
+                found.append(cmd)
+    return found
+
+
+def files_under(path: Path) -> list[str]:
+    """Every file below ``path`` (relative), to prove nothing was left behind."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def assert_no_secret(message: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in message, f"a secret leaked into: {message}"
+
+
+def mount_tmpfs(directory: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` on ``directory``; raises RuntimeError with the reason."""
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                             str(directory)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip() or f"mount exited {result.returncode}")
+
+
+def remount_tmpfs(directory: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(directory)], check=True,
+                   capture_output=True)
+
+
+def unmount(directory: Path) -> None:
+    subprocess.run(["umount", "-l", str(directory)], capture_output=True)

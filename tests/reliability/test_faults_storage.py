@@ -1,0 +1,516 @@
+"""Storage faults injected for real (issue #7): an S3 repository that answers 500 or stops
+answering, a repository disk that is full, a WAL segment missing from the archive, and backup
+objects that were truncated or had a byte flipped.
+
+The S3 repository is moto's server behind :class:`_faults.FaultProxy`; the installation is the
+demo's (a production cluster archiving WAL into that repository, sample data, the local app),
+and the scenario flows run against a real Prefect server. For every fault, the production
+database's table checksums are taken before and compared after; then the fault is removed and
+the same operation (the same incident id for flows) is run again and completes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reliability._faults import (
+    FaultProxy,
+    assert_no_secret,
+    build_s3_world,
+    checksums,
+    files_under,
+    mount_tmpfs,
+    postgres_under,
+    remount_tmpfs,
+    unmount,
+)
+from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+from restorekit.demo import Installation, teardown_installation
+from restorekit.engines.native import NativeEngine
+from restorekit.errors import ChecksumMismatch, RepositoryError, RestorePointError
+from restorekit.models import RestorePoint
+from restorekit.pg.cluster import switch_wal_and_wait_archived
+from restorekit.pg.tools import default_os_user, make_dir
+from restorekit.repository import LocalRepository, open_repository
+from restorekit.snapshot import list_snapshots, take_snapshot
+
+pytestmark = pytest.mark.slow
+
+AWS_SECRET = "testing"  # the moto fixture's AWS_SECRET_ACCESS_KEY / AWS_ACCESS_KEY_ID
+
+
+@dataclass
+class S3World:
+    inst: Installation
+    proxy: FaultProxy
+    bucket: str
+    repo_url: str
+    s3: object  # a boto3 client straight to moto (no proxy): to inspect and tamper
+
+    def keys(self, prefix: str) -> list[str]:
+        out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"repo/{prefix}")  # type: ignore[attr-defined]
+        return sorted(o["Key"].removeprefix("repo/") for o in out.get("Contents", []))
+
+    def provider(self):  # type: ignore[no-untyped-def]
+        return self.inst.runtime().provider
+
+    def scratch(self) -> list[object]:
+        return list(self.provider().list_scratch())
+
+
+@pytest.fixture(scope="module")
+def s3_world(moto_server: str, pg_base_dir: Path) -> Iterator[S3World]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"rk-faults-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    proxy = FaultProxy(moto_server).start()
+    repo_url = f"s3://{bucket}/repo?endpoint_url={proxy.url}&region=us-east-1"
+    inst = build_s3_world(pg_base_dir / f"s3-faults-{time.monotonic_ns()}", repo_url)
+    rt = inst.runtime()
+    assert rt.app is not None
+    rt.app.start()  # type: ignore[attr-defined]
+    try:
+        yield S3World(inst=inst, proxy=proxy, bucket=bucket, repo_url=repo_url, s3=s3)
+    finally:
+        proxy.heal()
+        teardown_installation(inst)
+        proxy.down()
+
+
+@pytest.fixture(autouse=True)
+def _healed(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "s3_world" in request.fixturenames:
+        request.getfixturevalue("s3_world").proxy.heal()
+
+
+def _production_unharmed(world: S3World, before: dict[str, str]) -> None:
+    assert checksums(world.inst.app_dsn) == before
+    assert world.scratch() == []
+    assert postgres_under(world.provider().restore_root) == []
+
+
+# -- base backup -----------------------------------------------------------------------------------
+
+
+def test_transient_s3_500s_during_a_base_backup_are_retried_and_the_backup_counts(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    before = len(world.provider().list_backups())
+    world.proxy.fail(2, method="PUT", path=r"/backups/")
+
+    backup = world.provider().create_backup("through 500s")
+
+    assert world.proxy.failures() == 2  # botocore's retries went through them
+    assert [b.backup_id for b in world.provider().list_backups()][-1] == backup.backup_id
+    assert len(world.provider().list_backups()) == before + 1
+    for name in backup.extra["objects"]:
+        open_repository(world.repo_url).verify(f"backups/{backup.backup_id}/{name}")
+
+
+def test_s3_answering_500_mid_backup_fails_clearly_and_leaves_no_partial_backup(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    before = checksums(world.inst.app_dsn)
+    backups_before = [b.backup_id for b in world.provider().list_backups()]
+    keys_before = world.keys("backups/")
+    # backup_manifest is stored (and read back), then every PUT of base.tar answers 500.
+    world.proxy.fail(None, method="PUT", path=r"base\.tar")
+
+    with pytest.raises(RepositoryError) as failed:
+        world.provider().create_backup("doomed")
+
+    message = str(failed.value)
+    assert "base backup" in message and "NOT stored" in message  # what
+    assert "base.tar" in message and world.repo_url in message  # which object, which repository
+    assert "no backup was recorded" in message and "removed" in message  # state
+    assert "source database was not changed" in message
+    assert "run the backup again" in message  # next step
+    assert_no_secret(message, AWS_SECRET)
+    assert failed.value.is_retryable  # 5xx: worth trying again later
+    assert world.keys("backups/") == keys_before  # not even the manifest of the partial one
+    assert [b.backup_id for b in world.provider().list_backups()] == backups_before
+    _production_unharmed(world, before)
+
+    world.proxy.heal()
+    again = world.provider().create_backup("after the outage")
+    assert [b.backup_id for b in world.provider().list_backups()][-1] == again.backup_id
+
+
+# -- WAL archiving ---------------------------------------------------------------------------------
+
+
+def _archiver(dsn: str) -> tuple[int, str | None, str | None]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT failed_count, last_failed_wal, last_archived_wal "
+                           "FROM pg_stat_archiver").fetchone()
+    assert row is not None
+    return int(row[0]), row[1], row[2]
+
+
+def test_wal_is_kept_while_s3_is_down_and_the_archive_catches_up(s3_world: S3World) -> None:
+    world = s3_world
+    prod = world.inst.production
+    failed_before, _, _ = _archiver(world.inst.app_dsn)
+    world.proxy.down()
+    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name, email) VALUES ('during-outage', 'outage@example.com')")
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    deadline = time.monotonic() + 120
+    while _archiver(world.inst.app_dsn)[0] == failed_before:  # archive_command exits non-zero
+        assert time.monotonic() < deadline, prod.log_tail()
+        time.sleep(0.2)
+    failed, last_failed, _ = _archiver(world.inst.app_dsn)
+    assert last_failed == segment
+    # PostgreSQL keeps the segment and its .ready marker: nothing is lost, it will retry.
+    assert (prod.data_dir / "pg_wal" / segment).exists()
+    assert (prod.data_dir / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+    assert f"wal/{segment}" not in world.keys("wal/")
+    log = prod.log_file.read_text(errors="replace")
+    assert f"restorekit.wal: push {segment} failed" in log and world.repo_url in log
+    assert_no_secret(log, AWS_SECRET)
+
+    world.proxy.heal()
+    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name, email) VALUES ('after-outage', 'back@example.com')")
+    switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
+
+    repo = open_repository(world.repo_url)
+    assert repo.verify(f"wal/{segment}").size == 16 * 1024 * 1024
+    # The row written during the outage is restorable: the WAL made it.
+    restored = world.provider().restore(RestorePoint.latest(), name="after-outage")
+    try:
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            assert conn.execute("SELECT count(*) FROM users WHERE email = 'outage@example.com'"
+                                ).fetchone() == (1,)
+    finally:
+        world.provider().discard(restored)
+
+
+# -- snapshots ----------------------------------------------------------------------------------------
+
+
+def test_a_snapshot_during_an_s3_outage_fails_clearly_and_a_rerun_succeeds(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    before = checksums(world.inst.app_dsn)
+    repo = open_repository(world.repo_url)
+    snapshots_before = world.keys("snapshots/")
+    world.proxy.down()
+
+    with pytest.raises(RepositoryError) as failed:
+        take_snapshot(world.inst.app_dsn, repo, label="outage", tables=["users"])
+
+    message = str(failed.value)
+    assert "snapshot" in message and "NOT taken" in message  # what
+    assert world.repo_url in message  # where
+    assert "no snapshot was recorded" in message and "database was not changed" in message
+    assert "nothing destructive may run" in message and "run again" in message
+    assert_no_secret(message, AWS_SECRET)
+    world.proxy.heal()
+    assert world.keys("snapshots/") == snapshots_before
+    _production_unharmed(world, before)
+
+    world.proxy.fail(2, method="PUT", path=r"/snapshots/")  # transient now: retried
+    info = take_snapshot(world.inst.app_dsn, repo, label="outage", tables=["users"])
+    assert info.verified and world.proxy.failures() == 2
+    assert info.snapshot_id in {s.snapshot_id for s in list_snapshots(repo)}
+
+
+# -- restore -----------------------------------------------------------------------------------------
+
+
+def _delete_users(world: S3World, n: int) -> tuple[list[int], str]:
+    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        victims = [r[0] for r in conn.execute(
+            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
+            "ORDER BY id DESC LIMIT %s", (n,))]
+        time.sleep(0.05)
+        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
+    world.inst.wait_archived()
+    return victims, since.isoformat()
+
+
+def test_transient_500s_during_a_scenario_restore_are_retried(
+    prefect_server: str, s3_world: S3World,
+) -> None:
+    world = s3_world
+    intact = checksums(world.inst.app_dsn)
+    victims, since = _delete_users(world, 3)
+    world.proxy.fail(3, method="GET", path=r"/base\.tar$")
+
+    report = accidental_deletion(AccidentalDeletionParams(
+        target="production", config=str(world.inst.config), require_approval=False,
+        incident_id="faults-s3-transient", deleted_since=since))
+
+    assert report.outcome == "succeeded", report.error
+    assert world.proxy.failures() == 3
+    after = checksums(world.inst.app_dsn)
+    # As the flow meant: every row is back; only the audit log remembers the deletion.
+    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
+        {t: c for t, c in intact.items() if t != "public.audit_log"}
+    assert world.scratch() == []
+
+
+def test_s3_failing_during_a_scenario_restore_fails_the_flow_and_a_rerun_completes(
+    prefect_server: str, s3_world: S3World,
+) -> None:
+    world = s3_world
+    intact = checksums(world.inst.app_dsn)
+    victims, since = _delete_users(world, 2)
+    broken = checksums(world.inst.app_dsn)
+    params = AccidentalDeletionParams(
+        target="production", config=str(world.inst.config), require_approval=False,
+        incident_id="faults-s3-restore", deleted_since=since)
+    world.proxy.fail(None, method="GET", path=r"/base\.tar$")
+
+    with pytest.raises(RepositoryError) as failed:
+        accidental_deletion(params)
+
+    message = str(failed.value)
+    assert "restoring base backup" in message and "base.tar" in message  # what
+    assert world.repo_url in message and "HTTP 500" in message  # where, why
+    assert "nothing was started" in message and "source was not touched" in message  # state
+    assert "restore again" in message  # next
+    assert_no_secret(message, AWS_SECRET)
+    _production_unharmed(world, broken)  # the flow changed nothing
+
+    world.proxy.heal()
+    report = accidental_deletion(params)
+    assert report.outcome == "succeeded", report.error
+    after = checksums(world.inst.app_dsn)
+    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
+        {t: c for t, c in intact.items() if t != "public.audit_log"}
+    assert world.scratch() == []
+
+
+def test_s3_failing_during_wal_replay_stops_recovery_without_promoting(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    provider = world.provider()
+    window = provider.restore_window()
+    world.proxy.fail(None, method="GET", path=r"/wal/[0-9A-F]{24}$")
+
+    with pytest.raises(RepositoryError) as failed:
+        provider.restore(RestorePoint.latest(), name="wal-outage", window=window)
+
+    message = str(failed.value)
+    assert "WAL replay stopped" in message and "fetching" in message  # what
+    assert world.repo_url in message  # where
+    assert "without being promoted" in message and "restore again" in message  # state, next
+    assert not (provider.restore_root / "wal-outage").exists()
+    assert postgres_under(provider.restore_root) == []
+
+
+# -- damaged objects --------------------------------------------------------------------------------
+
+
+def test_a_truncated_base_backup_is_refused_and_other_backups_still_restore(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    provider = world.provider()
+    backups = provider.list_backups()
+    assert len(backups) >= 2
+    newest = backups[-1]
+    key = f"repo/backups/{newest.backup_id}/base.tar"
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=original[: len(original) // 2])  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(ChecksumMismatch) as failed:
+            provider.restore(RestorePoint.parse(f"backup:{newest.backup_id}"), name="truncated")
+        message = str(failed.value)
+        assert f"backups/{newest.backup_id}/base.tar" in message
+        assert "nothing was started" in message
+        assert f"backup:{backups[-2].backup_id}" in message  # the way out
+        assert not (provider.restore_root / "truncated").exists()
+        assert postgres_under(provider.restore_root) == []
+
+        older = provider.restore(RestorePoint.parse(f"backup:{backups[-2].backup_id}"),
+                                 name="older-backup")
+        try:
+            with psycopg.connect(older.dsn.get_secret_value()) as conn:
+                assert conn.execute("SELECT count(*) FROM users").fetchone()[0] > 0
+        finally:
+            provider.discard(older)
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)  # type: ignore[attr-defined]
+
+
+def test_a_flipped_byte_in_archived_wal_stops_recovery_naming_the_segment(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    provider = world.provider()
+    backup = provider.list_backups()[-1]
+    segment = f"{backup.timeline:08X}" + _segment_of(backup.start_lsn)
+    key = f"repo/wal/{segment}"
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+    flipped = bytearray(original)
+    flipped[len(flipped) // 3] ^= 0x40
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=bytes(flipped))  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(ChecksumMismatch) as failed:
+            provider.restore(RestorePoint.latest(), name="flipped-wal")
+        message = str(failed.value)
+        assert segment in message and "checksum mismatch" in message
+        assert "without being promoted" in message
+        assert not (provider.restore_root / "flipped-wal").exists()
+        assert postgres_under(provider.restore_root) == []
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)  # type: ignore[attr-defined]
+
+
+def _segment_of(lsn: str) -> str:
+    high, low = lsn.split("/")
+    return f"{int(high, 16):08X}{int(low, 16) // (16 * 1024 * 1024):08X}"
+
+
+# -- a WAL segment missing from the archive ---------------------------------------------------------
+
+
+def test_a_missing_wal_segment_fails_the_scenario_naming_it_and_a_rerun_completes(
+    prefect_server: str, s3_world: S3World,
+) -> None:
+    world = s3_world
+    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name, email) VALUES ('in-the-gap', 'gap@example.com')")
+    gap = switch_wal_and_wait_archived(world.inst.app_dsn)
+    intact = checksums(world.inst.app_dsn)
+    victims, since = _delete_users(world, 2)
+    broken = checksums(world.inst.app_dsn)
+    key = f"repo/wal/{gap}"
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+    world.s3.delete_object(Bucket=world.bucket, Key=key)  # type: ignore[attr-defined]
+    params = AccidentalDeletionParams(
+        target="production", config=str(world.inst.config), require_approval=False,
+        incident_id="faults-wal-gap", deleted_since=since)
+    try:
+        with pytest.raises(RestorePointError) as failed:
+            accidental_deletion(params)
+        message = str(failed.value)
+        assert f"WAL segment {gap} is not in the archive" in message  # what is missing
+        assert "last reachable point is LSN" in message  # how far it gets
+        assert "Nothing was promoted" in message  # state
+        assert "earlier restore point" in message and "put the missing WAL back" in message
+        _production_unharmed(world, broken)
+
+        # 'latest' across the gap would silently stop at it: refused before anything starts.
+        with pytest.raises(RestorePointError) as latest:
+            world.provider().restore(RestorePoint.latest(), name="latest-over-gap")
+        assert f"segment {gap} is missing" in str(latest.value)
+        assert "silently lose" in str(latest.value) and "Nothing was started" in str(latest.value)
+        assert not (world.provider().restore_root / "latest-over-gap").exists()
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)  # type: ignore[attr-defined]
+    # The record is still there (the object alone was removed), so the put-back is complete.
+    open_repository(world.repo_url).verify(f"wal/{gap}")
+
+    report = accidental_deletion(params)
+    assert report.outcome == "succeeded", report.error
+    after = checksums(world.inst.app_dsn)
+    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
+        {t: c for t, c in intact.items() if t != "public.audit_log"}
+
+
+# -- a snapshot step failing inside a scenario -----------------------------------------------------------
+
+
+def test_a_failing_snapshot_stops_partial_corruption_before_any_repair(
+    prefect_server: str, s3_world: S3World,
+) -> None:
+    world = s3_world
+    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+        intact = checksums(world.inst.app_dsn)
+        time.sleep(0.1)
+        point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        time.sleep(0.1)
+        conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 7 = 0")
+    world.inst.wait_archived()
+    broken = checksums(world.inst.app_dsn)
+    params = PartialCorruptionParams(
+        target="production", config=str(world.inst.config), require_approval=False,
+        restore_point=point.isoformat(), tables=["clients"], incident_id="faults-pc-snapshot")
+    world.proxy.fail(None, method="PUT", path=r"/snapshots/")
+
+    with pytest.raises(RepositoryError) as failed:
+        partial_corruption(params)
+
+    message = str(failed.value)
+    assert "NOT taken" in message and "nothing destructive may run" in message
+    assert world.repo_url in message and "run again" in message
+    assert checksums(world.inst.app_dsn) == broken  # no repair ran without the snapshot
+    assert postgres_under(world.provider().restore_root)  # the scratch copy is kept for the re-run
+
+    world.proxy.heal()
+    report = partial_corruption(params)
+    assert report.outcome == "succeeded", report.error
+    assert checksums(world.inst.app_dsn)["public.clients"] == intact["public.clients"]
+    assert world.scratch() == []
+
+
+# -- a full repository disk --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_repo(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "tiny"
+    root.mkdir()
+    try:
+        mount_tmpfs(root, "16k")
+    except RuntimeError as exc:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {exc}")
+    try:
+        make_dir(root, default_os_user(), mode=0o755)
+        yield root
+    finally:
+        unmount(root)
+
+
+def test_a_full_repository_disk_fails_backup_and_snapshot_cleanly_and_reruns_succeed(
+    s3_world: S3World, tiny_repo: Path,
+) -> None:
+    world = s3_world
+    before = checksums(world.inst.app_dsn)
+    rt = world.inst.runtime()
+    engine = rt.provider.engine
+    repo = LocalRepository(tiny_repo, os_user=default_os_user())
+    full = NativeEngine(engine.source, repo, repo_url=repo.url,
+                        work_dir=world.inst.root / "work-tiny")
+
+    with pytest.raises(RepositoryError) as backup_failed:
+        full.backup(label="disk full", progress=lambda *a: None)
+    with pytest.raises(RepositoryError) as snapshot_failed:
+        take_snapshot(world.inst.app_dsn, repo, label="disk full")
+
+    for failed, what, state in ((backup_failed, "base backup", "no backup was recorded"),
+                                (snapshot_failed, "snapshot", "no snapshot was recorded")):
+        message = str(failed.value)
+        assert what in message and "no space left on the device" in message
+        assert repo.url in message and state in message and "enough free space" in message
+    assert files_under(tiny_repo) == []  # no partial object, no record, no temporary file
+    assert full.list_backups() == [] and list_snapshots(repo) == []
+    assert checksums(world.inst.app_dsn) == before
+    assert engine.list_backups()  # the real repository is untouched
+
+    remount_tmpfs(tiny_repo, "256m")  # space freed
+    backup = full.backup(label="disk full", progress=lambda *a: None)
+    snap = take_snapshot(world.inst.app_dsn, repo, label="disk full")
+    assert [b.backup_id for b in full.list_backups()] == [backup.backup_id]
+    assert [s.snapshot_id for s in list_snapshots(repo)] == [snap.snapshot_id]
+    assert checksums(world.inst.app_dsn) == before
