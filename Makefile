@@ -12,13 +12,15 @@ PYTEST_ARGS ?=
 SCALE ?= 1
 # reladiff (the diff benchmark's baseline) lives in a venv of its own: its pins are not ours.
 RELADIFF_VENV ?= .bench-reladiff
+PLOT_VENV ?= .bench-plot
+REPEAT ?= 3
 
 .PHONY: help system-deps venv test demo bench clean
 
 help:
 	@echo "make demo   - the embedded default end to end (production cluster, backup, accident, PITR)"
 	@echo "make test   - install what is missing, then run the whole test suite"
-	@echo "make bench  - restore, recovery and diff benchmarks at SCALE=$(SCALE); prints ratios"
+	@echo "make bench  - every benchmark at SCALE=$(SCALE) and 4x; one table of ratios, JSON, PNG"
 
 system-deps:
 	@bash scripts/install-system-deps.sh
@@ -42,10 +44,17 @@ $(RELADIFF_VENV)/bin/reladiff:
 	$(PYTHON) -m venv $(RELADIFF_VENV)
 	$(RELADIFF_VENV)/bin/python -m pip install -q --disable-pip-version-check reladiff psycopg2-binary
 
-bench: venv $(RELADIFF_VENV)/bin/reladiff
-	$(BIN)/python bench/restore_bench.py --scale $(SCALE)
-	$(BIN)/python bench/recovery_bench.py --scale $(SCALE)
-	$(BIN)/python bench/diff_bench.py --scale $(SCALE) --reladiff $(RELADIFF_VENV)/bin/reladiff
+# matplotlib (the chart of bench/run_all.py) lives in a venv of its own too: the tests never need it.
+$(PLOT_VENV)/bin/.matplotlib:
+	$(PYTHON) -m venv $(PLOT_VENV)
+	$(PLOT_VENV)/bin/python -m pip install -q --disable-pip-version-check matplotlib
+	touch $@
+
+# Every benchmark at SCALE and 4 x SCALE, one table of ratios (also written into README.md),
+# JSON and a PNG chart under bench/results/.
+bench: venv $(RELADIFF_VENV)/bin/reladiff $(PLOT_VENV)/bin/.matplotlib
+	$(BIN)/python bench/run_all.py --scale $(SCALE) --repeat $(REPEAT) \
+		--reladiff $(RELADIFF_VENV)/bin/reladiff --plot-python $(PLOT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(RELADIFF_VENV) .restorekit-demo
+	rm -rf $(VENV) $(RELADIFF_VENV) $(PLOT_VENV) .restorekit-demo

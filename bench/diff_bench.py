@@ -315,6 +315,8 @@ def main() -> None:
     parser.add_argument("--reladiff", default=shutil.which("reladiff"),
                         help="the reladiff executable (default: reladiff on PATH)")
     parser.add_argument("--no-reladiff", action="store_true", help="leave reladiff out")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON here (default bench/results/diff-<UTC time>.json)")
     args = parser.parse_args()
     reladiff = None if args.no_reladiff else args.reladiff
     if not args.no_reladiff and not reladiff:
@@ -360,8 +362,8 @@ def main() -> None:
         }
         if len(results) > 1:
             out["growth"] = print_growth(results)
-        path = Path(__file__).parent / "results" / f"diff-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-        path.parent.mkdir(exist_ok=True)
+        path = args.out or (Path(__file__).parent / "results" / f"diff-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2, default=str))
         print(f"\nload average before {load_before}, after {out['loadavg_after']} "
               f"({os.cpu_count()} cores; other work on the machine makes these numbers noisy)"

@@ -516,6 +516,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each variant")
     parser.add_argument("--no-trace", action="store_true",
                         help="skip the extra traced restorekit run (where its time goes)")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON here (default bench/results/recovery-<UTC time>.json)")
     args = parser.parse_args()
     scales = sorted(args.scales) if args.scales else [args.scale]
     os_user = default_os_user()
@@ -550,8 +552,8 @@ def main() -> None:
         }
         if len(results) > 1:
             out["growth"] = print_growth(results)
-        path = Path(__file__).parent / "results" / f"recovery-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-        path.parent.mkdir(exist_ok=True)
+        path = args.out or (Path(__file__).parent / "results" / f"recovery-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2))
         print(f"\nload average before {load_before}, after {out['loadavg_after']} "
               f"({os.cpu_count()} cores)\nsaved {path}")

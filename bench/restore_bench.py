@@ -98,8 +98,12 @@ def with_restorekit(config: Path, name: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=5.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=5.0,
+                        help="sample scale (1 = 100k rows); default 5")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="restores of each kind, alternating (default 3)")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON here (default bench/results/restore-<UTC time>.json)")
     args = parser.parse_args()
     os_user = default_os_user()
     base = Path(tempfile.mkdtemp(prefix="restorekit-bench-"))
@@ -147,8 +151,8 @@ def main() -> None:
         }
         print(f"\n{'':12}{'median s':>10}\n{'by hand':12}{h:10.2f}\n{'restorekit':12}{o:10.2f}"
               f"\nratio restorekit / by hand = {o / h:.2f}  (overhead {100 * (o / h - 1):+.0f} %)")
-        out = Path(__file__).parent / "results" / f"restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-        out.parent.mkdir(exist_ok=True)
+        out = args.out or (Path(__file__).parent / "results" / f"restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"saved {out}")
         source.destroy()

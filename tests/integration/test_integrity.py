@@ -19,6 +19,7 @@ from restorekit.integrity import (
     fingerprint,
     verify,
 )
+from restorekit.integrity import _free_connection_slots, _open, _pool_size
 from restorekit.pg.cluster import free_port
 from restorekit.pg.dsn import merge
 
@@ -439,3 +440,86 @@ def test_amcheck_reports_a_corrupt_index_as_critical(pg_dsn: str) -> None:
     assert amcheck.observed["indexes_checked"] == 1
     assert amcheck.detail.startswith("CORRUPTION in 1 of 2 B-tree indexes: public.t_v_idx: ")
     assert "XX002" in amcheck.detail
+
+
+def test_orphans_of_every_foreign_key_of_one_child_are_reported_each_with_its_own_rows(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    # appointments has two foreign keys (users, clients) and is the biggest table: its scans are
+    # scheduled first, beside amcheck and the counts. Each key still gets its own result, with
+    # its own count and keys, in the listed order.
+    user_id, client_id = conn.execute(
+        "SELECT user_id, client_id FROM appointments ORDER BY id LIMIT 1").fetchone()
+    conn.execute("SET session_replication_role = replica")
+    conn.execute(
+        "INSERT INTO appointments (user_id, client_id, starts_at) VALUES "
+        "(900001, %(c)s, now()), (900002, %(c)s, now()), (%(u)s, 800001, now()), "
+        "(900003, 800002, now())",
+        {"u": user_id, "c": client_id},
+    )
+    conn.execute("SET session_replication_role = DEFAULT")
+    baseline_names = [c.name for c in verify(pg_dsn, critical_tables=CRITICAL, amcheck=False,
+                                             max_workers=1).checks]
+
+    report = verify(pg_dsn, critical_tables=CRITICAL, install_amcheck=True, max_workers=3)
+
+    assert [c.name for c in report.checks if c.name != "amcheck"] == baseline_names
+    failing = {c.name: c for c in report.critical_failures}
+    assert set(failing) == {"fk_orphans:appointments_user_id_fkey",
+                            "fk_orphans:appointments_client_id_fkey"}
+    by_user = failing["fk_orphans:appointments_user_id_fkey"]
+    assert by_user.observed["orphans"] == 3
+    assert sorted(by_user.observed["sample_keys"]) == [[900001], [900002], [900003]]
+    by_client = failing["fk_orphans:appointments_client_id_fkey"]
+    assert by_client.observed["orphans"] == 2
+    assert sorted(by_client.observed["sample_keys"]) == [[800001], [800002]]
+    assert by_client.detail.startswith(
+        "2 orphan rows in public.appointments (client_id) with no parent in public.clients (id)")
+    assert report.check("fk_orphans:clients_user_id_fkey").ok
+    assert report.check("row_counts").observed["exact"]["public.appointments"] == 604
+    assert report.check("amcheck").ok
+
+
+def test_scans_and_the_checks_beside_them_run_without_parallel_workers(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    # The pool is the parallelism: its sessions and the custom checks beside them run serial.
+    setting = CustomCheck("parallel workers",
+                          "SELECT current_setting('max_parallel_workers_per_gather')",
+                          "equals", value="0")
+    beside_scans = verify(pg_dsn, custom_checks=[setting], amcheck=False, max_workers=2)
+    assert beside_scans.check("custom:parallel workers").ok, beside_scans.to_markdown()
+    serial = _open(pg_dsn, 1000, read_only=True, serial=True)
+    default = _open(pg_dsn, 1000, read_only=True)
+    try:
+        assert serial.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+        server_default = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0]
+        assert default.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == (
+            server_default)
+        assert default.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+    finally:
+        serial.close()
+        default.close()
+    # Nothing to scan (no table): the custom check keeps the server's parallel settings.
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TABLE appointments, clients, users, audit_log CASCADE")
+    alone = verify(pg_dsn, custom_checks=[setting], amcheck=False)
+    assert alone.check("custom:parallel workers").observed["rows"] == 1
+    assert alone.check("custom:parallel workers").ok is (server_default == "0")
+
+
+def test_pool_is_bounded_by_cores_jobs_and_half_the_free_connection_slots(
+    conn: psycopg.Connection,
+) -> None:
+    assert _pool_size(20, max_workers=None, cores=2, free_slots=None) == 2
+    assert _pool_size(20, max_workers=None, cores=16, free_slots=None) == 4
+    assert _pool_size(3, max_workers=None, cores=16, free_slots=100) == 3
+    assert _pool_size(20, max_workers=8, cores=2, free_slots=100) == 8
+    assert _pool_size(20, max_workers=8, cores=2, free_slots=7) == 3
+    assert _pool_size(20, max_workers=None, cores=8, free_slots=1) == 1
+    assert _pool_size(0, max_workers=None, cores=8, free_slots=None) == 1
+    max_connections, reserved = conn.execute(
+        "SELECT current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int").fetchone()
+    free = _free_connection_slots(conn)
+    assert free is not None and 0 < free <= max_connections - reserved - 1
