@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import get_run_logger
@@ -15,9 +16,11 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
+from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError, SafetyError
 from restorekit.pg.dsn import redact
 from restorekit.report import Change, CheckRow, IncidentReport, Step
+from restorekit.runlock import HostLock
 from tasks.reporting import notify, write_report
 
 T = TypeVar("T")
@@ -59,33 +62,126 @@ def target_lock_name(target: str) -> str:
     return f"restorekit-target-{target}"
 
 
+#: How long the target's slot stays taken after its run stops renewing it (Prefect's default).
+#: A run killed on THIS machine is detected at once through the host lock instead (see
+#: restorekit.runlock); one killed elsewhere frees the slot when its lease expires.
+LEASE_SECONDS = 300
+
+
+def lock_dir(config: str | None) -> Path | None:
+    """Where the host-local run locks live (``<state_dir>/locks``), or None without a usable
+    config (such a run fails at preflight with the config error, having touched nothing)."""
+    try:
+        return load_settings(config).state_dir.absolute() / "locks"
+    except RestoreKitError:
+        return None
+
+
 @contextmanager
-def one_run_per_target(target: str, wait_seconds: float) -> Iterator[None]:
-    """Hold the target's slot for the whole run; wait up to ``wait_seconds``, then refuse."""
+def one_run_per_target(target: str, wait_seconds: float,
+                       locks: Path | None = None) -> Iterator[dict[str, Any] | None]:
+    """Hold the target's slot for the whole run; wait up to ``wait_seconds``, then refuse.
+
+    The slot is a Prefect global concurrency limit held through a renewed lease. With ``locks``
+    the run also holds a host lock (restorekit.runlock.HostLock) recording its pid, flow run and
+    lease: when a run on this machine died without releasing (kill -9, OOM, power loss of the
+    process), the next run finds that record under a free lock, releases the dead run's lease at
+    once instead of waiting for it to expire, and marks the dead flow run Crashed in Prefect.
+
+    Yields:
+        The dead run's record when one was taken over, else None.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    # The public ``concurrency()`` context manager is exactly these three calls, but it does not
+    # expose the lease id, which the host lock must record for a takeover.
+    from prefect.concurrency._leases import maintain_concurrency_lease
+    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
     from prefect.exceptions import ObjectAlreadyExists
 
     name = target_lock_name(target)
+    started = time.monotonic()
+
+    def refused() -> SafetyError:
+        return SafetyError(
+            f"another restorekit run is working on target {target!r} (concurrency limit "
+            f"{name!r}); this run waited {wait_seconds:.0f} s and changed nothing. Wait for it "
+            "to finish, or look at the running flow runs in the Prefect UI (a run killed on "
+            f"another machine frees the target when its lease expires, within {LEASE_SECONDS} s)."
+        )
+
     with get_client(sync_client=True) as client:
         try:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
         except ObjectAlreadyExists:
             pass
+    host = HostLock(locks / f"{name}.lock") if locks is not None else None
     try:
-        ctx = concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True)
-        ctx.__enter__()
+        left = host.acquire(wait_seconds) if host is not None else None
     except TimeoutError:
-        raise SafetyError(
-            f"another restorekit run is working on target {target!r} (concurrency limit "
-            f"{name!r}); this run waited {wait_seconds:.0f} s and changed nothing. Wait for it "
-            "to finish, or look at the running flow runs in the Prefect UI."
-        ) from None
+        raise refused() from None
     try:
-        yield
+        taken_over = _take_over(target, left) if left else None
+        ctx = FlowRunContext.get()
+        run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
+        try:
+            lease = acquire_concurrency_slots_with_lease(
+                [name], 1, timeout_seconds=max(0.0, wait_seconds - (time.monotonic() - started)),
+                strict=True, lease_duration=LEASE_SECONDS,
+                holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None)
+        except TimeoutError:
+            raise refused() from None
+        if host is not None:
+            host.record(target=target, flow_run_id=str(run_id) if run_id else None,
+                        lease_id=str(lease.lease_id), since=datetime.now(UTC).isoformat())
+        try:
+            with maintain_concurrency_lease(lease.lease_id, LEASE_SECONDS,
+                                            raise_on_lease_renewal_failure=True):
+                yield taken_over
+        finally:
+            with get_client(sync_client=True) as client:
+                client.release_concurrency_slots_with_lease(lease.lease_id)
     finally:
-        ctx.__exit__(None, None, None)
+        if host is not None:
+            host.release()
+
+
+def _take_over(target: str, left: dict[str, Any]) -> dict[str, Any] | None:
+    """Free the slot a dead run on this machine left taken, and mark that run Crashed."""
+    import socket
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    if left.get("host") not in (None, socket.gethostname()):
+        return None  # a lock file shared across machines proves nothing about that process
+    me = FlowRunContext.get()
+    successor = str(me.flow_run.id) if me and me.flow_run else "a new run"
+    with get_client(sync_client=True) as client:
+        if left.get("lease_id"):
+            client.release_concurrency_slots_with_lease(UUID(str(left["lease_id"])))
+        if left.get("flow_run_id"):
+            run = client.read_flow_run(UUID(str(left["flow_run_id"])))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(message=(
+                    f"the process running this flow (pid {left.get('pid')}) died without "
+                    f"finishing (killed?) while it held target {target!r}; flow run {successor} "
+                    "took the target over. See that run's report for what it found and did.")),
+                    force=True)
+    _log().warning("run %s (pid %s) died while holding target %r; its slot was released and the "
+                   "run marked Crashed", left.get("flow_run_id"), left.get("pid"), target)
+    return left
+
+
+def _log() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run
+        import logging
+
+        return logging.getLogger("restorekit.flows")
 
 
 class Approval(RunInput):
@@ -156,6 +252,15 @@ class Recorder:
         if not answer.approve:
             raise SafetyError("the plan was not approved; nothing was changed")
 
+    @staticmethod
+    def sweep_line(stale: list[str]) -> list[str]:
+        """The plan's line for the scratch restores earlier runs left behind (none: no line)."""
+        if not stale:
+            return []
+        return [f"Discard {len(stale)} scratch restore(s) that earlier runs of other incidents "
+                f"left behind ({', '.join(stale)}); restores adopted as production or in use by "
+                "the application are never touched."]
+
     def restored(self, restored: Any) -> None:
         """Record where a restore went and what it reached (a RestoredRef)."""
         self.report.restored_database = restored.display
@@ -182,8 +287,16 @@ class Recorder:
     def run(self, ref: Any) -> Iterator[IncidentReport]:
         """Hold the target for the run; notify at start and end; always write the report;
         re-raise failures."""
-        with one_run_per_target(self.report.target, self.params.lock_wait_seconds):
+        with one_run_per_target(self.report.target, self.params.lock_wait_seconds,
+                                lock_dir(ref.config)) as dead:
             with self._reported(ref) as report:
+                if dead:
+                    report.notes.append(
+                        f"an earlier run (flow run {dead.get('flow_run_id')}, pid "
+                        f"{dead.get('pid')}) died while holding this target (killed?); it is "
+                        "marked Crashed in Prefect and this run took over. What it left behind: a "
+                        "finished restore of the same incident is reused, an unfinished one is "
+                        "redone, scratch restores of other incidents are swept.")
                 yield report
 
     @contextmanager

@@ -33,6 +33,7 @@ from tasks.database import (
     restore_name,
     restore_to_point_in_time,
     snapshot_current_state,
+    sweep_stale_restores,
     verify_integrity,
 )
 
@@ -69,7 +70,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     report = rec.report
     reason = f"restorekit complete-failure {rec.incident_key}"
     name = restore_name("cf", rec.incident_key)
+    stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
     rec.plan([
+        *rec.sweep_line(stale),
         f"Stop the application ({pre.app}).",
         f"Restore {pre.target} ({pre.provider}) at {pre.point} into a NEW database "
         f"'{name}'; restore window {pre.window}, {pre.backups} backup(s).",
@@ -83,6 +86,8 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         report.outcome = "dry-run"
         return
     rec.approve()
+    if stale:
+        rec.step("sweep stale restores", sweep_stale_restores, ref, [name])
     app_state = rec.step("stop application", stop_application, ref, reason)
     try:
         restored = rec.step("restore to point in time", restore_to_point_in_time, ref,

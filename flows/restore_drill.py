@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 
-from flows._common import one_run_per_target
+from flows._common import lock_dir, one_run_per_target
 from restorekit import drill
 from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError, VerificationFailed
@@ -65,7 +65,7 @@ def restore_drill(params: RestoreDrillParams) -> list[drill.DrillResult]:
     targets = params.targets or sorted(settings.targets)
     results = []
     for target in targets:
-        with one_run_per_target(target, params.lock_wait_seconds):
+        with one_run_per_target(target, params.lock_wait_seconds, lock_dir(params.config)):
             results.append(drill_target(TargetRef(target=target, config=params.config), params))
     failed = [r for r in results if not r.passed]
     if failed:

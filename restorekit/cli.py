@@ -196,17 +196,29 @@ def snapshot(
 
 @app.command()
 def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Remove scratch clusters that earlier (failed) runs left behind for this target."""
-    provider = _provider(_settings(config), target)
-    removed = []
+    """Remove scratch clusters that earlier (failed or killed) runs left behind for this target,
+    stopping their PostgreSQL servers. Never removed: a restore adopted as production, the one
+    the target's DSN points at, and the one the application's connection string points at (a
+    complete-failure run killed after its swap but before adopting the restore)."""
+    from restorekit.runtime import TargetRuntime
+
+    settings = _settings(config)
+    provider = _provider(settings, target)
+    in_use = TargetRuntime(settings=settings, config=settings.target(target)).connection_in_use()
+    removed, kept = [], []
     for restored in provider.list_scratch():
+        if any(provider.reaches(restored, dsn) for dsn in in_use):
+            kept.append(restored.handle)
+            continue
         provider.discard(restored)
         removed.append(restored.handle)
     t = Table(title=f"Removed {len(removed)} scratch restore(s)")
     t.add_column("path")
     for path in removed:
         t.add_row(path)
-    _emit({"target": target, "removed": removed}, as_json, t)
+    for path in kept:
+        t.add_row(f"{path} (kept: the application's connection string points at it)")
+    _emit({"target": target, "removed": removed, "kept_in_use": kept}, as_json, t)
 
 
 SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")

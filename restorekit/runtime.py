@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from restorekit.apps.base import AppPlatform, get_app_platform
 from restorekit.config import Settings, TargetConfig, load_settings
-from restorekit.errors import ConfigError
+from restorekit.errors import ConfigError, RestoreKitError, SafetyError
 from restorekit.models import RestoredDatabase, RestoredRef
 from restorekit.pg.dsn import display
 from restorekit.providers.base import DatabaseProvider, provider_from_config
@@ -72,6 +72,24 @@ class TargetRuntime:
         if self.store is not None:
             return self.store.read().get_secret_value()
         return self.config.resolve_dsn()
+
+    def connection_in_use(self) -> list[str]:
+        """The DSNs that must never be removed as scratch: the application's current connection
+        string (none without a connection store).
+
+        Raises:
+            SafetyError: the store exists but cannot be read (so it is unknown what the
+                application runs on: remove nothing).
+        """
+        if self.store is None:
+            return []
+        try:
+            return [self.store.read().get_secret_value()]
+        except RestoreKitError as exc:
+            raise SafetyError(
+                f"cannot read the application's connection string from {self.store.describe()} "
+                f"({exc}); no scratch restore is removed while it is unknown which one the "
+                "application uses") from exc
 
     def reports_dir(self) -> Path:
         path = self.settings.state_dir.absolute() / "reports" / self.name

@@ -20,6 +20,7 @@ from tasks.database import (
     restore_scratch_from_snapshot,
     restore_to_point_in_time,
     snapshot_current_state,
+    sweep_stale_restores,
     take_base_backup,
     verify_integrity,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "resume_application",
     "snapshot_current_state",
     "stop_application",
+    "sweep_stale_restores",
     "swap_connection_string",
     "verify_integrity",
     "write_report",

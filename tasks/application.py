@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,17 +14,37 @@ from restorekit.health import check_health as probe
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
+def _stopped_record(ref: TargetRef) -> Path:
+    """Where the state from before restorekit stopped the app is kept until it is resumed: a
+    run killed in between cannot resume it, and the next run must know the app ran before."""
+    return runtime(ref).settings.state_dir.absolute() / "apps" / f"{ref.target}.stopped.json"
+
+
 @task(name="stop-application", cache_policy=NO_CACHE)
 def stop_application(ref: TargetRef, reason: str) -> AppState | None:
     """Stop the application so nothing writes while the database is repaired (runbook step 1).
 
-    Returns what ran before (for resume_application), or None when no app is configured.
+    Returns what ran before (for resume_application), or None when no app is configured. When
+    an earlier run stopped the app and died before resuming it (kill -9), returns the state from
+    before THAT stop, so this run brings the application back as it was before the incident.
     """
     app = runtime(ref).app
     if app is None:
         logger().info("no application configured for %s; nothing to stop", ref.target)
         return None
     state = app.stop(reason=reason)
+    record = _stopped_record(ref)
+    if state.running or not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(state.model_dump_json())
+        tmp.replace(record)
+    else:
+        earlier = AppState.model_validate_json(record.read_text())
+        logger().warning("%s was already stopped by an earlier restorekit run that did not "
+                         "resume it (killed?); it ran before that run (%s) and is resumed as it "
+                         "was", app.describe(), earlier.recorded_at)
+        state = earlier
     logger().info("stopped %s", app.describe())
     return state
 
@@ -35,6 +57,7 @@ def resume_application(ref: TargetRef, state: AppState | None) -> None:
     if app is None or state is None:
         return
     app.resume(state)
+    _stopped_record(ref).unlink(missing_ok=True)
 
 
 @task(name="redeploy-application", cache_policy=NO_CACHE)
@@ -44,6 +67,7 @@ def redeploy_application(ref: TargetRef, reason: str) -> AppState | None:
     if app is None:
         return None
     before = app.redeploy(reason=reason)
+    _stopped_record(ref).unlink(missing_ok=True)  # it runs again: nothing left to resume
     logger().info("redeployed %s", app.describe())
     return before
 

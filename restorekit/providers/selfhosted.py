@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from datetime import UTC, datetime
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -180,6 +181,8 @@ class SelfHostedProvider:
         backups = self.list_backups()
         backup = self._choose_backup(point, backups)
         home = self.restore_root / name
+        if home.exists() and not (home / MARKER).exists() and not any(home.iterdir()):
+            home.rmdir()  # a run killed between creating the directory and its marker
         if home.exists():
             raise ConfigError(
                 f"a restore named {name!r} already exists at {home}; discard it or pick a new name"
@@ -245,7 +248,7 @@ class SelfHostedProvider:
         marker = home / MARKER
         if not marker.exists():
             return None
-        meta = json.loads(marker.read_text())
+        meta = _read_marker(home)
         if not meta.get("complete"):
             log.warning("removing the incomplete restore %s left by an earlier run", home)
             self.discard(_stub(self.kind, home))
@@ -281,7 +284,7 @@ class SelfHostedProvider:
             raise SafetyError(
                 f"refusing to remove {home}: it is not a scratch restore made by restorekit"
             )
-        meta = json.loads((home / MARKER).read_text())
+        meta = _read_marker(home)
         if meta.get("adopted"):
             raise SafetyError(
                 f"refusing to remove {home}: it was adopted as the production database"
@@ -309,7 +312,7 @@ class SelfHostedProvider:
         for home in sorted(self.restore_root.iterdir()):
             marker = home / MARKER
             if marker.exists():
-                meta = json.loads(marker.read_text())
+                meta = _read_marker(home)
                 if meta.get("adopted") or self._is_source(meta):
                     continue
                 found.append(RestoredDatabase(
@@ -318,12 +321,56 @@ class SelfHostedProvider:
                 ))
         return found
 
+    def sweep(self, *, keep: Collection[str], prefixes: tuple[str, ...],
+              in_use: Sequence[str] = (), dry_run: bool = False) -> list[str]:
+        """Discard the scratch restores earlier runs left behind (killed, crashed, failed).
+
+        Only restores named with one of ``prefixes`` (the names flows give their restores) are
+        candidates, never one named in ``keep`` (the current incident's, which a re-run reuses),
+        never one adopted as production, never the one the target's DSN reaches and never one any
+        of ``in_use`` reaches (e.g. the application's current connection string: after a swap and
+        before adoption the app already runs on it). Call it only while holding the target's
+        one-run-per-target slot, so no other run is using what is swept.
+
+        Returns:
+            The names removed (with ``dry_run``: the names that would be).
+        """
+        swept: list[str] = []
+        for restored in self.list_scratch():
+            home = Path(restored.handle)
+            if home.name in keep or not home.name.startswith(prefixes):
+                continue
+            meta = _read_marker(home)
+            if meta.get("target") not in (None, "", self.target_name):
+                continue
+            if any(self._reaches(meta, dsn) for dsn in in_use):
+                log.warning("keeping %s: the application's connection string points at it", home)
+                continue
+            if not dry_run:
+                log.info("discarding the stale scratch restore %s (%s)", home,
+                         "complete" if meta.get("complete") else "unfinished")
+                self.discard(restored)
+            swept.append(home.name)
+        return swept
+
+    def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
+        """True when ``dsn`` connects to the restored cluster ``restored`` (same machine, port)."""
+        return self._reaches(_read_marker(Path(restored.handle)), dsn)
+
     def _is_source(self, meta: dict[str, object]) -> bool:
         """True when a restored cluster is what the target's own DSN reaches (someone pointed
         the config at a restore): never scratch, whatever its marker says."""
-        host = str(parse(self.source.dsn).get("host") or "localhost")
+        return self._reaches(meta, self.source.dsn)
+
+    @staticmethod
+    def _reaches(meta: dict[str, object], dsn: str) -> bool:
+        """True when ``dsn`` connects to the restored cluster ``meta`` describes (same machine,
+        same port)."""
+        params = parse(dsn)
+        host = str(params.get("host") or "localhost")
         local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("/")
-        return local and meta.get("port") is not None and int(str(meta["port"])) == self.source.port
+        port = int(str(params.get("port") or 5432))
+        return local and meta.get("port") is not None and int(str(meta["port"])) == port
 
     def _cluster(self, home: Path, port: int) -> LocalCluster:
         return LocalCluster(data_dir=home / "data", port=port,
@@ -379,15 +426,25 @@ def _target_lsn(point: RestorePoint) -> str | None:
 
 
 def _write_marker(home: Path, meta: dict[str, object]) -> None:
-    (home / MARKER).write_text(json.dumps(meta, indent=2))
-
-
-def _update_marker(home: Path, changes: dict[str, object]) -> None:
-    meta = json.loads((home / MARKER).read_text())
-    meta.update(changes)
+    # Write then rename: a run killed mid-write leaves the old marker or none, never half a one.
     tmp = home / (MARKER + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(home / MARKER)
+
+
+def _read_marker(home: Path) -> dict[str, object]:
+    """The marker's content; an unreadable one counts as an unfinished restore."""
+    try:
+        meta = json.loads((home / MARKER).read_text())
+    except (OSError, ValueError):
+        return {"complete": False}
+    return meta if isinstance(meta, dict) else {"complete": False}
+
+
+def _update_marker(home: Path, changes: dict[str, object]) -> None:
+    meta = _read_marker(home)
+    meta.update(changes)
+    _write_marker(home, meta)
 
 
 def _stub(kind: str, home: Path) -> RestoredDatabase:
