@@ -32,6 +32,7 @@ from tasks.database import (
     restore_name,
     restore_scratch_from_snapshot,
     restore_to_point_in_time,
+    sweep_stale_restores,
     verify_integrity,
 )
 
@@ -80,13 +81,16 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
                 )
             point = found["point_before"]
         report.restore_point = point
-        pre = rec.step("preflight", preflight, ref, point, snapshot_copy_allowed=True)
+        pre = rec.step("preflight", preflight, ref, point, snapshot_copy_allowed=True,
+                       privileges=("select", "insert"))
         from_snapshot = not pre.can("new_target_restore")
         keys = found["keys"]
         what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None
                 else f"every {params.table} row missing from live (anti-diff against the copy)")
         name = restore_name("ad", rec.incident_key)
+        stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
         rec.plan([
+            *rec.sweep_line(stale),
             *([f"Stop the application ({pre.app})."] if params.stop_application else []),
             (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
              f"'{name}'; production is not touched." if not from_snapshot else
@@ -106,6 +110,8 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
             report.outcome = "dry-run"
             return report
         rec.approve()
+        if stale:
+            rec.step("sweep stale restores", sweep_stale_restores, ref, [name])
         app_state = (rec.step("stop application", stop_application, ref, reason)
                      if params.stop_application else None)
         try:

@@ -12,6 +12,8 @@ after a verified snapshot of exactly those tables.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import flow
 from pydantic import Field
 
@@ -20,7 +22,13 @@ from restorekit.errors import ConfigError
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import check_health
-from tasks.data import find_integrity_issues, identify_affected_data, repair_rows
+from tasks.data import (
+    check_repair_options,
+    find_integrity_issues,
+    identify_affected_data,
+    plan_repair,
+    repair_rows,
+)
 from tasks.database import (
     capture_baseline,
     check_tables,
@@ -30,6 +38,7 @@ from tasks.database import (
     restore_scratch_from_snapshot,
     restore_to_point_in_time,
     snapshot_current_state,
+    sweep_stale_restores,
     verify_integrity,
 )
 
@@ -51,6 +60,18 @@ class PartialCorruptionParams(ScenarioParams):
         description="Also delete rows created after the restore point (makes the tables equal "
         "to the copy). Off: newer rows are kept.",
     )
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Only these corrupted columns are compared and rewritten, as table.column "
+        "(or column when exactly one table is given); the rest of each row stays as it is live. "
+        "Missing rows are still re-inserted whole. Empty: every column.",
+    )
+    keep_rows_written_after: datetime | None = Field(
+        default=None,
+        description="When the corruption ended (with timezone): rows whose current version "
+        "committed later are left alone; needs track_commit_timestamp = on. Rows deleted later "
+        "stay deleted when the audit log records it, otherwise they are re-inserted.",
+    )
 
 
 @flow(name="partial-corruption", log_prints=True)
@@ -64,16 +85,25 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                 "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
             )
         pre = rec.step("preflight", preflight, ref, params.restore_point,
-                       snapshot_copy_allowed=True)
+                       snapshot_copy_allowed=True,
+                       privileges=("select", "insert", "update")
+                       + (("delete",) if params.full_replace else ()))
         from_snapshot = not pre.can("new_target_restore")
         if params.tables:
             rec.step("check tables", check_tables, ref, list(params.tables))
         findings = rec.step("find integrity issues", find_integrity_issues, ref)
         tables = list(params.tables) or list(findings["tables"])
+        columns: dict[str, list[str]] = {}
+        if params.columns or params.keep_rows_written_after:
+            columns = rec.step("check repair options", check_repair_options, ref, tables,
+                               list(params.columns), params.keep_rows_written_after)
+        keep = params.keep_rows_written_after
         if findings["failing_checks"]:
             report.notes.append("live integrity findings: " + ", ".join(findings["failing_checks"]))
         name = restore_name("pc", rec.incident_key)
+        stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
         rec.plan([
+            *rec.sweep_line(stale),
             (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
              f"'{name}'; production is not touched." if not from_snapshot else
              f"{pre.provider} cannot restore into a new database (an in-place restore would "
@@ -84,14 +114,30 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
             "Diff " + (", ".join(tables) if tables else "every table with a primary key")
             + " by primary key against the copy.",
             "Snapshot the affected tables (pg_dump, read back and checksummed) before any change.",
-            "Repair in one transaction, parents first: re-insert missing rows, update changed rows"
+            "Repair in one transaction, parents first: re-insert missing rows"
+            + ("" if from_snapshot else
+               (", update changed rows (every row that differs from the copy: updates made since "
+                "the restore point, legitimate ones included, are reverted)" if not columns else
+                ", update changed rows in the corrupted columns only ("
+                + ", ".join(f"{t}.{c}" for t, cs in columns.items() for c in cs)
+                + "; the rest of each row stays as it is live, missing rows come back whole)"))
+            + ("" if keep is None else
+               f"; rows whose current version committed after {keep.isoformat()} are left alone "
+               "(not rewritten, not deleted); rows deleted after it stay deleted where the audit "
+               "log records the deletion, otherwise they are re-inserted (a deletion cannot be "
+               "told from corruption); writes between the restore point and then are treated as "
+               "corruption")
             + ("; DELETE rows created after the restore point (full replace)." if params.full_replace
                else "; rows created after the restore point are kept."),
+            "After the diff, the exact rows to write are counted and shown here before approval; "
+            "the repair writes exactly those (each still as the diff saw it) or nothing.",
             "Verify integrity on live, check the application's health, drop the scratch copy.",
         ])
         if params.dry_run:
             report.outcome = "dry-run"
             return report
+        if stale:
+            rec.step("sweep stale restores", sweep_stale_restores, ref, [name])
         if from_snapshot:
             restored = rec.step("scratch copy from snapshot", restore_scratch_from_snapshot, ref,
                                 params.restore_point, name, tables or None)
@@ -105,6 +151,20 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         for d in diffs:
             report.notes.append(f"{d['table']}: {d['missing']} missing, {d['changed']} changed, "
                                 f"{d['extra']} newer than the restore point")
+        approved: dict[str, str] = {}
+        if affected:
+            planned = rec.step("plan repair", plan_repair, ref, restored, affected,
+                               params.full_replace, not from_snapshot,
+                               {t: cs for t, cs in columns.items() if t in affected}, keep)
+            writes = {o["table"]: o for o in planned["tables"]}
+            affected = [t for t in affected if writes[t]["inserted"] or writes[t]["updated"]
+                        or writes[t]["deleted"]]
+            approved = {t: writes[t]["fingerprint"] for t in affected}
+            rec.plan([*report.plan, "Rows to write: " + ("; ".join(
+                f"{t}: {o['updated']} updated, {o['inserted']} inserted, {o['deleted']} deleted"
+                + (f", {o['kept_newer']} newer rows and {o['kept_deleted']} later deletions kept"
+                   if keep is not None else "")
+                for t, o in writes.items()) or "none")])
         if not affected:
             report.notes.append("no row differs from the copy: nothing to repair")
         else:
@@ -114,12 +174,22 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                                     f"{snap['size_bytes']} bytes, verified)")
             rec.approve()
             result = rec.step("repair rows", repair_rows, ref, restored, affected,
-                              params.full_replace, False, not from_snapshot)
+                              params.full_replace, False, not from_snapshot,
+                              {t: cs for t, cs in columns.items() if t in affected}, keep,
+                              approved)
             if from_snapshot and any(d["changed"] for d in diffs):
                 report.notes.append(
                     "changed rows were NOT overwritten (the copy is an older snapshot): "
                     + ", ".join(f"{d['table']} {d['changed']}" for d in diffs if d["changed"]))
             rec.add_changes(result)
+            if keep is not None:
+                report.notes.append(f"left alone as written after {keep.isoformat()}: " + ", ".join(
+                    f"{t['table']} {t['kept_newer']} rows, {t['kept_deleted']} later deletions"
+                    for t in result["tables"]))
+            if any(t["skipped_changed"] for t in result["tables"]):
+                report.notes.append("changed while the repair ran, left alone: " + ", ".join(
+                    f"{t['table']} {t['skipped_changed']}" for t in result["tables"]
+                    if t["skipped_changed"]))
         verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
         rec.add_checks(verified)
         rec.step("check health", check_health, ref)

@@ -4,7 +4,10 @@ Scenario 3 ("accidental data deletion"): :func:`recover_deleted_rows` puts back 
 table that were deleted, together with every row an ``ON DELETE CASCADE`` took with them
 (deleting a user takes its clients and appointments), and nothing else. Scenario 2 ("partial data
 corruption"): :func:`repair_rows` re-inserts missing rows and rewrites changed ones, keeping the
-rows written after the restore point unless asked to delete them.
+rows written after the restore point unless asked to delete them. It can be narrowed to the
+corrupted columns (``columns``) and told to leave alone every row written after the corruption
+(``keep_rows_written_after``), and it never writes a row set other than the one
+:func:`plan_repair` showed for approval (``approved``).
 
 How data moves. The copy is in another cluster, so nothing joins across the two. The keys to
 recover go to the copy once (COPY into a temp table there: the copy is a scratch clone and may
@@ -39,9 +42,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -62,6 +65,7 @@ from restorekit.diff import (
     no_primary_key,
     pinned_both,
     resolve_shape,
+    row_hash,
     resolve_shapes,
     stage_copy_hashes,
 )
@@ -88,6 +92,14 @@ class TableOutcome:
     after the restore point, or recovered by an earlier run). ``missing``, ``changed`` and
     ``extra`` are the diff counts :func:`repair_rows` found before it acted; ``extra_kept`` are
     rows written after the restore point that were left alone.
+
+    With ``keep_rows_written_after``: ``kept_newer`` live rows (changed, or extra under
+    ``delete_extra``) were left alone because their current version committed after that time,
+    and ``kept_deleted`` missing rows were not re-inserted because the audit log records their
+    deletion as committed after it. ``skipped_changed`` rows were planned for an update but
+    changed while the repair ran, so they were left alone. ``fingerprint`` names the rows the
+    repair writes (counts and a digest of keys and current values); :func:`repair_rows` refuses
+    when it differs from the approved one.
     """
 
     table: TableRef
@@ -101,6 +113,10 @@ class TableOutcome:
     changed: int = 0
     extra: int = 0
     extra_kept: int = 0
+    kept_newer: int = 0
+    kept_deleted: int = 0
+    skipped_changed: int = 0
+    fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +131,10 @@ class TableOutcome:
             "changed": self.changed,
             "extra": self.extra,
             "extra_kept": self.extra_kept,
+            "kept_newer": self.kept_newer,
+            "kept_deleted": self.kept_deleted,
+            "skipped_changed": self.skipped_changed,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -134,6 +154,8 @@ class RecoveryPlan:
     insert_missing: bool = True
     update_changed: bool = False
     delete_extra: bool = False
+    columns: tuple[str, ...] = ()  # "schema.table.column" compared and rewritten; () = all
+    keep_rows_written_after: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +168,9 @@ class RecoveryPlan:
             "insert_missing": self.insert_missing,
             "update_changed": self.update_changed,
             "delete_extra": self.delete_extra,
+            "columns": list(self.columns),
+            "keep_rows_written_after": (self.keep_rows_written_after.isoformat()
+                                        if self.keep_rows_written_after else None),
         }
 
 
@@ -447,17 +472,18 @@ def _advance_sequences(
     return [name for name, _ in rows]
 
 
-def _insert_statement(table: TableRef, shape: TableShape, stage: TableRef, facts: _Facts
-                      ) -> sql.Composed:
+def _insert_statement(table: TableRef, shape: TableShape, stage: TableRef, facts: _Facts,
+                      where: sql.Composable | None = None) -> sql.Composed:
     # ON CONFLICT on the primary key only: "already there" is skipped; any other unique conflict
     # (a value re-used by a row written since) fails loudly instead of dropping the row.
     always = facts.identity_always.intersection(shape.columns)
     overriding = sql.SQL("OVERRIDING SYSTEM VALUE ") if always else sql.SQL("")
     return sql.SQL(
-        "INSERT INTO {table} ({cols}) {overriding}SELECT {cols} FROM {stage} "
+        "INSERT INTO {table} ({cols}) {overriding}SELECT {cols} FROM {stage}{where} "
         "ON CONFLICT ({key}) DO NOTHING"
     ).format(table=table.ident, cols=shape.column_idents(), overriding=overriding,
-             stage=stage.ident, key=shape.key_idents())
+             stage=stage.ident, key=shape.key_idents(),
+             where=sql.SQL("") if where is None else sql.SQL(" AS s WHERE {}").format(where))
 
 
 @contextmanager
@@ -692,6 +718,267 @@ def recover_deleted_rows(
 
 # -- scenario 2 ----------------------------------------------------------------------------------
 
+_UPDATE, _INSERT, _DELETE = "u", "i", "d"
+
+
+@dataclass(frozen=True, slots=True)
+class _Repair:
+    """One table of a repair: ``compare`` hashes and updates key + the repaired columns,
+    ``full`` (every column) is what missing rows are staged and inserted with."""
+
+    full: TableShape
+    compare: TableShape
+    settable: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    hashes: TableRef
+    plan: TableRef
+    missing: int
+    extra: int
+    changed: int
+    updates: int
+    inserts: int
+    deletes: int
+    fingerprint: str
+
+
+def require_commit_timestamps(conn: Connection[Any]) -> None:
+    """Refuse (before any side effect) when the server does not record commit times.
+
+    Raises:
+        ConfigError: ``track_commit_timestamp`` is off.
+    """
+    row = conn.execute("SELECT current_setting('track_commit_timestamp')::bool").fetchone()
+    if not (row and row[0]):
+        raise ConfigError(
+            "keep_rows_written_after needs track_commit_timestamp = on on the production server, "
+            "and it is off: PostgreSQL records no commit times, so rows written after the "
+            "corruption cannot be told from it. Turn it on (takes a restart; only later commits "
+            "get a time) or leave keep_rows_written_after empty and narrow the repair with columns."
+        )
+
+
+def _repair_shapes(
+    live_conn: Connection[Any], copy_conn: Connection[Any], order: Sequence[TableRef],
+    columns: Mapping[TableRef, Sequence[str]], facts: dict[TableRef, _Facts],
+) -> dict[TableRef, _Repair]:
+    unknown = [str(t) for t in columns if t not in order]
+    if unknown:
+        raise ConfigError(f"columns given for table(s) not being repaired: {', '.join(unknown)}")
+    full = resolve_shapes(live_conn, copy_conn, order)
+    shapes: dict[TableRef, _Repair] = {}
+    for table in order:
+        shape = full[table]
+        always = facts[table].identity_always
+        if table not in columns:
+            settable = tuple(c for c in shape.columns if c not in shape.key and c not in always)
+            shapes[table] = _Repair(shape, shape, settable)
+            continue
+        wanted = tuple(dict.fromkeys(columns[table]))
+        bad = [c for c in wanted if c not in shape.columns]
+        if bad:
+            raise ConfigError(
+                f"table {table} has no column(s) {', '.join(bad)} that can be repaired (unknown, "
+                f"generated, or not in the copy); its columns: {', '.join(shape.columns)}")
+        settable = tuple(c for c in wanted if c not in shape.key and c not in always)
+        if not settable:
+            raise ConfigError(
+                f"columns {', '.join(wanted)} of {table} are its primary key or GENERATED ALWAYS "
+                "identity columns, which a repair does not rewrite; name the corrupted columns")
+        compare = replace(shape, columns=tuple(dict.fromkeys([*shape.key, *settable])))
+        shapes[table] = _Repair(shape, compare, settable)
+    return shapes
+
+
+def _newer(after: datetime | None, alias: sql.Identifier = ALIAS) -> sql.Composable:
+    """True for a row whose current version committed after ``after``; a frozen or untracked
+    xmin has no commit time and counts as old."""
+    if after is None:
+        return sql.SQL("false")
+    return sql.SQL("coalesce(pg_xact_commit_timestamp({}.xmin) > {}, false)").format(
+        alias, sql.Literal(after))
+
+
+def _deleted_after(live_conn: Connection[Any], table: TableRef, key: tuple[str, ...],
+                   after: datetime) -> TableRef | None:
+    """A live temp table of the keys whose deletion the audit log (``audit_log`` next to the
+    table, as :func:`deleted_keys_from_audit` reads it) records in a transaction committed
+    after ``after``; None when there is no usable audit log (then such deletions cannot be told
+    from corruption)."""
+    audit = TableRef(table.schema, "audit_log")
+    if audit not in catalog.list_tables(live_conn, [audit.schema]):
+        log.info("no %s: rows of %s deleted after %s cannot be told from corruption", audit,
+                 table, after.isoformat())
+        return None
+    if not {c.name for c in catalog.columns(live_conn, audit)}.issuperset(_AUDIT_COLUMNS):
+        log.warning("%s lacks %s; deletions of %s are not looked up", audit,
+                    ", ".join(_AUDIT_COLUMNS), table)
+        return None
+    temp = create_temp_like(live_conn, table, key, "deleted")
+    r, a = sql.Identifier("r"), sql.Identifier("a")
+    not_null = sql.SQL(" AND ").join(
+        sql.SQL("{}.{} IS NOT NULL").format(r, sql.Identifier(c)) for c in key)
+    live_conn.execute(sql.SQL(
+        "INSERT INTO {temp} SELECT DISTINCT {rkey} FROM {audit} AS {a} "
+        "CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, {a}.old_row::jsonb) AS {r} "
+        "WHERE upper({a}.action) = 'DELETE' AND {a}.table_name = ANY(%s::text[]) "
+        "AND {newer} AND {not_null}"
+    ).format(temp=temp.ident, rkey=idents(key, r), audit=audit.ident, a=a, table=table.ident,
+             r=r, newer=_newer(after, a), not_null=not_null),
+        [list(dict.fromkeys([table.name, f"{table.schema}.{table.name}", str(table)]))])
+    live_conn.execute(sql.SQL("ANALYZE {}").format(temp.ident))
+    return temp
+
+
+def _plan_table(
+    live_conn: Connection[Any], copy_conn: Connection[Any], table: TableRef, shape: _Repair, *,
+    insert_missing: bool, update_changed: bool, delete_extra: bool, after: datetime | None,
+) -> tuple[_Planned, list[TableRef]]:
+    """Diff one table (key + compared columns) and put the rows to write into a live temp
+    table: ``(key, current live hash, kind)``, one INSERT ... SELECT per kind."""
+    cs = shape.compare
+    temps: list[TableRef] = []
+    hashes = stage_copy_hashes(live_conn, copy_conn, cs)
+    temps.append(hashes)
+    missing, extra, changed = count_differences(live_conn, cs, hashes)
+    h = sql.Identifier(cs.hash_column)
+    kind = sql.Identifier(cs.hash_column + "_kind")
+    plan = create_temp_like(live_conn, table, cs.key, "plan", extra=sql.SQL(
+        "NULL::uuid AS {}, NULL::text AS {}").format(h, kind))
+    temps.append(plan)
+    s = sql.Identifier("s")
+    newer = _newer(after)
+    live_hash = row_hash(cs.columns)
+    updates = inserts = deletes = 0
+    if update_changed and changed:
+        updates = live_conn.execute(sql.SQL(
+            "INSERT INTO {plan} SELECT {skey}, {live_hash}, {kind_value} FROM {hashes} AS {s} "
+            "JOIN {table} AS {t} ON {m} WHERE {s}.{h} <> {live_hash} AND NOT {newer}"
+        ).format(plan=plan.ident, skey=cs.key_idents(s), live_hash=live_hash,
+                 kind_value=sql.Literal(_UPDATE), hashes=hashes.ident, s=s, table=table.ident,
+                 t=ALIAS, m=key_match(cs.key, ALIAS, s), h=h, newer=newer)).rowcount
+    if insert_missing and missing:
+        gone = _deleted_after(live_conn, table, cs.key, after) if after is not None else None
+        kept = sql.SQL("")
+        if gone is not None:
+            temps.append(gone)
+            g = sql.Identifier("g")
+            kept = sql.SQL(" AND NOT EXISTS (SELECT FROM {gone} AS {g} WHERE {m})").format(
+                gone=gone.ident, g=g, m=key_match(cs.key, g, s))
+        inserts = live_conn.execute(sql.SQL(
+            "INSERT INTO {plan} ({key}, {kind}) SELECT {skey}, {kind_value} FROM ({missing}) "
+            "AS {s} WHERE true{kept}"
+        ).format(plan=plan.ident, key=cs.key_idents(), kind=kind, skey=cs.key_idents(s),
+                 kind_value=sql.Literal(_INSERT), missing=missing_keys_query(cs, hashes), s=s,
+                 kept=kept)).rowcount
+    if delete_extra and extra:
+        deletes = live_conn.execute(sql.SQL(
+            "INSERT INTO {plan} SELECT {tkey}, {live_hash}, {kind_value} FROM {table} AS {t} "
+            "WHERE NOT EXISTS (SELECT FROM {hashes} AS {s} WHERE {m}) AND NOT {newer}"
+        ).format(plan=plan.ident, tkey=cs.key_idents(ALIAS), live_hash=live_hash,
+                 kind_value=sql.Literal(_DELETE), table=table.ident, t=ALIAS,
+                 hashes=hashes.ident, s=s, m=key_match(cs.key, s, ALIAS), newer=newer)).rowcount
+    p = sql.Identifier("p")
+    # Order-independent digest of exactly the rows to write and their current values.
+    row = live_conn.execute(sql.SQL(
+        "SELECT coalesce(sum(hashtextextended({p}::text, 0)::numeric), 0)::text FROM {plan} AS {p}"
+    ).format(p=p, plan=plan.ident)).fetchone()
+    digest = row[0] if row else "0"
+    live_conn.execute(sql.SQL("ANALYZE {}").format(plan.ident))
+    fingerprint = f"{updates} updates, {inserts} inserts, {deletes} deletes (digest {digest})"
+    return _Planned(hashes, plan, missing, extra, changed, updates, inserts, deletes,
+                    fingerprint), temps
+
+
+def _prepare_repair(
+    live_conn: Connection[Any], copy_conn: Connection[Any], tables: Sequence[TableRef],
+    columns: Mapping[TableRef, Sequence[str]] | None, keep_rows_written_after: datetime | None,
+    *, insert_missing: bool,
+) -> tuple[FkGraph, list[TableRef], dict[TableRef, _Repair], dict[TableRef, _Facts]]:
+    _aware("keep_rows_written_after", keep_rows_written_after)
+    if keep_rows_written_after is not None:
+        require_commit_timestamps(live_conn)
+    graph = FkGraph(catalog.foreign_keys(live_conn))
+    order = graph.topological_order(dict.fromkeys(tables))
+    facts = _table_facts(live_conn, order)
+    shapes = _repair_shapes(live_conn, copy_conn, order, columns or {}, facts)
+    for table in order:
+        left_out = sorted({fk.child for fk in graph.foreign_keys if fk.parent == table
+                           and fk.on_delete == "cascade" and fk.child not in shapes})
+        if left_out and insert_missing:
+            log.warning("%s cascades to %s, which is not being repaired", table,
+                        ", ".join(map(str, left_out)))
+    return graph, order, shapes, facts
+
+
+def _outcome(table: TableRef, key: tuple[str, ...], planned: _Planned, *, after: datetime | None,
+             insert_missing: bool, update_changed: bool, delete_extra: bool, staged: int = 0,
+             inserted: int | None = None, updated: int | None = None,
+             deleted: int | None = None) -> TableOutcome:
+    inserted = planned.inserts if inserted is None else inserted
+    updated = planned.updates if updated is None else updated
+    deleted = planned.deletes if deleted is None else deleted
+    kept_deleted = planned.missing - planned.inserts if insert_missing else 0
+    kept_newer = ((planned.changed - planned.updates if update_changed else 0)
+                  + (planned.extra - planned.deletes if delete_extra else 0)) if after else 0
+    return TableOutcome(
+        table, key, staged=staged, inserted=inserted,
+        updated=updated, deleted=deleted, skipped_existing=max(planned.inserts - inserted, 0),
+        missing=planned.missing, changed=planned.changed, extra=planned.extra,
+        extra_kept=planned.extra - deleted, kept_newer=kept_newer, kept_deleted=kept_deleted,
+        skipped_changed=max(planned.updates - updated, 0), fingerprint=planned.fingerprint,
+    )
+
+
+def _column_names(columns: Mapping[TableRef, Sequence[str]] | None) -> tuple[str, ...]:
+    return tuple(f"{t}.{c}" for t, cs in (columns or {}).items() for c in cs)
+
+
+def plan_repair(
+    live_conn: Connection[Any],
+    copy_conn: Connection[Any],
+    tables: Sequence[TableRef],
+    *,
+    columns: Mapping[TableRef, Sequence[str]] | None = None,
+    keep_rows_written_after: datetime | None = None,
+    update_changed: bool = True,
+    insert_missing: bool = True,
+    delete_extra: bool = False,
+) -> RecoveryResult:
+    """What :func:`repair_rows` with the same arguments would write, without writing it.
+
+    Only the diff runs (key and row hashes; no row is fetched from the copy). The outcome of
+    each table has the planned counts in ``inserted``/``updated``/``deleted`` and the
+    ``fingerprint`` to pass to :func:`repair_rows` as ``approved`` once a human has approved.
+
+    Raises:
+        ConfigError: as :func:`repair_rows`.
+    """
+    started = time.monotonic()
+    _, order, shapes, _ = _prepare_repair(live_conn, copy_conn, tables, columns,
+                                          keep_rows_written_after, insert_missing=insert_missing)
+    plan = RecoveryPlan(
+        operation="repair_rows", tables=tuple(order), include_cascade=False,
+        insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
+        columns=_column_names(columns), keep_rows_written_after=keep_rows_written_after,
+    )
+    outcomes = []
+    with _translated("repair plan", True), live_conn.transaction(force_rollback=True), \
+            copy_conn.transaction(force_rollback=True), pinned_both(live_conn, copy_conn):
+        for table in order:
+            planned, _ = _plan_table(
+                live_conn, copy_conn, table, shapes[table], insert_missing=insert_missing,
+                update_changed=update_changed, delete_extra=delete_extra,
+                after=keep_rows_written_after)
+            outcomes.append(_outcome(
+                table, shapes[table].full.key, planned, after=keep_rows_written_after,
+                insert_missing=insert_missing, update_changed=update_changed,
+                delete_extra=delete_extra))
+    return RecoveryResult(plan=plan, dry_run=True, tables=tuple(outcomes),
+                          elapsed_seconds=time.monotonic() - started)
+
 
 def repair_rows(
     live_conn: Connection[Any],
@@ -701,16 +988,42 @@ def repair_rows(
     update_changed: bool = True,
     insert_missing: bool = True,
     delete_extra: bool = False,
+    columns: Mapping[TableRef, Sequence[str]] | None = None,
+    keep_rows_written_after: datetime | None = None,
+    approved: Mapping[TableRef, str] | None = None,
     dry_run: bool = False,
 ) -> RecoveryResult:
     """Repair corrupted tables from a restored copy, row by row but set-based.
 
-    For each table the copy's row hashes are compared with live's (see :mod:`restorekit.diff`);
-    only the missing and changed rows are then fetched from the copy. In one live transaction:
-    rows written since the restore point (``extra``) are deleted only with ``delete_extra``
+    For each table the copy's row hashes are compared with live's (see :mod:`restorekit.diff`)
+    and the rows to write are listed on the live side with their current hash; only the
+    missing and changed rows are then fetched from the copy. In one live transaction: rows
+    written since the restore point (``extra``) are deleted only with ``delete_extra``
     (children first), then, parents first, missing rows are inserted (``ON CONFLICT (primary
-    key) DO NOTHING``) and changed rows rewritten (``UPDATE ... FROM`` the staged rows where the
-    key matches and the row differs).
+    key) DO NOTHING``) and changed rows rewritten (``UPDATE ... FROM`` the staged rows).
+
+    By default "changed" means any column differs, so every update made since the restore
+    point, legitimate ones included, is reverted. Two options narrow that:
+
+    * ``columns``: per table, the corrupted columns. A row counts as changed when the key and
+      those columns differ, and only those columns are set; the rest of the row (say a balance
+      the application updated since) stays as it is live. Missing rows are still inserted
+      whole, every column from the copy. Tables not in the mapping compare every column.
+    * ``keep_rows_written_after``: every live row whose current version committed after this
+      time (``pg_xact_commit_timestamp(xmin)``; needs ``track_commit_timestamp = on``) is left
+      alone: not rewritten, not deleted, counted in ``kept_newer``. A row without a commit time
+      (frozen, or written before tracking was on) counts as old. Rows DELETED after the time
+      are missing like corrupted ones: when an ``audit_log`` next to the table records the
+      deletion in a transaction committed after the time, the row stays deleted
+      (``kept_deleted``); without one a deletion cannot be told from corruption and the row is
+      re-inserted. Writes between the restore point and this time are treated as corruption.
+
+    A row is only written while it is still as the plan saw it: each UPDATE and DELETE
+    requires the row's current hash (of the compared columns) to equal the one listed, so a
+    row changed while the repair runs is left alone (``skipped_changed``). ``approved`` takes
+    the per-table ``fingerprint`` of a :func:`plan_repair` (or dry run) a human approved: when
+    the rows to write now differ in any way (another row, another current value, another
+    count), nothing is written.
 
     ``delete_extra=True`` is a full replace of these tables' contents and can cascade into
     tables that are not listed. Values of ``GENERATED ALWAYS`` identity columns are not
@@ -724,52 +1037,57 @@ def repair_rows(
         update_changed: rewrite rows whose content differs.
         insert_missing: re-insert rows that are in the copy but not live.
         delete_extra: delete live rows that are not in the copy (explicit opt-in).
+        columns: the corrupted columns per table (see above).
+        keep_rows_written_after: timezone-aware; see above.
+        approved: the approved fingerprint per table; a table missing from it may get no write.
         dry_run: do everything, report exact counts, roll it all back.
 
     Raises:
         ConfigError: a table without a primary key, tables that differ between the two sides,
-            or a foreign-key cycle among ``tables``. Raised before anything is written.
-        SafetyError: a repaired row conflicts with another live row on a unique or foreign key;
-            nothing was written.
+            unknown or unwritable ``columns``, a naive time, ``track_commit_timestamp`` off
+            with ``keep_rows_written_after``, or a foreign-key cycle among ``tables``. Raised
+            before anything is written.
+        SafetyError: the rows to write differ from the approved plan, or a repaired row
+            conflicts with another live row on a unique or foreign key; nothing was written.
         PostgresError: a server failed; nothing was written.
     """
     started = time.monotonic()
-    graph = FkGraph(catalog.foreign_keys(live_conn))
-    order = graph.topological_order(dict.fromkeys(tables))
-    shapes = resolve_shapes(live_conn, copy_conn, order)
-    facts = _table_facts(live_conn, order)
-    for table in order:
-        left_out = sorted({fk.child for fk in graph.foreign_keys if fk.parent == table
-                           and fk.on_delete == "cascade" and fk.child not in shapes})
-        if left_out and insert_missing:
-            log.warning("%s cascades to %s, which is not being repaired", table,
-                        ", ".join(map(str, left_out)))
+    after = keep_rows_written_after
+    _, order, shapes, facts = _prepare_repair(live_conn, copy_conn, tables, columns, after,
+                                              insert_missing=insert_missing)
     plan = RecoveryPlan(
         operation="repair_rows", tables=tuple(order), include_cascade=False,
         insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
+        columns=_column_names(columns), keep_rows_written_after=after,
     )
 
     outcomes: list[TableOutcome] = []
     with _translated("repair", dry_run), live_conn.transaction(force_rollback=dry_run), \
             copy_conn.transaction(force_rollback=True):
         live_temps: list[TableRef] = []
-        found: dict[TableRef, tuple[TableRef, TableRef, int, int, int, int]] = {}
+        found: dict[TableRef, tuple[_Planned, TableRef, int]] = {}
         with pinned_both(live_conn, copy_conn):
+            planned_all: dict[TableRef, _Planned] = {}
             for table in order:
-                shape = shapes[table]
-                hashes = stage_copy_hashes(live_conn, copy_conn, shape)
-                live_temps.append(hashes)
-                missing, extra, changed = count_differences(live_conn, shape, hashes)
-                wanted = []
-                if insert_missing and missing:
-                    wanted.append(missing_keys_query(shape, hashes))
-                if update_changed and changed:
-                    wanted.append(changed_keys_query(shape, hashes))
-                if wanted:
+                planned, temps = _plan_table(
+                    live_conn, copy_conn, table, shapes[table], insert_missing=insert_missing,
+                    update_changed=update_changed, delete_extra=delete_extra, after=after)
+                live_temps.extend(temps)
+                planned_all[table] = planned
+            if approved is not None:
+                _check_approved(planned_all, approved, dry_run)
+            for table in order:
+                planned, shape = planned_all[table], shapes[table].full
+                if planned.updates or planned.inserts:
                     # The keys to fetch go to the copy once; the copy returns just those rows.
                     copy_keys = create_temp_like(copy_conn, table, shape.key, "keys")
-                    copy_rows(live_conn, copy_conn, sql.SQL(" UNION ALL ").join(wanted), None,
-                              copy_keys, shape.key, fmt=shape.key_format)
+                    p = sql.Identifier("p")
+                    copy_rows(live_conn, copy_conn, sql.SQL(
+                        "SELECT {key} FROM {plan} AS {p} WHERE {p}.{kind} IN ({u}, {i})"
+                    ).format(key=shape.key_idents(p), plan=planned.plan.ident, p=p,
+                             kind=_kind(shapes[table]), u=sql.Literal(_UPDATE),
+                             i=sql.Literal(_INSERT)), None, copy_keys, shape.key,
+                        fmt=shape.key_format)
                     copy_conn.execute(sql.SQL("ANALYZE {}").format(copy_keys.ident))
                     k = sql.Identifier("k")
                     source = sql.SQL(
@@ -777,47 +1095,53 @@ def repair_rows(
                     ).format(table=table.ident, t=ALIAS, keys=copy_keys.ident, k=k,
                              m=key_match(shape.key, k, ALIAS))
                     stage, n = _stage_rows(copy_conn, live_conn, shape, source,
-                                           analyze=update_changed and changed > 0)
+                                           analyze=planned.updates > 0)
                 else:
                     stage, n = create_temp_like(live_conn, table, shape.columns, "stage"), 0
                 live_temps.append(stage)
-                found[table] = (hashes, stage, n, missing, extra, changed)
+                found[table] = (planned, stage, n)
 
         deleted: dict[TableRef, int] = {}
-        if delete_extra:
-            s = sql.Identifier("s")
-            for table in reversed(order):  # children first
-                hashes = found[table][0]
+        for table in reversed(order):  # children first
+            planned = found[table][0]
+            if planned.deletes:
+                head = sql.SQL("DELETE FROM {table} AS {t} USING {plan} AS {p}").format(
+                    table=table.ident, t=ALIAS, plan=planned.plan.ident, p=sql.Identifier("p"))
                 deleted[table] = live_conn.execute(
-                    sql.SQL(
-                        "DELETE FROM {table} AS {t} "
-                        "WHERE NOT EXISTS (SELECT FROM {hashes} AS {s} WHERE {m})"
-                    ).format(table=table.ident, t=ALIAS, hashes=hashes.ident, s=s,
-                             m=key_match(shapes[table].key, s, ALIAS))
-                ).rowcount
+                    _pinned(head, shapes[table], _DELETE, after)).rowcount
 
         for table in order:
-            shape = shapes[table]
-            _, stage, n, missing, extra, changed = found[table]
+            repair = shapes[table]
+            planned, stage, n = found[table]
             inserted = updated = 0
-            if insert_missing and missing:
+            if planned.inserts:
+                p = sql.Identifier("p")
+                only = sql.SQL("EXISTS (SELECT FROM {plan} AS {p} WHERE {p}.{kind} = {i} "
+                               "AND {m})").format(
+                    plan=planned.plan.ident, p=p, kind=_kind(repair), i=sql.Literal(_INSERT),
+                    m=key_match(repair.full.key, p, sql.Identifier("s")))
                 inserted = live_conn.execute(
-                    _insert_statement(table, shape, stage, facts[table])
+                    _insert_statement(table, repair.full, stage, facts[table], where=only)
                 ).rowcount
-            # Only DEFAULT may be written into GENERATED ALWAYS identity columns.
-            settable = [c for c in shape.columns
-                        if c not in shape.key and c not in facts[table].identity_always]
-            if update_changed and changed and settable:
-                updated = live_conn.execute(
-                    _update_statement(table, shape, stage, settable)
-                ).rowcount
-            outcomes.append(TableOutcome(
-                table, shape.key, staged=n, inserted=inserted, updated=updated,
-                deleted=deleted.get(table, 0),
-                skipped_existing=max(missing - inserted, 0) if insert_missing else 0,
-                missing=missing, changed=changed, extra=extra,
-                extra_kept=0 if delete_extra else extra,
-            ))
+            if planned.updates:
+                s = sql.Identifier("s")
+                assignments = sql.SQL(", ").join(
+                    sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=s)
+                    for c in repair.settable)
+                head = sql.SQL("UPDATE {table} AS {t} SET {a} FROM {plan} AS {p}, {stage} AS {s}"
+                               ).format(table=table.ident, t=ALIAS, a=assignments,
+                                        plan=planned.plan.ident, p=sql.Identifier("p"),
+                                        stage=stage.ident, s=s)
+                updated = live_conn.execute(_pinned(
+                    head, repair, _UPDATE, after,
+                    also=key_match(repair.full.key, s, ALIAS))).rowcount
+            outcomes.append(_outcome(
+                table, repair.full.key, planned, after=after, insert_missing=insert_missing,
+                update_changed=update_changed, delete_extra=delete_extra, staged=n,
+                inserted=inserted, updated=updated, deleted=deleted.get(table, 0)))
+            if planned.updates and updated < planned.updates:
+                log.warning("%s: %d row(s) changed while the repair ran and were left alone",
+                            table, planned.updates - updated)
         moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
                                    dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
@@ -825,23 +1149,106 @@ def repair_rows(
     result = RecoveryResult(plan=plan, dry_run=dry_run, tables=tuple(outcomes),
                             sequences_advanced=tuple(moved),
                             elapsed_seconds=time.monotonic() - started)
-    log.info("%srepair: %d inserted, %d updated, %d deleted, %d extra rows kept",
-             "dry run: " if dry_run else "", result.inserted, result.updated, result.deleted,
-             sum(t.extra_kept for t in outcomes))
+    log.info("%srepair: %d inserted, %d updated, %d deleted, %d extra rows kept, %d newer rows "
+             "kept, %d later deletions kept", "dry run: " if dry_run else "", result.inserted,
+             result.updated, result.deleted, sum(t.extra_kept for t in outcomes),
+             sum(t.kept_newer for t in outcomes), sum(t.kept_deleted for t in outcomes))
     return result
 
 
-def _update_statement(table: TableRef, shape: TableShape, stage: TableRef,
-                      targets: Sequence[str]) -> sql.Composed:
-    s = sql.Identifier("s")
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=s) for c in targets
-    )
-    # Compared as row text: works for every type (json, point, xml have no equality operator)
-    # and both rows are printed by the same session, so settings cannot differ.
-    return sql.SQL(
-        "UPDATE {table} AS {t} SET {assignments} FROM {stage} AS {s} "
-        "WHERE {m} AND ROW({tcols})::text IS DISTINCT FROM ROW({scols})::text"
-    ).format(table=table.ident, t=ALIAS, assignments=assignments, stage=stage.ident, s=s,
-             m=key_match(shape.key, s, ALIAS), tcols=shape.column_idents(ALIAS),
-             scols=shape.column_idents(s))
+def _kind(repair: _Repair) -> sql.Identifier:
+    return sql.Identifier(repair.compare.hash_column + "_kind")
+
+
+def _pinned(head: sql.Composable, repair: _Repair, kind: str, after: datetime | None,
+            also: sql.Composable | None = None) -> sql.Composed:
+    """``head`` (an UPDATE or DELETE of the table as ``t`` joined with its plan as ``p``)
+    restricted to the plan's rows of ``kind`` that are still as the plan saw them: the same
+    hash of the compared columns, and not written after ``after``. Under READ COMMITTED a row
+    changed concurrently is re-checked against these conditions, so it is left alone rather
+    than overwritten."""
+    cs, p = repair.compare, sql.Identifier("p")
+    condition = sql.SQL(
+        "{head} WHERE {p}.{kind} = {value} AND {m} AND {p}.{h} = {live_hash} AND NOT {newer}"
+    ).format(head=head, p=p, kind=_kind(repair), value=sql.Literal(kind),
+             m=key_match(cs.key, p, ALIAS), h=sql.Identifier(cs.hash_column),
+             live_hash=row_hash(cs.columns), newer=_newer(after))
+    if also is None:
+        return condition
+    return sql.SQL("{} AND {}").format(condition, also)
+
+
+def _check_approved(planned: Mapping[TableRef, _Planned], approved: Mapping[TableRef, str],
+                    dry_run: bool) -> None:
+    nothing = "0 updates, 0 inserts, 0 deletes (digest 0)"
+    differ = [f"{table}: approved {approved.get(table, nothing)}, now {p.fingerprint}"
+              for table, p in planned.items() if p.fingerprint != approved.get(table, nothing)]
+    if differ:
+        raise SafetyError(
+            f"{'dry run of ' if dry_run else ''}repair refused: the rows to write changed since "
+            f"the plan was approved ({'; '.join(differ)}); nothing was written; run again for "
+            "a fresh plan")
+
+
+def parse_columns(specs: Sequence[str], tables: Sequence[TableRef]
+                  ) -> dict[TableRef, list[str]]:
+    """Read ``column``, ``table.column`` or ``schema.table.column`` (quoted parts as
+    PostgreSQL reads them) into columns per table; a bare column needs exactly one table.
+
+    Raises:
+        ConfigError: a malformed spec, or a bare column with no or several tables.
+    """
+    result: dict[TableRef, list[str]] = {}
+    for spec in specs:
+        parts = catalog.split_qualified(spec.strip()) if spec.strip() else []
+        if len(parts) == 1:
+            if len(tables) != 1:
+                raise ConfigError(
+                    f"column {spec!r} names no table; write it as table.column (a bare column "
+                    "is only accepted when exactly one table is repaired)")
+            table, column = tables[0], parts[0]
+        elif len(parts) in (2, 3):
+            table = TableRef(parts[0], parts[1]) if len(parts) == 3 else TableRef("public",
+                                                                                  parts[0])
+            column = parts[-1]
+        else:
+            raise ConfigError(f"column {spec!r}: expected column, table.column or "
+                              "schema.table.column")
+        result.setdefault(table, [])
+        if column not in result[table]:
+            result[table].append(column)
+    return result
+
+
+def check_repair_options(
+    live_conn: Connection[Any], tables: Sequence[TableRef],
+    columns: Mapping[TableRef, Sequence[str]], keep_rows_written_after: datetime | None,
+) -> None:
+    """Check a repair's options against the live database before anything happens: the
+    columns exist and can be written, their tables are being repaired, the time has a
+    timezone and the server records commit times when it is given.
+
+    Raises:
+        ConfigError: naming the table, column or setting.
+    """
+    _aware("keep_rows_written_after", keep_rows_written_after)
+    outside = [str(t) for t in columns if t not in tables]
+    if outside:
+        raise ConfigError(f"columns given for table(s) not being repaired: {', '.join(outside)} "
+                          f"(repaired: {', '.join(map(str, tables)) or 'none'})")
+    if columns:
+        known = catalog.load_columns(live_conn, list(columns))
+        keys = catalog.load_primary_keys(live_conn, list(columns))
+        for table, wanted in columns.items():
+            writable = {c.name for c in known[table] if not c.generated}
+            bad = [c for c in wanted if c not in writable]
+            if bad:
+                raise ConfigError(
+                    f"table {table} has no column(s) {', '.join(bad)} that can be repaired "
+                    f"(unknown or generated); its columns: "
+                    f"{', '.join(c.name for c in known[table])}")
+            if all(c in keys[table] for c in wanted):
+                raise ConfigError(f"columns {', '.join(wanted)} of {table} are its primary key, "
+                                  "which a repair does not rewrite; name the corrupted columns")
+    if keep_rows_written_after is not None:
+        require_commit_timestamps(live_conn)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +12,35 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from restorekit import diff, integrity, recovery, scope
+from restorekit.errors import PostgresError, PostgresUnavailable
 from restorekit.models import RestoredRef
 from restorekit.pg import catalog
 from restorekit.pg.catalog import TableRef
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
+
+
+@contextmanager
+def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iterator[None]:
+    """Turn a connection lost mid-step (a server killed, restarted, unreachable) into
+    PostgresUnavailable that says which database, what state things are in, and what to do.
+
+    ``conns`` maps a description ("the production database") to a callable returning its
+    connection (or None before it is open) so the broken one can be named.
+    """
+    try:
+        yield
+    except (psycopg.OperationalError, PostgresError) as exc:
+        if isinstance(exc, PostgresError) and not isinstance(exc.__cause__, psycopg.OperationalError):
+            raise  # not a lost connection: the core's own message stands
+        broken = [what for what, get in conns.items()
+                  if (c := get()) is not None and c.broken]
+        raise PostgresUnavailable(
+            f"{step}: lost the connection to {' and '.join(broken) or ' or '.join(conns)} "
+            f"({' '.join(str(exc).split())[:200]}). "
+            f"{atomic} Next: make sure it is up again (a PostgreSQL killed or crashed restarts "
+            "with crash recovery; the scratch copy is started again on its own), then re-run "
+            "with the same incident id: a finished restore is reused, and the step redoes only "
+            "what is missing.") from exc
 
 
 @task(name="find-integrity-issues", cache_policy=NO_CACHE, retries=2,
@@ -52,7 +79,9 @@ def identify_affected_data(ref: TargetRef, restored: RestoredRef,
         from restorekit.errors import ConfigError
 
         raise ConfigError(f"unknown table(s) in the live database: {', '.join(unknown)}")
-    diffs = diff.diff_tables(live, copy, refs)
+    with _connection_lost("identify-affected-data", "Nothing was changed (the diff only reads).",
+                          **{"the production database or the scratch copy": lambda: None}):
+        diffs = diff.diff_tables(live, copy, refs)
     for d in diffs:
         logger().info("%s: %d missing, %d changed, %d newer than the restore point",
                       d.table, d.missing, d.changed, d.extra)
@@ -79,8 +108,16 @@ def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
     """Re-insert the deleted rows and the children their cascade took, parents first, in one
     transaction, ON CONFLICT DO NOTHING (idempotent)."""
     rt = runtime(ref)
-    with psycopg.connect(rt.live_dsn()) as live, \
+    opened: dict[str, Any] = {}
+    with _connection_lost(
+            "recover-rows", "The re-insert is ONE transaction: it was committed whole or rolled "
+            "back whole, never half (production is as before this step, or fully recovered if "
+            "the COMMIT itself got through; the re-insert skips rows already present).",
+            **{"the production database": lambda: opened.get("live"),
+               f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
+            psycopg.connect(rt.live_dsn()) as live, \
             psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        opened.update(live=live, copy=copy)
         result = recovery.recover_deleted_rows(
             live, copy, TableRef.parse(table),
             [tuple(k) for k in keys] if keys is not None else None,
@@ -91,18 +128,73 @@ def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
     return result.to_dict()
 
 
+def _columns(columns: dict[str, list[str]] | None) -> dict[TableRef, list[str]] | None:
+    return {TableRef.parse(t): cs for t, cs in columns.items()} if columns else None
+
+
+@task(name="check-repair-options", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def check_repair_options(ref: TargetRef, tables: list[str], columns: list[str],
+                         keep_rows_written_after: datetime | None) -> dict[str, list[str]]:
+    """Read-only: parse ``columns`` (``column``, ``table.column``) against the tables to repair,
+    check them and ``keep_rows_written_after`` on live; returns the columns per table."""
+    refs = [TableRef.parse(t) for t in tables]
+    by_table = recovery.parse_columns(columns, refs)
+    with psycopg.connect(runtime(ref).live_dsn()) as conn:
+        # No tables: every table is diffed, so any table a column names is repaired.
+        recovery.check_repair_options(conn, refs or list(by_table), by_table,
+                                      keep_rows_written_after)
+    return {str(t): cs for t, cs in by_table.items()}
+
+
+@task(name="plan-repair", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def plan_repair(ref: TargetRef, restored: RestoredRef, tables: list[str],
+                delete_extra: bool = False, update_changed: bool = True,
+                columns: dict[str, list[str]] | None = None,
+                keep_rows_written_after: datetime | None = None) -> dict[str, Any]:
+    """Read-only: exactly which rows repair-rows would write, per table (counts, rows kept,
+    and the fingerprint repair-rows checks against once the plan is approved)."""
+    rt = runtime(ref)
+    with _connection_lost("plan-repair", "Nothing was changed (the plan only reads).",
+                          **{"the production database or the scratch copy": lambda: None}), \
+            psycopg.connect(rt.live_dsn()) as live, \
+            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        result = recovery.plan_repair(
+            live, copy, [TableRef.parse(t) for t in tables], columns=_columns(columns),
+            keep_rows_written_after=keep_rows_written_after, update_changed=update_changed,
+            delete_extra=delete_extra,
+        )
+    return result.to_dict()
+
+
 @task(name="repair-rows", cache_policy=NO_CACHE)
 def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
                 delete_extra: bool = False, dry_run: bool = False,
-                update_changed: bool = True) -> dict[str, Any]:
+                update_changed: bool = True, columns: dict[str, list[str]] | None = None,
+                keep_rows_written_after: datetime | None = None,
+                approved: dict[str, str] | None = None) -> dict[str, Any]:
     """Update changed rows and re-insert missing ones from the copy, in FK order, in one
-    transaction; rows newer than the restore point are kept unless ``delete_extra``."""
+    transaction; rows newer than the restore point are kept unless ``delete_extra``. With
+    ``approved`` (table -> fingerprint from plan-repair) it writes exactly those rows or
+    nothing."""
     rt = runtime(ref)
-    with psycopg.connect(rt.live_dsn()) as live, \
+    opened: dict[str, Any] = {}
+    with _connection_lost(
+            "repair-rows", "The repair is ONE transaction: it was committed whole or rolled back "
+            "whole, never half (the affected tables are as before this step, or fully repaired if "
+            "the COMMIT itself got through; a re-run diffs again and repairs what still differs).",
+            **{"the production database": lambda: opened.get("live"),
+               f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
+            psycopg.connect(rt.live_dsn()) as live, \
             psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        opened.update(live=live, copy=copy)
         result = recovery.repair_rows(
             live, copy, [TableRef.parse(t) for t in tables],
             update_changed=update_changed, delete_extra=delete_extra, dry_run=dry_run,
+            columns=_columns(columns), keep_rows_written_after=keep_rows_written_after,
+            approved=None if approved is None else {
+                TableRef.parse(t): f for t, f in approved.items()},
         )
     logger().info("repaired: %d inserted, %d updated, %d deleted", result.inserted,
                   result.updated, result.deleted)

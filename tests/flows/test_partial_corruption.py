@@ -4,6 +4,7 @@ a copy restored before the corruption, newer rows are kept, a verified snapshot 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -65,4 +66,34 @@ def test_latest_is_refused_before_anything_happens(prefect_server: str, world) -
         partial_corruption(PartialCorruptionParams(
             target="production", config=str(world.config), restore_point="latest",
             require_approval=False))
+    assert world.runtime().provider.list_scratch() == []
+
+
+def test_the_plan_says_what_happens_to_changed_rows(prefect_server: str, world) -> None:
+    """The default (no columns, no keep time) reverts every changed row, and the plan says so;
+    the options change the plan's words; bad options stop the flow before any side effect."""
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
+        point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("UPDATE clients SET name = name WHERE id = 1")  # something to archive
+    world.wait_archived()
+    common = dict(target="production", config=str(world.config), require_approval=False,
+                  restore_point=point.isoformat(), dry_run=True, tables=["clients"])
+    default = partial_corruption(PartialCorruptionParams(**common, incident_id="inc-pc-plan"))
+    assert default.outcome == "dry-run"
+    assert any("legitimate ones included, are reverted" in line for line in default.plan)
+
+    kept = partial_corruption(PartialCorruptionParams(
+        **common, incident_id="inc-pc-plan-2", columns=["phone"],
+        keep_rows_written_after=datetime(2026, 1, 1, 0, 5, tzinfo=UTC)))  # any time will do
+    repair = next(line for line in kept.plan if line.startswith("Repair in one transaction"))
+    assert "reverted" not in repair
+    assert "corrupted columns only (public.clients.phone" in repair
+    assert "committed after 2026-01-01T00:05:00+00:00 are left alone" in repair
+
+    for extra, message in [({"columns": ["clients.phnoe"]}, "no column.* phnoe"),
+                           ({"columns": ["users.email"]}, "not being repaired: public.users"),
+                           ({"columns": ["id"]}, "primary key")]:
+        with pytest.raises(ConfigError, match=message):
+            partial_corruption(PartialCorruptionParams(**common, incident_id="inc-pc-bad",
+                                                       **extra))
     assert world.runtime().provider.list_scratch() == []

@@ -26,6 +26,7 @@ from restorekit.pg.cluster import LocalCluster
 from restorekit.recovery import (
     deleted_keys_from_audit,
     missing_keys,
+    plan_repair,
     recover_deleted_rows,
     repair_rows,
 )
@@ -88,6 +89,9 @@ INSERT INTO no_pk SELECT g, 'row ' || g FROM generate_series(1, 10) g;
 
 # Throwaway clusters: durability buys nothing here and CREATE DATABASE per test is fsync-bound.
 FAST = {"fsync": False, "synchronous_commit": False, "full_page_writes": False}
+# Live records commit times (keep_rows_written_after needs them); the copy does not, so the
+# refusal can be shown by swapping the two.
+LIVE_SETTINGS = {**FAST, "track_commit_timestamp": True}
 TEMPLATE = "rk_recovery_template"
 
 
@@ -97,7 +101,8 @@ TEMPLATE = "rk_recovery_template"
 @pytest.fixture(scope="module")
 def clusters(local_cluster_factory: Callable[..., LocalCluster]) -> tuple[LocalCluster, ...]:
     """Two clusters, each with an identical template database."""
-    pair = tuple(local_cluster_factory(role, settings=FAST) for role in ("live", "copy"))
+    pair = tuple(local_cluster_factory(role, settings=LIVE_SETTINGS if role == "live" else FAST)
+                 for role in ("live", "copy"))
     for cluster in pair:
         with cluster.connect(autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
@@ -431,3 +436,133 @@ def test_tables_without_primary_key_are_refused(dbs) -> None:
     with pytest.raises(ConfigError, match='table public.notes has no primary key'):
         recover_deleted_rows(live, copy, USERS, [(1,)])
     assert all_checksums(live) == before
+
+
+def committed_at(conn: psycopg.Connection, table: TableRef, row_id: int) -> datetime:
+    """When the current version of a row committed."""
+    return conn.execute(sql.SQL("SELECT pg_xact_commit_timestamp(xmin) FROM {} WHERE id = %s")
+                        .format(table.ident), [row_id]).fetchone()[0]
+
+
+def test_repair_only_the_corrupted_columns(dbs) -> None:
+    live, copy = dbs
+    live.execute("UPDATE users SET email = 'corrupt-' || id WHERE id IN (3, 4, 5)")
+    # Legitimate writes since the restore point: a rename of a corrupted row and of another one.
+    live.execute("UPDATE users SET name = 'Renamed' WHERE id IN (4, 10)")
+    [gone] = [r[0] for r in live.execute("SELECT id FROM clients ORDER BY id LIMIT 1")]
+    live.execute("DELETE FROM clients WHERE id = %s", [gone])
+    live.execute("UPDATE clients SET phone = '+1-555-0000001' WHERE id = %s", [gone + 1])
+
+    result = repair_rows(live, copy, [USERS, CLIENTS, APPOINTMENTS],
+                         columns={USERS: ["email"], CLIENTS: ["name"]})
+    assert result.plan.columns == ("public.users.email", "public.clients.name")
+    by = {o.table: o for o in result.tables}
+    # Only the email differs in the compared columns: 3 changed, the renamed user 10 is not.
+    assert (by[USERS].changed, by[USERS].updated) == (3, 3)
+    assert live.execute("SELECT id, name, email FROM users WHERE id IN (3, 4, 10) ORDER BY id"
+                        ).fetchall() == [
+        (3, *copy.execute("SELECT name, email FROM users WHERE id = 3").fetchone()),
+        (4, "Renamed", copy.execute("SELECT email FROM users WHERE id = 4").fetchone()[0]),
+        (10, "Renamed", copy.execute("SELECT email FROM users WHERE id = 10").fetchone()[0]),
+    ]
+    # The missing client comes back whole (every column from the copy); the phone change of
+    # another client is not in the compared columns and stays.
+    assert (by[CLIENTS].inserted, by[CLIENTS].updated, by[CLIENTS].changed) == (1, 0, 0)
+    assert rows_text(live, CLIENTS, "t.id = %s", [gone]) == \
+        rows_text(copy, CLIENTS, "t.id = %s", [gone])
+    assert live.execute("SELECT phone FROM clients WHERE id = %s", [gone + 1]
+                        ).fetchone() == ("+1-555-0000001",)
+    assert by[APPOINTMENTS].inserted > 0  # the cascade's rows, all columns compared
+
+    before = all_checksums(live)
+    for columns, message in [
+        ({USERS: ["emial"]}, "public.users has no column.* emial"),
+        ({USERS: ["id"]}, "primary key or GENERATED ALWAYS"),
+        ({CLIENTS: ["phone"]}, "not being repaired: public.clients"),
+        ({LINES: ["total"]}, "no column.* total"),  # generated: cannot be written
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            repair_rows(live, copy, [USERS, LINES], columns=columns)
+    assert all_checksums(live) == before
+
+
+def test_keep_rows_written_after_the_corruption(dbs) -> None:
+    live, copy = dbs
+    [replica_gone, app_gone] = [r[0] for r in live.execute(
+        "SELECT id FROM clients WHERE id IN (SELECT client_id FROM appointments) ORDER BY id "
+        "LIMIT 2")]
+    cascaded = live.execute("SELECT count(*) FROM appointments WHERE client_id = %s",
+                            [app_gone]).fetchone()[0]
+    with live.transaction():  # the corruption, one transaction
+        live.execute("UPDATE users SET email = 'corrupt-' || id WHERE id IN (3, 4, 5)")
+        live.execute("SET LOCAL session_replication_role = replica")  # no audit, no cascade
+        live.execute("DELETE FROM clients WHERE id = %s", [replica_gone])
+    ended = committed_at(live, USERS, 3)
+    # The application after the corruption: updates (one of a corrupted row), a deletion it
+    # meant (audited, cascading), a new user.
+    live.execute("UPDATE users SET name = 'Later' WHERE id IN (4, 20)")
+    live.execute("DELETE FROM clients WHERE id = %s", [app_gone])
+    new_user = live.execute("INSERT INTO users (name, email) VALUES ('New', 'new@x.org') "
+                            "RETURNING id").fetchone()[0]
+    later = rows_text(live, USERS, "t.id IN (4, 20, %s)", [new_user])
+
+    plan = plan_repair(live, copy, SAMPLE, keep_rows_written_after=ended, delete_extra=True)
+    result = repair_rows(live, copy, SAMPLE, keep_rows_written_after=ended, delete_extra=True)
+    assert [o.to_dict() for o in plan.tables] == [
+        {**o.to_dict(), "staged": 0} for o in result.tables]
+    by = {o.table: o for o in result.tables}
+    # users: 3 and 5 repaired; 4 and 20 were written after the corruption and are kept (the
+    # corrupted email of 4 too: its current version is the later one); the new user is kept
+    # although delete_extra asks to delete rows the copy lacks.
+    assert (by[USERS].changed, by[USERS].updated, by[USERS].kept_newer) == (4, 2, 3)
+    assert (by[USERS].extra, by[USERS].deleted) == (1, 0)
+    assert rows_text(live, USERS, "t.id IN (4, 20, %s)", [new_user]) == later
+    assert rows_text(live, USERS, "t.id IN (3, 5)") == rows_text(copy, USERS, "t.id IN (3, 5)")
+    # clients: the deletion in the corruption comes back; the audited later one stays deleted,
+    # with its cascade.
+    assert (by[CLIENTS].missing, by[CLIENTS].inserted, by[CLIENTS].kept_deleted) == (2, 1, 1)
+    assert live.execute("SELECT id FROM clients WHERE id IN (%s, %s)",
+                        [replica_gone, app_gone]).fetchall() == [(replica_gone,)]
+    assert (by[APPOINTMENTS].missing, by[APPOINTMENTS].inserted,
+            by[APPOINTMENTS].kept_deleted) == (cascaded, 0, cascaded)
+    assert result.plan.keep_rows_written_after == ended
+
+    # Refused before anything when the server has no commit times (the copy's cluster), and
+    # for a time without a timezone.
+    with pytest.raises(ConfigError, match="track_commit_timestamp = on"):
+        repair_rows(copy, live, [USERS], keep_rows_written_after=ended)
+    with pytest.raises(ConfigError, match="no timezone"):
+        repair_rows(live, copy, [USERS], keep_rows_written_after=datetime(2026, 1, 1))
+
+
+def test_repair_writes_only_the_approved_rows(dbs) -> None:
+    live, copy = dbs
+    live.execute("UPDATE users SET email = 'corrupt-' || id WHERE id IN (3, 4, 5)")
+    plan = plan_repair(live, copy, [USERS, CLIENTS])
+    approved = {o.table: o.fingerprint for o in plan.tables}
+    assert plan.outcome(USERS).updated == 3 and plan.outcome(CLIENTS).updated == 0
+
+    # Between the approval and the repair: row 3 is fixed by hand and row 30 changes. The
+    # counts are the same, the rows are not: nothing is written.
+    live.execute("UPDATE users SET email = %s WHERE id = 3",
+                 copy.execute("SELECT email FROM users WHERE id = 3").fetchone())
+    live.execute("UPDATE users SET name = 'Changed after approval' WHERE id = 30")
+    before = all_checksums(live)
+    with pytest.raises(SafetyError, match=r"changed since the plan was approved \(public.users: "
+                       r"approved 3 updates.*now 3 updates.*nothing was written; run again"):
+        repair_rows(live, copy, [USERS, CLIENTS], approved=approved)
+    assert all_checksums(live) == before
+    # A table the plan had nothing for may get nothing.
+    live.execute("UPDATE clients SET name = 'x' WHERE id = 1")
+    fresh = {o.table: o.fingerprint for o in plan_repair(live, copy, [USERS]).tables}
+    with pytest.raises(SafetyError, match="public.clients: approved 0 updates"):
+        repair_rows(live, copy, [USERS, CLIENTS], approved=fresh)
+    assert live.execute("SELECT name FROM users WHERE id = 30").fetchone() == (
+        "Changed after approval",)
+
+    # A fresh plan, approved, is carried out exactly.
+    fresh = {o.table: o.fingerprint for o in plan_repair(live, copy, [USERS, CLIENTS]).tables}
+    result = repair_rows(live, copy, [USERS, CLIENTS], approved=fresh)
+    assert (result.outcome(USERS).updated, result.outcome(CLIENTS).updated) == (3, 1)
+    for table in (USERS, CLIENTS):
+        assert table_checksum(live, table) == table_checksum(copy, table)

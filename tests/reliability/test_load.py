@@ -175,9 +175,14 @@ def rows_of(conn: psycopg.Connection[Any], users: list[int]) -> dict[str, list[s
 
 class Corruption:
     """Scenario 2's damage in a slice of users: emails overwritten, and users deleted behind the
-    foreign keys' back (their clients and appointments stay, orphaned)."""
+    foreign keys' back (their clients and appointments stay, orphaned).
 
-    def __init__(self, world: World, lo: int, hi: int) -> None:
+    ``atomic``: the damage is one transaction that first locks the tables the workload writes
+    (the workload waits for it, and does not fail), so no workload write commits between the
+    restore point and the end of the damage: by time alone those writes could not be told from
+    the corruption. ``ended`` is then the damage's commit time."""
+
+    def __init__(self, world: World, lo: int, hi: int, *, atomic: bool = False) -> None:
         self.world = world
         self.users = list(range(lo, hi + 1))
         self.corrupted = [u for u in self.users if u % 2 == 0]
@@ -185,8 +190,22 @@ class Corruption:
         with psycopg.connect(world.app_dsn) as conn:
             self.before = rows_of(conn, self.users)
         self.point: datetime | None = None
+        self.atomic = atomic
+        self.ended: datetime | None = None
 
     def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        if self.atomic:
+            with conn.transaction():
+                conn.execute("LOCK TABLE clients, appointments IN SHARE ROW EXCLUSIVE MODE")
+                self.point = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+                conn.execute("UPDATE users SET email = 'corrupted-' || id WHERE id = ANY(%s)",
+                             (self.corrupted,))
+                conn.execute("SET LOCAL session_replication_role = replica")
+                conn.execute("DELETE FROM users WHERE id = ANY(%s)", (self.deleted,))
+            self.ended = conn.execute(
+                "SELECT pg_xact_commit_timestamp(xmin) FROM users WHERE id = %s",
+                (self.corrupted[0],)).fetchone()[0]  # type: ignore[index]
+            return
         time.sleep(0.1)
         self.point = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         time.sleep(0.1)
@@ -297,34 +316,37 @@ def test_accidental_deletion_while_the_sample_workload_runs(
     assert violations(load_world.app_dsn, SAMPLE_CHECKS) == {}
 
 
-LOST_UPDATES = (
-    "scenario 2 rewrites every row of a repaired table that differs from the copy, so the "
-    "workload's legitimate updates since the restore point are reverted along with the "
-    "corruption (restorekit.recovery.repair_rows with update_changed=True; the flow has no way "
-    "to tell corruption from updates)")
+# Without options, scenario 2 rewrites every row of a repaired table that differs from the copy
+# (its plan says so; tests/flows/test_partial_corruption.py), which reverts the workload's
+# updates. The two tests below use the options that keep them.
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_UPDATES)
 def test_repairing_the_tables_the_findings_name_keeps_the_workloads_updates(
     prefect_server: str, load_world: World
 ) -> None:
-    """The flow's default path: no tables given, so it repairs the tables behind the live
-    integrity findings; the orphans name clients and appointments, which the workload updates."""
-    damage = Corruption(load_world, 81, 100)
+    """No tables given, so the flow repairs the tables behind the live integrity findings; the
+    orphans name clients and appointments, which the workload updates and deletes from. With
+    keep_rows_written_after = the end of the corruption, what the workload wrote (and deleted:
+    the audit log records it) after that is left alone."""
+    damage = Corruption(load_world, 81, 100, atomic=True)
     report, _ = run_under_load(
         load_world, "sample", damage,
         lambda: partial_corruption(PartialCorruptionParams(
             target="production", config=str(load_world.config),
             restore_point=damage.point.isoformat(),  # type: ignore[union-attr]
+            keep_rows_written_after=damage.ended,
             require_approval=False, incident_id="load-pc-findings")),
         "scenario 2 (tables from findings) + sample workload")
     assert report.outcome == "succeeded", report.error
     with psycopg.connect(load_world.app_dsn) as conn:
         assert rows_of(conn, damage.users) == damage.before  # byte for byte
     assert violations(load_world.app_dsn, SAMPLE_CHECKS) == {}
+    changes = {c.table: c for c in report.changes}
+    assert changes["public.users"].inserted == len(damage.deleted)
+    assert changes["public.users"].updated == len(damage.corrupted)
+    assert any(n.startswith("left alone as written after") for n in report.notes), report.notes
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_UPDATES)
 def test_repairing_a_table_the_workload_updates_keeps_its_updates(
     prefect_server: str, load_world: World
 ) -> None:
@@ -344,6 +366,7 @@ def test_repairing_a_table_the_workload_updates_keeps_its_updates(
         lambda: partial_corruption(PartialCorruptionParams(
             target="production", config=str(load_world.config),
             restore_point=point[0].isoformat(), tables=["pgbench_accounts"],
+            columns=["filler"],  # the balances the workload updates are not rewritten
             require_approval=False, incident_id="load-pc-accounts")),
         "scenario 2 on pgbench_accounts + pgbench tpcb")
     assert report.outcome == "succeeded", report.error
@@ -351,3 +374,4 @@ def test_repairing_a_table_the_workload_updates_keeps_its_updates(
         assert dict(conn.execute(
             "SELECT aid, filler FROM pgbench_accounts WHERE aid % 1000 = 0").fetchall()) == before
     assert violations(load_world.app_dsn, TPCB_CHECKS) == {}
+    assert {c.table: c.updated for c in report.changes} == {"public.pgbench_accounts": len(before)}
