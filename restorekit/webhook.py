@@ -6,7 +6,9 @@
 A delivery goes through these steps in order, and nothing is created in Prefect unless all of
 them pass:
 
-1. **Size**: a body over ``max_body_bytes`` gets 413; at most ``max_body_bytes + 1`` bytes are read.
+1. **Size**: a body over ``max_body_bytes`` gets 413; at most ``max_body_bytes + 1`` bytes are
+   read (none when the Content-Length already says too much).
+   **Type**: a Content-Type other than ``application/json`` (parameters allowed) gets 415.
 2. **Signature**: ``X-PagerDuty-Signature`` must carry a ``v1=`` HMAC-SHA256 of the raw body under
    one of the configured secrets; otherwise 401. Nothing is parsed before this check.
 3. **Parse**: the event envelope, plus the incident for events whose ``data.type`` is
@@ -817,8 +819,17 @@ def create_app(
         body = await _read_body(request, limit)
         if body is None:
             log.warning("pagerduty webhook: body over %d bytes refused", limit)
+            # Connection: close, or the server would go on reading (and discarding) the rest
+            # of the body to keep the connection alive for a next request.
             return JSONResponse({"status": "rejected",
-                                 "reason": f"body larger than {limit} bytes"}, status_code=413)
+                                 "reason": f"body larger than {limit} bytes"}, status_code=413,
+                                headers={"Connection": "close"})
+        if not is_json_content_type(request.headers.get("content-type")):
+            log.warning("pagerduty webhook: delivery with a Content-Type other than "
+                        "application/json refused")
+            return JSONResponse({"status": "rejected",
+                                 "reason": "Content-Type must be application/json"},
+                                status_code=415)
         # The Prefect calls block: keep them off the event loop.
         result = await run_in_threadpool(
             handle_delivery, body, request.headers.get(SIGNATURE_HEADER),
@@ -842,6 +853,11 @@ def create_app(
                 Route(HEALTH_PATH, healthz, methods=["GET"])],
         lifespan=lifespan,
     )
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """True for ``application/json``, with or without parameters (``; charset=utf-8``)."""
+    return (value or "").partition(";")[0].strip().lower() == "application/json"
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

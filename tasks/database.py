@@ -48,15 +48,25 @@ class Preflight(BaseModel):
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
 def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
-              snapshot_copy_allowed: bool = False) -> Preflight:
+              snapshot_copy_allowed: bool = False,
+              privileges: tuple[str, ...] = ()) -> Preflight:
     """Check the restore point against the real window and the provider's capabilities.
 
     Fails before any side effect: a bad point, a point outside the window, no backups, or a
     provider that cannot do what the scenario needs. With ``snapshot_copy_allowed`` (scenarios
     2 and 3) a provider that cannot restore into a new database is fine: the copy will come from
     a logical snapshot taken before the point, so the provider's own window does not apply.
+    With ``privileges`` (``"select"``, ``"insert"``, ...) the role of the live connection must
+    hold them on every table (restorekit.privileges), or the run stops here.
     """
     rt = runtime(ref)
+    if privileges:
+        import psycopg
+
+        from restorekit.privileges import check_privileges
+
+        with psycopg.connect(rt.live_dsn()) as conn:
+            check_privileges(conn, privileges, purpose=f"this run on {ref.target!r}")
     parsed = RestorePoint.parse(point)
     provider = rt.provider
     from_snapshot = (snapshot_copy_allowed
@@ -143,6 +153,38 @@ def restore_name(scenario: str, key: str) -> str:
     found and reused instead of done again."""
     slug = "".join(c if c.isalnum() else "-" for c in key.lower()).strip("-")
     return f"{scenario}-{slug}"[:63].rstrip("-.")
+
+
+#: How flows name their restores (restore_name's first argument plus '-'): only restores named
+#: so are swept at the start of a run; `restorekit restore --to-new` ones are left to their owner.
+FLOW_RESTORE_PREFIXES = ("cf-", "pc-", "ad-", "drill-")
+
+
+@task(name="sweep-stale-restores", cache_policy=NO_CACHE)
+def sweep_stale_restores(ref: TargetRef, keep: list[str], dry_run: bool = False) -> list[str]:
+    """Discard scratch restores that earlier runs on this target left behind (killed, crashed
+    or failed runs); with ``dry_run`` only name them.
+
+    The flow holds the target's one-run-per-target slot, so no other run is using them. Never
+    removed: the restores named in ``keep`` (this incident's: a re-run reuses them), restores
+    adopted as production, and whatever the target's DSN or the application's connection string
+    points at.
+    """
+    rt = runtime(ref)
+    sweep = getattr(rt.provider, "sweep", None)
+    if sweep is None:
+        return []  # cloud providers: their scratch restores are listed by `restorekit cleanup`
+    try:
+        in_use = rt.connection_in_use()
+    except SafetyError as exc:
+        logger().warning("not sweeping stale scratch restores: %s", exc)
+        return []
+    swept: list[str] = sweep(keep=set(keep), prefixes=FLOW_RESTORE_PREFIXES,
+                             in_use=in_use, dry_run=dry_run)
+    if swept and not dry_run:
+        logger().warning("discarded %d stale scratch restore(s) of earlier runs: %s",
+                         len(swept), ", ".join(swept))
+    return swept
 
 
 @task(name="restore-to-point-in-time", cache_policy=NO_CACHE, timeout_seconds=6 * 3600,
