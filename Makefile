@@ -9,6 +9,9 @@ PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || com
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test files run side by side (pytest-xdist): most of the suite's time is spent waiting on
+# servers starting and retries backing off, not on the CPU. A file's tests stay together.
+PYTEST_WORKERS ?= 3
 SCALE ?= 1
 # reladiff (the diff benchmark's baseline) lives in a venv of its own: its pins are not ours.
 RELADIFF_VENV ?= .bench-reladiff
@@ -35,7 +38,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 venv: system-deps $(BIN)/.installed
 
 test: venv
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/restorekit demo --state-dir .restorekit-demo

@@ -369,7 +369,8 @@ def main() -> None:
     try:
         app()
     except RestoreKitError as exc:
-        console.print(f"[bold red]error:[/] {redact(str(exc))}")
+        # soft_wrap: no newlines inserted into paths and URLs (the terminal wraps by itself).
+        console.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True)
         sys.exit(2 if exc.__class__.__name__ in ("ConfigError", "RestorePointError") else 1)
 
 

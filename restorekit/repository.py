@@ -862,8 +862,12 @@ class S3Repository(_BaseRepository):
         if params:
             self.url += "?" + urlencode(params, safe=":/", quote_via=quote)
         if client is None:
+            # 5 attempts unless AWS_MAX_ATTEMPTS says otherwise (botocore reads it when unset here).
+            retries: dict[str, Any] = {"mode": "standard"}
+            if not os.environ.get("AWS_MAX_ATTEMPTS"):
+                retries["max_attempts"] = 5
             config = Config(
-                retries={"mode": "standard", "max_attempts": 5},
+                retries=retries,
                 connect_timeout=10,
                 read_timeout=120,
                 max_pool_connections=32,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from restorekit.errors import is_retryable
+from restorekit.errors import ConfigError, is_retryable
 from restorekit.runtime import TargetRuntime, target_runtime
 
 
@@ -41,5 +42,22 @@ def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("restorekit.tasks")
 
 
-#: Backoff for transient failures: 2 s, 10 s, 30 s.
-RETRY_DELAYS = [2, 10, 30]
+def retry_delays(raw: str | None = None) -> list[float]:
+    """Seconds between the retries of a transient failure: 2, 10, 30 unless
+    ``RESTOREKIT_RETRY_DELAYS`` says otherwise (e.g. ``"5,30,120"`` for a slow-to-recover cloud,
+    or short ones in tests); the last one repeats when a task retries more often."""
+    raw = os.environ.get("RESTOREKIT_RETRY_DELAYS") if raw is None else raw
+    if not raw:
+        return [2, 10, 30]
+    try:
+        delays = [float(part) for part in raw.split(",")]
+    except ValueError:
+        delays = []
+    if not delays or any(not 0 <= d <= 3600 for d in delays):
+        raise ConfigError(f"RESTOREKIT_RETRY_DELAYS={raw!r}: expected seconds between 0 and "
+                          "3600 separated by commas, e.g. 2,10,30")
+    return delays
+
+
+#: Backoff for transient failures (see :func:`retry_delays`), fixed when tasks are defined.
+RETRY_DELAYS = retry_delays()

@@ -1,5 +1,13 @@
 """Test configuration: fixtures live in tests/fixtures/ as plugin modules."""
 
+import os
+
+# Retries are exercised with the same counts as in production, only with shorter waits: the
+# fault tests make permanent failures go through every retry (tasks/_runtime.retry_delays,
+# and botocore's own attempts, of which the tests need at least three).
+os.environ.setdefault("RESTOREKIT_RETRY_DELAYS", "0.5,1,2")
+os.environ.setdefault("AWS_MAX_ATTEMPTS", "3")
+
 pytest_plugins = [
     "fixtures.pg",
     "fixtures.s3",

@@ -67,8 +67,8 @@ SCALE = 0.1  # sample data: 1000 users, 3000 clients, 6000 appointments
 INITIAL_USERS = round(BASE_ROWS["users"] * SCALE)
 PGBENCH_SCALE = 1  # 100k pgbench_accounts
 CLIENTS = 2
-CHUNK_SECONDS = 3  # length of each back-to-back pgbench run
-BASELINE_SECONDS = 4  # the runs without a flow (just before and just after), for comparison
+CHUNK_SECONDS = 2  # length of each back-to-back pgbench run
+BASELINE_SECONDS = 2  # the runs without a flow (just before and just after), for comparison
 VICTIM_MAX = 100  # users 1..100 may be damaged; the workloads never touch them
 
 FIGURES: list[dict[str, Any]] = []
