@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -55,3 +56,27 @@ def print_growth(results: list[dict[str, Any]], variants: Sequence[str],
         growth[f"{r['scale']:g}/{base['scale']:g}"] = entry
         print(f"{r['scale']:8g}{size:9.2f}" + "".join(cells))
     return growth
+
+
+def rotated(variants: Sequence[str], repeat: int) -> Iterator[tuple[int, list[str]]]:
+    """``(round, order)`` for ``repeat`` rounds; round i runs the variants rotated by i, so no
+    variant always runs first (on cold caches) or last."""
+    for i in range(repeat):
+        k = i % len(variants)
+        yield i, [*variants[k:], *variants[:k]]
+
+
+def timed_rounds(variants: Sequence[str], repeat: int,
+                 run: Callable[[str], float]) -> tuple[dict[str, list[float]], float]:
+    """Each variant's times over ``repeat`` rotated rounds (``run`` checks its result before it
+    returns its time) and the wall time of all rounds; prints one line per round."""
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    started = time.perf_counter()
+    for i, order in rotated(variants, repeat):
+        line = []
+        for variant in order:
+            took = run(variant)
+            times[variant].append(took)
+            line.append(f"{variant} {took:.3f}s")
+        print(f"run {i + 1}: " + "  ".join(line), flush=True)
+    return times, time.perf_counter() - started

@@ -238,17 +238,9 @@ def compare(live: LocalCluster, copy: LocalCluster, scale: float, fraction: floa
         ctx = Context(live, copy, live_conn, copy_conn, truth, reladiff)
         for variant in variants:  # warm the caches; and a wrong answer stops here already
             RUNNERS[variant](ctx)
-        times: dict[str, list[float]] = {v: [] for v in variants}
-        runs_started = time.perf_counter()
-        for i in range(repeat):
-            order = variants[i % len(variants):] + variants[:i % len(variants)]
-            line = []
-            for variant in order:
-                took = RUNNERS[variant](ctx)  # checked inside before the time is returned
-                times[variant].append(took)
-                line.append(f"{variant} {took:.3f}s")
-            print(f"run {i + 1}: " + "  ".join(line), flush=True)
-        runs_wall = time.perf_counter() - runs_started
+        # Each runner checks its result before it returns its time.
+        times, runs_wall = _common.timed_rounds(variants, repeat,
+                                                lambda variant: RUNNERS[variant](ctx))
         plan = [r[0] for r in live_conn.execute("EXPLAIN " + LOWER_BOUND).fetchall()]
         jit = live_conn.execute("SHOW jit").fetchone()[0]
         ctx.pool.shutdown()

@@ -122,8 +122,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 def _rounds(variants: dict[str, Callable[[], Any]], repeat: int,
             times: dict[str, list[float]]) -> None:
     names = list(variants)
-    for i in range(repeat):
-        order = names[i % len(names):] + names[:i % len(names)]
+    for i, order in _common.rotated(names, repeat):
         for v in order:
             took = _timed(variants[v])
             if v.startswith("flow of"):

@@ -442,8 +442,7 @@ def compare(live: LocalCluster, copy: LocalCluster, work: Path, scale: float, k:
         runs_started = time.perf_counter()
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         phases: list[dict[str, float]] = []
-        for i in range(repeat):
-            order = VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]
+        for i, order in _common.rotated(VARIANTS, repeat):
             line = []
             for variant in order:
                 ctx.check_deleted()

@@ -418,17 +418,9 @@ def compare(cluster: LocalCluster, scale: float, repeat: int, profile: bool) -> 
         try:
             for variant in VARIANTS:  # warm the caches; a wrong answer stops here already
                 RUNNERS[variant](ctx)
-            times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            runs_started = time.perf_counter()
-            for i in range(repeat):
-                order = VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]
-                line = []
-                for variant in order:
-                    took = RUNNERS[variant](ctx)  # checked inside before the time is returned
-                    times[variant].append(took)
-                    line.append(f"{variant} {took:.3f}s")
-                print(f"run {i + 1}: " + "  ".join(line), flush=True)
-            runs_wall = time.perf_counter() - runs_started
+            # Each runner checks its result before it returns its time.
+            times, runs_wall = _common.timed_rounds(VARIANTS, repeat,
+                                                    lambda variant: RUNNERS[variant](ctx))
             medians = {v: statistics.median(ts) for v, ts in times.items()}
             lower = min(medians[v] for v in LOWER_BOUNDS)
             result: dict[str, Any] = {
