@@ -98,7 +98,7 @@ def one_run_per_target(target: str, wait_seconds: float,
     # expose the lease id, which the host lock must record for a takeover.
     from prefect.concurrency._leases import maintain_concurrency_lease
     from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = target_lock_name(target)
     started = time.monotonic()
@@ -112,10 +112,16 @@ def one_run_per_target(target: str, wait_seconds: float,
         )
 
     with get_client(sync_client=True) as client:
+        # Look first: creating one that exists makes the server log a constraint-violation
+        # traceback on every run. Creating still tolerates losing a race with another run.
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass
     host = HostLock(locks / f"{name}.lock") if locks is not None else None
     try:
         left = host.acquire(wait_seconds) if host is not None else None
