@@ -79,6 +79,13 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
                 f"provider {provider.kind!r} of target {ref.target!r} cannot {need}"
             )
     window = provider.restore_window()
+    if (not from_snapshot and parsed.time is not None and window.latest is not None
+            and window.latest < parsed.time <= datetime.now(UTC)):
+        # A moment not archived yet (a quiet database's segment has not filled since the
+        # accident): providers that can push it to the archive do, then the window is re-read.
+        archive_pending_wal = getattr(provider, "archive_pending_wal", None)
+        if archive_pending_wal is not None and archive_pending_wal():
+            window = provider.restore_window()
     if from_snapshot:
         if parsed.time is None:
             raise ConfigError(

@@ -33,6 +33,7 @@ from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
     PgToolFailed,
+    PostgresError,
     RestoreKitError,
     SafetyError,
 )
@@ -382,6 +383,22 @@ class SelfHostedProvider:
         raise CapabilityNotSupported(
             "self-hosted restores go into a NEW cluster; in-place restore is not offered"
         )
+
+    def archive_pending_wal(self, timeout: float = 60) -> bool:
+        """Close the source's current WAL segment and wait until it is archived, so the commits
+        of the last moments (the accident itself, on a quiet database whose segment has not
+        filled) become restorable. False when the source cannot be reached or the archiver does
+        not get there in ``timeout`` seconds: the window stays what it was."""
+        import psycopg
+
+        from restorekit.pg.cluster import switch_wal_and_wait_archived
+
+        try:
+            switch_wal_and_wait_archived(self.source.dsn, timeout=timeout)
+        except (PostgresError, psycopg.Error) as exc:  # e.g. no EXECUTE on pg_switch_wal
+            log.warning("could not archive the source's pending WAL: %s", exc)
+            return False
+        return True
 
     def create_restore_point(self, name: str) -> str:
         """Create a named restore point on the source (and record it where the engine can)."""
