@@ -216,9 +216,16 @@ def run_demo(state_dir: Path, *, scale: float, ui: bool, console: Console, out: 
     if ui and not api_url:
         ui_url, _ = start_prefect_server(state_dir, console)
         api_url = f"{ui_url}/api"
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url} if api_url else {}):
+    # Without a server, Prefect starts an ephemeral one (it inherits these settings): like the
+    # --ui server, it sends no telemetry (offline it would log "Failed to send telemetry").
+    updates = {PREFECT_API_URL: api_url} if api_url else {PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    with temporary_settings(updates=updates):
         _scenarios(state_dir, scale=scale, console=console, out=out,
                    ui_url=api_url.removesuffix("/api") if api_url else None)
 
