@@ -860,19 +860,25 @@ def _plan_table(
                  kind_value=sql.Literal(_UPDATE), hashes=hashes.ident, s=s, table=table.ident,
                  t=ALIAS, m=key_match(cs.key, ALIAS, s), h=h, newer=newer)).rowcount
     if insert_missing and missing:
-        gone = _deleted_after(live_conn, table, cs.key, after) if after is not None else None
-        kept = sql.SQL("")
-        if gone is not None:
-            temps.append(gone)
-            g = sql.Identifier("g")
-            kept = sql.SQL(" AND NOT EXISTS (SELECT FROM {gone} AS {g} WHERE {m})").format(
-                gone=gone.ident, g=g, m=key_match(cs.key, g, s))
         inserts = live_conn.execute(sql.SQL(
             "INSERT INTO {plan} ({key}, {kind}) SELECT {skey}, {kind_value} FROM ({missing}) "
-            "AS {s} WHERE true{kept}"
+            "AS {s}"
         ).format(plan=plan.ident, key=cs.key_idents(), kind=kind, skey=cs.key_idents(s),
-                 kind_value=sql.Literal(_INSERT), missing=missing_keys_query(cs, hashes), s=s,
-                 kept=kept)).rowcount
+                 kind_value=sql.Literal(_INSERT), missing=missing_keys_query(cs, hashes),
+                 s=s)).rowcount
+        # The audit log is read AFTER the missing rows (each statement sees its own snapshot):
+        # a row found missing was deleted by a committed transaction, whose audit row is then
+        # visible too. Read before, a deletion committing in between looked like corruption.
+        gone = _deleted_after(live_conn, table, cs.key, after) if after is not None else None
+        if gone is not None:
+            temps.append(gone)
+        if gone is not None and inserts:
+            g = sql.Identifier("g")
+            inserts -= live_conn.execute(sql.SQL(
+                "DELETE FROM {plan} AS {s} WHERE {s}.{kind} = {kind_value} "
+                "AND EXISTS (SELECT FROM {gone} AS {g} WHERE {m})"
+            ).format(plan=plan.ident, s=s, kind=kind, kind_value=sql.Literal(_INSERT),
+                     gone=gone.ident, g=g, m=key_match(cs.key, g, s))).rowcount
     if delete_extra and extra:
         deletes = live_conn.execute(sql.SQL(
             "INSERT INTO {plan} SELECT {tkey}, {live_hash}, {kind_value} FROM {table} AS {t} "
