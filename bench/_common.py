@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -80,3 +83,18 @@ def timed_rounds(variants: Sequence[str], repeat: int,
             line.append(f"{variant} {took:.3f}s")
         print(f"run {i + 1}: " + "  ".join(line), flush=True)
     return times, time.perf_counter() - started
+
+
+def save(name: str, out: dict[str, Any], path: Path | None,
+         load_before: list[float] | None = None) -> Path:
+    """Write a benchmark's results as JSON (``path``, default
+    bench/results/<name>-<UTC time>.json), then print where, after the load averages."""
+    path = path or (Path(__file__).parent / "results"
+                    / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str))
+    if load_before is not None:
+        print(f"\nload average before {load_before}, after {out['loadavg_after']} "
+              f"({os.cpu_count()} cores; other work on the machine makes these numbers noisy)")
+    print(f"saved {path}")
+    return path

@@ -354,12 +354,7 @@ def main() -> None:
         }
         if len(results) > 1:
             out["growth"] = print_growth(results)
-        path = args.out or (Path(__file__).parent / "results" / f"diff-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2, default=str))
-        print(f"\nload average before {load_before}, after {out['loadavg_after']} "
-              f"({os.cpu_count()} cores; other work on the machine makes these numbers noisy)"
-              f"\nsaved {path}")
+        _common.save("diff", out, args.out, load_before)
     finally:
         for cluster in clusters:
             cluster.destroy()

@@ -54,7 +54,6 @@ from __future__ import annotations
 import _common  # bench/_common.py, beside this script
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -401,12 +400,7 @@ def main() -> None:
                                            args.scenario_repeat)
         out["loadavg_after"] = _common.loadavg()
         print_results(out)
-        path = args.out or (Path(__file__).parent / "results"
-                            / f"prefect-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2, default=str))
-        print(f"\nload average before {load_before}, after {out['loadavg_after']} "
-              f"({os.cpu_count()} cores)\nsaved {path}")
+        _common.save("prefect", out, args.out, load_before)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

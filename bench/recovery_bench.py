@@ -551,11 +551,7 @@ def main() -> None:
         }
         if len(results) > 1:
             out["growth"] = print_growth(results)
-        path = args.out or (Path(__file__).parent / "results" / f"recovery-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2))
-        print(f"\nload average before {load_before}, after {out['loadavg_after']} "
-              f"({os.cpu_count()} cores)\nsaved {path}")
+        _common.save("recovery", out, args.out, load_before)
     finally:
         for cluster in clusters:
             cluster.destroy()

@@ -50,7 +50,6 @@ from __future__ import annotations
 import _common  # bench/_common.py, beside this script
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -498,13 +497,7 @@ def main() -> None:
             out["growth"] = _common.print_growth(results, VARIANTS,
                                                  lambda r: sum(r["rows"].values()),
                                                  "same schema, more rows", width=22)
-        path = args.out or (Path(__file__).parent / "results"
-                            / f"verify-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2, default=str))
-        print(f"\nload average before {load_before}, after {out['loadavg_after']} "
-              f"({os.cpu_count()} cores; other work on the machine makes these numbers noisy)"
-              f"\nsaved {path}")
+        _common.save("verify", out, args.out, load_before)
     finally:
         if cluster is not None:
             cluster.destroy()
