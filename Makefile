@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # Test files run side by side (pytest-xdist): most of the suite's time is spent waiting on
 # servers starting and retries backing off, not on the CPU. A file's tests stay together.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 SCALE ?= 1
 # reladiff (the diff benchmark's baseline) lives in a venv of its own: its pins are not ours.
 RELADIFF_VENV ?= .bench-reladiff
