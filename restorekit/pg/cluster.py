@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import time
@@ -32,6 +33,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _is_zombie(pid: int) -> bool:
+    # A killed postmaster whose parent has not reaped it yet still answers kill(pid, 0).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _quote_setting(value: object) -> str:
@@ -170,11 +180,35 @@ class LocalCluster:
                       "-t", str(int(timeout)), timeout=timeout + 10)
 
     def is_running(self) -> bool:
-        if not (self.data_dir / "postmaster.pid").exists():
-            return False
-        result = self.tool.run("pg_ctl", "status", "-D", str(self.data_dir), check=False,
-                               timeout=30)
-        return result.returncode == 0
+        """Whether a postmaster runs (or is starting) on this data directory.
+
+        Read from postmaster.pid rather than ``pg_ctl status``: the postmaster creates the file
+        first and writes its pid afterwards, and ``pg_ctl status`` calls an empty file "not
+        running" -- a restored cluster polled in that instant was once reported as stopped.
+        """
+        try:
+            pid = self.postmaster_pid()
+        except PermissionError:  # the data directory is not ours to read: ask pg_ctl
+            result = self.tool.run("pg_ctl", "status", "-D", str(self.data_dir), check=False,
+                                   timeout=30)
+            return result.returncode == 0
+        if pid is None:
+            return (self.data_dir / "postmaster.pid").exists()  # created, pid not written yet
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False  # a stale file: the postmaster was killed
+        except PermissionError:
+            return True  # alive, owned by another OS user
+        return not _is_zombie(pid)
+
+    def postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid, or None when there is no file or no pid in it yet."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text(errors="replace").split("\n", 1)[0]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return int(first) if first.strip().isdigit() else None
 
     def destroy(self) -> None:
         """Stop the server (immediate) and remove its data directory and log."""

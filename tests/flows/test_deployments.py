@@ -18,6 +18,17 @@ from restorekit.config import load_settings
 pytestmark = pytest.mark.slow
 
 
+def post(client: httpx.Client, url: str, body: dict) -> httpx.Response:
+    """POST as incident tooling should: a 503 is Prefect saying "retry" (its SQLite database was
+    busy; seen once with three test workers), and these calls are idempotent."""
+    for wait in (0.5, 1, 2, 4, 8):
+        response = client.post(url, json=body)
+        if response.status_code != 503:
+            return response
+        time.sleep(wait)
+    return client.post(url, json=body)
+
+
 def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
     prefect_server: str, world
 ) -> None:
@@ -59,13 +70,13 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
 
         # Incident tooling's call: create a run of the backup deployment over REST.
         dep = client.get("/deployments/name/backup/production").json()
-        created = client.post(f"/deployments/{dep['id']}/create_flow_run", json={
+        created = post(client, f"/deployments/{dep['id']}/create_flow_run", {
             "parameters": {"params": {"target": "production", "config": str(world.config),
                                       "label": "from REST"}},
             "idempotency_key": "test-rest-1",
         })
         assert created.status_code == 201
-        again = client.post(f"/deployments/{dep['id']}/create_flow_run", json={
+        again = post(client, f"/deployments/{dep['id']}/create_flow_run", {
             "parameters": {}, "idempotency_key": "test-rest-1"})
         assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
         run_id = created.json()["id"]

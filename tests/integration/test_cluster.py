@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import psycopg
 
 from restorekit.pg.cluster import LocalCluster
@@ -25,3 +29,33 @@ def test_local_cluster_lifecycle(local_cluster_factory) -> None:
     assert not cluster.is_running()
     cluster.destroy()
     assert not cluster.data_dir.exists()
+
+
+def test_a_cluster_whose_pid_file_is_not_written_yet_counts_as_starting(
+    local_cluster_factory,
+) -> None:
+    """The postmaster creates postmaster.pid before writing its pid into it; `pg_ctl status`
+    calls that empty file "not running", and a restore polled in that instant was reported as
+    "stopped during recovery" with an empty log (seen twice in CI under load)."""
+    from restorekit.engines.recovery import _postmaster_alive
+
+    cluster: LocalCluster = local_cluster_factory("pidrace", start=False)
+    pid_file = cluster.data_dir / "postmaster.pid"
+    pid_file.write_text("")
+    assert cluster.postmaster_pid() is None
+    assert cluster.is_running()
+    assert _postmaster_alive(cluster, started=time.monotonic())
+    pid_file.unlink()
+
+    cluster.start()
+    pid = cluster.postmaster_pid()
+    assert pid is not None and cluster.is_running()
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert pid_file.exists()  # kill -9 leaves the file behind
+    assert not cluster.is_running()
