@@ -19,6 +19,8 @@ from pydantic import Field
 
 from flows._common import Recorder, ScenarioParams
 from restorekit.errors import ConfigError
+from restorekit.models import RestorePoint
+from restorekit.recovery import check_keep_after
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import check_health
@@ -84,6 +86,7 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                 "partial-corruption needs a restore point from BEFORE the corruption (the "
                 "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
             )
+        check_keep_after(RestorePoint.parse(params.restore_point), params.keep_rows_written_after)
         pre = rec.step("preflight", preflight, ref, params.restore_point,
                        snapshot_copy_allowed=True,
                        privileges=("select", "insert", "update")

@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
@@ -70,6 +70,7 @@ from restorekit.diff import (
     stage_copy_hashes,
 )
 from restorekit.errors import ConfigError, PostgresError, SafetyError
+from restorekit.models import PointKind, RestorePoint
 from restorekit.pg import catalog
 from restorekit.pg.catalog import FkGraph, ForeignKey, TableRef
 from restorekit.pg.copy import copy_rows
@@ -1224,6 +1225,35 @@ def parse_columns(specs: Sequence[str], tables: Sequence[TableRef]
         if column not in result[table]:
             result[table].append(column)
     return result
+
+
+def check_keep_after(point: RestorePoint, keep_rows_written_after: datetime | None, *,
+                     now: datetime | None = None) -> None:
+    """Refuse a ``keep_rows_written_after`` that cannot be the end of a corruption which began
+    after ``point``: at or before a time restore point every row written since would be left
+    alone (nothing repaired), and a future time leaves nothing alone (a typo, most likely).
+    Other restore point kinds cannot be compared before the restore; only the future is
+    checked for them.
+
+    Raises:
+        ConfigError: saying which bound is broken and what to give instead.
+    """
+    keep = keep_rows_written_after
+    _aware("keep_rows_written_after", keep)
+    if keep is None:
+        return
+    now = now or datetime.now(UTC)
+    if keep > now:
+        raise ConfigError(
+            f"keep_rows_written_after={keep.isoformat()} is in the future (now "
+            f"{now.astimezone(UTC).isoformat(timespec='seconds')}); give the time the "
+            "corruption ended")
+    if point.kind is PointKind.TIME and point.time is not None and keep <= point.time:
+        raise ConfigError(
+            f"keep_rows_written_after={keep.isoformat()} is not after the restore point "
+            f"{point.time.isoformat()}: every row written since the restore point would be left "
+            "alone and nothing repaired. Give the time the corruption ENDED (after the restore "
+            "point), or leave it empty")
 
 
 def check_repair_options(

@@ -75,6 +75,7 @@ def test_the_plan_says_what_happens_to_changed_rows(prefect_server: str, world) 
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         conn.execute("UPDATE clients SET name = name WHERE id = 1")  # something to archive
+        ended = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     world.wait_archived()
     common = dict(target="production", config=str(world.config), require_approval=False,
                   restore_point=point.isoformat(), dry_run=True, tables=["clients"])
@@ -84,15 +85,18 @@ def test_the_plan_says_what_happens_to_changed_rows(prefect_server: str, world) 
 
     kept = partial_corruption(PartialCorruptionParams(
         **common, incident_id="inc-pc-plan-2", columns=["phone"],
-        keep_rows_written_after=datetime(2026, 1, 1, 0, 5, tzinfo=UTC)))  # any time will do
+        keep_rows_written_after=ended))
     repair = next(line for line in kept.plan if line.startswith("Repair in one transaction"))
     assert "reverted" not in repair
     assert "corrupted columns only (public.clients.phone" in repair
-    assert "committed after 2026-01-01T00:05:00+00:00 are left alone" in repair
+    assert f"committed after {ended.isoformat()} are left alone" in repair
 
     for extra, message in [({"columns": ["clients.phnoe"]}, "no column.* phnoe"),
                            ({"columns": ["users.email"]}, "not being repaired: public.users"),
-                           ({"columns": ["id"]}, "primary key")]:
+                           ({"columns": ["id"]}, "primary key"),
+                           ({"keep_rows_written_after": point}, "not after the restore point"),
+                           ({"keep_rows_written_after": datetime(2999, 1, 1, tzinfo=UTC)},
+                            "in the future")]:
         with pytest.raises(ConfigError, match=message):
             partial_corruption(PartialCorruptionParams(**common, incident_id="inc-pc-bad",
                                                        **extra))
