@@ -12,6 +12,7 @@ remote storage is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -110,6 +111,58 @@ def ensure_failure_automation(settings: Settings) -> str:
     return f"automation {AUTOMATION!r} notifies through block {settings.notify.prefect_blocks[0]!r}"
 
 
+ZOMBIE_AUTOMATION = "restorekit: unresponsive runs"
+
+
+def ensure_zombie_automation(within: timedelta | None = None) -> str:
+    """A Prefect automation that marks a restorekit flow run Crashed once its heartbeats stop.
+
+    A run whose machine died stays Running for ever otherwise, and its target lock is held until
+    the lease expires (a run on the same machine takes the lock over at once; runlock.py).
+    Prefect's own recipe (docs: "detect zombie flows"): a proactive trigger on a run's heartbeat
+    not followed by another heartbeat or a final state ``within`` three heartbeat periods.
+    """
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+    from prefect.settings import get_current_settings
+
+    every = get_current_settings().flows.heartbeat_frequency
+    if within is None:
+        if every is None:
+            return "flow run heartbeats are off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY): skipped"
+        within = timedelta(seconds=3 * every)
+    with get_client(sync_client=True) as client:
+        for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            client.delete_automation(existing.id)
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Mark a restorekit flow run Crashed when its heartbeats stop (its machine or "
+                    "process died), so the run does not look alive for ever.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related={"prefect.resource.id": "prefect.tag.restorekit",
+                           "prefect.resource.role": "tag"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"no heartbeat for {within.total_seconds():.0f}s: the process running this "
+                    "flow died. Re-run it; finished restores are reused.",
+        )],
+    ).create()
+    return f"automation {ZOMBIE_AUTOMATION!r} marks runs Crashed after {within.total_seconds():.0f}s without a heartbeat"
+
+
 def deploy_all(settings: Settings, config_path: str) -> list[Planned]:
     """Create the work pool, the per-target concurrency limits and every deployment."""
     with get_client(sync_client=True) as client:
@@ -123,7 +176,8 @@ def deploy_all(settings: Settings, config_path: str) -> list[Planned]:
                     GlobalConcurrencyLimitCreate(name=target_lock_name(target), limit=1))
             except ObjectAlreadyExists:
                 pass
-    planned = [Planned("automation", ensure_failure_automation(settings), {})]
+    planned = [Planned("automation", ensure_failure_automation(settings), {}),
+               Planned("automation", ensure_zombie_automation(), {})]
     for deployment in build_deployments(settings, config_path):
         deployment.apply(work_pool_name=WORK_POOL)
         schedule = ", ".join(
