@@ -287,6 +287,9 @@ class Recorder:
                 table=t["table"], inserted=int(t.get("inserted", 0)),
                 updated=int(t.get("updated", 0)), deleted=int(t.get("deleted", 0)),
                 skipped=int(t.get("skipped_existing", 0)),
+                kept_newer=int(t.get("kept_newer", 0)),
+                kept_deleted=int(t.get("kept_deleted", 0)),
+                skipped_changed=int(t.get("skipped_changed", 0)),
             ))
 
     @contextmanager

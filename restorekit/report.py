@@ -30,12 +30,25 @@ class CheckRow(BaseModel):
 
 
 class Change(BaseModel):
+    """Rows written to one table. ``skipped``: restored rows not inserted because the key is
+    live already. Left alone on purpose by scenario 2 (restorekit.recovery.TableOutcome):
+    ``kept_newer`` rows whose current version committed after keep_rows_written_after,
+    ``kept_deleted`` rows the audit log shows deleted after it, ``skipped_changed`` rows that
+    changed while the repair ran."""
+
     model_config = ConfigDict(frozen=True)
     table: str
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
     skipped: int = 0
+    kept_newer: int = 0
+    kept_deleted: int = 0
+    skipped_changed: int = 0
+
+    @property
+    def left_alone(self) -> int:
+        return self.kept_newer + self.kept_deleted + self.skipped_changed
 
 
 class IncidentReport(BaseModel):
@@ -120,10 +133,16 @@ class IncidentReport(BaseModel):
                 lines.append(f"| {c.name} | {verdict} | "
                              f"{'yes' if c.critical else 'no'} | {_cell(c.detail)} |")
         if self.changes:
-            lines += ["", "## What changed", "", "| table | inserted | updated | deleted | skipped |",
-                      "|---|---:|---:|---:|---:|"]
+            kept = any(ch.left_alone for ch in self.changes)
+            lines += ["", "## What changed", "",
+                      "| table | inserted | updated | deleted | skipped |"
+                      + (" kept: written later | kept: deleted later | changed during repair |"
+                         if kept else ""),
+                      "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if kept else "")]
             for ch in self.changes:
-                lines.append(f"| {ch.table} | {ch.inserted} | {ch.updated} | {ch.deleted} | {ch.skipped} |")
+                lines.append(f"| {ch.table} | {ch.inserted} | {ch.updated} | {ch.deleted} | {ch.skipped} |"
+                             + (f" {ch.kept_newer} | {ch.kept_deleted} | {ch.skipped_changed} |"
+                                if kept else ""))
         if self.snapshots:
             lines += ["", "## Snapshots taken before any change", ""] + [f"- {s}" for s in self.snapshots]
         if self.notes:
