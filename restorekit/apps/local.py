@@ -24,6 +24,7 @@ import httpx
 from restorekit.apps.base import AppState
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.pg.dsn import redact
+from restorekit.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +237,7 @@ class LocalProcessApp:
                 return True
         except ChildProcessError:
             pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return _is_zombie(pid)
+        return not pid_alive(pid)
 
     def _is_our_app(self, pid: int) -> bool:
         # A stale pid file may name a pid that now belongs to something else: never signal that.
@@ -276,15 +271,6 @@ def _child_env() -> dict[str, str]:
            if key not in _DROPPED_ENV and not key.startswith(_DROPPED_ENV_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the log file as they happen
     return env
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name, which may itself hold spaces.
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _write_atomically(path: Path, text: str) -> None:

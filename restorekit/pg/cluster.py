@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import socket
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from restorekit.errors import PgToolFailed, PostgresError, PostgresUnavailable
+from restorekit.processes import pid_alive
 from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _is_zombie(pid: int) -> bool:
-    # A killed postmaster whose parent has not reaped it yet still answers kill(pid, 0).
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _quote_setting(value: object) -> str:
@@ -194,13 +185,7 @@ class LocalCluster:
             return result.returncode == 0
         if pid is None:
             return (self.data_dir / "postmaster.pid").exists()  # created, pid not written yet
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False  # a stale file: the postmaster was killed
-        except PermissionError:
-            return True  # alive, owned by another OS user
-        return not _is_zombie(pid)
+        return pid_alive(pid)  # a stale file after kill -9 names a dead pid
 
     def postmaster_pid(self) -> int | None:
         """The pid in postmaster.pid, or None when there is no file or no pid in it yet."""
