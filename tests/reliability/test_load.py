@@ -272,48 +272,33 @@ class Deletion:
 # -- the tests -------------------------------------------------------------------------------------
 
 
-def test_partial_corruption_while_pgbench_tpcb_runs(
-    prefect_server: str, load_world: World
-) -> None:
-    damage = Corruption(load_world, 1, 20)
-    report, _ = run_under_load(load_world, "tpcb", damage, lambda: damage.flow("load-pc-tpcb"),
-                               "scenario 2 + pgbench tpcb")
-    damage.check(report)
-    assert violations(load_world.app_dsn, TPCB_CHECKS) == {}
-
-
-def test_accidental_deletion_while_pgbench_tpcb_runs(
-    prefect_server: str, load_world: World
-) -> None:
-    damage = Deletion(load_world, 21, 40)
-    report, _ = run_under_load(load_world, "tpcb", damage, lambda: damage.flow("load-ad-tpcb"),
-                               "scenario 3 + pgbench tpcb")
-    damage.check(report)
-    assert violations(load_world.app_dsn, TPCB_CHECKS) == {}
-
-
-def test_partial_corruption_while_the_sample_workload_runs(
-    prefect_server: str, load_world: World
-) -> None:
-    damage = Corruption(load_world, 41, 60)
-    report, _ = run_under_load(load_world, "sample", damage, lambda: damage.flow("load-pc-sample"),
-                               "scenario 2 + sample workload")
-    damage.check(report)
-    assert violations(load_world.app_dsn, SAMPLE_CHECKS) == {}
-    # Users the workload created after the restore point are kept (not in the copy).
+def _newer_users_kept(report: IncidentReport) -> None:
+    """Users the workload created after the restore point are kept (not in the copy)."""
     note = next(n for n in report.notes if n.startswith("public.users:"))
     newer = re.search(r"(\d+) newer than the restore point", note)
     assert newer is not None and int(newer.group(1)) > 0, note
 
 
-def test_accidental_deletion_while_the_sample_workload_runs(
-    prefect_server: str, load_world: World
+# Each case damages its own slice of the victims' range (users 1..100).
+@pytest.mark.parametrize(("damage_kind", "lo", "hi", "workload", "also"), [
+    pytest.param(Corruption, 1, 20, "tpcb", None, id="scenario-2-pgbench-tpcb"),
+    pytest.param(Deletion, 21, 40, "tpcb", None, id="scenario-3-pgbench-tpcb"),
+    pytest.param(Corruption, 41, 60, "sample", _newer_users_kept, id="scenario-2-sample"),
+    pytest.param(Deletion, 61, 80, "sample", None, id="scenario-3-sample"),
+])
+def test_a_scenario_under_a_workload_loses_no_write(
+    prefect_server: str, load_world: World, damage_kind: type[Corruption] | type[Deletion],
+    lo: int, hi: int, workload: str, also: Callable[[IncidentReport], None] | None,
 ) -> None:
-    damage = Deletion(load_world, 61, 80)
-    report, _ = run_under_load(load_world, "sample", damage, lambda: damage.flow("load-ad-sample"),
-                               "scenario 3 + sample workload")
+    damage = damage_kind(load_world, lo, hi)
+    scenario = "2" if damage_kind is Corruption else "3"
+    report, _ = run_under_load(
+        load_world, workload, damage, lambda: damage.flow(f"load-{lo}-{workload}"),
+        f"scenario {scenario} + {'pgbench tpcb' if workload == 'tpcb' else 'sample workload'}")
     damage.check(report)
-    assert violations(load_world.app_dsn, SAMPLE_CHECKS) == {}
+    assert violations(load_world.app_dsn, TPCB_CHECKS if workload == "tpcb" else SAMPLE_CHECKS) == {}
+    if also is not None:
+        also(report)
 
 
 # Without options, scenario 2 rewrites every row of a repaired table that differs from the copy
