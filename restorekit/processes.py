@@ -15,10 +15,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return not _is_zombie(pid)
+    return not is_zombie(pid)
 
 
-def _is_zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
+    """Exited but not yet reaped by its parent (PID 1 of some containers never reaps)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from restorekit.pg.checksum import database_checksums
+from restorekit.processes import is_zombie, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,19 +214,7 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 
 def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
+    return pid is not None and pid_alive(pid)  # a zombie is dead for our purposes
 
 
 def children(pid: int) -> list[int]:
@@ -252,19 +241,12 @@ def kill9_postgres(data_dir: Path) -> int:
     deadline = time.monotonic() + 30
     while any(alive(v) for v in victims) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _zombie(pid):
+    if is_zombie(pid):
         # PID 1 of this sandbox does not reap orphans, so the dead postmaster stays a zombie and
         # PostgreSQL would take its stale lock file for a live server. On a real machine init
         # reaps it and PostgreSQL ignores the stale file on its own; do what init would.
         (data_dir / "postmaster.pid").unlink(missing_ok=True)
     return pid
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
-    except OSError:
-        return False
 
 
 def waiting_writer(dsn: str, table: str) -> int | None:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,33 @@ def assert_crashed_by_takeover(flow_run_id: Any) -> None:
     state = flow_run_state(flow_run_id)
     assert state.type.value == "CRASHED", state
     assert "died without finishing" in state.message and "took the target over" in state.message
+
+
+def kill_mid_transaction(start: Callable[[], Any], dsn: str, table: str | None,
+                         task: str | None, when: str,
+                         before: Callable[[Any], None] | None = None) -> Any:
+    """Start the flow (``start``) and kill it at ``task``/``when``. With ``table``, a lock held
+    on it stops the flow's writing transaction in the middle, the kill lands there, and this
+    returns once PostgreSQL has ended the orphaned backend (rolled back). ``before`` runs after
+    the start, before the kill."""
+    lock = hold_lock(dsn, table) if table else None
+    writer = None
+    try:
+        child = start()
+        if before is not None:
+            before(child)
+        if table is not None:  # earlier tables written, now waiting to write this one
+            child.wait_until(lambda: waiting_writer(dsn, table) is not None,
+                             f"the transaction waiting to write {table}")
+            writer = waiting_writer(dsn, table)
+        kill_at(child, task, when)
+    finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+    if writer is not None:
+        child.wait_until(lambda: backend_gone(dsn, writer), "the orphaned backend ended")
+    return child
 
 
 def kill_at(child: Any, task: str | None, when: str | None) -> dict[str, str]:
@@ -249,26 +277,16 @@ def test_partial_corruption_killed(world: Any, pc_point: str, prefect_server: st
     name = restore_name("pc", incident)
     params = {"target": "production", "config": str(world.config), "require_approval": False,
               "incident_id": incident, "restore_point": pc_point, "tables": ["users", "clients"]}
-    lock = hold_lock(world.app_dsn, "clients") if when == "mid-repair" else None
-    try:
-        child = start_flow("partial_corruption", params, prefect_server,
-                           (task, when) if task else None)
-        if when == "mid-restore":
-            data = rt.provider.restore_root / name / "data"
-            child.wait_until(lambda: postmaster_pid(data) is not None,
-                             "the restore's server started")
-        writer = None
-        if lock is not None:  # users re-inserted, now waiting to update clients
-            child.wait_until(lambda: waiting_writer(world.app_dsn, "clients") is not None,
-                             "the repair transaction waiting in the middle")
-            writer = waiting_writer(world.app_dsn, "clients")
-        kill_at(child, task, when)
-    finally:
-        if lock is not None:
-            lock.rollback()
-            lock.close()
-    if writer is not None:
-        child.wait_until(lambda: backend_gone(world.app_dsn, writer), "the orphaned backend ended")
+    def restore_started(child: Any) -> None:
+        data = rt.provider.restore_root / name / "data"
+        child.wait_until(lambda: postmaster_pid(data) is not None, "the restore's server started")
+
+    # mid-repair: users re-inserted, the repair waits to update clients when it is killed.
+    child = kill_mid_transaction(
+        lambda: start_flow("partial_corruption", params, prefect_server,
+                           (task, when) if task else None),
+        world.app_dsn, "clients" if when == "mid-repair" else None, task, when,
+        before=restore_started if when == "mid-restore" else None)
     killed = child.flow_run()
 
     after_kill = checksums(world.app_dsn)
@@ -324,22 +342,11 @@ def test_accidental_deletion_killed(world: Any, prefect_server: str, point: str,
     params = {"target": "production", "config": str(world.config), "require_approval": False,
               "incident_id": incident, "deleted_since": since.isoformat(),
               "stop_application": True}
-    lock = hold_lock(world.app_dsn, "appointments") if when == "mid-recover" else None
-    writer = None
-    try:
-        child = start_flow("accidental_deletion", params, prefect_server,
-                           (task, when) if task else None)
-        if lock is not None:  # users and clients re-inserted, waiting to insert appointments
-            child.wait_until(lambda: waiting_writer(world.app_dsn, "appointments") is not None,
-                             "the recovery transaction waiting in the middle")
-            writer = waiting_writer(world.app_dsn, "appointments")
-        kill_at(child, task, when)
-    finally:
-        if lock is not None:
-            lock.rollback()
-            lock.close()
-    if writer is not None:
-        child.wait_until(lambda: backend_gone(world.app_dsn, writer), "the orphaned backend ended")
+    # mid-recover: users and clients re-inserted, waiting to insert appointments at the kill.
+    child = kill_mid_transaction(
+        lambda: start_flow("accidental_deletion", params, prefect_server,
+                           (task, when) if task else None),
+        world.app_dsn, "appointments" if when == "mid-recover" else None, task, when)
     killed = child.flow_run()
     left = marker(world, name)
 
