@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -146,15 +147,17 @@ def _from_client_error(exc: ClientError, operation: str, resource: str) -> Provi
     status = int(status) if status is not None else None
     retryable = _client_error_retryable(code, status)
     hint = _HINTS.get(code) or _HINTS.get(code.removesuffix("Fault"))
+    attempts = int(meta.get("RetryAttempts") or 0) + 1  # botocore's own retries included
     text = f"RDS {operation}{_on(resource)} failed: {code}: {message or '(no message)'}"
     if hint:
         text += f" — {hint}"
     if retryable:
-        text += " (transient; retrying may help)"
+        text += (f" (transient; still failing after {attempts} attempts)" if attempts > 1
+                 else " (transient; retrying may help)")
     if meta.get("RequestId"):
         text += f" [request id {meta['RequestId']}]"
     return ProviderError(text, provider=PROVIDER, operation=operation, retryable=retryable,
-                         status_code=status)
+                         status_code=status, code=code, request_id=meta.get("RequestId"))
 
 
 @contextlib.contextmanager
@@ -360,11 +363,21 @@ class RdsProvider:
     def client(self) -> Any:
         """The boto3 RDS client (built on first use; tests hook its event system)."""
         if self._client is None:
-            session = boto3.session.Session()  # one per provider: sessions are not thread-safe
+            core = botocore.session.get_session()  # one per provider: not thread-safe
+            session = boto3.session.Session(botocore_session=core)
+            # Throttling, 5xx and dropped connections are retried by botocore (standard mode,
+            # also for the restore calls: a retried restore that RDS already accepted answers
+            # DBInstanceAlreadyExists, which _restore_instance turns into "wait for it").
+            # AWS_MAX_ATTEMPTS / AWS_RETRY_MODE (or the profile's max_attempts / retry_mode)
+            # win over our defaults, as for the S3 repository.
+            retries: dict[str, Any] = {"mode": "standard"}
+            if core.get_config_variable("retry_mode") == "adaptive":
+                retries["mode"] = "adaptive"
+            if core.get_config_variable("max_attempts") is None:
+                retries["total_max_attempts"] = 5
             self._client = session.client(
                 "rds", region_name=self.settings.region, endpoint_url=self.settings.endpoint_url,
-                config=Config(retries={"mode": "standard", "max_attempts": 5},
-                              connect_timeout=10, read_timeout=60),
+                config=Config(retries=retries, connect_timeout=10, read_timeout=60),
             )
         return self._client
 
@@ -709,14 +722,50 @@ class RdsProvider:
                                TargetDBInstanceIdentifier=ident,
                                UseLatestRestorableTime=True, **params)
             except ProviderError as exc:
-                # A concurrent attempt created it between describe and restore: wait for it.
+                # A concurrent attempt created it between describe and restore, or botocore
+                # retried a restore RDS had accepted (the first answer was lost): wait for it.
                 if aws_error_code(exc) != "DBInstanceAlreadyExists":
-                    raise
+                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
                 found = self._describe_instance(ident)
                 if found is None:
-                    raise
+                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
                 self._check_reusable(found, ident, name, point)
         return self._wait_available("instance", ident, progress, phase="restore")
+
+    def _cleanup_command(self) -> str:
+        target = f" --target {self.target_name}" if self.target_name else ""
+        return f"`restorekit cleanup{target}`"
+
+    def _start_failed(self, exc: ProviderError, what: str, ident: str) -> ProviderError:
+        """``exc`` from a request that creates ``ident``, plus what it left behind and what to
+        do next. An error answer does not prove RDS did nothing (the request may have been
+        accepted and only the answer lost), so this asks RDS."""
+        cleanup = self._cleanup_command()
+        try:
+            found = (self._describe_instance(ident) if what == "instance"
+                     else self._describe_cluster(ident))
+        except ProviderError:
+            state = (f"whether RDS created {what} {ident} is unknown (describing it failed "
+                     f"too); if it exists it is tagged {self.settings.scratch_tag_key} and "
+                     f"{cleanup} removes it")
+        else:
+            if found is None:
+                state = f"no {what} {ident} was created"
+            else:
+                status = found.get("DBInstanceStatus" if what == "instance" else "Status")
+                state = (f"RDS did create {what} {ident} (status {status}, tagged "
+                         f"{self.settings.scratch_tag_key}): a re-run with the same restore "
+                         f"name (incident id) reuses it, {cleanup} removes it")
+        if exc.is_retryable:
+            step = ("re-run with the same incident id once RDS answers again (AWS Health "
+                    "Dashboard for RDS in " + self.settings.region + ")")
+        else:
+            step = "fix the cause above, then re-run with the same incident id"
+        return ProviderError(
+            f"{exc}. State: {state}; the source {self.source_id} was not changed. Next: {step}",
+            provider=PROVIDER, operation=exc.operation, retryable=exc.is_retryable,
+            status_code=exc.status_code, code=exc.code, request_id=exc.request_id,
+        )
 
     def _restore_aurora(self, ident: str, name: str, point: RestorePoint,
                         snapshot: dict[str, Any] | None, tags: list[dict[str, str]],
@@ -745,20 +794,28 @@ class RdsProvider:
                 params["DBClusterParameterGroupName"] = source["DBClusterParameterGroup"]
             if source.get("BackupRetentionPeriod"):
                 params["BackupRetentionPeriod"] = source["BackupRetentionPeriod"]
-            if snapshot is not None:
-                self._call("restore_db_cluster_from_snapshot", resource=ident,
-                           SnapshotIdentifier=snapshot["DBClusterSnapshotIdentifier"],
-                           Engine=source["Engine"], **params)
-            elif point.kind is PointKind.TIME:
-                assert point.time is not None
-                self._call("restore_db_cluster_to_point_in_time", resource=ident,
-                           SourceDBClusterIdentifier=self.settings.aurora_cluster_id,
-                           RestoreType="full-copy", RestoreToTime=point.time.astimezone(UTC),
-                           **params)
-            else:
-                self._call("restore_db_cluster_to_point_in_time", resource=ident,
-                           SourceDBClusterIdentifier=self.settings.aurora_cluster_id,
-                           RestoreType="full-copy", UseLatestRestorableTime=True, **params)
+            try:
+                if snapshot is not None:
+                    self._call("restore_db_cluster_from_snapshot", resource=ident,
+                               SnapshotIdentifier=snapshot["DBClusterSnapshotIdentifier"],
+                               Engine=source["Engine"], **params)
+                elif point.kind is PointKind.TIME:
+                    assert point.time is not None
+                    self._call("restore_db_cluster_to_point_in_time", resource=ident,
+                               SourceDBClusterIdentifier=self.settings.aurora_cluster_id,
+                               RestoreType="full-copy",
+                               RestoreToTime=point.time.astimezone(UTC), **params)
+                else:
+                    self._call("restore_db_cluster_to_point_in_time", resource=ident,
+                               SourceDBClusterIdentifier=self.settings.aurora_cluster_id,
+                               RestoreType="full-copy", UseLatestRestorableTime=True, **params)
+            except ProviderError as exc:
+                # As for an instance: an answer lost and the request retried by botocore.
+                found = (self._describe_cluster(ident)
+                         if aws_error_code(exc) == "DBClusterAlreadyExistsFault" else None)
+                if found is None:
+                    raise self._start_failed(exc, "cluster", ident) from exc.__cause__
+                self._check_reusable(found, ident, name, point)
         self._wait_available("cluster", ident, progress, phase="restore cluster")
         instance = self._describe_instance(ident)
         if instance is None:
@@ -774,7 +831,14 @@ class RdsProvider:
             parameter_groups = writer.get("DBParameterGroups") or []
             if parameter_groups and parameter_groups[0].get("DBParameterGroupName"):
                 params["DBParameterGroupName"] = parameter_groups[0]["DBParameterGroupName"]
-            self._call("create_db_instance", resource=ident, **params)
+            try:
+                self._call("create_db_instance", resource=ident, **params)
+            except ProviderError as exc:
+                found = (self._describe_instance(ident)
+                         if aws_error_code(exc) == "DBInstanceAlreadyExists" else None)
+                if found is None:
+                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
+                self._check_reusable(found, ident, name, point)
         else:
             self._check_reusable(instance, ident, name, point)
         return self._wait_available("instance", ident, progress, phase="create instance")
@@ -812,11 +876,13 @@ class RdsProvider:
                 )
             if attempt < attempts:
                 self._sleep(self.settings.wait_delay_seconds)
+        cleanup = self._cleanup_command()
         raise OperationTimedOut(
             f"RDS {what} {ident} was not available after {attempts} checks "
             f"{self.settings.wait_delay_seconds:g} s apart (last status: {status}); the restore "
             "may still be running: re-run with the same incident id to resume waiting, or "
-            "discard it",
+            f"remove it with {cleanup} (it is tagged {self.settings.scratch_tag_key}); the "
+            f"source {self.source_id} was not changed",
             provider=PROVIDER, operation="restore",
         )
 
@@ -981,6 +1047,20 @@ class RdsProvider:
                 backup_id=tags.get(TAG_BACKUP, ""),
             ))
         return sorted(found, key=lambda r: r.handle)
+
+    def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
+        """True when ``dsn`` connects to the restore ``restored`` (its endpoint, or where
+        :meth:`_connect_address` maps it), so cleanup keeps what the application points at.
+        An instance without an endpoint (still ``creating``) is reached by nothing."""
+        instance = self._describe_instance(restored.handle)
+        if instance is None or not (instance.get("Endpoint") or {}).get("Address"):
+            return False
+        address, port = self._endpoint(instance)
+        mapped_host, mapped_port = self._connect_address(address, port)
+        params = parse(dsn)
+        host = str(params.get("host") or "").lower()
+        dsn_port = int(str(params.get("port") or 5432))
+        return (host, dsn_port) in {(address.lower(), port), (mapped_host.lower(), mapped_port)}
 
     def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
         """Never: RDS restores always create a new instance (then the connection swap)."""

@@ -143,6 +143,16 @@ class BackedRdsProvider(RdsProvider):
                        recovered_to_time=backing.recovered_to_time or found.recovered_to_time,
                        recovered_to_lsn=backing.recovered_to_lsn)
 
+    def find_restored(self, name: str) -> RestoredDatabase | None:
+        """None while no cluster backs the instance yet: moto has the instance (a restore RDS
+        accepted although its answer was lost, see tests/reliability/test_faults_rds.py) but
+        the data restore behind it never ran. On RDS that instance would hold the data; here
+        a re-run's :meth:`restore` reuses the instance and restores the data behind it."""
+        found = super().find_restored(name)
+        if found is not None and self.backing.find_restored(found.handle) is None:
+            return None
+        return found
+
     def _backing_point(self, point: RestorePoint) -> RestorePoint:
         """The same point for the WAL archive: RDS's window reaches "now" while the archive
         ends at its last segment, and a snapshot is the state at its creation time."""
