@@ -52,9 +52,10 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _provider(settings: Settings, target: str) -> Any:
-    from restorekit.providers.selfhosted import SelfHostedProvider
+    """The provider the target's config names (self-hosted, RDS, Neon, Supabase)."""
+    from restorekit.providers.base import provider_from_config
 
-    return SelfHostedProvider.from_config(settings.target(target), settings)
+    return provider_from_config(settings.target(target), settings)
 
 
 def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
@@ -200,6 +201,7 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     stopping their PostgreSQL servers. Never removed: a restore adopted as production, the one
     the target's DSN points at, and the one the application's connection string points at (a
     complete-failure run killed after its swap but before adopting the restore)."""
+    from restorekit.providers.base import reaches
     from restorekit.runtime import TargetRuntime
 
     settings = _settings(config)
@@ -207,7 +209,7 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     in_use = TargetRuntime(settings=settings, config=settings.target(target)).connection_in_use()
     removed, kept = [], []
     for restored in provider.list_scratch():
-        if any(provider.reaches(restored, dsn) for dsn in in_use):
+        if any(reaches(provider, restored, dsn) for dsn in in_use):
             kept.append(restored.handle)
             continue
         provider.discard(restored)

@@ -96,6 +96,17 @@ class DatabaseProvider(Protocol):
         the caller must hold a verified snapshot of the current state first)."""
         ...
 
+    def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
+        """Whether ``dsn`` connects to ``restored`` (cleanup keeps what the app points at)."""
+        ...
+
+
+def reaches(provider: DatabaseProvider, restored: RestoredDatabase, dsn: str) -> bool:
+    """``provider.reaches``, for providers that can tell; one that cannot is answered "yes",
+    so cleanup keeps a scratch restore rather than risk removing what the app runs on."""
+    method = getattr(provider, "reaches", None)
+    return True if method is None else bool(method(restored, dsn))
+
 
 _REGISTRY: dict[str, str] = {
     "selfhosted": "restorekit.providers.selfhosted:SelfHostedProvider",

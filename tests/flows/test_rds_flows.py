@@ -8,7 +8,11 @@ running; the complete failure destroys it, so it runs last.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -94,6 +98,35 @@ def test_deleted_users_come_back_from_an_rds_scratch_copy_byte_for_byte(
     assert backing.list_scratch() == []
     with psycopg.connect(rds_world.app_dsn) as conn:
         assert database_checksums(conn) == checksums
+
+
+def test_cli_cleanup_removes_the_rds_scratch_instance_a_killed_run_left(rds_world) -> None:
+    """`restorekit cleanup` on an RDS target (it used to build the self-hosted provider for
+    every target and failed): the tagged scratch instance goes, production and an instance
+    restorekit did not create stay."""
+    source = rds_world.source.instance_id
+    for name, tags in (("restorekit-ad-left-behind",
+                        [{"Key": "restorekit:scratch", "Value": "true"},
+                         {"Key": "restorekit:source", "Value": source}]),
+                       ("someone-elses-copy", [{"Key": "restorekit:source", "Value": source}])):
+        rds_world.rds.restore_db_instance_to_point_in_time(
+            SourceDBInstanceIdentifier=source, TargetDBInstanceIdentifier=name,
+            UseLatestRestorableTime=True, Tags=tags)
+    assert rds_world.scratch_instances() == ["restorekit-ad-left-behind"]
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "restorekit"), "cleanup", "--target", "production",
+         "--config", str(rds_world.config), "--json"],
+        capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == ["restorekit-ad-left-behind"]
+    assert rds_world.scratch_instances() == []
+    left = {i["DBInstanceIdentifier"] for i in rds_world.instances()
+            if i["DBInstanceStatus"] != "deleting"}
+    assert {source, "someone-elses-copy"} <= left
+    rds_world.rds.delete_db_instance(DBInstanceIdentifier="someone-elses-copy",
+                                     SkipFinalSnapshot=True)
 
 
 def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
