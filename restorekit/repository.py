@@ -71,6 +71,7 @@ __all__ = [
     "check_key",
     "open_repository",
     "parse_repository_url",
+    "s3_read_timeout",
 ]
 
 RECORD_SUFFIX = ".sha256.json"
@@ -835,6 +836,49 @@ _THROTTLING = frozenset({
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 _LIST_WORKERS = 16
 
+S3_READ_TIMEOUT_ENV = "RESTOREKIT_S3_READ_TIMEOUT"
+DEFAULT_S3_READ_TIMEOUT = 120.0
+S3_CONNECT_TIMEOUT = 10.0
+DEFAULT_S3_ATTEMPTS = 5
+
+
+def s3_read_timeout(raw: str | None = None) -> float:
+    """Seconds each S3 request waits for the repository's answer: 120 unless
+    ``RESTOREKIT_S3_READ_TIMEOUT`` says otherwise.
+
+    An endpoint that accepts the connection and then hangs costs about this times botocore's
+    attempts (``AWS_MAX_ATTEMPTS``, 5 by default), plus backoff, before the call fails: 10
+    minutes with the defaults. Lower it (e.g. 15) to fail over to the runbook sooner; keep it
+    well above the slowest honest answer (a large PUT part over a slow link).
+
+    Raises:
+        ConfigError: not a number, or not in (0, 3600].
+    """
+    raw = os.environ.get(S3_READ_TIMEOUT_ENV) if raw is None else raw
+    if raw is None or not raw.strip():
+        return DEFAULT_S3_READ_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 3600:  # NaN fails this too
+        raise ConfigError(f"{S3_READ_TIMEOUT_ENV}={raw!r}: expected the seconds each S3 request "
+                          "waits for an answer, more than 0 and at most 3600, e.g. 30 (unset: "
+                          f"{DEFAULT_S3_READ_TIMEOUT:g})")
+    return seconds
+
+
+def _s3_attempts() -> int | None:
+    """botocore's attempts per call: ours (5) unless AWS_MAX_ATTEMPTS is set (None: botocore
+    will judge the value)."""
+    raw = os.environ.get("AWS_MAX_ATTEMPTS")
+    if not raw:
+        return DEFAULT_S3_ATTEMPTS
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
 
 class S3Repository(_BaseRepository):
     """A repository in an S3 bucket (AWS, MinIO, moto, ...) under an optional prefix.
@@ -843,8 +887,10 @@ class S3Repository(_BaseRepository):
     from the AWS chain only. Uploads go through boto3's transfer manager (multipart, 8 MiB parts,
     8 in parallel); downloads are one streaming GET verified as it is read (measured against
     moto: 340 MB/s against 130 MB/s for the transfer manager's ranged download, and no second
-    hashing pass). botocore retries transient failures itself (standard mode, 5 attempts) before
-    an error reaches the caller.
+    hashing pass). botocore retries transient failures itself (standard mode, 5 attempts or
+    ``AWS_MAX_ATTEMPTS``) before an error reaches the caller. Each attempt waits at most 10 s for
+    the connection and :func:`s3_read_timeout` seconds (``RESTOREKIT_S3_READ_TIMEOUT``, 120) for
+    an answer; an endpoint that hangs surfaces as a retryable RepositoryError saying it timed out.
     """
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
@@ -861,15 +907,21 @@ class S3Repository(_BaseRepository):
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         if params:
             self.url += "?" + urlencode(params, safe=":/", quote_via=quote)
+        # Known only for the client built here: the error messages quote them.
+        self.read_timeout: float | None = None
+        self.attempts: int | None = None
         if client is None:
-            # 5 attempts unless AWS_MAX_ATTEMPTS says otherwise (botocore reads it when unset here).
+            self.read_timeout = s3_read_timeout()
+            self.attempts = _s3_attempts()
+            # 5 attempts unless AWS_MAX_ATTEMPTS says otherwise (botocore reads it when unset
+            # here). total_max_attempts counts the first try; Config's max_attempts would not.
             retries: dict[str, Any] = {"mode": "standard"}
             if not os.environ.get("AWS_MAX_ATTEMPTS"):
-                retries["max_attempts"] = 5
+                retries["total_max_attempts"] = DEFAULT_S3_ATTEMPTS
             config = Config(
                 retries=retries,
-                connect_timeout=10,
-                read_timeout=120,
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=self.read_timeout,
                 max_pool_connections=32,
                 s3={"addressing_style": "path"} if endpoint_url else None,
             )
@@ -886,7 +938,8 @@ class S3Repository(_BaseRepository):
         return self._full(key) + RECORD_SUFFIX
 
     def _errors(self, operation: str, key: str = "") -> ContextManager[None]:
-        return _map_s3_errors(operation, key, self.url, self.bucket)
+        return _map_s3_errors(operation, key, self.url, self.bucket,
+                              read_timeout=self.read_timeout, attempts=self.attempts)
 
     def _store(self, key: str, reader: _HashingReader) -> None:
         # S3 has no staging without a copy: the old record goes first, so a failed overwrite
@@ -990,22 +1043,45 @@ def _is_not_found(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _map_s3_errors(operation: str, key: str, url: str, bucket: str) -> Iterator[None]:
+def _map_s3_errors(operation: str, key: str, url: str, bucket: str, *,
+                   read_timeout: float | None = None, attempts: int | None = None
+                   ) -> Iterator[None]:
     """Translate boto/botocore/s3transfer errors into restorekit's taxonomy."""
     try:
         yield
     except RestoreKitError:
         raise
     except Exception as exc:
-        raise s3_error(exc, operation=operation, key=key, url=url, bucket=bucket) from exc
+        raise s3_error(exc, operation=operation, key=key, url=url, bucket=bucket,
+                       read_timeout=read_timeout, attempts=attempts) from exc
 
 
-def s3_error(exc: BaseException, *, operation: str, key: str, url: str, bucket: str
+def s3_error(exc: BaseException, *, operation: str, key: str, url: str, bucket: str,
+             read_timeout: float | None = None, attempts: int | None = None
              ) -> RepositoryError:
-    """The RepositoryError for a boto3/botocore/s3transfer exception (exposed for tests)."""
+    """The RepositoryError for a boto3/botocore/s3transfer exception (exposed for tests).
+
+    ``read_timeout`` and ``attempts`` (the client's settings, when known) make a timeout's
+    message say how long was waited.
+    """
     from botocore import exceptions as bce
 
     what = f"S3 {operation} of {key!r} in {url}" if key else f"S3 {operation} in {url}"
+    if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError):
+        # Said in words, not botocore's "Read timeout on endpoint URL": an operator must tell a
+        # hanging endpoint from one that refuses connections (EndpointConnectionError below).
+        # A stall mid-download raises the same error, once (botocore retries whole requests).
+        tries = f"each request is tried {attempts} times; " if attempts else ""
+        if isinstance(exc, bce.ReadTimeoutError):
+            waited = f" for {read_timeout:g} s" if read_timeout else ""
+            detail = (f"it accepted the connection but nothing came back{waited} ({tries}the "
+                      f"endpoint hangs or is overloaded; {S3_READ_TIMEOUT_ENV} sets how long "
+                      "to wait)")
+        else:
+            detail = (f"no connection to the endpoint within {S3_CONNECT_TIMEOUT:g} s ({tries}"
+                      "the host is down or a firewall drops the packets)")
+        return RepositoryError(f"{what} timed out talking to the repository: {detail}",
+                               retryable=True)
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -1,10 +1,12 @@
 """Shared machinery for the fault-injection tests (test_faults_storage.py, test_faults_provider.py).
 
 * :class:`FaultProxy`: a tiny HTTP proxy in front of an upstream (moto's server) that forwards
-  requests, answers 500 for the next N matching requests (or all of them), or is *down* (its
-  port closed, connections dropped): the three ways an object store fails.
+  requests, answers 500 for the next N matching requests (or all of them), *hangs* on them
+  (reads the request, never answers), or is *down* (its port closed, connections dropped): the
+  ways an object store fails.
 * :func:`build_s3_world`: the demo installation with its repository moved to S3 behind a proxy
-  (WAL archiving, base backups, snapshots and restores all go through it).
+  (WAL archiving, base backups, snapshots and restores all go through it);
+  :func:`archiving_with_env` runs its archive_command with extra environment variables.
 * :func:`checksums`, :func:`postgres_under`, :func:`assert_no_secret`: the evidence.
 """
 
@@ -14,8 +16,10 @@ import contextlib
 import http.client
 import os
 import re
+import shlex
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +32,10 @@ from restorekit.pg.checksum import database_checksums
 
 _ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
                b"<Message>injected by the test proxy</Message></Error>")
+#: The status a hang rule records in ``served``: no answer was ever sent.
+HANG = 0
+#: The status a down_when() rule records in ``served``: the proxy went down on that request.
+DOWN = -1
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect",
         "te", "trailer", "upgrade", "content-length"}
 
@@ -50,6 +58,8 @@ class FaultProxy:
     served: list[tuple[str, str, int]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Hung requests wait on this; heal() and down() set it (dropping them) and start a new one.
+    _released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -63,8 +73,32 @@ class FaultProxy:
         with self._lock:
             self.rules.append(_Rule(times, method, path, status))
 
+    def hang(self, times: int | None = 1, *, method: str | None = None,
+             path: str | None = None) -> None:
+        """Read the next ``times`` matching requests (None: all of them) and never answer: the
+        connection stays open and silent, as with an S3 endpoint that accepts connections and
+        then stalls, until the client gives up or :meth:`heal` / :meth:`down` drops it."""
+        with self._lock:
+            self.rules.append(_Rule(times, method, path, HANG))
+
+    def down_when(self, *, method: str | None = None, path: str | None = None) -> None:
+        """Go :meth:`down` when the next matching request arrives (it gets no answer either):
+        an outage that starts in the middle of an operation, at a chosen request."""
+        with self._lock:
+            self.rules.append(_Rule(1, method, path, DOWN))
+
+    def hangs(self) -> int:
+        """How many requests were left hanging since the last :meth:`heal`."""
+        return self.failures(HANG)
+
+    def _release_hung(self) -> None:
+        with self._lock:
+            released, self._released = self._released, threading.Event()
+        released.set()
+
     def down(self) -> None:
         """Stop answering: the port is closed and open connections are dropped."""
+        self._release_hung()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -75,6 +109,7 @@ class FaultProxy:
         with self._lock:
             self.rules.clear()
             self.served.clear()
+        self._release_hung()
         if self._server is None:
             self.start()
 
@@ -99,17 +134,26 @@ class FaultProxy:
         return self
 
     def _fault_for(self, method: str, path: str) -> int | None:
+        return self._match(method, path)[0]
+
+    def _match(self, method: str, path: str) -> tuple[int | None, threading.Event]:
+        """The fault for a request, and the event that releases it if it hangs (taken under the
+        same lock, so a heal() in between cannot leave it waiting on the next outage's event)."""
         with self._lock:
-            for rule in self.rules:
-                if rule.remaining == 0:
-                    continue
-                if rule.method and rule.method != method:
-                    continue
-                if rule.path and not re.search(rule.path, path):
-                    continue
-                if rule.remaining is not None:
-                    rule.remaining -= 1
-                return rule.status
+            return self._fault_locked(method, path), self._released
+
+    def _fault_locked(self, method: str, path: str) -> int | None:
+        """The first matching rule's status, counting it down (the caller holds ``_lock``)."""
+        for rule in self.rules:
+            if rule.remaining == 0:
+                continue
+            if rule.method and rule.method != method:
+                continue
+            if rule.path and not re.search(rule.path, path):
+                continue
+            if rule.remaining is not None:
+                rule.remaining -= 1
+            return rule.status
         return None
 
 
@@ -139,7 +183,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.owner._server is None:  # down: drop the connection without an answer
             self.close_connection = True
             return
-        status = self.owner._fault_for(self.command, self.path)
+        status, released = self.owner._match(self.command, self.path)
+        if status == DOWN:
+            self.owner.served.append((self.command, self.path, DOWN))
+            self.owner.down()  # from this handler thread: serve_forever runs in another one
+            self.close_connection = True
+            return
+        if status == HANG:
+            self.owner.served.append((self.command, self.path, HANG))
+            released.wait()  # until heal() or down(); then drop the connection unanswered
+            self.close_connection = True
+            return
         if status is not None:
             self.owner.served.append((self.command, self.path, status))
             self.send_response(status)
@@ -182,6 +236,31 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -- worlds ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def archiving_with_env(inst: Installation, env: dict[str, str]) -> Iterator[None]:
+    """Run production's archive_command with ``env`` added (``VAR=value command`` through
+    /bin/sh, as an operator would set them for the PostgreSQL service), then put it back.
+
+    The server's own environment was fixed when it started, so this is how a test gives the
+    archiver a setting such as RESTOREKIT_S3_READ_TIMEOUT. The archiver reloads at once when idle.
+    """
+    settings = inst.runtime().provider.engine.archive_settings()
+    command = str(settings["archive_command"])
+    prefix = " ".join(f"{name}={shlex.quote(value)}".replace("%", "%%")  # PostgreSQL's escape
+                      for name, value in env.items())
+
+    def apply(archive_command: str) -> None:
+        inst.production.write_settings({**settings, "archive_command": archive_command})
+        with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+    apply(f"{prefix} {command}")
+    try:
+        yield
+    finally:
+        apply(command)
 
 
 def build_s3_world(root: Path, repo_url: str) -> Installation:

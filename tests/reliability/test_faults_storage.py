@@ -1,6 +1,6 @@
-"""Storage faults injected for real (issue #7): an S3 repository that answers 500 or stops
-answering, a repository disk that is full, a WAL segment missing from the archive, and backup
-objects that were truncated or had a byte flipped.
+"""Storage faults injected for real (issue #7): an S3 repository that answers 500, stops
+answering or hangs (takes the request, never answers), a repository disk that is full, a WAL
+segment missing from the archive, and backup objects that were truncated or had a byte flipped.
 
 The S3 repository is moto's server behind :class:`_faults.FaultProxy`; the installation is the
 demo's (a production cluster archiving WAL into that repository, sample data, the local app),
@@ -11,6 +11,7 @@ the same operation (the same incident id for flows) is run again and completes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -22,7 +23,9 @@ import psycopg
 import pytest
 
 from reliability._faults import (
+    DOWN,
     FaultProxy,
+    archiving_with_env,
     assert_no_secret,
     build_s3_world,
     checksums,
@@ -33,19 +36,24 @@ from reliability._faults import (
     unmount,
 )
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.partial_corruption import PartialCorruptionParams, partial_corruption
 from restorekit.demo import Installation, teardown_installation
 from restorekit.engines.native import NativeEngine
 from restorekit.errors import ChecksumMismatch, RepositoryError, RestorePointError
+from restorekit.health import check_health
 from restorekit.models import RestorePoint
 from restorekit.pg.cluster import switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.repository import LocalRepository, open_repository
+from restorekit.sinks.envfile import EnvFileStore
 from restorekit.snapshot import list_snapshots, take_snapshot
+from tasks.database import restore_name
 
 pytestmark = pytest.mark.slow
 
 AWS_SECRET = "testing"  # the moto fixture's AWS_SECRET_ACCESS_KEY / AWS_ACCESS_KEY_ID
+READ_TIMEOUT = "RESTOREKIT_S3_READ_TIMEOUT"
 
 
 @dataclass
@@ -91,8 +99,9 @@ def s3_world(moto_server: str, pg_base_dir: Path) -> Iterator[S3World]:
 @pytest.fixture(autouse=True)
 def _healed(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if "s3_world" in request.fixturenames:
-        request.getfixturevalue("s3_world").proxy.heal()
+    for name in ("s3_world", "cf_world"):  # cf_world shares s3_world's proxy
+        if name in request.fixturenames:
+            request.getfixturevalue(name).proxy.heal()
 
 
 def _production_unharmed(world: S3World, before: dict[str, str]) -> None:
@@ -203,6 +212,162 @@ def test_wal_is_kept_while_s3_is_down_and_the_archive_catches_up(s3_world: S3Wor
     try:
         with psycopg.connect(restored.dsn.get_secret_value()) as conn:
             assert conn.execute("SELECT count(*) FROM users WHERE email = 'outage@example.com'"
+                                ).fetchone() == (1,)
+    finally:
+        world.provider().discard(restored)
+
+
+# -- an S3 that hangs (takes the request, never answers) -------------------------------------------
+
+
+def _attempts() -> int:
+    return int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
+
+
+def test_a_hanging_s3_call_fails_after_the_read_timeout_per_attempt_and_a_short_one_is_ridden_out(
+    s3_world: S3World, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = s3_world
+    monkeypatch.setenv(READ_TIMEOUT, "1")
+    attempts = _attempts()
+    repo = open_repository(world.repo_url)
+    key = f"backups/{world.provider().list_backups()[-1].backup_id}/backup.json"
+    world.proxy.hang(None)
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryError) as failed:
+        repo.stat(key)
+    took = time.monotonic() - started
+
+    # Every attempt was taken and left hanging (not refused), and each waited the knob's 1 s:
+    # about 3 s in all with AWS_MAX_ATTEMPTS=3, where the default 120 s would wait 6 minutes.
+    assert world.proxy.hangs() == attempts
+    assert attempts * 1.0 <= took < attempts * 1.0 + 2 ** attempts + 5, took
+    message = str(failed.value)
+    assert f"S3 stat of {key!r} in {world.repo_url} timed out talking to the repository" in message
+    assert "nothing came back for 1 s" in message  # how long each attempt waited
+    assert f"each request is tried {attempts} times" in message
+    assert READ_TIMEOUT in message  # the knob, named where the operator needs it
+    assert_no_secret(message, AWS_SECRET)
+    assert failed.value.is_retryable  # a hang may pass: worth trying again later
+
+    world.proxy.heal()
+    world.proxy.hang(attempts - 1)  # shorter than botocore's attempts: ridden out
+    assert repo.stat(key).key == key
+    assert world.proxy.hangs() == attempts - 1
+
+
+def test_a_base_backup_while_s3_hangs_fails_in_bounded_time_and_leaves_no_partial_backup(
+    s3_world: S3World, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = s3_world
+    monkeypatch.setenv(READ_TIMEOUT, "1")
+    before = checksums(world.inst.app_dsn)
+    backups_before = [b.backup_id for b in world.provider().list_backups()]
+    keys_before = world.keys("backups/")
+    # backup_manifest is stored (and read back), then every PUT of base.tar (its multipart
+    # parts) is taken and never answered.
+    world.proxy.hang(None, method="PUT", path=r"base\.tar")
+
+    started = time.monotonic()
+    with pytest.raises(RepositoryError) as failed:
+        world.provider().create_backup("hung")
+    took = time.monotonic() - started
+
+    # pg_basebackup, the manifest's upload and the hung parts (in parallel), all in seconds;
+    # with the default read timeout the same hang costs at least attempts x 120 s.
+    assert took < 60, took
+    assert world.proxy.hangs() >= _attempts()
+    message = str(failed.value)
+    assert "base backup" in message and "NOT stored" in message  # what
+    assert "timed out talking to the repository" in message  # why
+    assert "nothing came back for 1 s" in message
+    assert "base.tar" in message and world.repo_url in message  # which object, which repository
+    assert "no backup was recorded" in message and "removed" in message  # state
+    assert "source database was not changed" in message
+    assert "run the backup again" in message  # next step
+    assert_no_secret(message, AWS_SECRET)
+    assert failed.value.is_retryable
+    assert world.keys("backups/") == keys_before  # not even the manifest of the partial one
+    uploads = world.s3.list_multipart_uploads(  # type: ignore[attr-defined]
+        Bucket=world.bucket, Prefix="repo/backups/").get("Uploads", [])
+    assert uploads == []  # no abandoned multipart upload keeps billing storage
+    assert [b.backup_id for b in world.provider().list_backups()] == backups_before
+    _production_unharmed(world, before)
+
+    world.proxy.heal()
+    monkeypatch.delenv(READ_TIMEOUT)
+    again = world.provider().create_backup("after the hang")
+    assert [b.backup_id for b in world.provider().list_backups()][-1] == again.backup_id
+
+
+def _segment_number(name: str) -> tuple[str, int]:
+    """(timeline, position) of a WAL segment name with 16 MiB segments."""
+    return name[:8], int(name[8:16], 16) * 0x100 + int(name[16:24], 16)
+
+
+def test_wal_is_kept_while_s3_hangs_and_the_archive_catches_up_without_a_gap(
+    s3_world: S3World,
+) -> None:
+    world = s3_world
+    prod = world.inst.production
+    pending = prod.data_dir / "pg_wal" / "archive_status"
+    # The archiver's environment was fixed when PostgreSQL started: the knob goes into its
+    # archive_command, as an operator would set it for the service.
+    with archiving_with_env(world.inst, {READ_TIMEOUT: "1"}):
+        switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
+        deadline = time.monotonic() + 120
+        while list(pending.glob("*.ready")):
+            assert time.monotonic() < deadline, sorted(p.name for p in pending.glob("*.ready"))
+            time.sleep(0.1)
+        failed_before, _, first = _archiver(world.inst.app_dsn)
+        assert first is not None
+        world.proxy.hang(None)
+        with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO users (name, email) "
+                         "VALUES ('during-hang', 'hang@example.com')")
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        started = time.monotonic()
+        deadline = started + 60  # the default 120 s x attempts would not fail within this
+        while _archiver(world.inst.app_dsn)[0] == failed_before:
+            assert time.monotonic() < deadline, prod.log_tail()
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        _, last_failed, _ = _archiver(world.inst.app_dsn)
+        assert last_failed == segment
+        assert took < 30, took
+        # PostgreSQL keeps the segment and its .ready marker: nothing is lost, it will retry.
+        assert (prod.data_dir / "pg_wal" / segment).exists()
+        assert (pending / f"{segment}.ready").exists()
+        assert world.proxy.hangs() >= _attempts()
+        assert f"wal/{segment}" not in world.keys("wal/")
+        log = prod.log_file.read_text(errors="replace")
+        said = [line for line in log.splitlines()
+                if f"restorekit.wal: push {segment} failed" in line]
+        assert said and all("timed out talking to the repository" in line
+                            and "for 1 s" in line and world.repo_url in line for line in said)
+        assert_no_secret(log, AWS_SECRET)
+
+        world.proxy.heal()  # the hung requests are dropped; botocore's retries go through
+        with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO users (name, email) "
+                         "VALUES ('after-hang', 'unhung@example.com')")
+        last = switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
+
+    # No gap: every segment from the last one archived before the hang to the newest is there.
+    timeline, low = _segment_number(first)
+    _, high = _segment_number(last)
+    archived = {_segment_number(k.removeprefix("wal/")) for k in world.keys("wal/")
+                if len(k) == len("wal/") + 24}
+    missing = [n for n in range(low, high + 1) if (timeline, n) not in archived]
+    assert high > low and missing == [], missing
+    repo = open_repository(world.repo_url)
+    assert repo.verify(f"wal/{segment}").size == 16 * 1024 * 1024
+    # The row written during the hang is restorable: its WAL made it.
+    restored = world.provider().restore(RestorePoint.latest(), name="after-hang")
+    try:
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            assert conn.execute("SELECT count(*) FROM users WHERE email = 'hang@example.com'"
                                 ).fetchone() == (1,)
     finally:
         world.provider().discard(restored)
@@ -525,3 +690,120 @@ def test_a_full_repository_disk_fails_backup_and_snapshot_cleanly_and_reruns_suc
     assert [b.backup_id for b in full.list_backups()] == [backup.backup_id]
     assert [s.snapshot_id for s in list_snapshots(repo)] == [snap.snapshot_id]
     assert checksums(world.inst.app_dsn) == before
+
+
+# -- scenario 1 (complete failure) under S3 faults -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cf_world(s3_world: S3World, pg_base_dir: Path) -> Iterator[S3World]:
+    """A second installation for scenario 1, in its own bucket behind the same proxy: a
+    complete-failure run that succeeds points the application at the restored cluster for good
+    (adopted as production), which the other tests' world must not inherit."""
+    bucket = f"rk-faults-cf-{uuid.uuid4().hex[:12]}"
+    s3_world.s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    repo_url = f"s3://{bucket}/repo?endpoint_url={s3_world.proxy.url}&region=us-east-1"
+    inst = build_s3_world(pg_base_dir / f"s3-faults-cf-{time.monotonic_ns()}", repo_url)
+    rt = inst.runtime()
+    assert rt.app is not None
+    rt.app.start()  # type: ignore[attr-defined]
+    try:
+        yield S3World(inst=inst, proxy=s3_world.proxy, bucket=bucket, repo_url=repo_url,
+                      s3=s3_world.s3)
+    finally:
+        s3_world.proxy.heal()
+        teardown_installation(inst)
+
+
+def _app_dsn(world: S3World) -> str:
+    """What the application is configured with: production, as the flow sees it."""
+    return EnvFileStore(world.inst.env_file).read().get_secret_value()
+
+
+def _app_healthy(world: S3World) -> bool:
+    rt = world.inst.runtime()
+    url = rt.health_url()
+    assert url is not None
+    report = check_health(url, attempts=20)
+    return report.ok and report.connected
+
+
+def _cf_params(world: S3World, incident: str) -> CompleteFailureParams:
+    return CompleteFailureParams(target="production", config=str(world.inst.config),
+                                 require_approval=False, incident_id=incident)
+
+
+def test_transient_500s_during_a_complete_failure_restore_are_retried_and_the_app_moves_over(
+    prefect_server: str, cf_world: S3World,
+) -> None:
+    world = cf_world
+    world.inst.wait_archived()  # so that 'latest' is production's current content
+    production = checksums(world.inst.app_dsn)
+    app_before = _app_dsn(world)
+    attempts = _attempts()  # fewer failures than botocore's attempts: retried, not surfaced
+    world.proxy.fail(attempts - 1, method="GET", path=r"/base\.tar$")
+
+    report = complete_failure(_cf_params(world, "faults-cf-transient"))
+
+    assert report.outcome == "succeeded", report.error
+    assert world.proxy.failures() == attempts - 1
+    moved = _app_dsn(world)
+    assert moved != app_before  # swapped to the restored database
+    assert checksums(moved) == production  # ... which holds everything production held
+    assert checksums(world.inst.app_dsn) == production  # the old production was not touched
+    assert world.inst.runtime().app.is_running() and _app_healthy(world)  # type: ignore[union-attr]
+    assert world.scratch() == []  # the restore was adopted: nothing for cleanup to remove
+
+
+def test_s3_down_during_a_complete_failure_restore_puts_the_app_back_and_a_rerun_completes(
+    prefect_server: str, cf_world: S3World,
+) -> None:
+    world = cf_world
+    rt = world.inst.runtime()
+    app = rt.app
+    assert app is not None
+    world.inst.wait_archived()
+    app_before = _app_dsn(world)
+    serving = checksums(app_before)  # the database the application uses (an earlier run's
+    source = checksums(world.inst.app_dsn)  # adopted restore, or the original production)
+    pid_before = app.running_pid()  # type: ignore[attr-defined]
+    assert pid_before is not None
+    incident = "faults-cf-down"
+    name = restore_name("cf", incident)
+    home = rt.provider.restore_root / name
+    # S3 goes away at the first byte of the base backup: the app is already stopped by then.
+    world.proxy.down_when(method="GET", path=r"/base\.tar$")
+
+    with pytest.raises(RepositoryError) as failed:
+        complete_failure(_cf_params(world, incident))
+
+    message = str(failed.value)
+    assert "restoring base backup" in message and "base.tar" in message  # what
+    assert world.repo_url in message and "connect" in message.lower()  # where, why
+    assert "nothing was started" in message and "source was not touched" in message  # state
+    assert "restore again" in message  # next
+    assert_no_secret(message, AWS_SECRET)
+    assert any(status == DOWN for _, _, status in world.proxy.served)  # down mid-restore
+    # The flow's promise on failure before the swap: the application back exactly as it was.
+    assert app.running_pid() not in (None, pid_before)  # type: ignore[attr-defined]
+    assert _app_dsn(world) == app_before  # connection string untouched
+    assert _app_healthy(world)
+    assert checksums(app_before) == serving and checksums(world.inst.app_dsn) == source
+    assert not (rt.settings.state_dir.absolute() / "apps" / "production.stopped.json").exists()
+    # No half-restored cluster: nothing on disk, nothing running, nothing for cleanup.
+    assert not home.exists() and postgres_under(home) == [] and world.scratch() == []
+    reports = sorted(rt.reports_dir().glob("*-complete-failure.json"))
+    steps = json.loads(reports[-1].read_text())["steps"]
+    assert [(s["name"], s["ok"]) for s in steps][-3:] == [
+        ("stop application", True), ("restore to point in time", False),
+        ("resume application", True)]
+
+    world.proxy.heal()
+    report = complete_failure(_cf_params(world, incident))
+
+    assert report.outcome == "succeeded", report.error
+    moved = _app_dsn(world)
+    assert moved != app_before
+    assert checksums(moved) == source  # the restore holds what production held
+    assert _app_healthy(world)
+    assert world.scratch() == []

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from restorekit.errors import ConfigError
+from restorekit.errors import ConfigError, RepositoryError
 from restorekit.repository import (
     LocalRepository,
+    S3Repository,
     check_key,
     open_repository,
     parse_repository_url,
+    s3_error,
+    s3_read_timeout,
 )
 
 
@@ -151,3 +154,57 @@ def test_good_keys(key: str) -> None:
 def test_bad_keys(key: str) -> None:
     with pytest.raises(ConfigError):
         check_key(key)
+
+
+# -- RESTOREKIT_S3_READ_TIMEOUT: how long each S3 request waits for an answer ----------------------
+
+
+def test_s3_read_timeout_defaults_to_120_s_and_takes_the_operators_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RESTOREKIT_S3_READ_TIMEOUT", raising=False)
+    assert s3_read_timeout() == 120
+    assert s3_read_timeout("") == 120
+    monkeypatch.setenv("RESTOREKIT_S3_READ_TIMEOUT", "2.5")
+    assert s3_read_timeout() == 2.5
+    repo = open_repository("s3://bucket/p?endpoint_url=http://127.0.0.1:1&region=us-east-1")
+    assert isinstance(repo, S3Repository)
+    assert repo.client.meta.config.read_timeout == 2.5
+    assert repo.client.meta.config.connect_timeout == 10  # unchanged: a separate failure
+
+
+@pytest.mark.parametrize("raw", ["abc", "5s", "0", "-1", "nan", "inf", "3601", "1,5"])
+def test_a_bad_s3_read_timeout_is_refused_naming_the_variable(
+    raw: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ConfigError) as direct:
+        s3_read_timeout(raw)
+    message = str(direct.value)
+    assert f"RESTOREKIT_S3_READ_TIMEOUT={raw!r}" in message
+    assert "more than 0 and at most 3600" in message and "e.g. 30" in message
+    # Refused when the repository is opened, before any request (archive_command exits 1
+    # with this message in PostgreSQL's log).
+    monkeypatch.setenv("RESTOREKIT_S3_READ_TIMEOUT", raw)
+    with pytest.raises(ConfigError, match="RESTOREKIT_S3_READ_TIMEOUT"):
+        open_repository("s3://bucket/p?endpoint_url=http://127.0.0.1:1&region=us-east-1")
+
+
+def test_an_s3_timeout_says_it_timed_out_how_long_and_that_it_is_worth_retrying() -> None:
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    endpoint = "http://127.0.0.1:9/bucket/p/wal/000000010000000000000001.sha256.json"
+    read = s3_error(ReadTimeoutError(endpoint_url=endpoint), operation="stat",
+                    key="wal/000000010000000000000001", url="s3://bucket/p", bucket="bucket",
+                    read_timeout=1.5, attempts=3)
+    assert isinstance(read, RepositoryError) and read.is_retryable
+    message = str(read)
+    assert message.startswith("S3 stat of 'wal/000000010000000000000001' in s3://bucket/p "
+                              "timed out talking to the repository")
+    assert "accepted the connection but nothing came back for 1.5 s" in message
+    assert "each request is tried 3 times" in message
+    assert "RESTOREKIT_S3_READ_TIMEOUT" in message
+    connect = s3_error(ConnectTimeoutError(endpoint_url=endpoint), operation="get", key="k",
+                       url="s3://bucket/p", bucket="bucket")
+    assert connect.is_retryable
+    assert "timed out talking to the repository: no connection to the endpoint within 10 s" \
+        in str(connect)
