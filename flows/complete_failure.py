@@ -95,9 +95,13 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         rec.restored(restored)
         verified = rec.step("verify integrity", verify_integrity, ref, restored)
         rec.add_checks(verified)
-    except BaseException:
+    except BaseException as exc:
         # Nothing was swapped: bring the application back exactly as it was.
         rec.step("resume application", resume_application, ref, app_state)
+        back = ("The application was started again as it was, on its old connection string "
+                "(nothing was swapped).")
+        report.notes.append(back)
+        exc.add_note(back)
         raise
     with transaction():
         rec.step("swap connection string", swap_connection_string, ref, restored)

@@ -793,10 +793,14 @@ def test_s3_down_during_a_complete_failure_restore_puts_the_app_back_and_a_rerun
     # No half-restored cluster: nothing on disk, nothing running, nothing for cleanup.
     assert not home.exists() and postgres_under(home) == [] and world.scratch() == []
     reports = sorted(rt.reports_dir().glob("*-complete-failure.json"))
-    steps = json.loads(reports[-1].read_text())["steps"]
-    assert [(s["name"], s["ok"]) for s in steps][-3:] == [
+    recorded = json.loads(reports[-1].read_text())
+    assert [(s["name"], s["ok"]) for s in recorded["steps"]][-3:] == [
         ("stop application", True), ("restore to point in time", False),
         ("resume application", True)]
+    # ... and says so, in the report and on the error (Prefect's traceback shows its notes).
+    back = "The application was started again as it was"
+    assert any(n.startswith(back) for n in recorded["notes"]), recorded["notes"]
+    assert any(n.startswith(back) for n in getattr(failed.value, "__notes__", []))
 
     world.proxy.heal()
     report = complete_failure(_cf_params(world, incident))
