@@ -107,7 +107,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         rec.step("swap connection string", swap_connection_string, ref, restored)
         rec.step("redeploy application", redeploy_application, ref, reason)
         rec.step("check health", check_health, ref)
-    rec.step("adopt restored database", adopt_restored, ref, restored)
+    note = rec.step("adopt restored database", adopt_restored, ref, restored)
+    if note:
+        report.notes.append(note)
     rec.step("capture baseline", capture_baseline, ref)
 
 

@@ -282,10 +282,14 @@ def discard_restored(ref: TargetRef, restored: RestoredRef) -> None:
 
 
 @task(name="adopt-restored", cache_policy=NO_CACHE)
-def adopt_restored(ref: TargetRef, restored: RestoredRef) -> None:
-    """Mark the restored database as production so no cleanup ever removes it."""
+def adopt_restored(ref: TargetRef, restored: RestoredRef) -> str | None:
+    """Mark the restored database as production so no cleanup ever removes it; returns what
+    the operator must change by hand, if anything (Neon: the new branch_id)."""
     rt = runtime(ref)
-    rt.provider.adopt(rt.restored(restored))
+    note = rt.provider.adopt(rt.restored(restored))
+    if note:
+        logger().warning("%s", note)
+    return note
 
 
 @task(name="snapshot-current-state", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)

@@ -83,8 +83,10 @@ class DatabaseProvider(Protocol):
         adopted as production; removing what is already gone is not an error."""
         ...
 
-    def adopt(self, restored: RestoredDatabase) -> None:
-        """Mark a restore as the new production: cleanup never removes it afterwards."""
+    def adopt(self, restored: RestoredDatabase) -> str | None:
+        """Mark a restore as the new production: cleanup never removes it afterwards.
+        Returns a note for the operator when configuration must change by hand (Neon: the new
+        branch_id), else None."""
         ...
 
     def list_scratch(self) -> list[RestoredDatabase]:

@@ -8,13 +8,17 @@
 * A named backup is a branch of the head without a compute, named ``restorekit-backup-...``.
 
 Bookkeeping lives in branch names, so nothing but the Neon project is needed: a scratch restore
-is named ``<scratch_prefix><restore name>``; adopting it as production renames it to drop the
-prefix, after which neither cleanup nor :meth:`NeonProvider.discard` will touch it.
+is named ``<scratch_prefix><restore name>``; adopting it as production makes it the project's
+default branch and renames it to drop the prefix, after which neither cleanup nor
+:meth:`NeonProvider.discard` will touch it (``[neon] branch_id`` must then be updated by hand:
+:meth:`NeonProvider.adopt` says so).
 
 Every call goes through :meth:`NeonProvider._call`, the one place HTTP errors are translated
-(``provider_apis.md`` §3): 423, 429 and 503 are retried for every method with a bounded backoff
-that honours ``Retry-After``; other 5xx and network errors are retried for GETs only, because a
-POST/PATCH/DELETE is not safe to repeat blindly. 401/403 are never retried.
+(``provider_apis.md`` §3), on the retry loop shared with the other HTTP adapters
+(:mod:`restorekit.providers._http`): 423, 429 and 503 are retried for every method with a
+bounded backoff that honours ``Retry-After``; other 5xx and network errors are retried for GETs
+only (a failed connect for every method: nothing was sent), because a POST/PATCH/DELETE is not
+safe to repeat blindly. 401/403 are never retried.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -50,6 +53,8 @@ from restorekit.models import (
     RestoreWindow,
     parse_lsn,
 )
+from restorekit.pg.dsn import parse
+from restorekit.providers._http import RetryPolicy, header_seconds, send, sent_request_id
 from restorekit.providers.base import Capability, Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -157,6 +162,7 @@ class NeonProvider:
         max_retry_wait: The longest single wait between attempts; a ``Retry-After`` asking for
             more is not waited out here: the call fails with a retryable error instead.
         backoff_seconds: The first backoff when no ``Retry-After`` is given (then doubled).
+        target_name: The restorekit.toml target, named in the note :meth:`adopt` returns.
     """
 
     kind: ClassVar[str] = "neon"
@@ -190,6 +196,7 @@ class NeonProvider:
         max_retry_wait: float = 60.0,
         backoff_seconds: float = 1.0,
         http_timeout: float = 30.0,
+        target_name: str = "",
     ) -> None:
         if not api_key.get_secret_value():
             raise ConfigError("the Neon API key is empty")
@@ -204,6 +211,7 @@ class NeonProvider:
         self.poll_interval = poll_interval_seconds
         self.timeout = timeout_seconds
         self.scratch_prefix = scratch_prefix
+        self.target_name = target_name
         self.max_attempts = max(1, max_attempts)
         self.max_retry_wait = max_retry_wait
         self.backoff_seconds = backoff_seconds
@@ -255,6 +263,7 @@ class NeonProvider:
             "database": cfg.database, "role": cfg.role, "base_url": cfg.base_url,
             "poll_interval_seconds": cfg.poll_interval_seconds,
             "timeout_seconds": cfg.timeout_seconds, "scratch_prefix": cfg.scratch_prefix,
+            "target_name": target.name,
         }
         return cls(**{**options, **overrides})
 
@@ -400,34 +409,77 @@ class NeonProvider:
                        progress=no_progress)
         log.info("deleted Neon branch %s (%s)", branch["name"], branch["id"])
 
-    def adopt(self, restored: RestoredDatabase) -> None:
-        """Rename the branch to drop the scratch prefix: it is production now, and cleanup and
-        discard leave it alone. Adopting twice is a no-op."""
+    def adopt(self, restored: RestoredDatabase) -> str | None:
+        """Make the restored branch production: the project's default branch
+        (``POST .../set_as_default``, §3.6), renamed to drop the scratch prefix so cleanup and
+        discard leave it alone.
+
+        It is promoted first and renamed second, so a run killed in between leaves a default
+        branch (which discard refuses to delete) that the next adopt only renames. A branch
+        already renamed is adopted: adopting twice makes no call.
+
+        Returns:
+            While ``branch_id`` in restorekit.toml names another branch (the old production),
+            a note for the operator naming the new branch id to put there (also logged); else
+            None.
+
+        Raises:
+            ProviderError: the branch does not exist (404), or the API refused.
+            SafetyError: the branch is one of restorekit's backups.
+        """
         branch = self._branch(restored.handle, operation="adopt")
         if branch is None:
             raise ProviderError(f"Neon branch {restored.handle} does not exist; nothing to adopt",
                                 provider=self.kind, operation="adopt", status_code=404)
-        name = str(branch.get("name", ""))
-        if not self._is_scratch_name(name):
-            if name.startswith((BACKUP_PREFIX, PRESERVE_PREFIX)):
-                raise SafetyError(f"refusing to adopt Neon branch {name!r}: it is a backup")
-            return  # already adopted
-        new_name = name[len(self.scratch_prefix):]
-        result = self._call("PATCH", self._p(f"/branches/{branch['id']}"), operation="adopt",
-                            json={"branch": {"name": new_name}})
-        self._wait(result.get("operations") or [], what=f"rename {name}", progress=no_progress)
-        log.info("adopted Neon branch %s as %s", branch["id"], new_name)
+        branch_id, name = str(branch["id"]), str(branch.get("name", ""))
+        if self._is_scratch_name(name):
+            if not branch.get("default"):
+                result = self._call("POST", self._p(f"/branches/{branch_id}/set_as_default"),
+                                    operation="adopt")
+                self._wait(result.get("operations") or [], what=f"set {name} as default",
+                           progress=no_progress)
+                log.info("Neon branch %s (%s) is now the default branch of project %s",
+                         name, branch_id, self.project_id)
+            new_name = name[len(self.scratch_prefix):]
+            result = self._call("PATCH", self._p(f"/branches/{branch_id}"), operation="adopt",
+                                json={"branch": {"name": new_name}})
+            self._wait(result.get("operations") or [], what=f"rename {name}",
+                       progress=no_progress)
+            log.info("adopted Neon branch %s as %s", branch_id, new_name)
+            name = new_name
+        elif name.startswith((BACKUP_PREFIX, PRESERVE_PREFIX)):
+            raise SafetyError(f"refusing to adopt Neon branch {name!r}: it is a backup")
+        if branch_id == self.branch_id:
+            return None
+        section = f"[targets.{self.target_name}.neon]" if self.target_name else "[neon]"
+        note = (f"Neon branch {branch_id} ({name}) is now production, the default branch of "
+                f"project {self.project_id}: update {section} branch_id from {self.branch_id} "
+                f"to {branch_id} in restorekit.toml. Until then restorekit still treats "
+                f"{self.branch_id} as production (restore window, backups and new restores).")
+        log.warning("%s", note)
+        return note
 
     def list_scratch(self) -> list[RestoredDatabase]:
         """Scratch branches (named with the scratch prefix, not adopted), oldest first."""
         found = [b for b in self._branches(operation="list_scratch", search=self.scratch_prefix)
-                 if self._is_scratch_name(str(b.get("name", ""))) and b.get("id") != self.branch_id]
+                 if self._is_scratch_name(str(b.get("name", ""))) and b.get("id") != self.branch_id
+                 and not b.get("default")]  # promoted by an adopt that did not get to rename it
         found.sort(key=lambda b: str(b.get("created_at", "")))
         return [
             RestoredDatabase(provider=self.kind, handle=b["id"], dsn=SecretStr(""),
                              point=_branch_point(b))
             for b in found
         ]
+
+    def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
+        """True when ``dsn`` connects to the branch ``restored``: the host and port of its
+        connection URI (the pooled ``-pooler`` host counts too), so cleanup keeps what the
+        application points at. A branch that is gone or has no compute is reached by nothing."""
+        params = {"database_name": self.database, "role_name": self.role,
+                  "branch_id": restored.handle}
+        found = self._call("GET", self._p("/connection_uri"), operation="reaches",
+                           params=params, missing_ok=True)
+        return bool(found.get("uri")) and _address(dsn) == _address(str(found["uri"]))
 
     def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
         """Restore the production branch onto itself at ``point`` (a time or an LSN).
@@ -464,13 +516,13 @@ class NeonProvider:
         why = None
         if branch.get("id") == self.branch_id:
             why = "it is the production branch"
-        elif branch.get("default"):
-            why = "it is the project's default branch"
-        elif branch.get("protected"):
-            why = "it is protected"
         elif not self._is_scratch_name(name):
             why = (f"its name does not start with the scratch prefix {self.scratch_prefix!r} "
                    "(not a restorekit scratch restore, or adopted as production)")
+        elif branch.get("default"):  # e.g. promoted by an adopt that died before the rename
+            why = "it is the project's default branch"
+        elif branch.get("protected"):
+            why = "it is protected"
         if why:
             raise SafetyError(
                 f"refusing to {verb} Neon branch {name!r} ({branch.get('id')}): {why}")
@@ -670,48 +722,44 @@ class NeonProvider:
         expect: tuple[int, ...] = (200,),
         missing_ok: bool = False,
     ) -> dict[str, Any]:
-        """One API call, retried where that is safe; returns the JSON body ({} for none, and
-        for 404 when ``missing_ok``)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            request_id = str(uuid.uuid4())
-            try:
-                response = self._client.request(method, path, params=params, json=json,
-                                                 headers={"X-Request-ID": request_id})
-            except httpx.HTTPError as exc:
-                # Nothing reached the server when connecting failed, so that is safe to repeat
-                # for any method; anything later is only repeated for a GET.
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                error = NeonApiError(
-                    f"Neon API {method} {path} ({operation}) failed: {type(exc).__name__}: {exc}",
-                    operation=operation, retryable=True, request_id=request_id,
-                )
-                if (method == "GET" or unsent) and attempt < self.max_attempts:
-                    self._pause(self._backoff(attempt), error)
-                    continue
-                raise error from exc
-            status = response.status_code
-            if status in expect:
-                return _json(response)
-            if missing_ok and status in (404, 204):
-                return {}
-            error = _api_error(response, method=method, path=path, operation=operation,
-                               request_id=request_id)
-            may_retry = status in _RETRY_ANY or (method == "GET" and status in _RETRY_GET)
-            if not may_retry or attempt >= self.max_attempts:
-                raise error
-            delay = error.retry_after if error.retry_after is not None else self._backoff(attempt)
-            if delay > self.max_retry_wait:
-                raise error  # retryable: the task-level retry can wait that long
-            self._pause(delay, error)
+        """One API call, retried where that is safe (module docstring); returns the JSON body
+        ({} for none, and for 404 when ``missing_ok``)."""
 
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self.backoff_seconds * 2 ** (attempt - 1), self.max_retry_wait))
+        def network_error(exc: httpx.RequestError, repeatable: bool) -> NeonApiError:
+            # Retryable even after a POST was sent: the task-level retry looks before it acts.
+            return NeonApiError(
+                f"Neon API {method} {path} ({operation}) failed: {type(exc).__name__}: {exc}",
+                operation=operation, retryable=True, request_id=sent_request_id(exc),
+            )
 
-    def _pause(self, delay: float, error: ProviderError) -> None:
-        log.info("%s; retrying in %.1f s", error, delay)
-        self._sleep(delay)
+        def give_up(response: httpx.Response, attempt: int, wait: float) -> NeonApiError:
+            return _api_error(response, method=method, path=path, operation=operation,
+                              now=self._now)
+
+        response = send(
+            self._client, method, path, params=params, json=json,
+            headers=lambda: {"X-Request-ID": str(uuid.uuid4())},
+            policy=self._retry_policy, delay=self._retry_delay, network_error=network_error,
+            give_up=give_up, sleep=self._sleep, log=log,
+        )
+        status = response.status_code
+        if status in expect:
+            return _json(response)
+        if missing_ok and status in (404, 204):
+            return {}
+        raise _api_error(response, method=method, path=path, operation=operation, now=self._now)
+
+    @property
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts, retry_any=_RETRY_ANY,
+                           retry_get=_RETRY_GET, backoff_seconds=self.backoff_seconds,
+                           max_wait=self.max_retry_wait)
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
+        """``Retry-After`` when Neon sends one (a longer one than ``max_retry_wait`` makes the
+        call fail retryable instead), else the exponential backoff."""
+        hinted = header_seconds(response.headers.get("Retry-After"), now=self._now)
+        return hinted if hinted is not None else self._retry_policy.backoff(attempt)
 
 
 # -- module helpers ----------------------------------------------------------------------------
@@ -758,24 +806,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"items": data}
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
 def _api_error(response: httpx.Response, *, method: str, path: str, operation: str,
-               request_id: str) -> NeonApiError:
+               now: Callable[[], datetime]) -> NeonApiError:
     status = response.status_code
     code, message, rid = "", "", None
     try:
@@ -788,7 +820,9 @@ def _api_error(response: httpx.Response, *, method: str, path: str, operation: s
         rid = body.get("request_id")
     if not message:
         message = response.text.strip()[:300] or response.reason_phrase
-    rid = rid or response.headers.get("X-Request-ID") or request_id
+    # Neon echoes the X-Request-ID we sent (§3); without a body or header, ours still names it.
+    rid = rid or response.headers.get("X-Request-ID") or response.request.headers.get(
+        "X-Request-ID")
     retryable = status in _RETRY_ANY or status >= 500
     hint = ""
     if status in (401, 403):
@@ -798,9 +832,16 @@ def _api_error(response: httpx.Response, *, method: str, path: str, operation: s
         f"Neon API {method} {path} ({operation}) answered {status}"
         + (f" {code}" if code else "") + f": {message}{hint} [request_id {rid}]",
         operation=operation, retryable=retryable, status_code=status,
-        retry_after=_retry_after(response.headers.get("Retry-After")), code=code,
+        retry_after=header_seconds(response.headers.get("Retry-After"), now=now), code=code,
         request_id=str(rid),
     )
+
+
+def _address(dsn: str) -> tuple[str, int]:
+    """(host, port) a DSN connects to, the pooler host folded onto its endpoint's (§3.3)."""
+    params = parse(dsn)
+    host = str(params.get("host") or "").lower().replace("-pooler.", ".", 1)
+    return host, int(str(params.get("port") or 5432))
 
 
 def _slug(label: str) -> str:

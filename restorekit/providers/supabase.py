@@ -18,12 +18,12 @@ Quirks handled here (each from provider-apis.md §4 / §8):
 * Rate limit: 120 requests/minute (60 in older docs), 429 for the rest of the window with
   ``X-RateLimit-Reset`` = seconds until the reset. A 429 did not act, so it is retried (bounded)
   for every call, the POSTs included; a 5xx is retried on GETs only: a POST that may have
-  started a restore is never repeated blindly.
+  started a restore is never repeated blindly. The loop itself is the one the HTTP adapters
+  share (:mod:`restorekit.providers._http`).
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import os
@@ -46,6 +46,7 @@ from restorekit.errors import (
     SafetyError,
 )
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
+from restorekit.providers._http import RetryPolicy, header_seconds, send
 from restorekit.providers.base import Capability, Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,11 @@ class SupabaseProvider:
             "there is no restored copy to adopt"
         )
 
+    def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
+        """Always True: this provider never creates a database, so it cannot tell; cleanup
+        keeps what it cannot tell about."""
+        return True
+
     def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
         """Overwrite the project with its state at ``point`` and wait until it is healthy.
 
@@ -480,59 +486,75 @@ class SupabaseProvider:
               body: dict[str, Any] | None = None) -> httpx.Response:
         """One API call with the retry policy in the module docstring; errors become
         ProviderError (``retryable`` set per case)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._client.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if (method == "GET" or not_sent) and attempt < self.max_attempts:
-                    self._sleep(self._backoff(attempt))
-                    continue
-                if method == "GET" or not_sent:
-                    raise ProviderError(
-                        f"cannot reach the Supabase Management API at {self.base_url} "
-                        f"({type(exc).__name__}: {exc})",
-                        provider=self.kind, operation=operation, retryable=True) from exc
-                raise ProviderError(
-                    f"{method} {path} failed after it was sent ({type(exc).__name__}: {exc}); "
-                    "Supabase may or may not have started the restore: check the project status "
-                    "before trying again", provider=self.kind, operation=operation) from exc
-            status = response.status_code
-            if status == 429:
-                wait = self._rate_limit_wait(response, attempt)
-                if attempt < self.max_attempts:
-                    log.warning("Supabase rate limit on %s %s; retrying in %.1fs", method, path,
-                                wait)
-                    self._sleep(wait)
-                    continue
-                raise ProviderError(
+
+        def network_error(exc: httpx.RequestError, repeatable: bool) -> ProviderError:
+            if repeatable:
+                return ProviderError(
+                    f"cannot reach the Supabase Management API at {self.base_url} "
+                    f"({type(exc).__name__}: {exc})",
+                    provider=self.kind, operation=operation, retryable=True)
+            return ProviderError(
+                f"{method} {path} failed after it was sent ({type(exc).__name__}: {exc}); "
+                "Supabase may or may not have started the restore: check the project status "
+                "before trying again", provider=self.kind, operation=operation)
+
+        def give_up(response: httpx.Response, attempt: int, wait: float) -> ProviderError:
+            if response.status_code == 429:
+                return ProviderError(
                     f"Supabase kept answering 429 (rate limited) to {method} {path} after "
                     f"{attempt} attempts: {_message(response)}",
                     provider=self.kind, operation=operation, retryable=True, status_code=429,
                     retry_after=wait)
-            if status >= 500 and method == "GET" and attempt < self.max_attempts:
-                self._sleep(self._backoff(attempt, response))
-                continue
-            if status >= 400:
-                self._raise_for(response, method, path, operation)
-            return response
+            return self._error_for(response, method, path, operation)
 
-    def _raise_for(self, response: httpx.Response, method: str, path: str,
-                   operation: str) -> NoReturn:
+        response = send(self._client, method, path, json=body, policy=self._retry_policy,
+                        delay=self._retry_delay, network_error=network_error, give_up=give_up,
+                        sleep=self._sleep, log=log)
+        if response.status_code >= 400:
+            raise self._error_for(response, method, path, operation)
+        return response
+
+    @property
+    def _retry_policy(self) -> RetryPolicy:
+        # A 429 did not act: every method waits it out. A 5xx may have: GETs only.
+        return RetryPolicy(max_attempts=self.max_attempts, retry_any=frozenset({429}),
+                           retry_get=frozenset(range(500, 600)), max_wait=self.max_retry_wait)
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
+        """429: until the rate-limit window resets (``X-RateLimit-Reset``, else
+        ``Retry-After``, else the backoff), at least 1 s. 5xx: ``Retry-After``, else the
+        backoff. Both capped at ``max_retry_wait``, so they are always waited out."""
+        policy = self._retry_policy
+        if response.status_code == 429:
+            wait = self._header_seconds(response, "X-RateLimit-Reset")
+            if wait is None:
+                wait = self._header_seconds(response, "Retry-After")
+            if wait is None:
+                wait = policy.backoff(attempt)
+            return min(max(wait, 1.0), self.max_retry_wait)
+        hinted = self._header_seconds(response, "Retry-After")
+        if hinted is not None:
+            return min(hinted, self.max_retry_wait)
+        return policy.backoff(attempt)
+
+    def _header_seconds(self, response: httpx.Response, name: str) -> float | None:
+        # Supabase documents seconds; an epoch (other APIs' habit) or an HTTP date also works.
+        return header_seconds(response.headers.get(name), now=self._now, epochs=True)
+
+    def _error_for(self, response: httpx.Response, method: str, path: str,
+                   operation: str) -> ProviderError:
         status = response.status_code
         where = f"Supabase answered {status} to {method} {path}"
         detail = _message(response)
         if status in (401, 403):
             source = f" in ${self.token_env}" if self.token_env else ""
-            raise ProviderError(
+            return ProviderError(
                 f"{where}: {detail}. The access token{source} is invalid, expired or lacks "
                 f"the {_SCOPES.get(operation, 'needed')} permission for project "
                 f"{self.project_ref}.",
                 provider=self.kind, operation=operation, status_code=status)
         if status == 404:
-            raise ProviderError(
+            return ProviderError(
                 f"{where}: {detail} (is project_ref {self.project_ref} right, and can this token "
                 "see it?)", provider=self.kind, operation=operation, status_code=status)
         if status >= 500:
@@ -540,25 +562,10 @@ class SupabaseProvider:
             hint = "" if retry else (
                 "; the restore may or may not have started: check the project status before "
                 "trying again")
-            raise ProviderError(f"{where}: {detail}{hint}", provider=self.kind,
-                                operation=operation, retryable=retry, status_code=status)
-        raise ProviderError(f"{where}: {detail}", provider=self.kind, operation=operation,
-                            status_code=status)
-
-    def _rate_limit_wait(self, response: httpx.Response, attempt: int) -> float:
-        wait = _seconds(response.headers.get("X-RateLimit-Reset"), self._now)
-        if wait is None:
-            wait = _seconds(response.headers.get("Retry-After"), self._now)
-        if wait is None:
-            wait = self._backoff(attempt)
-        return min(max(wait, 1.0), self.max_retry_wait)
-
-    def _backoff(self, attempt: int, response: httpx.Response | None = None) -> float:
-        if response is not None:
-            hinted = _seconds(response.headers.get("Retry-After"), self._now)
-            if hinted is not None:
-                return min(max(hinted, 0.0), self.max_retry_wait)
-        return float(min(2 ** (attempt - 1), self.max_retry_wait))
+            return ProviderError(f"{where}: {detail}{hint}", provider=self.kind,
+                                 operation=operation, retryable=retry, status_code=status)
+        return ProviderError(f"{where}: {detail}", provider=self.kind, operation=operation,
+                             status_code=status)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -593,25 +600,6 @@ def _completed(data: dict[str, Any]) -> list[BackupInfo]:
 
 def _from_unix(value: Any) -> datetime:
     return datetime.fromtimestamp(int(value), UTC)
-
-
-def _seconds(header: str | None, now: Callable[[], datetime]) -> float | None:
-    """Seconds from X-RateLimit-Reset / Retry-After: a number of seconds (what Supabase
-    documents), an epoch timestamp (other APIs' habit), or an HTTP date."""
-    if header is None or not header.strip():
-        return None
-    text = header.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        return (when - now()).total_seconds()
-    if value > 1_000_000_000:  # an epoch, not a delay
-        return value - now().timestamp()
-    return value
 
 
 def _message(response: httpx.Response) -> str:

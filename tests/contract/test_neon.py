@@ -242,6 +242,50 @@ def test_retry_after_beyond_the_bound_is_not_waited_here(world: NeonWorld) -> No
     assert sleeps.calls == []
 
 
+def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice() -> None:
+    """A failed connect is retried for any method (nothing was sent); a later failure only for
+    a GET. What gives up is a retryable ProviderError naming the request id, never the key."""
+    key = "napi_network_" + "x" * 20
+    seen: list[tuple[str, str]] = []
+    failures: dict[str, list[Exception]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.headers["X-Request-ID"]))
+        pending = failures.get(request.method) or []
+        if pending:
+            raise pending.pop(0)
+        body = {"branch": {"id": "br-x-1", "name": "restorekit-backup-x", "created_at":
+                           "2026-01-01T00:00:00Z"}, "operations": []}
+        return httpx.Response(201 if request.method == "POST" else 200, json=body)
+
+    sleeps = Sleeps(cap=0)
+    provider = NeonProvider(project_id="p-1", branch_id="br-prod-1", api_key=SecretStr(key),
+                            database="app", role="postgres", sleep=sleeps, max_attempts=3,
+                            transport=httpx.MockTransport(handler))
+
+    failures["POST"] = [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow")]
+    provider.create_backup("x")  # connect failures: the POST never left, so it is sent again
+    assert [m for m, _ in seen].count("POST") == 3 and sleeps.calls[:2] == [1.0, 2.0]
+
+    seen.clear()
+    failures["POST"] = [httpx.ReadTimeout("no answer")]
+    with pytest.raises(ProviderError, match="ReadTimeout") as err:
+        provider.create_backup("y")  # sent: Neon may have acted, so not here
+    assert [m for m, _ in seen] == ["POST"]
+    assert err.value.is_retryable  # the task-level retry finds the branch by name first
+    assert err.value.request_id == seen[0][1]  # type: ignore[attr-defined]
+    assert key not in str(err.value)
+
+    seen.clear()
+    failures["GET"] = [httpx.ReadError("reset")] * 3
+    with pytest.raises(ProviderError, match="ReadError") as err:
+        provider.list_backups()
+    assert [m for m, _ in seen] == ["GET"] * 3  # max_attempts
+    assert len({rid for _, rid in seen}) == 3  # a fresh X-Request-ID per attempt
+    assert err.value.is_retryable and key not in str(err.value)
+    provider.close()
+
+
 # -- operations ----------------------------------------------------------------------------------
 
 
@@ -387,6 +431,99 @@ def test_a_branch_at_an_lsn_then_adopted_leaves_cleanup(world: NeonWorld) -> Non
     with pytest.raises(SafetyError, match="scratch prefix"):
         provider.discard(adopted)
     assert world.fake.calls("DELETE", r".*") == []
+
+
+def test_adopt_makes_the_branch_the_projects_default_once(world: NeonWorld) -> None:
+    provider = world.provider(sleep=Sleeps(cap=0.05))
+    restored = provider.restore(RestorePoint.latest(), name="ct-adopt")
+    previous = world.fake.default_branch_id  # production, or a branch an earlier test adopted
+    assert previous != restored.handle
+    # What cleanup asks before it removes a scratch branch: does this DSN lead to it?
+    assert provider.reaches(restored, restored.dsn.get_secret_value())
+    assert not provider.reaches(restored, world.app_dsn)
+    gone = RestoredDatabase(provider="neon", handle="br-long-gone-000000", dsn=SecretStr(""))
+    assert not provider.reaches(gone, restored.dsn.get_secret_value())
+    world.fake.requests.clear()
+
+    note = provider.adopt(restored)
+
+    branch_path = f"/projects/{pid(world)}/branches/{restored.handle}"
+    (promote,) = world.fake.calls("POST", rf"{branch_path}/set_as_default")
+    (rename,) = world.fake.calls("PATCH", branch_path)
+    assert promote.status == 200 and promote.body is None  # §3.6: no body
+    assert rename.body == {"branch": {"name": "ct-adopt"}}
+    requests = world.fake.requests
+    assert requests.index(promote) < requests.index(rename)  # promoted first, renamed second
+    promoted = [op for op in world.fake.ops.values()
+                if op.data["branch_id"] == restored.handle and op.data["action"] == "apply_config"]
+    assert promoted and all(op.data["status"] == "finished" for op in promoted)  # waited for
+    assert_well_formed(world)
+    adopted = world.fake.branches[restored.handle].data
+    assert adopted["default"] and adopted["name"] == "ct-adopt"
+    assert world.fake.default_branch_id == restored.handle
+    assert not world.fake.branches[previous].data["default"]
+    assert not world.fake.branches[bid(world)].data["default"]  # the old production
+    assert note is not None
+    assert "[targets.production.neon] branch_id" in note
+    assert f"from {bid(world)} to {restored.handle}" in note
+    assert world.api_key not in note
+
+    # Twice: a no-op (read, nothing sent), and the note still says what to update.
+    world.fake.requests.clear()
+    assert provider.adopt(restored) == note
+    assert {m for m, _ in paths(world)} == {"GET"}
+    assert world.fake.calls("POST", r".*/set_as_default") == []
+
+    # The default branch is production now: never swept, never deleted.
+    assert restored.handle not in [s.handle for s in provider.list_scratch()]
+    with pytest.raises(SafetyError, match="adopted as production"):
+        provider.discard(restored)
+    with httpx.Client(base_url=world.fake.base_url) as client:
+        refused = client.delete(branch_path, headers={"Authorization": f"Bearer {world.api_key}",
+                                                      "Accept": "application/json"})
+    assert refused.status_code == 400 and "default" in refused.json()["message"]
+    assert world.fake.branches[restored.handle].data["default"]
+
+
+def test_an_adopt_killed_after_promoting_is_finished_by_the_next_without_promoting_again(
+    world: NeonWorld,
+) -> None:
+    headers = {"Authorization": f"Bearer {world.api_key}", "Accept": "application/json"}
+    with httpx.Client(base_url=world.fake.base_url, headers=headers) as client:
+        # A scratch branch (no compute needed here) that an earlier adopt promoted, then died.
+        created = client.post(f"/projects/{pid(world)}/branches",
+                              json={"branch": {"parent_id": bid(world),
+                                               "name": "restorekit-ct-half"}})
+        assert created.status_code == 201
+        half = created.json()["branch"]["id"]
+        promoted = client.post(f"/projects/{pid(world)}/branches/{half}/set_as_default")
+        assert promoted.status_code == 200
+        assert set(promoted.json()) == {"branch", "operations"}
+        assert promoted.json()["branch"]["default"] is True
+        assert promoted.json()["operations"][0]["status"] == "running"
+        unknown = client.post(f"/projects/{pid(world)}/branches/br-nope-000000/set_as_default")
+        assert unknown.status_code == 404
+        assert set(unknown.json()) == {"code", "message", "request_id"}
+    assert [b for b in world.fake.branches.values() if b.data["default"]] == [
+        world.fake.branches[half]]
+    provider = world.provider(sleep=Sleeps())
+    restored = RestoredDatabase(provider="neon", handle=half, dsn=SecretStr(""))
+    assert half not in [s.handle for s in provider.list_scratch()]  # default: not swept
+    assert not provider.reaches(restored, world.app_dsn)  # no compute: nothing connects to it
+    with pytest.raises(SafetyError, match="default branch"):
+        provider.discard(restored)
+    world.fake.requests.clear()
+
+    note = provider.adopt(restored)
+
+    assert world.fake.calls("POST", r".*/set_as_default") == []  # already default: no call
+    (rename,) = world.fake.calls("PATCH", r".*")
+    assert rename.body == {"branch": {"name": "ct-half"}}
+    assert world.fake.branches[half].data["name"] == "ct-half"
+    assert note is not None and half in note
+    world.fake.requests.clear()
+    provider.adopt(restored)
+    assert {m for m, _ in paths(world)} == {"GET"}
 
 
 def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWorld) -> None:

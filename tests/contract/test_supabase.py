@@ -227,6 +227,47 @@ def test_5xx_on_a_restore_call_is_not_retried(supabase_world) -> None:
     assert len(fake.calls("POST")) == 1 and fake.restores == []
 
 
+def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice() -> None:
+    """A failed connect is retried for any call (nothing was sent); a failure after sending is
+    retried on reads only: a restore POST that may have started is never sent twice."""
+    token = "sbp_network_" + "x" * 20
+    seen: list[str] = []
+    failures: dict[str, list[Exception]] = {"GET": [], "POST": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if failures[request.method]:
+            raise failures[request.method].pop(0)
+        if request.url.path.endswith("/database/backups"):
+            return httpx.Response(200, json={"region": "us-east-1", "pitr_enabled": False,
+                                             "walg_enabled": True, "physical_backup_data": {},
+                                             "backups": [{"id": 7, "is_physical_backup": False,
+                                                          "status": "COMPLETED",
+                                                          "inserted_at": "2026-01-01T00:00:00Z"}]})
+        return httpx.Response(200, json={"ref": REF, "status": "ACTIVE_HEALTHY"})
+
+    clock = FakeTime()
+    provider = SupabaseProvider(project_ref=REF, token=token, sleep=clock.sleep, max_attempts=3,
+                                transport=httpx.MockTransport(handler))
+    failures["GET"] = [httpx.ReadError("reset"), httpx.ConnectError("refused")]
+    assert provider.project_status() == "ACTIVE_HEALTHY"
+    assert seen == ["GET"] * 3 and clock.sleeps == [1.0, 2.0]
+
+    seen.clear()
+    failures["POST"] = [httpx.ReadTimeout("no answer")]
+    with pytest.raises(ProviderError, match="may or may not have started") as info:
+        provider.restore_in_place(RestorePoint.parse("backup:7"))
+    assert seen.count("POST") == 1 and not info.value.is_retryable
+    assert token not in str(info.value)
+
+    seen.clear()
+    failures["GET"] = [httpx.ConnectError("refused")] * 3
+    with pytest.raises(ProviderError, match="cannot reach") as info:
+        provider.project_status()
+    assert seen == ["GET"] * 3 and info.value.is_retryable and token not in str(info.value)
+    provider.close()
+
+
 def test_401_fails_at_once_with_the_servers_message(supabase_world) -> None:
     clock = FakeTime()
     provider = make_provider(supabase_world, token="sbp_not_the_token", sleep=clock.sleep)

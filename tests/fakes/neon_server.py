@@ -11,7 +11,12 @@ rules and does the work for real:
   ``postgresql://<role>@127.0.0.1:<port>/<db>`` (no password: local clusters trust).
 * A branch without endpoints (a backup) only records its point; a compute added later
   (``POST /endpoints``) restores it then.
-* ``DELETE`` of a branch destroys its cluster.
+* ``DELETE`` of a branch destroys its cluster; the root (production) and default branches
+  cannot be deleted.
+* ``POST .../branches/{id}/set_as_default`` makes the branch the project's default (the previous
+  default loses ``default: true``); branches created without ``parent_id`` and
+  ``connection_uri`` without ``branch_id`` then use it, as on Neon. The installation behind the
+  original production branch stays where it is: only the flag moves.
 * ``POST .../branches/{id}/restore`` on production restores a scratch cluster at the point and
   swaps each branch database into the production cluster (restore into ``<db>__restoring``, then
   DROP + RENAME), so the production endpoint (host, port) does not change, as on Neon. The
@@ -275,6 +280,13 @@ class FakeNeon:
     def branch_named(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return next((b.data for b in self.branches.values() if b.data["name"] == name), None)
+
+    @property
+    def default_branch_id(self) -> str:
+        """The project's default branch: production until ``set_as_default`` moves it (§3.6)."""
+        with self._lock:
+            return next((b.data["id"] for b in self.branches.values() if b.data.get("default")),
+                        self.production_branch_id)
 
     def branch_port(self, branch_id: str) -> int | None:
         return self.branches[branch_id].port if branch_id in self.branches else None
@@ -553,6 +565,7 @@ class FakeNeon:
             ("PATCH", ("branches", "*")): self._patch_branch,
             ("DELETE", ("branches", "*")): self._delete_branch,
             ("POST", ("branches", "*", "restore")): self._restore_branch,
+            ("POST", ("branches", "*", "set_as_default")): self._set_as_default,
             ("GET", ("branches", "*", "endpoints")): self._branch_endpoints,
             ("GET", ("branches", "*", "roles")): self._branch_roles,
             ("GET", ("branches", "*", "databases")): self._branch_databases,
@@ -638,7 +651,7 @@ class FakeNeon:
             raise ApiError(400, "protected must be a boolean")
         if "parent_lsn" in spec and "parent_timestamp" in spec:
             raise ApiError(400, "specify parent_lsn or parent_timestamp, not both")
-        parent = self._branch(spec.get("parent_id") or self.production_branch_id)
+        parent = self._branch(spec.get("parent_id") or self.default_branch_id)
         name = spec.get("name") or self._id("br")
         if not isinstance(name, str) or not 0 < len(name) <= 256:
             raise ApiError(400, "name must be a string of 1-256 characters")
@@ -819,6 +832,21 @@ class FakeNeon:
         return 200, {"branch": self._branch_public(target),
                      "operations": [dict(op.data) for op in ops]}
 
+    def _set_as_default(self, branch_id: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        """§3.6: the branch becomes the project's default; the previous default stops being
+        one. 200 -> BranchOperations, like the other branch calls (an operation that runs, then
+        finishes; the test controls apply to it)."""
+        self._require_no_body(body)
+        branch = self._branch(branch_id)
+        now = iso(datetime.now(UTC))
+        for other in self.branches.values():
+            if other is not branch and other.data.get("default"):
+                other.data.update(default=False, updated_at=now)
+        if not branch.data.get("default"):
+            branch.data.update(default=True, updated_at=now)
+        op = self._new_op("apply_config", branch_id)
+        return 200, {"branch": self._branch_public(branch), "operations": [dict(op.data)]}
+
     def _branch_endpoints(self, branch_id: str, *, query: Any, body: Any) -> tuple[int, Any]:
         self._require_no_body(body)
         self._branch(branch_id)
@@ -883,7 +911,7 @@ class FakeNeon:
         unknown = set(query) - {"database_name", "role_name", "branch_id", "endpoint_id", "pooled"}
         if unknown:
             raise ApiError(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-        branch = self._branch((query.get("branch_id") or [self.production_branch_id])[0])
+        branch = self._branch((query.get("branch_id") or [self.default_branch_id])[0])
         db, role = query["database_name"][0], query["role_name"][0]
         if db != self.database:
             raise ApiError(404, f"database {db!r} not found on branch", violation=False)

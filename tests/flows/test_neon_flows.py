@@ -127,6 +127,12 @@ def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
     assert new_dsn != old_dsn
     branch = world.fake.branch_named("cf-neon-cf-1")  # adopted: the scratch prefix is gone
     assert branch is not None
+    assert branch["default"]  # and promoted: the project's default branch is production now
+    assert not world.fake.branches[world.fake.production_branch_id].data["default"]
+    assert len(world.fake.calls("POST", rf".*/branches/{branch['id']}/set_as_default")) == 1
+    # The report tells the operator what to change by hand: the config names the old branch.
+    note = next(n for n in report.notes if "branch_id" in n)
+    assert branch["id"] in note and world.fake.production_branch_id in note
     assert new_dsn == f"postgresql://postgres@127.0.0.1:{world.fake.branch_port(branch['id'])}/app"
     health = check_health(rt.health_url(), attempts=5)
     assert health.ok and health.connected
