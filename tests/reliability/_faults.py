@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,10 +121,14 @@ class FaultProxy:
 
     # -- serving ------------------------------------------------------------------------------
 
+    def handler_class(self) -> type[_Handler]:
+        """The request handler (a subclass speaks another protocol's errors)."""
+        return _Handler
+
     def start(self) -> FaultProxy:
         proxy = self
 
-        class Handler(_Handler):
+        class Handler(self.handler_class()):  # type: ignore[misc]
             owner = proxy
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
@@ -329,3 +334,16 @@ def remount_tmpfs(directory: Path, size: str) -> None:
 
 def unmount(directory: Path) -> None:
     subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def delete_users(dsn: str, n: int) -> tuple[list[int], str]:
+    """Scenario 3's accident: delete the ``n`` highest users that have appointments (their
+    clients and appointments cascade). Returns (their ids, the time just before, ISO-8601)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        victims = [r[0] for r in conn.execute(
+            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
+            "ORDER BY id DESC LIMIT %s", (n,))]
+        time.sleep(0.05)
+        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
+    return victims, since.isoformat()

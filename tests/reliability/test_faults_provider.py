@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
 from fakes.supabase_server import supabase_world  # noqa: F401 - fixture
@@ -21,7 +20,7 @@ from fakes.supabase_server import supabase_world  # noqa: F401 - fixture
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.backup import BackupParams, backup
 from restorekit.errors import OperationTimedOut, ProviderError
-from reliability._faults import assert_no_secret, checksums
+from reliability._faults import assert_no_secret, checksums, delete_users
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,6 @@ def _without_audit(sums: dict[str, str]) -> dict[str, str]:
     return {t: c for t, c in sums.items() if t != "public.audit_log"}
 
 
-def _delete_users(dsn: str, n: int) -> tuple[list[int], str]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        victims = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
-            "ORDER BY id DESC LIMIT %s", (n,))]
-        time.sleep(0.05)
-        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-    return victims, since.isoformat()
 
 
 def _scratch_branches(world: NeonWorld) -> list[str]:
@@ -60,7 +50,7 @@ def test_neon_operations_that_never_finish_time_out_the_flow_and_a_rerun_complet
 ) -> None:
     world = neon
     intact = checksums(world.app_dsn)
-    _, since = _delete_users(world.app_dsn, 2)
+    _, since = delete_users(world.app_dsn, 2)
     world.wait_archived()
     broken = checksums(world.app_dsn)
     impatient = tmp_path / "neon-impatient.toml"
@@ -97,7 +87,7 @@ def test_neon_503_and_429_for_a_while_are_retried_and_the_flow_succeeds(
 ) -> None:
     world = neon
     intact = checksums(world.app_dsn)
-    _, since = _delete_users(world.app_dsn, 2)
+    _, since = delete_users(world.app_dsn, 2)
     world.wait_archived()
     world.fake.requests.clear()
     world.fake.inject(503, method="POST", path=r"/branches$", times=2)
@@ -120,7 +110,7 @@ def test_neon_answering_500_to_every_branch_creation_fails_the_flow_and_a_rerun_
 ) -> None:
     world = neon
     intact = checksums(world.app_dsn)
-    _, since = _delete_users(world.app_dsn, 2)
+    _, since = delete_users(world.app_dsn, 2)
     world.wait_archived()
     broken = checksums(world.app_dsn)
     params = AccidentalDeletionParams(target="production", config=str(world.config),
@@ -155,7 +145,7 @@ def test_supabase_rate_limits_are_waited_out_and_persistent_5xx_fail_before_any_
     backup(BackupParams(target="production", config=str(world.config), label="nightly"))
     time.sleep(0.1)
     intact = checksums(world.app_dsn)
-    _, since = _delete_users(world.app_dsn, 2)
+    _, since = delete_users(world.app_dsn, 2)
     broken = checksums(world.app_dsn)
     params = AccidentalDeletionParams(target="production", config=str(world.config),
                                       require_approval=False, incident_id="sb-faults",

@@ -24,12 +24,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg
 import pytest
 from fakes.rds_backed import RdsWorld, rds_world_fixture  # noqa: F401 - provides `rds_world`
 
@@ -38,7 +36,7 @@ from restorekit.errors import OperationTimedOut, ProviderError
 from restorekit.models import RestorePoint
 from restorekit.providers.rds import RdsProvider
 from restorekit.runtime import target_runtime
-from reliability._faults import FaultProxy, _Handler, assert_no_secret, checksums
+from reliability._faults import FaultProxy, _Handler, assert_no_secret, checksums, delete_users
 from tasks.database import restore_name
 
 pytestmark = pytest.mark.slow
@@ -92,6 +90,9 @@ class RdsFaultProxy(FaultProxy):
     def stuck(self, ident: str, status: str = "creating") -> None:
         self.stuck_in[ident] = status
 
+    def handler_class(self) -> type[_Handler]:
+        return _RdsHandler
+
     def heal(self) -> None:
         with self.rds_lock:
             self.rds_rules.clear()
@@ -99,19 +100,6 @@ class RdsFaultProxy(FaultProxy):
             self.forwarded.clear()
             self.injected.clear()
         super().heal()
-
-    def start(self) -> RdsFaultProxy:
-        proxy = self
-
-        class Handler(_RdsHandler):
-            owner = proxy
-
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return self
 
     def rule_for(self, action: str, idents: set[str]) -> _RdsRule | None:
         with self.rds_lock:
@@ -248,15 +236,6 @@ def _without_audit(sums: dict[str, str]) -> dict[str, str]:
     return {t: c for t, c in sums.items() if t != "public.audit_log"}
 
 
-def _delete_users(dsn: str, n: int) -> str:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        victims = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
-            "ORDER BY id DESC LIMIT %s", (n,))]
-        time.sleep(0.05)
-        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-    return since.isoformat()
 
 
 def _params(world: SimpleNamespace, incident: str, since: str) -> AccidentalDeletionParams:
@@ -294,7 +273,7 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     in one call. Within AWS_MAX_ATTEMPTS=3 every call succeeds: so does the flow."""
     rds, proxy = world.rds, world.proxy
     intact = checksums(rds.app_dsn)
-    since = _delete_users(rds.app_dsn, 2)
+    _, since = delete_users(rds.app_dsn, 2)
     rds.wait_archived()
     incident = "rds-flaky"
     ident = _ident(world, incident)
@@ -320,7 +299,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
 ) -> None:
     rds, proxy = world.rds, world.proxy
     intact = checksums(rds.app_dsn)
-    since = _delete_users(rds.app_dsn, 2)
+    _, since = delete_users(rds.app_dsn, 2)
     rds.wait_archived()
     broken = checksums(rds.app_dsn)
     incident = "rds-500"
@@ -381,7 +360,7 @@ def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_dis
     prefect_server: str, world: SimpleNamespace,
 ) -> None:
     rds, proxy = world.rds, world.proxy
-    since = _delete_users(rds.app_dsn, 1)
+    _, since = delete_users(rds.app_dsn, 1)
     rds.wait_archived()
     broken = checksums(rds.app_dsn)
     incident = "rds-stuck"

@@ -29,6 +29,7 @@ from reliability._faults import (
     assert_no_secret,
     build_s3_world,
     checksums,
+    delete_users,
     files_under,
     mount_tmpfs,
     postgres_under,
@@ -408,15 +409,9 @@ def test_a_snapshot_during_an_s3_outage_fails_clearly_and_a_rerun_succeeds(
 
 
 def _delete_users(world: S3World, n: int) -> tuple[list[int], str]:
-    with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
-        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        victims = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
-            "ORDER BY id DESC LIMIT %s", (n,))]
-        time.sleep(0.05)
-        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
+    deleted = delete_users(world.inst.app_dsn, n)
     world.inst.wait_archived()
-    return victims, since.isoformat()
+    return deleted
 
 
 def test_transient_500s_during_a_scenario_restore_are_retried(
