@@ -108,7 +108,8 @@ def kill_mid_transaction(start: Callable[[], Any], dsn: str, table: str | None,
             lock.rollback()
             lock.close()
     if writer is not None:
-        child.wait_until(lambda: backend_gone(dsn, writer), "the orphaned backend ended")
+        # Not child.wait_until: that gives up once the child has exited, which it has (killed).
+        wait_for(lambda: backend_gone(dsn, writer), "the orphaned backend ended", timeout=60)
     return child
 
 
