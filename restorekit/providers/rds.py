@@ -722,19 +722,29 @@ class RdsProvider:
                                TargetDBInstanceIdentifier=ident,
                                UseLatestRestorableTime=True, **params)
             except ProviderError as exc:
-                # A concurrent attempt created it between describe and restore, or botocore
-                # retried a restore RDS had accepted (the first answer was lost): wait for it.
-                if aws_error_code(exc) != "DBInstanceAlreadyExists":
-                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
-                found = self._describe_instance(ident)
-                if found is None:
-                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
-                self._check_reusable(found, ident, name, point)
+                self._reuse_or_raise(exc, "instance", ident, name, point)
         return self._wait_available("instance", ident, progress, phase="restore")
 
     def _cleanup_command(self) -> str:
         target = f" --target {self.target_name}" if self.target_name else ""
         return f"`restorekit cleanup{target}`"
+
+    _ALREADY_EXISTS: ClassVar[dict[str, str]] = {
+        "instance": "DBInstanceAlreadyExists", "cluster": "DBClusterAlreadyExistsFault"}
+
+    def _reuse_or_raise(self, exc: ProviderError, what: str, ident: str, name: str,
+                        point: RestorePoint) -> None:
+        """After a request creating ``ident`` failed: when it failed because ``ident`` exists
+        (a concurrent attempt created it, or botocore retried a request RDS had accepted and
+        the first answer was lost), check it is ours to reuse and go on to wait for it;
+        otherwise raise, saying what the failure left behind."""
+        found = None
+        if aws_error_code(exc) == self._ALREADY_EXISTS[what]:
+            found = (self._describe_instance(ident) if what == "instance"
+                     else self._describe_cluster(ident))
+        if found is None:
+            raise self._start_failed(exc, what, ident) from exc.__cause__
+        self._check_reusable(found, ident, name, point)
 
     def _start_failed(self, exc: ProviderError, what: str, ident: str) -> ProviderError:
         """``exc`` from a request that creates ``ident``, plus what it left behind and what to
@@ -810,12 +820,7 @@ class RdsProvider:
                                SourceDBClusterIdentifier=self.settings.aurora_cluster_id,
                                RestoreType="full-copy", UseLatestRestorableTime=True, **params)
             except ProviderError as exc:
-                # As for an instance: an answer lost and the request retried by botocore.
-                found = (self._describe_cluster(ident)
-                         if aws_error_code(exc) == "DBClusterAlreadyExistsFault" else None)
-                if found is None:
-                    raise self._start_failed(exc, "cluster", ident) from exc.__cause__
-                self._check_reusable(found, ident, name, point)
+                self._reuse_or_raise(exc, "cluster", ident, name, point)
         self._wait_available("cluster", ident, progress, phase="restore cluster")
         instance = self._describe_instance(ident)
         if instance is None:
@@ -834,11 +839,7 @@ class RdsProvider:
             try:
                 self._call("create_db_instance", resource=ident, **params)
             except ProviderError as exc:
-                found = (self._describe_instance(ident)
-                         if aws_error_code(exc) == "DBInstanceAlreadyExists" else None)
-                if found is None:
-                    raise self._start_failed(exc, "instance", ident) from exc.__cause__
-                self._check_reusable(found, ident, name, point)
+                self._reuse_or_raise(exc, "instance", ident, name, point)
         else:
             self._check_reusable(instance, ident, name, point)
         return self._wait_available("instance", ident, progress, phase="create instance")
