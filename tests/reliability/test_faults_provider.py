@@ -45,6 +45,13 @@ def neon(neon_world: NeonWorld):  # noqa: F811 - the fixture above
     neon_world.fake.wait_idle()
 
 
+def _assert_back_and_clean(world: NeonWorld, intact: dict[str, str]) -> None:
+    """The deleted rows are back (the audit log aside) and no scratch branch is left."""
+    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
+    world.fake.wait_idle()
+    assert _scratch_branches(world) == []
+
+
 def test_neon_operations_that_never_finish_time_out_the_flow_and_a_rerun_completes(
     prefect_server: str, neon: NeonWorld, tmp_path: Path,
 ) -> None:
@@ -77,9 +84,7 @@ def test_neon_operations_that_never_finish_time_out_the_flow_and_a_rerun_complet
 
     assert report.outcome == "succeeded", report.error
     assert len(world.fake.calls("POST", rf"/projects/{world.fake.project_id}/branches")) >= 1
-    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
-    world.fake.wait_idle()
-    assert _scratch_branches(world) == []
+    _assert_back_and_clean(world, intact)
 
 
 def test_neon_503_and_429_for_a_while_are_retried_and_the_flow_succeeds(
@@ -100,9 +105,7 @@ def test_neon_503_and_429_for_a_while_are_retried_and_the_flow_succeeds(
     assert report.outcome == "succeeded", report.error
     statuses = [r.status for r in world.fake.requests]
     assert statuses.count(503) == 2 and statuses.count(429) == 2  # they happened, and passed
-    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
-    world.fake.wait_idle()
-    assert _scratch_branches(world) == []
+    _assert_back_and_clean(world, intact)
 
 
 def test_neon_answering_500_to_every_branch_creation_fails_the_flow_and_a_rerun_completes(
@@ -132,9 +135,7 @@ def test_neon_answering_500_to_every_branch_creation_fails_the_flow_and_a_rerun_
     world.fake.reset_controls()
     report = accidental_deletion(params)
     assert report.outcome == "succeeded", report.error
-    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
-    world.fake.wait_idle()
-    assert _scratch_branches(world) == []
+    _assert_back_and_clean(world, intact)
 
 
 def test_supabase_rate_limits_are_waited_out_and_persistent_5xx_fail_before_any_change(
