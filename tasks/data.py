@@ -43,6 +43,23 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
             "what is missing.") from exc
 
 
+@contextmanager
+def _live_and_copy(
+    ref: TargetRef, restored: RestoredRef, step: str, atomic: str,
+) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
+    """Connections to production and the scratch copy for a writing step; a connection lost
+    on the way is reported by _connection_lost, naming the one that broke."""
+    rt = runtime(ref)
+    opened: dict[str, Any] = {}
+    with _connection_lost(step, atomic,
+                          **{"the production database": lambda: opened.get("live"),
+                             f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
+            psycopg.connect(rt.live_dsn()) as live, \
+            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+        opened.update(live=live, copy=copy)
+        yield live, copy
+
+
 @task(name="find-integrity-issues", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
 def find_integrity_issues(ref: TargetRef) -> dict[str, Any]:
@@ -107,17 +124,11 @@ def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
                  dry_run: bool = False) -> dict[str, Any]:
     """Re-insert the deleted rows and the children their cascade took, parents first, in one
     transaction, ON CONFLICT DO NOTHING (idempotent)."""
-    rt = runtime(ref)
-    opened: dict[str, Any] = {}
-    with _connection_lost(
-            "recover-rows", "The re-insert is ONE transaction: it was committed whole or rolled "
-            "back whole, never half (production is as before this step, or fully recovered if "
-            "the COMMIT itself got through; the re-insert skips rows already present).",
-            **{"the production database": lambda: opened.get("live"),
-               f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
-            psycopg.connect(rt.live_dsn()) as live, \
-            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
-        opened.update(live=live, copy=copy)
+    with _live_and_copy(
+            ref, restored, "recover-rows", "The re-insert is ONE transaction: it was committed "
+            "whole or rolled back whole, never half (production is as before this step, or fully "
+            "recovered if the COMMIT itself got through; the re-insert skips rows already "
+            "present).") as (live, copy):
         result = recovery.recover_deleted_rows(
             live, copy, TableRef.parse(table),
             [tuple(k) for k in keys] if keys is not None else None,
@@ -178,17 +189,11 @@ def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
     transaction; rows newer than the restore point are kept unless ``delete_extra``. With
     ``approved`` (table -> fingerprint from plan-repair) it writes exactly those rows or
     nothing."""
-    rt = runtime(ref)
-    opened: dict[str, Any] = {}
-    with _connection_lost(
-            "repair-rows", "The repair is ONE transaction: it was committed whole or rolled back "
-            "whole, never half (the affected tables are as before this step, or fully repaired if "
-            "the COMMIT itself got through; a re-run diffs again and repairs what still differs).",
-            **{"the production database": lambda: opened.get("live"),
-               f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
-            psycopg.connect(rt.live_dsn()) as live, \
-            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
-        opened.update(live=live, copy=copy)
+    with _live_and_copy(
+            ref, restored, "repair-rows", "The repair is ONE transaction: it was committed whole "
+            "or rolled back whole, never half (the affected tables are as before this step, or "
+            "fully repaired if the COMMIT itself got through; a re-run diffs again and repairs "
+            "what still differs).") as (live, copy):
         result = recovery.repair_rows(
             live, copy, [TableRef.parse(t) for t in tables],
             update_changed=update_changed, delete_extra=delete_extra, dry_run=dry_run,
