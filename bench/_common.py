@@ -30,6 +30,17 @@ def build_sample(cluster: LocalCluster, scale: float, *, db: str, seed: int) -> 
     return counts
 
 
+def run_header(cluster: LocalCluster, load_before: list[float], settings: dict[str, Any],
+               seed: int) -> dict[str, Any]:
+    """What every benchmark's JSON says about the run: when, cores, load before and after, the
+    PostgreSQL version and settings, the data seed."""
+    with cluster.connect() as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return {"when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
+            "loadavg_before": load_before, "loadavg_after": loadavg(),
+            "postgres": version, "cluster_settings": settings, "seed": seed}
+
+
 def loadavg() -> list[float]:
     """The 1/5/15-minute load averages, to say how noisy a run was."""
     try:

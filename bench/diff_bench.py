@@ -49,7 +49,6 @@ import _common  # bench/_common.py, beside this script
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -58,7 +57,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -331,8 +329,6 @@ def main() -> None:
             r = compare(live, copy, scale, args.fraction, args.repeat, reladiff)
             print_table(r)
             results.append(r)
-        with live.connect() as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
         reladiff_version = None
         if reladiff:
             reladiff_version = subprocess.run([reladiff, "--version"], capture_output=True,
@@ -341,9 +337,7 @@ def main() -> None:
             "benchmark": "row diff of a mostly-equal table (appointments) between two clusters: "
                          "restorekit range vs restorekit full vs reladiff vs one sequential "
                          "scan of each side",
-            "when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
-            "postgres": version, "cluster_settings": SETTINGS, "seed": SEED,
+            **_common.run_header(live, load_before, SETTINGS, SEED),
             "reladiff": reladiff_version,
             "reladiff_argv": reladiff and ["reladiff", "LIVE_URL", "appointments", "COPY_URL",
                                            "appointments", "-k", "id", "-c", "%", "--stats",

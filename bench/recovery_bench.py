@@ -55,7 +55,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -539,14 +538,10 @@ def main() -> None:
             if "restorekit_trace" in r:
                 print_trace(r["restorekit_trace"], r["restorekit_over_lower_bound"])
             results.append(r)
-        with live.connect() as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
         out: dict[str, Any] = {
             "benchmark": "scenario 3 recovery of K deleted users: restorekit vs runbook "
                          "(pg_dump/pg_restore/INSERT ... SELECT) vs lower bound (COPY only)",
-            "when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
-            "postgres": version, "cluster_settings": SETTINGS, "seed": SEED,
+            **_common.run_header(live, load_before, SETTINGS, SEED),
             "repeat": args.repeat, "k": args.k, "scales": scales, "results": results,
         }
         if len(results) > 1:

@@ -58,7 +58,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -481,14 +480,10 @@ def main() -> None:
             if "profile" in r:
                 print_profile(r)
             results.append(r)
-        with cluster.connect() as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
         out: dict[str, Any] = {
             "benchmark": "verification suite (restorekit.integrity.verify, as the flows run it) "
                          "vs one sequential scan of every table (count(*))",
-            "when": datetime.now(UTC).isoformat(), "cores": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
-            "postgres": version, "cluster_settings": SETTINGS, "seed": SEED,
+            **_common.run_header(cluster, load_before, SETTINGS, SEED),
             "critical_tables": CRITICAL, "custom_check": CUSTOM.sql, "repeat": args.repeat,
             "target": "verify / lower bound <= 1.5 (lower bound: the faster of seq scan with "
                       "and without parallel workers)", "scales": scales, "results": results,
