@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,6 +22,7 @@ from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit.health import check_health
 from restorekit.pg.checksum import database_checksums
 from restorekit.sinks.envfile import EnvFileStore
+from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +114,7 @@ def test_cli_cleanup_removes_the_rds_scratch_instance_a_killed_run_left(rds_worl
     assert rds_world.scratch_instances() == ["restorekit-ad-left-behind"]
 
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "restorekit"), "cleanup", "--target", "production",
+        [*CLI, "cleanup", "--target", "production",
          "--config", str(rds_world.config), "--json"],
         capture_output=True, text=True, timeout=120, check=False)
 

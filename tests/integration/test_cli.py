@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +23,9 @@ from restorekit.config import load_settings
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.providers.selfhosted import SelfHostedProvider
+from fixtures.cli import CLI
 
 TARGET = "app"
-_SCRIPT = Path(sys.executable).with_name("restorekit")
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "restorekit.cli"]
 # Rich draws boxes around usage errors and wraps long lines; compare text without them.
 _DECORATION = re.compile(r"[│╭╮╰╯─\s]+")
 

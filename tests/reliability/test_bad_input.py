@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,11 +50,10 @@ from restorekit.pg.checksum import database_checksums
 from restorekit.pg.dsn import parse as parse_dsn
 from restorekit.repository import LocalRepository
 from restorekit.snapshot import take_snapshot
+from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
-_SCRIPT = Path(sys.executable).with_name("restorekit")
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "restorekit.cli"]
 # Rich draws boxes around usage errors and wraps long lines; compare text without them.
 _DECORATION = re.compile(r"[│╭╮╰╯─\s]+")
 

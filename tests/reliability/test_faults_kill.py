@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,11 +58,10 @@ from reliability._kill import (
     wait_task_state,
     waiting_writer,
 )
+from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
-_SCRIPT = Path(sys.executable).with_name("restorekit")
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "restorekit.cli"]
 
 
 def marker(world: Any, name: str) -> dict[str, Any] | None:

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -59,11 +58,10 @@ from reliability._secrets import (
     recording_logs,
     sqlite_rows,
 )
+from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
-_SCRIPT = Path(sys.executable).with_name("restorekit")
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "restorekit.cli"]
 ROLE = "rk_secret"
 DSN_ENV = "RK_SECRETS_DSN"
 SLACK_ENV = "RK_SECRETS_SLACK"
