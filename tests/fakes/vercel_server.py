@@ -8,9 +8,19 @@ AND recorded in :attr:`FakeVercel.problems`, which tests assert is empty. Bodies
 
 Implemented, with the documented shapes:
 
-* ``GET  /v10/projects/{idOrName}/env?decrypt=true`` (three union shapes, see ``env_list_shape``)
-* ``PATCH /v9/projects/{idOrName}/env/{id}``, ``DELETE /v9/projects/{idOrName}/env/{id}``
+* ``GET  /v10/projects/{idOrName}/env`` (three union shapes, see ``env_list_shape``). Like the
+  real list it NEVER decrypts, whatever ``decrypt`` says (provider-apis.md §5.1, vercel/sdk#118,
+  vercel/vercel#9072): an ``encrypted`` value comes back as ciphertext with
+  ``"decrypted": false``; a ``plain`` value as stored (AWS Glue's Vercel connector notes: "the
+  stored value for plain variables"); a ``sensitive``/``secret`` one without a value, or as
+  ciphertext with ``sensitive_list_value = "ciphertext"`` (the Glue notes again).
+* ``GET  /v1/projects/{idOrName}/env/{id}`` (§5.1a): ``plain`` and ``encrypted`` values
+  decrypted (``"decrypted": true``); a ``sensitive``/``secret`` one never (``"decrypted": false``,
+  no value: the SDK's ``GetProjectEnvResponseBody1``).
+* ``PATCH /v9/projects/{idOrName}/env/{id}`` (a body without ``type`` keeps the type),
+  ``DELETE /v9/projects/{idOrName}/env/{id}``
 * ``POST /v10/projects/{idOrName}/env?upsert=true``
+* ``sensitive`` is refused for the ``development`` target, as Vercel does.
 * ``POST /v13/deployments``, ``GET /v13/deployments/{id}``, ``GET /v7/deployments``
 * ``POST /v1/projects/{projectId}/rollback/{id}`` (201),
   ``POST /v10/projects/{projectId}/promote/{id}`` (201, or 202 with ``promote_status``)
@@ -31,6 +41,7 @@ file and restarts it, so a flow's health checks are real.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -115,6 +126,7 @@ class FakeVercel:
         self.problems: list[str] = []
         # knobs
         self.env_list_shape = "pagination"  # | "hidden" | "single"
+        self.sensitive_list_value = "absent"  # | "ciphertext": how the list shows sensitive vars
         self.hidden_production_envs = 0
         self.build_polls = 0
         self.outcomes: deque[str] = deque()
@@ -298,15 +310,26 @@ class FakeVercel:
                         else [], regions=["iad1"])
         return data
 
-    def env_json(self, env: dict[str, Any], *, decrypt: bool) -> dict[str, Any]:
+    def env_json(self, env: dict[str, Any]) -> dict[str, Any]:
+        """An entry as the list (and PATCH/POST/DELETE answers) show it: never decrypted."""
         data = dict(env)
-        if env["type"] in ("sensitive", "secret"):
-            data.pop("value", None)  # never returned
-            data["decrypted"] = False
-        elif env["type"] == "encrypted" and not decrypt:
-            data["value"] = "enc:" + secrets.token_hex(8)
+        if env["type"] in _UNREADABLE:
+            data.pop("value", None)
+            if self.sensitive_list_value == "ciphertext":
+                data["value"] = _ciphertext()
             data["decrypted"] = False
         elif env["type"] == "encrypted":
+            data["value"] = _ciphertext()
+            data["decrypted"] = False
+        return data
+
+    def env_decrypted_json(self, env: dict[str, Any]) -> dict[str, Any]:
+        """An entry as ``GET /v1/projects/{idOrName}/env/{id}`` shows it."""
+        data = dict(env)
+        if env["type"] in _UNREADABLE:
+            data.pop("value", None)  # never returned, by any endpoint
+            data["decrypted"] = False
+        else:
             data["decrypted"] = True
         return data
 
@@ -370,8 +393,7 @@ class FakeVercel:
                   hooks: list[Any]) -> tuple[int, Any]:
         if not self._project_matches(m["project"]):
             return 404, _error("not_found", "Project not found")
-        decrypt = q.get("decrypt") == "true"
-        envs = [self.env_json(e, decrypt=decrypt) for e in self.envs]
+        envs = [self.env_json(e) for e in self.envs]  # `decrypt` changes nothing (§5.1)
         if self.env_list_shape == "single" and len(envs) == 1:
             return 200, envs[0]
         if self.env_list_shape == "hidden":
@@ -381,6 +403,15 @@ class FakeVercel:
 
     def _find_env(self, env_id: str) -> dict[str, Any] | None:
         return next((e for e in self.envs if e["id"] == unquote(env_id)), None)
+
+    def _get_env(self, m: re.Match[str], q: dict[str, str], body: Any,
+                 hooks: list[Any]) -> tuple[int, Any]:
+        if not self._project_matches(m["project"]):
+            return 404, _error("not_found", "Project not found")
+        env = self._find_env(m["env"])
+        if env is None:
+            return 404, _error("not_found", "Environment Variable not found")
+        return 200, self.env_decrypted_json(env)
 
     def _patch_env(self, m: re.Match[str], q: dict[str, str], body: Any,
                    hooks: list[Any]) -> tuple[int, Any]:
@@ -397,10 +428,28 @@ class FakeVercel:
         if unknown:
             self.problems.append(f"PATCH env: unknown fields {sorted(unknown)}")
             return 400, _error("bad_request", f"Invalid request: unknown {sorted(unknown)}")
+        env_type = body.get("type", env["type"])
+        refused = self._refuse_type(env_type, body.get("target", env["target"]),
+                                    given="type" in body)
+        if refused:
+            return 400, refused
+        env["type"] = env_type  # no `type` in the body: the type stays what it was
         env["value"] = self.tamper(body["value"]) if self.tamper else body["value"]
         if not self.freeze_updated_at:
             env["updatedAt"] = self._now()
-        return 200, self.env_json(env, decrypt=False)
+        return 200, self.env_json(env)
+
+    def _refuse_type(self, env_type: Any, target: Any, *,
+                     given: bool = True) -> dict[str, Any] | None:
+        if given and env_type not in ("system", "encrypted", "plain", "sensitive"):
+            self.problems.append(f"env: type {env_type!r} is not one Vercel accepts")
+            return _error("bad_request", "Invalid request: `type` should be one of system, "
+                          "encrypted, plain, sensitive")
+        targets = [target] if isinstance(target, str) else list(target or [])
+        if env_type == "sensitive" and "development" in targets:
+            return _error("bad_request", "Sensitive environment variables cannot be created "
+                          "for the Development environment")
+        return None
 
     def _delete_env(self, m: re.Match[str], q: dict[str, str], body: Any,
                     hooks: list[Any]) -> tuple[int, Any]:
@@ -410,7 +459,7 @@ class FakeVercel:
         if env is None:
             return 404, _error("not_found", "Environment Variable not found")
         self.envs.remove(env)
-        return 200, self.env_json(env, decrypt=False)
+        return 200, self.env_json(env)
 
     def _create_env(self, m: re.Match[str], q: dict[str, str], body: Any,
                     hooks: list[Any]) -> tuple[int, Any]:
@@ -421,6 +470,9 @@ class FakeVercel:
             if not (isinstance(item, dict) and {"key", "value", "type", "target"} <= set(item)):
                 self.problems.append("POST env: needs key, value, type and target")
                 return 400, _error("bad_request", "Invalid request: missing required fields")
+            refused = self._refuse_type(item["type"], item["target"])
+            if refused:
+                return 400, refused
         created = []
         for item in items:
             targets = item["target"] if isinstance(item["target"], list) else [item["target"]]
@@ -431,11 +483,11 @@ class FakeVercel:
             if existing is not None:
                 existing.update(value=self.tamper(item["value"]) if self.tamper else item["value"],
                                 type=item["type"], target=targets, updatedAt=self._now())
-                created.append(self.env_json(existing, decrypt=False))
+                created.append(self.env_json(existing))
             else:
                 env_id = self.add_env(item["key"], self.tamper(item["value"]) if self.tamper
                                       else item["value"], type=item["type"], target=targets)
-                created.append(self.env_json(self._find_env(env_id) or {}, decrypt=False))
+                created.append(self.env_json(self._find_env(env_id) or {}))
         return 201, {"created": created[0] if len(created) == 1 else created, "failed": []}
 
     def _create_deployment(self, m: re.Match[str], q: dict[str, str], body: Any,
@@ -530,10 +582,19 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+_UNREADABLE = ("sensitive", "secret")
+
+
+def _ciphertext() -> str:
+    # What the list answers for an encrypted value: base64 of opaque bytes, never the value.
+    return base64.b64encode(secrets.token_bytes(48)).decode()
+
+
 _P = r"(?P<project>[^/]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
     ("GET", re.compile(rf"/v10/projects/{_P}/env"), FakeVercel._list_env),
     ("POST", re.compile(rf"/v10/projects/{_P}/env"), FakeVercel._create_env),
+    ("GET", re.compile(rf"/v1/projects/{_P}/env/(?P<env>[^/]+)"), FakeVercel._get_env),
     ("PATCH", re.compile(rf"/v9/projects/{_P}/env/(?P<env>[^/]+)"), FakeVercel._patch_env),
     ("DELETE", re.compile(rf"/v9/projects/{_P}/env/(?P<env>[^/]+)"), FakeVercel._delete_env),
     ("POST", re.compile(r"/v13/deployments"), FakeVercel._create_deployment),
