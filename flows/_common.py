@@ -272,6 +272,9 @@ class Recorder:
         self.report.restored_database = restored.display
         self.report.recovered_to_time = restored.recovered_to_time
         self.report.recovered_to_lsn = restored.recovered_to_lsn
+        access = getattr(restored, "access", "")
+        if access and access not in self.report.notes:
+            self.report.notes.append(access)
 
     def add_checks(self, summary: Any) -> None:
         for check in getattr(summary, "checks", []) or []:

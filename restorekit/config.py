@@ -120,6 +120,12 @@ class TargetConfig(BaseModel):
     socket_dir: Path | None = None
     stanza: str | None = None
     pg_bin_dir: Path | None = None
+    # Self-hosted: where restored clusters listen (postgresql.conf listen_addresses), and the
+    # host name written into the application's connection string after a swap. The default,
+    # loopback, suits restorekit and the application on one machine (the demo); with the
+    # application on another host, listen on an address it can reach and advertise that.
+    listen_addresses: str = "127.0.0.1"
+    advertise_host: str | None = None
     tier: TierName = "standard"
     app: AppConfig = Field(default_factory=AppConfig)
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
@@ -160,11 +166,30 @@ class TargetConfig(BaseModel):
             raise ValueError(
                 f"provider {self.provider!r} needs a [targets.{self.name}.{self.provider}] section"
             )
+        if not self.advertise_host and self.listen_addresses.split(",")[0] in ("*", "0.0.0.0", "::"):
+            raise ValueError(
+                f"listen_addresses {self.listen_addresses!r} listens everywhere: give "
+                "advertise_host, the host name the application reaches restored clusters at")
         if self.engine == "pgbackrest":
             missing = [k for k in ("data_dir", "socket_dir") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"engine 'pgbackrest' needs {', '.join(missing)}")
         return self
+
+    @field_validator("listen_addresses")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",")]
+        if not all(parts) or any(not re.fullmatch(r"[A-Za-z0-9.:*_-]+", p) for p in parts):
+            raise ValueError(
+                f"listen_addresses {value!r} must be a comma-separated list of host names or "
+                "addresses (as in postgresql.conf)")
+        return ",".join(parts)
+
+    @property
+    def restored_host(self) -> str:
+        """The host restored clusters are reached at (by restorekit and the application)."""
+        return self.advertise_host or self.listen_addresses.split(",")[0]
 
     def resolve_dsn(self) -> str:
         """The DSN, read from the environment when ``dsn_env`` is used (secret: never log it)."""

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import psycopg
+from psycopg import sql
 from rich.console import Console
 from rich.markdown import Markdown
 
@@ -46,7 +49,7 @@ state_dir = "{state}"
 [targets.production]
 provider = "selfhosted"
 engine = "native"
-dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
+{dsn_line}
 repository = "file://{repo}"
 tier = "critical"
 
@@ -72,18 +75,44 @@ expect = "zero_rows"
 """
 
 
+#: The application's own role: not a superuser, owner of the app database (it runs its own
+#: migrations, as a Prisma app does).
+APP_ROLE = "app"
+
+
 @dataclass
 class Installation:
-    """A production cluster, its repository, the local app and the restorekit.toml for them."""
+    """A production cluster, its repository, the local app and the restorekit.toml for them.
+
+    With ``auth="scram-sha-256"`` (the default, as in production) every connection needs a
+    password: restorekit's (the superuser ``postgres``) reaches it only through the environment
+    variable ``dsn_env`` names; the application's role ``app`` has its own, in its
+    DATABASE_URL.
+    """
 
     root: Path
     config: Path
     production: LocalCluster
     env_file: Path
+    dsn_env: str | None = None
+    app_password: str | None = field(default=None, repr=False)
 
     @property
     def app_dsn(self) -> str:
+        """restorekit's (superuser) connection to the app database."""
         return self.production.dsn("app")
+
+    @property
+    def app_url(self) -> str:
+        """The application's own DATABASE_URL (its role, its password)."""
+        return self.production.url("app", user=APP_ROLE, password=self.app_password or "")
+
+    @property
+    def dsn_line(self) -> str:
+        """The target's DSN line of restorekit.toml: never a password in the file."""
+        if self.dsn_env:
+            return f'dsn_env = "{self.dsn_env}"'
+        return f'dsn = "host={self.production.host} port={self.production.port} user=postgres dbname=app"'
 
     def runtime(self) -> TargetRuntime:
         return target_runtime("production", str(self.config))
@@ -99,33 +128,53 @@ class Installation:
         return row[0]  # type: ignore[no-any-return]
 
 
-def build_installation(root: Path, *, scale: float = 0.02,
-                       health_url: str | None = None) -> Installation:
-    """Create the production cluster with sample data, archiving, a base backup and a baseline."""
+def build_installation(root: Path, *, scale: float = 0.02, health_url: str | None = None,
+                       auth: Literal["scram-sha-256", "trust"] = "scram-sha-256") -> Installation:
+    """Create the production cluster with sample data, archiving, a base backup and a baseline.
+
+    ``auth="scram-sha-256"`` (production's way) sets a password on every role and puts
+    restorekit's DSN into a fresh environment variable of this process (named in the config's
+    ``dsn_env``; child processes inherit it); ``"trust"`` is the loopback-trusting cluster of
+    a developer's laptop.
+    """
     os_user = default_os_user()
     make_dir(root, os_user, mode=0o755)
     repo = make_dir(root / "repo", os_user, mode=0o755)
-    production = LocalCluster.create(root / "production")
+    scram = auth == "scram-sha-256"
+    # Passwords with characters that need quoting in a URL and in key=value form.
+    production = LocalCluster.create(
+        root / "production", password=f"pg-{secrets.token_urlsafe(12)}'q" if scram else None)
+    app_password = f"app-{secrets.token_urlsafe(12)}@:/%" if scram else None
     env_file = root / "app.env"
-    env_file.write_text(f"# the demo app's settings\nDATABASE_URL={production.url('app')}\n")
-    env_file.chmod(0o600)
     config = root / "restorekit.toml"
+    inst = Installation(root=root, config=config, production=production, env_file=env_file,
+                        dsn_env=f"RESTOREKIT_DSN_{secrets.token_hex(4).upper()}" if scram else None,
+                        app_password=app_password)
+    if inst.dsn_env:
+        os.environ[inst.dsn_env] = inst.app_dsn
+    env_file.write_text(f"# the demo app's settings\nDATABASE_URL={inst.app_url}\n")
+    env_file.chmod(0o600)
     config.write_text(CONFIG.format(
-        state=root / "state", port=production.port, repo=repo, env_file=env_file,
+        state=root / "state", dsn_line=inst.dsn_line, repo=repo, env_file=env_file,
         app_port=free_port(),
         health_line=f'health_url = "{health_url}"' if health_url else "",
     ))
-    inst = Installation(root=root, config=config, production=production, env_file=env_file)
     rt = inst.runtime()
     # Commit times let the drill tell an idle database (nothing to lose) from a lagging archive.
     production.write_settings({**rt.provider.engine.archive_settings(),
                                "track_commit_timestamp": "on"})
     production.start()
     with production.connect(autocommit=True) as conn:
-        conn.execute("CREATE DATABASE app")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(APP_ROLE), sql.Literal(app_password)))
+        conn.execute(sql.SQL("CREATE DATABASE app OWNER {}").format(sql.Identifier(APP_ROLE)))
     with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        # The tables belong to the application's role (its migrations create them; as the
+        # database's owner it owns the public schema).
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
         sample.create_schema(conn)
         sample.generate(conn, scale=scale)
+        conn.execute("RESET ROLE")
     rt.provider.create_backup("initial")
     from restorekit import integrity
 

@@ -15,6 +15,7 @@ retry can help (``retryable``); Prefect tasks retry only those (see ``tasks.retr
     │   └── ChecksumMismatch             an object read back differs from what was written
     ├── PostgresError                    a PostgreSQL server or tool failed
     │   ├── PostgresUnavailable          connect failed / cannot_connect_now   retryable=True
+    │   ├── PostgresAuthError            the server refused the credentials    retryable=False
     │   └── PgToolFailed                 non-zero exit of pg_* / pgbackrest (.argv redacted)
     ├── VerificationFailed               .report carries the failing checks
     └── SafetyError                      a guard refused: no snapshot, target is production, ...
@@ -120,6 +121,16 @@ class PostgresUnavailable(PostgresError):
     """The server cannot be reached or is still starting (SQLSTATE 57P03)."""
 
     retryable = True
+
+
+class PostgresAuthError(PostgresError):
+    """The server refused restorekit's credentials (bad or missing password, no pg_hba.conf
+    entry, unknown role). Never retried: the configuration has to change."""
+
+    def __init__(self, message: str, *, role: str = "", host: str = "") -> None:
+        super().__init__(message)
+        self.role = role
+        self.host = host
 
 
 class PgToolFailed(PostgresError):

@@ -205,6 +205,7 @@ class RestoredRef:
     recovered_to_lsn: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
     reused: bool = False
+    access: str = ""  # how clients authenticate to it (pg_hba.conf choice), for the report
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +222,4 @@ class RestoredDatabase:
     phases: dict[str, float] = field(default_factory=dict)
     recovered_to_time: datetime | None = None
     recovered_to_lsn: str | None = None
+    access: str = ""  # how clients authenticate to it (pg_hba.conf choice), for the report

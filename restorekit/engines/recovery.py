@@ -21,6 +21,7 @@ import psycopg
 from restorekit.errors import (
     ChecksumMismatch,
     OperationTimedOut,
+    PostgresAuthError,
     PostgresError,
     PostgresUnavailable,
     RepositoryError,
@@ -66,11 +67,11 @@ def target_settings(point: RestorePoint) -> dict[str, object]:
     return {}
 
 
-def restored_cluster_settings(port: int) -> dict[str, object]:
+def restored_cluster_settings(port: int, listen_addresses: str = "127.0.0.1") -> dict[str, object]:
     """Settings every restored cluster gets, whatever the source had."""
     return {
         "port": port,
-        "listen_addresses": "127.0.0.1",
+        "listen_addresses": listen_addresses,
         "unix_socket_directories": "",
         "archive_mode": "off",
         "archive_command": "",
@@ -78,6 +79,49 @@ def restored_cluster_settings(port: int) -> dict[str, object]:
         "recovery_target_action": "promote",
         "recovery_target_timeline": "latest",
     }
+
+
+#: Written when the backup holds no pg_hba.conf (the source kept it outside its data directory,
+#: as Debian's /etc/postgresql layout does): every connection needs a scram-sha-256 password.
+STRICT_HBA = """\
+# Written by restorekit: the backup held no pg_hba.conf. Every connection needs a password.
+host    all             all             0.0.0.0/0               scram-sha-256
+host    all             all             ::/0                    scram-sha-256
+host    replication     all             0.0.0.0/0               scram-sha-256
+"""
+
+
+def settle_access_rules(data_dir: Path, os_user: str | None, *,
+                        listen_addresses: str) -> tuple[dict[str, object], str]:
+    """Decide who may connect to a restored copy; returns its settings and the report's line.
+
+    The copy keeps the source's own pg_hba.conf and pg_ident.conf from the backup: the
+    application and restorekit then authenticate exactly as they did on the source (same roles,
+    same passwords, same rules), and nothing is loosened for anyone. ``hba_file`` and
+    ``ident_file`` are pinned to the copy's files, so a source configured to read them from
+    elsewhere (``/etc/postgresql/...``) never makes the copy read the live production files.
+    When the backup has no pg_hba.conf, a strict one is written (scram-sha-256 for every
+    connection) and the report says so.
+    """
+    hba = data_dir / "pg_hba.conf"
+    ident = data_dir / "pg_ident.conf"
+    if hba.exists():
+        rules = [line.split() for line in hba.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        trusting = sum(1 for rule in rules if "trust" in rule)
+        what = (f"the source's own pg_hba.conf from the backup, unchanged ({len(rules)} rule(s)"
+                + (f", {trusting} of them 'trust' as on the source" if trusting else "") + ")")
+    else:
+        hba.write_text(STRICT_HBA)
+        chown_for(hba, os_user)
+        what = ("a strict pg_hba.conf written by restorekit (the backup held none): "
+                "scram-sha-256 for every connection")
+    if not ident.exists():
+        ident.write_text("# Written by restorekit: the backup held no pg_ident.conf.\n")
+        chown_for(ident, os_user)
+    line = (f"Access to the restored database: {what}; pg_ident.conf as in the backup; it "
+            f"listens on {listen_addresses}.")
+    return {"hba_file": str(hba), "ident_file": str(ident)}, line
 
 
 def apply_overrides(data_dir: Path, settings: dict[str, object], os_user: str | None) -> None:
@@ -100,6 +144,7 @@ def write_recovery_signal(data_dir: Path, os_user: str | None) -> None:
 def run_recovery(
     cluster: LocalCluster,
     *,
+    dsn: str | None = None,
     target_lsn: str | None = None,
     progress: Progress = no_progress,
     timeout: float = 3600,
@@ -107,7 +152,11 @@ def run_recovery(
 ) -> RecoveryResult:
     """Start ``cluster`` (recovery.signal present) and follow WAL replay until it is promoted.
 
+    ``dsn`` reaches the restored cluster with the source's credentials: the copy has the
+    source's roles, passwords and pg_hba.conf, so a password-protected source needs them.
+
     Raises:
+        PostgresAuthError: the restored cluster refused the credentials (at once, no polling).
         RestorePointError: the WAL ended before the recovery target.
         PostgresError: the server stopped for another reason (the log tail is in the message).
         OperationTimedOut: replay did not finish within ``timeout`` seconds.
@@ -125,7 +174,7 @@ def run_recovery(
                 operation="recovery",
             )
         try:
-            with connect(cluster.dsn(), connect_timeout=5, autocommit=True) as conn:
+            with connect(dsn or cluster.dsn(), connect_timeout=5, autocommit=True) as conn:
                 row = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), "
                     "pg_last_xact_replay_timestamp()"
@@ -146,6 +195,11 @@ def run_recovery(
                         timeline=int(current[1]),
                         replay_seconds=time.monotonic() - started,
                     )
+        except PostgresAuthError as exc:
+            raise PostgresAuthError(
+                f"the restored cluster in {cluster.data_dir} replayed its WAL but refused "
+                f"restorekit: {exc} (a restored copy keeps the source's roles, passwords and "
+                "pg_hba.conf)", role=exc.role, host=exc.host) from None
         except (PostgresUnavailable, psycopg.OperationalError):
             if not _postmaster_alive(cluster, started):
                 _raise_for_stopped(cluster)
@@ -209,6 +263,7 @@ __all__ = [
     "format_lsn",
     "restored_cluster_settings",
     "run_recovery",
+    "settle_access_rules",
     "target_settings",
     "write_recovery_signal",
 ]

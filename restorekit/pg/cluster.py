@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import shutil
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
-from restorekit.errors import PgToolFailed, PostgresError, PostgresUnavailable
+from restorekit.errors import PgToolFailed, PostgresAuthError, PostgresError, PostgresUnavailable
 from restorekit.processes import pid_alive
 from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
 
@@ -59,6 +63,9 @@ class LocalCluster:
     os_user: str | None = field(default_factory=default_os_user)
     host: str = "127.0.0.1"
     socket_dir: Path | None = None  # Unix socket directory, when one is wanted (pgBackRest)
+    #: The superuser's password when the cluster authenticates with scram-sha-256 (clusters the
+    #: tests and the demo build); restored clusters are reached with the source's credentials.
+    password: str | None = field(default=None, repr=False)
 
     @property
     def tool(self) -> PgTool:
@@ -68,11 +75,19 @@ class LocalCluster:
     def log_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        return f"host={self.host} port={self.port} user={user} dbname={dbname}"
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER,
+            password: str | None = None) -> str:
+        password = password if password is not None else (
+            self.password if user == SUPERUSER else None)
+        return make_conninfo(host=self.host, port=self.port, user=user, dbname=dbname,
+                             **({"password": password} if password else {}))
 
-    def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        return f"postgresql://{user}@{self.host}:{self.port}/{dbname}"
+    def url(self, dbname: str = "postgres", user: str = SUPERUSER,
+            password: str | None = None) -> str:
+        password = password if password is not None else (
+            self.password if user == SUPERUSER else None)
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}" if password else quote(user, safe='')
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname, safe='')}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,8 +102,14 @@ class LocalCluster:
         os_user: str | None = None,
         use_default_user: bool = True,
         socket_dir: Path | None = None,
+        password: str | None = None,
     ) -> LocalCluster:
-        """initdb a new cluster (trust auth on loopback, data checksums on)."""
+        """initdb a new cluster with data checksums on.
+
+        Without ``password`` every local connection is trusted (quick scratch clusters); with
+        one, every connection (TCP and socket, replication included) needs scram-sha-256 and
+        the superuser ``postgres`` gets that password, as a production cluster would.
+        """
         if os_user is None and use_default_user:
             os_user = default_os_user()
         data_dir = Path(data_dir).absolute()
@@ -97,13 +118,27 @@ class LocalCluster:
         make_dir(data_dir.parent, os_user, mode=0o755) if not data_dir.parent.exists() else None
         make_dir(data_dir, os_user)
         cluster = cls(data_dir=data_dir, port=port or free_port(), bin_dir=bin_dir or find_bin_dir(),
-                      os_user=os_user, socket_dir=socket_dir)
+                      os_user=os_user, socket_dir=socket_dir, password=password)
         if socket_dir is not None:
             make_dir(socket_dir, os_user, mode=0o755)
-        cluster.tool.run(
-            "initdb", "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "--data-checksums",
-            "-E", "UTF8", "--locale=C", "--no-sync", timeout=120,
-        )
+        auth = ["--auth=trust"]
+        pwfile = data_dir.parent / f".{data_dir.name}.pw"
+        if password is not None:
+            # initdb reads the password from a file (never argv); the file goes away at once.
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(password + "\n")
+            from restorekit.pg.tools import chown_for
+
+            chown_for(pwfile, os_user)
+            auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            cluster.tool.run(
+                "initdb", "-D", str(data_dir), "-U", SUPERUSER, *auth, "--data-checksums",
+                "-E", "UTF8", "--locale=C", "--no-sync", timeout=120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         cluster.write_settings({"listen_addresses": "127.0.0.1", "port": cluster.port,
                                 "unix_socket_directories": str(socket_dir or ""),
                                 "fsync": True,
@@ -236,9 +271,47 @@ def connect(dsn: str, **kwargs: object) -> psycopg.Connection[tuple]:
         return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         message = redact(str(exc)).strip()
+        if _auth_failure(exc.sqlstate, message):
+            raise auth_error(dsn, message) from None
         if _transient_connect_failure(exc.sqlstate, message):
             raise PostgresUnavailable(message) from None
         raise PostgresError(f"cannot connect: {message}") from None
+
+
+# The server refused the credentials: no retry can cure these (a restored cluster inherits the
+# source's pg_hba.conf and roles, so a missing password used to look like "not ready yet" and
+# a restore polled for an hour). libpq says "no password supplied" without a FATAL.
+_AUTH_SQLSTATES = {"28P01", "28000"}
+_AUTH_TEXT = ("no password supplied", "password authentication failed", "no pg_hba.conf entry",
+              "peer authentication failed", "ident authentication failed",
+              "scram authentication", "authentication failed for user")
+_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
+
+
+def _auth_failure(sqlstate: str | None, message: str) -> bool:
+    if sqlstate in _AUTH_SQLSTATES:
+        return True
+    lowered = message.lower()
+    return any(text in lowered for text in _AUTH_TEXT) or bool(_ROLE_MISSING.search(message))
+
+
+def auth_error(dsn: str, message: str) -> PostgresAuthError:
+    """The one message for refused credentials: who, where, and what to fix."""
+    from restorekit.pg.dsn import parse
+
+    try:
+        params = parse(dsn)
+    except Exception:  # noqa: BLE001 - the DSN already connected as far as the server
+        params = {}
+    role = str(params.get("user") or "(the OS user's name)")
+    host = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+    why = message.rsplit("failed:", 1)[-1].strip() if "failed:" in message else message
+    return PostgresAuthError(
+        f"authentication failed for role {role!r} at {host}: {why}. Check the password "
+        "restorekit was given for this role (the target's dsn_env, or PGPASSFILE) and that "
+        "pg_hba.conf allows this role from this host; nothing was retried.",
+        role=role, host=host,
+    )
 
 
 # libpq reports server-side connect failures as text, usually without a SQLSTATE; a FATAL from

@@ -19,6 +19,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from restorekit.config import Settings, TargetConfig
@@ -27,6 +28,7 @@ from restorekit.engines.recovery import (
     apply_overrides,
     restored_cluster_settings,
     run_recovery,
+    settle_access_rules,
     write_recovery_signal,
 )
 from restorekit.errors import (
@@ -39,7 +41,7 @@ from restorekit.errors import (
 )
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.pg.cluster import LocalCluster, free_port
-from restorekit.pg.dsn import merge, parse
+from restorekit.pg.dsn import parse
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
 from restorekit.providers.base import Capability, Progress, no_progress
 
@@ -80,12 +82,16 @@ class SelfHostedProvider:
         restore_root: Path,
         database: str = "postgres",
         target_name: str = "",
+        listen_addresses: str = "127.0.0.1",
+        restored_host: str = "127.0.0.1",
     ) -> None:
         self.engine = engine
         self.source = source
         self.restore_root = Path(restore_root).absolute()
         self.database = database
         self.target_name = target_name
+        self.listen_addresses = listen_addresses
+        self.restored_host = restored_host
 
     # -- construction from restorekit.toml -----------------------------------------------------
 
@@ -143,6 +149,8 @@ class SelfHostedProvider:
             restore_root=settings.restore_root / target.name,
             database=target.database or str(params.get("dbname") or "postgres"),
             target_name=target.name,
+            listen_addresses=target.listen_addresses,
+            restored_host=target.restored_host,
         )
 
     # -- DatabaseProvider ----------------------------------------------------------------------
@@ -209,10 +217,14 @@ class SelfHostedProvider:
             started = time.monotonic()
             settings = self.engine.prepare_restore(point, backup, data_dir, progress=progress)
             phases["base restore"] = time.monotonic() - started
-            apply_overrides(data_dir, {**restored_cluster_settings(port), **settings}, os_user)
+            access_settings, access = settle_access_rules(
+                data_dir, os_user, listen_addresses=self.listen_addresses)
+            apply_overrides(data_dir, {**restored_cluster_settings(port, self.listen_addresses),
+                                       **access_settings, **settings}, os_user)
             if not (data_dir / "recovery.signal").exists():
                 write_recovery_signal(data_dir, os_user)
-            result = run_recovery(cluster, target_lsn=_target_lsn(point), progress=progress)
+            result = run_recovery(cluster, dsn=self._restored_dsn(port, self.database),
+                                  target_lsn=_target_lsn(point), progress=progress)
             phases["wal replay"] = result.replay_seconds
         except BaseException:
             # Never leave a half-restored cluster running: stop it; keep nothing but the log.
@@ -220,9 +232,10 @@ class SelfHostedProvider:
                 cluster.stop(mode="immediate")
             shutil.rmtree(home, ignore_errors=True)
             raise
-        dsn = merge(cluster.dsn(), dbname=self.database)
+        dsn = self._restored_dsn(port, self.database)
         _update_marker(home, {
             "complete": True, "port": port, "database": self.database,
+            "host": self.restored_host, "access": access,
             "recovered_to_time": result.last_commit_time.isoformat() if result.last_commit_time else None,
             "recovered_to_lsn": result.recovered_lsn, "phases": phases,
         })
@@ -237,6 +250,7 @@ class SelfHostedProvider:
             phases=phases,
             recovered_to_time=result.last_commit_time,
             recovered_to_lsn=result.recovered_lsn,
+            access=access,
         )
 
     def find_restored(self, name: str) -> RestoredDatabase | None:
@@ -261,14 +275,24 @@ class SelfHostedProvider:
         return RestoredDatabase(
             provider=self.kind,
             handle=str(home),
-            dsn=SecretStr(merge(cluster.dsn(), dbname=meta.get("database", self.database))),
+            dsn=SecretStr(self._restored_dsn(int(meta["port"]),
+                                             str(meta.get("database", self.database)))),
             point=meta.get("point", ""),
             backup_id=meta.get("backup_id", ""),
             scratch=not meta.get("adopted", False),
             phases=meta.get("phases", {}),
             recovered_to_time=datetime.fromisoformat(last) if last else None,
             recovered_to_lsn=meta.get("recovered_to_lsn"),
+            access=str(meta.get("access", "")),
         )
+
+    def _restored_dsn(self, port: int, database: str) -> str:
+        """How restorekit reaches a restored cluster: the source's DSN (its role, password and
+        options: the copy has the same roles and pg_hba.conf) at the restored host and port."""
+        params = parse(self.source.dsn)
+        for key in ("host", "hostaddr", "port", "dbname", "service"):
+            params.pop(key, None)
+        return make_conninfo("", host=self.restored_host, port=port, dbname=database, **params)
 
     def adopt(self, restored: RestoredDatabase) -> None:
         """Mark a restored cluster as the new production: cleanup and discard leave it alone."""
@@ -369,7 +393,8 @@ class SelfHostedProvider:
         same port)."""
         params = parse(dsn)
         host = str(params.get("host") or "localhost")
-        local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("/")
+        local = (host in ("localhost", "127.0.0.1", "::1", meta.get("host"))
+                 or host.startswith("/"))
         port = int(str(params.get("port") or 5432))
         return local and meta.get("port") is not None and int(str(meta["port"])) == port
 
