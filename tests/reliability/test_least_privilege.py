@@ -9,6 +9,7 @@ the application's DATABASE_URL in the env file (what scenarios 2 and 3 read and 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -57,13 +58,17 @@ def least(world: Any) -> Iterator[Any]:
             "WHERE r.rolname = %s", [ROLE]).fetchone()
     assert role == (False, True, False, False, False)
     assert granted_roles == (0,)  # no pg_read_all_data, pg_monitor, ... memberships
-    port = world.production.port
-    text = world.config.read_text()
-    world.config.write_text(text.replace("user=postgres dbname=app", f"user={ROLE} dbname=app"))
-    world.env_file.write_text(f"DATABASE_URL=postgresql://{ROLE}@127.0.0.1:{port}/app\n")
+    # The production authenticates with scram-sha-256: the role's password (the README's) goes
+    # to restorekit only through the target's dsn_env, and into the application's URL.
+    password = re.search(r"PASSWORD '([^']*)'", "\n".join(documented_sql()))
+    assert password is not None and world.dsn_env
+    dsn = world.production.dsn("app", user=ROLE, password=password.group(1))
+    os.environ[world.dsn_env] = dsn
+    world.env_file.write_text(
+        "DATABASE_URL=" + world.production.url("app", user=ROLE, password=password.group(1)) + "\n")
     rt = world.runtime()
     rt.app.redeploy(reason="connect as the restorekit role")
-    assert rt.config.resolve_dsn().endswith(f"user={ROLE} dbname=app")
+    assert rt.config.resolve_dsn() == dsn
     yield world
 
 
