@@ -4,6 +4,32 @@ The store manages ONE env entry: ``key`` whose ``target`` covers every configure
 (default ``["production"]``), with no git branch and no custom environment. A change applies
 only to the next *build* (provider-apis.md §5.2): the caller redeploys afterwards.
 
+Reading a value
+---------------
+``GET /v10/projects/{idOrName}/env`` never decrypts, whatever its ``decrypt`` parameter says
+(§5.1, vercel/sdk#118, vercel/vercel#9072): an ``encrypted`` value comes back as ciphertext.
+So the list is used only to find the entry's ``id``, and the value is read through
+``GET /v1/projects/{idOrName}/env/{id}`` (§5.1a), which decrypts ``plain`` and ``encrypted``
+values. A response without ``"decrypted": true`` is an error, never a value: a ciphertext taken
+for the connection string would be the value a rollback writes back.
+
+Sensitive variables
+-------------------
+A ``sensitive`` variable (or a legacy ``secret``) is never readable back, by any endpoint. The
+value restorekit uses for it is one it knows itself, in this order:
+
+* the value restorekit itself last wrote there, if the entry is unchanged since (same id and
+  ``updatedAt``): kept encrypted next to the backups (``<key>.current``), so that a swap that
+  succeeded is not later "read" as the old value;
+* otherwise the value of ``current_value_env``: the name of an environment variable that holds
+  the application's current connection string (a secret, never logged).
+
+Without either, ``read()`` raises a :class:`ConfigError` saying what to configure, and ``write()``
+refuses before changing anything (a swap that cannot be rolled back would leave production on
+the new database after a failed health check). ``describe()`` says so, so a flow's plan shows it
+before the swap. A write verifies a sensitive value by its entry's ``updatedAt`` advancing, and
+keeps the type ``sensitive``.
+
 Where the previous value goes
 -----------------------------
 Vercel keeps no history of env values, and a :class:`~restorekit.sinks.base.Revision` must hold
@@ -24,14 +50,6 @@ no extra secret, but a token rotated between the write and a rollback makes the 
 provision on every worker that may run the rollback hook. Either way the file lives on the
 machine that ran the write: a rollback on another worker needs a shared ``state_dir``. Files are
 not pruned automatically.
-
-Sensitive variables
--------------------
-A ``sensitive`` env var (and an ``encrypted`` one the token may not decrypt) cannot be read back:
-``read()`` raises a :class:`ConfigError` saying so. ``write()`` still works; it verifies the
-write by the entry's ``updatedAt`` advancing instead of by value, and the previous value is then
-unknown, so ``restore`` of such a revision raises a :class:`ProviderError` telling the operator
-to set the value by hand.
 """
 
 from __future__ import annotations
@@ -58,6 +76,7 @@ from restorekit.sinks.base import Revision, check_new_value
 log = logging.getLogger(__name__)
 
 _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TARGETS = frozenset({"production", "preview", "development"})
 _UNREADABLE_TYPES = frozenset({"sensitive", "secret"})
 _BACKUP_VERSION = 1
@@ -77,6 +96,9 @@ class VercelEnvStore:
         targets: The targets the entry must cover (``production``, ``preview``,
             ``development``); also the targets of an entry ``write`` has to create.
         env_type: The type of an entry ``write`` has to create (``encrypted`` by default).
+        current_value_env: For a ``sensitive`` variable: name of an environment variable that
+            holds the application's current value (see the module docstring). Unused for
+            readable types: their value is read from Vercel.
         backup_key_env: Name of an environment variable holding a Fernet key for the backups;
             unset means a key derived from the token (see the module docstring).
         request_timeout_seconds, max_retries, max_retry_after_seconds: HTTP behaviour, see
@@ -98,6 +120,7 @@ class VercelEnvStore:
         base_url: str = DEFAULT_BASE_URL,
         targets: list[str] | tuple[str, ...] = ("production",),
         env_type: str = "encrypted",
+        current_value_env: str | None = None,
         backup_key_env: str | None = None,
         request_timeout_seconds: float = 30.0,
         max_retries: int = 4,
@@ -121,13 +144,20 @@ class VercelEnvStore:
         if env_type not in ("encrypted", "plain", "sensitive"):
             raise ConfigError(f"vercel env store: env_type must be encrypted, plain or "
                               f"sensitive; got {env_type!r}")
-        if backup_key_env is not None and not _KEY_NAME.fullmatch(backup_key_env):
-            raise ConfigError(f"vercel env store: backup_key_env must name an environment "
-                              f"variable; got {backup_key_env!r}")
+        if env_type == "sensitive" and "development" in targets:
+            raise ConfigError("vercel env store: Vercel has no sensitive variables for the "
+                              "development target; drop it from targets or use env_type "
+                              "encrypted")
+        for option, name in (("backup_key_env", backup_key_env),
+                             ("current_value_env", current_value_env)):
+            if name is not None and not _KEY_NAME.fullmatch(name):
+                raise ConfigError(f"vercel env store: {option} must name an environment "
+                                  f"variable; got {name!r}")
         self.project = project
         self.key = key
         self.targets = tuple(dict.fromkeys(targets))
         self.env_type = env_type
+        self.current_value_env = current_value_env
         self.state_dir = Path(state_dir).absolute()
         self.backup_key_env = backup_key_env
         self.api = VercelClient(
@@ -135,6 +165,7 @@ class VercelEnvStore:
             base_url=base_url, timeout=request_timeout_seconds, max_retries=max_retries,
             max_retry_after=max_retry_after_seconds, transport=transport, sleep=sleep,
         )
+        self._seen_type: str | None = None  # the entry's type when last listed (describe())
 
     def __repr__(self) -> str:
         return f"VercelEnvStore(project={self.project!r}, key={self.key!r})"
@@ -146,9 +177,22 @@ class VercelEnvStore:
     def backup_dir(self) -> Path:
         return self.state_dir / "vercel-env"
 
-    def describe(self) -> str:
+    @property
+    def location(self) -> str:
+        """Which variable this is; a revision's ``location`` (stable, unlike describe())."""
         return (f"Vercel env {self.key} [{', '.join(self.targets)}] of project "
                 f"{self.project}{self.api.describe_scope()}")
+
+    def describe(self) -> str:
+        sensitive = (self._seen_type in _UNREADABLE_TYPES if self._seen_type is not None
+                     else self.current_value_env is not None)
+        if not sensitive:
+            return self.location
+        if self.current_value_env:
+            return (f"{self.location} (sensitive: not readable back; rollback writes the value "
+                    f"of ${self.current_value_env}, or the one restorekit last wrote)")
+        return (f"{self.location} (sensitive: not readable back; no rollback is possible "
+                "until current_value_env is set)")
 
     # -- ConnectionStore ---------------------------------------------------------------------
 
@@ -156,14 +200,8 @@ class VercelEnvStore:
         envs, hidden = self._list("read")
         entry = self._find(envs)
         if entry is None:
-            raise ConfigError(f"{self.describe()}: no such variable"
-                              + _hidden_note(hidden))
-        value = _readable(entry)
-        if value is None:
-            raise ConfigError(self._unreadable(entry))
-        if not value:
-            raise ConfigError(f"{self.describe()}: the value is empty")
-        return SecretStr(value)
+            raise ConfigError(f"{self.describe()}: no such variable" + _hidden_note(hidden))
+        return SecretStr(self._value_of(entry, "read"))
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
@@ -177,29 +215,23 @@ class VercelEnvStore:
                                   + _hidden_note(hidden).removeprefix(";")
                                   + "; refusing to create a second one")
             return self._create(value, cipher)
-        old = _readable(entry)
-        env_id = str(entry["id"])
+        env_id, env_type = str(entry["id"]), str(entry.get("type"))
+        # Before anything changes: a sensitive value nobody knows stops the swap here.
+        old = self._value_of(entry, "write")
         backup = self._save_backup(cipher, {
-            "existed": True, "env_id": env_id, "value": old, "type": entry.get("type"),
+            "existed": True, "env_id": env_id, "value": old, "type": env_type,
             "target": _targets_of(entry), "updated_at": entry.get("updatedAt"),
         })
-        revision = Revision(store=self.kind, location=self.describe(), ref=str(backup))
-        if old is None:
-            log.warning("%s: %s; writing anyway, verified by updatedAt: a rollback cannot put "
-                        "the previous value back", self.describe(), self._unreadable(entry))
+        revision = Revision(store=self.kind, location=self.location, ref=str(backup))
+        secrets = (value, old)
         try:
-            self._patch(env_id, value, operation="write", secrets=(value, old))
-            self._verify(env_id, value, previous=entry, operation="write")
+            self._patch(env_id, value, env_type, operation="write", secrets=secrets)
+            self._remember(self._verify(env_id, value, previous=entry, operation="write"), value)
         except RestoreKitError as exc:
             problem = str(exc)
-            if old is None:
-                raise ProviderError(
-                    f"{problem}; the previous value was not readable (sensitive), so it could "
-                    "not be put back: set it by hand in the Vercel dashboard",
-                    provider=self.kind, operation="write",
-                ) from exc
             try:
-                self._patch(env_id, old, operation="write", secrets=(value, old))
+                self._patch(env_id, old, env_type, operation="write", secrets=secrets)
+                self._remember(self._verify(env_id, old, previous=None, operation="write"), old)
             except RestoreKitError as put_back:
                 raise ProviderError(
                     f"{problem}; putting the previous value back failed too ({put_back}); it is "
@@ -211,10 +243,10 @@ class VercelEnvStore:
         return revision
 
     def restore(self, revision: Revision) -> None:
-        if revision.store != self.kind or revision.location != self.describe():
+        if revision.store != self.kind or revision.location != self.location:
             raise ConfigError(
                 f"revision of {revision.store} {revision.location!r} cannot be restored into "
-                f"{self.describe()}"
+                f"{self.location}"
             )
         if revision.ref is None:
             raise ConfigError(f"{self.describe()}: the revision names no backup file")
@@ -231,26 +263,85 @@ class VercelEnvStore:
                      self.describe())
             return
         old = saved.get("value")
-        if old is None:
+        if old is None:  # a backup written before restorekit could know sensitive values
             raise ProviderError(
                 f"{self.describe()}: the value before the write was a sensitive one that "
                 "cannot be read back, so it was never saved; set it by hand in the Vercel "
                 "dashboard (nothing was changed)", provider=self.kind, operation="restore",
             )
-        entry = by_id.get(str(env_id))
-        if entry is None:
-            entry = self._find(envs)
-        if entry is not None and _readable(entry) == old:
-            log.info("restored %s: the previous value is already in place", self.describe())
-            return
+        entry = by_id.get(str(env_id)) or self._find(envs)
         if entry is not None:
-            self._patch(str(entry["id"]), old, operation="restore", secrets=(old,))
-            self._verify(str(entry["id"]), old, previous=entry, operation="restore")
+            if self._holds(entry, old):
+                log.info("restored %s: the previous value is already in place", self.describe())
+                return
+            env_type = str(entry.get("type"))
+            self._patch(str(entry["id"]), old, env_type, operation="restore", secrets=(old,))
+            after = self._verify(str(entry["id"]), old, previous=entry, operation="restore")
         else:
             created = self._upsert(old, saved.get("type") or self.env_type,
                                    saved.get("target") or list(self.targets), "restore")
-            self._verify(created, old, previous=None, operation="restore")
+            after = self._verify(created, old, previous=None, operation="restore")
+        self._remember(after, old)
         log.info("restored %s from %s", self.describe(), revision.ref)
+
+    # -- the value of an entry ---------------------------------------------------------------
+
+    def _value_of(self, entry: dict[str, Any], operation: str) -> str:
+        """The entry's current value: decrypted by id, or, if sensitive, the one we know."""
+        if entry.get("type") in _UNREADABLE_TYPES:
+            value = self._known_value(entry)
+        else:
+            data = self._fetch(str(entry["id"]), operation)
+            if data.get("type") in _UNREADABLE_TYPES:  # made sensitive since the list
+                self._seen_type = str(data["type"])
+                return self._value_of({**entry, **data}, operation)
+            decrypted = _decrypted(data)
+            if decrypted is None:
+                raise ProviderError(
+                    f"{self.describe()}: Vercel did not return the decrypted value of entry "
+                    f"{entry['id']} (type {data.get('type')!r}, decrypted "
+                    f"{data.get('decrypted')!r}); the token may lack the permission to read "
+                    "environment variable values", provider=self.kind, operation=operation)
+            value = decrypted
+        if not value:
+            raise ConfigError(f"{self.describe()}: the value is empty")
+        return value
+
+    def _known_value(self, entry: dict[str, Any]) -> str:
+        """A sensitive entry's value as restorekit knows it (see the module docstring)."""
+        tracked = self._tracked(entry)
+        if tracked is not None:
+            log.info("%s: sensitive; using the value restorekit last wrote there",
+                     self.location)
+            return tracked
+        name = self.current_value_env
+        if name is None:
+            raise ConfigError(
+                f"{self.location}: the variable is of type {entry.get('type')!r}: Vercel never "
+                "returns its value, by any endpoint, so restorekit can neither read it nor keep "
+                "it to roll a swap back. Set current_value_env in "
+                "[targets.NAME.connection.options] to the name of an environment variable that "
+                f"holds the application's current {self.key} (e.g. current_value_env = "
+                f'"APP_{self.key}", set wherever restorekit runs), or make the variable '
+                "'encrypted'")
+        value = os.environ.get(name, "")
+        if not value:
+            raise ConfigError(
+                f"{self.location}: sensitive, and environment variable {name} "
+                f"(current_value_env) is not set; it must hold the application's current "
+                f"{self.key}, exactly as it is in Vercel")
+        if _CONTROL.search(value):
+            raise ConfigError(
+                f"{self.location}: ${name} (current_value_env) contains control characters "
+                f"(a trailing newline?); it must hold exactly the value of {self.key}")
+        log.info("%s: sensitive; using the value of $%s", self.location, name)
+        return value
+
+    def _holds(self, entry: dict[str, Any], value: str) -> bool:
+        """Whether ``entry`` is known to hold ``value`` already (restore is idempotent)."""
+        if entry.get("type") in _UNREADABLE_TYPES:
+            return self._tracked(entry) == value
+        return _decrypted(self._fetch(str(entry["id"]), "restore")) == value
 
     # -- Vercel calls ------------------------------------------------------------------------
 
@@ -259,8 +350,8 @@ class VercelEnvStore:
         return f"/v10/projects/{path_segment(self.project)}/env"
 
     def _list(self, operation: str) -> tuple[list[dict[str, Any]], int]:
-        data = self.api.request("GET", self._env_path, operation=operation,
-                                params={"decrypt": "true"})
+        # Only ids, types, targets and updatedAt are taken from the list: it never decrypts.
+        data = self.api.request("GET", self._env_path, operation=operation)
         # A union of shapes (§5.1): {"envs", "pagination"} | {"envs", "hiddenProductionEnvCount"}
         # | a single env object.
         if isinstance(data, dict) and isinstance(data.get("envs"), list):
@@ -271,6 +362,14 @@ class VercelEnvStore:
             return [data], 0
         raise ProviderError(f"{self.describe()}: GET {self._env_path} answered with an "
                             "unexpected shape", provider=self.kind, operation=operation)
+
+    def _fetch(self, env_id: str, operation: str) -> dict[str, Any]:
+        path = f"/v1/projects/{path_segment(self.project)}/env/{path_segment(env_id)}"
+        data = self.api.request("GET", path, operation=operation)
+        if not isinstance(data, dict):
+            raise ProviderError(f"{self.describe()}: GET {path} answered with an unexpected "
+                                "shape", provider=self.kind, operation=operation)
+        return data
 
     def _find(self, envs: list[dict[str, Any]]) -> dict[str, Any] | None:
         wanted = set(self.targets)
@@ -290,13 +389,18 @@ class VercelEnvStore:
                 f"{self.describe()}: entry {found[0].get('id')} covers only "
                 f"[{', '.join(_targets_of(found[0]))}]; configure targets to match it"
             )
+        if found:
+            self._seen_type = str(found[0].get("type"))
         return found[0] if found else None
 
-    def _patch(self, env_id: str, value: str, *, operation: str,
+    def _patch(self, env_id: str, value: str, env_type: str, *, operation: str,
                secrets: tuple[str | None, ...]) -> None:
+        body = {"value": value}
+        if env_type == "sensitive":
+            body["type"] = "sensitive"  # explicit: a swap never makes the value readable
         self.api.request("PATCH", f"/v9/projects/{path_segment(self.project)}/env/"
-                         f"{path_segment(env_id)}", operation=operation,
-                         body={"value": value}, secrets=secrets)
+                         f"{path_segment(env_id)}", operation=operation, body=body,
+                         secrets=secrets)
 
     def _upsert(self, value: str, env_type: str, targets: list[str], operation: str) -> str | None:
         data = self.api.request(
@@ -323,7 +427,8 @@ class VercelEnvStore:
                 raise
 
     def _verify(self, env_id: str | None, value: str, *, previous: dict[str, Any] | None,
-                operation: str) -> None:
+                operation: str) -> dict[str, Any]:
+        """Read the entry back (its value by id) and return it as listed."""
         envs, _ = self._list(operation)
         entry = next((e for e in envs if env_id and str(e.get("id")) == env_id), None)
         if entry is None:
@@ -331,12 +436,20 @@ class VercelEnvStore:
         if entry is None:
             raise ProviderError(f"{self.describe()}: the variable is missing when read back",
                                 provider=self.kind, operation=operation)
-        readable = _readable(entry)
-        if readable is not None:
+        was = (previous or {}).get("type")
+        if entry.get("type") not in _UNREADABLE_TYPES:
+            if was in _UNREADABLE_TYPES:
+                raise ProviderError(f"{self.describe()}: the variable was {was!r} and is "
+                                    f"{entry.get('type')!r} after the write",
+                                    provider=self.kind, operation=operation)
+            readable = _decrypted(self._fetch(str(entry["id"]), operation))
+            if readable is None:
+                raise ProviderError(f"{self.describe()}: the value written could not be read "
+                                    "back decrypted", provider=self.kind, operation=operation)
             if readable != value:
                 raise ProviderError(f"{self.describe()}: the value read back differs from the "
                                     "value written", provider=self.kind, operation=operation)
-            return
+            return entry
         # Sensitive: the value cannot be compared; the entry must at least have changed.
         before = (previous or {}).get("updatedAt")
         after = entry.get("updatedAt")
@@ -345,6 +458,7 @@ class VercelEnvStore:
             raise ProviderError(f"{self.describe()}: sensitive value; updatedAt did not advance "
                                 f"({before} -> {after}), so the write is not confirmed",
                                 provider=self.kind, operation=operation)
+        return entry
 
     def _create(self, value: str, cipher: Any) -> Revision:
         backup = self._save_backup(cipher, {"existed": False, "env_id": None, "value": None,
@@ -352,7 +466,8 @@ class VercelEnvStore:
         created: str | None = None
         try:
             created = self._upsert(value, self.env_type, list(self.targets), "write")
-            self._verify(created, value, previous=None, operation="write")
+            self._remember(self._verify(created, value, previous=None, operation="write"),
+                           value)
         except RestoreKitError as exc:
             with contextlib.suppress(RestoreKitError):
                 envs, _ = self._list("write")
@@ -362,13 +477,68 @@ class VercelEnvStore:
             raise ProviderError(f"{exc}; the variable the write created was removed again",
                                 provider=self.kind, operation="write") from exc
         log.info("created %s (it did not exist; restore removes it)", self.describe())
-        return Revision(store=self.kind, location=self.describe(), ref=str(backup))
+        return Revision(store=self.kind, location=self.location, ref=str(backup))
 
-    def _unreadable(self, entry: dict[str, Any]) -> str:
-        return (f"{self.describe()}: the variable is of type {entry.get('type')!r} and its "
-                "value cannot be read back through the API (Vercel never returns sensitive "
-                "values); restorekit can overwrite it but cannot read it or put an unknown "
-                "previous value back. Make it 'encrypted' to get read-back and rollback")
+    # -- the value restorekit last wrote into a sensitive entry -------------------------------
+
+    @property
+    def _tracking_path(self) -> Path:
+        return self.backup_dir / f"{_file_safe(self.project)}.{self.key}.current"
+
+    def _remember(self, entry: dict[str, Any], value: str) -> None:
+        """After a confirmed write into a sensitive entry: keep (encrypted) what it now holds.
+
+        Best effort: the write itself succeeded; without this file ``read()`` falls back to
+        ``current_value_env``.
+        """
+        if entry.get("type") not in _UNREADABLE_TYPES:
+            return
+        record = {"v": _BACKUP_VERSION, "project": self.project, "key": self.key,
+                  "team": self.api.team_id or self.api.team_slug, "env_id": str(entry.get("id")),
+                  "updated_at": entry.get("updatedAt"), "value": value}
+        try:
+            token: bytes = self._cipher().encrypt(json.dumps(record).encode())
+            with self._io("write"):
+                self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                partial = self._tracking_path.with_name(
+                    f"{self._tracking_path.name}.{os.getpid()}.tmp")
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    os.fchmod(fh.fileno(), 0o600)
+                    fh.write(token)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(partial, self._tracking_path)
+        except RestoreKitError as exc:
+            log.warning("%s: could not keep the value written (%s); read() will use "
+                        "current_value_env", self.location, exc)
+
+    def _tracked(self, entry: dict[str, Any]) -> str | None:
+        """The value restorekit last wrote into ``entry``, if nothing changed it since."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            token = self._tracking_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("%s: cannot read %s (%s)", self.location, self._tracking_path,
+                        exc.strerror or exc)
+            return None
+        try:
+            record = json.loads(self._cipher().decrypt(token))
+        except (InvalidToken, ValueError):
+            log.warning("%s: %s cannot be decrypted with the current key; ignored",
+                        self.location, self._tracking_path)
+            return None
+        same = (isinstance(record, dict) and record.get("v") == _BACKUP_VERSION
+                and record.get("project") == self.project and record.get("key") == self.key
+                and record.get("team") == (self.api.team_id or self.api.team_slug)
+                and record.get("env_id") == str(entry.get("id"))
+                and record.get("updated_at") is not None
+                and record.get("updated_at") == entry.get("updatedAt"))
+        value = record.get("value") if same else None
+        return value if isinstance(value, str) and value else None
 
     # -- encrypted backups -------------------------------------------------------------------
 
@@ -467,12 +637,15 @@ def _targets_of(entry: dict[str, Any]) -> list[str]:
     return []
 
 
-def _readable(entry: dict[str, Any]) -> str | None:
-    """The entry's plain value, or None when the API does not give it (sensitive, undecrypted)."""
-    if entry.get("type") in _UNREADABLE_TYPES or entry.get("decrypted") is False:
-        return None
+def _decrypted(entry: dict[str, Any]) -> str | None:
+    """The value of a ``GET .../env/{id}`` answer, or None when it is not a decrypted one."""
     value = entry.get("value")
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str) or entry.get("type") in _UNREADABLE_TYPES:
+        return None
+    if entry.get("decrypted") is True:
+        return value
+    # A plain value is stored as is; only a missing flag is tolerated, never "decrypted": false.
+    return value if entry.get("type") == "plain" and "decrypted" not in entry else None
 
 
 def _hidden_note(hidden: int) -> str:

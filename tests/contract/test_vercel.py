@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fakes.vercel_server import FakeVercel, backed_by, running
 from pydantic import SecretStr
@@ -434,18 +435,86 @@ def test_the_token_never_reaches_messages_or_logs(
     assert "new-pass-2" not in caplog.text and "old-pass-1" not in caplog.text
 
 
-# -- the env store -----------------------------------------------------------------------------
+# -- the fake is Vercel: the list never decrypts (provider-apis.md §5.1, §5.1a) -----------------
+
+
+def _get(fake: FakeVercel, path: str, **params: str) -> Any:
+    response = httpx.get(fake.url + path, params={"teamId": fake.team_id or "", **params},
+                         headers={"Authorization": f"Bearer {fake.token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("sensitive_list_value", ["absent", "ciphertext"])
+def test_the_list_never_decrypts_and_only_the_per_id_read_does(
+        fake: FakeVercel, sensitive_list_value: str) -> None:
+    # What Vercel answers whatever `decrypt` says (vercel/sdk#118, vercel/vercel#9072): an
+    # adapter that takes values from the list gets ciphertext, or nothing.
+    fake.sensitive_list_value = sensitive_list_value
+    ids = {kind: fake.add_env(f"URL_{kind.upper()}", OLD, type=kind)
+           for kind in ("plain", "encrypted", "sensitive")}
+    for decrypt in ("true", "false"):
+        listed = {e["type"]: e for e in _get(fake, f"/v10/projects/{fake.project_name}/env",
+                                             decrypt=decrypt)["envs"]}
+        assert listed["plain"]["value"] == OLD  # stored as is
+        assert listed["encrypted"]["decrypted"] is False
+        hidden = {k: v for k, v in listed.items() if k != "plain"}
+        assert listed["encrypted"]["value"] != OLD and "old-pass-1" not in json.dumps(hidden)
+        assert listed["sensitive"]["decrypted"] is False
+        assert ("value" in listed["sensitive"]) is (sensitive_list_value == "ciphertext")
+
+    path = f"/v1/projects/{fake.project_name}/env/"
+    for kind in ("plain", "encrypted"):
+        fetched = _get(fake, path + ids[kind])
+        assert (fetched["value"], fetched["decrypted"]) == (OLD, True)
+    fetched = _get(fake, path + ids["sensitive"])
+    assert fetched["decrypted"] is False and "value" not in fetched
+    assert fake.env_value("URL_SENSITIVE") == OLD  # a build still gets it
+
+
+# -- the env store: reading --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", ["pagination", "hidden", "single"])
 def test_read_understands_every_response_shape(fake: FakeVercel, make_store: Any,
                                                shape: str) -> None:
     fake.env_list_shape = shape
-    fake.add_env("DATABASE_URL", OLD, target="production")  # target as a string, too
+    env_id = fake.add_env("DATABASE_URL", OLD, target="production")  # target as a string, too
     assert make_store().read().get_secret_value() == OLD
-    (call,) = fake.calls("GET", "/env")
-    assert call.path == f"/v10/projects/{fake.project_name}/env"
-    assert call.query == {"decrypt": "true", "teamId": fake.team_id}
+    (listing,) = fake.calls("GET", r"^/v10/projects/[^/]+/env$")
+    assert listing.path == f"/v10/projects/{fake.project_name}/env"
+    assert listing.query == {"teamId": fake.team_id}  # no `decrypt`: it does nothing (§5.1)
+    (by_id,) = fake.calls("GET", r"^/v1/projects/")
+    assert by_id.path == f"/v1/projects/{fake.project_name}/env/{env_id}"
+    assert by_id.query == {"teamId": fake.team_id}
+
+
+@pytest.mark.parametrize("env_type", ["plain", "encrypted"])
+def test_read_takes_the_value_from_the_per_id_endpoint_not_from_the_list(
+        fake: FakeVercel, make_store: Any, env_type: str) -> None:
+    env_id = fake.add_env("DATABASE_URL", OLD, type=env_type)
+    store = make_store()
+    assert store.read().get_secret_value() == OLD
+    assert [c.path for c in fake.calls("GET", r"^/v1/projects/")] == [
+        f"/v1/projects/{fake.project_name}/env/{env_id}"]
+    assert store.describe() == store.location  # nothing to say about a readable variable
+
+
+def test_an_undecrypted_per_id_answer_is_an_error_never_a_value(
+        fake: FakeVercel, make_store: Any) -> None:
+    # As sdk#25 saw it: the per-id read may still withhold the value (token permissions).
+    env_id = fake.add_env("DATABASE_URL", OLD)
+    ciphertext = "zBVLLQi9gyWcZ38Yh44FV3DVhJb6HrQLVaZBtlg6xRLe+gsFvw=="
+    fake.fail("GET", r"^/v1/projects/", 200, times=2, body={
+        "id": env_id, "key": "DATABASE_URL", "type": "encrypted", "decrypted": False,
+        "value": ciphertext, "target": ["production"]})
+    store = make_store()
+    with pytest.raises(ProviderError, match="did not return the decrypted value") as caught:
+        store.read()
+    assert ciphertext not in str(caught.value)
+    with pytest.raises(ProviderError, match="did not return the decrypted value"):
+        store.write(SecretStr(NEW))
+    assert fake.calls("PATCH") == [] and fake.env_value("DATABASE_URL") == OLD
 
 
 def test_read_picks_the_production_entry_among_others(fake: FakeVercel,
@@ -457,13 +526,44 @@ def test_read_picks_the_production_entry_among_others(fake: FakeVercel,
     assert make_store().read().get_secret_value() == OLD
 
 
-def test_read_of_a_sensitive_variable_explains_why_it_cannot(fake: FakeVercel,
-                                                             make_store: Any) -> None:
+@pytest.mark.parametrize("sensitive_list_value", ["absent", "ciphertext"])
+def test_a_sensitive_variable_is_never_read_from_the_api_and_without_current_value_env_nothing_changes(  # noqa: E501
+        fake: FakeVercel, make_store: Any, sensitive_list_value: str) -> None:
+    fake.sensitive_list_value = sensitive_list_value
     fake.add_env("DATABASE_URL", OLD, type="sensitive")
+    store = make_store()
     with pytest.raises(ConfigError) as caught:
-        make_store().read()
-    assert "'sensitive'" in str(caught.value) and "cannot be read back" in str(caught.value)
-    assert "old-pass-1" not in str(caught.value)
+        store.read()
+    message = str(caught.value)
+    assert "'sensitive'" in message and "never returns its value" in message
+    assert "Set current_value_env in [targets.NAME.connection.options]" in message
+    assert "old-pass-1" not in message
+    # The plan says it before any swap; and the swap refuses before changing anything.
+    assert store.describe().endswith("(sensitive: not readable back; no rollback is possible "
+                                     "until current_value_env is set)")
+    with pytest.raises(ConfigError, match="current_value_env"):
+        store.write(SecretStr(NEW))
+    assert fake.calls("PATCH") == [] and fake.env_value("DATABASE_URL") == OLD
+
+
+def test_a_sensitive_variable_reads_as_the_value_of_current_value_env(
+        fake: FakeVercel, make_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add_env("DATABASE_URL", OLD, type="sensitive")
+    store = make_store(current_value_env="APP_DATABASE_URL")
+    # Before anything is read, the plan already shows where a rollback's value comes from.
+    note = ("(sensitive: not readable back; rollback writes the value of $APP_DATABASE_URL, "
+            "or the one restorekit last wrote)")
+    assert store.describe() == f"{store.location} {note}"
+    monkeypatch.delenv("APP_DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match=r"APP_DATABASE_URL \(current_value_env\) is not set"):
+        store.read()
+    monkeypatch.setenv("APP_DATABASE_URL", OLD + "\n")
+    with pytest.raises(ConfigError, match="control characters"):
+        store.read()
+    monkeypatch.setenv("APP_DATABASE_URL", OLD)
+    assert store.read().get_secret_value() == OLD
+    assert fake.calls("GET", r"^/v1/projects/") == []  # it would only say "decrypted: false"
+    assert "old-pass-1" not in store.describe() + repr(store)
 
 
 def test_read_of_a_missing_variable_mentions_hidden_production_vars(
@@ -480,7 +580,71 @@ def test_a_value_split_over_entries_is_refused(fake: FakeVercel, make_store: Any
         make_store(targets=["production", "preview"]).read()
 
 
-def test_write_patches_reads_back_and_keeps_the_previous_value_encrypted(
+def test_store_rejects_bad_sensitive_options() -> None:
+    with pytest.raises(ConfigError, match="current_value_env must name"):
+        VercelEnvStore(project="shop", state_dir="/tmp/x", current_value_env="not a name")
+    with pytest.raises(ConfigError, match="no sensitive variables for the development"):
+        VercelEnvStore(project="shop", state_dir="/tmp/x", env_type="sensitive",
+                       targets=["production", "development"])
+
+
+# -- the env store: writing and rolling back ---------------------------------------------------
+
+# An original value a sloppy round trip would change: escapes, a space, non-ASCII, parameters.
+ORIGINAL = ("postgresql://app:p%40ss%20w0rd-é@db-old.internal:5432/shop"
+            "?sslmode=require&application_name=shop web&options=-c%20search_path%3Dapp")
+
+
+@pytest.mark.parametrize("env_type", ["plain", "encrypted", "sensitive"])
+def test_swap_then_rollback_puts_the_original_back_byte_for_byte(
+        fake: FakeVercel, make_store: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, env_type: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    env_id = fake.add_env("DATABASE_URL", ORIGINAL, type=env_type)
+    monkeypatch.setenv("APP_DATABASE_URL", ORIGINAL)  # used for the sensitive one only
+    store = make_store(current_value_env="APP_DATABASE_URL")
+
+    revision = store.write(SecretStr(NEW))
+
+    (entry,) = fake.envs
+    assert (entry["id"], entry["type"], entry["value"]) == (env_id, env_type, NEW)
+    assert store.read().get_secret_value() == NEW  # also for sensitive: restorekit wrote it
+    assert "p%40ss" not in revision.model_dump_json() and "old-pass" not in revision.location
+
+    store.restore(revision)
+
+    assert fake.env_value("DATABASE_URL").encode() == ORIGINAL.encode()
+    assert entry["type"] == env_type
+    assert store.read().get_secret_value() == ORIGINAL
+    patches = len(fake.calls("PATCH"))
+    store.restore(revision)  # idempotent: the value is known to be back, nothing is written
+    assert len(fake.calls("PATCH")) == patches == 2
+    if env_type == "sensitive":
+        assert [c.body.get("type") for c in fake.calls("PATCH")] == ["sensitive"] * 2
+        assert fake.calls("GET", r"^/v1/projects/") == []
+    else:
+        assert all(c.body == {"value": c.body["value"]} for c in fake.calls("PATCH"))
+        assert fake.calls("GET", r"^/v1/projects/")  # values read by id, never from the list
+    assert "p%40ss" not in caplog.text and "new-pass-2" not in caplog.text
+
+
+def test_a_swapped_sensitive_value_is_not_read_as_the_stale_configured_one(
+        fake: FakeVercel, make_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # $APP_DATABASE_URL still says OLD after a successful swap; the app now runs on NEW.
+    fake.add_env("DATABASE_URL", OLD, type="sensitive")
+    monkeypatch.setenv("APP_DATABASE_URL", OLD)
+    store = make_store(current_value_env="APP_DATABASE_URL")
+    store.write(SecretStr(NEW))
+    again = make_store(current_value_env="APP_DATABASE_URL")  # a later run, a new process
+    assert again.read().get_secret_value() == NEW
+    tracked = again.backup_dir / "shop.DATABASE_URL.current"
+    assert stat.S_IMODE(tracked.stat().st_mode) == 0o600 and b"new-pass" not in tracked.read_bytes()
+    # Changed in the dashboard since: restorekit no longer knows it; the configured value rules.
+    fake.envs[0].update(value="postgresql://by-hand", updatedAt=fake.envs[0]["updatedAt"] + 1)
+    assert again.read().get_secret_value() == OLD
+
+
+def test_write_patches_reads_back_by_id_and_keeps_the_previous_value_encrypted(
         fake: FakeVercel, make_store: Any, tmp_path: Path) -> None:
     env_id = fake.add_env("DATABASE_URL", OLD)
     store = make_store()
@@ -491,7 +655,8 @@ def test_write_patches_reads_back_and_keeps_the_previous_value_encrypted(
     (patch,) = fake.calls("PATCH")
     assert patch.path == f"/v9/projects/{fake.project_name}/env/{env_id}"
     assert patch.body == {"value": NEW}
-    assert len(fake.calls("GET", "/env")) == 2  # before, and the read-back
+    assert len(fake.calls("GET", r"^/v10/projects/[^/]+/env$")) == 2  # before, and read-back
+    assert len(fake.calls("GET", rf"^/v1/projects/[^/]+/env/{env_id}$")) == 2
     # The revision names a file; the file is 0600 in a 0700 directory, and encrypted.
     assert "pass" not in revision.model_dump_json()
     backup = Path(revision.ref or "")
@@ -520,6 +685,16 @@ def test_write_of_a_missing_variable_upserts_it_and_restore_removes_it(
     assert len(fake.calls("DELETE")) == 1
     store.restore(revision)  # idempotent
     assert len(fake.calls("DELETE")) == 1
+
+
+def test_a_sensitive_variable_written_from_scratch_is_known_and_removed_on_rollback(
+        fake: FakeVercel, make_store: Any) -> None:
+    store = make_store(env_type="sensitive")  # no current_value_env: restorekit wrote it
+    revision = store.write(SecretStr(NEW))
+    assert fake.envs[0]["type"] == "sensitive"
+    assert store.read().get_secret_value() == NEW
+    store.restore(revision)
+    assert fake.envs == []
 
 
 def test_a_read_back_that_differs_puts_the_old_value_back(fake: FakeVercel,
@@ -553,24 +728,29 @@ def test_vercel_error_messages_are_scrubbed_of_values(fake: FakeVercel,
     assert "Invalid value *** for DATABASE_URL" in str(caught.value)
 
 
-def test_a_sensitive_variable_is_written_verified_by_updated_at_but_not_restorable(
-        fake: FakeVercel, make_store: Any) -> None:
+def test_a_sensitive_write_that_does_not_advance_updated_at_fails_and_puts_the_old_back(
+        fake: FakeVercel, make_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.add_env("DATABASE_URL", OLD, type="sensitive")
-    store = make_store()
-    revision = store.write(SecretStr(NEW))
-    assert fake.env_value("DATABASE_URL") == NEW
-    with pytest.raises(ProviderError) as caught:
-        store.restore(revision)
-    assert "set it by hand" in str(caught.value) and not caught.value.is_retryable
-    assert fake.env_value("DATABASE_URL") == NEW
-
-
-def test_a_sensitive_write_that_does_not_advance_updated_at_fails(
-        fake: FakeVercel, make_store: Any) -> None:
-    fake.add_env("DATABASE_URL", OLD, type="sensitive")
+    monkeypatch.setenv("APP_DATABASE_URL", OLD)
     fake.freeze_updated_at = True
-    with pytest.raises(ProviderError, match="updatedAt did not advance.*set it by hand"):
-        make_store().write(SecretStr(NEW))
+    with pytest.raises(ProviderError, match="updatedAt did not advance.*previous value was put "
+                                            "back"):
+        make_store(current_value_env="APP_DATABASE_URL").write(SecretStr(NEW))
+    assert fake.env_value("DATABASE_URL") == OLD and fake.envs[0]["type"] == "sensitive"
+
+
+def test_a_backup_without_a_value_cannot_be_restored_and_says_so(
+        fake: FakeVercel, make_store: Any) -> None:
+    # Written by an earlier restorekit, which could not know a sensitive value.
+    env_id = fake.add_env("DATABASE_URL", NEW, type="sensitive")
+    store = make_store()
+    backup = store._save_backup(store._cipher(), {
+        "existed": True, "env_id": env_id, "value": None, "type": "sensitive",
+        "target": ["production"], "updated_at": 1})
+    with pytest.raises(ProviderError) as caught:
+        store.restore(Revision(store="vercel", location=store.location, ref=str(backup)))
+    assert "set it by hand" in str(caught.value) and not caught.value.is_retryable
+    assert fake.calls("PATCH") == [] and fake.env_value("DATABASE_URL") == NEW
 
 
 def test_restore_refuses_foreign_revisions_and_paths(fake: FakeVercel, make_store: Any,
