@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,11 @@ class Installation:
         return self.production.url("app", user=APP_ROLE, password=self.app_password or "")
 
     @property
+    def secrets_file(self) -> Path:
+        """A 0600 file holding ``dsn_env``'s value, to source before running commands by hand."""
+        return self.root / "restorekit.env"
+
+    @property
     def dsn_line(self) -> str:
         """The target's DSN line of restorekit.toml: never a password in the file."""
         if self.dsn_env:
@@ -152,6 +158,10 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
                         app_password=app_password)
     if inst.dsn_env:
         os.environ[inst.dsn_env] = inst.app_dsn
+        # For commands run by hand later, as a service's EnvironmentFile would hold it.
+        fd = os.open(inst.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{inst.dsn_env}={shlex.quote(inst.app_dsn)}\n")
     env_file.write_text(f"# the demo app's settings\nDATABASE_URL={inst.app_url}\n")
     env_file.chmod(0o600)
     config.write_text(CONFIG.format(
@@ -333,5 +343,9 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
               f"latency {health.latency_ms} ms")
     if ui_url:
         out.print(f"\n[bold]Prefect UI[/]: {ui_url}  (flow runs, task timelines, report artifacts)")
+    if inst.dsn_env:
+        out.print(f"restorekit's password is only in {inst.secrets_file} (0600); to run commands "
+                  f"by hand: set -a; . {inst.secrets_file}; set +a; restorekit window -t "
+                  f"production -c {inst.config}")
     out.print(f"Left running: the app and the restored cluster. Stop everything with: "
               f"restorekit demo --stop --state-dir {state_dir}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import secrets
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +28,10 @@ from restorekit.snapshot import SnapshotInfo, list_snapshots, load_snapshot, res
 
 KIND = "snapshot"
 MARKER = "restorekit-scratch.json"
+PASSWORD_FILE = "superuser.password"
+ACCESS = ("Access to the scratch copy: a cluster restorekit created from the snapshot, "
+          "scram-sha-256 for every connection with a password only restorekit holds, on "
+          "127.0.0.1.")
 
 
 def snapshot_before(repo: Repository, when: datetime, tables: list[str] | None = None) -> SnapshotInfo:
@@ -65,7 +71,13 @@ class SnapshotScratch:
         make_dir(self.root, self.os_user, mode=0o755)
         make_dir(home, self.os_user, mode=0o755)
         (home / MARKER).write_text(json.dumps({"complete": False, "snapshot": snapshot_id}))
-        cluster = LocalCluster.create(home / "data", port=free_port())
+        # The copy holds production's rows: scram for every connection, with a password only
+        # restorekit knows (a 0600 file of restorekit's user), never a loopback that trusts.
+        password = secrets.token_urlsafe(24)
+        fd = os.open(home / PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password)
+        cluster = LocalCluster.create(home / "data", port=free_port(), password=password)
         try:
             cluster.start()
             dsn = restore_snapshot_to_new_database(info, self.repo, cluster.dsn(), database,
@@ -81,7 +93,7 @@ class SnapshotScratch:
         }))
         return RestoredDatabase(provider=KIND, handle=str(home), dsn=SecretStr(dsn),
                                 point=f"snapshot:{snapshot_id}", backup_id=snapshot_id,
-                                recovered_to_time=info.created_at)
+                                recovered_to_time=info.created_at, access=ACCESS)
 
     def find_restored(self, name: str) -> RestoredDatabase | None:
         home = self.root / name
@@ -91,13 +103,15 @@ class SnapshotScratch:
         meta = json.loads(marker.read_text())
         if not meta.get("complete"):
             return None
-        cluster = LocalCluster(data_dir=home / "data", port=int(meta["port"]), os_user=self.os_user)
+        password_file = home / PASSWORD_FILE
+        cluster = LocalCluster(data_dir=home / "data", port=int(meta["port"]), os_user=self.os_user,
+                               password=password_file.read_text() if password_file.exists() else None)
         if not cluster.is_running():
             cluster.start()
         return RestoredDatabase(
             provider=KIND, handle=str(home), dsn=SecretStr(cluster.dsn(meta["database"])),
             point=f"snapshot:{meta['snapshot']}", backup_id=meta["snapshot"],
-            recovered_to_time=datetime.fromisoformat(meta["snapshot_time"]),
+            recovered_to_time=datetime.fromisoformat(meta["snapshot_time"]), access=ACCESS,
         )
 
     def discard(self, restored: RestoredDatabase) -> None:
