@@ -11,10 +11,19 @@ Quirks handled here (each from provider-apis.md §4 / §8):
 
 * ``recovery_time_target_unix`` is an integer of Unix seconds. The docs' curl example sends a
   string; the spec says integer, so an integer is sent. A sub-second time is rounded *down*.
-* Both restore calls answer 201 with no body and nothing to poll but the project:
-  ``GET /v1/projects/{ref}`` until ``ACTIVE_HEALTHY``; ``RESTORE_FAILED``/``INIT_FAILED`` need
-  Supabase support (projects have stayed there for days), so they fail at once, and every wait
-  has a deadline.
+* Both restore calls answer 201 with no body and nothing to poll but the project's ``status``
+  (``GET /v1/projects/{ref}``). What each status means before and during a restore is one
+  table, :data:`STATUS_RULES`. Before: ACTIVE_HEALTHY starts; ACTIVE_UNHEALTHY (the incident
+  case: the database is down) starts a PITR restore, as the dashboard's PITR page does (it has
+  no status gate), but not a backup restore, which the dashboard only offers on an
+  ACTIVE_HEALTHY project; passing states (COMING_UP, RESTARTING, ...) are waited out, within
+  ``busy_timeout``; the rest are refused with what the operator must do.
+* After the call the status still shows the pre-restore value for a while (Supabase's own
+  dashboard was fixed for exactly that: supabase/supabase#48948), so ACTIVE_HEALTHY only counts
+  as done once the restore was seen to start (RESTORING, or the database going down/coming
+  up). No start within ``start_timeout`` is an error, never a success. States a project does not
+  leave on its own (RESTORE_FAILED, INIT_FAILED, PAUSE_FAILED, INACTIVE, REMOVED) fail at once:
+  projects have stayed RESTORE_FAILED for days until Supabase support stepped in.
 * Rate limit: 120 requests/minute (60 in older docs), 429 for the rest of the window with
   ``X-RateLimit-Reset`` = seconds until the reset. A 429 did not act, so it is retried (bounded)
   for every call, the POSTs included; a 5xx is retried on GETs only: a POST that may have
@@ -31,7 +40,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NamedTuple, NoReturn
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -40,6 +49,7 @@ from restorekit.config import Settings, TargetConfig
 from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
+    OperationFailed,
     OperationTimedOut,
     ProviderError,
     RestorePointError,
@@ -56,17 +66,63 @@ SUPPORT_URL = "https://supabase.com/dashboard/support/new"
 _REF = re.compile(r"^[a-z]{20}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: Project status -> what a restore waiting on it does (§4.4). Anything not listed (RESTORING,
-#: COMING_UP, RESTARTING, UNKNOWN, GOING_DOWN, ...) means "keep polling until the deadline".
-DONE, FAILED = "done", "failed"
-STATUS_OUTCOME: dict[str, str] = {
-    "ACTIVE_HEALTHY": DONE,
-    "RESTORE_FAILED": FAILED,
-    "INIT_FAILED": FAILED,
-    "REMOVED": FAILED,
+# What restore_in_place does with a project status, before the restore call (``before``) and
+# while it waits for the restore (``during``); ``advice`` is what the operator must do when the
+# status stops the restore. Values: provider-apis.md §4.4.
+START, START_PITR, WAIT, REFUSE = "start", "start_pitr", "wait", "refuse"
+DONE, UP, RESTORING, SIGN, PASSING, FAILED = "done", "up", "restoring", "sign", "passing", "failed"
+
+_SUPPORT = (f"Only Supabase support can repair a project in this state: open a ticket at "
+            f"{SUPPORT_URL} with the project ref.")
+
+
+class StatusRule(NamedTuple):
+    """``before``: START, START_PITR (a PITR restore starts, a backup restore is refused), WAIT
+    (passing: poll until it settles) or REFUSE. ``during``: DONE (finished, once a start was
+    seen), UP (up but unhealthy: keep polling), RESTORING (the restore runs), SIGN (the
+    database goes down or comes up: a restore has started), PASSING (keep polling, not a sign of
+    a restore) or FAILED (the project will not leave this state on its own)."""
+
+    before: str
+    during: str
+    advice: str = ""
+
+
+STATUS_RULES: dict[str, StatusRule] = {
+    "ACTIVE_HEALTHY": StatusRule(START, DONE),
+    "ACTIVE_UNHEALTHY": StatusRule(START_PITR, UP, (
+        "The Supabase dashboard offers a backup restore only on an ACTIVE_HEALTHY project. "
+        "Restart the project (dashboard: Project Settings > General > Restart project) and run "
+        "again once it is ACTIVE_HEALTHY, or restore to a time if the project has PITR.")),
+    "RESTORING": StatusRule(REFUSE, RESTORING, (
+        "A restore is already running (an earlier attempt, or one started in the dashboard): do "
+        "not start another. Wait until the project is ACTIVE_HEALTHY, then check its data; "
+        f"contact Supabase support ({SUPPORT_URL}) if it stays RESTORING.")),
+    "COMING_UP": StatusRule(WAIT, SIGN),
+    "GOING_DOWN": StatusRule(WAIT, SIGN),
+    "RESTARTING": StatusRule(WAIT, PASSING),
+    "RESIZING": StatusRule(WAIT, PASSING),
+    "UPGRADING": StatusRule(WAIT, PASSING),
+    "PAUSING": StatusRule(WAIT, PASSING),
+    "UNKNOWN": StatusRule(WAIT, PASSING),
+    "INACTIVE": StatusRule(REFUSE, FAILED, (
+        "The project is paused. A paused project cannot be restored from a backup: un-pause it "
+        "first (dashboard: Restore project; or POST /v1/projects/{ref}/restore, the un-pause "
+        "call, not a backup restore), wait until it is ACTIVE_HEALTHY, then run again. A "
+        "project paused for more than 90 days can no longer be un-paused: download its backup "
+        "from the dashboard instead.")),
+    "PAUSE_FAILED": StatusRule(REFUSE, FAILED, f"A pause failed. {_SUPPORT}"),
+    "RESTORE_FAILED": StatusRule(REFUSE, FAILED, (
+        f"A restore (or an un-pause) failed and the project stays unavailable. {_SUPPORT}")),
+    "INIT_FAILED": StatusRule(REFUSE, FAILED, (
+        f"The project never finished setting up. {_SUPPORT}")),
+    "REMOVED": StatusRule(REFUSE, FAILED, (
+        "The project was deleted; Supabase deletes its backups with it, so nothing can be "
+        "restored in place. Restore restorekit's own snapshot into a new project.")),
 }
-#: Statuses that mean "a restore (or something like it) is under way".
-_BUSY = frozenset({"RESTORING", "COMING_UP", "RESTARTING", "GOING_DOWN", "UPGRADING", "RESIZING"})
+#: A status missing from the table (a newer API value): polled like UNKNOWN until the deadline.
+_UNLISTED = StatusRule(WAIT, PASSING)
+_warned: set[str] = set()
 
 #: The OAuth scope each call needs, named in 401/403 messages.
 _SCOPES = {"backups": "database:read", "restore": "database:write", "project": "projects:read"}
@@ -95,6 +151,8 @@ class SupabaseSettings(BaseModel):
     base_url: str = DEFAULT_BASE_URL
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     timeout_seconds: float = Field(default=3600.0, gt=0)
+    start_timeout_seconds: float = Field(default=600.0, gt=0)
+    busy_timeout_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("project_ref")
     @classmethod
@@ -144,12 +202,14 @@ class SupabaseProvider:
         base_url: the API root, ``https://api.supabase.com`` unless testing.
         poll_interval: seconds between project status polls during a restore.
         timeout: seconds a restore may take before :class:`OperationTimedOut`.
+        start_timeout: seconds after the restore call within which the restore must be seen to
+            start (RESTORING, or the database going down/coming up); then OperationTimedOut.
+        busy_timeout: seconds a project in a passing state (COMING_UP, RESTARTING, ...) is
+            waited for before the restore call; then a retryable ProviderError (nothing sent).
         transport: an httpx transport (tests: ``httpx.MockTransport``); default: the network.
         sleep, clock, now: injected time (``clock`` is monotonic; ``now`` is wall-clock UTC).
         max_attempts: attempts per call on 429 (every call) and on 5xx/network errors (GETs).
         max_retry_wait: cap on one wait between attempts (the rate-limit window is a minute).
-        settle_seconds: how long ACTIVE_HEALTHY must persist after a restore call when the
-            project was never seen RESTORING (the status may lag the call) before it counts.
         token_env: the variable the token came from, named in auth errors.
     """
 
@@ -164,6 +224,8 @@ class SupabaseProvider:
         base_url: str = DEFAULT_BASE_URL,
         poll_interval: float = 5.0,
         timeout: float = 3600.0,
+        start_timeout: float = 600.0,
+        busy_timeout: float = 600.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -171,7 +233,6 @@ class SupabaseProvider:
         max_attempts: int = 5,
         max_retry_wait: float = 60.0,
         request_timeout: float = 30.0,
-        settle_seconds: float = 60.0,
         token_env: str = "",
         target_name: str = "",
     ) -> None:
@@ -182,13 +243,16 @@ class SupabaseProvider:
             raise ConfigError("the Supabase access token is empty")
         if max_attempts < 1:
             raise ConfigError("max_attempts must be at least 1")
+        if min(poll_interval, timeout, start_timeout, busy_timeout) <= 0:
+            raise ConfigError("poll_interval and the Supabase timeouts must be positive")
         self.project_ref = project_ref
         self.base_url = base_url.rstrip("/")
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_wait = max_retry_wait
-        self.settle_seconds = settle_seconds
+        self.start_timeout = start_timeout
+        self.busy_timeout = busy_timeout
         self.token_env = token_env
         self.target_name = target_name
         self._sleep = sleep
@@ -241,6 +305,8 @@ class SupabaseProvider:
             base_url=options.base_url,
             poll_interval=options.poll_interval_seconds,
             timeout=options.timeout_seconds,
+            start_timeout=options.start_timeout_seconds,
+            busy_timeout=options.busy_timeout_seconds,
             token_env=options.token_env,
             target_name=target.name,
         )
@@ -307,32 +373,33 @@ class SupabaseProvider:
         return True
 
     def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
-        """Overwrite the project with its state at ``point`` and wait until it is healthy.
+        """Overwrite the project with its state at ``point`` and wait until it is healthy again.
 
         ``point``: a time (PITR projects; rounded down to whole seconds), ``latest`` (PITR: the
-        latest recovery point; otherwise the newest backup) or ``backup:<id>``. Checked against
-        the window and the project status (must be ACTIVE_HEALTHY) before anything is sent.
-        Blocks up to ``timeout`` seconds; ``progress`` gets ``("supabase <STATUS>", elapsed s,
-        timeout s)`` on every poll.
+        latest recovery point; otherwise the newest backup) or ``backup:<id>``, checked against
+        the window before anything is sent. Then the project status decides
+        (:data:`STATUS_RULES`): ACTIVE_HEALTHY starts; ACTIVE_UNHEALTHY starts a PITR restore;
+        a passing state is waited out for up to ``busy_timeout``; the rest are refused. After
+        the call, blocks until the restore was seen to start (within ``start_timeout``) and the
+        project is ACTIVE_HEALTHY again (within ``timeout``). ``progress`` gets
+        ``("supabase <STATUS>", elapsed s, limit s)`` on every poll.
 
         Raises:
             RestorePointError: the point is outside the window, or a time without PITR.
             CapabilityNotSupported: an lsn/xid/name/immediate target.
-            ProviderError: the API refused, the project is not ACTIVE_HEALTHY to start with, or
-                it ended RESTORE_FAILED/INIT_FAILED (Supabase support must step in).
-            OperationTimedOut: the deadline passed; the restore may still be running.
+            ProviderError: the API refused; the status forbids a restore (``code`` is the
+                status, the message says what to do); or the project stayed in a passing state
+                past ``busy_timeout`` (retryable: nothing was sent).
+            OperationFailed: the project reached a state it does not leave on its own
+                (RESTORE_FAILED, INIT_FAILED, PAUSE_FAILED, INACTIVE, REMOVED).
+            OperationTimedOut: no start was seen within ``start_timeout`` (the restore may not
+                have started), or the project was not ACTIVE_HEALTHY within ``timeout``.
         """
         path, body, description = self._restore_request(point)
-        status = self.project_status()
-        if status != "ACTIVE_HEALTHY":
-            raise ProviderError(
-                f"Supabase project {self.project_ref} is {status}, not ACTIVE_HEALTHY: not "
-                f"starting a restore to {description}. If a restore is already running (an "
-                "earlier attempt), wait for it to finish; if it stays failed, contact Supabase "
-                f"support ({SUPPORT_URL}).",
-                provider=self.kind, operation="restore_in_place",
-            )
-        log.info("Supabase project %s: restoring in place to %s", self.project_ref, description)
+        before = self._status_allowing_restore(
+            description, pitr=path.endswith("/restore-pitr"), progress=progress)
+        log.info("Supabase project %s (%s): restoring in place to %s", self.project_ref, before,
+                 description)
         self._call("POST", path, operation="restore", body=body)
         self._wait_until_restored(description, progress)
 
@@ -427,15 +494,52 @@ class SupabaseProvider:
         return (f"{base}/restore-pitr", {"recovery_time_target_unix": target},
                 f"{_from_unix(target).isoformat()} (unix {target})")
 
-    def _wait_until_restored(self, description: str, progress: Progress) -> None:
+    def _status_allowing_restore(self, description: str, *, pitr: bool,
+                                 progress: Progress) -> str:
+        """Poll until the status lets a restore start (returned), waiting out passing states for
+        up to ``busy_timeout``; raise when it forbids one. Nothing has been sent yet."""
         started = self._clock()
-        deadline = started + self.timeout
-        seen_busy = False
-        healthy_since: float | None = None
+        seen = _Seen()
+        while True:
+            status = self.project_status()
+            seen.add(status)
+            rule = _rule(status)
+            if rule.before == START or (rule.before == START_PITR and pitr):
+                if status != "ACTIVE_HEALTHY":
+                    log.warning("Supabase project %s is %s: starting the restore to %s anyway "
+                                "(a point-in-time restore is what an unhealthy project needs)",
+                                self.project_ref, status, description)
+                return status
+            if rule.before != WAIT:
+                raise ProviderError(
+                    f"Supabase project {self.project_ref} is {status}: not starting a restore "
+                    f"to {description}; nothing was sent. "
+                    + rule.advice.format(ref=self.project_ref),
+                    provider=self.kind, operation="restore_in_place", code=status)
+            elapsed = self._clock() - started
+            progress(f"supabase {status} (waiting to restore)", int(elapsed),
+                     int(self.busy_timeout))
+            if elapsed >= self.busy_timeout:
+                raise ProviderError(
+                    f"Supabase project {self.project_ref} did not settle within "
+                    f"{self.busy_timeout:.0f}s (busy_timeout): statuses seen {seen}. Not starting "
+                    f"a restore to {description}; nothing was sent. Run again once the project "
+                    "is ACTIVE_HEALTHY or ACTIVE_UNHEALTHY (or raise busy_timeout_seconds).",
+                    provider=self.kind, operation="restore_in_place", retryable=True,
+                    code=status)
+            self._sleep(self.poll_interval)
+
+    def _wait_until_restored(self, description: str, progress: Progress) -> None:
+        """Poll after the restore call until the restore was seen to start and then ended
+        ACTIVE_HEALTHY. Right after the call the status may still be the old one, so
+        ACTIVE_HEALTHY before any sign of a start is not success (supabase/supabase#48948)."""
+        started = self._clock()
+        seen = _Seen()
+        sign: str | None = None  # the status that showed the restore had started
         status = "UNKNOWN"
         while True:
             try:
-                previous, status = status, self.project_status()
+                status = self.project_status()
             except ProviderError as exc:
                 if not exc.is_retryable:
                     raise
@@ -443,41 +547,46 @@ class SupabaseProvider:
             else:
                 elapsed = self._clock() - started
                 progress(f"supabase {status}", int(elapsed), int(self.timeout))
-                if status != previous:
+                if seen.add(status):
                     log.info("Supabase project %s: %s", self.project_ref, status)
-                outcome = STATUS_OUTCOME.get(status)
-                if outcome == FAILED:
-                    self._failed(status, description)
-                if outcome == DONE:
-                    if seen_busy:
-                        return
-                    # The status may not have left ACTIVE_HEALTHY yet right after the call.
-                    healthy_since = healthy_since if healthy_since is not None else self._clock()
-                    if self._clock() - healthy_since >= self.settle_seconds:
-                        log.warning("Supabase project %s never showed RESTORING; ACTIVE_HEALTHY "
-                                    "for %.0fs, taking the restore as done (verify the data)",
-                                    self.project_ref, self.settle_seconds)
-                        return
-                else:
-                    seen_busy = True
-                    healthy_since = None
-            if self._clock() >= deadline:
+                rule = _rule(status)
+                if rule.during == FAILED:
+                    self._failed(status, description, seen)
+                if rule.during == RESTORING or (rule.during == SIGN and sign is None):
+                    sign = status
+                if rule.during == DONE and sign is not None:
+                    if sign != "RESTORING":
+                        log.warning("Supabase project %s never showed RESTORING, only %s, before "
+                                    "ACTIVE_HEALTHY: taking the restore as done (verify the "
+                                    "data)", self.project_ref, sign)
+                    return
+            elapsed = self._clock() - started
+            if sign is None and elapsed >= min(self.start_timeout, self.timeout):
+                raise OperationTimedOut(
+                    f"Supabase accepted the restore of project {self.project_ref} to "
+                    f"{description}, but showed no sign of it starting within {elapsed:.0f}s "
+                    f"(statuses seen: {seen}; a restore shows RESTORING). The restore may not "
+                    "have started, or may still start late: it is NOT done. Check the project in "
+                    "the dashboard before starting another one; if nothing is happening, "
+                    f"contact Supabase support ({SUPPORT_URL}).",
+                    provider=self.kind, operation="restore_in_place", code=status)
+            if elapsed >= self.timeout:
                 raise OperationTimedOut(
                     f"Supabase project {self.project_ref} was still {status} {self.timeout:.0f}s "
-                    f"after the restore to {description} started. The restore may still be "
-                    "running: do not start another one; watch the project in the dashboard and "
-                    f"contact Supabase support ({SUPPORT_URL}) if it does not come back.",
-                    provider=self.kind, operation="restore_in_place",
-                )
+                    f"after the restore to {description} was requested (statuses seen: {seen}). "
+                    "The restore may still be running: do not start another one; watch the "
+                    "project in the dashboard and contact Supabase support "
+                    f"({SUPPORT_URL}) if it does not come back.",
+                    provider=self.kind, operation="restore_in_place", code=status)
             self._sleep(self.poll_interval)
 
-    def _failed(self, status: str, description: str) -> NoReturn:
-        raise ProviderError(
-            f"Supabase project {self.project_ref} ended {status} after the restore to "
-            f"{description}. A project in {status} stays unavailable until Supabase support "
-            f"repairs it: open a ticket at {SUPPORT_URL} with the project ref and the restore "
-            "target. The snapshot taken before the restore holds the data as it was.",
-            provider=self.kind, operation="restore_in_place",
+    def _failed(self, status: str, description: str, seen: _Seen) -> NoReturn:
+        raise OperationFailed(
+            f"Supabase project {self.project_ref} is {status} after the restore to "
+            f"{description} was requested (statuses seen: {seen}). "
+            + _rule(status).advice.format(ref=self.project_ref)
+            + " The snapshot taken before the restore holds the data as it was.",
+            provider=self.kind, operation="restore_in_place", code=status,
         )
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -580,6 +689,37 @@ class SupabaseProvider:
                 f"Supabase answered {response.request.url.path} with {type(data).__name__}, "
                 "expected an object", provider=self.kind)
         return data
+
+
+def _rule(status: str) -> StatusRule:
+    rule = STATUS_RULES.get(status)
+    if rule is None:
+        level = logging.DEBUG if status in _warned else logging.WARNING
+        _warned.add(status)
+        log.log(level, "Supabase project status %r is not in the documented list; treated as "
+                "UNKNOWN", status)
+        return _UNLISTED
+    return rule
+
+
+class _Seen:
+    """The statuses polled, in order, repeats counted: ``ACTIVE_HEALTHY x3, RESTORING x2``."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[Any]] = []
+
+    def add(self, status: str) -> bool:
+        """Record one poll; True when the status changed."""
+        if self.runs and self.runs[-1][0] == status:
+            self.runs[-1][1] += 1
+            return False
+        self.runs.append([status, 1])
+        return True
+
+    def __str__(self) -> str:
+        shown = [f"{status} x{count}" if count > 1 else str(status)
+                 for status, count in self.runs[-8:]]
+        return ", ".join((["..."] if len(self.runs) > 8 else []) + shown) or "none"
 
 
 def _completed(data: dict[str, Any]) -> list[BackupInfo]:

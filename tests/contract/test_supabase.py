@@ -3,12 +3,17 @@
 The fake (tests/fakes/supabase_server.py) checks method, path, token and body shapes from
 provider-apis.md §4; restores are real point-in-time restores that replace the production
 cluster in place on the same port, so "the data is back" is asserted through the unchanged DSN.
+
+The project's status moves on the fake's clock. The tests about statuses and waiting share one
+:class:`FakeTime` between the fake and the provider, and mostly use a fake without a database
+(StaticBackend), so an hour of polling takes milliseconds.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +27,7 @@ from restorekit.config import Settings, TargetConfig
 from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
+    OperationFailed,
     OperationTimedOut,
     ProviderError,
     RestorePointError,
@@ -29,10 +35,10 @@ from restorekit.errors import (
 )
 from restorekit.models import RestoredDatabase, RestorePoint
 from restorekit.providers.base import Capability, provider_class
-from restorekit.providers.supabase import SupabaseProvider
+from restorekit.providers.supabase import STATUS_RULES, SupabaseProvider
 
 if TYPE_CHECKING:
-    from fakes.supabase_server import SupabaseWorld
+    from fakes.supabase_server import FakeSupabase, StaticBackend, SupabaseWorld
 
 # The supabase_world fixture. Imported as a plugin, not by name: a plain import would load the
 # module before pytest can rewrite its asserts (and ruff would see each use as a redefinition).
@@ -87,6 +93,7 @@ def test_from_config_builds_the_provider_from_restorekit_toml(supabase_world) ->
     assert provider_class("supabase") is SupabaseProvider
     assert (provider.project_ref, provider.base_url) == (REF, supabase_world.fake.url)
     assert (provider.poll_interval, provider.timeout) == (0.2, 600)
+    assert (provider.start_timeout, provider.busy_timeout) == (600, 600)  # the defaults
     assert supabase_world.fake.token not in repr(provider)
 
 
@@ -102,6 +109,7 @@ def _target(**supabase) -> TargetConfig:
     ({"project_ref": REF, "token_env": "T", "region": "x"}, "region"),
     ({"project_ref": REF, "token_env": "sbp_0123 4567"}, "NAME of an environment variable"),
     ({"project_ref": REF, "token_env": "T", "poll_interval_seconds": 0}, "poll_interval"),
+    ({"project_ref": REF, "token_env": "T", "start_timeout_seconds": 0}, "start_timeout"),
     ({"project_ref": REF, "token_env": "RESTOREKIT_TEST_UNSET_TOKEN"},
      "RESTOREKIT_TEST_UNSET_TOKEN (token_env) is not set"),
 ])
@@ -312,13 +320,6 @@ def test_targets_supabase_cannot_restore_to_are_refused(supabase_world) -> None:
     _assert_no_post(supabase_world)
 
 
-def test_a_project_that_is_not_healthy_is_not_restored(supabase_world) -> None:
-    supabase_world.fake.status = "RESTORING"
-    with pytest.raises(ProviderError, match="is RESTORING, not ACTIVE_HEALTHY"):
-        make_provider(supabase_world).restore_in_place(RestorePoint.latest())
-    _assert_no_post(supabase_world)
-
-
 def test_without_pitr_only_backups_can_be_restored(supabase_world) -> None:
     fake = supabase_world.fake
     fake.pitr_enabled = False
@@ -352,79 +353,281 @@ def test_restore_to_a_new_target_is_not_offered(supabase_world) -> None:
     _assert_no_post(supabase_world)
 
 
-# -- waiting for the restore ----------------------------------------------------------------------
+# -- the project's status: before and during a restore ------------------------------------------
 
 
-def test_restore_failed_raises_and_tells_to_contact_support(supabase_world) -> None:
-    fake = supabase_world.fake
-    fake.fail_restores = True
-    fake.restoring_polls = 2
-    fake.rate_limit(method="POST", reset=3)  # a 429 on the restore call did not act: retried
+class Project:
+    """A fake project without a database, on a FakeTime shared with its provider."""
+
+    def __init__(self, fake: FakeSupabase, backend: StaticBackend, time: FakeTime) -> None:
+        self.fake, self.backend, self.time = fake, backend, time
+        self.phases: list[str] = []
+
+    def provider(self, **options) -> SupabaseProvider:
+        settings = {"project_ref": self.fake.project_ref, "token": self.fake.token,
+                    "base_url": self.fake.url, "poll_interval": 5, "timeout": 3600,
+                    "start_timeout": 300, "busy_timeout": 120, "sleep": self.time.sleep,
+                    "clock": self.time.clock}
+        return SupabaseProvider(**{**settings, **options})
+
+    def restore(self, point: RestorePoint | None = None, **options) -> None:
+        """restore_in_place to an hour ago (or ``point``), recording the progress phases."""
+        provider = self.provider(**options)
+        try:
+            provider.restore_in_place(
+                point or RestorePoint.at(datetime.now(UTC) - timedelta(hours=1)),
+                progress=lambda phase, done, total: self.phases.append(phase))
+        finally:
+            provider.close()
+            self.fake.wait_idle()
+
+    def statuses(self) -> list[str]:
+        """The distinct statuses polled after the restore call, in order."""
+        seen: list[str] = []
+        for phase in self.phases:
+            status = phase.removeprefix("supabase ")
+            if "(" not in status and (not seen or seen[-1] != status):
+                seen.append(status)
+        return seen
+
+    def posts(self) -> int:
+        return len(self.fake.calls("POST"))
+
+
+@pytest.fixture
+def project() -> Iterator[Project]:
+    from fakes.supabase_server import FakeSupabase, StaticBackend
+
+    now = datetime.now(UTC)
+    backend = StaticBackend(earliest=now - timedelta(days=1), latest=now - timedelta(minutes=2),
+                            backup_times=[now - timedelta(days=1), now - timedelta(hours=12)])
     clock = FakeTime()
+    with FakeSupabase(backend, clock=clock.clock) as fake:
+        # Steps longer than the 5 s poll interval, so every one of them is seen.
+        fake.accept_lag = 2
+        fake.restore_timeline = [("RESTORING", 30), ("COMING_UP", 10), ("ACTIVE_HEALTHY", None)]
+        yield Project(fake, backend, clock)
+
+
+def test_the_status_table_covers_every_documented_status() -> None:
+    from fakes.supabase_server import PROJECT_STATUSES
+
+    assert set(STATUS_RULES) == PROJECT_STATUSES
+    refused = {s for s, rule in STATUS_RULES.items() if rule.before == "refuse"}
+    assert all(STATUS_RULES[s].advice for s in refused)  # every refusal says what to do
+
+
+def test_the_fake_moves_on_its_own_clock_not_per_request(project) -> None:
+    """Statuses change with the fake's clock only: the same instant gives the same answer to
+    every request, and a restore request answers 201 with no body, as documented."""
+    fake, ref = project.fake, project.fake.project_ref
+    fake.accept_lag = 10
+    fake.restore_timeline = [("RESTORING", 60), ("COMING_UP", 20), ("ACTIVE_HEALTHY", None)]
+    client = httpx.Client(base_url=fake.url, headers={"Authorization": f"Bearer {fake.token}"})
+
+    def status() -> str:
+        return client.get(f"/v1/projects/{ref}").json()["status"]
+
+    latest = client.get(f"/v1/projects/{ref}/database/backups").json()[
+        "physical_backup_data"]["latest_physical_backup_date_unix"]
+    posted = client.post(f"/v1/projects/{ref}/database/backups/restore-pitr",
+                         json={"recovery_time_target_unix": latest})
+    assert (posted.status_code, posted.content) == (201, b"")
+    assert "content-type" not in posted.headers
+    seen, again = [], None
+    for at in (0, 5, 10, 30, 69.9, 70, 89, 90, 500):
+        project.time.now = at
+        seen.append((status(), status()))
+        if at == 30:  # a second restore while one runs is refused
+            again = client.post(f"/v1/projects/{ref}/database/backups/restore-pitr",
+                                json={"recovery_time_target_unix": latest})
+    assert seen == [("ACTIVE_HEALTHY",) * 2] * 2 + [("RESTORING",) * 2] * 3 + [
+        ("COMING_UP",) * 2] * 2 + [("ACTIVE_HEALTHY",) * 2] * 2
+    assert again is not None and again.status_code == 400
+    assert "RESTORING" in again.json()["message"] and len(fake.restores) == 1
+    client.close()
+
+
+def test_an_unhealthy_project_is_restored_in_place(project) -> None:
+    """The incident case: the database is down, the project ACTIVE_UNHEALTHY."""
+    fake = project.fake
+    fake.status = "ACTIVE_UNHEALTHY"
+    fake.accept_lag = 10
+    fake.restore_timeline = [("RESTORING", 60), ("COMING_UP", 20), ("ACTIVE_HEALTHY", None)]
+    target = datetime.now(UTC) - timedelta(hours=3)
+    project.restore(RestorePoint.at(target))
+    assert project.statuses() == ["ACTIVE_UNHEALTHY", "RESTORING", "COMING_UP", "ACTIVE_HEALTHY"]
+    (post,) = fake.calls("POST")
+    assert post.body == {"recovery_time_target_unix": math.floor(target.timestamp())}
+    assert project.backend.restored == [RestorePoint.at(datetime.fromtimestamp(
+        math.floor(target.timestamp()), UTC))]
+    assert 90 <= project.time.now <= 95 and set(project.time.sleeps) == {5}
+
+
+def test_the_old_healthy_status_right_after_the_call_is_not_taken_for_done(project) -> None:
+    project.fake.accept_lag = 30
+    project.fake.restore_timeline = [("RESTORING", 60), ("ACTIVE_HEALTHY", None)]
+    project.restore()
+    assert project.statuses() == ["ACTIVE_HEALTHY", "RESTORING", "ACTIVE_HEALTHY"]
+    assert project.time.now >= 90 and len(project.backend.restored) == 1
+
+
+def test_going_down_and_coming_up_also_show_a_restore_started(project, caplog) -> None:
+    project.fake.restore_timeline = [("GOING_DOWN", 20), ("COMING_UP", 20),
+                                     ("ACTIVE_HEALTHY", None)]
+    with caplog.at_level("WARNING", logger="restorekit.providers.supabase"):
+        project.restore()
+    assert project.statuses()[-1] == "ACTIVE_HEALTHY" and project.time.now >= 40
+    assert "never showed RESTORING" in caplog.text
+
+
+@pytest.mark.parametrize("before", ["ACTIVE_HEALTHY", "ACTIVE_UNHEALTHY"])
+def test_a_restore_that_never_starts_fails_and_is_never_reported_done(project, before) -> None:
+    project.fake.status = before
+    project.fake.restore_timeline = []  # fakes.supabase_server.NEVER_STARTS
+    with pytest.raises(OperationTimedOut) as info:
+        project.restore(start_timeout=300)
+    message = str(info.value)
+    assert "no sign of it starting within 300s" in message and "NOT done" in message
+    assert f"{before} x61" in message  # what was seen: 61 polls, 5 s apart
+    assert info.value.code == before and not info.value.is_retryable
+    assert project.time.now == 300 and project.posts() == 1
+    assert project.fake.token not in message
+
+
+def test_an_unhealthy_project_that_merely_recovers_was_not_restored(project) -> None:
+    """ACTIVE_UNHEALTHY -> ACTIVE_HEALTHY without RESTORING (the project healed on its own, the
+    restore never ran) is not a restore."""
+    project.fake.status = "ACTIVE_UNHEALTHY"
+    project.fake.restore_timeline = [("ACTIVE_HEALTHY", None)]
+    with pytest.raises(OperationTimedOut, match="no sign of it starting") as info:
+        project.restore(start_timeout=60)
+    assert "ACTIVE_UNHEALTHY" in str(info.value) and "ACTIVE_HEALTHY x" in str(info.value)
+    assert project.backend.restored == []
+
+
+def test_restore_failed_fails_fast_and_tells_to_contact_support(project) -> None:
+    from fakes.supabase_server import fails
+
+    project.fake.restore_timeline = fails(restoring=30)
+    with pytest.raises(OperationFailed, match="RESTORE_FAILED.*Supabase support") as info:
+        project.restore()
+    assert info.value.code == "RESTORE_FAILED" and not info.value.is_retryable
+    assert "RESTORING" in str(info.value)  # what was seen
+    assert 30 <= project.time.now <= 35  # at once, not at the one-hour deadline
+    assert project.backend.restored == []
+
+
+@pytest.mark.parametrize("end", ["INACTIVE", "PAUSE_FAILED", "INIT_FAILED", "REMOVED"])
+def test_states_a_project_does_not_leave_fail_fast_while_waiting(project, end) -> None:
+    project.fake.restore_timeline = [("RESTORING", 20), (end, None)]
+    with pytest.raises(OperationFailed) as info:
+        project.restore()
+    message = str(info.value)
+    assert f"is {end} after the restore" in message and "statuses seen:" in message
+    assert info.value.code == end and 20 <= project.time.now <= 25
+
+
+def test_stuck_in_restoring_ends_at_the_deadline(project) -> None:
+    from fakes.supabase_server import stuck
+
+    project.fake.restore_timeline = stuck()
+    with pytest.raises(OperationTimedOut, match="still RESTORING.*may still be running") as info:
+        project.restore(timeout=600)
+    assert project.time.now == 600 and project.posts() == 1
+    assert "RESTORING x" in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    ("INACTIVE", ["paused", "un-pause", f"POST /v1/projects/{REF}/restore", "90 days"]),
+    ("PAUSE_FAILED", ["Supabase support", "supabase.com/dashboard/support"]),
+    ("RESTORE_FAILED", ["Supabase support"]),
+    ("INIT_FAILED", ["Supabase support"]),
+    ("REMOVED", ["deleted", "snapshot"]),
+    ("RESTORING", ["already running", "do not start another"]),
+])
+def test_states_a_restore_cannot_start_from_are_refused_with_what_to_do(project, status,
+                                                                         says) -> None:
+    project.fake.status = status
+    with pytest.raises(ProviderError) as info:
+        project.restore()
+    message = str(info.value)
+    assert type(info.value) is ProviderError and info.value.code == status
+    assert f"is {status}: not starting a restore" in message and "nothing was sent" in message
+    assert all(phrase in message for phrase in says), message
+    assert not info.value.is_retryable and project.fake.token not in message
+    assert project.posts() == 0 and project.time.sleeps == []
+
+
+@pytest.mark.parametrize("passing", ["COMING_UP", "RESTARTING", "RESIZING", "UPGRADING",
+                                     "GOING_DOWN", "UNKNOWN", "PAUSING"])
+def test_passing_states_are_waited_out_then_decided(project, passing) -> None:
+    project.fake.schedule((passing, 40), ("ACTIVE_UNHEALTHY", None))
+    project.restore()
+    assert f"supabase {passing} (waiting to restore)" in project.phases
+    assert project.statuses()[-1] == "ACTIVE_HEALTHY" and project.posts() == 1
+    assert len(project.backend.restored) == 1
+
+
+def test_a_project_that_settles_into_a_paused_state_is_refused(project) -> None:
+    project.fake.schedule(("PAUSING", 30), ("INACTIVE", None))
+    with pytest.raises(ProviderError, match="is INACTIVE: not starting.*un-pause"):
+        project.restore()
+    assert project.posts() == 0 and project.time.now == 30
+
+
+def test_a_passing_state_that_does_not_settle_gives_up_before_sending(project) -> None:
+    project.fake.status = "RESTARTING"
+    with pytest.raises(ProviderError, match="did not settle within 120s") as info:
+        project.restore(busy_timeout=120)
+    assert info.value.is_retryable and info.value.code == "RESTARTING"  # nothing was sent
+    assert type(info.value) is ProviderError and project.posts() == 0
+    assert project.time.now == 120
+
+
+def test_an_unhealthy_project_gets_no_backup_restore(project) -> None:
+    """The dashboard offers backup restores only on ACTIVE_HEALTHY projects; PITR it does not
+    gate on the status."""
+    project.fake.pitr_enabled = False
+    project.fake.status = "ACTIVE_UNHEALTHY"
+    provider = project.provider()
+    backups = provider.list_backups()
+    provider.close()
+    with pytest.raises(ProviderError, match="backup restore only on an ACTIVE_HEALTHY") as info:
+        project.restore(RestorePoint.parse(f"backup:{backups[-1].backup_id}"))
+    assert info.value.code == "ACTIVE_UNHEALTHY" and project.posts() == 0
+
+
+def test_polling_reports_each_status_and_survives_a_5xx(project) -> None:
+    fake = project.fake
+    fake.restore_timeline = [("RESTORING", 30), ("COMING_UP", 10), ("ACTIVE_HEALTHY", None)]
+    fake.fail(503, path=f"/v1/projects/{fake.project_ref}", method="GET", times=1)
+    project.restore()
+    # the 503 hit the status check before the POST and was retried; then the polls
+    assert project.phases[0] == "supabase ACTIVE_HEALTHY" and "supabase RESTORING" in project.phases
+    assert project.phases[-1] == "supabase ACTIVE_HEALTHY"
+    assert project.time.sleeps[0] == 1.0  # the retry's backoff, then 5 s polls
+
+
+def test_restore_failed_leaves_the_data_alone(supabase_world) -> None:
+    """On a real project: RESTORE_FAILED after a 429 on the restore call (which did not act, so
+    it was repeated once); the database is as before."""
+    from fakes.supabase_server import fails
+
+    fake = supabase_world.fake
+    clock = FakeTime()
+    fake.clock = clock.clock
+    fake.restore_timeline = fails(restoring=20)
+    fake.rate_limit(method="POST", reset=3)
     with psycopg.connect(supabase_world.app_dsn) as conn:
         before = conn.execute("SELECT count(*) FROM users").fetchone()
-    with pytest.raises(ProviderError, match="RESTORE_FAILED.*Supabase support") as info:
-        make_provider(supabase_world, sleep=clock.sleep).restore_in_place(RestorePoint.latest())
-    assert not info.value.is_retryable
+    provider = make_provider(supabase_world, sleep=clock.sleep, clock=clock.clock, poll_interval=5)
+    with pytest.raises(OperationFailed, match="RESTORE_FAILED.*Supabase support"):
+        provider.restore_in_place(RestorePoint.latest())
     assert [r.status for r in fake.calls("POST")] == [429, 201]
     assert clock.sleeps[0] == 3.0
     with psycopg.connect(supabase_world.app_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == before
-
-
-def test_the_deadline_raises_operation_timed_out(supabase_world) -> None:
-    supabase_world.fake.hold_restores = True
-    clock = FakeTime()
-    provider = make_provider(supabase_world, timeout=10, poll_interval=1, sleep=clock.sleep,
-                             clock=clock.clock)
-    with pytest.raises(OperationTimedOut, match="still RESTORING.*may still be running"):
-        provider.restore_in_place(RestorePoint.latest())
-    assert clock.now == 10 and len(supabase_world.fake.calls("POST")) == 1
-
-
-def test_polling_reports_each_status_and_survives_a_5xx() -> None:
-    from fakes.supabase_server import FakeSupabase, StaticBackend
-
-    now = datetime.now(UTC)
-    backend = StaticBackend(earliest=now - timedelta(days=1), latest=now - timedelta(minutes=2))
-    with FakeSupabase(backend) as fake:
-        fake.restoring_polls = 3
-        clock = FakeTime()
-        provider = SupabaseProvider(project_ref=fake.project_ref, token=fake.token,
-                                    base_url=fake.url, poll_interval=5, sleep=clock.sleep,
-                                    clock=clock.clock)
-        seen: list[str] = []
-        fake.fail(503, path=f"/v1/projects/{fake.project_ref}", method="GET", times=1)
-        target = now - timedelta(hours=3)
-        provider.restore_in_place(RestorePoint.at(target),
-                                  progress=lambda phase, done, total: seen.append(phase))
-        fake.wait_idle()
-    # the 503 hit the status check before the POST and was retried; then the polls
-    assert seen[:3] == ["supabase RESTORING"] * 3 and seen[-1] == "supabase ACTIVE_HEALTHY"
-    assert backend.restored == [RestorePoint.at(datetime.fromtimestamp(
-        math.floor(target.timestamp()), UTC))]
-
-
-def test_a_status_that_never_shows_restoring_settles_before_counting() -> None:
-    calls: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(f"{request.method} {request.url.path}")
-        if request.url.path.endswith("/database/backups"):
-            return httpx.Response(200, json={
-                "region": "r", "walg_enabled": True, "pitr_enabled": True, "backups": [],
-                "physical_backup_data": {"earliest_physical_backup_date_unix": 1767225600,
-                                         "latest_physical_backup_date_unix": 1767830400}})
-        if request.method == "POST":
-            return httpx.Response(201)
-        return httpx.Response(200, json={"ref": REF, "status": "ACTIVE_HEALTHY"})
-
-    clock = FakeTime()
-    provider = SupabaseProvider(project_ref=REF, token="sbp_t", poll_interval=10,
-                                settle_seconds=30, sleep=clock.sleep, clock=clock.clock,
-                                transport=httpx.MockTransport(handler))
-    provider.restore_in_place(RestorePoint.at(datetime.fromtimestamp(1767500000, UTC)))
-    assert clock.now == 30  # kept polling until ACTIVE_HEALTHY had lasted settle_seconds
 
 
 # -- real in-place restores -----------------------------------------------------------------------
@@ -444,7 +647,6 @@ def test_restore_in_place_brings_the_data_back_as_at_the_point(supabase_world) -
         conn.execute("DELETE FROM sb_items WHERE id <= 5")
         conn.execute("INSERT INTO sb_items SELECT g, 'after' FROM generate_series(100, 109) g")
     world.wait_archived()
-    fake.restoring_polls = 2
     provider = world.runtime().provider
     seen: list[str] = []
     provider.restore_in_place(RestorePoint.at(datetime.fromtimestamp(target, UTC)),

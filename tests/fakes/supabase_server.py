@@ -6,18 +6,31 @@ ref, ``Authorization`` header or body get the error a careful server would give 
 ``recovery_time_target_unix``, as in the docs' curl example, gets 400: the spec says integer).
 Every request is recorded (:attr:`FakeSupabase.requests`) so tests can assert on shapes.
 
-The project's database is a self-hosted installation (:func:`restorekit.demo.build_installation`:
-a production cluster archiving WAL, a base backup). A restore is real
-(:class:`InstallationBackend`): the project goes RESTORING (unavailable: production is stopped),
-the installation's self-hosted provider does a point-in-time restore into a new local cluster,
-production's data directory is moved aside (kept, like Supabase's own copy) and the restored one
-takes its place on the SAME port, with WAL archiving on again. The connection string never
-changes, as on Supabase. :class:`StaticBackend` stands in when no cluster is needed.
+The project's status moves over time, on the fake's own clock (:attr:`FakeSupabase.clock`,
+``time.monotonic`` unless a test hands in a controllable one, so nothing has to sleep), never
+within one request. After a restore request (201, no body) the project keeps its pre-restore
+status for :attr:`~FakeSupabase.accept_lag` seconds (the real API lags the call too), then
+follows :attr:`~FakeSupabase.restore_timeline`: by default RESTORING, COMING_UP, then
+ACTIVE_HEALTHY (:func:`completes`). Other timelines: :func:`fails` (ends RESTORE_FAILED),
+:func:`stuck` (RESTORING forever), :data:`NEVER_STARTS` (accepted, nothing ever happens), or
+any list of ``(status, seconds)`` steps ending with ``(status, None)``. The resting status is
+set with ``fake.status = "ACTIVE_UNHEALTHY"`` (or INACTIVE, PAUSE_FAILED, ...) or a timeline of
+its own with :meth:`~FakeSupabase.schedule`. A restore request is accepted only from
+ACTIVE_HEALTHY or ACTIVE_UNHEALTHY (400 otherwise: the documented API says nothing about other
+states, and a server that restored a paused or failed project would hide adapter bugs).
 
-Faults to inject: :meth:`FakeSupabase.fail` (any status, e.g. 429 with ``X-RateLimit-Reset`` or
-500, for the next N matching requests; an injected 429/5xx never acts), ``restoring_polls``
-(a restore stays RESTORING for at least N status polls), ``fail_restores`` (the next restore
-ends RESTORE_FAILED without touching the data), ``hold_restores`` (RESTORING forever).
+The project's database is a self-hosted installation (:func:`restorekit.demo.build_installation`:
+a production cluster archiving WAL, a base backup). A restore that ends ACTIVE_HEALTHY after
+RESTORING is real (:class:`InstallationBackend`): production is stopped (the project is
+unavailable), the installation's self-hosted provider does a point-in-time restore into a new
+local cluster, production's data directory is moved aside (kept, like Supabase's own copy) and
+the restored one takes its place on the SAME port, with WAL archiving on again; RESTORING lasts
+at least until that is done, and a backend failure ends RESTORE_FAILED. Timelines that do not end
+ACTIVE_HEALTHY leave the data alone. The connection string never changes, as on Supabase.
+:class:`StaticBackend` stands in when no cluster is needed.
+
+Other faults: :meth:`FakeSupabase.fail` (any status, e.g. 429 with ``X-RateLimit-Reset`` or
+500, for the next N matching requests; an injected 429/5xx never acts).
 
 The ``supabase_world`` fixture (module scope) builds it all and writes a restorekit.toml with
 target "production" on provider "supabase". Use it from a test module with
@@ -37,7 +50,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +78,40 @@ _PROJECT = re.compile(r"^/v1/projects/(?P<ref>[^/]+)$")
 _BACKUPS = re.compile(r"^/v1/projects/(?P<ref>[^/]+)/database/backups$")
 _RESTORE_PITR = re.compile(r"^/v1/projects/(?P<ref>[^/]+)/database/backups/restore-pitr$")
 _RESTORE = re.compile(r"^/v1/projects/(?P<ref>[^/]+)/database/backups/restore$")
+
+#: ``status`` of ``GET /v1/projects/{ref}`` (provider-apis.md §4.4).
+PROJECT_STATUSES = frozenset({
+    "INACTIVE", "ACTIVE_HEALTHY", "ACTIVE_UNHEALTHY", "COMING_UP", "UNKNOWN", "GOING_DOWN",
+    "INIT_FAILED", "REMOVED", "RESTORING", "UPGRADING", "PAUSING", "RESTORE_FAILED",
+    "RESTARTING", "PAUSE_FAILED", "RESIZING"})
+#: Where a restore request is accepted from.
+RESTORABLE = frozenset({"ACTIVE_HEALTHY", "ACTIVE_UNHEALTHY"})
+
+#: One step of a status timeline: the status and how many seconds (of the fake's clock) it
+#: lasts; ``None`` (last step only) for "from then on".
+Step = tuple[str, float | None]
+
+
+def completes(restoring: float = 0.5, coming_up: float = 0.3) -> list[Step]:
+    """A restore that works: RESTORING (at least until the data is back), COMING_UP, healthy."""
+    return [("RESTORING", restoring), ("COMING_UP", coming_up), ("ACTIVE_HEALTHY", None)]
+
+
+def fails(restoring: float = 0.5) -> list[Step]:
+    """A restore that ends RESTORE_FAILED, data untouched (Supabase support must step in)."""
+    return [("RESTORING", restoring), ("RESTORE_FAILED", None)]
+
+
+def stuck() -> list[Step]:
+    """A restore that stays RESTORING forever (projects have, for days)."""
+    return [("RESTORING", None)]
+
+
+#: A restore request answered 201 after which nothing ever happens.
+NEVER_STARTS: list[Step] = []
+
+#: Seconds a restore request leaves the pre-restore status showing, by default.
+ACCEPT_LAG = 0.3
 
 
 # -- what the project's database is --------------------------------------------------------------
@@ -152,7 +199,10 @@ class InstallationBackend:
         (home / "data").rename(self.production.data_dir)
         data = self.production.data_dir
         # Same port as before (the connection string stays), archiving on again as production.
+        # hba_file/ident_file may be pinned to the restored copy's old directory: re-pin them.
         apply_overrides(data, {"port": self.production.port, "listen_addresses": "127.0.0.1",
+                               "hba_file": str(data / "pg_hba.conf"),
+                               "ident_file": str(data / "pg_ident.conf"),
                                **self.platform.engine.archive_settings()}, self.os_user)
         # The new timeline's history file was made while archiving was off: archive it, so a
         # later restore picks a fresh timeline instead of colliding with this one's WAL.
@@ -191,11 +241,9 @@ class _Fault:
 class _Restore:
     target: str
     point: RestorePoint
-    min_polls: int
-    fail: bool
-    hold: bool
-    polls: int = 0
+    runs_backend: bool  # the timeline passes RESTORING and ends ACTIVE_HEALTHY
     done: bool = False
+    finished_at: float | None = None  # on the fake's clock
     error: str | None = None
 
 
@@ -208,24 +256,30 @@ class FakeSupabase:
         token: the only access token accepted (``Authorization: Bearer <token>``).
         pitr_enabled: with PITR, ``physical_backup_data`` carries the backend's window and
             restore-pitr is accepted; without, only restores of backups by id are.
+        status: the project's status to begin with.
+        clock: the fake's clock in seconds (monotonic); tests share theirs with the provider.
     """
 
     def __init__(self, backend: ProjectBackend, *, project_ref: str = PROJECT_REF,
-                 token: str | None = None, pitr_enabled: bool = True) -> None:
+                 token: str | None = None, pitr_enabled: bool = True,
+                 status: str = "ACTIVE_HEALTHY",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
         self.project_ref = project_ref
         self.token = token or f"sbp_{secrets.token_hex(20)}"
         self.pitr_enabled = pitr_enabled
-        self.status = "ACTIVE_HEALTHY"
-        self.restoring_polls = 0
-        self.fail_restores = False
-        self.hold_restores = False
+        self.clock = clock
+        self.accept_lag = ACCEPT_LAG
+        self.restore_timeline: list[Step] = completes()
         self.requests: list[Recorded] = []
         self.restores: list[_Restore] = []
         self._faults: list[_Fault] = []
         self._current: _Restore | None = None
         self._ids: dict[str, int] = {}
         self._lock = threading.RLock()
+        self._steps: list[Step] = []
+        self._since = 0.0
+        self.schedule((status, None))
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -241,7 +295,7 @@ class FakeSupabase:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         thread = threading.Thread(target=self._server.serve_forever, name="fake-supabase",
-                                  daemon=True)
+                                  kwargs={"poll_interval": 0.05}, daemon=True)  # quick stop()
         thread.start()
         return self
 
@@ -259,24 +313,71 @@ class FakeSupabase:
         self.stop()
 
     def reset(self) -> None:
-        """Back to a healthy project with no faults and no recorded requests (a restore still
-        running in the background is waited for first)."""
+        """Back to a healthy project on the real clock, with the default restore timeline, no
+        faults and no recorded requests (a restore still running in the background is waited
+        for first)."""
         self.wait_idle()
         with self._lock:
-            self.status = "ACTIVE_HEALTHY"
-            self.restoring_polls = 0
-            self.fail_restores = False
-            self.hold_restores = False
+            self.clock = time.monotonic
+            self.accept_lag = ACCEPT_LAG
+            self.restore_timeline = completes()
             self.pitr_enabled = True
             self.requests.clear()
             self._faults.clear()
             self._current = None
+            self.schedule(("ACTIVE_HEALTHY", None))
 
     def wait_idle(self, timeout: float = 300) -> None:
         """Wait for background restores to finish."""
         for thread in list(self._threads):
             thread.join(timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
+
+    # -- the project's status over time ---------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """The project's status now (on :attr:`clock`)."""
+        with self._lock:
+            return self._status_now()
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self.schedule((value, None))
+
+    def schedule(self, *steps: Step) -> None:
+        """From now on the project goes through ``steps``: ``(status, seconds)`` each, the last
+        one ``(status, None)``; e.g. ``("COMING_UP", 30), ("ACTIVE_UNHEALTHY", None)``."""
+        unknown = [status for status, _ in steps if status not in PROJECT_STATUSES]
+        if not steps or steps[-1][1] is not None or any(t is None for _, t in steps[:-1]):
+            raise ValueError(f"a timeline ends with one (status, None) step: {steps!r}")
+        if unknown:
+            raise ValueError(f"not a documented project status: {unknown}")
+        with self._lock:
+            self._steps = list(steps)
+            self._since = self.clock()
+
+    def _status_now(self) -> str:
+        """Walk the timeline up to the clock's now; a RESTORING step of a restore that runs the
+        backend lasts until the backend is done, and a backend failure ends RESTORE_FAILED."""
+        now = self.clock()
+        start = self._since
+        for index, (status, seconds) in enumerate(self._steps):
+            current = self._current
+            end = None if seconds is None else start + seconds
+            if status == "RESTORING" and current is not None and current.runs_backend:
+                if not current.done:
+                    return status
+                if current.error is not None:
+                    self._steps, self._since = [("RESTORE_FAILED", None)], now
+                    return "RESTORE_FAILED"
+                if end is not None and current.finished_at is not None:
+                    end = max(end, current.finished_at)
+            if end is None or now < end:
+                self._steps, self._since = self._steps[index:], start
+                return status
+            start = end
+        raise AssertionError("a timeline always ends with a (status, None) step")
 
     # -- faults and inspection ---------------------------------------------------------------
 
@@ -311,16 +412,7 @@ class FakeSupabase:
     # -- responses -----------------------------------------------------------------------------
 
     def _project(self) -> dict[str, Any]:
-        with self._lock:
-            current = self._current
-            if current is not None:
-                current.polls += 1
-                if current.hold or not current.done or current.polls <= current.min_polls:
-                    self.status = "RESTORING"
-                else:
-                    self.status = "RESTORE_FAILED" if current.error else "ACTIVE_HEALTHY"
-                    self._current = None
-            status = self.status
+        status = self.status
         info = self.backend.database_info()
         return {
             "id": self.project_ref, "ref": self.project_ref,
@@ -353,32 +445,35 @@ class FakeSupabase:
 
     def _start_restore(self, point: RestorePoint, target: str) -> tuple[int, dict[str, Any] | None]:
         with self._lock:
-            if self.status != "ACTIVE_HEALTHY":
-                return 400, {"message": f"Project is {self.status}; cannot restore now"}
-            restore = _Restore(target=target, point=point, min_polls=self.restoring_polls,
-                               fail=self.fail_restores, hold=self.hold_restores)
-            self.fail_restores = False
+            status = self._status_now()
+            if status not in RESTORABLE:
+                return 400, {"message": f"Project is {status}; cannot restore now"}
+            timeline = list(self.restore_timeline)
+            runs_backend = bool(timeline) and timeline[-1][0] == "ACTIVE_HEALTHY" and any(
+                step == "RESTORING" for step, _ in timeline)
+            restore = _Restore(target=target, point=point, runs_backend=runs_backend)
             self.restores.append(restore)
             self._current = restore
-            self.status = "RESTORING"
-        if restore.hold:
-            return 201, None
-        thread = threading.Thread(target=self._run_restore, args=(restore,),
-                                  name="fake-supabase-restore", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+            # Accepted: the old status shows a little longer, then the timeline plays out.
+            lag: list[Step] = [(status, self.accept_lag)] if self.accept_lag > 0 else []
+            steps = lag + timeline if timeline else [(status, None)]
+            self.schedule(*steps)
+        if runs_backend:
+            thread = threading.Thread(target=self._run_restore, args=(restore,),
+                                      name="fake-supabase-restore", daemon=True)
+            self._threads.append(thread)
+            thread.start()
         return 201, None
 
     def _run_restore(self, restore: _Restore) -> None:
         try:
-            if restore.fail:
-                restore.error = "injected RESTORE_FAILED"
-            else:
-                self.backend.restore(restore.point)
+            self.backend.restore(restore.point)
         except BaseException:  # noqa: BLE001 - the project ends RESTORE_FAILED, like Supabase
             restore.error = traceback.format_exc()
         finally:
-            restore.done = True
+            with self._lock:
+                restore.finished_at = self.clock()
+                restore.done = True
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str],
                raw_body: bytes) -> tuple[int, dict[str, str], dict[str, Any] | None]:
@@ -478,6 +573,9 @@ _REASONS = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeSupabase
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle plus the client's delayed ACK
+    # cost ~40 ms per request, which a test polling a fake hour through adds up to seconds.
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -524,7 +622,7 @@ def write_supabase_config(inst: Installation, fake: FakeSupabase, path: Path, *,
     target "production" on provider "supabase" talking to ``fake``."""
     app = inst.runtime().config.app
     text = CONFIG.format(
-        state=inst.root / "state", port=inst.production.port, repo=inst.root / "repo",
+        state=inst.root / "state", dsn_line=inst.dsn_line, repo=inst.root / "repo",
         env_file=inst.env_file, app_port=app.port,
         health_line=f'health_url = "{app.health_url}"' if app.health_url else "",
     )
