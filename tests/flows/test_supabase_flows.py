@@ -1,6 +1,7 @@
 """The scenario flows and the drill on Supabase (in-place restores only), against the fake
 Management API backed by a real cluster and a real Prefect server. The flows must take their
-in-place / snapshot paths, never restore in place silently."""
+in-place / snapshot paths, never restore in place silently. Scenario 1 runs on an
+ACTIVE_UNHEALTHY project, the incident case (the database is down), and refuses a paused one."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ from flows.accidental_deletion import AccidentalDeletionParams, accidental_delet
 from flows.backup import BackupParams, backup
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
-from restorekit.errors import SafetyError
+from restorekit.errors import ProviderError, SafetyError
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def clean_fake(supabase_world):
+    supabase_world.fake.reset()
+    yield
+    supabase_world.fake.reset()
 
 
 def test_accidental_deletion_takes_rows_from_a_snapshot_never_in_place(
@@ -42,28 +50,38 @@ def test_accidental_deletion_takes_rows_from_a_snapshot_never_in_place(
     assert any(s.name == "scratch copy from snapshot" for s in report.steps)
     with psycopg.connect(world.app_dsn) as conn:
         assert [r[0] for r in conn.execute(
-            "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id", (victims,))] == before
-        assert conn.execute("SELECT count(*) FROM users WHERE id = ANY(%s)", (victims,)).fetchone() == (4,)
+            "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id", (victims,)
+        )] == before
+        assert conn.execute(
+            "SELECT count(*) FROM users WHERE id = ANY(%s)", (victims,)).fetchone() == (4,)
     assert len(world.fake.calls("POST")) == restores_before  # no restore was asked of Supabase
 
 
-def test_drill_restores_the_newest_snapshot_and_tears_it_down(prefect_server: str, supabase_world) -> None:
+def test_drill_restores_the_newest_snapshot_and_tears_it_down(
+    prefect_server: str, supabase_world
+) -> None:
     (result,) = restore_drill(RestoreDrillParams(config=str(supabase_world.config)))
     assert result.passed, result.failures
     assert "logical snapshot" in result.point and result.torn_down
 
 
-def test_complete_failure_snapshots_then_restores_in_place(prefect_server: str, supabase_world) -> None:
+def test_complete_failure_on_an_unhealthy_project_snapshots_then_restores_in_place(
+    prefect_server: str, supabase_world
+) -> None:
     world = supabase_world
+    fake = world.fake
     dsn_before = EnvFileStore(world.config.parent / "app.env").read().get_secret_value() \
         if (world.config.parent / "app.env").exists() else None
     time.sleep(1.1)  # Supabase restores to whole seconds
     point = world.clock()
     time.sleep(1.1)
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (name, email) VALUES ('after point', 'after-point@example.com')")
+        conn.execute("INSERT INTO users (name, email) "
+                     "VALUES ('after point', 'after-point@example.com')")
     world.wait_archived()
     time.sleep(1.1)
+    fake.status = "ACTIVE_UNHEALTHY"  # the incident: Supabase sees the database as down
+    posts = len(fake.calls("POST"))
 
     report = complete_failure(CompleteFailureParams(
         target="production", config=str(world.config), require_approval=False,
@@ -74,22 +92,45 @@ def test_complete_failure_snapshots_then_restores_in_place(prefect_server: str, 
     assert names.index("snapshot current state") < names.index("restore in place")
     assert "IN PLACE" in " ".join(report.plan)
     assert report.snapshots and "verified" in report.snapshots[0]
+    (post,) = fake.calls("POST")[posts:]
+    assert post.path.endswith("/database/backups/restore-pitr") and post.status == 201
+    assert fake.restores[-1].error is None and fake.status == "ACTIVE_HEALTHY"
     with psycopg.connect(world.app_dsn) as conn:  # same connection string: restored in place
-        assert conn.execute("SELECT count(*) FROM users WHERE email = 'after-point@example.com'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM users "
+                            "WHERE email = 'after-point@example.com'").fetchone() == (0,)
     if dsn_before is not None:
         assert EnvFileStore(world.config.parent / "app.env").read().get_secret_value() == dsn_before
 
 
-def test_in_place_without_a_snapshot_is_refused(prefect_server: str, supabase_world, monkeypatch) -> None:
+def test_in_place_without_a_snapshot_is_refused(
+    prefect_server: str, supabase_world, monkeypatch
+) -> None:
     world = supabase_world
     # A repository nobody can write: the snapshot cannot be taken, so nothing may be overwritten.
     text = world.config.read_text()
     import re
 
     broken = world.config.parent / "no-repo.toml"
-    broken.write_text(re.sub(r'repository = ".*"', 'repository = "file:///proc/restorekit-no-repo"', text))
+    broken.write_text(re.sub(r'repository = ".*"',
+                             'repository = "file:///proc/restorekit-no-repo"', text))
     posts = len(world.fake.calls("POST"))
     with pytest.raises(SafetyError, match="no verified snapshot"):
         complete_failure(CompleteFailureParams(target="production", config=str(broken),
                                                require_approval=False, incident_id="sb-refuse"))
     assert len(world.fake.calls("POST")) == posts
+
+
+def test_complete_failure_on_a_paused_project_is_refused_with_what_to_do(
+    prefect_server: str, supabase_world
+) -> None:
+    world = supabase_world
+    world.fake.status = "INACTIVE"
+    with psycopg.connect(world.app_dsn) as conn:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()
+    with pytest.raises(ProviderError, match="is INACTIVE: not starting.*un-pause") as info:
+        complete_failure(CompleteFailureParams(target="production", config=str(world.config),
+                                               require_approval=False, incident_id="sb-paused"))
+    assert info.value.code == "INACTIVE" and world.fake.token not in str(info.value)
+    assert world.fake.calls("POST") == []  # nothing was asked of Supabase
+    with psycopg.connect(world.app_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == users
