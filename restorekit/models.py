@@ -206,6 +206,7 @@ class RestoredRef:
     phases: dict[str, float] = field(default_factory=dict)
     reused: bool = False
     access: str = ""  # how clients authenticate to it (pg_hba.conf choice), for the report
+    pooled_display: str = ""  # the pooled location in display form, when it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,3 +224,6 @@ class RestoredDatabase:
     recovered_to_time: datetime | None = None
     recovered_to_lsn: str | None = None
     access: str = ""  # how clients authenticate to it (pg_hba.conf choice), for the report
+    # The same database through the provider's connection pooler (Neon's ``-pooler`` host),
+    # when it has one: application keys that went through a pooler are re-pointed here.
+    pooled_dsn: SecretStr | None = None

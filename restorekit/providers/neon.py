@@ -53,7 +53,7 @@ from restorekit.models import (
     RestoreWindow,
     parse_lsn,
 )
-from restorekit.pg.dsn import parse
+from restorekit.pg.dsn import Location, location_of, parse, repoint
 from restorekit.providers._http import RetryPolicy, header_seconds, send, sent_request_id
 from restorekit.providers.base import Capability, Progress, no_progress
 
@@ -608,6 +608,7 @@ class NeonProvider:
             provider=self.kind,
             handle=str(branch["id"]),
             dsn=SecretStr(str(uri)),
+            pooled_dsn=_pooled(str(uri)),
             point=str(point) if point is not None else _branch_point(branch),
             backup_id=str(branch.get("parent_id") or "") if (
                 point is not None and point.kind is PointKind.BACKUP) else "",
@@ -842,6 +843,21 @@ def _address(dsn: str) -> tuple[str, int]:
     params = parse(dsn)
     host = str(params.get("host") or "").lower().replace("-pooler.", ".", 1)
     return host, int(str(params.get("port") or 5432))
+
+
+def _pooled(uri: str) -> SecretStr | None:
+    """The pooled variant of an endpoint's connection URI: ``-pooler`` appended to the endpoint
+    id in the host (``ep-x-123456.us-east-2.aws.neon.tech`` ->
+    ``ep-x-123456-pooler.us-east-2.aws.neon.tech``, §3.3; the same as ``pooled=true``, without
+    another call). None when the host is not an endpoint host."""
+    where = location_of(uri)
+    if len(where.hosts) != 1:
+        return None
+    label, dot, rest = where.hosts[0].partition(".")
+    if not label.startswith("ep-") or label.endswith("-pooler") or not dot:
+        return None
+    pooled = Location(hosts=(f"{label}-pooler.{rest}",), ports=where.ports, dbname=where.dbname)
+    return SecretStr(repoint(uri, pooled))
 
 
 def _slug(label: str) -> str:
