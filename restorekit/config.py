@@ -70,18 +70,71 @@ class AppConfig(BaseModel):
 
 
 class ConnectionConfig(BaseModel):
-    """Where the application's connection string lives."""
+    """Where the application's connection string lives.
+
+    ``key`` names the one variable (``DATABASE_URL``); ``keys`` names several that move
+    together, e.g. Prisma's pooled ``DATABASE_URL`` and unpooled ``DIRECT_URL`` (give one or
+    the other). Every key gets its own store built from ``options``, merged with
+    ``key_options[KEY]`` for that key (e.g. another Prefect Secret block per key).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["envfile", "vercel", "aws-secrets-manager", "prefect-secret", "none"] = "none"
     path: Path | None = None
     key: str = "DATABASE_URL"
+    keys: tuple[str, ...] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # validated by the store
+    key_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
     @model_validator(mode="after")
     def _envfile_needs(self) -> ConnectionConfig:
         if self.kind == "envfile" and self.path is None:
             raise ValueError("connection kind 'envfile' needs path")
+        if self.keys is not None:
+            if "key" in self.model_fields_set:
+                raise ValueError("give key (one variable) or keys (several), not both")
+            if not self.keys:
+                raise ValueError("keys must name at least one variable")
+            doubled = sorted({k for k in self.keys if self.keys.count(k) > 1})
+            if doubled:
+                raise ValueError(f"keys names {', '.join(doubled)} more than once")
+        unknown = sorted(set(self.key_options) - set(self.names))
+        if unknown:
+            raise ValueError(f"key_options for {', '.join(unknown)}, which is not in "
+                             f"{'keys' if self.keys else 'key'}")
+        if self.kind in _ONE_VALUE_PER and len(self.names) > 1:
+            where = [tuple(self.store_options(k).get(o) for o in _ONE_VALUE_PER[self.kind])
+                     for k in self.names]
+            if len(set(where)) < len(where):
+                raise ValueError(
+                    f"connection kind {self.kind!r} keeps one value per "
+                    f"{' and '.join(_ONE_VALUE_PER[self.kind])}: give each key its own in "
+                    "key_options")
         return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The variables swapped together, in order (the first is the primary one)."""
+        return self.keys if self.keys is not None else (self.key,)
+
+    def store_options(self, key: str) -> dict[str, Any]:
+        """The options of ``key``'s store: ``options`` with ``key_options[key]`` over them.
+
+        With several keys, an AWS Secrets Manager secret is a JSON object whose keys are named
+        like the variables, unless ``json_key`` says otherwise.
+        """
+        merged = {**self.options, **self.key_options.get(key, {})}
+        if (self.kind == "aws-secrets-manager" and len(self.names) > 1
+                and "json_key" not in merged):
+            merged["json_key"] = key
+        return merged
+
+
+# Stores that hold exactly one value per (these options): several keys need distinct ones.
+_ONE_VALUE_PER: dict[str, tuple[str, ...]] = {
+    "prefect-secret": ("block_name",),
+    "aws-secrets-manager": ("secret_id", "json_key"),
+}
 
 
 class CheckConfig(BaseModel):

@@ -16,9 +16,10 @@ from restorekit.apps.base import AppPlatform, get_app_platform
 from restorekit.config import Settings, TargetConfig, load_settings
 from restorekit.errors import ConfigError, RestoreKitError, SafetyError
 from restorekit.models import RestoredDatabase, RestoredRef
-from restorekit.pg.dsn import display
+from restorekit.pg.dsn import display, libpq_dsn, uses_pooler
 from restorekit.providers.base import DatabaseProvider, provider_from_config
 from restorekit.sinks.base import ConnectionStore, get_store
+from restorekit.sinks.group import StoreGroup
 from restorekit.snapshot_scratch import SnapshotScratch
 
 
@@ -49,17 +50,24 @@ class TargetRuntime:
         return get_app_platform(app.kind, **(getattr(app, app.kind) or {}))
 
     @functools.cached_property
-    def store(self) -> ConnectionStore | None:
+    def store(self) -> StoreGroup | None:
+        """The application's connection string(s): one ordinary store per configured key,
+        grouped so that they move together (see :mod:`restorekit.sinks.group`)."""
         conn = self.config.connection
         if conn.kind == "none":
             return None
-        if conn.kind == "envfile":
-            return get_store(conn.kind, path=conn.path, key=conn.key)
-        options = dict(conn.options)
-        if conn.kind == "vercel":
-            # Where the previous value is kept (encrypted) for a rollback.
-            options.setdefault("state_dir", self.settings.state_dir.absolute() / "connections" / self.name)
-        return get_store(conn.kind, key=conn.key, **options)
+        stores: dict[str, ConnectionStore] = {}
+        for key in conn.names:
+            if conn.kind == "envfile":
+                stores[key] = get_store(conn.kind, path=conn.path, key=key)
+                continue
+            options = conn.store_options(key)
+            if conn.kind == "vercel":
+                # Where the previous value is kept (encrypted) for a rollback.
+                options.setdefault("state_dir",
+                                   self.settings.state_dir.absolute() / "connections" / self.name)
+            stores[key] = get_store(conn.kind, key=key, **options)
+        return StoreGroup(stores)
 
     def health_url(self) -> str | None:
         if self.config.app.health_url:
@@ -67,24 +75,34 @@ class TargetRuntime:
         return self.app.health_url() if self.app is not None else None
 
     def live_dsn(self) -> str:
-        """The production database as the application sees it: the connection store's value
-        when there is one, else the target's own DSN."""
-        if self.store is not None:
-            return self.store.read().get_secret_value()
-        return self.config.resolve_dsn()
+        """The production database as the application sees it, in the form libpq reads (the
+        application's own URL options, e.g. Prisma's ``schema``, left out): the connection
+        store's value when there is one, else the target's own DSN. Of several keys, the first
+        that does not go through a pooler (``DIRECT_URL`` beside a pooled ``DATABASE_URL``),
+        else the first."""
+        if self.store is None:
+            return self.config.resolve_dsn()
+        if len(self.store.keys) == 1:
+            return libpq_dsn(self.store.read().get_secret_value())
+        values = [v.get_secret_value() for v in self.store.read_all(missing_ok=True).values()
+                  if v is not None]
+        if not values:
+            return libpq_dsn(self.store.read().get_secret_value())  # raises: says what is missing
+        return libpq_dsn(next((v for v in values if not uses_pooler(v)), values[0]))
 
     def connection_in_use(self) -> list[str]:
-        """The DSNs that must never be removed as scratch: the application's current connection
-        string (none without a connection store).
+        """The DSNs that must never be removed as scratch: every key of the application's
+        connection store (none without one), in the form libpq reads.
 
         Raises:
-            SafetyError: the store exists but cannot be read (so it is unknown what the
+            SafetyError: the store exists but a key cannot be read (so it is unknown what the
                 application runs on: remove nothing).
         """
         if self.store is None:
             return []
         try:
-            return [self.store.read().get_secret_value()]
+            return [libpq_dsn(v.get_secret_value()) for v in self.store.read_all().values()
+                    if v is not None]
         except RestoreKitError as exc:
             raise SafetyError(
                 f"cannot read the application's connection string from {self.store.describe()} "
@@ -105,7 +123,9 @@ class TargetRuntime:
             display=display(restored.dsn.get_secret_value()),
             recovered_to_time=restored.recovered_to_time,
             recovered_to_lsn=restored.recovered_to_lsn, phases=dict(restored.phases),
-            reused=reused,
+            reused=reused, access=restored.access,
+            pooled_display=display(restored.pooled_dsn.get_secret_value())
+            if restored.pooled_dsn is not None else "",
         )
 
     @functools.cached_property
@@ -136,6 +156,11 @@ class TargetRuntime:
 
     def dsn_for(self, ref: RestoredRef) -> SecretStr:
         return self.restored(ref).dsn
+
+    def locations_for(self, ref: RestoredRef) -> tuple[SecretStr, SecretStr | None]:
+        """(direct DSN, pooled DSN or None) of a restored database, for the connection swap."""
+        restored = self.restored(ref)
+        return restored.dsn, restored.pooled_dsn
 
 
 def target_runtime(target: str, config_path: str | None = None) -> TargetRuntime:

@@ -16,7 +16,9 @@ moving the labels*, so after every put we make sure ``AWSCURRENT`` sits on the v
 
 Caveat: an old version keeps a label only until the next-but-one write (``AWSPREVIOUS`` moves on);
 unlabelled versions are deprecated and eventually deleted (AWS keeps ~100), after which the
-revision can no longer be restored (``restore`` says so).
+revision can no longer be restored (``restore`` says so). Until then ``restore`` finds them with
+``ListSecretVersionIds`` (``IncludeDeprecated``; DescribeSecret lists labelled versions only):
+that is what rolls back several keys kept in one JSON secret (each key's write is a version).
 """
 
 from __future__ import annotations
@@ -238,6 +240,10 @@ class SecretsManagerStore:
         with self._aws_errors(operation):
             described = self._client.describe_secret(SecretId=self.secret_id)
         stages: dict[str, list[str]] = described.get("VersionIdsToStages") or {}
+        if version_id not in stages and self._deprecated_exists(version_id, operation):
+            # DescribeSecret lists only labelled versions; an unlabelled one (two writes ago,
+            # e.g. the first key of a group sharing this secret) stays until AWS deletes it.
+            stages[version_id] = []
         if version_id not in stages:
             raise ConfigError(
                 f"{self.describe()}: version {version_id} no longer exists (Secrets Manager "
@@ -255,6 +261,25 @@ class SecretsManagerStore:
                 self._client.update_secret_version_stage(
                     SecretId=self.secret_id, VersionStage=CURRENT, MoveToVersionId=version_id,
                 )
+
+    def _deprecated_exists(self, version_id: str, operation: str) -> bool:
+        """Whether ``version_id`` still exists without a label (ListSecretVersionIds with
+        IncludeDeprecated; False when that is not allowed: then it cannot be told)."""
+        kwargs: dict[str, Any] = {"SecretId": self.secret_id, "IncludeDeprecated": True,
+                                  "MaxResults": 100}
+        for _ in range(20):  # AWS keeps about 100 versions: a page or two
+            try:
+                with self._aws_errors(operation):
+                    page = self._client.list_secret_version_ids(**kwargs)
+            except ProviderError as exc:
+                log.warning("%s: cannot list the secret's versions (%s)", self.describe(), exc)
+                return False
+            if any(v.get("VersionId") == version_id for v in page.get("Versions") or []):
+                return True
+            if not page.get("NextToken"):
+                return False
+            kwargs["NextToken"] = page["NextToken"]
+        return False
 
     def _check_current(self, version_id: str, text: str, operation: str) -> None:
         current_id, current_text = self._current(operation)

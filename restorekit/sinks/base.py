@@ -53,6 +53,8 @@ class Revision(BaseModel):
             for a versioned secret store the previous version id. ``None`` means there was
             nothing before (restoring removes what the write created).
         created_at: When the write happened (UTC).
+        members: For a :class:`~restorekit.sinks.group.StoreGroup` (``store="group"``): the
+            revision of each key's store, in write order; empty for a single store.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +63,7 @@ class Revision(BaseModel):
     location: str
     ref: str | None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    members: tuple[Revision, ...] = ()
 
 
 @runtime_checkable
