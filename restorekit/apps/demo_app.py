@@ -11,6 +11,10 @@ environment, so a new connection string takes effect only after a redeploy. Endp
   "table": "users", "count": N}``, 404 when there is no ``users`` table, 503 when the database
   fails.
 
+DATABASE_URL may carry Prisma's own query options (``?schema=public&connection_limit=5&
+pool_timeout=10&pgbouncer=true``): like Prisma, the app takes ``schema`` as its search path and
+ignores the options libpq does not know, instead of failing on them.
+
 The DSN and its password never leave the process: errors are redacted before they are logged or
 returned, and the startup line shows the DSN in :func:`restorekit.pg.dsn.display` form.
 Standard library HTTP server plus psycopg only; SIGTERM and SIGINT stop it cleanly (exit 0).
@@ -33,10 +37,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from restorekit.errors import RestoreKitError
-from restorekit.pg.dsn import display, redact
+from restorekit.pg.dsn import display, redact, split_app_url
 from restorekit.sinks.envfile import EnvFileStore
 
 # Named explicitly: run with -m, __name__ is "__main__".
@@ -56,7 +61,7 @@ class Scrubber:
         self._dsn = dsn
         self._secrets: list[str] = []
         try:
-            params = conninfo_to_dict(dsn)
+            params = conninfo_to_dict(split_app_url(dsn)[0])
         except Exception:  # psycopg.ProgrammingError; an invalid DSN is reported elsewhere
             params = {}
         for key in ("password", "sslpassword"):
@@ -78,16 +83,25 @@ class Database:
     """The app's view of its database: one short connection per request."""
 
     def __init__(self, dsn: str, scrub: Scrubber) -> None:
-        self._dsn = dsn
+        # Prisma-style options: libpq gets its own part; ``schema`` becomes the search path.
+        self._dsn, options = split_app_url(dsn)
         self._valid = _is_valid_dsn(dsn)
+        self._schema = dict(options).get("schema")
         self.scrub = scrub
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         if not self._valid:
             # psycopg's message for a malformed DSN quotes the DSN itself.
             raise psycopg.OperationalError("DATABASE_URL is not a valid connection string")
-        return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S,
+        conn = psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S,
                                application_name="restorekit-demo-app", autocommit=True)
+        if self._schema:
+            try:
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def ping(self) -> float:
         """Connect and run ``SELECT 1``; return the milliseconds it took."""
@@ -113,7 +127,7 @@ class Database:
 
 def _is_valid_dsn(dsn: str) -> bool:
     try:
-        conninfo_to_dict(dsn)
+        conninfo_to_dict(split_app_url(dsn)[0])
     except Exception:
         return False
     return True
