@@ -9,6 +9,7 @@ with "recovery ended before configured recovery target was reached"; we turn tha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -97,9 +98,9 @@ def settle_access_rules(data_dir: Path, os_user: str | None, *,
 
     The copy keeps the source's own pg_hba.conf and pg_ident.conf from the backup: the
     application and restorekit then authenticate exactly as they did on the source (same roles,
-    same passwords, same rules), and nothing is loosened for anyone. ``hba_file`` and
-    ``ident_file`` are pinned to the copy's files, so a source configured to read them from
-    elsewhere (``/etc/postgresql/...``) never makes the copy read the live production files.
+    same passwords, same rules), and nothing is loosened for anyone. Where the source's
+    configuration names other files (``hba_file = '/etc/postgresql/...'``), ``hba_file`` and
+    ``ident_file`` are pinned to the copy's own, so the copy never reads the live ones.
     When the backup has no pg_hba.conf, a strict one is written (scram-sha-256 for every
     connection) and the report says so.
     """
@@ -121,7 +122,22 @@ def settle_access_rules(data_dir: Path, os_user: str | None, *,
         chown_for(ident, os_user)
     line = (f"Access to the restored database: {what}; pg_ident.conf as in the backup; it "
             f"listens on {listen_addresses}.")
-    return {"hba_file": str(hba), "ident_file": str(ident)}, line
+    # Pinned only where the source names other files: the default (the data directory's own)
+    # keeps following the directory if it is ever moved.
+    elsewhere = _names_other_files(data_dir)
+    return {key: str(data_dir / name) for key, name in
+            (("hba_file", hba.name), ("ident_file", ident.name)) if key in elsewhere}, line
+
+
+_FILE_SETTING = re.compile(r"^\s*(hba_file|ident_file)\s*=", re.MULTILINE)
+
+
+def _names_other_files(data_dir: Path) -> set[str]:
+    found: set[str] = set()
+    for conf in data_dir.glob("*.conf"):
+        with contextlib.suppress(OSError):
+            found.update(_FILE_SETTING.findall(conf.read_text(errors="replace")))
+    return found
 
 
 def apply_overrides(data_dir: Path, settings: dict[str, object], os_user: str | None) -> None:
