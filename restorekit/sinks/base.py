@@ -21,6 +21,9 @@ Contract for implementers:
 * Only :class:`restorekit.errors.RestoreKitError` subclasses escape: I/O and SDK/HTTP errors are
   translated inside the store (``ProviderError`` with ``provider=<kind>``).
 * No method blocks for long: remote stores bound every call with a timeout.
+* A store holds one key. Keys that move together (``DATABASE_URL`` + ``DIRECT_URL``) are one
+  store per key composed by :class:`restorekit.sinks.group.StoreGroup`, which makes the set
+  all-or-nothing: no store needs multi-key logic.
 
 Example::
 
