@@ -8,26 +8,44 @@
     restorekit cleanup  --target NAME          remove scratch restores left behind
     restorekit run SCENARIO --target NAME ...  run a scenario flow (complete-failure,
                                                partial-corruption, accidental-deletion)
+    restorekit drill    [--target NAME]...     run the restore drill once, print its report
     restorekit demo                            the embedded default, end to end
+
+Bad input costs no Prefect: importing prefect takes seconds and its ephemeral server more, so
+``run`` and ``drill`` check every option first, with the core functions the flows call (restore
+points, table and column names, times; then, read-only, the target's restore window and
+backups, the live tables, ids and audit log), and refuse with one line ``error: ...`` and exit
+status 2. Only then do they import the flow, build its params model and run it. Module-level
+imports are what ``--help`` needs; everything else is imported where it is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from restorekit.config import Settings, load_settings
-from restorekit.errors import RestoreKitError
-from restorekit.models import RestorePoint
-from restorekit.pg.dsn import display, redact
-from restorekit.progress import rich_progress
+from restorekit.errors import (
+    CapabilityNotSupported,
+    ConfigError,
+    RestoreKitError,
+    RestorePointError,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from restorekit.config import Settings
+    from restorekit.models import RestorePoint
 
 app = typer.Typer(
     name="restorekit",
@@ -48,6 +66,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def _settings(config: Path | None) -> Settings:
+    from restorekit.config import load_settings
+
     return load_settings(config)
 
 
@@ -56,6 +76,18 @@ def _provider(settings: Settings, target: str) -> Any:
     from restorekit.providers.base import provider_from_config
 
     return provider_from_config(settings.target(target), settings)
+
+
+def _table(*args: Any, **kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
+
+
+def _progress(as_json: bool) -> Any:
+    from restorekit.progress import rich_progress
+
+    return rich_progress(console, enabled=not as_json)
 
 
 def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
@@ -77,7 +109,7 @@ def window(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False
         "earliest_lsn": win.earliest_lsn,
         "latest_lsn": win.latest_lsn,
     }
-    table = Table(title=f"Restore window of {target}")
+    table = _table(title=f"Restore window of {target}")
     table.add_column("")
     table.add_column("time")
     table.add_column("LSN")
@@ -95,12 +127,12 @@ def backup(
 ) -> None:
     """Take a base backup of the target now (the runbook's manual pre-deployment backup)."""
     provider = _provider(_settings(config), target)
-    with rich_progress(console, enabled=not as_json) as progress:
+    with _progress(as_json) as progress:
         info = provider.create_backup(label, progress=progress)
     data = {"target": target, "backup_id": info.backup_id, "engine": info.engine,
             "stop_time": info.stop_time.isoformat(), "stop_lsn": info.stop_lsn,
             "size_bytes": info.size_bytes, "label": info.label}
-    table = Table(title="Base backup taken")
+    table = _table(title="Base backup taken")
     for key in data:
         table.add_column(key)
     table.add_row(*(str(v) for v in data.values()))
@@ -112,7 +144,7 @@ def backups(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     """List the target's base backups, oldest first."""
     provider = _provider(_settings(config), target)
     items = provider.list_backups()
-    table = Table(title=f"Base backups of {target}")
+    table = _table(title=f"Base backups of {target}")
     for col in ("backup id", "engine", "stop time", "stop LSN", "size", "label"):
         table.add_column(col)
     for b in items:
@@ -141,13 +173,16 @@ def restore(
     if not to_new:
         raise typer.BadParameter("pass --to-new: this command only restores into a new cluster",
                                  param_hint="--to-new")
+    from restorekit.models import RestorePoint
+    from restorekit.pg.dsn import display, redact
+
     parsed = RestorePoint.parse(point)
     settings = _settings(config)
     provider = _provider(settings, target)
     from datetime import UTC, datetime
 
     name = name or f"{target}-{datetime.now(UTC).strftime('%Y%m%dt%H%M%S')}"
-    with rich_progress(console, enabled=not as_json) as progress:
+    with _progress(as_json) as progress:
         restored = provider.restore(parsed, name=name, progress=progress)
     dsn = restored.dsn.get_secret_value()
     data = {
@@ -158,7 +193,7 @@ def restore(
         "phases_seconds": {k: round(v, 3) for k, v in restored.phases.items()},
         "dsn": redact(dsn) if show_dsn else display(dsn),
     }
-    table = Table(title="Restored into a new cluster", show_header=False)
+    table = _table(title="Restored into a new cluster", show_header=False)
     for key, value in data.items():
         table.add_row(key, str(value))
     _emit(data, as_json, table)
@@ -185,11 +220,11 @@ def snapshot(
 
     # Owned by the PostgreSQL OS user: its archive_command writes into the same repository.
     repo = open_repository(cfg.repository, os_user=default_os_user())
-    with rich_progress(console, enabled=not as_json) as progress:
+    with _progress(as_json) as progress:
         info = take_snapshot(cfg.resolve_dsn(), repo, label=label, tables=table or None,
                              jobs=jobs, progress=progress)
     data = info.to_dict()
-    t = Table(title="Logical snapshot (read back and verified)", show_header=False)
+    t = _table(title="Logical snapshot (read back and verified)", show_header=False)
     for key in ("snapshot_id", "tables", "size_bytes", "location", "verified"):
         t.add_row(key, str(data.get(key)))
     _emit(data, as_json, t)
@@ -214,16 +249,13 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
             continue
         provider.discard(restored)
         removed.append(restored.handle)
-    t = Table(title=f"Removed {len(removed)} scratch restore(s)")
+    t = _table(title=f"Removed {len(removed)} scratch restore(s)")
     t.add_column("path")
     for path in removed:
         t.add_row(path)
     for path in kept:
         t.add_row(f"{path} (kept: the application's connection string points at it)")
     _emit({"target": target, "removed": removed, "kept_in_use": kept}, as_json, t)
-
-
-SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
 
 
 @app.command("serve-webhook")
@@ -265,7 +297,7 @@ def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     settings = _settings(config)
     config_path = str((config or settings.source_path or Path("restorekit.toml")).absolute())
     planned = deploy_all(settings, config_path)
-    table = Table(title=f"Deployments on work pool {WORK_POOL!r}")
+    table = _table(title=f"Deployments on work pool {WORK_POOL!r}")
     table.add_column("deployment")
     table.add_column("schedule")
     for p in planned:
@@ -275,57 +307,418 @@ def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     ]}, as_json, table)
 
 
+# -- run: the scenarios -------------------------------------------------------------------------
+
+SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
+
+#: The parameters every scenario flow takes (flows/_common.py ScenarioParams).
+COMMON_FIELDS = ("target", "restore_point", "incident_id", "dry_run", "require_approval",
+                 "config", "lock_wait_seconds")
+
+#: The parameters each scenario adds (its flow's params model; tests/unit/test_cli_parity.py
+#: keeps this in step with the models).
+SCENARIO_FIELDS: dict[str, tuple[str, ...]] = {
+    "complete-failure": ("accept_in_place_without_snapshot",),
+    "partial-corruption": ("tables", "columns", "keep_rows_written_after", "full_replace"),
+    "accidental-deletion": ("table", "ids", "deleted_since", "stop_application",
+                            "include_cascade"),
+}
+
+#: The params model of each scenario (module in flows/, class name).
+SCENARIO_MODELS = {
+    "complete-failure": ("flows.complete_failure", "CompleteFailureParams"),
+    "partial-corruption": ("flows.partial_corruption", "PartialCorruptionParams"),
+    "accidental-deletion": ("flows.accidental_deletion", "AccidentalDeletionParams"),
+}
+
+#: Flow parameters whose option is not spelled like the parameter (the runbook's shorter words);
+#: every other parameter ``a_b`` is the option ``--a-b``.
+OPTION_NAMES = {"restore_point": "--point", "stop_application": "--stop-app",
+                "targets": "--target"}
+
+#: What a refusal is (exit status 2): bad input, found before anything was touched.
+REFUSALS = (ConfigError, RestorePointError, CapabilityNotSupported)
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a flow parameter."""
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def given_options(ctx: typer.Context) -> dict[str, Any]:
+    """The command's parameters given on the command line (not left at their defaults), by
+    parameter name (the flow parameter's name)."""
+    given = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given[name] = value
+    return given
+
+
+def aware_time(option: str, text: str) -> datetime:
+    """Read an ISO-8601 time that carries a timezone (``Z`` allowed).
+
+    Raises:
+        ConfigError: unreadable, without a timezone, or out of range.
+    """
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not an ISO-8601 time; give e.g. "
+                          "2026-11-25T13:05:00Z") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ConfigError(f"{option} {text} has no timezone; give one, e.g. "
+                          "2026-11-25T13:05:00+00:00 or ...Z")
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"{option} {text} is out of range") from None
+    return when
+
+
+def scenario_fields(scenario: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow parameters of ``scenario`` from the options given on the command line.
+
+    Pure: no config, no database, no Prefect. Times are read into tz-aware datetimes.
+
+    Raises:
+        ConfigError: an unknown scenario, an option another scenario takes, or an unreadable
+            time.
+    """
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    takes = COMMON_FIELDS + SCENARIO_FIELDS[scenario]
+    foreign = [name for name in options if name not in takes]
+    if foreign:
+        name = foreign[0]
+        owners = [s for s in SCENARIOS if name in SCENARIO_FIELDS[s]]
+        raise ConfigError(
+            f"{option_name(name)} is an option of {' and '.join(owners) or 'no scenario'}, not "
+            f"of {scenario}; {scenario} takes "
+            + ", ".join(option_name(f) for f in SCENARIO_FIELDS[scenario])
+            + " besides the common options (see restorekit run --help)")
+    fields = dict(options)
+    for name in ("keep_rows_written_after", "deleted_since"):
+        if fields.get(name) is not None:
+            fields[name] = aware_time(option_name(name), str(fields[name]))
+    for name in ("tables", "columns", "ids"):
+        if name in fields:
+            fields[name] = list(fields[name] or [])
+    return fields
+
+
+def run_options(ctx: typer.Context) -> tuple[str, dict[str, Any]]:
+    """The scenario and its flow parameters as given on ``restorekit run``'s command line:
+    the options given (others keep the model's defaults), always the target and
+    require_approval (off unless asked for: nobody may be watching a Prefect UI), and the
+    config as an absolute path."""
+    options = given_options(ctx)
+    scenario = str(options.pop("scenario"))
+    options.pop("as_json", None)
+    options.update(target=ctx.params["target"], require_approval=ctx.params["require_approval"])
+    if options.get("config") is not None:
+        options["config"] = str(Path(options["config"]).absolute())
+    return scenario, scenario_fields(scenario, options)
+
+
+def scenario_params(scenario: str, fields: Mapping[str, Any]) -> Any:
+    """Build the scenario flow's params model (imports the flow, hence prefect: call it after
+    the checks). A validation error is a :class:`ConfigError` naming the option, on one line."""
+    import importlib
+
+    module, name = SCENARIO_MODELS[scenario]
+    return _model(getattr(importlib.import_module(module), name), fields)
+
+
+def _model(cls: Any, fields: Mapping[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(
+            f"{option_name(str(err['loc'][0])) if err['loc'] else cls.__name__}: {err['msg']}"
+            for err in exc.errors())) from None
+
+
+def check_scenario(scenario: str, fields: Mapping[str, Any]) -> Settings:
+    """Refuse bad input of a scenario before anything runs; returns the settings.
+
+    First what needs nothing (the restore point, times, table and column names), then the
+    config and the target, then, read-only, what the flow's first steps look at: the restore
+    window and backups (never the live database for complete-failure: it may be down), the
+    live tables and columns (partial-corruption) and the deletion scope (accidental-deletion).
+    What cannot be reached (database down, provider API failing) is left to the flow, which
+    retries, reports and notifies; only bad input is refused here. The flow checks it all again.
+
+    Raises:
+        ConfigError, RestorePointError, CapabilityNotSupported: a refusal (exit status 2).
+    """
+    from restorekit.models import RestorePoint
+
+    point_text = fields.get("restore_point")
+    if scenario == "partial-corruption" and (point_text or "").strip().lower() in ("", "latest"):
+        raise ConfigError(
+            "partial-corruption needs a restore point from BEFORE the corruption (the latest "
+            "point contains it); give e.g. --point 2026-11-25T13:05:00Z")
+    point = RestorePoint.parse(point_text or "latest")
+    # Imported after the point is read: they bring psycopg (a quarter of a second).
+    from restorekit.pg.catalog import TableRef
+    from restorekit.recovery import check_keep_after, parse_columns
+
+    tables = [TableRef.parse(t) for t in fields.get("tables") or []]
+    columns: dict[Any, list[str]] | None = None
+    if scenario == "partial-corruption":
+        check_keep_after(point, fields.get("keep_rows_written_after"))
+        specs = fields.get("columns") or []
+        # Without --tables the tables come from the live integrity findings (the flow's), so
+        # a bare column can only be judged there.
+        if tables or all(_qualified(spec) for spec in specs):
+            columns = parse_columns(specs, tables)
+    if scenario == "accidental-deletion":
+        TableRef.parse(fields.get("table", "users"))
+
+    settings = _settings(Path(fields["config"]) if fields.get("config") else None)
+    cfg = settings.target(fields["target"])
+    from restorekit.runtime import TargetRuntime
+
+    rt = TargetRuntime(settings=settings, config=cfg)
+    if scenario == "complete-failure":
+        with _unless_unreachable():
+            _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=False)
+        return settings
+    import psycopg
+
+    from restorekit.privileges import check_privileges
+
+    with _unless_unreachable(), psycopg.connect(rt.live_dsn(), connect_timeout=5) as conn:
+        if scenario == "partial-corruption":
+            _check_repair_input(conn, tables, columns, fields.get("keep_rows_written_after"))
+            needs = ("select", "insert", "update") + (
+                ("delete",) if fields.get("full_replace") else ())
+        else:
+            point = _check_deletion_input(conn, fields, point)
+            needs = ("select", "insert")
+        # The privileges the flow's preflight asks for (flows/partial_corruption.py,
+        # flows/accidental_deletion.py): checked after the input, which is what was typed.
+        check_privileges(conn, needs, purpose=f"this run on {fields['target']!r}")
+        _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=True)
+    return settings
+
+
+def _qualified(spec: str) -> bool:
+    from restorekit.pg.catalog import split_qualified
+
+    return len(split_qualified(spec.strip()) if spec.strip() else []) != 1
+
+
+@contextlib.contextmanager
+def _unless_unreachable() -> Iterator[None]:
+    """Skip the rest of a read-only pre-check when what it reads cannot be reached."""
+    import psycopg
+
+    from restorekit.errors import PostgresError, ProviderError, RepositoryError, SafetyError
+
+    try:
+        yield
+    except (psycopg.Error, OSError, PostgresError, ProviderError, RepositoryError,
+            SafetyError) as exc:
+        logging.getLogger(__name__).info("pre-check skipped, the flow will judge: %s", exc)
+
+
+def _check_repair_input(conn: Any, tables: list[Any], columns: dict[Any, list[str]] | None,
+                        keep: datetime | None) -> None:
+    """Partial-corruption on live: the tables exist (as tasks.database.check_tables); the
+    columns exist, can be written and belong to tables being repaired, and commit times are
+    recorded when ``keep`` is given (restorekit.recovery.check_repair_options)."""
+    from restorekit.pg import catalog
+    from restorekit.recovery import check_repair_options
+
+    if tables:
+        known = set(catalog.list_tables(conn))
+        unknown = [str(t) for t in tables if t not in known]
+        if unknown:
+            raise ConfigError(f"unknown table(s) in the live database: {', '.join(unknown)}")
+    if columns is not None or keep is not None:
+        columns = columns or {}
+        check_repair_options(conn, tables or list(columns), columns, keep)
+
+
+def _check_deletion_input(conn: Any, fields: Mapping[str, Any], point: RestorePoint
+                          ) -> RestorePoint:
+    """Accidental-deletion on live: the deletion scope the flow's first step finds (table,
+    key, ids of the key's type, the audit log); returns the restore point ('latest' is just
+    before the first recorded deletion)."""
+    from restorekit.models import PointKind, RestorePoint
+    from restorekit.scope import deletion_scope
+
+    table = fields.get("table", "users")
+    found = deletion_scope(conn, table, ids=fields.get("ids") or None,
+                           since=fields.get("deleted_since"))
+    if point.kind is not PointKind.LATEST:
+        return point
+    if found.point_before is None:
+        raise ConfigError(f"no deletion from {table} is recorded in an audit log: give the "
+                          "restore point (a time just before the deletion)")
+    return RestorePoint.at(found.point_before)
+
+
+def _check_point(provider: Any, point: RestorePoint, target: str, *,
+                 snapshot_copy_allowed: bool) -> None:
+    """The restore point against the provider's capabilities, restore window and backups: the
+    checks of the flow's preflight that need no side effect (a point after the window but not
+    in the future is left to preflight, which archives the pending WAL and looks again)."""
+    from restorekit.models import PointKind
+    from restorekit.providers.base import Capability
+
+    now = datetime.now(UTC)
+    from_snapshot = (snapshot_copy_allowed
+                     and Capability.NEW_TARGET_RESTORE not in provider.capabilities)
+    if (point.kind is PointKind.TIME and not from_snapshot
+            and Capability.POINT_IN_TIME not in provider.capabilities):
+        raise CapabilityNotSupported(
+            f"provider {provider.kind!r} of target {target!r} cannot point_in_time")
+    if from_snapshot:
+        if point.time is None:
+            raise ConfigError(
+                f"{provider.kind} cannot restore into a new database, so the copy comes from a "
+                f"logical snapshot: give the restore point as a time, not {str(point)!r}")
+        if point.time > now:
+            raise RestorePointError(f"restore time {point} is in the future")
+        return
+    window = provider.restore_window()
+    if point.time is not None and window.latest is not None and window.latest < point.time <= now:
+        return
+    window.check(point, now=now)
+    if point.kind is PointKind.BACKUP:
+        backups = provider.list_backups()
+        if point.value not in {b.backup_id for b in backups}:
+            known = ", ".join(b.backup_id for b in backups[-5:]) or "none"
+            raise RestorePointError(
+                f"no backup {point.value!r} for target {target!r}; available: {known} "
+                "(the newest; list them all with `restorekit backups`)")
+
+
+@contextlib.contextmanager
+def _prefect_without_telemetry() -> Iterator[None]:
+    """Prefect settings for a run started here: without PREFECT_API_URL Prefect starts an
+    ephemeral server, which would send anonymous analytics (and, offline, log "Failed to send
+    telemetry"); it runs with PREFECT_SERVER_ANALYTICS_ENABLED=false unless the user set that
+    setting (environment or Prefect profile)."""
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if "analytics_enabled" in get_current_settings().server.model_fields_set:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield
+
+
+def _config_path(settings: Settings) -> str:
+    """The config the settings came from, as the absolute path the flow is given."""
+    return str((settings.source_path or Path("restorekit.toml")).absolute())
+
+
+_ALL = "all scenarios"
+_PC, _AD, _CF = "partial-corruption", "accidental-deletion", "complete-failure"
+
+
 @app.command()
 def run(
-    scenario: Annotated[str, typer.Argument(help="complete-failure | partial-corruption | accidental-deletion")],
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Argument(
+        help="complete-failure (the database is gone: restore into a new one and switch the "
+        "application over) | partial-corruption (wrong or missing rows: repair them from a "
+        "copy restored before the corruption) | accidental-deletion (rows deleted: bring them "
+        "back with their cascade)", show_default=False)],
     target: TargetOpt,
-    point: Annotated[str | None, typer.Option("--point", "-p", help="Restore point: latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | name:NAME | backup:ID. Default: latest (accidental-deletion: just before the first recorded deletion).")] = None,
-    tables: Annotated[list[str] | None, typer.Option("--tables", help="partial-corruption: tables to repair (repeatable).")] = None,
-    table: Annotated[str, typer.Option(help="accidental-deletion: the table rows were deleted from.")] = "users",
-    ids: Annotated[list[str] | None, typer.Option("--ids", help="accidental-deletion: primary keys to bring back (repeatable).")] = None,
-    full_replace: Annotated[bool, typer.Option(help="partial-corruption: also delete rows newer than the restore point.")] = False,
-    stop_app: Annotated[bool, typer.Option(help="accidental-deletion: stop the application first.")] = False,
-    incident_id: Annotated[str | None, typer.Option(help="Incident reference; a re-run with the same id reuses finished restores.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and touch nothing.")] = False,
-    require_approval: Annotated[bool, typer.Option(help="Pause before the first destructive step until approved in the Prefect UI.")] = False,
+    restore_point: Annotated[str | None, typer.Option(
+        "--point", "-p", rich_help_panel=_ALL,
+        help="Restore point: latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | "
+        "name:NAME | backup:ID. Default: latest; accidental-deletion: just before the first "
+        "deletion the audit log recorded; partial-corruption needs a point BEFORE the "
+        "corruption.")] = None,
+    incident_id: Annotated[str | None, typer.Option(
+        rich_help_panel=_ALL,
+        help="Incident reference; a re-run with the same id reuses a finished restore instead "
+        "of restoring again.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", rich_help_panel=_ALL, help="Print the plan and touch nothing.")] = False,
+    require_approval: Annotated[bool, typer.Option(
+        "--require-approval/--no-require-approval", rich_help_panel=_ALL,
+        help="Pause before the first destructive step, with the plan shown, until someone "
+        "approves it in the Prefect UI (needs a Prefect server: PREFECT_API_URL). Off here; "
+        "deployments have it on.")] = False,
+    lock_wait_seconds: Annotated[float, typer.Option(
+        min=0, rich_help_panel=_ALL,
+        help="How long to wait while another restorekit run holds this target before refusing "
+        "(one restore per target at a time).")] = 600,
+    tables: Annotated[list[str] | None, typer.Option(
+        "--tables", rich_help_panel=_PC, show_default=False,
+        help="A table to repair (repeatable). Default: the tables with integrity findings, "
+        "else every table.")] = None,
+    columns: Annotated[list[str] | None, typer.Option(
+        "--columns", rich_help_panel=_PC, show_default=False,
+        help="A corrupted column, as table.column (or column with exactly one --tables), "
+        "repeatable: only these are compared and rewritten, the rest of each row stays as it "
+        "is live; missing rows still come back whole. Default: every column, so updates made "
+        "since the restore point, legitimate ones included, are reverted.")] = None,
+    keep_rows_written_after: Annotated[str | None, typer.Option(
+        rich_help_panel=_PC, show_default=False,
+        help="When the corruption ended (ISO-8601 time with timezone, after --point): rows "
+        "whose current version committed later are left alone (needs track_commit_timestamp "
+        "= on); rows deleted later stay deleted where the audit log records it.")] = None,
+    full_replace: Annotated[bool, typer.Option(
+        "--full-replace", rich_help_panel=_PC,
+        help="Also delete rows created after the restore point, making the tables equal to "
+        "the copy. Off: newer rows are kept.")] = False,
+    table: Annotated[str, typer.Option(
+        rich_help_panel=_AD, help="The table rows were deleted from.")] = "users",
+    ids: Annotated[list[str] | None, typer.Option(
+        "--ids", rich_help_panel=_AD, show_default=False,
+        help="A primary key to bring back (repeatable). Default: every deleted row the audit "
+        "log recorded, else every row missing from live.")] = None,
+    deleted_since: Annotated[str | None, typer.Option(
+        rich_help_panel=_AD, show_default=False,
+        help="Only deletions at or after this time (ISO-8601 with timezone).")] = None,
+    stop_application: Annotated[bool, typer.Option(
+        "--stop-app", rich_help_panel=_AD,
+        help="Stop the application first (while the deletion is ongoing) and start it again "
+        "after the rows are back.")] = False,
+    include_cascade: Annotated[bool, typer.Option(
+        "--include-cascade/--no-include-cascade", rich_help_panel=_AD,
+        help="Also bring back the child rows ON DELETE CASCADE removed with them.")] = True,
+    accept_in_place_without_snapshot: Annotated[bool, typer.Option(
+        "--accept-in-place-without-snapshot", rich_help_panel=_CF,
+        help="In-place providers only (Supabase): go on when the current database is too "
+        "broken to snapshot, losing its current state. Off: refuse.")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario of the runbook as a Prefect flow (against PREFECT_API_URL when set, else
-    Prefect's local ephemeral mode) and print its incident report. Exits non-zero on failure."""
-    if scenario not in SCENARIOS:
-        raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="SCENARIO")
-    settings = _settings(config)
-    settings.target(target)  # unknown targets fail here, before Prefect starts
-    if point is not None:
-        RestorePoint.parse(point)  # bad points too
-    config_path = str((config or settings.source_path or Path("restorekit.toml")).absolute())
-    common = {"target": target, "config": config_path, "dry_run": dry_run,
-              "require_approval": require_approval, "incident_id": incident_id}
-    from restorekit.report import IncidentReport
+    Prefect's local ephemeral mode) and print its incident report. Every option is checked
+    first (exit 2 on bad input, nothing touched); exits non-zero when the run fails."""
+    scenario, fields = run_options(ctx)
+    settings = check_scenario(scenario, fields)
+    fields.setdefault("config", _config_path(settings))
+    started = datetime.now(UTC)
+    with _prefect_without_telemetry():
+        params = scenario_params(scenario, fields)
+        import importlib
 
-    if scenario == "complete-failure":
-        from flows.complete_failure import CompleteFailureParams, complete_failure
-
-        runner: Any = lambda: complete_failure(CompleteFailureParams(restore_point=point or "latest", **common))  # noqa: E731
-    elif scenario == "partial-corruption":
-        from flows.partial_corruption import PartialCorruptionParams, partial_corruption
-
-        runner = lambda: partial_corruption(PartialCorruptionParams(  # noqa: E731
-            restore_point=point or "", tables=tables or [], full_replace=full_replace, **common))
-    else:
-        from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
-
-        runner = lambda: accidental_deletion(AccidentalDeletionParams(  # noqa: E731
-            restore_point=point or "latest", table=table, ids=ids or [],
-            stop_application=stop_app, **common))
-    failure: BaseException | None = None
-    report: IncidentReport | None = None
-    try:
-        report = runner()
-    except Exception as exc:  # the flow wrote its report before raising
-        failure = exc
-        report = _last_report(settings, target, scenario)
+        flow = getattr(importlib.import_module(SCENARIO_MODELS[scenario][0]),
+                       scenario.replace("-", "_"))
+        failure: BaseException | None = None
+        try:
+            report = flow(params)
+        except Exception as exc:  # noqa: BLE001 - the flow wrote its report before raising
+            failure = exc
+            report = _last_report(settings, target, scenario, started)
     if report is not None:
         if as_json:
             out.print_json(json.dumps(report.to_json_dict(), default=str))
@@ -334,20 +727,129 @@ def run(
 
             out.print(Markdown(report.to_markdown()))
     if failure is not None:
+        _fail(failure)
+
+
+def _fail(failure: BaseException) -> None:
+    """Re-raise a restorekit error (main prints it); anything else is one line too, exit 1
+    (the flow's log already holds its traceback)."""
+    if isinstance(failure, RestoreKitError):
         raise failure
+    console.print(f"error: {type(failure).__name__}: {failure}", markup=False, highlight=False,
+                  soft_wrap=True)
+    raise typer.Exit(1)
 
 
-def _last_report(settings: Settings, target: str, scenario: str) -> Any:
+def _last_report(settings: Settings, target: str, scenario: str, since: datetime) -> Any:
+    """The report this run wrote before failing (none when it failed before writing one: an
+    older run's report is not this run's)."""
     from restorekit.report import IncidentReport
 
     folder = settings.state_dir.absolute() / "reports" / target
-    found = sorted(folder.glob(f"*-{scenario}.json")) if folder.exists() else []
+    found = sorted(f for f in (folder.glob(f"*-{scenario}.json") if folder.exists() else [])
+                   if f.stat().st_mtime >= since.timestamp() - 1)
     if not found:
         return None
     data = json.loads(found[-1].read_text())
     data.pop("rto_seconds", None)
     data.pop("data_loss_seconds", None)
     return IncidentReport(**data)
+
+
+# -- drill ----------------------------------------------------------------------------------------
+
+
+class DrillPoint(StrEnum):
+    latest = "latest"
+    random = "random"
+
+
+def drill_options(ctx: typer.Context) -> dict[str, Any]:
+    """The restore drill's flow parameters as given on ``restorekit drill``'s command line
+    (the defaults are the model's; the config as an absolute path)."""
+    fields = {name: value for name, value in ctx.params.items() if name != "as_json"}
+    fields["targets"] = list(fields.get("targets") or [])
+    fields["point"] = str(fields["point"].value if isinstance(fields["point"], DrillPoint)
+                          else fields["point"])
+    if fields.get("config") is not None:
+        fields["config"] = str(Path(fields["config"]).absolute())
+    else:
+        fields.pop("config", None)
+    return fields
+
+
+def drill_params(fields: Mapping[str, Any]) -> Any:
+    """Build the restore drill's params model (imports the flow, hence prefect)."""
+    from flows.restore_drill import RestoreDrillParams
+
+    return _model(RestoreDrillParams, fields)
+
+
+@app.command()
+def drill(
+    ctx: typer.Context,
+    targets: Annotated[list[str] | None, typer.Option(
+        "--target", "-t", show_default=False,
+        help="A target to drill (repeatable). Default: every target in the config.")] = None,
+    point: Annotated[DrillPoint, typer.Option(
+        help="latest: restore the latest restorable point (and compare row counts with "
+        "production); random: a random point inside the restore window.")] = DrillPoint.latest,
+    row_count_tolerance: Annotated[float, typer.Option(
+        min=0, max=1,
+        help="Allowed difference between production's and the restore's row counts of the "
+        "critical tables, as a fraction of production's.")] = 0.01,
+    seed: Annotated[int | None, typer.Option(
+        show_default=False, help="Seed for the random point (the same seed, the same point).")
+    ] = None,
+    lock_wait_seconds: Annotated[float, typer.Option(
+        min=0, help="How long to wait while another restorekit run holds a target before "
+        "refusing.")] = 3600,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the restore drill once, now: restore each target into a scratch database, verify it,
+    compare row counts with production, measure RTO and RPO against the target's tier, tear
+    the scratch database down, and print the drill report. Exits non-zero when a drill fails."""
+    fields = drill_options(ctx)
+    settings = _settings(Path(fields["config"]) if fields.get("config") else None)
+    names = fields["targets"] or sorted(settings.targets)
+    for name in names:  # unknown targets, and provider settings the adapter refuses
+        with _unless_unreachable():
+            _provider(settings, name)
+    fields.setdefault("config", _config_path(settings))
+    started = datetime.now(UTC)
+    with _prefect_without_telemetry():
+        params = drill_params(fields)
+        from flows.restore_drill import restore_drill
+
+        failure: BaseException | None = None
+        try:
+            results = [r.model_dump(mode="json") for r in restore_drill(params)]
+        except Exception as exc:  # noqa: BLE001 - the drills recorded their results first
+            failure = exc
+            results = _drills_since(settings, names, started)
+    if as_json:
+        out.print_json(json.dumps({"passed": failure is None and all(r["passed"] for r in results),
+                                   "drills": results}, default=str))
+    else:
+        from rich.markdown import Markdown
+
+        from restorekit.drill import DrillResult
+
+        for result in results:
+            out.print(Markdown(DrillResult(**result).to_markdown()))
+    if failure is not None:
+        _fail(failure)
+
+
+def _drills_since(settings: Settings, targets: Iterable[str], since: datetime
+                  ) -> list[dict[str, Any]]:
+    """The drills recorded in the targets' drill history since ``since`` (a failed drill run
+    raises; its results are in the history)."""
+    from restorekit.drill import load_history
+
+    return [h for name in targets for h in load_history(settings.state_dir, name)
+            if datetime.fromisoformat(h["started_at"]) >= since]
 
 
 @app.command()
@@ -371,11 +873,27 @@ def demo(
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        code = app(sys.argv[1:] or ["--help"], standalone_mode=False)
     except RestoreKitError as exc:
-        # soft_wrap: no newlines inserted into paths and URLs (the terminal wraps by itself).
-        console.print(f"[bold red]error:[/] {redact(str(exc))}", soft_wrap=True)
-        sys.exit(2 if exc.__class__.__name__ in ("ConfigError", "RestorePointError") else 1)
+        from restorekit.pg.dsn import redact
+
+        message = redact(str(exc))
+        refused = isinstance(exc, REFUSALS)
+        _error(" ".join(message.split()) if refused else message)
+        sys.exit(2 if refused else 1)
+    except typer.TyperException as exc:  # a usage error: unknown option, bad value, ...
+        _error(" ".join(exc.format_message().split()))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _error("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    # soft_wrap: no newlines inserted into paths and URLs (the terminal wraps by itself);
+    # markup off: a message may hold brackets (a restore window is printed as [a .. b]).
+    console.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
 
 
 if __name__ == "__main__":
