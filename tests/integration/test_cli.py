@@ -90,8 +90,89 @@ def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
 def test_help_lists_the_commands(world) -> None:
     result = cli("--help", cwd=world["root"])
     assert result.returncode == 0, result.stderr
-    for command in ("window", "backup", "backups", "restore", "snapshot", "cleanup", "run"):
+    for command in ("window", "backup", "backups", "restore", "snapshot", "cleanup", "run",
+                    "drill"):
         assert re.search(rf"\b{command}\b", result.stdout), command
+
+
+def help_text(*command: str, cwd: Path) -> str:
+    """``restorekit COMMAND --help`` as plain words (wide, so no option name is cut)."""
+    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
+    result = subprocess.run([*CLI, *command, "--help"], cwd=cwd, capture_output=True, text=True,
+                            timeout=60, check=False, env={**env, "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr
+    return flat(result.stdout)
+
+
+def test_run_help_explains_every_option_in_the_runbooks_words(world) -> None:
+    text = help_text("run", cwd=world["root"])
+    for option, words in {
+        "--point": "partial-corruption needs a point BEFORE the corruption",
+        "--columns": "only these are compared and rewritten",
+        "--keep-rows-written-after": "When the corruption ended",
+        "--tables": "A table to repair",
+        "--full-replace": "Also delete rows created after the restore point",
+        "--table": "The table rows were deleted from",
+        "--ids": "A primary key to bring back",
+        "--deleted-since": "Only deletions at or after this time",
+        "--stop-app": "Stop the application first",
+        "--include-cascade": "ON DELETE CASCADE",
+        "--no-include-cascade": "",
+        "--accept-in-place-without-snapshot": "too broken to snapshot",
+        "--lock-wait-seconds": "one restore per target at a time",
+        "--require-approval": "approves it in the Prefect UI",
+        "--incident-id": "reuses a finished restore",
+        "--dry-run": "touch nothing",
+    }.items():
+        assert option in text, option
+        assert flat(words) in text, f"{option}: {words}"
+    # The options are grouped by the scenario that takes them.
+    for panel in ("all scenarios", "partial-corruption", "accidental-deletion",
+                  "complete-failure"):
+        assert panel in text, panel
+
+
+def test_drill_help_names_its_options(world) -> None:
+    text = help_text("drill", cwd=world["root"])
+    assert "Run the restore drill once" in text
+    for option, words in {
+        "--target": "Default: every target in the config",
+        "--point": "a random point inside the restore window",
+        "--row-count-tolerance": "critical tables",
+        "--seed": "Seed for the random point",
+        "--lock-wait-seconds": "another restorekit run holds a target",
+        "--json": "",
+    }.items():
+        assert option in text, option
+        assert flat(words) in text, f"{option}: {words}"
+
+
+def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(world) -> None:
+    """One drill that passes (``app``, after a backup) and one that cannot (``empty``: its
+    repository holds no backup): both reports are printed, the exit status says failed, and
+    Prefect's ephemeral server sent no telemetry."""
+    root = world["root"]
+    cli_json("backup", "-t", TARGET, "-c", str(world["config"]), "--label", "drill", cwd=root)
+    empty_repo = make_dir(root / "empty-repo", default_os_user(), mode=0o755)
+    config = root / "drill.toml"
+    text = world["config"].read_text()
+    app_target = text.split("\n\n", 1)[1]
+    config.write_text(text + "\n" + app_target.replace(f"[targets.{TARGET}]", "[targets.empty]")
+                      .replace(f"file://{world['repo_dir']}", f"file://{empty_repo}"))
+    result = cli("drill", "-c", str(config), "-t", TARGET, "-t", "empty", "--json", cwd=root,
+                 timeout=600)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is False
+    drills = {d["target"]: d for d in report["drills"]}
+    assert drills[TARGET]["passed"] is True, drills[TARGET]["failures"]
+    assert drills[TARGET]["torn_down"] is True
+    assert drills["empty"]["passed"] is False
+    assert any("no backup to restore from" in f for f in drills["empty"]["failures"])
+    assert any(line.startswith("error: empty: RestorePointError: no backup")
+               for line in result.stderr.splitlines()), result.stderr
+    assert "telemetry" not in result.stderr
+    assert world["provider"].list_scratch() == []
 
 
 def test_backup_window_restore_cleanup(world) -> None:
@@ -189,3 +270,22 @@ def test_snapshot_is_verified(world) -> None:
     assert snap["objects"]
     manifest = world["repo_dir"] / "snapshots" / snap["snapshot_id"] / "snapshot.json"
     assert manifest.exists()
+
+
+def test_run_passes_the_scenario_options_to_the_flow(world) -> None:
+    """A dry run through the CLI: the options reach the flow (its plan says so), and Prefect's
+    ephemeral server sent no telemetry."""
+    root, cfg = world["root"], str(world["config"])
+    taken = cli_json("backup", "-t", TARGET, "-c", cfg, "--label", "run options", cwd=root)
+    result = cli("run", "accidental-deletion", "-t", TARGET, "-c", cfg, "--table", "items",
+                 "--ids", "3", "--ids", "4", "--no-include-cascade", "--point",
+                 f"backup:{taken['backup_id']}", "--deleted-since", "2026-01-01T00:00:00Z",
+                 "--lock-wait-seconds", "5", "--dry-run", "--json", cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "dry-run"
+    plan = " ".join(report["plan"])
+    assert "Re-insert 2 items row(s) from ids" in plan, plan
+    assert "ON DELETE CASCADE" not in plan  # --no-include-cascade
+    assert "telemetry" not in result.stderr
+    assert world["provider"].list_scratch() == []
