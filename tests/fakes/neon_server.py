@@ -8,7 +8,7 @@ rules and does the work for real:
   read-write endpoint, runs a real point-in-time restore of the installation (its
   SelfHostedProvider) into a new local cluster in a worker thread; the create operations stay
   ``running`` until that cluster is up. ``connection_uri`` then answers
-  ``postgresql://<role>@127.0.0.1:<port>/<db>`` (no password: local clusters trust).
+  ``postgresql://<role>:<password>@127.0.0.1:<port>/<db>`` (the role's password, as Neon does).
 * A branch without endpoints (a backup) only records its point; a compute added later
   (``POST /endpoints``) restores it then.
 * ``DELETE`` of a branch destroys its cluster; the root (production) and default branches
@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import psycopg
 import pytest
@@ -923,7 +923,11 @@ class FakeNeon:
             raise ApiError(404, "the branch has no read_write endpoint", violation=False)
         if branch.port is None:
             raise ApiError(423, "the endpoint is still starting", violation=False)
-        return 200, {"uri": f"postgresql://{role}@127.0.0.1:{branch.port}/{db}"}
+        # As on Neon, the URI carries the role's password (a branch keeps its parent's roles
+        # and passwords).
+        password = self.inst.production.password
+        auth = f"{quote(role, safe='')}:{quote(password, safe='')}" if password else role
+        return 200, {"uri": f"postgresql://{auth}@127.0.0.1:{branch.port}/{db}"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -966,7 +970,7 @@ state_dir = "{state}"
 
 [targets.production]
 provider = "neon"
-dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
+{dsn_line}
 repository = "file://{repo}"   # for the logical snapshots taken before a repair
 tier = "critical"
 
@@ -1031,7 +1035,7 @@ def build_neon_world(root: Path, *, start_app: bool = True) -> NeonWorld:
     state = root / "neon-state"
     config = root / "neon.toml"
     config.write_text(NEON_TARGET.format(
-        state=state, port=inst.production.port, repo=inst.root / "repo",
+        state=state, dsn_line=inst.dsn_line, repo=inst.root / "repo",
         project_id=fake.project_id,
         branch_id=fake.production_branch_id, api_key_env=API_KEY_ENV, base_url=fake.base_url,
     ) + tail)

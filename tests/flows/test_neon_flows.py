@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -133,7 +134,12 @@ def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
     # The report tells the operator what to change by hand: the config names the old branch.
     note = next(n for n in report.notes if "branch_id" in n)
     assert branch["id"] in note and world.fake.production_branch_id in note
-    assert new_dsn == f"postgresql://postgres@127.0.0.1:{world.fake.branch_port(branch['id'])}/app"
+    # The application keeps its own role and password (a branch keeps its parent's roles);
+    # only the address moves to the branch's endpoint.
+    password = quote(world.installation.app_password or "", safe="")
+    port = world.fake.branch_port(branch["id"])
+    assert old_dsn == f"postgresql://app:{password}@127.0.0.1:{world.production.port}/app"
+    assert new_dsn == f"postgresql://app:{password}@127.0.0.1:{port}/app"
     health = check_health(rt.health_url(), attempts=5)
     assert health.ok and health.connected
     with psycopg.connect(new_dsn) as conn:
