@@ -63,7 +63,7 @@ from restorekit.demo import Installation, build_installation, teardown_installat
 from restorekit.errors import RestoreKitError
 from restorekit.models import PointKind, RestoredDatabase, RestorePoint, RestoreWindow, parse_lsn
 from restorekit.pg.cluster import LocalCluster
-from restorekit.pg.dsn import parse
+from restorekit.pg.dsn import merge, parse, password_env
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.runtime import TargetRuntime, target_runtime
 
@@ -482,19 +482,24 @@ class FakeNeon:
         """Replace each branch database in production with the restored cluster's copy."""
         prod = self.inst.production
         tool = prod.tool
-        src = parse(source.dsn.get_secret_value())
         for db in (self.database,):
             dump = self.scratch_dir / f"inplace-{n}-{db}.dump"
             tmp = f"{db}__restoring"
-            tool.run("pg_dump", "-Fc", "-f", str(dump), "-h", "127.0.0.1", "-p", str(src["port"]),
-                     "-U", "postgres", "-d", db, timeout=300)
+            # The copy keeps production's roles and passwords; pg_* tools get them through
+            # PGPASSWORD, never argv.
+            src_dsn, src_env = password_env(merge(source.dsn.get_secret_value(), dbname=db))
+            tool.run("pg_dump", "-Fc", "-f", str(dump), "-d", src_dsn, env=src_env, timeout=300)
             with psycopg.connect(prod.dsn(), autocommit=True) as conn:
+                row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                   "WHERE datname = %s", (db,)).fetchone()
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(tmp)))
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                    sql.Identifier(tmp)))
-            tool.run("pg_restore", "--exit-on-error", "-h", "127.0.0.1", "-p", str(prod.port),
-                     "-U", "postgres", "-d", tmp, str(dump), timeout=300)
+                # Same owner as before (the app's role owns its database, as on Neon).
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 OWNER {}").format(
+                    sql.Identifier(tmp), sql.Identifier(row[0] if row else "postgres")))
+            dst_dsn, dst_env = password_env(prod.dsn(tmp))
+            tool.run("pg_restore", "--exit-on-error", "-d", dst_dsn, str(dump), env=dst_env,
+                     timeout=300)
             with psycopg.connect(prod.dsn(), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
