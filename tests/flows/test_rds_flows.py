@@ -50,7 +50,9 @@ def test_the_restore_drill_passes_on_rds_and_deletes_its_scratch_instance(
 
     assert result.passed, result.failures
     assert result.torn_down
-    assert result.restored_database.startswith("postgresql://postgres@127.0.0.1:")
+    # The copy is reached with the source's credentials; reports show them redacted.
+    assert result.restored_database.startswith("postgresql://postgres:***@127.0.0.1:")
+    assert rds_world.production.password not in result.restored_database
     assert result.row_counts["public.users"]["production"] == (
         result.row_counts["public.users"]["restored"])
     assert {"restore", "base restore", "wal replay", "verification"} <= set(result.phases)
@@ -81,7 +83,8 @@ def test_deleted_users_come_back_from_an_rds_scratch_copy_byte_for_byte(
         incident_id="inc-rds-ad"))
 
     assert report.outcome == "succeeded", report.error
-    assert report.restored_database.startswith("postgresql://postgres@127.0.0.1:")
+    assert report.restored_database.startswith("postgresql://postgres:***@127.0.0.1:")
+    assert rds_world.production.password not in report.restored_database
     with psycopg.connect(rds_world.app_dsn) as conn:
         assert victim_rows(conn, victims) == before  # byte for byte
         assert conn.execute(
