@@ -12,7 +12,8 @@ A restore whose answer was lost is therefore sent again, and RDS answers
 For every fault: production's table checksums before and after (untouched on failure, restored
 rows only on success), what is left in RDS (nothing, or a tagged scratch instance that
 ``list_scratch`` finds and ``discard`` removes), a re-run of the same incident completes, and no
-AWS secret key or database password in any error message (recognisable values are set).
+AWS secret key or database password in any error message (a recognisable AWS key is set; the
+database password is production's own, which scram-sha-256 makes restorekit need for real).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from fakes.rds_backed import RdsWorld, rds_world_fixture  # noqa: F401 - provides `rds_world`
@@ -42,7 +43,6 @@ from tasks.database import restore_name
 pytestmark = pytest.mark.slow
 
 AWS_SECRET = "rkCanaryAwsSecretKey0123456789abcdefWXYZ"
-DB_PASSWORD = "rk-canary-db-password-5e1f"
 RESTORE = "RestoreDBInstanceToPointInTime"
 DESCRIBE = "DescribeDBInstances"
 
@@ -214,20 +214,25 @@ def proxy(moto_server: str) -> Iterator[RdsFaultProxy]:
 @pytest.fixture
 def world(rds_world: RdsWorld, proxy: RdsFaultProxy, tmp_path: Path,  # noqa: F811
           monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    """The RDS world, its RDS API behind the proxy, recognisable AWS and database secrets."""
+    """The RDS world, its RDS API behind the proxy, a recognisable AWS secret key.
+
+    The database password is production's real one: the cluster authenticates every connection
+    with scram-sha-256, and restorekit reads its DSN from the variable the config's ``dsn_env``
+    names (a password in the file is refused), as the world set it up.
+    """
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)  # moto accepts any
     text = rds_world.config.read_text()
     text = text.replace(f'endpoint_url = "{proxy.upstream}"', f'endpoint_url = "{proxy.url}"')
-    # The database password comes from the environment (a password in the file is refused);
-    # the cluster trusts loopback connections, so any password is accepted.
-    dsn = re.search(r'(?m)^dsn = "(host=127\.0\.0\.1 [^"]+)"$', text)
-    assert dsn is not None and proxy.url in text
-    monkeypatch.setenv("RK_RDS_FAULTS_DSN", f"{dsn.group(1)} password={DB_PASSWORD}")
-    text = text.replace(dsn.group(0), 'dsn_env = "RK_RDS_FAULTS_DSN"', 1)
+    inst, password = rds_world.inst, rds_world.inst.production.password
+    assert proxy.url in text
+    assert inst.dsn_env and re.search(rf"(?m)^{re.escape(inst.dsn_line)}$", text)
+    assert password  # a DSN without it would be refused
     config = tmp_path / "restorekit-rds-proxied.toml"
     config.write_text(text)
     proxy.heal()
-    yield SimpleNamespace(rds=rds_world, proxy=proxy, config=str(config),
+    # As written, URL-quoted, and its random part alone (a key=value DSN escapes its quote).
+    db_secrets = (password, quote(password, safe=""), password.split("'")[0])
+    yield SimpleNamespace(rds=rds_world, proxy=proxy, config=str(config), db_secrets=db_secrets,
                           provider=target_runtime("production", str(config)).provider)
     proxy.heal()
 
@@ -257,8 +262,8 @@ def _messages(exc: BaseException) -> str:
     return "\n".join(seen)
 
 
-def _no_secrets(exc: BaseException) -> None:
-    assert_no_secret(_messages(exc), AWS_SECRET, DB_PASSWORD)
+def _no_secrets(world: SimpleNamespace, exc: BaseException) -> None:
+    assert_no_secret(_messages(exc), AWS_SECRET, *world.db_secrets)
 
 
 # -- the tests ---------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     assert f"no instance {ident} was created" in message  # the state
     assert f"the source {rds.source.instance_id} was not changed" in message
     assert "Next: re-run with the same incident id" in message  # what to do
-    _no_secrets(error)
+    _no_secrets(world, error)
     assert checksums(rds.app_dsn) == broken  # production untouched
     assert rds.scratch_instances() == []
 
@@ -335,7 +340,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     assert f"RDS did create instance {ident}" in message and "restorekit:scratch" in message
     assert "re-run with the same restore name (incident id) reuses it" in message
     assert "restorekit cleanup --target production" in message
-    _no_secrets(failed.value)
+    _no_secrets(world, failed.value)
     assert checksums(rds.app_dsn) == broken
     assert rds.scratch_instances() == [ident]  # tagged: cleanup finds it
     (left,) = world.provider.list_scratch()
@@ -378,7 +383,7 @@ def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_dis
     assert "re-run with the same incident id to resume waiting" in message
     assert "restorekit cleanup --target production" in message
     assert not failed.value.is_retryable  # never retried blindly: it may still finish
-    _no_secrets(failed.value)
+    _no_secrets(world, failed.value)
     assert checksums(rds.app_dsn) == broken
 
     # Still stuck: cleanup (list the scratch restores, discard each) removes it anyway.
