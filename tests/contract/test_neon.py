@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 from fakes.neon_server import API_KEY_ENV, NeonWorld, neon_world  # noqa: F401 - fixture
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from restorekit.errors import (
@@ -383,6 +384,10 @@ def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     assert_well_formed(world)
     assert restored.scratch and restored.recovered_to_time == point
     assert {"branch create", "operations"} <= set(restored.phases)
+    # Neon's connection URI carries the role's password (§3.3; a branch keeps its parent's
+    # roles and passwords): production authenticates with scram, so the copy needs it.
+    dsn = conninfo_to_dict(restored.dsn.get_secret_value())
+    assert (dsn["user"], dsn["password"]) == ("postgres", world.production.password)
     assert notes(restored.dsn.get_secret_value()) == ["before"]
 
     # Idempotent: the same name again reuses the branch and creates nothing.
