@@ -9,6 +9,7 @@ ledgered write.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -258,37 +259,53 @@ class PgbenchRun:
         )
 
 
-def _connection_args(dsn: str) -> tuple[list[str], str]:
+@dataclass(frozen=True)
+class PgbenchCommand:
+    """A pgbench command line and its environment: the password travels in PGPASSWORD, as
+    libpq tools are given one in production, never in argv (where ``ps`` would show it)."""
+
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+
+
+def _connection(dsn: str) -> tuple[list[str], str, dict[str, str]]:
+    """pgbench's connection options, database and environment for ``dsn`` (key=value or URL)."""
     params = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {**os.environ}
+    env.pop("PGPASSWORD", None)
+    if params.get("password"):
+        env["PGPASSWORD"] = str(params["password"])
     return (["-h", str(params["host"]), "-p", str(params["port"]),
-             "-U", str(params.get("user", "postgres"))], str(params["dbname"]))
+             "-U", str(params.get("user", "postgres"))], str(params["dbname"]), env)
 
 
 def pgbench_init(dsn: str, *, scale: int) -> None:
-    """``pgbench -i --foreign-keys -s scale`` in the DSN's database."""
-    conn_args, dbname = _connection_args(dsn)
+    """``pgbench -i --foreign-keys -s scale`` in the DSN's database, as the DSN's role."""
+    conn_args, dbname, env = _connection(dsn)
     subprocess.run([pgbench_path(), "-i", "--foreign-keys", "-s", str(scale), "-q", *conn_args,
-                    dbname], check=True, capture_output=True, timeout=300)
+                    dbname], check=True, capture_output=True, timeout=300, env=env)
 
 
-def pgbench_argv(dsn: str, scripts: list[Path], *, clients: int, seconds: int,
-                 defines: dict[str, object] | None = None) -> list[str]:
-    conn_args, dbname = _connection_args(dsn)
+def pgbench_command(dsn: str, scripts: list[Path], *, clients: int, seconds: int,
+                    defines: dict[str, object] | None = None) -> PgbenchCommand:
+    conn_args, dbname, env = _connection(dsn)
     argv = [pgbench_path(), *conn_args, "-n", "-c", str(clients), "-j", str(clients),
             "-T", str(seconds)]
     for name, value in (defines or {}).items():
         argv += ["-D", f"{name}={value}"]
     for script in scripts:
         argv += ["-f", str(script)]
-    return [*argv, dbname]
+    return PgbenchCommand([*argv, dbname], env)
 
 
-def run_pgbench(argv: list[str], seconds: int) -> PgbenchRun:
-    """Run pgbench (argv from :func:`pgbench_argv`) with its per-transaction log, for the
-    slowest transaction's latency (the log's third field, in microseconds)."""
+def run_pgbench(command: PgbenchCommand, seconds: int) -> PgbenchRun:
+    """Run pgbench (a command from :func:`pgbench_command`) with its per-transaction log, for
+    the slowest transaction's latency (the log's third field, in microseconds)."""
+    argv = command.argv
     with tempfile.TemporaryDirectory(prefix="pgbench-log-") as logs:
         proc = subprocess.run([*argv[:-1], "-l", f"--log-prefix={logs}/txn", argv[-1]],
-                              capture_output=True, text=True, timeout=seconds + 120)
+                              capture_output=True, text=True, timeout=seconds + 120,
+                              env=command.env)
         slowest = 0
         for path in Path(logs).iterdir():
             for line in path.read_text().splitlines():
@@ -305,7 +322,7 @@ class Workload:
     run in progress when stop() is called is completed, so the workload outlasts what it is
     measured against. (pgbench prints its figures only when -T runs out, hence the chunks.)"""
 
-    argv_for: Any  # Callable[[int], list[str]]
+    command_for: Any  # Callable[[int], PgbenchCommand]
     chunk: int = 3
     runs: list[PgbenchRun] = field(default_factory=list)
     error: BaseException | None = None
@@ -320,7 +337,7 @@ class Workload:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                self.runs.append(run_pgbench(self.argv_for(self.chunk), self.chunk))
+                self.runs.append(run_pgbench(self.command_for(self.chunk), self.chunk))
         except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
             self.error = exc
 

@@ -8,9 +8,11 @@ Two workloads, each keeping a ledger written in the same transaction as its chan
   clients, new, changed and deleted appointments, all of users that are NOT being damaged
   (``load_ledger`` holds each change's before and after row text, a chain per row).
 
-pgbench runs in back-to-back runs of a few seconds from before the damage until after the flow
-has returned (it prints its figures only when ``-T`` runs out). For each combination the test
-proves:
+pgbench is the application: it connects as the application's own role with the password of its
+DATABASE_URL (in PGPASSWORD; the production cluster demands scram-sha-256), while restorekit and
+the damage use the superuser's. It runs in back-to-back runs of a few seconds from before the
+damage until after the flow has returned (it prints its figures only when ``-T`` runs out). For
+each combination the test proves:
 
 * the flow's report says ``succeeded``;
 * every pgbench run exits 0 with ``number of failed transactions: 0`` (the plans of scenarios 2
@@ -53,9 +55,10 @@ from reliability._load import (
     TPCB_CHECKS,
     TPCB_LEDGER_DDL,
     TPCB_LEDGER_SCRIPT,
+    PgbenchCommand,
     Workload,
     committed_between,
-    pgbench_argv,
+    pgbench_command,
     pgbench_init,
     run_pgbench,
     violations,
@@ -83,8 +86,11 @@ def load_world(pg_base_dir: Path) -> Iterator[World]:
         rt = inst.runtime()
         assert rt.app is not None
         rt.app.start()  # type: ignore[attr-defined]
-        pgbench_init(inst.app_dsn, scale=PGBENCH_SCALE)
-        with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        # The workload is the application: its own role and password (its DATABASE_URL; the
+        # cluster demands scram-sha-256), owner of pgbench's tables and the ledgers as of the
+        # sample schema. restorekit and the damage use the superuser's DSN.
+        pgbench_init(inst.app_url, scale=PGBENCH_SCALE)
+        with psycopg.connect(inst.app_url, autocommit=True) as conn:
             conn.execute(TPCB_LEDGER_DDL)
             conn.execute(SAMPLE_LEDGER_DDL)
         rt.provider.create_backup("load-tests")
@@ -119,12 +125,12 @@ def run_under_load(
     # Existing users the workload may change: the generated ones above the victims' range.
     defines = {"vmax": VICTIM_MAX, "nusers": INITIAL_USERS} if kind == "sample" else {}
 
-    def argv(seconds: int) -> list[str]:
-        return pgbench_argv(world.app_dsn, scripts, clients=CLIENTS, seconds=seconds,
-                            defines=defines)
+    def command(seconds: int) -> PgbenchCommand:
+        return pgbench_command(world.app_url, scripts, clients=CLIENTS, seconds=seconds,
+                               defines=defines)
 
-    before = run_pgbench(argv(BASELINE_SECONDS), BASELINE_SECONDS)
-    workload = Workload(argv, chunk=CHUNK_SECONDS).start()
+    before = run_pgbench(command(BASELINE_SECONDS), BASELINE_SECONDS)
+    workload = Workload(command, chunk=CHUNK_SECONDS).start()
     try:
         time.sleep(1)  # the damage happens while the workload is writing
         with psycopg.connect(world.app_dsn, autocommit=True) as conn:
@@ -135,7 +141,7 @@ def run_under_load(
         finished = datetime.now(UTC)
     finally:
         workload.stop()
-    after = run_pgbench(argv(BASELINE_SECONDS), BASELINE_SECONDS)
+    after = run_pgbench(command(BASELINE_SECONDS), BASELINE_SECONDS)
     ledger = "pgbench_ledger" if kind == "tpcb" else "load_ledger"
     during = committed_between(world.app_dsn, ledger, started, finished)
     flow_seconds = (finished - started).total_seconds()
