@@ -1,12 +1,15 @@
 """Passwords and tokens never appear in logs, Prefect parameters, artifacts, states, results,
 exceptions, notifications, the CLI's output or the JSON reports.
 
-Every secret is a recognisable random canary: the production role's password (pg_hba.conf
-demands it: scram-sha-256 for that role, so it is really used, by psycopg and by
-pg_basebackup through PGPASSWORD), the Neon API key, the Vercel token, the Slack-compatible
-notification URL and the PagerDuty signing secret. Then everything runs against the session's
-Prefect server (``prefect_server``: its SQLite file is read afterwards), with every task
-result persisted (``PREFECT_RESULTS_PERSIST_BY_DEFAULT``) into a storage directory of our own:
+Every secret is a recognisable random canary: the password of restorekit's role (a superuser
+with replication, given to restorekit only through the target's ``dsn_env`` variable), the
+password of the application's own role (in its DATABASE_URL; the production cluster demands
+scram-sha-256 of every role and connection, replication included, so both are really used: by
+psycopg, by pg_basebackup through PGPASSWORD, by the application), the Neon API key, the Vercel
+token, the Slack-compatible notification URL and the PagerDuty signing secret. Then everything
+runs against the session's Prefect server (``prefect_server``: its SQLite file is read
+afterwards), with every task result persisted (``PREFECT_RESULTS_PERSIST_BY_DEFAULT``) into a
+storage directory of our own:
 
 * the CLI as subprocesses: window, backups, backup, snapshot, restore --to-new, cleanup,
   run accidental-deletion --dry-run, and two failing commands (partial-corruption at "latest";
@@ -25,7 +28,7 @@ dirs: reports, drill history, baselines, restores; repository: base backups, WAL
 the clusters' logs), every row of every table of the Prefect database, and the result storage.
 
 Excluded, because they ARE the secret stores: the env files holding DATABASE_URL (the
-application's configuration; they are also the positive control: the canary is found there)
+application's configuration; they are also the positive control: the canaries are found there)
 and the env-file store's rollback copies beside them (``.app.env.restorekit-*.bak``, 0600).
 """
 
@@ -59,11 +62,11 @@ from reliability._secrets import (
     sqlite_rows,
 )
 from fixtures.cli import CLI
+from restorekit.demo import APP_ROLE
 
 pytestmark = pytest.mark.slow
 
 ROLE = "rk_secret"
-DSN_ENV = "RK_SECRETS_DSN"
 SLACK_ENV = "RK_SECRETS_SLACK"
 VERCEL_TOKEN_ENV = "RK_SECRETS_VERCEL_TOKEN"
 
@@ -115,17 +118,21 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def require_password(cluster: Any, password: str) -> None:
-    """Create the canary role; pg_hba.conf demands its password (and for replication)."""
-    with psycopg.connect(cluster.dsn("app"), autocommit=True) as conn:
+def canary_passwords(world: Any, password: str, app_password: str) -> None:
+    """Make the canaries the database passwords: restorekit's role (created here, a superuser
+    with replication as the target's role is) gets ``password``, the application's own role
+    ``app_password``. The production cluster already demands scram-sha-256 of every role
+    (replication included): neither connects without its password."""
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER REPLICATION PASSWORD {}").format(
             sql.Identifier(ROLE), sql.Literal(password)))
-        hba = cluster.data_dir / "pg_hba.conf"
-        hba.write_text(f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n"
-                       f"host replication {ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-        conn.execute("SELECT pg_reload_conf()")
-    with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(f"host=127.0.0.1 port={cluster.port} user={ROLE} dbname=app").close()
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(APP_ROLE), sql.Literal(app_password)))
+    for user in (ROLE, APP_ROLE):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(world.production.dsn("app", user=user)).close()
+    for user, secret in ((ROLE, password), (APP_ROLE, app_password)):
+        psycopg.connect(world.production.dsn("app", user=user, password=secret)).close()
 
 
 def cli(recorded: Recorded, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -167,6 +174,7 @@ def recorded(prefect_server: str, world: Any, pg_base_dir: Path,
 
     rec = Recorded(canaries={
         "db password": canary("pw"),
+        "app db password": canary("apppw"),
         "vercel token": canary("vercel"),
         "slack url": canary("slack"),
         "pagerduty secret": canary("whsec"),
@@ -179,19 +187,21 @@ def recorded(prefect_server: str, world: Any, pg_base_dir: Path,
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     password = rec.canaries["db password"]
-    port = world.production.port
-    secret_dsn = f"postgresql://{ROLE}:{password}@127.0.0.1:{port}/app"
-    require_password(world.production, password)
+    canary_passwords(world, password, rec.canaries["app db password"])
+    # restorekit's DSN reaches it only through the variable the config's dsn_env names (the
+    # world's own variable, now holding the canary role's URL); the file never holds a password.
+    secret_dsn = world.production.url("app", user=ROLE, password=password)
     config = world.config
     original = text = config.read_text()
-    text = text.replace(f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"',
-                        f'dsn_env = "{DSN_ENV}"')
+    assert world.dsn_env and f'dsn_env = "{world.dsn_env}"' in text
+    assert world.production.password not in text
     text = text.replace("[targets.production]", f'[notify]\nwebhook_url_env = "{SLACK_ENV}"\n\n'
                         "[targets.production]", 1)
     config.write_text(text)
-    world.env_file.write_text(f"DATABASE_URL={secret_dsn}\n")
+    world.env_file.write_text("DATABASE_URL=" + world.production.url(
+        "app", user=APP_ROLE, password=rec.canaries["app db password"]) + "\n")
     rec.secret_stores.append(world.env_file)
-    env_vars = {DSN_ENV: secret_dsn,
+    env_vars = {world.dsn_env: secret_dsn,
                 SLACK_ENV: (f"http://127.0.0.1:{receiver.server_port}/hooks/"
                             f"{rec.canaries['slack url']}")}
     saved_env = {k: os.environ.get(k) for k in env_vars}
@@ -280,7 +290,8 @@ def _run_cli(rec: Recorded, world: Any, api_url: str, storage: Path) -> None:
         assert result.returncode == 0, f"{args}: {result.stderr[-2000:]}"
     failing = cli(rec, env, "run", "partial-corruption", *cfg, "--json")
     assert failing.returncode != 0
-    broken = dict(env, **{DSN_ENV: env[DSN_ENV].replace("/app", ":notaport/app")})
+    broken = dict(env, **{world.dsn_env: env[world.dsn_env].replace("/app", ":notaport/app")})
+    assert broken[world.dsn_env] != env[world.dsn_env]
     result = subprocess.run([*CLI, "window", *cfg], env=broken, capture_output=True, text=True,
                             timeout=300, check=False)
     rec.cli_runs.append((["window (broken DSN)"], result.returncode))
@@ -470,10 +481,14 @@ def test_the_runs_happened_and_the_canaries_are_findable(recorded: Recorded) -> 
     assert len(recorded.failures) == 2
     assert len(recorded.cli_runs) == 12 and sum(rc != 0 for _, rc in recorded.cli_runs) == 2
     assert any("FAILED" in n for n in recorded.notifications)
-    # Positive control: the grep finds the password where it legitimately is.
-    store = recorded.secret_stores[-1]  # the first one was swapped by complete-failure
-    assert hits(Haystack(str(store), store.read_bytes()), recorded.canaries) == [
-        f"db password in {store}"]
+    # Positive control: the grep finds the passwords where they legitimately are: the
+    # application's URL, re-pointed at the restored database by complete-failure with its own
+    # role and password, and the failing run's env file (the canary role's password).
+    app_env, wrong_env = recorded.secret_stores
+    assert hits(Haystack(str(app_env), app_env.read_bytes()), recorded.canaries) == [
+        f"app db password in {app_env}"]
+    assert hits(Haystack(str(wrong_env), wrong_env.read_bytes()), recorded.canaries) == [
+        f"db password in {wrong_env}"]
     encoded = Haystack("base64", base64.b64encode(
         b"x" + recorded.canaries["vercel token"].encode()))
     assert hits(encoded, recorded.canaries) == ["vercel token in base64"]
