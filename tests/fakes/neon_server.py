@@ -185,7 +185,8 @@ class FakeNeon:
             "name": "restorekit-fake", "provisioner": "k8s-neonvm", "pg_version": 15,
             "history_retention_seconds": history_retention_seconds,
             "created_at": iso(created), "updated_at": now, "proxy_host": "127.0.0.1",
-            "owner_id": "fake", "creation_source": "console", "store_passwords": False,
+            # Neon keeps the roles' passwords, so connection_uri can hand them out.
+            "owner_id": "fake", "creation_source": "console", "store_passwords": True,
         }
         prod = self._new_branch("main", parent_id=None, point=RestorePoint.latest(),
                                 created_at=created, production=True)
