@@ -463,13 +463,14 @@ def check_scenario(scenario: str, fields: Mapping[str, Any]) -> Settings:
             "partial-corruption needs a restore point from BEFORE the corruption (the latest "
             "point contains it); give e.g. --point 2026-11-25T13:05:00Z")
     point = RestorePoint.parse(point_text or "latest")
-    # Imported after the point is read: they bring psycopg (a quarter of a second).
+    # Imported after the point is read: it brings psycopg (a fifth of a second).
     from restorekit.pg.catalog import TableRef
-    from restorekit.recovery import check_keep_after, parse_columns
 
     tables = [TableRef.parse(t) for t in fields.get("tables") or []]
     columns: dict[Any, list[str]] | None = None
     if scenario == "partial-corruption":
+        from restorekit.recovery import check_keep_after, parse_columns
+
         check_keep_after(point, fields.get("keep_rows_written_after"))
         specs = fields.get("columns") or []
         # Without --tables the tables come from the live integrity findings (the flow's), so
@@ -735,8 +736,9 @@ def _fail(failure: BaseException) -> None:
     (the flow's log already holds its traceback)."""
     if isinstance(failure, RestoreKitError):
         raise failure
-    console.print(f"error: {type(failure).__name__}: {failure}", markup=False, highlight=False,
-                  soft_wrap=True)
+    from restorekit.pg.dsn import redact
+
+    _error(redact(f"{type(failure).__name__}: {failure}"))
     raise typer.Exit(1)
 
 
@@ -891,9 +893,9 @@ def main() -> None:
 
 
 def _error(message: str) -> None:
-    # soft_wrap: no newlines inserted into paths and URLs (the terminal wraps by itself);
-    # markup off: a message may hold brackets (a restore window is printed as [a .. b]).
-    console.print(f"error: {message}", soft_wrap=True, markup=False, highlight=False)
+    # Plain text on one line: no newlines inserted into paths and URLs (the terminal wraps by
+    # itself), no markup read into brackets (a restore window is printed as [a .. b]).
+    sys.stderr.write(f"error: {message}\n")
 
 
 if __name__ == "__main__":
