@@ -519,12 +519,11 @@ def _unless_unreachable() -> Iterator[None]:
     """Skip the rest of a read-only pre-check when what it reads cannot be reached."""
     import psycopg
 
-    from restorekit.errors import PostgresError, ProviderError, RepositoryError, SafetyError
+    from restorekit.errors import PostgresError, ProviderError, RepositoryError
 
     try:
         yield
-    except (psycopg.Error, OSError, PostgresError, ProviderError, RepositoryError,
-            SafetyError) as exc:
+    except (psycopg.Error, OSError, PostgresError, ProviderError, RepositoryError) as exc:
         logging.getLogger(__name__).info("pre-check skipped, the flow will judge: %s", exc)
 
 

@@ -313,3 +313,21 @@ def test_a_snapshot_copy_needs_a_time_and_reads_no_window() -> None:
     cli._check_point(provider, RestorePoint.parse("2026-10-01T00:00:00Z"), "production",
                      snapshot_copy_allowed=True)  # before the window: snapshots do not care
     assert provider.window_reads == 0
+
+
+def test_a_database_that_cannot_be_reached_is_left_to_the_flow(tmp_path: Path) -> None:
+    """Not bad input: the flow retries, reports and notifies (the pre-check refuses only what
+    was typed or configured wrong)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "restorekit.toml"
+    config.write_text(f'[restorekit]\nstate_dir = "{tmp_path / "state"}"\n\n[targets.production]\n'
+                      f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"\n'
+                      f'repository = "file://{tmp_path / "repo"}"\n')
+    _, fields = cli.run_options(parse("run", "accidental-deletion", "-t", "production", "-c",
+                                      str(config), "--ids", "abc"))
+    settings = cli.check_scenario("accidental-deletion", fields)
+    assert settings.source_path == config
