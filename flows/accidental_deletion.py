@@ -12,12 +12,11 @@ rows are re-inserted when stop_application is on.
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from prefect import flow
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from flows._common import Recorder, ScenarioParams
 from restorekit.errors import ConfigError, VerificationFailed
@@ -56,7 +55,7 @@ class AccidentalDeletionParams(ScenarioParams):
     table: str = Field(default="users", description="The table rows were deleted from.")
     ids: list[KeyText] = Field(default_factory=list,
                            description="Primary keys to bring back (empty: all that were deleted).")
-    deleted_since: datetime | None = Field(
+    deleted_since: AwareDatetime | None = Field(
         default=None, description="Only deletions at or after this time (with timezone).")
     stop_application: bool = Field(
         default=False, description="Stop the application first (if the deletion is ongoing).")

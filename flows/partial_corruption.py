@@ -12,10 +12,9 @@ after a verified snapshot of exactly those tables.
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from prefect import flow
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from flows._common import Recorder, ScenarioParams
 from restorekit.errors import ConfigError
@@ -68,7 +67,7 @@ class PartialCorruptionParams(ScenarioParams):
         "(or column when exactly one table is given); the rest of each row stays as it is live. "
         "Missing rows are still re-inserted whole. Empty: every column.",
     )
-    keep_rows_written_after: datetime | None = Field(
+    keep_rows_written_after: AwareDatetime | None = Field(
         default=None,
         description="When the corruption ended (with timezone): rows whose current version "
         "committed later are left alone; needs track_commit_timestamp = on. Rows deleted later "

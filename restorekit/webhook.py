@@ -52,7 +52,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -67,6 +66,7 @@ from pydantic import (
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
 
 if TYPE_CHECKING:  # imported where used: restorekit.config imports this module for its models
+    import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
 
@@ -536,6 +536,8 @@ class PrefectClient:
                 headers["Authorization"] = f"Basic {token}"
             else:
                 headers["Authorization"] = f"Bearer {credential}"
+        import httpx  # here, not at import: the CLI reads WebhookConfig on every command
+
         self.api_url = api_url.rstrip("/")
         # For messages and repr: without any user:password@ in the URL.
         self._shown_url = str(httpx.URL(self.api_url).copy_with(username=None, password=None))
@@ -632,6 +634,8 @@ class PrefectClient:
 
     def _request(self, method: str, path: str, *, operation: str, subject: str,
                  json: Any = None) -> httpx.Response:
+        import httpx
+
         try:
             response = self._http.request(method, path, json=json)
         except httpx.TransportError as exc:  # connect/read errors and timeouts
