@@ -167,7 +167,7 @@ def restore(
     name: Annotated[str | None, typer.Option(help="Name of the new cluster (default: derived from the target and time).")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
-    show_dsn: Annotated[bool, typer.Option("--show-dsn/--no-show-dsn", help="Print the new cluster's DSN (it holds no password for local clusters).")] = True,
+    show_dsn: Annotated[bool, typer.Option("--show-dsn/--no-show-dsn", help="Print the new cluster's DSN, its password masked (***): the copy has the source's roles and passwords; --no-show-dsn: a short postgresql:// URL instead.")] = True,
 ) -> None:
     """Restore the target's backups into a NEW cluster at a point and print how to reach it."""
     if not to_new:
