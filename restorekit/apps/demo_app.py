@@ -160,6 +160,7 @@ class Handler(BaseHTTPRequestHandler):
     server: DemoServer
     server_version = "restorekit-demo-app"
     sys_version = ""
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
