@@ -37,6 +37,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
@@ -440,13 +441,12 @@ def test_scratch_killed_mid_diff_is_retried_and_the_run_completes(
         if not (meta and meta.get("complete")):
             return False
         # The diff reads the copy next: make it wait there, then kill the copy under it.
-        holder["lock"] = hold_lock(f"host=127.0.0.1 port={meta['port']} user=postgres dbname=app",
-                                   "clients", "ACCESS EXCLUSIVE")
+        holder["lock"] = hold_lock(copy_dsn(world, meta), "clients", "ACCESS EXCLUSIVE")
         return True
 
     wait_for(lock_the_copy, "the scratch copy restored")
-    copy_dsn = f"host=127.0.0.1 port={marker(world, name)['port']} user=postgres dbname=app"
-    wait_for(lambda: _waiting_reader(copy_dsn), "the diff waiting on the copy")
+    copy = copy_dsn(world, marker(world, name))
+    wait_for(lambda: _waiting_reader(copy), "the diff waiting on the copy")
     assert checksums(world.app_dsn) == before
     killed_pid = kill9_postgres(data)
     thread.join(300)
@@ -457,6 +457,12 @@ def test_scratch_killed_mid_diff_is_retried_and_the_run_completes(
     assert report.outcome == "succeeded"
     assert checksums(world.app_dsn) == intended
     assert not alive(killed_pid) and marker(world, name) is None
+
+
+def copy_dsn(world: Any, meta: dict[str, Any]) -> str:
+    """A restored copy's DSN: it keeps the source's roles and pg_hba.conf, so it is reached with
+    the source's credentials (the superuser's password) at its own port."""
+    return make_conninfo(world.app_dsn, port=meta["port"], dbname=meta.get("database", "app"))
 
 
 def _waiting_reader(dsn: str) -> bool:
