@@ -41,6 +41,7 @@ from restorekit.errors import RestoreKitError
 from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.runtime import TargetRuntime, target_runtime
+from restorekit.sinks.envfile import quote_value
 
 CONFIG = """\
 # Written by restorekit: the embedded default, a self-hosted cluster on this machine.
@@ -63,6 +64,7 @@ port = {app_port}
 [targets.production.connection]
 kind = "envfile"
 path = "{env_file}"
+keys = ["DATABASE_URL", "DIRECT_URL"]   # Prisma's pooled URL and the direct one: they move together
 
 [targets.production.verify]
 critical_tables = ["users", "clients", "appointments"]
@@ -79,6 +81,10 @@ expect = "zero_rows"
 #: The application's own role: not a superuser, owner of the app database (it runs its own
 #: migrations, as a Prisma app does).
 APP_ROLE = "app"
+#: The app's connection strings and their Prisma query options (not libpq's: restorekit keeps
+#: them in the value and leaves them out of its own connections).
+APP_URL_OPTIONS = {"DATABASE_URL": "?schema=public&connection_limit=5&pool_timeout=10",
+                   "DIRECT_URL": "?schema=public&connect_timeout=10"}
 
 
 @dataclass
@@ -162,7 +168,12 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
         fd = os.open(inst.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{inst.dsn_env}={shlex.quote(inst.app_dsn)}\n")
-    env_file.write_text(f"# the demo app's settings\nDATABASE_URL={inst.app_url}\n")
+    # Prisma's form: URLs with its own query options, the pooled one and the direct one
+    # (migrations), as a Prisma app on Supabase or Neon keeps them.
+    env_file.write_text(
+        "# the demo app's settings\n"
+        + "".join(f"{key}={quote_value(inst.app_url + query)}\n"
+                  for key, query in APP_URL_OPTIONS.items()))
     env_file.chmod(0o600)
     config.write_text(CONFIG.format(
         state=root / "state", dsn_line=inst.dsn_line, repo=repo, env_file=env_file,

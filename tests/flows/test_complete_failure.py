@@ -6,7 +6,9 @@ import psycopg
 import pytest
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
+from restorekit.demo import APP_URL_OPTIONS
 from restorekit.health import check_health
+from restorekit.pg.dsn import libpq_dsn
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,9 @@ def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
     assert new_dsn != old_dsn
     health = check_health(rt.health_url(), attempts=5)
     assert health.ok and health.connected
-    with psycopg.connect(new_dsn) as conn:
+    assert new_dsn.startswith("postgresql://app:")  # the app's own role, never restorekit's
+    assert new_dsn.endswith(APP_URL_OPTIONS["DATABASE_URL"])  # Prisma's options kept
+    with psycopg.connect(libpq_dsn(new_dsn)) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
     names = [s.name for s in report.steps]
     assert names.index("stop application") < names.index("restore to point in time") < names.index(

@@ -18,7 +18,9 @@ from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
+from restorekit.demo import APP_URL_OPTIONS
 from restorekit.health import check_health
+from restorekit.pg.dsn import libpq_dsn
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
@@ -138,11 +140,12 @@ def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
     # only the address moves to the branch's endpoint.
     password = quote(world.installation.app_password or "", safe="")
     port = world.fake.branch_port(branch["id"])
-    assert old_dsn == f"postgresql://app:{password}@127.0.0.1:{world.production.port}/app"
-    assert new_dsn == f"postgresql://app:{password}@127.0.0.1:{port}/app"
+    query = APP_URL_OPTIONS["DATABASE_URL"]  # Prisma's options stay as they were
+    assert old_dsn == f"postgresql://app:{password}@127.0.0.1:{world.production.port}/app{query}"
+    assert new_dsn == f"postgresql://app:{password}@127.0.0.1:{port}/app{query}"
     health = check_health(rt.health_url(), attempts=5)
     assert health.ok and health.connected
-    with psycopg.connect(new_dsn) as conn:
+    with psycopg.connect(libpq_dsn(new_dsn)) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
     names = [s.name for s in report.steps]
     assert names.index("stop application") < names.index("restore to point in time") < \

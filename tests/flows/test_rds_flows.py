@@ -15,14 +15,15 @@ import time
 import psycopg
 import pytest
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
+from fixtures.cli import CLI
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit.health import check_health
 from restorekit.pg.checksum import database_checksums
+from restorekit.pg.dsn import libpq_dsn
 from restorekit.sinks.envfile import EnvFileStore
-from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
     assert new_dsn != old_dsn
     health = check_health(rt.health_url(), attempts=5)
     assert health.ok and health.connected
-    with psycopg.connect(new_dsn) as conn:
+    with psycopg.connect(libpq_dsn(new_dsn)) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
     # The new production is an RDS instance restored with the source's configuration, adopted.
     ident = rt.provider.instance_id_for("cf-inc-rds-cf")

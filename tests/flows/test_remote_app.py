@@ -24,9 +24,14 @@ import psycopg
 import pytest
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
-from restorekit.demo import Installation, build_installation, teardown_installation
+from restorekit.demo import (
+    APP_URL_OPTIONS,
+    Installation,
+    build_installation,
+    teardown_installation,
+)
 from restorekit.health import check_health
-from restorekit.pg.dsn import parse
+from restorekit.pg.dsn import libpq_dsn, parse
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
@@ -127,7 +132,8 @@ def test_the_app_on_another_host_reaches_the_restored_database(
     assert report.outcome == "succeeded"
     url = EnvFileStore(world.env_file).read().get_secret_value()
     assert url.startswith("postgresql://app:")
-    params = parse(url)
+    params = parse(libpq_dsn(url))
+    assert url.endswith(APP_URL_OPTIONS["DATABASE_URL"])  # Prisma's options kept
     assert params["host"] == app_host.db_address and params["user"] == "app"
     seen = _connect_from(app_host, url)
     assert seen.returncode == 0, seen.stderr
