@@ -54,7 +54,7 @@ def complete_failure(params: CompleteFailureParams) -> IncidentReport:
     ref = TargetRef(target=params.target, config=params.config)
     rec = Recorder("complete-failure", params)
     with rec.run(ref) as report:
-        pre = rec.step("preflight", preflight, ref, params.restore_point)
+        pre = rec.step("preflight", preflight, ref, params.restore_point, swap=True)
         if pre.can("new_target_restore"):
             _restore_to_new_database(rec, ref, params, pre)
         elif pre.can("in_place_restore"):

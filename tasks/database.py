@@ -49,7 +49,7 @@ class Preflight(BaseModel):
       retry_condition_fn=retry_if_transient)
 def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
               snapshot_copy_allowed: bool = False,
-              privileges: tuple[str, ...] = ()) -> Preflight:
+              privileges: tuple[str, ...] = (), swap: bool = False) -> Preflight:
     """Check the restore point against the real window and the provider's capabilities.
 
     Fails before any side effect: a bad point, a point outside the window, no backups, or a
@@ -57,7 +57,9 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
     2 and 3) a provider that cannot restore into a new database is fine: the copy will come from
     a logical snapshot taken before the point, so the provider's own window does not apply.
     With ``privileges`` (``"select"``, ``"insert"``, ...) the role of the live connection must
-    hold them on every table (restorekit.privileges), or the run stops here.
+    hold them on every table (restorekit.privileges), or the run stops here. With ``swap``
+    (scenario 1 into a new database) the application's connection string must be readable,
+    since the swap re-points it: an unreadable one stops the run before the app is stopped.
     """
     rt = runtime(ref)
     if privileges:
@@ -95,6 +97,13 @@ def preflight(ref: TargetRef, point: str, *, needs: tuple[str, ...] = (),
             raise RestorePointError(f"restore time {parsed} is in the future")
     else:
         window.check(parsed)
+    if (swap and rt.store is not None
+            and Capability.NEW_TARGET_RESTORE in provider.capabilities):
+        from restorekit.sinks.group import no_current_value
+
+        current = rt.store.read_all(missing_ok=True)
+        if all(value is None for value in current.values()):
+            raise ConfigError(f"{rt.store.describe()}: {no_current_value(tuple(current))}")
     backups = provider.list_backups()
     if parsed.kind is PointKind.BACKUP and parsed.value not in {b.backup_id for b in backups}:
         known = ", ".join(b.backup_id for b in backups[-5:]) or "none"

@@ -183,11 +183,11 @@ def swap_values(current: Mapping[str, SecretStr | None], direct: SecretStr,
     pointed at ``pooled`` when there is one, else at ``direct``. The user, password, form and
     options are the key's own. A key without a value gets the direct location in URL form
     with the user and password of the first key that has one (its libpq options kept, its
-    application-only options not: they may be pooler settings); when no key has a value, the
-    restored database's own DSN in URL form.
+    application-only options not: they may be pooler settings).
 
     Raises:
-        ConfigError: a current value is not a valid connection string.
+        ConfigError: a current value is not a valid connection string, or no key has a value
+            (restorekit would have only its own role to give the application: it never does).
     """
     direct_at = location_of(direct.get_secret_value())
     pooled_at = location_of(pooled.get_secret_value()) if pooled is not None else None
@@ -196,8 +196,7 @@ def swap_values(current: Mapping[str, SecretStr | None], direct: SecretStr,
     for key, value in current.items():
         if value is None:
             if sibling is None:
-                result[key] = NewValue(SecretStr(to_url(direct.get_secret_value())),
-                                       "had no value: the restored database's URL")
+                raise ConfigError(no_current_value(tuple(current)))
             else:
                 new = libpq_dsn(repoint(to_url(sibling[1]), direct_at))
                 result[key] = NewValue(SecretStr(new), f"had no value: the restored database's "
@@ -213,6 +212,15 @@ def swap_values(current: Mapping[str, SecretStr | None], direct: SecretStr,
         else:
             result[key] = NewValue(SecretStr(repoint(text, direct_at)), "direct")
     return result
+
+
+def no_current_value(keys: tuple[str, ...]) -> str:
+    """Why a swap cannot start when the application has no connection string to re-point."""
+    return (f"none of {', '.join(keys)} has a value in the connection store: restorekit "
+            "re-points the application's own connection string (its role and password) and "
+            "never hands the application restorekit's own role. Set the application's current "
+            "connection string there (for a sensitive Vercel variable: current_value_env), "
+            "then run again.")
 
 
 @dataclass(frozen=True, slots=True)

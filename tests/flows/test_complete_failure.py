@@ -7,11 +7,32 @@ import pytest
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS
+from restorekit.errors import ConfigError
 from restorekit.health import check_health
 from restorekit.pg.dsn import libpq_dsn
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
+
+
+def test_without_an_application_connection_string_nothing_is_stopped_or_restored(
+    prefect_server: str, world
+) -> None:
+    """restorekit re-points the app's own URL; with none to re-point it refuses at preflight
+    rather than hand the app its own (superuser) role after the restore."""
+    rt = world.runtime()
+    original = world.env_file.read_text()
+    world.env_file.write_text("# the app's settings, its URLs not written yet\nOTHER=1\n")
+    try:
+        with pytest.raises(ConfigError, match="never hands the application restorekit's own"):
+            complete_failure(CompleteFailureParams(
+                target="production", config=str(world.config), require_approval=False,
+                incident_id="inc-cf-no-url"))
+    finally:
+        world.env_file.write_text(original)
+    assert rt.provider.find_restored("cf-inc-cf-no-url") is None
+    assert not (rt.provider.restore_root.exists() and any(rt.provider.restore_root.iterdir()))
+    assert check_health(rt.health_url(), attempts=3).ok  # the app was never stopped
 
 
 def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(

@@ -159,10 +159,9 @@ def test_swap_values_a_missing_key_gets_a_url_with_the_applications_user() -> No
     direct = new["DIRECT_URL"].value.get_secret_value()
     assert direct == "postgresql://app:pw@127.0.0.1:49001/app"
     assert new["DIRECT_URL"].how.startswith("had no value")
-    # Nobody has a value: the restored database's own DSN, in URL form.
-    none = swap_values({"DATABASE_URL": None}, SecretStr(PROVIDER_DSN))
-    assert none["DATABASE_URL"].value.get_secret_value() == \
-        "postgresql://postgres:su%20per@127.0.0.1:49001/app"
+    # Nobody has a value: restorekit's own role (the provider DSN's) is never handed out.
+    with pytest.raises(ConfigError, match="never hands the application restorekit's own role"):
+        swap_values({"DATABASE_URL": None}, SecretStr(PROVIDER_DSN))
 
 
 # -- forms, redaction, display ------------------------------------------------------------------
