@@ -19,7 +19,7 @@ from prefect.transactions import transaction
 from pydantic import Field
 
 from flows._common import Recorder, ScenarioParams
-from restorekit.errors import CapabilityNotSupported, SafetyError
+from restorekit.errors import CapabilityNotSupported, RestoreNotStarted, SafetyError
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import check_health, redeploy_application, resume_application, stop_application
@@ -149,7 +149,16 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
                 "current state is worthless."
             ) from exc
         report.notes.append(f"no snapshot of the current state (accepted by the operator): {exc}")
-    rec.step("restore in place", restore_in_place, ref, params.restore_point, snapshot)
+    try:
+        rec.step("restore in place", restore_in_place, ref, params.restore_point, snapshot)
+    except RestoreNotStarted as exc:
+        # The provider refused before sending anything (a paused project): nothing changed.
+        rec.step("resume application", resume_application, ref, app_state)
+        back = ("The provider refused to start the restore (nothing was sent; the database is "
+                "as it was); the application was started again as it was.")
+        report.notes.append(back)
+        exc.add_note(back)
+        raise
     verified = rec.step("verify integrity", verify_integrity, ref, None)
     rec.add_checks(verified)
     rec.step("redeploy application", redeploy_application, ref, reason)

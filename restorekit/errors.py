@@ -8,6 +8,7 @@ retry can help (``retryable``); Prefect tasks retry only those (see ``tasks.retr
     ├── RestorePointError                restore point invalid / outside window / unreachable
     ├── CapabilityNotSupported           the provider cannot do what was asked
     ├── ProviderError                    an adapter's remote call failed       .retryable per case
+    │   ├── RestoreNotStarted            refused before the request: nothing changed
     │   ├── OperationTimedOut            our deadline passed; remote state unknown
     │   └── OperationFailed              the remote operation ended failed
     ├── RepositoryError                  backup repository I/O                 .retryable per case
@@ -83,6 +84,11 @@ class ProviderError(RestoreKitError):
     @property
     def is_retryable(self) -> bool:
         return self._retryable
+
+
+class RestoreNotStarted(ProviderError):
+    """The provider's state forbids a restore (a paused or failed project): nothing was sent,
+    nothing changed, so a flow can put the application back as it was."""
 
 
 class OperationTimedOut(ProviderError):

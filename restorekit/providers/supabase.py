@@ -52,6 +52,7 @@ from restorekit.errors import (
     OperationFailed,
     OperationTimedOut,
     ProviderError,
+    RestoreNotStarted,
     RestorePointError,
     SafetyError,
 )
@@ -511,7 +512,7 @@ class SupabaseProvider:
                                 self.project_ref, status, description)
                 return status
             if rule.before != WAIT:
-                raise ProviderError(
+                raise RestoreNotStarted(
                     f"Supabase project {self.project_ref} is {status}: not starting a restore "
                     f"to {description}; nothing was sent. "
                     + rule.advice.format(ref=self.project_ref),
@@ -520,7 +521,7 @@ class SupabaseProvider:
             progress(f"supabase {status} (waiting to restore)", int(elapsed),
                      int(self.busy_timeout))
             if elapsed >= self.busy_timeout:
-                raise ProviderError(
+                raise RestoreNotStarted(
                     f"Supabase project {self.project_ref} did not settle within "
                     f"{self.busy_timeout:.0f}s (busy_timeout): statuses seen {seen}. Not starting "
                     f"a restore to {description}; nothing was sent. Run again once the project "

@@ -15,6 +15,7 @@ from flows.backup import BackupParams, backup
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit.errors import ProviderError, SafetyError
+from restorekit.health import check_health
 from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
@@ -134,3 +135,7 @@ def test_complete_failure_on_a_paused_project_is_refused_with_what_to_do(
     assert world.fake.calls("POST") == []  # nothing was asked of Supabase
     with psycopg.connect(world.app_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == users
+    # Nothing changed, so the application was put back as it was, and the report says so.
+    assert any("application was started again" in note for note in info.value.__notes__)
+    rt = world.runtime()
+    assert check_health(rt.health_url(), attempts=5).ok
