@@ -157,6 +157,64 @@ class VerifyConfig(BaseModel):
     checks: tuple[CheckConfig, ...] = ()
 
 
+class BackupPolicy(BaseModel):
+    """``[targets.X.backups]``: when base backups run, how long they are kept, and how old the
+    newest backup and the newest archived WAL may get before the tier's RPO is at risk.
+
+    The defaults are the runbook's: a daily backup, 30 days of backups, point-in-time recovery
+    over at least the last 7 days. ``keep_count`` backups are kept whatever their age (7: a
+    week of daily backups), so a schedule that stopped running never expires the last good
+    backups. ``pitr_days`` keeps the backup a restore to ``now - pitr_days`` starts from (and
+    every WAL segment from it on), even when ``keep_days`` is shorter.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cron: str = "0 2 * * *"  # daily at 02:00
+    timezone: str = "UTC"
+    keep_days: float = Field(default=30, gt=0)
+    keep_count: int = Field(default=7, ge=1)
+    pitr_days: float = Field(default=7, ge=0)
+    # Freshness limits; None: the schedule's interval plus 2 h for the backup, the tier's RPO
+    # for the WAL (see :meth:`freshness_limits`).
+    max_backup_age_hours: float | None = Field(default=None, gt=0)
+    max_wal_age_minutes: float | None = Field(default=None, gt=0)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
+        return value
+
+    def freshness_limits(self, rpo: timedelta) -> tuple[timedelta, timedelta]:
+        """(max age of the newest backup, max age of the newest archived WAL)."""
+        if self.max_backup_age_hours is not None:
+            backup = timedelta(hours=self.max_backup_age_hours)
+        else:
+            _, _, day, month, weekday = self.cron.split()
+            if day == month == weekday == "*":
+                period = timedelta(days=1)
+            elif day == "*" and month == "*":
+                period = timedelta(days=7)
+            else:
+                period = timedelta(days=31)
+            backup = period + timedelta(hours=2)
+        wal = (timedelta(minutes=self.max_wal_age_minutes)
+               if self.max_wal_age_minutes is not None else rpo)
+        return backup, wal
+
+
 class TargetConfig(BaseModel):
     """One protected database."""
 
@@ -183,6 +241,7 @@ class TargetConfig(BaseModel):
     app: AppConfig = Field(default_factory=AppConfig)
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    backups: BackupPolicy = Field(default_factory=BackupPolicy)
     # Provider-specific settings, validated by the provider itself (its from_config):
     # [targets.NAME.rds] / [targets.NAME.neon] / [targets.NAME.supabase].
     rds: dict[str, Any] | None = None
