@@ -157,6 +157,39 @@ class VerifyConfig(BaseModel):
     checks: tuple[CheckConfig, ...] = ()
 
 
+class WatchConfig(BaseModel):
+    """``[targets.X.watch]``: the watch after a restore (runbook: "Monitoring After Restore").
+
+    The ``post-restore-watch`` flow samples production every ``interval_seconds`` for
+    ``window_minutes`` and alerts (once per kind and subject) when a sample crosses a limit.
+    Defaults: latency a user would call slow (2 s for the app, 500 ms to open a database
+    connection and answer ``SELECT 1``), errors on more than 5% of requests, any critical table
+    losing more than 1% of its baseline rows (production tables grow; a drop right after a
+    restore is data going missing again), any orphan row or failing critical custom check.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    window_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    interval_seconds: float = Field(default=30, gt=0, le=3600)
+    max_health_latency_ms: float = Field(default=2000, gt=0)
+    max_db_latency_ms: float = Field(default=500, gt=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)  # of health requests / connections
+    row_count_drop_fraction: float = Field(default=0.01, ge=0, le=1)
+    # Latency over its limit on this many samples in a row (one slow answer is noise), and this
+    # many failed samples at least before an error rate counts.
+    sustained_samples: int = Field(default=2, ge=1, le=100)
+    # Foreign keys and custom checks scan tables: every Nth sample (and the first and last).
+    integrity_every: int = Field(default=10, ge=1)
+    timeout_seconds: float = Field(default=10, gt=0, le=600)  # per request, connect, statement
+
+    @model_validator(mode="after")
+    def _interval_within_window(self) -> WatchConfig:
+        if self.interval_seconds > self.window_minutes * 60:
+            raise ValueError(f"interval_seconds {self.interval_seconds:g} is longer than the "
+                             f"window ({self.window_minutes:g} min)")
+        return self
+
+
 class BackupPolicy(BaseModel):
     """``[targets.X.backups]``: when base backups run, how long they are kept, and how old the
     newest backup and the newest archived WAL may get before the tier's RPO is at risk.
@@ -241,6 +274,7 @@ class TargetConfig(BaseModel):
     app: AppConfig = Field(default_factory=AppConfig)
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     backups: BackupPolicy = Field(default_factory=BackupPolicy)
     # Provider-specific settings, validated by the provider itself (its from_config):
     # [targets.NAME.rds] / [targets.NAME.neon] / [targets.NAME.supabase].
