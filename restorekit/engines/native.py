@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import IO, ClassVar
 
 from restorekit import wal
+from restorekit.config import BackupPolicy
 from restorekit.engines.base import SourceSpec
 from restorekit.engines.recovery import target_settings
 from restorekit.engines.wal_scan import is_segment, last_commit
@@ -49,6 +50,7 @@ from restorekit.pg.dsn import password_env
 from restorekit.pg.tools import PgTool, chown_for, make_dir, run_command
 from restorekit.providers.base import Progress
 from restorekit.repository import Repository
+from restorekit.retention import RetentionPlan, apply_retention, plan_retention, segment_size_of
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +246,16 @@ class NativeEngine:
             if obj.key.endswith("/backup.json")
         ]
         return sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
+
+    def expire(self, policy: BackupPolicy, now: datetime, *, dry_run: bool = False
+               ) -> RetentionPlan:
+        """Remove the base backups and archived WAL ``policy`` no longer keeps
+        (:mod:`restorekit.retention`); the WAL a kept backup needs always stays."""
+        listing = wal.list_wal(self.repo)
+        plan = plan_retention(
+            self.list_backups(), [o.key.removeprefix(wal.WAL_PREFIX) for o in listing], policy,
+            now, segment_size=segment_size_of(listing))
+        return apply_retention(self.repo, plan, dry_run=dry_run)
 
     def create_restore_point(self, name: str) -> tuple[str, datetime]:
         """``pg_create_restore_point(name)`` on the source, recorded in the repository so a
