@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from restorekit.errors import ConfigError
 from restorekit.pg.dsn import parse, redact
+from restorekit.smoke import SmokeCheck
 from restorekit.webhook import WebhookConfig
 
 TierName = Literal["critical", "standard", "non-critical"]
@@ -60,6 +61,8 @@ class AppConfig(BaseModel):
     env_file: Path | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     health_url: str | None = None
+    # Where smoke checks' paths are sent; the health URL's origin when not given.
+    base_url: str | None = None
     health_attempts: int = Field(default=20, ge=1, le=600)  # 0.5 s apart: a redeploy takes time
 
     @model_validator(mode="after")
@@ -274,6 +277,8 @@ class TargetConfig(BaseModel):
     app: AppConfig = Field(default_factory=AppConfig)
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    # [[targets.NAME.smoke]]: requests the application must answer after a restore.
+    smoke: tuple[SmokeCheck, ...] = ()
     watch: WatchConfig = Field(default_factory=WatchConfig)
     backups: BackupPolicy = Field(default_factory=BackupPolicy)
     # Provider-specific settings, validated by the provider itself (its from_config):

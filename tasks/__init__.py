@@ -1,7 +1,13 @@
 """Prefect tasks: thin wrappers over restorekit that add retries, rollback hooks, logging and
 artifacts. Names follow the runbook."""
 
-from tasks.application import check_health, redeploy_application, resume_application, stop_application
+from tasks.application import (
+    check_health,
+    redeploy_application,
+    resume_application,
+    run_smoke_checks,
+    stop_application,
+)
 from tasks.connection import swap_connection_string
 from tasks.data import (
     find_integrity_issues,
@@ -49,6 +55,7 @@ __all__ = [
     "repair_rows",
     "restore_to_point_in_time",
     "resume_application",
+    "run_smoke_checks",
     "snapshot_current_state",
     "stop_application",
     "sweep_stale_restores",

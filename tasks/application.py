@@ -8,9 +8,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from restorekit.apps.base import AppState
-from restorekit.errors import ProviderError
+from restorekit import smoke
+from restorekit.errors import ProviderError, VerificationFailed
 from restorekit.health import HealthReport
 from restorekit.health import check_health as probe
+from restorekit.smoke import SmokeReport
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
@@ -89,4 +91,30 @@ def check_health(ref: TargetRef, attempts: int | None = None) -> HealthReport | 
             provider="app", operation="check_health",
         )
     logger().info("healthy: %s (database latency %s ms)", report.url, report.latency_ms)
+    return report
+
+
+@task(name="run-smoke-checks", cache_policy=NO_CACHE)
+def run_smoke_checks(ref: TargetRef) -> SmokeReport | None:
+    """Send the target's ``[[smoke]]`` requests to the application (login, a data page, a form)
+    and judge the answers: the runbook's "verify application functions".
+
+    Returns None when none are configured. Raises VerificationFailed (carrying the report) when a
+    critical check fails, like a failed health check; non-critical failures are warnings.
+
+    Example::
+
+        smoke = rec.step("smoke checks", run_smoke_checks, ref)
+        rec.add_checks(smoke)
+    """
+    rt = runtime(ref)
+    checks = rt.config.smoke
+    if not checks:
+        return None
+    report = smoke.run_smoke_checks(checks, rt.config.app.base_url
+                                    or smoke.base_url_from(rt.health_url()))
+    if not report.ok:
+        raise VerificationFailed(report)
+    logger().info("smoke checks passed: %d of %d", sum(r.ok for r in report.results),
+                  len(report.results))
     return report
