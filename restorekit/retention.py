@@ -105,7 +105,8 @@ def plan_retention(
             keep(backup, f"inside the {policy.pitr_days:g}-day PITR window")
     before_window = [b for b in ordered if b.stop_time < pitr_since]
     if before_window:
-        keep(before_window[-1], f"restores to the start of the {policy.pitr_days:g}-day PITR window")
+        keep(before_window[-1],
+             f"restores to the start of the {policy.pitr_days:g}-day PITR window")
     kept_backups = [b for b in ordered if b.backup_id in kept]
     # Per kept backup: (its timeline, the segment its start LSN lies in).
     floors = [(b.timeline, parse_lsn(b.start_lsn) // segment_size) for b in kept_backups]
@@ -132,7 +133,8 @@ def segment_size_of(listing: Sequence[ObjectInfo]) -> int:
     return max(sizes) if sizes else DEFAULT_SEGMENT_SIZE
 
 
-def apply_retention(repo: Repository, plan: RetentionPlan, *, dry_run: bool = False) -> RetentionPlan:
+def apply_retention(repo: Repository, plan: RetentionPlan, *,
+                    dry_run: bool = False) -> RetentionPlan:
     """Delete what ``plan`` expires from a native repository: each backup's ``backup.json``
     first (so nothing vouches for a half-removed backup), then its other objects, then WAL.
     A missing object counts as removed. Returns ``plan``."""
@@ -152,5 +154,22 @@ def apply_retention(repo: Repository, plan: RetentionPlan, *, dry_run: bool = Fa
     return plan
 
 
-__all__ = ["RetentionPlan", "apply_retention", "plan_retention", "segment_number",
-           "segment_size_of"]
+def expire_backups(provider: object, policy: BackupPolicy, now: datetime, *,
+                   dry_run: bool = False) -> str:
+    """Apply ``policy`` to a target's backups and say what happened, in one line.
+
+    Only an engine with its own ``expire`` (the native engine) is acted on; pgBackRest expires
+    after each backup by the ``repo1-retention-full*`` options restorekit writes, and cloud
+    providers keep their own backup retention.
+    """
+    engine = getattr(provider, "engine", None)
+    expire = getattr(engine, "expire", None)
+    if not callable(expire):
+        kind = getattr(engine, "name", None) or getattr(provider, "kind", "the provider")
+        return f"retention is kept by {kind} itself"
+    plan: RetentionPlan = expire(policy, now, dry_run=dry_run)
+    return ("would " if dry_run else "") + plan.summary()
+
+
+__all__ = ["RetentionPlan", "apply_retention", "expire_backups", "plan_retention",
+           "segment_number", "segment_size_of"]

@@ -50,7 +50,12 @@ from restorekit.pg.dsn import password_env
 from restorekit.pg.tools import PgTool, chown_for, make_dir, run_command
 from restorekit.providers.base import Progress
 from restorekit.repository import Repository
-from restorekit.retention import RetentionPlan, apply_retention, plan_retention, segment_size_of
+from restorekit.retention import (
+    RetentionPlan,
+    apply_retention,
+    plan_retention,
+    segment_size_of,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -24,8 +25,9 @@ import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from restorekit.config import BackupPolicy
 from restorekit.engines.base import SourceSpec
 from restorekit.errors import (
     ConfigError,
@@ -94,7 +96,9 @@ class PgBackRestEngine:
         stanza: pgBackRest stanza name.
         repo_path: absolute path of the repository (created for the OS user if missing).
         work_dir: absolute path for restorekit's pgbackrest.conf, logs, locks and spool.
-        repo_retention_full: full backups pgBackRest keeps (older ones and their WAL expire).
+        repo_retention_full: full backups pgBackRest keeps (older ones and their WAL expire);
+            with ``repo_retention_full_type="time"`` the number of days instead
+            (see :func:`retention_options`).
         process_max: parallel processes for backup and restore.
         bin: the pgbackrest executable (name on PATH or absolute path).
 
@@ -112,6 +116,7 @@ class PgBackRestEngine:
         repo_path: Path,
         work_dir: Path,
         repo_retention_full: int = 4,
+        repo_retention_full_type: Literal["count", "time"] = "count",
         process_max: int = 2,
         bin: str = "pgbackrest",
     ) -> None:
@@ -124,6 +129,7 @@ class PgBackRestEngine:
         self.repo_path = Path(repo_path)
         self.work_dir = Path(work_dir)
         self.repo_retention_full = repo_retention_full
+        self.repo_retention_full_type = repo_retention_full_type
         self.process_max = process_max
         self.bin = bin
         self.os_user = source.os_user or default_os_user()
@@ -152,6 +158,7 @@ class PgBackRestEngine:
             "[global]",
             f"repo1-path={self.repo_path}",
             f"repo1-retention-full={self.repo_retention_full}",
+            f"repo1-retention-full-type={self.repo_retention_full_type}",
             f"process-max={self.process_max}",
             f"log-path={self.work_dir / 'log'}",
             f"lock-path={self.work_dir / 'lock'}",
@@ -427,6 +434,18 @@ def _validate_options(
         problems.append(f"source.port {source.port} is not a TCP port")
     if problems:
         raise ConfigError("invalid pgbackrest engine options: " + "; ".join(problems))
+
+
+def retention_options(policy: BackupPolicy) -> tuple[int, Literal["count", "time"]]:
+    """``(repo1-retention-full, repo1-retention-full-type)`` for a ``[targets.X.backups]``.
+
+    pgBackRest expires on its own after every backup. Time-based retention keeps every full
+    backup of the last ``max(keep_days, pitr_days)`` days plus the newest older one (so the
+    whole period stays restorable) and, by default, the WAL of every kept backup; pgBackRest
+    has no "at least N" floor beside it, so ``keep_count`` is not mapped (it never expires the
+    newest full backup).
+    """
+    return max(1, math.ceil(max(policy.keep_days, policy.pitr_days))), "time"
 
 
 def parse_version(text: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
@@ -44,6 +44,9 @@ from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.dsn import parse
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
 from restorekit.providers.base import Capability, Progress, no_progress
+
+if TYPE_CHECKING:
+    from restorekit.production import Protection
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ class SelfHostedProvider:
                 work_dir=work_dir,
             )
         else:
-            from restorekit.engines.pgbackrest import PgBackRestEngine
+            from restorekit.engines.pgbackrest import PgBackRestEngine, retention_options
 
             from restorekit.repository import parse_repository_url
 
@@ -137,11 +140,14 @@ class SelfHostedProvider:
                 repo_path = location.path
             else:
                 repo_path = settings.state_dir.absolute() / "pgbackrest" / target.name
+            keep_full, keep_type = retention_options(target.backups)
             engine = PgBackRestEngine(
                 source,
                 stanza=target.stanza or target.name,
                 repo_path=repo_path,
                 work_dir=work_dir / "pgbackrest",
+                repo_retention_full=keep_full,
+                repo_retention_full_type=keep_type,
             )
         return cls(
             engine=engine,
@@ -298,6 +304,57 @@ class SelfHostedProvider:
         """Mark a restored cluster as the new production: cleanup and discard leave it alone."""
         home = Path(restored.handle)
         _update_marker(home, {"adopted": True, "adopted_at": datetime.now(UTC).isoformat()})
+
+    def adopted_location(self, restored: RestoredDatabase) -> dict[str, object]:
+        """Where an adopted restore lives, for restorekit.production to record (secret-free):
+        the host and port it listens on, its database and its data directory."""
+        home = Path(restored.handle)
+        meta = _read_marker(home)
+        if meta.get("port") is None:
+            raise ConfigError(f"{home} is not a completed restore; nothing to record")
+        location: dict[str, object] = {
+            "host": str(meta.get("host") or self.restored_host), "port": int(str(meta["port"])),
+            "dbname": str(meta.get("database") or self.database), "data_dir": str(home / "data"),
+        }
+        if self.source.socket_dir is not None:
+            location["socket_dir"] = str(self.source.socket_dir)  # pgBackRest connects there
+        return location
+
+    def resume_protection(self) -> Protection:
+        """Protect the adopted production this provider now acts on: WAL archiving into the
+        same repository (restart; the new timeline's history file and the segments written
+        since promotion marked for the archiver), then a base backup at once.
+
+        Raises:
+            ConfigError: the production's data directory is unknown (not an adopted restore).
+            PostgresError, PgToolFailed, RepositoryError: a step failed; the cluster keeps
+                running and serving (restorekit.production.protect reports it).
+        """
+        from restorekit.engines.adoption import current_settings, turn_archiving_on, wait_archived
+        from restorekit.pg.cluster import switch_wal_and_wait_archived
+        from restorekit.production import Protection
+
+        if self.source.data_dir is None:
+            raise ConfigError(
+                f"target {self.target_name!r}: the production's data directory is unknown, so "
+                "archiving cannot be switched on by restorekit; set data_dir in restorekit.toml")
+        cluster = LocalCluster(data_dir=Path(self.source.data_dir), port=self.source.port,
+                               bin_dir=self.source.bin_dir or find_bin_dir(),
+                               os_user=self.source.os_user)
+        wanted = dict(self.engine.archive_settings())
+        if self.source.socket_dir is not None:
+            make_dir(Path(self.source.socket_dir), self.source.os_user, mode=0o755)
+            wanted["unix_socket_directories"] = str(self.source.socket_dir)
+        marked = turn_archiving_on(cluster, wanted, dsn=self.source.dsn)
+        wait_archived(cluster, marked)
+        _, timeline = current_settings(self.source.dsn, [])
+        if self.engine.name == "pgbackrest":
+            self.engine.check()  # stanza-create (idempotent) and an archive round trip
+        backup = self.create_backup("first after adoption")
+        switch_wal_and_wait_archived(self.source.dsn, timeout=120)
+        return Protection(
+            protected=True, first_backup_at=backup.stop_time, backup_id=backup.backup_id,
+            detail=f"WAL archived by {self.engine.name} on timeline {timeline}")
 
     def discard(self, restored: RestoredDatabase) -> None:
         """Stop and remove a restored cluster; refuses anything without a scratch marker and

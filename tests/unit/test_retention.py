@@ -24,7 +24,8 @@ def backup(days_ago: float, segment: int, timeline: int = 1) -> BackupInfo:
     stop = NOW - timedelta(days=days_ago)
     return BackupInfo(backup_id=stop.strftime("%Y%m%dT%H%M%SZ"), engine="native",
                       start_time=stop - timedelta(minutes=1), stop_time=stop,
-                      start_lsn=format_lsn(segment * SEG + 0x28), stop_lsn=format_lsn(segment * SEG + 0x100),
+                      start_lsn=format_lsn(segment * SEG + 0x28),
+                      stop_lsn=format_lsn(segment * SEG + 0x100),
                       timeline=timeline)
 
 
@@ -55,7 +56,8 @@ def test_keep_count_keeps_old_backups_when_the_schedule_stopped() -> None:
     assert len(plan.kept) == 3
     assert {b.backup_id for b in sorted(backups, key=lambda b: b.stop_time)[-3:]} == set(plan.kept)
     assert min(segment_number(n)[1] for n in plan.expired_wal) == 1
-    assert max(segment_number(n)[1] for n in plan.expired_wal) == 10 * (20 - 2) - 1  # the third newest starts at segment 180
+    # The third newest starts at segment 180.
+    assert max(segment_number(n)[1] for n in plan.expired_wal) == 10 * (20 - 2) - 1
 
 
 def test_pitr_days_keeps_the_backup_the_window_starts_from() -> None:
@@ -105,7 +107,8 @@ def test_newer_timeline_segments_stay_below_an_older_timeline_backup() -> None:
     wal = [seg_name(1, n) for n in range(60, 90)] + [seg_name(2, n) for n in range(60, 90)]
     plan = plan_retention([backup(90, 10), tl2], wal, BackupPolicy(keep_count=1, pitr_days=0), NOW)
     assert list(plan.kept) == [tl2.backup_id]
-    assert not any(segment_number(n)[0] == 2 and segment_number(n)[1] >= 70 for n in plan.expired_wal)
+    assert not any(segment_number(n)[0] == 2 and segment_number(n)[1] >= 70
+                   for n in plan.expired_wal)
     assert seg_name(2, 69) in plan.expired_wal
 
 
