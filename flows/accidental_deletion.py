@@ -22,7 +22,12 @@ from flows._common import Recorder, ScenarioParams
 from restorekit.errors import ConfigError, VerificationFailed
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
-from tasks.application import check_health, resume_application, stop_application
+from tasks.application import (
+    check_health,
+    resume_application,
+    run_smoke_checks,
+    stop_application,
+)
 from tasks.data import identify_deletion_scope, recover_rows
 from tasks.database import (
     capture_baseline,
@@ -134,6 +139,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
             if app_state is not None:
                 rec.step("resume application", resume_application, ref, app_state)
         rec.step("check health", check_health, ref)
+        rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)
     return report

@@ -22,7 +22,13 @@ from flows._common import Recorder, ScenarioParams
 from restorekit.errors import CapabilityNotSupported, RestoreNotStarted, SafetyError
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
-from tasks.application import check_health, redeploy_application, resume_application, stop_application
+from tasks.application import (
+    check_health,
+    redeploy_application,
+    resume_application,
+    run_smoke_checks,
+    stop_application,
+)
 from tasks.connection import swap_connection_string
 from tasks.database import (
     Preflight,
@@ -79,8 +85,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         "Verify the restored database (connectivity, schema, row counts, every foreign "
         "key, custom checks, amcheck).",
         f"Swap the connection string in {pre.connection_store} to the restored database.",
-        "Redeploy the application and check its health; on failure put the old "
-        "connection string back, redeploy, and keep the restored database for forensics.",
+        "Redeploy the application, check its health and run its smoke checks; on failure "
+        "put the old connection string back, redeploy, and keep the restored database for "
+        "forensics.",
     ])
     if params.dry_run:
         report.outcome = "dry-run"
@@ -107,6 +114,8 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         rec.step("swap connection string", swap_connection_string, ref, restored)
         rec.step("redeploy application", redeploy_application, ref, reason)
         rec.step("check health", check_health, ref)
+        # A critical smoke failure raises here, inside the transaction: the swap rolls back.
+        rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
     note = rec.step("adopt restored database", adopt_restored, ref, restored)
     if note:
         report.notes.append(note)
@@ -163,4 +172,5 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
     rec.add_checks(verified)
     rec.step("redeploy application", redeploy_application, ref, reason)
     rec.step("check health", check_health, ref)
+    rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
     rec.step("capture baseline", capture_baseline, ref)

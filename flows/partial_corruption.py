@@ -22,7 +22,7 @@ from restorekit.models import RestorePoint
 from restorekit.recovery import check_keep_after
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
-from tasks.application import check_health
+from tasks.application import check_health, run_smoke_checks
 from tasks.data import (
     check_repair_options,
     find_integrity_issues,
@@ -195,6 +195,7 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
         rec.add_checks(verified)
         rec.step("check health", check_health, ref)
+        rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)
     return report

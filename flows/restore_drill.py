@@ -26,6 +26,7 @@ from restorekit.config import load_settings
 from restorekit.errors import RestoreKitError, VerificationFailed
 from restorekit.pg.dsn import redact
 from tasks._runtime import TargetRef
+from tasks.application import run_smoke_checks
 from tasks.database import (
     discard_restored,
     provider_capabilities,
@@ -116,6 +117,13 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         except VerificationFailed as exc:
             failures.append(f"verification: {exc}")
         phases["verification"] = time.monotonic() - t0
+        try:
+            # The application's functions, where smoke checks are configured: it runs on
+            # production, so this proves the checks (and the test account) still work.
+            run_smoke_checks(ref)
+        except VerificationFailed as exc:
+            failures.append("smoke checks: " + "; ".join(
+                f"{c.name}: {c.detail}" for c in exc.report.critical_failures))
         if params.point == "latest":
             compared = compare_with_production(ref, restored, params.row_count_tolerance)
             result.row_counts = compared["row_counts"]

@@ -66,6 +66,19 @@ kind = "envfile"
 path = "{env_file}"
 keys = ["DATABASE_URL", "DIRECT_URL"]   # Prisma's pooled URL and the direct one: they move together
 
+# After the health check: the application's functions (the password from the environment).
+[[targets.production.smoke]]
+name = "login"
+method = "POST"
+path = "/api/login"
+json = {{ email = "smoke-test@example.com", password = "${{RESTOREKIT_DEMO_LOGIN_PASSWORD}}" }}
+expect_body_contains = '"ok": true'
+
+[[targets.production.smoke]]
+name = "users page"
+path = "/api/users?limit=5"
+expect_body_contains = '"users": [{{"id"'
+
 [targets.production.verify]
 critical_tables = ["users", "clients", "appointments"]
 row_count_tolerance = 0.05
@@ -83,6 +96,10 @@ expect = "zero_rows"
 APP_ROLE = "app"
 #: The app's connection strings and their Prisma query options (not libpq's: restorekit keeps
 #: them in the value and leaves them out of its own connections).
+#: The environment variable holding the password of the demo app's test account (the smoke
+#: checks' login; restorekit.sample.SMOKE_TEST_EMAIL). One per process: every installation a
+#: process builds shares it, as they share the CONFIG that names it.
+LOGIN_PASSWORD_ENV = "RESTOREKIT_DEMO_LOGIN_PASSWORD"
 APP_URL_OPTIONS = {"DATABASE_URL": "?schema=public&connection_limit=5&pool_timeout=10",
                    "DIRECT_URL": "?schema=public&connect_timeout=10"}
 
@@ -140,6 +157,11 @@ class Installation:
         return row[0]  # type: ignore[no-any-return]
 
 
+def login_password() -> str:
+    """The test account's password: this process's ``LOGIN_PASSWORD_ENV``, made up once."""
+    return os.environ.setdefault(LOGIN_PASSWORD_ENV, f"login-{secrets.token_urlsafe(12)}")
+
+
 def build_installation(root: Path, *, scale: float = 0.02, health_url: str | None = None,
                        auth: Literal["scram-sha-256", "trust"] = "scram-sha-256") -> Installation:
     """Create the production cluster with sample data, archiving, a base backup and a baseline.
@@ -168,6 +190,7 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
         fd = os.open(inst.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{inst.dsn_env}={shlex.quote(inst.app_dsn)}\n")
+            handle.write(f"{LOGIN_PASSWORD_ENV}={shlex.quote(login_password())}\n")
     # Prisma's form: URLs with its own query options, the pooled one and the direct one
     # (migrations), as a Prisma app on Supabase or Neon keeps them.
     env_file.write_text(
@@ -195,6 +218,7 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
         sample.create_schema(conn)
         sample.generate(conn, scale=scale)
+        sample.create_login_account(conn, sample.SMOKE_TEST_EMAIL, login_password())
         conn.execute("RESET ROLE")
     rt.provider.create_backup("initial")
     from restorekit import integrity

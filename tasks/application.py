@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from restorekit.apps.base import AppState
 from restorekit import smoke
+from restorekit.apps.base import AppState
 from restorekit.errors import ProviderError, VerificationFailed
 from restorekit.health import HealthReport
 from restorekit.health import check_health as probe

@@ -10,6 +10,11 @@ environment, so a new connection string takes effect only after a redeploy. Endp
 * ``GET /api/users/count``: the runbook's "critical functionality" probe: ``{"ok": true,
   "table": "users", "count": N}``, 404 when there is no ``users`` table, 503 when the database
   fails.
+* ``POST /api/login``: the smoke checks' login. A JSON or form body with ``email`` and
+  ``password``, checked against table ``app_users`` (restorekit.sample.create_login_account):
+  200 ``{"ok": true, "user": EMAIL}``, 401 ``{"ok": false, ...}`` for a wrong email or password.
+* ``GET /api/users?limit=5``: a page that reads data: ``{"ok": true, "users": [{"id": .., "name":
+  ..}, ...]}``, the first users by id (limit 1-100).
 
 DATABASE_URL may carry Prisma's own query options (``?schema=public&connection_limit=5&
 pool_timeout=10&pgbouncer=true``): like Prisma, the app takes ``schema`` as its search path and
@@ -34,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -42,6 +47,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from restorekit.errors import RestoreKitError
 from restorekit.pg.dsn import display, redact, split_app_url
+from restorekit.sample import check_password
 from restorekit.sinks.envfile import EnvFileStore
 
 # Named explicitly: run with -m, __name__ is "__main__".
@@ -49,6 +55,9 @@ log = logging.getLogger("restorekit.apps.demo_app")
 
 HEALTH_PATH = "/api/health"
 USERS_COUNT_PATH = "/api/users/count"
+USERS_PATH = "/api/users"
+LOGIN_PATH = "/api/login"
+_MAX_BODY = 64 * 1024
 # Below the health checker's default 5 s timeout, so a dead database gives a 503, not a timeout.
 CONNECT_TIMEOUT_S = 3
 _MAX_ERROR_CHARS = 300
@@ -119,6 +128,23 @@ class Database:
             count = conn.execute("SELECT count(*) FROM users").fetchone()
         return int(count[0]) if count else 0
 
+    def users(self, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` users by id (id and name)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, name FROM users ORDER BY id LIMIT %s",
+                                [limit]).fetchall()
+        return [{"id": int(r[0]), "name": str(r[1])} for r in rows]
+
+    def login(self, email: str, password: str) -> bool | None:
+        """Whether the account exists and the password matches; None without ``app_users``."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT to_regclass('app_users') IS NOT NULL").fetchone()
+            if not row or not row[0]:
+                return None
+            found = conn.execute("SELECT password_hash FROM app_users WHERE email = %s",
+                                 [email]).fetchone()
+        return found is not None and check_password(password, str(found[0]))
+
     def error_text(self, exc: BaseException) -> str:
         """A one-line, secret-free message for ``exc``."""
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -168,8 +194,69 @@ class Handler(BaseHTTPRequestHandler):
             self._health()
         elif path == USERS_COUNT_PATH:
             self._users_count()
+        elif path == USERS_PATH:
+            self._users(urlsplit(self.path).query)
         else:
             self._send(404, {"ok": False, "error": f"no route {path or '/'}"})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/")
+        if path == LOGIN_PATH:
+            self._login()
+        else:
+            self._send(404, {"ok": False, "error": f"no route {path or '/'}"})
+
+    def _form(self) -> dict[str, str] | None:
+        """The request's JSON or form body as strings; None when it is neither."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= _MAX_BODY:
+            return None
+        raw = self.rfile.read(length)
+        if "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+            return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+    def _login(self) -> None:
+        db = self.server.database
+        form = self._form()
+        if not form or not form.get("email") or "password" not in form:
+            self._send(400, {"ok": False, "error": "send email and password (JSON or form)"})
+            return
+        try:
+            ok = db.login(form["email"], form["password"])
+        except psycopg.Error as exc:
+            error = db.error_text(exc)
+            log.warning("login failed: %s", error)
+            self._send(503, {"ok": False, "error": error})
+            return
+        if ok is None:
+            self._send(500, {"ok": False, "error": "table app_users does not exist"})
+        elif ok:
+            self._send(200, {"ok": True, "user": form["email"]})
+        else:
+            self._send(401, {"ok": False, "error": "wrong email or password"})
+
+    def _users(self, query: str) -> None:
+        db = self.server.database
+        try:
+            limit = int(parse_qs(query).get("limit", ["5"])[0])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            self._send(400, {"ok": False, "error": "limit must be 1-100"})
+            return
+        try:
+            users = db.users(limit)
+        except psycopg.Error as exc:
+            error = db.error_text(exc)
+            log.warning("users page failed: %s", error)
+            self._send(503, {"ok": False, "error": error})
+            return
+        self._send(200, {"ok": True, "users": users})
 
     def _health(self) -> None:
         db = self.server.database
