@@ -3,7 +3,10 @@
 For each target in restorekit.toml: ``complete-failure/<target>``, ``partial-corruption/<target>``,
 ``accidental-deletion/<target>`` and ``backup/<target>``, with typed parameters (the UI shows a
 form with the target's defaults; destructive scenarios require approval by default), plus
-``restore-drill/weekly`` on the configured cron schedule. All run on a process work pool
+``restore-drill/weekly`` on the configured cron schedule. ``backup/<target>`` runs on the
+target's ``[backups]`` cron (daily by default) and applies retention after each backup;
+``backup-freshness/<target>`` checks the newest backup and archived WAL against the tier's RPO
+several times per RPO (:func:`freshness_cron`). All run on a process work pool
 (``restorekit``), served by ``prefect worker start --pool restorekit`` on a single machine.
 Flows are referenced by module path (they are installed with restorekit), so no image or
 remote storage is needed.
@@ -24,6 +27,7 @@ from prefect.schedules import Cron
 from flows._common import target_lock_name
 from flows.accidental_deletion import accidental_deletion
 from flows.backup import backup
+from flows.backup_freshness import backup_freshness
 from flows.complete_failure import complete_failure
 from flows.partial_corruption import partial_corruption
 from flows.restore_drill import restore_drill
@@ -44,6 +48,13 @@ class Planned:
     parameters: dict[str, Any]
 
 
+def freshness_cron(rpo: timedelta) -> str:
+    """How often the freshness check runs: about three times per RPO, every 5 to 60 minutes
+    (critical, 15 min RPO: every 5 min; standard, 1 h: every 20 min; non-critical: hourly)."""
+    every = max((m for m in (5, 10, 15, 20, 30) if m <= rpo.total_seconds() / 180), default=5)
+    return "0 * * * *" if rpo >= timedelta(hours=3) else f"*/{every} * * * *"
+
+
 def build_deployments(settings: Settings, config_path: str) -> list[RunnerDeployment]:
     deployments: list[RunnerDeployment] = []
     for target in sorted(settings.targets):
@@ -54,10 +65,22 @@ def build_deployments(settings: Settings, config_path: str) -> list[RunnerDeploy
                 parameters={"params": {**base, "require_approval": True}},
                 entrypoint_type=EntrypointType.MODULE_PATH,
             ))
+        policy = settings.targets[target].backups
         deployments.append(backup.to_deployment(
             name=target, tags=["restorekit", target],
-            description="The manual backup before major deployments (call it from CI).",
+            description="Scheduled base backup with retention; also the manual backup before "
+                        "major deployments (call it from CI).",
             parameters={"params": base}, entrypoint_type=EntrypointType.MODULE_PATH,
+            schedules=[Cron(policy.cron, timezone=policy.timezone)],
+        ))
+        _, rpo = settings.objectives(settings.targets[target].tier)
+        deployments.append(backup_freshness.to_deployment(
+            name=target, tags=["restorekit", target],
+            description="Is the RPO at risk? Newest backup and archived WAL age, archiver "
+                        "failures; fails (and notifies) when at risk.",
+            parameters={"params": {"targets": [target], "config": config_path}},
+            schedules=[Cron(freshness_cron(rpo), timezone="UTC")],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ))
     drill = settings.drill
     deployments.append(restore_drill.to_deployment(

@@ -1,6 +1,13 @@
 """The runbook's manual backup "before major deployments or changes": a base backup into the
 repository and a fresh baseline (schema fingerprint and row counts) to verify restores against.
-CI can call the `backup/<target>` deployment before running migrations."""
+CI can call the `backup/<target>` deployment before running migrations. The same deployment
+runs on the target's `[backups]` schedule (daily by default), and after a successful base backup
+it applies the retention policy (30 days / at least 7 backups / 7 days of PITR by default; the
+WAL a kept backup needs always stays).
+
+Blast radius: reads production; writes a new backup; retention removes expired backups and WAL
+from the repository (never the newest `keep_count`, never WAL a kept backup needs).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from flows._common import lock_dir, one_run_per_target
+from restorekit.errors import SafetyError
 from tasks._runtime import TargetRef
+from tasks.backups import expire_old_backups
 from tasks.database import (
     capture_baseline,
     provider_capabilities,
@@ -21,6 +31,12 @@ class BackupParams(BaseModel):
     target: str = Field(description="Target name from restorekit.toml.")
     label: str = Field(default="", description="Why, e.g. 'before migration 42'.")
     config: str | None = Field(default=None, description="Path of restorekit.toml.")
+    apply_retention: bool = Field(
+        default=True, description="After the backup, remove what the [backups] policy expires.")
+    lock_wait_seconds: float = Field(
+        default=600, ge=0,
+        description="How long retention waits while another restorekit run holds the target "
+                    "(then it is skipped until the next backup).")
 
 
 @flow(name="backup", log_prints=True)
@@ -35,6 +51,15 @@ def backup(params: BackupParams) -> dict[str, object]:
         taken = {"snapshot_id": snap["snapshot_id"], "location": snap["location"],
                  "size_bytes": snap["size_bytes"], "label": snap["label"], "kind": "logical"}
     capture_baseline(ref)
+    if params.apply_retention and "backup_id" in taken:
+        # Only with the target to itself: a restore in progress may be reading an old backup.
+        try:
+            with one_run_per_target(params.target, params.lock_wait_seconds,
+                                    lock_dir(params.config)):
+                taken["retention"] = expire_old_backups(ref)
+        except SafetyError as exc:
+            taken["retention"] = f"skipped (next backup retries): {exc}"
+            print(f"retention skipped: {exc}")
     create_markdown_artifact(
         key="backup", description=f"base backup of {params.target}",
         markdown=f"# Base backup of {params.target}\n\n"

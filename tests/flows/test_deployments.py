@@ -52,6 +52,7 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
     assert names == {
         "complete-failure/production", "partial-corruption/production",
         "accidental-deletion/production", "backup/production", "restore-drill/weekly",
+        "backup-freshness/production",
     }
     api = prefect_server.rstrip("/")
     with httpx.Client(base_url=api, timeout=30) as client:
@@ -59,6 +60,15 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
         assert drill["work_pool_name"] == WORK_POOL
         assert [s["schedule"]["cron"] for s in drill["schedules"]] == ["0 3 * * 1"]
         assert drill["schedules"][0]["schedule"]["timezone"] == "UTC"
+        # The [backups] policy's default: a daily base backup; freshness three times per RPO
+        # (the world's tier is critical: 15 min).
+        scheduled = client.get("/deployments/name/backup/production").json()
+        assert [s["schedule"]["cron"] for s in scheduled["schedules"]] == ["0 2 * * *"]
+        assert scheduled["schedules"][0]["active"] is True
+        fresh = client.get("/deployments/name/backup-freshness/production").json()
+        assert [s["schedule"]["cron"] for s in fresh["schedules"]] == ["*/5 * * * *"]
+        assert fresh["parameters"]["params"]["targets"] == ["production"]
+        assert fresh["work_pool_name"] == WORK_POOL
         cf = client.get("/deployments/name/complete-failure/production").json()
         schema = cf["parameter_openapi_schema"]
         form = schema["definitions"]["CompleteFailureParams"]["properties"]
@@ -101,3 +111,4 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
         assert state == "COMPLETED", output[-3000:]
     backups = world.runtime().provider.list_backups()
     assert any(b.label == "from REST" for b in backups)
+    assert len(backups) >= 2  # the run applied retention, which keeps young backups
