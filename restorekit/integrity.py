@@ -22,6 +22,9 @@ check                  critical  what it proves
 ``fk_orphans:<fk>``    yes       no child row of foreign key ``<fk>`` lacks its parent
 ``custom:<name>``      config    an operator-configured query (:class:`CustomCheck`)
 ``amcheck``            on error  ``bt_index_check`` on every B-tree index; corruption is critical
+``prisma_migrations``  missing   where Prisma's ``_prisma_migrations`` exists: every migration
+                                 production (when reachable) or the baseline has applied is
+                                 applied here; unfinished (failed) ones warn; shows the latest
 =====================  ========  =============================================================
 
 How it runs: one "main" connection reads what the scans need from the catalog, then every check
@@ -80,6 +83,7 @@ __all__ = [
     "CheckResult",
     "ColumnShape",
     "CustomCheck",
+    "PrismaMigrations",
     "SchemaFingerprint",
     "TableShape",
     "VerificationReport",
@@ -87,6 +91,7 @@ __all__ = [
     "connect_with_retry",
     "fingerprint",
     "orphan_query",
+    "prisma_migrations",
     "verify",
 ]
 
@@ -639,12 +644,15 @@ class Baseline:
         exact_counts: ``count(*)`` of each critical table, keyed by ``str(TableRef)``.
         estimated_counts: the planner's estimate for every other table (0 when never analyzed).
         captured_at: when it was captured (UTC).
+        prisma: Prisma's applied migrations, ``{"latest": name, "count": n}``; None when the
+            database has no ``_prisma_migrations``.
     """
 
     fingerprint: SchemaFingerprint
     exact_counts: Mapping[str, int] = field(hash=False)
     estimated_counts: Mapping[str, int] = field(hash=False)
     captured_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    prisma: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -653,6 +661,7 @@ class Baseline:
             "exact_counts": dict(sorted(self.exact_counts.items())),
             "estimated_counts": dict(sorted(self.estimated_counts.items())),
             "fingerprint": self.fingerprint.to_dict(),
+            **({"prisma": dict(self.prisma)} if self.prisma is not None else {}),
         }
 
     @classmethod
@@ -669,9 +678,12 @@ class Baseline:
             exact = {str(k): int(v) for k, v in data["exact_counts"].items()}
             estimated = {str(k): int(v) for k, v in data.get("estimated_counts", {}).items()}
             fp = data["fingerprint"]
+            prisma = data.get("prisma")
+            if prisma is not None:
+                prisma = {"latest": prisma.get("latest"), "count": int(prisma["count"])}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a verification baseline: {exc!r}") from exc
-        return cls(SchemaFingerprint.from_dict(fp), exact, estimated, captured_at)
+        return cls(SchemaFingerprint.from_dict(fp), exact, estimated, captured_at, prisma)
 
 
 def _parse_tables(names: Iterable[str]) -> list[TableRef]:
@@ -711,7 +723,134 @@ def capture_baseline(conn: Connection[Any], critical_tables: Sequence[str]) -> B
             exact[str(table)] = int(row[0]) if row else 0
         others = sorted(present - set(critical))
         estimated = {str(t): n for t, n in estimated_rows(conn, others).items()}
-    return Baseline(fp, exact, estimated, captured_at)
+        migrations = prisma_migrations(conn)
+    prisma = None if migrations is None else {"latest": migrations.latest,
+                                               "count": len(migrations.applied)}
+    return Baseline(fp, exact, estimated, captured_at, prisma)
+
+
+# -- Prisma migrations -------------------------------------------------------------------------
+
+#: Prisma Migrate's history table (prisma-engines, schema-engine ARCHITECTURE.md): one row per
+#: attempt; ``finished_at`` is set only on success, ``rolled_back_at`` by
+#: ``prisma migrate resolve --rolled-back``. A row with neither is a failed (or still running)
+#: migration, which makes ``prisma migrate deploy`` refuse (P3009).
+PRISMA_TABLE = "_prisma_migrations"
+# The table in the connection's search_path first (Prisma's ``schema`` URL option sets it),
+# else in any schema that is not the system's.
+_PRISMA_LOCATE = sql.SQL(
+    """
+    SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = %(table)s AND c.relkind IN ('r', 'p')
+      AND n.nspname <> ALL (%(system)s::text[])
+    ORDER BY array_position(current_schemas(false), n.nspname::text) NULLS LAST, n.nspname
+    LIMIT 1
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PrismaMigrations:
+    """What ``_prisma_migrations`` says was applied.
+
+    Attributes:
+        applied: names of finished, not rolled-back migrations, in the order they finished.
+        unfinished: names of attempts with neither ``finished_at`` nor ``rolled_back_at``
+            (failed, or running when the database was copied).
+        rolled_back: names of attempts marked rolled back.
+        schema: where the table is.
+    """
+
+    applied: tuple[str, ...]
+    unfinished: tuple[str, ...] = ()
+    rolled_back: tuple[str, ...] = ()
+    schema: str = "public"
+
+    @property
+    def latest(self) -> str | None:
+        """The last migration that finished."""
+        return self.applied[-1] if self.applied else None
+
+
+def prisma_migrations(conn: Connection[Any]) -> PrismaMigrations | None:
+    """Read Prisma's migration history, or None when there is no ``_prisma_migrations``."""
+    row = conn.execute(_PRISMA_LOCATE, {"table": PRISMA_TABLE,
+                                        "system": list(SYSTEM_SCHEMAS)}).fetchone()
+    if row is None:
+        return None
+    schema = str(row[0])
+    rows = conn.execute(sql.SQL(
+        "SELECT migration_name, finished_at IS NOT NULL, rolled_back_at IS NOT NULL "
+        "FROM {} ORDER BY finished_at NULLS LAST, started_at, migration_name"
+    ).format(sql.Identifier(schema, PRISMA_TABLE))).fetchall()
+    applied = [str(name) for name, finished, rolled_back in rows if finished and not rolled_back]
+    return PrismaMigrations(
+        applied=tuple(dict.fromkeys(applied)),
+        unfinished=tuple(str(n) for n, finished, rolled_back in rows
+                         if not finished and not rolled_back),
+        rolled_back=tuple(str(n) for n, _, rolled_back in rows if rolled_back),
+        schema=schema,
+    )
+
+
+def _prisma_result(conn: Connection[Any], baseline: Baseline | None, reference_dsn: str | None,
+                   statement_timeout_ms: int) -> CheckResult | None:
+    """Compare the migrations here with production's (when reachable) or the baseline's."""
+    start = time.perf_counter()
+    name = "prisma_migrations"
+    try:
+        here = prisma_migrations(conn)
+        expected = baseline.prisma if baseline is not None else None
+        if here is None and not (expected and expected.get("count")):
+            return None  # not a Prisma database, and none was expected
+        reference: PrismaMigrations | None = None
+        source = "the baseline"
+        unreachable = ""
+        if reference_dsn is not None:
+            try:
+                with _open(reference_dsn, statement_timeout_ms, read_only=True) as ref_conn:
+                    reference = prisma_migrations(ref_conn)
+                source = "production"
+            except (psycopg.Error, RestoreKitError) as exc:
+                unreachable = f"production unreachable ({_error_text(exc)}); "
+    except (psycopg.Error, RestoreKitError) as exc:
+        return CheckResult(name, False, True, f"error: {_error_text(exc)}", {}, _ms(start))
+    applied = here.applied if here is not None else ()
+    observed: dict[str, Any] = {
+        "latest": applied[-1] if applied else None, "applied": len(applied),
+        "unfinished": list(here.unfinished) if here else [],
+        "rolled_back": list(here.rolled_back) if here else [],
+    }
+    missing: list[str] = []
+    if source == "production":
+        observed["production_latest"] = reference.latest if reference else None
+        missing = [m for m in (reference.applied if reference else ()) if m not in applied]
+    elif expected and expected.get("count"):
+        source = "the baseline"
+        observed["baseline"] = dict(expected)
+        if expected.get("latest") not in applied or len(applied) < int(expected["count"]):
+            missing = [f"{int(expected['count'])} applied up to {expected.get('latest')}"]
+    else:
+        source = ""
+    observed["missing"] = missing
+    head = (f"latest {applied[-1]} ({_n(len(applied), 'migration')} applied)" if applied
+            else "no migration applied" if here is not None else f"no {PRISMA_TABLE} table")
+    notes = []
+    if here is not None and here.unfinished:
+        notes.append(f"unfinished (failed or interrupted): {_list_detail(list(here.unfinished))}")
+    if here is not None and here.rolled_back:
+        notes.append(f"rolled back: {_list_detail(list(here.rolled_back))}")
+    tail = "".join(f"; {n}" for n in notes)
+    if missing:
+        return CheckResult(name, False, True, (
+            f"{unreachable}missing migrations {source} has: {_list_detail(missing)}; {head}"
+            f"{tail}"), observed, _ms(start))
+    compared = f"; matches {source}" if source else "; nothing to compare with"
+    if here is not None and here.unfinished:
+        return CheckResult(name, False, False, f"{unreachable}{head}{compared}{tail}", observed,
+                           _ms(start))
+    return CheckResult(name, True, True, f"{unreachable}{head}{compared}{tail}", observed,
+                       _ms(start))
 
 
 # -- custom checks -----------------------------------------------------------------------------
@@ -1394,6 +1533,7 @@ def verify(
     max_workers: int | None = None,
     connect_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    reference_dsn: str | None = None,
 ) -> VerificationReport:
     """Run the verification suite against ``dsn`` (see the module docstring for the checks).
 
@@ -1417,6 +1557,8 @@ def verify(
             half the server's free connection slots, whatever this says.
         connect_attempts: connection attempts while the server is still starting.
         sleep: injected for tests (connect backoff).
+        reference_dsn: production, read only to compare Prisma's migrations with (one attempt;
+            the baseline's are used when it cannot be reached).
 
     Raises:
         ConfigError: malformed arguments (table names, tolerance, duplicate check names, DSN),
@@ -1487,7 +1629,7 @@ def verify(
             baseline=baseline, critical=critical, expected=expected,
             tolerance=row_count_tolerance, custom_checks=custom_checks, amcheck=amcheck,
             install_amcheck=install_amcheck, statement_timeout_ms=statement_timeout_ms,
-            max_workers=max_workers,
+            max_workers=max_workers, reference_dsn=reference_dsn,
         ))
     finally:
         conn.close()
@@ -1527,6 +1669,7 @@ def _run_suite(
     install_amcheck: bool,
     statement_timeout_ms: int,
     max_workers: int | None,
+    reference_dsn: str | None = None,
 ) -> list[CheckResult]:
     # First the catalog reads that plan the scans (main connection); the scans start on the
     # workers, and the main connection's own checks (fingerprint, custom checks) run beside them.
@@ -1574,6 +1717,9 @@ def _run_suite(
         nonlocal estimates
         head.append(_check("not_in_recovery", True, lambda: _not_in_recovery(conn)))
         head.append(_check("schema", baseline is not None, lambda: _schema(conn, baseline)))
+        prisma = _prisma_result(conn, baseline, reference_dsn, statement_timeout_ms)
+        if prisma is not None:
+            head.append(prisma)
         if expected:
             head.append(_check("expected_tables", True,
                                lambda: _expected_tables(conn, expected)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -14,6 +15,7 @@ from restorekit import integrity
 from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
+    RestoreKitError,
     RestorePointError,
     SafetyError,
     VerificationFailed,
@@ -374,13 +376,22 @@ def capture_baseline(ref: TargetRef) -> str:
 @task(name="verify-integrity", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
 def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
-                     use_baseline: bool = True) -> VerificationSummary:
+                     use_baseline: bool = True,
+                     compare_with_production: bool = True) -> VerificationSummary:
     """Run the verification suite on the restored database (or, without one, on live).
+
+    A restored database's Prisma migrations are compared with production's when
+    ``compare_with_production`` and production answers, else with the baseline's.
 
     Raises VerificationFailed naming the failing critical checks.
     """
     rt = runtime(ref)
     dsn = rt.dsn_for(restored).get_secret_value() if restored is not None else rt.live_dsn()
+    reference = None
+    if restored is not None and compare_with_production:
+        # Production is often gone (scenario 1): then the baseline is the reference.
+        with contextlib.suppress(RestoreKitError):
+            reference = rt.live_dsn()
     cfg = rt.config.verify
     report = integrity.verify(
         dsn,
@@ -390,6 +401,7 @@ def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
         custom_checks=[integrity.CustomCheck(**c.model_dump()) for c in cfg.checks],
         amcheck=cfg.amcheck,
         install_amcheck=cfg.install_amcheck,
+        reference_dsn=reference,
     )
     summary = _summary(report)
     if not report.ok:
