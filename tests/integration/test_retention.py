@@ -1,0 +1,96 @@
+"""Retention on a real repository: a native target with several backups and archived WAL,
+retention with a clock 10 days ahead, then a PITR restore from the oldest kept backup."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restorekit.config import BackupPolicy
+from restorekit.demo import Installation, build_installation, teardown_installation
+from restorekit.models import RestorePoint, parse_lsn
+from restorekit.retention import expire_backups, segment_number
+
+pytestmark = pytest.mark.slow
+
+
+def mark(inst: Installation, n: int) -> datetime:
+    with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS retention_marks (n int PRIMARY KEY)")
+        conn.execute("INSERT INTO retention_marks VALUES (%s)", (n,))
+        time.sleep(0.05)
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def inst(pg_base_dir: Path) -> Iterator[Installation]:
+    """Backups B0 (the initial one), B1, B2, B3 with marks 1..5 between them, all archived."""
+    installation = build_installation(pg_base_dir / f"retention-{time.monotonic_ns()}",
+                                      scale=0.01)
+    yield installation
+    provider = installation.runtime().provider
+    for restored in provider.list_scratch():
+        provider.discard(restored)
+    teardown_installation(installation)
+
+
+def test_retention_expires_old_backups_and_wal_and_the_oldest_kept_backup_still_restores(
+    inst: Installation,
+) -> None:
+    provider = inst.runtime().provider
+    mark(inst, 1)
+    inst.wait_archived()
+    provider.create_backup("b1")
+    mark(inst, 2)
+    between = mark(inst, 3)  # the PITR target: after 2, before 4
+    time.sleep(0.05)
+    mark(inst, 4)
+    inst.wait_archived()
+    provider.create_backup("b2")
+    mark(inst, 5)
+    inst.wait_archived()
+    provider.create_backup("b3")
+    inst.wait_archived()
+    repo = provider.engine.repo  # type: ignore[attr-defined]
+    backups = provider.list_backups()
+    assert [b.label for b in backups] == ["initial", "b1", "b2", "b3"]
+    wal_before = {o.key.removeprefix("wal/") for o in repo.list("wal/")}
+    seg_size = max(o.size for o in repo.list("wal/") if segment_number(o.key[4:]) and
+                   not o.key.endswith((".backup", ".partial")))
+    policy = BackupPolicy(keep_count=3, keep_days=1, pitr_days=0)
+    later = datetime.now(UTC) + timedelta(days=10)
+
+    said = expire_backups(provider, policy, later, dry_run=True)
+    assert said.startswith("would keep 3 backup(s), expire 1 backup(s)"), said
+    assert len(provider.list_backups()) == 4  # a dry run removes nothing
+
+    said = expire_backups(provider, policy, later)
+    kept = provider.list_backups()
+    assert [b.label for b in kept] == ["b1", "b2", "b3"], said
+    assert not repo.list(f"backups/{backups[0].backup_id}/")
+    first_needed = parse_lsn(kept[0].start_lsn) // seg_size
+    wal_after = {o.key.removeprefix("wal/") for o in repo.list("wal/")}
+    gone = wal_before - wal_after
+    assert gone, "WAL before the oldest kept backup should have expired"
+    assert all(segment_number(n, seg_size)[1] < first_needed for n in gone)  # type: ignore[index]
+    # Every segment from the oldest kept backup's start on is still there.
+    assert all(n in wal_after for n in wal_before
+               if (p := segment_number(n, seg_size)) is not None and p[1] >= first_needed)
+    # Nothing more to do the second time.
+    assert expire_backups(provider, policy, later).startswith("keep 3 backup(s), expire 0")
+
+    window = provider.restore_window()
+    assert window.earliest == kept[0].stop_time
+    restored = provider.restore(RestorePoint.at(between), name="after-retention")
+    try:
+        assert restored.backup_id == kept[0].backup_id  # the oldest kept backup, then WAL replay
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            got = {r[0] for r in conn.execute("SELECT n FROM retention_marks")}
+        assert got == {1, 2, 3}
+    finally:
+        provider.discard(restored)
