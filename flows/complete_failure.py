@@ -35,6 +35,7 @@ from tasks.database import (
     adopt_restored,
     capture_baseline,
     preflight,
+    protect_new_production,
     restore_in_place,
     restore_name,
     restore_to_point_in_time,
@@ -42,6 +43,7 @@ from tasks.database import (
     sweep_stale_restores,
     verify_integrity,
 )
+from tasks.reporting import notify
 
 
 class CompleteFailureParams(ScenarioParams):
@@ -116,9 +118,15 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         rec.step("check health", check_health, ref)
         # A critical smoke failure raises here, inside the transaction: the swap rolls back.
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
-    note = rec.step("adopt restored database", adopt_restored, ref, restored)
+    note = rec.step("adopt restored database", adopt_restored, ref, restored, rec.incident_key)
     if note:
         report.notes.append(note)
+    # Backups resume on the new production; a failure here does not undo the restore.
+    protection = rec.step("protect new production", protect_new_production, ref)
+    report.protection = protection.line()
+    if not protection.protected:
+        notify(ref, f"restorekit: {report.target} was restored but is NOT protected again: "
+                    f"{report.protection}")
     rec.step("capture baseline", capture_baseline, ref)
 
 

@@ -100,14 +100,20 @@ def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> No
 @app.command()
 def window(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Print the restore window: the earliest and latest points a restore can reach."""
-    provider = _provider(_settings(config), target)
+    settings = _settings(config)
+    provider = _provider(settings, target)
     win = provider.restore_window()
+    from restorekit import production
+
+    adopted = production.load(settings.state_dir, target)
     data = {
         "target": target,
         "earliest": win.earliest.isoformat() if win.earliest else None,
         "latest": win.latest.isoformat() if win.latest else None,
         "earliest_lsn": win.earliest_lsn,
         "latest_lsn": win.latest_lsn,
+        # Since scenario 1 adopted a restore: which database is production, and since when.
+        "production": adopted.model_dump(mode="json") if adopted else None,
     }
     table = _table(title=f"Restore window of {target}")
     table.add_column("")
@@ -115,6 +121,9 @@ def window(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False
     table.add_column("LSN")
     table.add_row("earliest", str(data["earliest"]), str(win.earliest_lsn))
     table.add_row("latest", str(data["latest"]), str(win.latest_lsn))
+    if adopted is not None:
+        table.caption = (f"production since the incident: {adopted.describe()}"
+                         + (f"; {adopted.protection.line()}" if adopted.protection else ""))
     _emit(data, as_json, table)
 
 
@@ -145,14 +154,15 @@ def backups(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     provider = _provider(_settings(config), target)
     items = provider.list_backups()
     table = _table(title=f"Base backups of {target}")
-    for col in ("backup id", "engine", "stop time", "stop LSN", "size", "label"):
+    for col in ("backup id", "engine", "stop time", "stop LSN", "timeline", "size", "label"):
         table.add_column(col)
     for b in items:
         table.add_row(b.backup_id, b.engine, b.stop_time.isoformat(), b.stop_lsn,
-                      f"{b.size_bytes / 1e6:.1f} MB", b.label)
+                      str(b.timeline), f"{b.size_bytes / 1e6:.1f} MB", b.label)
     _emit({"target": target, "backups": [
         {"backup_id": b.backup_id, "engine": b.engine, "stop_time": b.stop_time.isoformat(),
-         "stop_lsn": b.stop_lsn, "size_bytes": b.size_bytes, "label": b.label} for b in items
+         "stop_lsn": b.stop_lsn, "timeline": b.timeline, "size_bytes": b.size_bytes,
+         "label": b.label} for b in items
     ]}, as_json, table)
 
 

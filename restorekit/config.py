@@ -26,7 +26,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from restorekit.errors import ConfigError
 from restorekit.pg.dsn import parse, redact
@@ -286,6 +294,9 @@ class TargetConfig(BaseModel):
     rds: dict[str, Any] | None = None
     neon: dict[str, Any] | None = None
     supabase: dict[str, Any] | None = None
+    # Set by restorekit.production.apply (never from the file): where adoption moved the
+    # production, laid over the DSN's host and port by resolve_dsn.
+    _adopted_location: Any = PrivateAttr(default=None)
 
     @field_validator("dsn")
     @classmethod
@@ -343,15 +354,24 @@ class TargetConfig(BaseModel):
         return self.advertise_host or self.listen_addresses.split(",")[0]
 
     def resolve_dsn(self) -> str:
-        """The DSN, read from the environment when ``dsn_env`` is used (secret: never log it)."""
+        """The DSN, read from the environment when ``dsn_env`` is used (secret: never log it),
+        re-pointed at the adopted production when there is one (restorekit.production)."""
         if self.dsn:
-            return self.dsn
-        assert self.dsn_env is not None
-        value = os.environ.get(self.dsn_env)
-        if not value:
-            raise ConfigError(
-                f"target {self.name!r}: environment variable {self.dsn_env} is not set"
-            )
+            value = self.dsn
+        else:
+            assert self.dsn_env is not None
+            value = os.environ.get(self.dsn_env) or ""
+            if not value:
+                raise ConfigError(
+                    f"target {self.name!r}: environment variable {self.dsn_env} is not set"
+                )
+        if self._adopted_location is not None:
+            from restorekit.pg.dsn import Location, location_of, repoint
+
+            to = self._adopted_location
+            value = repoint(value, Location(hosts=to.hosts or location_of(value).hosts,
+                                            ports=to.ports,
+                                            dbname=to.dbname or location_of(value).dbname))
         return value
 
 
@@ -415,10 +435,14 @@ class Settings(BaseModel):
 
     def target(self, name: str) -> TargetConfig:
         try:
-            return self.targets[name]
+            target = self.targets[name]
         except KeyError:
             known = ", ".join(sorted(self.targets)) or "none configured"
             raise ConfigError(f"unknown target {name!r}; known targets: {known}") from None
+        # The production adoption recorded (scenario 1), over the file's: restorekit.production.
+        from restorekit import production
+
+        return production.apply(target, production.load(self.state_dir, name))
 
     def objectives(self, tier: str) -> tuple[timedelta, timedelta]:
         """(RTO, RPO) for a tier: the config's override, else the runbook's defaults."""

@@ -71,6 +71,8 @@ class IncidentReport(BaseModel):
     plan: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     error: str = ""
+    # Scenario 1: whether the adopted production is backed up again (restorekit.production).
+    protection: str = ""
     objectives: dict[str, float] = Field(default_factory=dict)  # rto_seconds, rpo_seconds
 
     @property
@@ -116,6 +118,8 @@ class IncidentReport(BaseModel):
             )
         if self.restored_database:
             lines.append(f"**Restored database:** {self.restored_database}  ")
+        if self.protection:
+            lines.append(f"**{self.protection.replace(':', ':**', 1)}  ")
         if self.error:
             lines += ["", f"**Error:** {self.error}"]
         if self.plan:

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from restorekit import integrity
+from restorekit import integrity, production
 from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
@@ -293,14 +293,39 @@ def discard_restored(ref: TargetRef, restored: RestoredRef) -> None:
 
 
 @task(name="adopt-restored", cache_policy=NO_CACHE)
-def adopt_restored(ref: TargetRef, restored: RestoredRef) -> str | None:
-    """Mark the restored database as production so no cleanup ever removes it; returns what
-    the operator must change by hand, if anything (Neon: the new branch_id)."""
+def adopt_restored(ref: TargetRef, restored: RestoredRef, incident: str = "") -> str | None:
+    """Mark the restored database as production so no cleanup ever removes it, and record it
+    as the target's production (restorekit.production: every later command acts on it; the
+    user's restorekit.toml is not edited). Returns a note for the operator, if any."""
     rt = runtime(ref)
-    note = rt.provider.adopt(rt.restored(restored))
+    found = rt.restored(restored)
+    note = rt.provider.adopt(found)
+    locate = getattr(rt.provider, "adopted_location", None)
+    if locate is not None:
+        record = production.record_adoption(
+            rt.settings.state_dir, target=rt.name, provider=rt.provider.kind,
+            location=locate(found), incident=incident, restore_name=restored.name)
+        logger().info("production of %s is now %s", rt.name, record.describe())
     if note:
         logger().warning("%s", note)
     return note
+
+
+@task(name="protect-new-production", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def protect_new_production(ref: TargetRef) -> production.Protection:
+    """Resume backups of the adopted production (self-hosted: WAL archiving on the new timeline
+    and a first base backup; RDS: its retention and PITR checked). Never fails the run: a
+    failure comes back as ``protected=False`` saying why and what to do.
+
+    Example:
+        >>> protection = protect_new_production(ref)   # inside a flow, after adopt_restored
+        >>> protection.line()
+        'Protected again: yes, first backup at 2026-12-06T20:41:07+00:00 (20261206T204105Z); ...'
+    """
+    rt = runtime(ref)  # built now: it acts on the production adoption recorded
+    result = production.protect(rt.provider, state_dir=rt.settings.state_dir, target=rt.name)
+    (logger().info if result.protected else logger().warning)("%s", result.line())
+    return result
 
 
 @task(name="snapshot-current-state", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
