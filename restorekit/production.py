@@ -222,6 +222,22 @@ def apply(target: TargetConfig, record: Production | None) -> TargetConfig:
     return adopted
 
 
+def adopt(provider: Any, restored: Any, *, state_dir: Path, target: str, incident: str = "",
+          restore_name: str = "") -> tuple[str | None, Production | None]:
+    """Make ``restored`` the target's production: the provider marks it (cleanup never removes
+    it) and, where it can say where it lives (``adopted_location``), it is recorded here so
+    every later command acts on it. Returns (the provider's note for the operator, the record).
+    """
+    note: str | None = provider.adopt(restored)
+    locate = getattr(provider, "adopted_location", None)
+    record = None
+    if locate is not None:
+        record = record_adoption(state_dir, target=target, provider=provider.kind,
+                                 location=locate(restored), incident=incident,
+                                 restore_name=restore_name)
+    return note, record
+
+
 def protect(provider: Any, *, state_dir: Path, target: str) -> Protection:
     """Resume backups of the (adopted) production ``provider`` acts on; never raises.
 
@@ -250,5 +266,5 @@ def protect(provider: Any, *, state_dir: Path, target: str) -> Protection:
     return result
 
 
-__all__ = ["Production", "Protection", "apply", "load", "protect", "record_adoption",
+__all__ = ["Production", "Protection", "adopt", "apply", "load", "protect", "record_adoption",
            "record_path", "record_protection", "save"]

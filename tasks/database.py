@@ -298,13 +298,10 @@ def adopt_restored(ref: TargetRef, restored: RestoredRef, incident: str = "") ->
     as the target's production (restorekit.production: every later command acts on it; the
     user's restorekit.toml is not edited). Returns a note for the operator, if any."""
     rt = runtime(ref)
-    found = rt.restored(restored)
-    note = rt.provider.adopt(found)
-    locate = getattr(rt.provider, "adopted_location", None)
-    if locate is not None:
-        record = production.record_adoption(
-            rt.settings.state_dir, target=rt.name, provider=rt.provider.kind,
-            location=locate(found), incident=incident, restore_name=restored.name)
+    note, record = production.adopt(rt.provider, rt.restored(restored),
+                                    state_dir=rt.settings.state_dir, target=rt.name,
+                                    incident=incident, restore_name=restored.name)
+    if record is not None:
         logger().info("production of %s is now %s", rt.name, record.describe())
     if note:
         logger().warning("%s", note)
