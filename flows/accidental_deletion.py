@@ -39,6 +39,7 @@ from tasks.database import (
     sweep_stale_restores,
     verify_integrity,
 )
+from tasks.watch import start_post_restore_watch
 
 
 def _int_to_text(value: object) -> object:
@@ -142,6 +143,10 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)
+        if any(t.get("inserted") for t in result.get("tables") or []):
+            # Production changed: watch it (its own flow run, or a note saying how to start it).
+            report.notes.append(rec.step("start post-restore watch", start_post_restore_watch,
+                                         ref, f"accidental-deletion {rec.incident_key}"))
     return report
 
 

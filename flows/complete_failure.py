@@ -44,6 +44,7 @@ from tasks.database import (
     verify_integrity,
 )
 from tasks.reporting import notify
+from tasks.watch import start_post_restore_watch
 
 
 class CompleteFailureParams(ScenarioParams):
@@ -128,6 +129,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         notify(ref, f"restorekit: {report.target} was restored but is NOT protected again: "
                     f"{report.protection}")
     rec.step("capture baseline", capture_baseline, ref)
+    # Its own flow run (the window is 30 min): started, or the note says how to start it.
+    report.notes.append(rec.step("start post-restore watch", start_post_restore_watch, ref,
+                                 f"complete-failure {rec.incident_key}"))
 
 
 def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailureParams,
@@ -182,3 +186,5 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
     rec.step("check health", check_health, ref)
     rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
     rec.step("capture baseline", capture_baseline, ref)
+    report.notes.append(rec.step("start post-restore watch", start_post_restore_watch, ref,
+                                 f"complete-failure {rec.incident_key}"))

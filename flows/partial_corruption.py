@@ -42,6 +42,7 @@ from tasks.database import (
     sweep_stale_restores,
     verify_integrity,
 )
+from tasks.watch import start_post_restore_watch
 
 
 class PartialCorruptionParams(ScenarioParams):
@@ -198,4 +199,7 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)
+        if affected:  # production changed: watch it (its own flow run, or a note saying how)
+            report.notes.append(rec.step("start post-restore watch", start_post_restore_watch,
+                                         ref, f"partial-corruption {rec.incident_key}"))
     return report

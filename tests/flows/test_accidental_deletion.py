@@ -62,10 +62,13 @@ def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
     assert inserted["public.appointments"] == len(before["appointments"])
     assert all(c.ok for c in report.checks if c.critical)
     assert world.runtime().provider.list_scratch() == []  # scratch copy dropped
+    # Production changed: the watch would start (no post-restore-watch deployment here).
+    assert any(n.startswith("post-restore watch not started: no deployment") for n in report.notes)
 
     # Idempotent: the same incident again inserts nothing and changes nothing.
     again = accidental_deletion(params.model_copy(update={"incident_id": "inc-ad-2"}))
     assert sum(c.inserted for c in again.changes) == 0
+    assert not any("post-restore watch" in n for n in again.notes)  # nothing changed
     with psycopg.connect(world.app_dsn) as conn:
         assert database_checksums(conn) == checksums
 

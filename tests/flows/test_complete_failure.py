@@ -64,5 +64,8 @@ def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
     assert names.index("stop application") < names.index("restore to point in time") < names.index(
         "swap connection string") < names.index("check health")
     assert any(c.name.startswith("fk_orphans") for c in report.checks)
+    assert names[-1] == "start post-restore watch"
+    assert any(n.startswith("post-restore watch not started: no deployment "
+                            "post-restore-watch/production") for n in report.notes)
     # The restored database is production now: cleanup must not see it as scratch.
     assert rt.provider.list_scratch() == []
