@@ -6,7 +6,8 @@ form with the target's defaults; destructive scenarios require approval by defau
 ``restore-drill/weekly`` on the configured cron schedule. ``backup/<target>`` runs on the
 target's ``[backups]`` cron (daily by default) and applies retention after each backup;
 ``backup-freshness/<target>`` checks the newest backup and archived WAL against the tier's RPO
-several times per RPO (:func:`freshness_cron`). All run on a process work pool
+several times per RPO (:func:`freshness_cron`); ``post-restore-watch/<target>`` (no schedule)
+is what the scenarios start after they changed production. All run on a process work pool
 (``restorekit``), served by ``prefect worker start --pool restorekit`` on a single machine.
 Flows are referenced by module path (they are installed with restorekit), so no image or
 remote storage is needed.
@@ -30,6 +31,7 @@ from flows.backup import backup
 from flows.backup_freshness import backup_freshness
 from flows.complete_failure import complete_failure
 from flows.partial_corruption import partial_corruption
+from flows.post_restore_watch import post_restore_watch
 from flows.restore_drill import restore_drill
 from restorekit.config import Settings
 
@@ -81,6 +83,13 @@ def build_deployments(settings: Settings, config_path: str) -> list[RunnerDeploy
             parameters={"params": {"targets": [target], "config": config_path}},
             schedules=[Cron(freshness_cron(rpo), timezone="UTC")],
             entrypoint_type=EntrypointType.MODULE_PATH,
+        ))
+        # Started by the scenarios (tasks.watch.start_post_restore_watch), or by hand.
+        deployments.append(post_restore_watch.to_deployment(
+            name=target, tags=["restorekit", target],
+            description="After a restore: watch health, latency, row counts and integrity for "
+                        "[targets.X.watch] window_minutes, alerting when a limit is crossed.",
+            parameters={"params": base}, entrypoint_type=EntrypointType.MODULE_PATH,
         ))
     drill = settings.drill
     deployments.append(restore_drill.to_deployment(

@@ -52,7 +52,7 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
     assert names == {
         "complete-failure/production", "partial-corruption/production",
         "accidental-deletion/production", "backup/production", "restore-drill/weekly",
-        "backup-freshness/production",
+        "backup-freshness/production", "post-restore-watch/production",
     }
     api = prefect_server.rstrip("/")
     with httpx.Client(base_url=api, timeout=30) as client:
