@@ -10,8 +10,8 @@
 Bookkeeping lives in branch names, so nothing but the Neon project is needed: a scratch restore
 is named ``<scratch_prefix><restore name>``; adopting it as production makes it the project's
 default branch and renames it to drop the prefix, after which neither cleanup nor
-:meth:`NeonProvider.discard` will touch it (``[neon] branch_id`` must then be updated by hand:
-:meth:`NeonProvider.adopt` says so).
+:meth:`NeonProvider.discard` will touch it, and restorekit records its id as the target's
+production branch (restorekit.production), so every later command uses it.
 
 Every call goes through :meth:`NeonProvider._call`, the one place HTTP errors are translated
 (``provider_apis.md`` §3), on the retry loop shared with the other HTTP adapters
@@ -419,9 +419,8 @@ class NeonProvider:
         already renamed is adopted: adopting twice makes no call.
 
         Returns:
-            While ``branch_id`` in restorekit.toml names another branch (the old production),
-            a note for the operator naming the new branch id to put there (also logged); else
-            None.
+            None: the new branch id is recorded as the target's production by
+            restorekit.production (see :meth:`adopted_location`), nothing is edited by hand.
 
         Raises:
             ProviderError: the branch does not exist (404), or the API refused.
@@ -449,15 +448,38 @@ class NeonProvider:
             name = new_name
         elif name.startswith((BACKUP_PREFIX, PRESERVE_PREFIX)):
             raise SafetyError(f"refusing to adopt Neon branch {name!r}: it is a backup")
-        if branch_id == self.branch_id:
-            return None
-        section = f"[targets.{self.target_name}.neon]" if self.target_name else "[neon]"
-        note = (f"Neon branch {branch_id} ({name}) is now production, the default branch of "
-                f"project {self.project_id}: update {section} branch_id from {self.branch_id} "
-                f"to {branch_id} in restorekit.toml. Until then restorekit still treats "
-                f"{self.branch_id} as production (restore window, backups and new restores).")
-        log.warning("%s", note)
-        return note
+        if branch_id != self.branch_id:
+            log.info("Neon branch %s (%s) is now production of project %s (was %s)",
+                     branch_id, name, self.project_id, self.branch_id)
+        return None
+
+    def resume_protection(self) -> Any:
+        """Neon protects every branch by itself (history kept by the safekeepers): the adopted
+        production branch is protected as long as the project keeps history; returns a
+        restorekit.production.Protection saying for how long."""
+        from restorekit.production import Protection
+
+        project = _need(self._call("GET", self._p(""), operation="resume_protection"), "project")
+        if self._branch(self.branch_id, operation="resume_protection") is None:
+            raise ConfigError(f"Neon project {self.project_id}: production branch "
+                              f"{self.branch_id} does not exist")
+        retention = int(project.get("history_retention_seconds") or 0)
+        if retention <= 0:
+            return Protection(
+                protected=False,
+                detail=f"Neon project {self.project_id} keeps no history "
+                       "(history_retention_seconds = 0), so no point in time can be restored",
+                action="raise the project's history retention (Neon console: Settings, "
+                       "Instant restore)")
+        return Protection(
+            protected=True, first_backup_at=self._now(), backup_id=self.branch_id,
+            detail=f"Neon keeps branch {self.branch_id}'s history for "
+                   f"{retention / 3600:g} h (point-in-time restore from now on)")
+
+    def adopted_location(self, restored: RestoredDatabase) -> dict[str, object]:
+        """What restorekit.production records for an adopted branch: its id, which later
+        commands use as ``branch_id`` (restorekit.toml is not edited)."""
+        return {"branch_id": restored.handle}
 
     def list_scratch(self) -> list[RestoredDatabase]:
         """Scratch branches (named with the scratch prefix, not adopted), oldest first."""

@@ -468,12 +468,11 @@ def test_adopt_makes_the_branch_the_projects_default_once(world: NeonWorld) -> N
     assert world.fake.default_branch_id == restored.handle
     assert not world.fake.branches[previous].data["default"]
     assert not world.fake.branches[bid(world)].data["default"]  # the old production
-    assert note is not None
-    assert "[targets.production.neon] branch_id" in note
-    assert f"from {bid(world)} to {restored.handle}" in note
-    assert world.api_key not in note
+    # Nothing to edit by hand: the branch id is what restorekit.production records.
+    assert note is None
+    assert provider.adopted_location(restored) == {"branch_id": restored.handle}
 
-    # Twice: a no-op (read, nothing sent), and the note still says what to update.
+    # Twice: a no-op (read, nothing sent).
     world.fake.requests.clear()
     assert provider.adopt(restored) == note
     assert {m for m, _ in paths(world)} == {"GET"}
@@ -525,7 +524,7 @@ def test_an_adopt_killed_after_promoting_is_finished_by_the_next_without_promoti
     (rename,) = world.fake.calls("PATCH", r".*")
     assert rename.body == {"branch": {"name": "ct-half"}}
     assert world.fake.branches[half].data["name"] == "ct-half"
-    assert note is not None and half in note
+    assert note is None
     world.fake.requests.clear()
     provider.adopt(restored)
     assert {m for m, _ in paths(world)} == {"GET"}

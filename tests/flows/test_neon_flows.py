@@ -14,6 +14,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
+from restorekit import production
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
@@ -133,9 +134,18 @@ def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
     assert branch["default"]  # and promoted: the project's default branch is production now
     assert not world.fake.branches[world.fake.production_branch_id].data["default"]
     assert len(world.fake.calls("POST", rf".*/branches/{branch['id']}/set_as_default")) == 1
-    # The report tells the operator what to change by hand: the config names the old branch.
-    note = next(n for n in report.notes if "branch_id" in n)
-    assert branch["id"] in note and world.fake.production_branch_id in note
+    # Nothing to change by hand: the adopted branch is recorded as the target's production
+    # (restorekit.toml untouched), and every later command uses it.
+    assert not any("branch_id" in n for n in report.notes)
+    record = production.load(rt.settings.state_dir, "production")
+    assert record is not None and record.branch_id == branch["id"]
+    assert world.fake.production_branch_id in world.config.read_text()
+    later = world.runtime()
+    assert later.provider.branch_id == branch["id"]
+    world.fake.requests.clear()
+    later.provider.restore_window()
+    assert world.fake.calls("GET", rf".*/branches/{branch['id']}$")
+    assert report.protection.startswith("Protected again: yes"), report.protection
     # The application keeps its own role and password (a branch keeps its parent's roles);
     # only the address moves to the branch's endpoint.
     password = quote(world.installation.app_password or "", safe="")
