@@ -146,6 +146,20 @@ def test_a_latency_spike_alerts_once(
     assert any("ended: 1 breach(es)" in t for t in alerts)
 
 
+def test_restorekit_watch_runs_it_from_the_command_line(
+    prefect_server: str, world, alerts: list[str], tmp_path: Path, capsys
+) -> None:
+    from restorekit import cli
+
+    config = watch_config(world, tmp_path)
+    cli.app(["watch", "-t", "production", "-c", config, "--window-minutes", "0.02",
+             "--interval-seconds", "0.4", "--json"], standalone_mode=False)
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"] == "production" and report["breaches"] == []
+    assert len(report["samples"]) == 4  # at 0, 0.4, 0.8 and 1.2 s
+    assert breach_alerts(alerts) == []
+
+
 def test_a_row_count_drop_mid_watch_alerts_once(
     prefect_server: str, world, alerts: list[str], tmp_path: Path
 ) -> None:
