@@ -20,6 +20,7 @@ succeeded is never undone by it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -98,6 +99,8 @@ class Production(BaseModel):
     branch_id: str | None = None
     timeline: int | None = None
     protection: Protection | None = None
+    # The location this production replaced (RDS: the old instance, to compare settings with).
+    replaced: dict[str, Any] | None = None
     previous: tuple[dict[str, Any], ...] = Field(default_factory=tuple)
 
     def describe(self) -> str:
@@ -159,7 +162,8 @@ def save(state_dir: Path, record: Production) -> Path:
 
 
 def record_adoption(state_dir: Path, *, target: str, provider: str, location: dict[str, Any],
-                    incident: str = "", restore_name: str = "") -> Production:
+                    incident: str = "", restore_name: str = "",
+                    replaced: dict[str, Any] | None = None) -> Production:
     """Make ``location`` the target's production; the one before goes into ``previous``.
 
     Idempotent: recording the same location again (a re-run of the same incident) keeps the
@@ -176,7 +180,7 @@ def record_adoption(state_dir: Path, *, target: str, provider: str, location: di
         previous = (*current.previous, current.model_dump(mode="json", exclude={"previous"}))
     record = Production(target=target, provider=provider, adopted_at=datetime.now(UTC),
                         incident=incident, restore_name=restore_name, previous=previous,
-                        **location)
+                        replaced=replaced, **location)
     save(state_dir, record)
     log.info("target %s: production is now %s", target, record.describe())
     return record
@@ -228,13 +232,15 @@ def adopt(provider: Any, restored: Any, *, state_dir: Path, target: str, inciden
     it) and, where it can say where it lives (``adopted_location``), it is recorded here so
     every later command acts on it. Returns (the provider's note for the operator, the record).
     """
+    current = getattr(provider, "current_location", None)
+    replaced = current() if current is not None else None
     note: str | None = provider.adopt(restored)
     locate = getattr(provider, "adopted_location", None)
     record = None
     if locate is not None:
         record = record_adoption(state_dir, target=target, provider=provider.kind,
                                  location=locate(restored), incident=incident,
-                                 restore_name=restore_name)
+                                 restore_name=restore_name, replaced=replaced)
     return note, record
 
 
@@ -250,7 +256,10 @@ def protect(provider: Any, *, state_dir: Path, target: str) -> Protection:
         result = Protection(protected=True, detail=f"{provider.kind} backs it up on its own")
     else:
         try:
-            result = resume()
+            record = load(state_dir, target)
+            replaced = record.replaced if record is not None else None
+            accepts = "replaced" in inspect.signature(resume).parameters
+            result = resume(replaced=replaced) if accepts else resume()
         except (RestoreKitError, OSError) as exc:
             from restorekit.pg.dsn import redact
 

@@ -286,6 +286,16 @@ def restore_identifier(target: str, name: str) -> str:
     return ident
 
 
+#: Backup settings a restored instance may not share with the one it replaces (RDS applies
+#: some of them from the restore request, others from defaults).
+_BACKUP_SETTINGS = (
+    ("BackupRetentionPeriod", "backup retention (days):"),
+    ("PreferredBackupWindow", "backup window:"),
+    ("CopyTagsToSnapshot", "copy tags to snapshots:"),
+    ("DeletionProtection", "deletion protection:"),
+)
+
+
 def _utc(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
@@ -969,6 +979,51 @@ class RdsProvider:
             self._call("remove_tags_from_resource", resource=ident, ResourceName=arn,
                        TagKeys=[self.settings.scratch_tag_key])
         log.info("adopted RDS instance %s as the production database", ident)
+
+    def current_location(self) -> dict[str, object]:
+        """The production instance this provider acts on (what an adoption replaces)."""
+        return {"instance_id": self.settings.instance_id}
+
+    def adopted_location(self, restored: RestoredDatabase) -> dict[str, object]:
+        """What restorekit.production records for an adopted instance: its identifier, which
+        later commands use as ``instance_id`` (restorekit.toml is not edited)."""
+        return {"instance_id": restored.handle}
+
+    def resume_protection(self, replaced: dict[str, Any] | None = None) -> Any:
+        """Check the adopted production instance's automated backups: a restored instance can
+        come up with other settings than the one it replaces. Returns a
+        restorekit.production.Protection: not protected when BackupRetentionPeriod is 0 (no
+        automated backups, no point-in-time restore); ``differences`` names every backup
+        setting that differs from the replaced instance (when that one can still be read)."""
+        from restorekit.production import Protection
+
+        ident = self.settings.instance_id
+        instance = self._describe_instance(ident)
+        if instance is None:
+            raise ProviderError(f"RDS instance {ident} not found; cannot check its backups",
+                                provider=PROVIDER, operation="resume_protection",
+                                status_code=404)
+        old_id = str((replaced or {}).get("instance_id") or "")
+        old = self._describe_instance(old_id) if old_id and old_id != ident else None
+        differences = []
+        for key, what in _BACKUP_SETTINGS:
+            if old is not None and old.get(key) != instance.get(key):
+                differences.append(f"{what} {old.get(key)} on {old_id}, {instance.get(key)} on "
+                                   f"{ident}")
+        retention = int(instance.get("BackupRetentionPeriod") or 0)
+        if retention <= 0:
+            wanted = int((old or {}).get("BackupRetentionPeriod") or 0) or 7
+            return Protection(
+                protected=False, differences=tuple(differences),
+                detail=f"automated backups are off on RDS instance {ident} (BackupRetentionPeriod "
+                       "0): no point-in-time restore",
+                action=f"`aws rds modify-db-instance --db-instance-identifier {ident} "
+                       f"--backup-retention-period {wanted} --apply-immediately`")
+        latest = _utc(instance.get("LatestRestorableTime"))
+        return Protection(
+            protected=True, first_backup_at=latest, differences=tuple(differences),
+            detail=f"RDS automated backups of {ident}, retention {retention} day(s)"
+                   + ("" if latest else "; its first automated backup is still pending"))
 
     def _refuse_unless_scratch(self, resource: dict[str, Any], what: str, ident: str) -> None:
         tags = _tags(resource)

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
+from restorekit import production
 from restorekit.config import Settings
 from restorekit.errors import (
     CapabilityNotSupported,
@@ -636,3 +637,31 @@ def test_restore_identifiers_are_always_valid_and_deterministic(name: str, targe
     assert 1 <= len(ident) <= 63 and ident[0].isalpha() and "--" not in ident
     assert not ident.endswith("-") and all(c.isascii() and (c.isalnum() or c == "-") for c in ident)
     assert ident == restore_identifier(target, name)
+
+
+def test_adoption_is_recorded_and_protection_checks_the_new_instances_backups(
+    aws, source, make, tmp_path
+) -> None:
+    """Issue 12 part 1: the adopted instance becomes the target's instance (in restorekit's
+    state), and its automated backups are checked: a restore can come up with other settings."""
+    provider, _ = make()
+    restored = provider.restore(RestorePoint.latest(), name="cf-protect")
+    _, record = production.adopt(provider, restored, state_dir=tmp_path, target="t",
+                                 incident="inc-rds")
+    assert record is not None and record.instance_id == restored.handle
+    assert record.replaced == {"instance_id": source.instance_id}
+    adopted, sent = make(instance_id=restored.handle)  # as Settings.target lays the record over
+
+    ok = production.protect(adopted, state_dir=tmp_path, target="t")
+    assert ok.protected and ok.differences == (), ok.line()
+    assert "retention 7 day(s)" in ok.line()
+
+    aws.rds.modify_db_instance(DBInstanceIdentifier=restored.handle, BackupRetentionPeriod=0,
+                               ApplyImmediately=True)
+    bad = production.protect(adopted, state_dir=tmp_path, target="t")
+    line = bad.line()
+    assert not bad.protected
+    assert "BackupRetentionPeriod 0" in line and "--backup-retention-period 7" in line
+    assert f"backup retention (days): 7 on {source.instance_id}, 0 on {restored.handle}" in line
+    assert production.load(tmp_path, "t").protection == bad
+    assert sent.named("ModifyDBInstance") == []  # it says what to do, it changes nothing

@@ -165,6 +165,10 @@ def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
     assert instance["DBParameterGroups"][0]["DBParameterGroupName"] == (
         rds_world.source.parameter_group)
     assert rt.provider.list_scratch() == [] and rds_world.scratch_instances() == []
+    # The adopted instance is the target's instance now (restorekit.toml untouched), its
+    # automated backups checked; later commands act on it.
+    assert rds_world.runtime().provider.settings.instance_id == ident
+    assert report.protection.startswith("Protected again: yes"), report.protection
     names = [s.name for s in report.steps]
     assert names.index("stop application") < names.index("restore to point in time") < (
         names.index("swap connection string")) < names.index("check health")
