@@ -56,6 +56,8 @@ def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, wo
     # A verified snapshot of the affected tables was taken before the repair.
     names = [s.name for s in report.steps]
     assert names.index("snapshot affected tables") < names.index("repair rows")
+    assert names[-1] == "start post-restore watch"  # production changed: watch it
+    assert any(n.startswith("post-restore watch not started") for n in report.notes)
     repo = open_repository(world.runtime().config.repository)
     assert any(s.label.startswith("before-repair-inc-pc-1") and s.verified for s in list_snapshots(repo))
     assert world.runtime().provider.list_scratch() == []
