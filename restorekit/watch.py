@@ -151,8 +151,7 @@ def _ms(value: float | None) -> str:
     return "no answer" if value is None else f"{value:.0f} ms"
 
 
-def _sustained_over(samples: Sequence[Sample], values: Sequence[float | None], limit: float,
-                    run: int) -> int | None:
+def _sustained_over(values: Sequence[float | None], limit: float, run: int) -> int | None:
     """The first index ending ``run`` consecutive values over ``limit`` (None never counts)."""
     streak = 0
     for i, value in enumerate(values):
@@ -190,34 +189,16 @@ def judge(samples: Sequence[Sample], limits: WatchConfig,
         baseline_counts: the critical tables' counts to compare with (the stored baseline's
             ``exact_counts``); a table missing there is compared with its first sample.
     """
-    found: list[Breach] = []
-    run = limits.sustained_samples
-    for kind, values, limit, what in (
-        ("health_latency", [s.health_ms for s in samples], limits.max_health_latency_ms,
-         "the health endpoint"),
-        ("db_latency", [s.db_ms for s in samples], limits.max_db_latency_ms,
-         "connect + SELECT 1"),
-    ):
-        i = _sustained_over(samples, values, limit, run)
-        if i is not None:
-            found.append(Breach(
-                kind=kind, sample=i, at=samples[i].at, value=values[i], limit=limit,  # type: ignore[arg-type]
-                detail=f"{what} took {_ms(values[i])} (limit {limit:g} ms)"
-                + (f" on {run} samples in a row" if run > 1 else "")))
-    for kind, oks, what, last_detail in (
-        ("health_errors", [s.health_ok for s in samples], "health requests",
-         lambda s: s.health_detail),
-        ("db_errors", [s.db_ok for s in samples], "database connections",
-         lambda s: s.db_detail),
-    ):
-        hit = _error_rate_breach(oks, limits)  # type: ignore[arg-type]
-        if hit is not None:
-            i, failures, taken = hit
-            found.append(Breach(
-                kind=kind, sample=i, at=samples[i].at, value=failures / taken,  # type: ignore[arg-type]
-                limit=limits.max_error_rate,
-                detail=f"{failures} of {taken} {what} failed ({failures / taken:.0%}, limit "
-                       f"{limits.max_error_rate:.0%}); last: {last_detail(samples[i])}"))
+    found = [b for b in (
+        _latency(samples, "health_latency", [s.health_ms for s in samples],
+                 limits.max_health_latency_ms, "the health endpoint", limits),
+        _latency(samples, "db_latency", [s.db_ms for s in samples], limits.max_db_latency_ms,
+                 "connect + SELECT 1", limits),
+        _errors(samples, "health_errors", [s.health_ok for s in samples],
+                [s.health_detail for s in samples], "health requests", limits),
+        _errors(samples, "db_errors", [s.db_ok for s in samples],
+                [s.db_detail for s in samples], "database connections", limits),
+    ) if b is not None]
     found += _row_count_drops(samples, limits, baseline_counts or {})
     seen: set[str] = set()
     for i, s in enumerate(samples):
@@ -227,6 +208,29 @@ def judge(samples: Sequence[Sample], limits: WatchConfig,
                 found.append(Breach(kind="integrity", subject=name, sample=i, at=s.at,
                                     detail=f"{name} fails: {detail}"))
     return sorted(found, key=lambda b: b.sample)
+
+
+def _latency(samples: Sequence[Sample], kind: BreachKind, values: Sequence[float | None],
+             limit: float, what: str, limits: WatchConfig) -> Breach | None:
+    run = limits.sustained_samples
+    i = _sustained_over(values, limit, run)
+    if i is None:
+        return None
+    return Breach(kind=kind, sample=i, at=samples[i].at, value=values[i], limit=limit,
+                  detail=f"{what} took {_ms(values[i])} (limit {limit:g} ms)"
+                  + (f" on {run} samples in a row" if run > 1 else ""))
+
+
+def _errors(samples: Sequence[Sample], kind: BreachKind, oks: Sequence[bool | None],
+            details: Sequence[str], what: str, limits: WatchConfig) -> Breach | None:
+    hit = _error_rate_breach(oks, limits)
+    if hit is None:
+        return None
+    i, failures, taken = hit
+    return Breach(kind=kind, sample=i, at=samples[i].at, value=failures / taken,
+                  limit=limits.max_error_rate,
+                  detail=f"{failures} of {taken} {what} failed ({failures / taken:.0%}, limit "
+                         f"{limits.max_error_rate:.0%}); last: {details[i]}")
 
 
 def _row_count_drops(samples: Sequence[Sample], limits: WatchConfig,
