@@ -157,3 +157,29 @@ def test_watch_config_defaults_and_validation() -> None:
 def test_sparkline() -> None:
     assert sparkline([1, None, 8]) == "▁×█"
     assert sparkline([None]) == ""
+
+
+def test_the_sampler_records_an_unreachable_database_and_the_health_answer() -> None:
+    import httpx
+
+    from restorekit.pg.cluster import free_port
+    from restorekit.watch import Sampler
+
+    ticks = iter(x * 0.05 for x in range(100))
+
+    def app(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"ok": False, "database": {
+            "connected": False, "error": "password authentication failed for user app"}})
+
+    with httpx.Client(transport=httpx.MockTransport(app)) as client:
+        sampler = Sampler(f"host=127.0.0.1 port={free_port()} dbname=app user=app "
+                          "password=s3cret", health_url="http://app.test/api/health",
+                          critical_tables=["users"], client=client, timeout_seconds=2,
+                          clock=lambda: next(ticks))
+        s = sampler(12.5, True)
+    assert (s.elapsed_seconds, s.health_ok, s.health_ms) == (12.5, False, pytest.approx(50))
+    assert "database not connected" in s.health_detail
+    assert not s.db_ok and s.db_ms is None and s.row_counts == {}
+    assert "s3cret" not in s.db_detail and s.db_detail.startswith("Postgres")
+    assert not s.integrity_checked  # nothing to check without a connection
+    assert s.row()["health"] == "ERROR" and s.row()["db"] == "ERROR"
