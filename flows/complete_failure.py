@@ -91,6 +91,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         "Redeploy the application, check its health and run its smoke checks; on failure "
         "put the old connection string back, redeploy, and keep the restored database for "
         "forensics.",
+        "Adopt the restored database as production (recorded in restorekit's state, so every "
+        "later command acts on it) and protect it again: backups and WAL archiving resume at "
+        "once (a failure there is reported, it does not undo the restore).",
     ])
     if params.dry_run:
         report.outcome = "dry-run"
