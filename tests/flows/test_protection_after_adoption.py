@@ -166,3 +166,58 @@ def test_a_drill_right_after_scenario_1_passes_on_the_new_production(adopted) ->
     assert result.passed, result.failures
     live = libpq_dsn(EnvFileStore(inst.env_file, key="DIRECT_URL").read().get_secret_value())
     assert f":{production.load(inst.runtime().settings.state_dir, 'production').port}/" in live
+
+
+def test_a_failure_to_protect_keeps_the_restore_and_warns(
+    pg_base_dir: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from restorekit.errors import PostgresError
+    from restorekit.providers.selfhosted import SelfHostedProvider
+
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PROTECT_TEST_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+
+    def stuck(self: SelfHostedProvider) -> production.Protection:
+        raise PostgresError("the archiver has not stored 00000002.history after 120s")
+
+    monkeypatch.setattr(SelfHostedProvider, "resume_protection", stuck)
+    inst = build_installation(pg_base_dir / f"protect-fail-{time.monotonic_ns()}")
+    inst.config.write_text(inst.config.read_text()
+                           + '\n[notify]\nwebhook_url_env = "PROTECT_TEST_WEBHOOK"\n')
+    rt = inst.runtime()
+    rt.app.start()  # type: ignore[union-attr]
+    try:
+        inst.wait_archived()
+        inst.production.stop(mode="immediate")
+        report = complete_failure(CompleteFailureParams(
+            target="production", config=str(inst.config), require_approval=False,
+            incident_id="inc-unprotected"))
+
+        assert report.outcome == "succeeded"
+        assert report.protection.startswith(
+            "Protected again: no — PostgresError: the archiver has not stored"), report.protection
+        assert "do `restorekit backup --target production`" in report.protection
+        assert check_health(rt.health_url(), attempts=5).ok  # the restore stands
+        warning = [t for t in received if "NOT protected again" in t]
+        assert len(warning) == 1 and "archiver has not stored" in warning[0]
+        # Adopted and recorded all the same: a later `restorekit backup` acts on it.
+        record = production.load(rt.settings.state_dir, "production")
+        assert record is not None and record.protection and not record.protection.protected
+    finally:
+        server.shutdown()
+        teardown_installation(inst)
