@@ -56,7 +56,7 @@ RUNBOOK_TASKS = {
     "stop_application", "swap_connection_string", "verify_integrity", "write_report",
     "choose_drill_point", "compare_with_production", "provider_capabilities", "record_drill",
     "restore_in_place", "restore_scratch_from_snapshot", "take_base_backup",
-    "sweep_stale_restores", "run_smoke_checks",
+    "sweep_stale_restores", "run_smoke_checks", "protect_new_production",
 }
 
 
