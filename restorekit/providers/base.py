@@ -85,8 +85,14 @@ class DatabaseProvider(Protocol):
 
     def adopt(self, restored: RestoredDatabase) -> str | None:
         """Mark a restore as the new production: cleanup never removes it afterwards.
-        Returns a note for the operator when configuration must change by hand (Neon: the new
-        branch_id), else None."""
+        Returns a note for the operator when something must be done by hand, else None.
+
+        Optional companions, used by :func:`restorekit.production.adopt` and
+        :func:`restorekit.production.protect` where a provider has them:
+        ``adopted_location(restored) -> dict`` (secret-free fields recorded as the target's
+        production: host/port/data_dir, instance_id, branch_id), ``current_location() -> dict``
+        (what an adoption replaces), and ``resume_protection() -> Protection`` (called on the
+        provider rebuilt from the record: backups and archiving of the new production)."""
         ...
 
     def list_scratch(self) -> list[RestoredDatabase]:
