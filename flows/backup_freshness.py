@@ -3,8 +3,8 @@
 For each target: the age of the newest base backup, the age of the newest archived WAL and the
 source's archiver (``pg_stat_archiver`` failures newer than its last success), judged against
 ``[targets.X.backups]`` and the tier's RPO. An at-risk target notifies and ends the run Failed
-(so the "failed runs" automation alerts as well). Deployed per target (``backup-freshness/<target>``)
-on a schedule much shorter than the RPO.
+(so the "failed runs" automation alerts as well). Deployed per target
+(``backup-freshness/<target>``) on a schedule much shorter than the RPO.
 
 Blast radius: none; read-only queries on production and a listing of the repository.
 """

@@ -27,6 +27,7 @@ from restorekit.errors import RestoreKitError, VerificationFailed
 from restorekit.pg.dsn import redact
 from tasks._runtime import TargetRef
 from tasks.application import run_smoke_checks
+from tasks.backups import check_backup_freshness
 from tasks.database import (
     discard_restored,
     provider_capabilities,
@@ -91,6 +92,10 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
     restored = None
     began = time.monotonic()
     try:
+        # Freshness first: what a failure now would lose, before the restore takes its time.
+        fresh = check_backup_freshness(ref)
+        result.freshness, result.freshness_ok = fresh.lines(), fresh.ok
+        failures.extend(f"backups at risk: {reason}" for reason in fresh.reasons)
         chosen = choose_drill_point(ref, params.point, params.seed)
         result.point = chosen["point"]
         latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None

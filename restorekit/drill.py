@@ -41,6 +41,10 @@ class DrillResult(BaseModel):
     failures: list[str] = Field(default_factory=list)
     restored_database: str = ""
     torn_down: bool = False
+    # Backup freshness at the drill's start (restorekit.freshness): its lines, and whether the
+    # tier's RPO was at risk (None: not checked). At risk fails the drill.
+    freshness: list[str] = Field(default_factory=list)
+    freshness_ok: bool | None = None
 
     def to_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
@@ -60,6 +64,10 @@ class DrillResult(BaseModel):
             "|---|---:|",
             *[f"| {k} | {v:.2f} |" for k, v in self.phases.items()],
         ]
+        if self.freshness:
+            verdict = {True: "ok", False: "AT RISK", None: "not checked"}[self.freshness_ok]
+            lines += ["", f"## Backup freshness: {verdict}", ""]
+            lines += [f"- {line}" for line in self.freshness]
         if self.row_counts:
             lines += ["", "| table | production | restored |", "|---|---:|---:|"]
             lines += [f"| {t} | {c['production']} | {c['restored']} |"

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 _PROGRESS = re.compile(r"^\s*(\d+)/(\d+) kB")
 _START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
 _CHUNK = 1024 * 1024
+_SCAN_SEGMENTS = 8  # newest archived segments read for the last commit
 
 
 def _backup_id(now: datetime) -> str:
@@ -292,23 +293,33 @@ class NativeEngine:
             return RestoreWindow(earliest=None, latest=None)
         first, newest = backups[0], backups[-1]
         segments = [o.key.removeprefix("wal/") for o in self.repo.list("wal/")]
+        segments = [s for s in segments if is_segment(s)]
         make_dir(self.work_dir, None, mode=0o700)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             found = last_commit(
                 self.client,
-                [s for s in segments if is_segment(s)],
+                segments,
                 lambda name, dest: self._fetch_wal(name, dest),
                 Path(tmp),
+                max_segments=_SCAN_SEGMENTS,
             )
         latest_time, latest_lsn = newest.stop_time, newest.stop_lsn
         if found and parse_lsn(found[0]) >= parse_lsn(newest.stop_lsn):
             latest_lsn, latest_time = found[0], max(found[1], newest.stop_time)
+        latest_commit = found[1] if found else None
+        if found is None and len(segments) <= _SCAN_SEGMENTS:
+            # Every archived segment was read and none holds a commit (retention expired the
+            # WAL of the last one, on a quiet database): nothing after the oldest backup changes
+            # the data, so each point of the window is the end of the archive. Saying the last
+            # commit lies at the window's start lets a time target replay to that end instead
+            # of waiting for a commit that never comes ("recovery ended before target").
+            latest_commit = first.stop_time
         return RestoreWindow(
             earliest=first.stop_time,
             latest=latest_time,
             earliest_lsn=first.stop_lsn,
             latest_lsn=latest_lsn,
-            latest_commit=found[1] if found else None,
+            latest_commit=latest_commit,
         )
 
     def _fetch_wal(self, name: str, dest: Path) -> None:

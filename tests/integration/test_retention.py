@@ -94,3 +94,26 @@ def test_retention_expires_old_backups_and_wal_and_the_oldest_kept_backup_still_
         assert got == {1, 2, 3}
     finally:
         provider.discard(restored)
+
+
+def test_a_quiet_database_restores_to_a_time_after_retention_took_the_last_commits_wal(
+    inst: Installation,
+) -> None:
+    """Only a backup taken with no writes after it is kept, so the archive may hold no commit
+    at all: a time in the window is the end of the archive, not "recovery ended before the
+    target" waiting for a commit that was expired."""
+    provider = inst.runtime().provider
+    newest = provider.create_backup("quiet")
+    inst.wait_archived()
+    expire_backups(provider, BackupPolicy(keep_count=1, keep_days=1, pitr_days=0),
+                   datetime.now(UTC) + timedelta(days=10))
+    assert [b.backup_id for b in provider.list_backups()] == [newest.backup_id]
+    window = provider.restore_window()
+    assert window.latest_commit is not None and window.latest_commit <= window.latest
+    restored = provider.restore(RestorePoint.at(window.latest), name="quiet-after-retention")
+    try:
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            got = {r[0] for r in conn.execute("SELECT n FROM retention_marks")}
+        assert got == {1, 2, 3, 4, 5}
+    finally:
+        provider.discard(restored)
