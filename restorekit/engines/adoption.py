@@ -57,6 +57,9 @@ def turn_archiving_on(cluster: LocalCluster, settings: dict[str, object], *, dsn
         PostgresError: the cluster could not be restarted (its log tail is in the message).
     """
     have, _ = current_settings(dsn, list(settings))
+    if have.get("wal_level") == "logical" and settings.get("wal_level") == "replica":
+        # logical includes replica: never take logical decoding away from production.
+        settings = {k: v for k, v in settings.items() if k != "wal_level"}
     if all(have.get(k) == _as_setting(v) for k, v in settings.items()):
         return []
     log.info("turning WAL archiving on for the adopted cluster in %s (restart)", cluster.data_dir)
