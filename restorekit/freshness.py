@@ -125,14 +125,17 @@ def judge_freshness(
     newest_wal: datetime | None,
     archiver: ArchiverStatus | None,
     notes: tuple[str, ...] = (),
+    judge_backups: bool = True,
 ) -> FreshnessReport:
-    """Judge the three signals (pure: ``now`` is given)."""
+    """Judge the three signals (pure: ``now`` is given). ``judge_backups=False`` for providers
+    that protect the database continuously themselves (RDS, Neon, Supabase): their base
+    backups are reported, and the RPO is judged by the newest restorable point alone."""
     max_backup, max_wal = limits
     reasons: list[str] = []
     extra = list(notes)
-    if newest_backup is None:
+    if judge_backups and newest_backup is None:
         reasons.append("there is no base backup: run the backup flow")
-    elif now - newest_backup > max_backup:
+    elif judge_backups and newest_backup is not None and now - newest_backup > max_backup:
         reasons.append(f"the newest base backup is {_human(now - newest_backup)} old, more "
                        f"than {_human(max_backup)}: is the backup schedule running?")
     if archiver is not None:
@@ -214,11 +217,15 @@ def check_freshness(
     """Gather the signals from ``provider`` (and the source, when ``source_dsn`` answers) and
     judge them. An unreachable source is a note, not a reason: the drill and the restore
     flows say loudly when production is down."""
+    selfhosted = getattr(provider, "kind", "") == "selfhosted"
     backups = provider.list_backups()
     newest_backup = max((b.stop_time for b in backups), default=None)
     archiver = None
     notes: list[str] = []
-    if source_dsn is not None and getattr(provider, "kind", "") == "selfhosted":
+    if not selfhosted:
+        notes.append(f"{getattr(provider, 'kind', 'the provider')} takes its own backups: the "
+                     "newest restorable point is what is judged")
+    if source_dsn is not None and selfhosted:
         try:
             archiver = read_archiver(source_dsn)
         except psycopg.Error as exc:
@@ -226,7 +233,7 @@ def check_freshness(
                          f"{type(exc).__name__})")
     return judge_freshness(target, now=now, limits=policy.freshness_limits(rpo),
                            newest_backup=newest_backup, newest_wal=newest_archived_wal(provider),
-                           archiver=archiver, notes=tuple(notes))
+                           archiver=archiver, notes=tuple(notes), judge_backups=selfhosted)
 
 
 __all__ = ["ArchiverStatus", "FreshnessReport", "check_freshness", "judge_freshness",

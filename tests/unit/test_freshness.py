@@ -84,3 +84,10 @@ def test_pgbackrest_retention_maps_the_policy(tmp_path: Path) -> None:
                               repo_retention_full_type=kind)
     conf = engine.config_file.read_text()
     assert "repo1-retention-full=30\n" in conf and "repo1-retention-full-type=time\n" in conf
+
+
+def test_a_cloud_provider_is_judged_by_its_newest_restorable_point() -> None:
+    report = judge(newest_backup=None, archiver=None, judge_backups=False)
+    assert report.ok
+    assert not judge(newest_backup=None, archiver=None, judge_backups=False,
+                     newest_wal=NOW - timedelta(hours=2)).ok
