@@ -26,17 +26,15 @@ from tasks.database import (
     take_base_backup,
 )
 
+#: How long retention waits while another restorekit run holds the target; then it is skipped
+#: until the next backup (the backup itself is never held up).
+RETENTION_LOCK_WAIT_SECONDS = 600.0
+
 
 class BackupParams(BaseModel):
     target: str = Field(description="Target name from restorekit.toml.")
     label: str = Field(default="", description="Why, e.g. 'before migration 42'.")
     config: str | None = Field(default=None, description="Path of restorekit.toml.")
-    apply_retention: bool = Field(
-        default=True, description="After the backup, remove what the [backups] policy expires.")
-    lock_wait_seconds: float = Field(
-        default=600, ge=0,
-        description="How long retention waits while another restorekit run holds the target "
-                    "(then it is skipped until the next backup).")
 
 
 @flow(name="backup", log_prints=True)
@@ -51,10 +49,10 @@ def backup(params: BackupParams) -> dict[str, object]:
         taken = {"snapshot_id": snap["snapshot_id"], "location": snap["location"],
                  "size_bytes": snap["size_bytes"], "label": snap["label"], "kind": "logical"}
     capture_baseline(ref)
-    if params.apply_retention and "backup_id" in taken:
+    if "backup_id" in taken:
         # Only with the target to itself: a restore in progress may be reading an old backup.
         try:
-            with one_run_per_target(params.target, params.lock_wait_seconds,
+            with one_run_per_target(params.target, RETENTION_LOCK_WAIT_SECONDS,
                                     lock_dir(params.config)):
                 taken["retention"] = expire_old_backups(ref)
         except SafetyError as exc:

@@ -242,6 +242,32 @@ def snapshot(
 
 
 @app.command()
+def prune(
+    target: TargetOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the target's [backups] retention now: remove base backups and archived WAL the
+    policy no longer keeps (never the newest keep_count, never WAL a kept backup needs). The
+    backup flow does this after every scheduled backup; do not run it while a restore of this
+    target is reading an old backup."""
+    from datetime import UTC, datetime
+
+    from restorekit.retention import expire_backups
+
+    settings = _settings(config)
+    policy = settings.target(target).backups
+    said = expire_backups(_provider(settings, target), policy, datetime.now(UTC),
+                          dry_run=dry_run)
+    t = _table(title=f"Retention of {target}")
+    t.add_column("result")
+    t.add_row(said)
+    _emit({"target": target, "dry_run": dry_run, "result": said,
+           "policy": policy.model_dump()}, as_json, t)
+
+
+@app.command()
 def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Remove scratch clusters that earlier (failed or killed) runs left behind for this target,
     stopping their PostgreSQL servers. Never removed: a restore adopted as production, the one

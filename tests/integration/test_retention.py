@@ -117,3 +117,34 @@ def test_a_quiet_database_restores_to_a_time_after_retention_took_the_last_commi
         assert got == {1, 2, 3, 4, 5}
     finally:
         provider.discard(restored)
+
+
+def test_restorekit_prune_says_what_it_would_remove_and_then_removes_it(
+    inst: Installation,
+) -> None:
+    import json
+    import subprocess
+
+    from fixtures.cli import CLI
+
+    config = inst.config.parent / "prune.toml"
+    config.write_text(inst.config.read_text().replace(
+        "[targets.production.app]",
+        "[targets.production.backups]\nkeep_count = 1\nkeep_days = 0.00001\npitr_days = 0\n\n"
+        "[targets.production.app]"))
+    provider = inst.runtime().provider
+    newest = provider.create_backup("prune")
+    before = [b.backup_id for b in provider.list_backups()]
+    assert len(before) >= 2
+
+    def prune(*extra: str) -> dict:
+        done = subprocess.run([*CLI, "prune", "-t", "production", "-c", str(config), "--json",
+                               *extra], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    planned = prune("--dry-run")
+    assert planned["result"].startswith(f"would keep 1 backup(s), expire {len(before) - 1}")
+    assert [b.backup_id for b in provider.list_backups()] == before
+    assert prune()["result"].startswith(f"keep 1 backup(s), expire {len(before) - 1}")
+    assert [b.backup_id for b in provider.list_backups()] == [newest.backup_id]
