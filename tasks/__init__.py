@@ -8,6 +8,7 @@ from tasks.application import (
     run_smoke_checks,
     stop_application,
 )
+from tasks.backups import check_backup_freshness, expire_old_backups
 from tasks.connection import swap_connection_string
 from tasks.data import (
     find_integrity_issues,
@@ -37,6 +38,8 @@ from tasks.reporting import notify, write_report
 __all__ = [
     "adopt_restored",
     "capture_baseline",
+    "check_backup_freshness",
+    "expire_old_backups",
     "check_health",
     "choose_drill_point",
     "compare_with_production",

@@ -57,6 +57,7 @@ RUNBOOK_TASKS = {
     "choose_drill_point", "compare_with_production", "provider_capabilities", "record_drill",
     "restore_in_place", "restore_scratch_from_snapshot", "take_base_backup",
     "sweep_stale_restores", "run_smoke_checks", "protect_new_production",
+    "expire_old_backups", "check_backup_freshness",
 }
 
 
