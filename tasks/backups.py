@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from restorekit import freshness, retention
+from restorekit.errors import ConfigError
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
@@ -39,7 +40,7 @@ def check_backup_freshness(ref: TargetRef) -> freshness.FreshnessReport:
     _, rpo = rt.settings.objectives(rt.config.tier)
     try:
         source: str | None = rt.config.resolve_dsn()
-    except Exception:  # noqa: BLE001 - no DSN at hand: judge the repository alone
+    except ConfigError:  # dsn_env not set here: judge the repository alone
         source = None
     report = freshness.check_freshness(ref.target, rt.provider, rt.config.backups, rpo,
                                        now=datetime.now(UTC), source_dsn=source)
