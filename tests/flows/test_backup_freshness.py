@@ -82,3 +82,24 @@ def test_freshness_ok_then_a_stalled_archive_fails_the_check_and_the_drill(
     inst.wait_archived()
     (report,) = backup_freshness(BackupFreshnessParams(config=config))
     assert report.ok, report.reasons  # the old failure predates the last success
+
+
+def test_the_backup_flow_applies_retention_after_a_successful_backup(
+    prefect_server: str, inst: Installation
+) -> None:
+    from flows.backup import BackupParams, backup
+
+    config = inst.config.parent / "keep-one.toml"
+    config.write_text(inst.config.read_text().replace(
+        "[targets.production.app]",
+        "[targets.production.backups]\nkeep_count = 1\nkeep_days = 0.00001\npitr_days = 0\n\n"
+        "[targets.production.app]"))
+    provider = inst.runtime().provider
+    before = len(provider.list_backups())
+    taken = backup(BackupParams(target="production", config=str(config), label="scheduled"))
+    assert taken["retention"].startswith(f"keep 1 backup(s), expire {before}"), taken
+    (kept,) = provider.list_backups()
+    assert kept.backup_id == taken["backup_id"] and kept.label == "scheduled"
+    inst.wait_archived()
+    (report,) = backup_freshness(BackupFreshnessParams(config=str(config)))
+    assert report.ok, report.reasons
