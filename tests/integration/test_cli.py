@@ -169,7 +169,10 @@ def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(world) 
     assert drills[TARGET]["torn_down"] is True
     assert drills["empty"]["passed"] is False
     assert any("no backup to restore from" in f for f in drills["empty"]["failures"])
-    assert any(line.startswith("error: empty: RestorePointError: no backup")
+    # One line per failed target, naming every failure (freshness first, then the restore).
+    assert any(line.startswith("error: empty: ")
+               and "RestorePointError: no backup to restore from" in line
+               and "there is no base backup" in line
                for line in result.stderr.splitlines()), result.stderr
     assert "telemetry" not in result.stderr
     assert world["provider"].list_scratch() == []
