@@ -110,11 +110,9 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         rec.add_checks(verified)
     except BaseException as exc:
         # Nothing was swapped: bring the application back exactly as it was.
-        rec.step("resume application", resume_application, ref, app_state)
-        back = ("The application was started again as it was, on its old connection string "
-                "(nothing was swapped).")
-        report.notes.append(back)
-        exc.add_note(back)
+        _put_application_back(rec, ref, app_state, exc, (
+            "The application was started again as it was, on its old connection string "
+            "(nothing was swapped)."))
         raise
     with transaction():
         rec.step("swap connection string", swap_connection_string, ref, restored)
@@ -177,11 +175,9 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
         rec.step("restore in place", restore_in_place, ref, params.restore_point, snapshot)
     except RestoreNotStarted as exc:
         # The provider refused before sending anything (a paused project): nothing changed.
-        rec.step("resume application", resume_application, ref, app_state)
-        back = ("The provider refused to start the restore (nothing was sent; the database is "
-                "as it was); the application was started again as it was.")
-        report.notes.append(back)
-        exc.add_note(back)
+        _put_application_back(rec, ref, app_state, exc, (
+            "The provider refused to start the restore (nothing was sent; the database is "
+            "as it was); the application was started again as it was."))
         raise
     verified = rec.step("verify integrity", verify_integrity, ref, None)
     rec.add_checks(verified)
@@ -191,3 +187,11 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
     rec.step("capture baseline", capture_baseline, ref)
     report.notes.append(rec.step("start post-restore watch", start_post_restore_watch, ref,
                                  f"complete-failure {rec.incident_key}"))
+
+
+def _put_application_back(rec: Recorder, ref: TargetRef, app_state: object,
+                          exc: BaseException, why: str) -> None:
+    """Start the application again as it was, and say so in the report and on the error."""
+    rec.step("resume application", resume_application, ref, app_state)
+    rec.report.notes.append(why)
+    exc.add_note(why)

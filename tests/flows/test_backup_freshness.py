@@ -10,24 +10,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.world import installation
 
 from flows.backup_freshness import BackupFreshnessParams, BackupsAtRisk, backup_freshness
 from flows.restore_drill import DrillFailed, RestoreDrillParams, restore_drill
 from restorekit import drill
-from restorekit.demo import Installation, build_installation, teardown_installation
+from restorekit.demo import Installation
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def inst(pg_base_dir: Path) -> Iterator[Installation]:
-    installation = build_installation(pg_base_dir / f"freshness-{time.monotonic_ns()}",
-                                      scale=0.01)
-    yield installation
-    provider = installation.runtime().provider
-    for restored in provider.list_scratch():
-        provider.discard(restored)
-    teardown_installation(installation)
+    with installation(pg_base_dir, "freshness", scale=0.01) as built:
+        yield built
 
 
 def set_archive_command(inst: Installation, command: str | None) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.world import installation
 
 from restorekit.config import BackupPolicy
-from restorekit.demo import Installation, build_installation, teardown_installation
+from restorekit.demo import Installation
 from restorekit.models import RestorePoint, parse_lsn
 from restorekit.retention import expire_backups, segment_number
 
@@ -30,13 +31,8 @@ def mark(inst: Installation, n: int) -> datetime:
 @pytest.fixture(scope="module")
 def inst(pg_base_dir: Path) -> Iterator[Installation]:
     """Backups B0 (the initial one), B1, B2, B3 with marks 1..5 between them, all archived."""
-    installation = build_installation(pg_base_dir / f"retention-{time.monotonic_ns()}",
-                                      scale=0.01)
-    yield installation
-    provider = installation.runtime().provider
-    for restored in provider.list_scratch():
-        provider.discard(restored)
-    teardown_installation(installation)
+    with installation(pg_base_dir, "retention", scale=0.01) as built:
+        yield built
 
 
 def test_retention_expires_old_backups_and_wal_and_the_oldest_kept_backup_still_restores(
