@@ -285,6 +285,14 @@ def stop_demo(state_dir: Path, console: Console) -> None:
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
         pid_file.unlink()
     config = state_dir / "install" / "restorekit.toml"
+    secrets_file = state_dir / "install" / "restorekit.env"
+    if secrets_file.exists():
+        # restorekit's DSN was in the demo process's environment only: a later `--stop` (a
+        # new process) reads it back from the 0600 file the demo wrote for that.
+        for line in secrets_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                os.environ.setdefault(key.strip(), shlex.split(value)[0] if value else "")
     if config.exists():
         inst = Installation(root=state_dir / "install", config=config,
                             production=LocalCluster(data_dir=state_dir / "install" / "production",
@@ -301,6 +309,54 @@ def _show(out: Console, report: object) -> None:
     out.print(Markdown(report.to_markdown()))  # type: ignore[attr-defined]
 
 
+#: The demo's post-restore watch: a few samples, not the half hour a real one takes.
+DEMO_WATCH_MINUTES = 0.1
+DEMO_WATCH_INTERVAL = 1.0
+
+
+def _drill(inst: Installation, out: Console) -> None:
+    """Run the restore-drill flow once and print its report; a failed drill is printed, not
+    raised (the demo goes on to the watch)."""
+    from flows.restore_drill import RestoreDrillParams, restore_drill
+    from restorekit import drill
+    from restorekit.pg.dsn import redact
+
+    try:
+        results = restore_drill(RestoreDrillParams(targets=["production"],
+                                                   config=str(inst.config)))
+    except Exception as exc:  # noqa: BLE001 - the demo shows a failed drill, too
+        history = drill.load_history(inst.runtime().settings.state_dir, "production")
+        if history:
+            _show(out, drill.DrillResult.model_validate(history[-1]))
+        out.print(f"[bold red]Restore drill failed[/]: {redact(str(exc))}")
+        return
+    for result in results:
+        _show(out, result)
+
+
+def _watch(inst: Installation, out: Console) -> None:
+    """Run the post-restore-watch flow for a short window and print its summary; a breach is
+    printed, not raised."""
+    from flows.post_restore_watch import PostRestoreWatchParams, post_restore_watch
+    from restorekit.pg.dsn import redact
+    from restorekit.watch import WatchBreached
+
+    params = PostRestoreWatchParams(target="production", config=str(inst.config),
+                                    window_minutes=DEMO_WATCH_MINUTES,
+                                    interval_seconds=DEMO_WATCH_INTERVAL, started_by="the demo")
+    try:
+        report = post_restore_watch(params)
+    except WatchBreached as exc:
+        _show(out, exc.report)
+        out.print(f"[bold red]Post-restore watch breached[/]: {exc.report.summary()}")
+        return
+    except Exception as exc:  # noqa: BLE001 - the demo goes on
+        out.print(f"[bold red]Post-restore watch failed[/]: {redact(str(exc))}")
+        return
+    _show(out, report)
+    out.print(f"[bold green]Post-restore watch[/]: {report.summary()}")
+
+
 def run_demo(state_dir: Path, *, scale: float, ui: bool, console: Console, out: Console) -> None:
     if state_dir.exists():
         stop_demo(state_dir, console)
@@ -313,12 +369,16 @@ def run_demo(state_dir: Path, *, scale: float, ui: bool, console: Console, out: 
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
     # Without a server, Prefect starts an ephemeral one (it inherits these settings): like the
     # --ui server, it sends no telemetry (offline it would log "Failed to send telemetry").
-    updates = {PREFECT_API_URL: api_url} if api_url else {PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    # On a first run it creates its database first, which takes longer than Prefect's 20 s.
+    updates = {PREFECT_API_URL: api_url} if api_url else {
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}
     with temporary_settings(updates=updates):
         _scenarios(state_dir, scale=scale, console=console, out=out,
                    ui_url=api_url.removesuffix("/api") if api_url else None)
@@ -376,6 +436,17 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
     health = check_health(rt.health_url() or "", attempts=10)
     out.print(f"[bold green]App healthy on the restored database[/]: {health.ok}, "
               f"latency {health.latency_ms} ms")
+
+    console.rule("Restore drill")
+    console.print("The weekly drill: restore the latest point into a scratch cluster, verify "
+                  "it, compare it with production, measure RTO and RPO, tear it down")
+    _drill(inst, out)
+
+    console.rule("Post-restore watch")
+    console.print(f"Watching the restored production for {DEMO_WATCH_MINUTES * 60:.0f} s "
+                  f"(a real watch: 30 min) every {DEMO_WATCH_INTERVAL:g} s: health, database "
+                  "latency, row counts, foreign keys")
+    _watch(inst, out)
     if ui_url:
         out.print(f"\n[bold]Prefect UI[/]: {ui_url}  (flow runs, task timelines, report artifacts)")
     if inst.dsn_env:
