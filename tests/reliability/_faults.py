@@ -30,6 +30,7 @@ import psycopg
 
 from restorekit.demo import Installation, build_installation
 from restorekit.pg.checksum import database_checksums
+from restorekit.pg.dsn import libpq_dsn
 
 _ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
                b"<Message>injected by the test proxy</Message></Error>")
@@ -290,8 +291,11 @@ def build_s3_world(root: Path, repo_url: str) -> Installation:
 
 
 def checksums(dsn: str) -> dict[str, str]:
-    """Every table's content checksum (restorekit.pg.checksum), in one consistent snapshot."""
-    with psycopg.connect(dsn) as conn:
+    """Every table's content checksum (restorekit.pg.checksum), in one consistent snapshot.
+
+    ``dsn`` may be the application's own URL (Prisma's ``schema``, ``connection_limit``, ...
+    in its query, which libpq refuses): those options are left out, as restorekit does."""
+    with psycopg.connect(libpq_dsn(dsn)) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         return database_checksums(conn)
 

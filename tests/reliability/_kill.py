@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from restorekit.pg.checksum import database_checksums
+from restorekit.pg.dsn import libpq_dsn
 from restorekit.processes import is_zombie, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +202,9 @@ def flow_run_state(flow_run_id: Any) -> Any:
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 def checksums(dsn: str) -> dict[str, str]:
-    with psycopg.connect(dsn) as conn:
+    """Every table's checksum in one snapshot; ``dsn`` may be the application's own URL (its
+    Prisma options are left out, as restorekit does: libpq refuses them)."""
+    with psycopg.connect(libpq_dsn(dsn)) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         return database_checksums(conn)
 

@@ -144,6 +144,8 @@ def cf_world(pg_base_dir: Path, prefect_server: str) -> Any:
     capture_baseline.fn(TargetRef(target="production", config=str(world.config)))
     world.before = checksums(world.app_dsn)
     world.dead_dsn = app_dsn(world)
+    # Every key of the app's connection (Prisma's DATABASE_URL and DIRECT_URL move together).
+    world.dead_urls = dict(rt.store.read_all())
     world.production.stop(mode="immediate")  # the complete failure
     yield world
     teardown_world(world)
@@ -164,7 +166,7 @@ def test_complete_failure_killed(cf_world: Any, prefect_server: str, point: str,
     world = cf_world
     rt = world.runtime()
     # Every point starts from the failure: the app points at the dead database and runs.
-    EnvFileStore(world.env_file).write(_secret(world.dead_dsn))
+    rt.store.write_all(world.dead_urls)
     rt.app.start()
     incident = f"kill-cf-{point}"
     name = restore_name("cf", incident)
@@ -208,12 +210,6 @@ def test_complete_failure_killed(cf_world: Any, prefect_server: str, point: str,
     # The restores of earlier points are production-adopted: nothing was swept, nothing lost.
     assert rt.provider.list_scratch() == []
     _stop_adopted(world, keep=name)
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)
 
 
 def _stop_adopted(world: Any, keep: str) -> None:
@@ -499,10 +495,9 @@ def test_next_run_sweeps_stale_scratch_of_other_incidents_and_never_production(
     provider.adopt(adopted)
     in_use = provider.restore(RestorePoint.parse(pc_point), name=restore_name("cf", "sweep-in-use"))
     by_hand = provider.restore(RestorePoint.parse(pc_point), name="production-by-hand")
-    original_dsn = app_dsn(world)
-    store = EnvFileStore(world.env_file)
+    original = dict(rt.store.read_all())
     try:
-        store.write(in_use.dsn)
+        rt.store.write_all({key: in_use.dsn for key in rt.store.keys})  # as a swap moves them
         # Dry run: the plan names what would be swept, and nothing is touched.
         dry = partial_corruption(PartialCorruptionParams(
             target="production", config=str(world.config), require_approval=False,
@@ -517,7 +512,7 @@ def test_next_run_sweeps_stale_scratch_of_other_incidents_and_never_production(
                                         [restore_name("pc", "sweep-b")])
         assert swept == [stale]
     finally:
-        store.write(_secret(original_dsn))
+        rt.store.write_all(original)
     assert not alive(stale_pid), "the stale scratch server was not stopped"
     assert marker(world, stale) is None
     for kept in (adopted, in_use, by_hand):
@@ -564,15 +559,14 @@ def test_cleanup_stops_a_killed_restore_and_keeps_what_the_app_uses(
     from restorekit.models import RestorePoint
 
     in_use = rt.provider.restore(RestorePoint.latest(), name=restore_name("cf", "cleanup-in-use"))
-    original_dsn = app_dsn(world)
-    store = EnvFileStore(world.env_file)
-    store.write(in_use.dsn)
+    original = dict(rt.store.read_all())
+    rt.store.write_all({key: in_use.dsn for key in rt.store.keys})  # as a swap moves them
     try:
         out = subprocess.run([*CLI, "cleanup", "-c", str(world.config), "-t", "production",
                               "--json"], capture_output=True, text=True, timeout=180,
                              env={k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"})
     finally:
-        store.write(_secret(original_dsn))
+        rt.store.write_all(original)
     assert out.returncode == 0, out.stderr
     data_out = json.loads(out.stdout)
     assert str(rt.provider.restore_root / name) in data_out["removed"]
