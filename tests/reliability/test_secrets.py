@@ -62,7 +62,8 @@ from reliability._secrets import (
     sqlite_rows,
 )
 from fixtures.cli import CLI
-from restorekit.demo import APP_ROLE
+from restorekit.demo import APP_ROLE, APP_URL_OPTIONS
+from restorekit.sinks.envfile import quote_value
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +74,12 @@ VERCEL_TOKEN_ENV = "RK_SECRETS_VERCEL_TOKEN"
 
 def canary(kind: str) -> str:
     return f"{kind}-CANARY-{uuid.uuid4().hex}"
+
+
+def app_env(url: str) -> str:
+    """An env file holding ``url`` in every key of the app's connection, in Prisma's form (as
+    restorekit.demo writes it): the config's ``keys`` move together, none may be missing."""
+    return "".join(f"{key}={quote_value(url + query)}\n" for key, query in APP_URL_OPTIONS.items())
 
 
 @dataclass
@@ -198,8 +205,10 @@ def recorded(prefect_server: str, world: Any, pg_base_dir: Path,
     text = text.replace("[targets.production]", f'[notify]\nwebhook_url_env = "{SLACK_ENV}"\n\n'
                         "[targets.production]", 1)
     config.write_text(text)
-    world.env_file.write_text("DATABASE_URL=" + world.production.url(
-        "app", user=APP_ROLE, password=rec.canaries["app db password"]) + "\n")
+    # Both keys of the app's connection (Prisma's pooled DATABASE_URL and its DIRECT_URL, as
+    # the world writes them), each with the canary password.
+    world.env_file.write_text(app_env(world.production.url(
+        "app", user=APP_ROLE, password=rec.canaries["app db password"])))
     rec.secret_stores.append(world.env_file)
     env_vars = {world.dsn_env: secret_dsn,
                 SLACK_ENV: (f"http://127.0.0.1:{receiver.server_port}/hooks/"
@@ -335,8 +344,8 @@ def _run_flows(rec: Recorded, world: Any, tmp: Path) -> None:
     assert report.outcome == "succeeded", report.error
     # A role that does not exist, with the canary password in its DSN.
     wrong_env = tmp / "wrong.env"
-    wrong_env.write_text(f"DATABASE_URL=postgresql://no_such_role:{rec.canaries['db password']}"
-                         f"@127.0.0.1:{world.production.port}/app\n")
+    wrong_env.write_text(app_env(f"postgresql://no_such_role:{rec.canaries['db password']}"
+                                 f"@127.0.0.1:{world.production.port}/app"))
     rec.secret_stores.append(wrong_env)
     wrong_cfg = tmp / "wrong.toml"
     wrong_cfg.write_text(world.config.read_text().replace(
