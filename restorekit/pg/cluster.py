@@ -355,12 +355,18 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
         assert row is not None
         segment = str(row[0])
         deadline = time.monotonic() + timeout
+        seen: tuple[object, ...] = ()
         while time.monotonic() < deadline:
-            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if last and last[0] and last[0] >= segment:
+            seen = conn.execute(
+                "SELECT last_archived_wal, failed_count, last_failed_wal, last_failed_time "
+                "FROM pg_stat_archiver").fetchone() or ()
+            # The 24-character segment part: a .backup or .partial file names its segment.
+            if seen and seen[0] and str(seen[0])[:24] >= segment:
                 return segment
             time.sleep(0.05)
+    archived, failed, failed_wal, failed_at = (list(seen) + [None] * 4)[:4]
     raise PostgresError(
-        f"WAL segment {segment} was not archived within {timeout:.0f}s; see "
-        "pg_stat_archiver.last_failed_wal and the archive_command"
+        f"WAL segment {segment} was not archived within {timeout:.0f}s (pg_stat_archiver: last "
+        f"archived {archived}, {failed} failure(s), last failed {failed_wal} at {failed_at}); "
+        "check the archive_command and the server log"
     )

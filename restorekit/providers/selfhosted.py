@@ -351,7 +351,8 @@ class SelfHostedProvider:
         if self.engine.name == "pgbackrest":
             self.engine.check()  # stanza-create (idempotent) and an archive round trip
         backup = self.create_backup("first after adoption")
-        switch_wal_and_wait_archived(self.source.dsn, timeout=120)
+        # The archiver retries a failed push after a minute: give it a few rounds.
+        switch_wal_and_wait_archived(self.source.dsn, timeout=300)
         return Protection(
             protected=True, first_backup_at=backup.stop_time, backup_id=backup.backup_id,
             detail=f"WAL archived by {self.engine.name} on timeline {timeline}")
