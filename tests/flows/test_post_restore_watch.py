@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from prefect import flow
 
+from fixtures.webhook import slack_webhook
 from flows.post_restore_watch import PostRestoreWatchParams, post_restore_watch
 from restorekit.watch import WatchBreached
 from tasks._runtime import TargetRef
@@ -32,22 +33,9 @@ def serve(handler: type[BaseHTTPRequestHandler]):
 
 @pytest.fixture
 def alerts(monkeypatch):
-    """A Slack-compatible webhook on loopback that records the texts it is sent."""
-    received: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = serve(Handler)
-    monkeypatch.setenv("WATCH_TEST_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    yield received
-    server.shutdown()
+    """The texts a Slack-compatible webhook on loopback is sent ($WATCH_TEST_WEBHOOK)."""
+    with slack_webhook(monkeypatch, "WATCH_TEST_WEBHOOK") as received:
+        yield received
 
 
 def watch_config(world, tmp_path: Path, *, health_url: str | None = None, **limits: float) -> str:

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from fixtures.cli import CLI
+from fixtures.webhook import slack_webhook
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit import production
@@ -168,29 +169,21 @@ def test_a_drill_right_after_scenario_1_passes_on_the_new_production(adopted) ->
     assert f":{production.load(inst.runtime().settings.state_dir, 'production').port}/" in live
 
 
-def test_a_failure_to_protect_keeps_the_restore_and_warns(
-    pg_base_dir: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@pytest.fixture
+def protect_alerts(monkeypatch: pytest.MonkeyPatch):
+    """The texts a Slack-compatible webhook on loopback is sent ($PROTECT_TEST_WEBHOOK)."""
+    with slack_webhook(monkeypatch, "PROTECT_TEST_WEBHOOK") as received:
+        yield received
 
+
+def test_a_failure_to_protect_keeps_the_restore_and_warns(
+    pg_base_dir: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch,
+    protect_alerts: list[str],
+) -> None:
     from restorekit.errors import PostgresError
     from restorekit.providers.selfhosted import SelfHostedProvider
 
-    received: list[str] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("PROTECT_TEST_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    received = protect_alerts
 
     def stuck(self: SelfHostedProvider) -> production.Protection:
         raise PostgresError("the archiver has not stored 00000002.history after 120s")
@@ -219,5 +212,4 @@ def test_a_failure_to_protect_keeps_the_restore_and_warns(
         record = production.load(rt.settings.state_dir, "production")
         assert record is not None and record.protection and not record.protection.protected
     finally:
-        server.shutdown()
         teardown_installation(inst)

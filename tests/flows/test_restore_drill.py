@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from flows.backup import BackupParams, backup
 from flows.restore_drill import DrillFailed, RestoreDrillParams, restore_drill
+from fixtures.webhook import slack_webhook
 from restorekit import drill
 
 pytestmark = pytest.mark.slow
@@ -18,25 +16,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def webhook_receiver(monkeypatch):
-    """A Slack-compatible webhook on loopback that records what it is sent."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("DRILL_TEST_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    yield received
-    server.shutdown()
+    """The texts a Slack-compatible webhook on loopback is sent ($DRILL_TEST_WEBHOOK)."""
+    with slack_webhook(monkeypatch, "DRILL_TEST_WEBHOOK") as received:
+        yield received
 
 
 def scratch_dirs(world) -> list[Path]:
@@ -87,7 +69,7 @@ webhook_url_env = "DRILL_TEST_WEBHOOK"
     with pytest.raises(DrillFailed, match="impossible"):
         restore_drill(RestoreDrillParams(config=str(config), point="random", seed=7))
     assert scratch_dirs(world) == []
-    texts = [m["text"] for m in webhook_receiver]
+    texts = webhook_receiver
     assert any("drill of production started" in t for t in texts)
     assert any("drill of production FAILED" in t and "impossible" in t for t in texts)
     history = drill.load_history(world.runtime().settings.state_dir, "production")
