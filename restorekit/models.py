@@ -54,6 +54,12 @@ class RestorePoint:
     kind: PointKind
     time: datetime | None = None
     value: str | None = None
+    #: False for ``before-xid:N``: the state just before transaction N committed, with
+    #: everything committed before it (recovery_target_inclusive = off).
+    inclusive: bool = True
+    #: Where N's COMMIT record lies, when known (a point found in the WAL): picks the newest
+    #: base backup that ends before it. Not part of the point's text or identity.
+    commit_lsn: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind is PointKind.TIME:
@@ -76,6 +82,10 @@ class RestorePoint:
                 parse_lsn(self.value)
             if self.kind is PointKind.XID and not (self.value.isascii() and self.value.isdigit()):
                 raise RestorePointError(f"xid must be a number, got {self.value!r}")
+        if not self.inclusive and self.kind is not PointKind.XID:
+            raise RestorePointError("only an xid restore point can be exclusive (before-xid:N)")
+        if self.commit_lsn is not None:
+            parse_lsn(self.commit_lsn)
 
     @classmethod
     def latest(cls) -> RestorePoint:
@@ -86,12 +96,19 @@ class RestorePoint:
         return cls(PointKind.TIME, time=when)
 
     @classmethod
+    def before_xid(cls, xid: int | str, *, commit_lsn: str | None = None) -> RestorePoint:
+        """Just before transaction ``xid`` committed: what a found damage is undone to."""
+        return cls(PointKind.XID, value=str(xid), inclusive=False, commit_lsn=commit_lsn)
+
+    @classmethod
     def parse(cls, text: str) -> RestorePoint:
         """Parse the CLI / UI form of a restore point.
 
         Accepted: ``latest``, ``immediate``, an ISO-8601 timestamp with a timezone,
-        ``lsn:0/3000060`` (or a bare LSN), ``xid:1234``, ``name:before-migration``,
-        ``backup:<backup id>``.
+        ``lsn:0/3000060`` (or a bare LSN), ``xid:1234`` (up to and including its commit),
+        ``before-xid:1234`` (everything committed before it), ``name:before-migration``,
+        ``backup:<backup id>``. ``auto`` is not a point: the flows find one
+        (restorekit.damage) before parsing.
         """
         raw = (text or "").strip()
         if not raw:
@@ -101,7 +118,12 @@ class RestorePoint:
             return cls.latest()
         if lowered == "immediate":
             return cls(PointKind.IMMEDIATE)
+        if lowered == "auto":
+            raise RestorePointError(
+                "'auto' is found by the flow (a WAL scan), not parsed: this path takes a point")
         prefix, sep, rest = raw.partition(":")
+        if sep and prefix.lower() == "before-xid":
+            return cls(PointKind.XID, value=rest.strip(), inclusive=False)
         if sep and prefix.lower() in ("lsn", "xid", "name", "backup"):
             return cls(PointKind(prefix.lower()), value=rest.strip())
         if _LSN_RE.match(raw):
@@ -111,13 +133,15 @@ class RestorePoint:
         except ValueError:
             raise RestorePointError(
                 f"cannot read restore point {raw!r}: expected 'latest', an ISO-8601 timestamp "
-                "with a timezone, lsn:X/Y, xid:N, name:NAME or backup:ID"
+                "with a timezone, lsn:X/Y, xid:N, before-xid:N, name:NAME or backup:ID"
             ) from None
         return cls.at(when)
 
     def __str__(self) -> str:
         if self.kind is PointKind.TIME and self.time is not None:
             return self.time.astimezone(UTC).isoformat()
+        if not self.inclusive:
+            return f"before-xid:{self.value}"
         if self.value is not None:
             return f"{self.kind.value}:{self.value}"
         return self.kind.value

@@ -57,6 +57,14 @@ class BackupEngine(Protocol):
         """From the oldest backup's consistent end to the last archived commit."""
         ...
 
+    def wal_segments(self) -> list[str]:
+        """Names of the archived WAL segments (24 hex digits), sorted."""
+        ...
+
+    def fetch_wal(self, name: str, dest: Path) -> None:
+        """Copy one archived segment to ``dest``, verified and uncompressed (for pg_waldump)."""
+        ...
+
     def prepare_restore(
         self, point: RestorePoint, backup: BackupInfo, data_dir: Path, *, progress: Progress
     ) -> dict[str, object]:

@@ -322,8 +322,14 @@ class NativeEngine:
             latest_commit=latest_commit,
         )
 
-    def _fetch_wal(self, name: str, dest: Path) -> None:
+    def wal_segments(self) -> list[str]:
+        return sorted(s for s in (o.key.removeprefix("wal/") for o in self.repo.list("wal/"))
+                      if is_segment(s))
+
+    def fetch_wal(self, name: str, dest: Path) -> None:
         self.repo.get_file(f"wal/{name}", dest)
+
+    _fetch_wal = fetch_wal
 
     def check_wal_continuity(self, point: RestorePoint, backup: BackupInfo) -> None:
         """Refuse a restore the archive cannot carry: a segment missing between the backup
@@ -518,6 +524,8 @@ def choose_backup(
     target_lsn: str | None = None
     if point.kind is PointKind.LSN:
         target_lsn = point.value
+    elif point.kind is PointKind.XID and point.commit_lsn:
+        target_lsn = point.commit_lsn
     elif point.kind is PointKind.NAME and callable(restore_point_lsn):
         target_lsn = restore_point_lsn(point.value)
     if target_lsn:

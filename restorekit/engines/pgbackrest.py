@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from restorekit.config import BackupPolicy
 from restorekit.engines.base import SourceSpec
+from restorekit.engines.wal_scan import is_segment
 from restorekit.errors import (
     ConfigError,
     PgToolFailed,
@@ -356,6 +357,15 @@ class PgBackRestEngine:
             )
         return dict(stanza)
 
+    def wal_segments(self) -> list[str]:
+        """Archived segments, from the repository's file names (``<segment>-<sha1>.<ext>``)."""
+        names = {Path(p).name[:24] for p in archive_listing(self.repo_path, self.stanza)}
+        return sorted(n for n in names if is_segment(n))
+
+    def fetch_wal(self, name: str, dest: Path) -> None:
+        """``archive-get``: pgBackRest checks and decompresses the segment."""
+        self._run("archive-get", name, str(dest), timeout=300)
+
     def _last_commit(self, max_segment: str, *, floor: str | None) -> tuple[datetime, str] | None:
         """The time and LSN of the last COMMIT record in the archive, reading back at most
         MAX_SEGMENTS_SCANNED segments (newest first, not below ``floor``)."""
@@ -549,6 +559,8 @@ def restore_options(point: RestorePoint, backup: BackupInfo, data_dir: Path) -> 
         if any(c in point.value for c in "'\\\n\r"):
             raise RestorePointError(f"restore point {point} contains quotes or newlines")
         options.append(f"--target={point.value}")
+        if not point.inclusive:
+            options.append("--target-exclusive")
     if kind is not PointKind.LATEST:
         options.append("--target-action=promote")
     return options

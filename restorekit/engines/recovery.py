@@ -60,7 +60,8 @@ def target_settings(point: RestorePoint) -> dict[str, object]:
     if point.kind is PointKind.LSN:
         return {"recovery_target_lsn": point.value}
     if point.kind is PointKind.XID:
-        return {"recovery_target_xid": point.value}
+        return {"recovery_target_xid": point.value,
+                "recovery_target_inclusive": "on" if point.inclusive else "off"}
     if point.kind is PointKind.NAME:
         return {"recovery_target_name": point.value}
     if point.kind in (PointKind.BACKUP, PointKind.IMMEDIATE):

@@ -40,6 +40,11 @@ class Capability(enum.StrEnum):
     XID_TARGET = "xid_target"
     NAMED_RESTORE_POINT = "named_restore_point"
     NAMED_BACKUPS = "named_backups"  # create_backup(label) and restore a backup by id
+    #: find_point(damage) -> FoundPoint: the provider can find where a damage began
+    #: (self-hosted: a WAL scan; Neon: bisection over branches).
+    FIND_POINT = "find_point"
+    #: loss_after(point) -> Loss: what was committed after a point (self-hosted: the WAL).
+    LOSS_REPORT = "loss_report"
 
 
 @runtime_checkable
@@ -107,6 +112,14 @@ class DatabaseProvider(Protocol):
     def reaches(self, restored: RestoredDatabase, dsn: str) -> bool:
         """Whether ``dsn`` connects to ``restored`` (cleanup keeps what the app points at)."""
         ...
+
+    # Optional, declared by capability (restorekit.damage holds the values):
+    #   find_point(damage: Damage, *, progress: Progress = no_progress) -> FoundPoint
+    #       (FIND_POINT): the transaction that did ``damage`` and the point just before it.
+    #       Scratch copies or branches it makes are removed before it returns; wrong input
+    #       (a table that never existed, keys never damaged) is a ConfigError, not a guess.
+    #   loss_after(point: RestorePoint) -> Loss (LOSS_REPORT): what was committed after
+    #       ``point`` up to the end of what the provider holds.
 
 
 def reaches(provider: DatabaseProvider, restored: RestoredDatabase, dsn: str) -> bool:
