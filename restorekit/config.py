@@ -52,6 +52,9 @@ DEFAULT_TIERS: dict[str, tuple[timedelta, timedelta]] = {
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+#: ``[targets.X.backups] compression``: pg_basebackup's --compress form.
+COMPRESSION_RE = re.compile(r"(?:(?P<side>server|client)-)?(?P<method>none|lz4|zstd|gzip)"
+                            r"(?::(?P<level>[0-9]{1,2}))?")
 
 
 class Tier(BaseModel):
@@ -222,6 +225,21 @@ class BackupPolicy(BaseModel):
     # for the WAL (see :meth:`freshness_limits`).
     max_backup_age_hours: float | None = Field(default=None, gt=0)
     max_wal_age_minutes: float | None = Field(default=None, gt=0)
+    # Native engine: pg_basebackup's --compress spec ("[server-|client-]METHOD[:LEVEL]", METHOD
+    # one of none, lz4, zstd, gzip) for base backups; archived WAL segments are compressed with
+    # METHOD[:LEVEL] by the archive_command. pgBackRest: its compress-type (and compress-level).
+    compression: str = "lz4"
+    # pgBackRest's process-max (parallel compression and transfer); the native engine ignores it.
+    process_max: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("compression")
+    @classmethod
+    def _compression(cls, value: str) -> str:
+        if not COMPRESSION_RE.fullmatch(value):
+            raise ValueError(
+                f"compression {value!r}: expected none, lz4, zstd or gzip, optionally with a "
+                "level and a side, e.g. \"lz4\", \"zstd:3\", \"server-lz4\", \"client-gzip:5\"")
+        return value
 
     @field_validator("cron")
     @classmethod
