@@ -1,0 +1,259 @@
+"""Follow rows through the WAL to the transaction that damaged them.
+
+Pure logic over :class:`restorekit.walscan.WalRecord` streams (no database, no pg_waldump):
+
+* :func:`trace_rows` follows given row versions (block, line pointer) from a copy made at a
+  good point: an update that commits moves a row to its new place (HOT or not, across
+  blocks); the first committed transaction that deletes one of them (or, for changed rows,
+  updates one) is the damage. Records are told apart by transaction, so other writers on the
+  same pages do not matter; an aborted transaction (or rolled-back subtransaction) moves
+  nothing and damages nothing.
+* :func:`trace_table` finds whole-table damage: the transaction with the most deletes of the
+  table's rows, or the commit that removes the table's file (TRUNCATE, DROP TABLE, and also
+  VACUUM FULL / CLUSTER, which the caller tells apart with a copy after it).
+* :func:`writes_after` counts what was committed after a point: what a restore to it loses.
+
+Records before ``after_lsn`` are read too: a transaction in flight at the good point may have
+changed rows before it and commit after it; its commit is what counts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from restorekit.walscan import ROW_CHANGES, ROW_INSERTS, RelFile, WalRecord
+
+Tid = tuple[int, int]
+
+#: How many matched records a finding quotes as evidence.
+EVIDENCE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The damaging transaction as the WAL shows it."""
+
+    xid: int
+    commit_lsn: int
+    commit_time: datetime | None
+    rows_touched: int  # row versions of the table it deleted or updated
+    matched: int  # of the followed rows
+    what: str
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileDropped:
+    """A committed transaction removed the followed file: TRUNCATE or DROP TABLE (damage) or
+    a rewrite (VACUUM FULL, CLUSTER, ALTER TABLE ... TYPE): only a copy after it can tell."""
+
+    xid: int
+    commit_lsn: int
+    commit_time: datetime | None
+    evidence: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Row changes of transactions that have not committed yet, per xid."""
+
+    ops: dict[int, list[WalRecord]] = field(default_factory=lambda: defaultdict(list))
+    touched: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    #: New row versions a transaction's own updates of followed rows made (it may change
+    #: them again before it commits).
+    moved: dict[int, set[Tid]] = field(default_factory=lambda: defaultdict(set))
+
+    def take(self, xids: Iterable[int]) -> tuple[list[WalRecord], int]:
+        ops: list[WalRecord] = []
+        touched = 0
+        for xid in xids:
+            ops.extend(self.ops.pop(xid, ()))
+            touched += self.touched.pop(xid, 0)
+            self.moved.pop(xid, None)
+        ops.sort(key=lambda r: r.lsn)
+        return ops, touched
+
+
+def trace_rows(
+    records: Iterable[WalRecord], rel: RelFile, rows: dict[Tid, object], *,
+    after_lsn: int, changed: bool = False,
+) -> Finding | FileDropped | None:
+    """The first transaction committed at or after ``after_lsn`` that deleted (``changed``:
+    or updated) one of ``rows`` (where each followed row version is at the good point).
+
+    ``rows`` is updated in place as committed updates move the rows, so a caller that meets a
+    :class:`FileDropped` rewrite can re-read the rows on a copy and go on with the same
+    stream. Returns None when the stream ends without damage.
+    """
+    pending = _Pending()
+    for record in records:
+        op = record.op
+        if op in ROW_CHANGES:
+            if record.rel == rel:
+                xid = record.xid
+                pending.touched[xid] += 1
+                # Only changes of followed rows are kept (a DELETE of the whole table must
+                # not be held in memory row by row).
+                if record.tid in rows or record.tid in pending.moved.get(xid, ()):
+                    pending.ops[xid].append(record)
+                    if op != "DELETE":
+                        pending.moved[xid].add(record.new_tid)
+            continue
+        if op == "ABORT":
+            pending.take((record.xid, *record.subxacts))
+            continue
+        if op != "COMMIT":
+            continue
+        ops, touched = pending.take((record.xid, *record.subxacts))
+        if record.lsn < after_lsn:
+            continue  # committed before the good point: the copy already shows it
+        hits: list[WalRecord] = []
+        for change in ops:
+            key = rows.get(change.tid, _MISSING)
+            if key is _MISSING:
+                continue
+            if change.op == "DELETE":
+                hits.append(change)
+                del rows[change.tid]
+            else:  # the row moved to its new version (in this transaction, so it committed)
+                if changed:
+                    hits.append(change)
+                del rows[change.tid]
+                rows[change.new_tid] = key
+        if hits:
+            kinds = sorted({h.op for h in hits})
+            return Finding(
+                xid=record.xid, commit_lsn=record.lsn, commit_time=record.time,
+                rows_touched=touched, matched=len(hits),
+                what=f"{'/'.join(kinds)} of {len(hits)} followed row version(s)",
+                evidence=tuple(h.line.strip() for h in hits[:EVIDENCE])
+                + (record.line.strip(),))
+        if rel in record.dropped:
+            return FileDropped(record.xid, record.lsn, record.time, record.line.strip())
+    return None
+
+
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class TableTrace:
+    """State of :func:`trace_table` across a followed rewrite."""
+
+    best: Finding | None = None
+
+
+def trace_table(
+    records: Iterable[WalRecord], rel: RelFile, *, after_lsn: int, state: TableTrace,
+) -> Finding | FileDropped | None:
+    """Whole-table damage: returns a :class:`FileDropped` at the first committed removal of
+    the file (the caller decides: rewrite, then call again with the new file and the same
+    ``state``; or damage); at the end of the stream, the committed transaction that deleted
+    the most of the table's rows (``state.best``), or None when none deleted any.
+
+    A transaction that deleted at least half the rows the table had at the good point, before
+    a drop, is the damage rather than the drop (DELETE without WHERE, then DROP TABLE).
+    """
+    pending = _Pending()
+    for record in records:
+        op = record.op
+        if op == "DELETE" and record.rel == rel:
+            pending.touched[record.xid] += 1
+            if len(pending.ops[record.xid]) < EVIDENCE:  # the evidence, not every row
+                pending.ops[record.xid].append(record)
+            continue
+        if op == "ABORT":
+            pending.take((record.xid, *record.subxacts))
+            continue
+        if op != "COMMIT":
+            continue
+        ops, deleted = pending.take((record.xid, *record.subxacts))
+        if record.lsn < after_lsn:
+            continue
+        if deleted and (state.best is None or deleted > state.best.rows_touched):
+            state.best = Finding(
+                xid=record.xid, commit_lsn=record.lsn, commit_time=record.time,
+                rows_touched=deleted, matched=deleted, what=f"DELETE of {deleted} row(s)",
+                evidence=tuple(r.line.strip() for r in ops[:EVIDENCE]) + (record.line.strip(),))
+        if rel in record.dropped:
+            return FileDropped(record.xid, record.lsn, record.time, record.line.strip())
+    return state.best
+
+
+def mass_delete_first(state: TableTrace, rows_at_start: int) -> Finding | None:
+    """The DELETE that emptied most of the table before it was dropped, if one did."""
+    best = state.best
+    if best is not None and rows_at_start and best.rows_touched * 2 >= rows_at_start:
+        return best
+    return None
+
+
+# -- what a restore would lose ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Writes:
+    """Committed writes after a point, per file: inserted / updated / deleted row versions."""
+
+    transactions: int = 0
+    first_commit: datetime | None = None
+    last_commit: datetime | None = None
+    per_file: dict[RelFile, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    dropped: set[RelFile] = field(default_factory=set)
+    bytes_read: int = 0
+
+
+def writes_after(records: Iterable[WalRecord], *, after: Callable[[WalRecord], bool]
+                 ) -> Writes:
+    """Count the row changes of every transaction whose COMMIT satisfies ``after`` (a commit
+    after the point); aborted and unfinished transactions lose nothing."""
+    per_xid: dict[int, dict[RelFile, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0, 0]))
+    out = Writes()
+    for record in records:
+        out.bytes_read += record.size
+        op = record.op
+        if record.rel is not None and (op in ROW_CHANGES or op in ROW_INSERTS):
+            counts = per_xid[record.xid][record.rel]
+            if op == "DELETE":
+                counts[2] += 1
+            elif op == "INSERT":
+                counts[0] += 1
+            elif op == "MULTI_INSERT":
+                counts[0] += record.ntuples
+            else:
+                counts[1] += 1
+            continue
+        if op not in ("COMMIT", "ABORT"):
+            continue
+        mine = [per_xid.pop(x, None) for x in (record.xid, *record.subxacts)]
+        if op == "ABORT" or not after(record):
+            continue
+        out.transactions += 1
+        if record.time is not None:
+            out.first_commit = out.first_commit or record.time
+            out.last_commit = record.time
+        out.dropped.update(record.dropped)
+        for files in mine:
+            for rel, (ins, upd, dele) in (files or {}).items():
+                total = out.per_file[rel]
+                total[0] += ins
+                total[1] += upd
+                total[2] += dele
+    return out
+
+
+def until(records: Iterable[WalRecord], stop: Callable[[WalRecord], bool]) -> Iterator[WalRecord]:
+    """``records`` up to (not including) the first that ``stop`` accepts."""
+    for record in records:
+        if stop(record):
+            return
+        yield record
+
+
+__all__ = ["FileDropped", "Finding", "TableTrace", "Writes", "mass_delete_first",
+           "trace_rows", "trace_table", "until", "writes_after"]
