@@ -220,8 +220,8 @@ class DamageCheck:
                                0 if rows else self.rows_at_good)
         found = dict(self._rows(conn, self.tracked))
         missing = [k for k in self.tracked if k not in found]
-        changed = [k for k, d in zip(self.tracked, self.digests, strict=True)
-                   if k in found and found[k] != d]
+        changed = [k for k, d in zip(self.tracked, self.digests, strict=False)
+                   if k in found and found[k] != d]  # digests: CHANGED only
         n = len(self.tracked)
         if not missing and not changed:
             return Observation(True, f"all {n} tracked row(s) of {self.table} as at the good point")

@@ -23,12 +23,14 @@ safe to repeat blindly. 401/403 are never retried.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -36,12 +38,15 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from restorekit.bisect import find_by_bisection
 from restorekit.config import Settings, TargetConfig
+from restorekit.damage import Damage, FoundPoint
 from restorekit.errors import (
     CapabilityNotSupported,
     ConfigError,
     OperationTimedOut,
     ProviderError,
+    RestoreKitError,
     RestorePointError,
     SafetyError,
 )
@@ -92,6 +97,9 @@ class NeonSettings(BaseModel):
     poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     timeout_seconds: float = Field(default=1800.0, gt=0)
     scratch_prefix: str = Field(default="restorekit-", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    find_point_budget: int = Field(default=12, ge=2, le=64,
+                                   description="Branches one find_point may make, in all.")
+    find_point_precision_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("api_key_env")
     @classmethod
@@ -163,6 +171,8 @@ class NeonProvider:
             more is not waited out here: the call fails with a retryable error instead.
         backoff_seconds: The first backoff when no ``Retry-After`` is given (then doubled).
         target_name: The restorekit.toml target, named in the note :meth:`adopt` returns.
+        find_point_budget: Branches one :meth:`find_point` may make, the two ends included.
+        find_point_precision_seconds: Where :meth:`find_point` stops halving.
     """
 
     kind: ClassVar[str] = "neon"
@@ -173,6 +183,7 @@ class NeonProvider:
             Capability.POINT_IN_TIME,
             Capability.LSN_TARGET,
             Capability.NAMED_BACKUPS,
+            Capability.FIND_POINT,
         }
     )
 
@@ -197,6 +208,8 @@ class NeonProvider:
         backoff_seconds: float = 1.0,
         http_timeout: float = 30.0,
         target_name: str = "",
+        find_point_budget: int = 12,
+        find_point_precision_seconds: float = 1.0,
     ) -> None:
         if not api_key.get_secret_value():
             raise ConfigError("the Neon API key is empty")
@@ -212,6 +225,8 @@ class NeonProvider:
         self.timeout = timeout_seconds
         self.scratch_prefix = scratch_prefix
         self.target_name = target_name
+        self.find_point_budget = find_point_budget
+        self.find_point_precision = timedelta(seconds=find_point_precision_seconds)
         self.max_attempts = max(1, max_attempts)
         self.max_retry_wait = max_retry_wait
         self.backoff_seconds = backoff_seconds
@@ -263,7 +278,8 @@ class NeonProvider:
             "database": cfg.database, "role": cfg.role, "base_url": cfg.base_url,
             "poll_interval_seconds": cfg.poll_interval_seconds,
             "timeout_seconds": cfg.timeout_seconds, "scratch_prefix": cfg.scratch_prefix,
-            "target_name": target.name,
+            "target_name": target.name, "find_point_budget": cfg.find_point_budget,
+            "find_point_precision_seconds": cfg.find_point_precision_seconds,
         }
         return cls(**{**options, **overrides})
 
@@ -526,6 +542,57 @@ class NeonProvider:
                    progress=progress)
         log.info("restored Neon branch %s in place at %s; the previous state is branch %r",
                  self.branch_id, point, preserve)
+
+    def find_point(self, damage: Damage, *, progress: Progress = no_progress) -> FoundPoint:
+        """Find the last time before ``damage`` by bisection over branches
+        (:func:`restorekit.bisect.find_by_bisection`): from ``damage.good_point`` (else the
+        start of the window) to now, one scratch branch per probe, each deleted right after
+        it was read. At most ``find_point_budget`` branches; halving stops at
+        ``find_point_precision_seconds``.
+
+        Probe branches are named ``<scratch_prefix>find-point-<run>-<n>``: a leftover (a run
+        killed mid-probe) is a scratch restore that cleanup removes.
+
+        Raises:
+            ConfigError: wrong table/keys/predicate, damage before the good point, or none
+                found at the head (see find_by_bisection).
+            ProviderError: a branch could not be created or deleted.
+        """
+        window = self.restore_window()
+        assert window.earliest is not None and window.latest is not None
+        run = uuid.uuid4().hex[:8]
+        probes = itertools.count(1)
+
+        @contextmanager
+        def copy_at(when: datetime) -> Iterator[str]:
+            name = f"find-point-{run}-{next(probes)}"
+            try:
+                restored = self.restore(RestorePoint.at(when), name=name, window=window)
+            except BaseException:
+                self._drop_probe(name)  # created, then the wait failed: leave nothing behind
+                raise
+            try:
+                yield restored.dsn.get_secret_value()
+            finally:
+                self.discard(restored)
+
+        return find_by_bisection(
+            damage, copy_at=copy_at, earliest=window.earliest, latest=window.latest,
+            precision=self.find_point_precision, budget=self.find_point_budget,
+            progress=progress, noun="branches")
+
+    def _drop_probe(self, name: str) -> None:
+        try:
+            branch = self._find_branch(self.scratch_prefix + name)
+            if branch is not None:
+                self.discard(self._restored_stub(branch))
+        except RestoreKitError as exc:
+            log.warning("could not delete probe branch %s%s (cleanup will): %s",
+                        self.scratch_prefix, name, exc)
+
+    def _restored_stub(self, branch: dict[str, Any]) -> RestoredDatabase:
+        return RestoredDatabase(provider=self.kind, handle=str(branch["id"]), dsn=SecretStr(""),
+                                point=_branch_point(branch))
 
     # -- branch helpers ------------------------------------------------------------------------
 
