@@ -44,10 +44,42 @@ def _state(api: httpx.Client, run_id: str) -> str:
     return str(api.get(f"/flow_runs/{run_id}").json()["state_type"])
 
 
+def _finished_flow_run() -> str:
+    """A real flow run, tagged as restorekit's are, in a process that imported the tasks (so
+    with restorekit's prompt heartbeats, tasks._runtime): it runs to Completed."""
+    from prefect import flow, tags
+    from prefect.runtime import flow_run
+
+    import tasks._runtime  # noqa: F401 - what every flow process imports
+
+    @flow(name="zombie-survivor")
+    def survivor() -> str:
+        return str(flow_run.id)
+
+    with tags("restorekit", "production"):
+        return survivor()
+
+
+def _heartbeats_of(api: httpx.Client, run_id: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 30
+    while True:
+        found = api.post("/events/filter", json={"filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{run_id}"]}}}).json()["events"]
+        if found or time.monotonic() > deadline:
+            return list(found)
+        time.sleep(0.5)
+
+
 def test_a_run_whose_heartbeats_stop_is_marked_crashed(prefect_server: str) -> None:
     planned = ensure_zombie_automation(within=timedelta(seconds=10))
     assert "10s without a heartbeat" in planned
+    finished = _finished_flow_run()
     with httpx.Client(base_url=prefect_server.rstrip("/"), timeout=30) as api:
+        # The real run's own heartbeat reached the server with the tag the automation matches.
+        (beat, *_) = _heartbeats_of(api, finished)
+        related = {r["prefect.resource.id"] for r in beat["related"]}  # type: ignore[attr-defined]
+        assert "prefect.tag.restorekit" in related
         (automation,) = api.post("/automations/filter", json={
             "automations": {"name": {"any_": [ZOMBIE_AUTOMATION]}}}).json()
         assert automation["trigger"]["posture"] == "Proactive"
@@ -63,3 +95,6 @@ def test_a_run_whose_heartbeats_stop_is_marked_crashed(prefect_server: str) -> N
         message = api.get(f"/flow_runs/{dead}").json()["state"]["message"]
         assert "no heartbeat for 10s" in message
         assert _state(api, other) == "RUNNING"
+        # The finished run's heartbeat came before the dead run's, so its window has passed
+        # too: a run that ended is left Completed (no heartbeat after its final state).
+        assert _state(api, finished) == "COMPLETED"
