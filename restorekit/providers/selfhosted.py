@@ -14,8 +14,8 @@ import logging
 import re
 import shutil
 import time
-from datetime import UTC, datetime
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -46,6 +46,7 @@ from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
 from restorekit.providers.base import Capability, Progress, no_progress
 
 if TYPE_CHECKING:
+    from restorekit.damage import Damage, FoundPoint, Loss
     from restorekit.production import Protection
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class SelfHostedProvider:
             Capability.XID_TARGET,
             Capability.NAMED_RESTORE_POINT,
             Capability.NAMED_BACKUPS,
+            Capability.FIND_POINT,
+            Capability.LOSS_REPORT,
         }
     )
 
@@ -127,7 +130,6 @@ class SelfHostedProvider:
             )
         else:
             from restorekit.engines.pgbackrest import PgBackRestEngine, retention_options
-
             from restorekit.repository import parse_repository_url
 
             if target.repository:
@@ -466,6 +468,19 @@ class SelfHostedProvider:
         raise CapabilityNotSupported(
             "self-hosted restores go into a NEW cluster; in-place restore is not offered"
         )
+
+    def find_point(self, damage: Damage, *, progress: Progress = no_progress) -> FoundPoint:
+        """The transaction that did ``damage``, from a copy before it and the archived WAL
+        (restorekit.providers.wal_history)."""
+        from restorekit.providers.wal_history import WalHistory
+
+        return WalHistory(self).find_point(damage, progress=progress)
+
+    def loss_after(self, point: RestorePoint, *, progress: Progress = no_progress) -> Loss:
+        """What was committed after ``point``, counted from the archived WAL."""
+        from restorekit.providers.wal_history import WalHistory
+
+        return WalHistory(self).loss_after(point, progress=progress)
 
     def archive_pending_wal(self, timeout: float = 60) -> bool:
         """Close the source's current WAL segment and wait until it is archived, so the commits
