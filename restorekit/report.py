@@ -61,6 +61,9 @@ class IncidentReport(BaseModel):
     outcome: str = "running"  # running | succeeded | failed | dry-run
     dry_run: bool = False
     restore_point: str = ""
+    #: How the restore point was found (restorekit.damage.FoundPoint.as_dict): by whom (audit
+    #: log, WAL scan, bisection, operator), the xid, commit time and LSN, the evidence.
+    point_found: dict[str, Any] = Field(default_factory=dict)
     recovered_to_time: datetime | None = None
     recovered_to_lsn: str | None = None
     restored_database: str = ""
@@ -109,6 +112,7 @@ class IncidentReport(BaseModel):
             f"**Restore point:** {self.restore_point or 'n/a'}  ",
             f"**Achieved RTO:** {self.rto_seconds:.1f} s  ",
         ]
+        lines += _point_found_lines(self.point_found)
         loss = self.data_loss_window
         if self.recovered_to_time is not None:
             lines.append(
@@ -164,3 +168,18 @@ def _parse_time(text: str) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return value if value.tzinfo else None
+
+
+def _point_found_lines(found: dict[str, Any]) -> list[str]:
+    """The restore point's provenance: how it was found and the records that prove it."""
+    if not found:
+        return []
+    what = found.get("what") or ""
+    xid = f"transaction {found['xid']}" if found.get("xid") is not None else "the damage"
+    lines = [f"**Point found by:** {found.get('found_by', 'operator')}"
+             + (f": {xid} committed at {found.get('commit_time')}"
+                f" (commit LSN {found.get('commit_lsn')}); {what}" if found.get("commit_time")
+                or found.get("xid") is not None else (f"; {what}" if what else "")) + "  "]
+    lines += [f"    {e}" for e in found.get("evidence") or []]
+    lines += [f"*{n}*  " for n in found.get("notes") or []]
+    return lines
