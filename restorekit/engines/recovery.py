@@ -146,7 +146,8 @@ def apply_overrides(data_dir: Path, settings: dict[str, object], os_user: str | 
     including the source's own postgresql.conf and ALTER SYSTEM settings in the backup."""
     auto = data_dir / "postgresql.auto.conf"
     existing = auto.read_text() if auto.exists() else ""
-    auto.write_text(existing + "\n# restorekit: restored-cluster overrides\n" + format_settings(settings))
+    auto.write_text(existing + "\n# restorekit: restored-cluster overrides\n"
+                    + format_settings(settings))
     chown_for(auto, os_user)
 
 
@@ -182,45 +183,73 @@ def run_recovery(
     cluster.start(wait=False)
     target = parse_lsn(target_lsn) if target_lsn else None
     deadline = started + timeout
-    while True:
-        if time.monotonic() > deadline:
-            raise OperationTimedOut(
-                f"WAL replay did not finish within {timeout:.0f}s; the restored cluster in "
-                f"{cluster.data_dir} is still recovering",
-                provider="selfhosted",
-                operation="recovery",
-            )
-        try:
-            with connect(dsn or cluster.dsn(), connect_timeout=5, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), "
-                    "pg_last_xact_replay_timestamp()"
-                ).fetchone()
-                assert row is not None
-                in_recovery, replay_lsn, last_xact = row
-                if replay_lsn is not None:
-                    progress("wal replay", parse_lsn(str(replay_lsn)), target)
-                if not in_recovery:
-                    current = conn.execute(
-                        "SELECT pg_current_wal_lsn(), timeline_id FROM pg_control_checkpoint()"
-                    ).fetchone()
-                    assert current is not None
-                    recovered = str(replay_lsn) if replay_lsn is not None else str(current[0])
-                    return RecoveryResult(
-                        recovered_lsn=recovered,
-                        last_commit_time=last_xact,
-                        timeline=int(current[1]),
-                        replay_seconds=time.monotonic() - started,
-                    )
-        except PostgresAuthError as exc:
-            raise PostgresAuthError(
-                f"the restored cluster in {cluster.data_dir} replayed its WAL but refused "
-                f"restorekit: {exc} (a restored copy keeps the source's roles, passwords and "
-                "pg_hba.conf)", role=exc.role, host=exc.host) from None
-        except (PostgresUnavailable, psycopg.OperationalError):
-            if not _postmaster_alive(cluster, started):
-                _raise_for_stopped(cluster)
-        time.sleep(poll_interval)
+    # One session, kept from the moment the server accepts connections (hot standby) until it
+    # is promoted: a new connection per poll forked a backend 20 times a second on the machine
+    # doing the replay (62 connections for a 3 s replay in bench/restore_bench.py's profile).
+    conn: psycopg.Connection[tuple] | None = None
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise OperationTimedOut(
+                    f"WAL replay did not finish within {timeout:.0f}s; the restored cluster in "
+                    f"{cluster.data_dir} is still recovering",
+                    provider="selfhosted",
+                    operation="recovery",
+                )
+            try:
+                if conn is None:
+                    conn = connect(dsn or cluster.dsn(), connect_timeout=5, autocommit=True)
+                done = _poll(conn, progress, target, started)
+                if done is not None:
+                    return done
+            except PostgresAuthError as exc:
+                raise PostgresAuthError(
+                    f"the restored cluster in {cluster.data_dir} replayed its WAL but refused "
+                    f"restorekit: {exc} (a restored copy keeps the source's roles, passwords and "
+                    "pg_hba.conf)", role=exc.role, host=exc.host) from None
+            except (PostgresUnavailable, psycopg.OperationalError,
+                    psycopg.errors.SerializationFailure):
+                # Not accepting connections yet, the session was lost (the server stopped), or
+                # the poll was cancelled by a conflict with recovery: look again on a new one.
+                if conn is not None:
+                    _close_quietly(conn)
+                    conn = None
+                if not _postmaster_alive(cluster, started):
+                    _raise_for_stopped(cluster)
+            time.sleep(poll_interval)
+    finally:
+        if conn is not None:
+            _close_quietly(conn)
+
+
+def _poll(conn: psycopg.Connection[tuple], progress: Progress, target: int | None,
+          started: float) -> RecoveryResult | None:
+    """One look at the replay: progress reported; the result once the server is promoted."""
+    row = conn.execute(
+        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()"
+    ).fetchone()
+    assert row is not None
+    in_recovery, replay_lsn, last_xact = row
+    if replay_lsn is not None:
+        progress("wal replay", parse_lsn(str(replay_lsn)), target)
+    if in_recovery:
+        return None
+    current = conn.execute(
+        "SELECT pg_current_wal_lsn(), timeline_id FROM pg_control_checkpoint()"
+    ).fetchone()
+    assert current is not None
+    recovered = str(replay_lsn) if replay_lsn is not None else str(current[0])
+    return RecoveryResult(
+        recovered_lsn=recovered,
+        last_commit_time=last_xact,
+        timeline=int(current[1]),
+        replay_seconds=time.monotonic() - started,
+    )
+
+
+def _close_quietly(conn: psycopg.Connection[tuple]) -> None:
+    with contextlib.suppress(psycopg.Error, OSError):
+        conn.close()
 
 
 _STOPPED = ("database system is shut down", "FATAL:", "PANIC:")
