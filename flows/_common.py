@@ -35,8 +35,9 @@ class ScenarioParams(BaseModel):
     target: str = Field(description="Target name from restorekit.toml, e.g. 'production'.")
     restore_point: str = Field(
         default="latest",
-        description="latest | ISO-8601 time WITH timezone (2026-11-25T13:05:00Z) | lsn:X/Y | "
-        "xid:N | name:RESTORE_POINT | backup:BACKUP_ID",
+        description="latest | auto (found from what was damaged: a WAL scan, or bisection on "
+        "Neon) | ISO-8601 time WITH timezone (2026-11-25T13:05:00Z) | lsn:X/Y | xid:N | "
+        "before-xid:N | name:RESTORE_POINT | backup:BACKUP_ID",
     )
     incident_id: str | None = Field(
         default=None,
@@ -54,6 +55,16 @@ class ScenarioParams(BaseModel):
         default=600, ge=0,
         description="How long to wait while another restorekit run holds this target before "
         "refusing (one restore per target at a time).",
+    )
+    where: str | None = Field(
+        default=None,
+        description="With restore_point auto: an SQL predicate that picks the damaged rows, "
+        "evaluated read-only on a copy from before the damage (instead of ids).",
+    )
+    good_point: str | None = Field(
+        default=None,
+        description="With restore_point auto: a point surely before the damage, where the "
+        "search starts (default: the newest base backup that still has the rows).",
     )
 
 
