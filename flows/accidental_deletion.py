@@ -19,6 +19,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BeforeValidator, Field
 
 from flows._common import Recorder, ScenarioParams
+from flows._point import determine_restore_point, is_auto, loss_lines, point_line
 from restorekit.errors import ConfigError, VerificationFailed
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
@@ -29,6 +30,7 @@ from tasks.application import (
     stop_application,
 )
 from tasks.data import identify_deletion_scope, recover_rows
+from tasks.history import audit_log_point
 from tasks.database import (
     capture_baseline,
     discard_restored,
@@ -55,8 +57,10 @@ class AccidentalDeletionParams(ScenarioParams):
 
     restore_point: str = Field(
         default="latest",
-        description="'latest' = just before the first deletion the audit log recorded; or an "
-        "explicit point (ISO-8601 time WITH timezone, lsn:..., name:...).",
+        description="'latest' = just before the first deletion the audit log recorded; 'auto' "
+        "= just before the transaction that deleted the rows, found in the WAL (or by "
+        "bisection on Neon); or an explicit point (ISO-8601 time WITH timezone, lsn:..., "
+        "before-xid:..., name:...).",
     )
     table: str = Field(default="users", description="The table rows were deleted from.")
     ids: list[KeyText] = Field(default_factory=list,
@@ -82,9 +86,19 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
             if not found["point_before"]:
                 raise ConfigError(
                     f"no deletion from {params.table} is recorded in an audit log: give the "
-                    "restore point (a time just before the deletion)"
+                    "restore point (a time just before the deletion), or --point auto to find "
+                    "the deleting transaction in the WAL"
                 )
             point = found["point_before"]
+            report.point_found = audit_log_point(point, found["source"])
+        if is_auto(point) and found["keys"] is None and not params.where:
+            raise ConfigError(f"--point auto needs the deleted {params.table} rows: --ids, "
+                              "--where, or an audit log that recorded them")
+        point = determine_restore_point(
+            rec, ref, point, table=params.table,
+            keys=[[str(v) for v in k] for k in found["keys"] or []],
+            kind="deleted", where=params.where if found["keys"] is None else None,
+            good_point=params.good_point)
         report.restore_point = point
         pre = rec.step("preflight", preflight, ref, point, snapshot_copy_allowed=True,
                        privileges=("select", "insert"))
@@ -96,6 +110,8 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
         stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
         rec.plan([
             *rec.sweep_line(stale),
+            *point_line(rec),
+            *loss_lines(rec, ref, point, kept=True),
             *([f"Stop the application ({pre.app})."] if params.stop_application else []),
             (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
              f"'{name}'; production is not touched." if not from_snapshot else

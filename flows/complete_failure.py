@@ -19,6 +19,7 @@ from prefect.transactions import transaction
 from pydantic import Field
 
 from flows._common import Recorder, ScenarioParams
+from flows._point import determine_restore_point, loss_lines, point_line, split_keys
 from restorekit.errors import CapabilityNotSupported, RestoreNotStarted, SafetyError
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
@@ -56,6 +57,16 @@ class CompleteFailureParams(ScenarioParams):
         description="In-place providers only: go on when the current database is too broken to "
         "snapshot (its current state is then lost). Off: refuse.",
     )
+    damaged_table: str | None = Field(
+        default=None,
+        description="With restore_point auto: the table the damage hit (DELETE without WHERE, "
+        "TRUNCATE, DROP TABLE, or the rows in damaged_ids / where).",
+    )
+    damaged_ids: list[str] = Field(
+        default_factory=list,
+        description="With restore_point auto: primary keys of damaged rows (a composite key as "
+        "a,b). Empty: damage to the whole table.",
+    )
 
 
 @flow(name="complete-failure", log_prints=True)
@@ -63,6 +74,12 @@ def complete_failure(params: CompleteFailureParams) -> IncidentReport:
     ref = TargetRef(target=params.target, config=params.config)
     rec = Recorder("complete-failure", params)
     with rec.run(ref) as report:
+        point = determine_restore_point(
+            rec, ref, params.restore_point, table=params.damaged_table,
+            keys=split_keys(params.damaged_ids), kind="deleted", where=params.where,
+            good_point=params.good_point)
+        params = params.model_copy(update={"restore_point": point})
+        report.restore_point = point
         pre = rec.step("preflight", preflight, ref, params.restore_point, swap=True)
         if pre.can("new_target_restore"):
             _restore_to_new_database(rec, ref, params, pre)
@@ -82,6 +99,8 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
     rec.plan([
         *rec.sweep_line(stale),
+        *point_line(rec),
+        *loss_lines(rec, ref, params.restore_point, kept=False),
         f"Stop the application ({pre.app}).",
         f"Restore {pre.target} ({pre.provider}) at {pre.point} into a NEW database "
         f"'{name}'; restore window {pre.window}, {pre.backups} backup(s).",
@@ -140,6 +159,8 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
     report = rec.report
     reason = f"restorekit complete-failure {rec.incident_key}"
     rec.plan([
+        *point_line(rec),
+        *loss_lines(rec, ref, params.restore_point, kept=False),
         f"Stop the application ({pre.app}).",
         f"Take a verified logical snapshot of the CURRENT {pre.target} database "
         f"({pre.live_database}) into the repository: {pre.provider} restores IN PLACE, so this "

@@ -17,6 +17,7 @@ from prefect import flow
 from pydantic import AwareDatetime, Field
 
 from flows._common import Recorder, ScenarioParams
+from flows._point import determine_restore_point, is_auto, loss_lines, point_line, split_keys
 from restorekit.errors import ConfigError
 from restorekit.models import RestorePoint
 from restorekit.recovery import check_keep_after
@@ -50,8 +51,8 @@ class PartialCorruptionParams(ScenarioParams):
 
     restore_point: str = Field(
         default="",
-        description="A point BEFORE the corruption: ISO-8601 time WITH timezone, lsn:..., "
-        "name:..., backup:...",
+        description="A point BEFORE the corruption: auto (found from the damaged rows), "
+        "ISO-8601 time WITH timezone, lsn:..., before-xid:..., name:..., backup:...",
     )
     tables: list[str] = Field(
         default_factory=list,
@@ -74,6 +75,21 @@ class PartialCorruptionParams(ScenarioParams):
         "committed later are left alone; needs track_commit_timestamp = on. Rows deleted later "
         "stay deleted when the audit log records it, otherwise they are re-inserted.",
     )
+    damaged_table: str | None = Field(
+        default=None,
+        description="With restore_point auto: the table whose rows were corrupted (default: "
+        "the only one in tables).",
+    )
+    damaged_ids: list[str] = Field(
+        default_factory=list,
+        description="With restore_point auto: primary keys of corrupted rows (a composite key as "
+        "a,b), or give where.",
+    )
+    damaged_column: str | None = Field(
+        default=None,
+        description="With restore_point auto: find the first update that changed this column "
+        "of those rows (default: their first update or delete).",
+    )
 
 
 @flow(name="partial-corruption", log_prints=True)
@@ -84,8 +100,19 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         if params.restore_point in ("", "latest"):
             raise ConfigError(
                 "partial-corruption needs a restore point from BEFORE the corruption (the "
-                "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z"
+                "latest point contains it); give e.g. --point 2026-11-25T13:05:00Z, or "
+                "--point auto with the damaged rows"
             )
+        damaged = params.damaged_table or (params.tables[0] if len(params.tables) == 1 else None)
+        if is_auto(params.restore_point) and not (params.damaged_ids or params.where):
+            raise ConfigError("--point auto for partial-corruption needs the corrupted rows: "
+                              "--damaged-ids or --where (and --damaged-table)")
+        point = determine_restore_point(
+            rec, ref, params.restore_point, table=damaged, keys=split_keys(params.damaged_ids),
+            kind="changed", where=params.where, column=params.damaged_column,
+            good_point=params.good_point)
+        params = params.model_copy(update={"restore_point": point})
+        report.restore_point = point
         check_keep_after(RestorePoint.parse(params.restore_point), params.keep_rows_written_after)
         pre = rec.step("preflight", preflight, ref, params.restore_point,
                        snapshot_copy_allowed=True,
@@ -107,6 +134,8 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
         stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
         rec.plan([
             *rec.sweep_line(stale),
+            *point_line(rec),
+            *loss_lines(rec, ref, params.restore_point, kept=True),
             (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
              f"'{name}'; production is not touched." if not from_snapshot else
              f"{pre.provider} cannot restore into a new database (an in-place restore would "

@@ -172,7 +172,8 @@ def restore(
     target: TargetOpt,
     point: Annotated[str, typer.Option(
         "--point", "-p",
-        help="latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | name:NAME | backup:ID",
+        help="latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | before-xid:N | "
+        "name:NAME | backup:ID",
     )] = "latest",
     to_new: Annotated[bool, typer.Option("--to-new", help="Restore into a NEW local cluster (required: in-place restores are never done by this command).")] = False,
     name: Annotated[str | None, typer.Option(help="Name of the new cluster (default: derived from the target and time).")] = None,
@@ -208,6 +209,74 @@ def restore(
     for key, value in data.items():
         table.add_row(key, str(value))
     _emit(data, as_json, table)
+
+
+@app.command("find-point")
+def find_point(
+    target: TargetOpt,
+    table: Annotated[str, typer.Option(
+        "--table", help="The damaged table (quoted as in SQL when it needs quotes).",
+        show_default=False)],
+    ids: Annotated[list[str] | None, typer.Option(
+        "--ids", show_default=False,
+        help="A primary key of a damaged row (repeatable; a composite key as a,b).")] = None,
+    where: Annotated[str | None, typer.Option(
+        show_default=False, help="Or: an SQL predicate picking the damaged rows, evaluated "
+        "read-only on a copy from before the damage.")] = None,
+    changed: Annotated[bool, typer.Option(
+        "--changed", help="The rows were changed, not deleted: find their first update (or "
+        "delete).")] = False,
+    column: Annotated[str | None, typer.Option(
+        show_default=False, help="With --changed: the first update that changed this "
+        "column.")] = None,
+    good_point: Annotated[str | None, typer.Option(
+        show_default=False, help="A point surely before the damage (default: the newest base "
+        "backup that still has the rows).")] = None,
+    loss: Annotated[bool, typer.Option(
+        "--loss/--no-loss", help="Also list what a restore to the found point would lose "
+        "(what was committed after it).")] = True,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the restore point: the transaction that deleted or changed the given rows (no
+    rows: a DELETE without WHERE, TRUNCATE or DROP TABLE of the table), from a scratch copy
+    before the damage and the archived WAL (self-hosted) or bisection over branches (Neon).
+    Production is not touched; the copies made are removed. Prints the point to give to
+    `restorekit run ... --point`."""
+    from restorekit.damage import Damage, DamageKind
+    from restorekit.models import RestorePoint
+    from restorekit.providers.base import Capability
+
+    kind = (DamageKind.CHANGED if changed or column else
+            DamageKind.DELETED if ids or where else DamageKind.TABLE)
+    damage = Damage(table=table, kind=kind,
+                    keys=tuple(tuple(p.strip() for p in k.split(",")) for k in ids or ()),
+                    where=where, column=column,
+                    good_point=RestorePoint.parse(good_point) if good_point else None)
+    settings = _settings(config)
+    provider = _provider(settings, target)
+    if Capability.FIND_POINT not in provider.capabilities:
+        raise CapabilityNotSupported(
+            f"target {target!r} is on {provider.kind}, which gives no access to its WAL: "
+            "restorekit cannot find the point there; read the application's logs for the "
+            "time of the damage and give it as --point")
+    with _progress(as_json) as progress:
+        found = provider.find_point(damage, progress=progress)
+        lost = (provider.loss_after(found.point, progress=progress)
+                if loss and Capability.LOSS_REPORT in provider.capabilities else None)
+    data = {**found.as_dict(), "damage": damage.describe(),
+            "loss": lost.as_dict() if lost else None}
+    t = _table(title=f"Restore point for {damage.describe()}", show_header=False)
+    for key in ("point", "found_by", "xid", "commit_time", "commit_lsn", "what",
+                "rows_touched", "copies", "scanned_bytes"):
+        t.add_row(key, str(data.get(key)))
+    for line in found.evidence:
+        t.add_row("evidence", line)
+    for note in found.notes:
+        t.add_row("note", note)
+    for line in lost.lines() if lost else []:
+        t.add_row("after it", line)
+    _emit(data, as_json, t)
 
 
 @app.command()
@@ -350,13 +419,14 @@ SCENARIOS = ("complete-failure", "partial-corruption", "accidental-deletion")
 
 #: The parameters every scenario flow takes (flows/_common.py ScenarioParams).
 COMMON_FIELDS = ("target", "restore_point", "incident_id", "dry_run", "require_approval",
-                 "config", "lock_wait_seconds")
+                 "config", "lock_wait_seconds", "where", "good_point")
 
 #: The parameters each scenario adds (its flow's params model; tests/unit/test_cli_parity.py
 #: keeps this in step with the models).
 SCENARIO_FIELDS: dict[str, tuple[str, ...]] = {
-    "complete-failure": ("accept_in_place_without_snapshot",),
-    "partial-corruption": ("tables", "columns", "keep_rows_written_after", "full_replace"),
+    "complete-failure": ("accept_in_place_without_snapshot", "damaged_table", "damaged_ids"),
+    "partial-corruption": ("tables", "columns", "keep_rows_written_after", "full_replace",
+                           "damaged_table", "damaged_ids", "damaged_column"),
     "accidental-deletion": ("table", "ids", "deleted_since", "stop_application",
                             "include_cascade"),
 }
@@ -439,7 +509,7 @@ def scenario_fields(scenario: str, options: Mapping[str, Any]) -> dict[str, Any]
     for name in ("keep_rows_written_after", "deleted_since"):
         if fields.get(name) is not None:
             fields[name] = aware_time(option_name(name), str(fields[name]))
-    for name in ("tables", "columns", "ids"):
+    for name in ("tables", "columns", "ids", "damaged_ids"):
         if name in fields:
             fields[name] = list(fields[name] or [])
     return fields
@@ -499,16 +569,25 @@ def check_scenario(scenario: str, fields: Mapping[str, Any]) -> Settings:
         raise ConfigError(
             "partial-corruption needs a restore point from BEFORE the corruption (the latest "
             "point contains it); give e.g. --point 2026-11-25T13:05:00Z")
-    point = RestorePoint.parse(point_text or "latest")
+    auto = (point_text or "").strip().lower() == "auto"
+    point = None if auto else RestorePoint.parse(point_text or "latest")
     # Imported after the point is read: it brings psycopg (a fifth of a second).
     from restorekit.pg.catalog import TableRef
+
+    if auto:
+        _check_auto_input(scenario, fields)
+    elif fields.get("where") or fields.get("good_point") or fields.get("damaged_table") \
+            or fields.get("damaged_ids") or fields.get("damaged_column"):
+        raise ConfigError("--where, --good-point and --damaged-* describe the damage for "
+                          "--point auto; with a point given they would be ignored")
 
     tables = [TableRef.parse(t) for t in fields.get("tables") or []]
     columns: dict[Any, list[str]] | None = None
     if scenario == "partial-corruption":
         from restorekit.recovery import check_keep_after, parse_columns
 
-        check_keep_after(point, fields.get("keep_rows_written_after"))
+        if point is not None:
+            check_keep_after(point, fields.get("keep_rows_written_after"))
         specs = fields.get("columns") or []
         # Without --tables the tables come from the live integrity findings (the flow's), so
         # a bare column can only be judged there.
@@ -522,9 +601,18 @@ def check_scenario(scenario: str, fields: Mapping[str, Any]) -> Settings:
     from restorekit.runtime import TargetRuntime
 
     rt = TargetRuntime(settings=settings, config=cfg)
+    if auto:
+        from restorekit.providers.base import Capability
+
+        if Capability.FIND_POINT not in rt.provider.capabilities:
+            raise CapabilityNotSupported(
+                f"target {fields['target']!r} is on {rt.provider.kind}, which gives no access "
+                "to its WAL (and no branches at any point): restorekit cannot find where the "
+                "damage began there; give the restore point (--point <time just before it>)")
     if scenario == "complete-failure":
-        with _unless_unreachable():
-            _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=False)
+        if point is not None:
+            with _unless_unreachable():
+                _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=False)
         return settings
     import psycopg
 
@@ -541,7 +629,8 @@ def check_scenario(scenario: str, fields: Mapping[str, Any]) -> Settings:
         # The privileges the flow's preflight asks for (flows/partial_corruption.py,
         # flows/accidental_deletion.py): checked after the input, which is what was typed.
         check_privileges(conn, needs, purpose=f"this run on {fields['target']!r}")
-        _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=True)
+        if point is not None:
+            _check_point(rt.provider, point, fields["target"], snapshot_copy_allowed=True)
     return settings
 
 
@@ -582,22 +671,48 @@ def _check_repair_input(conn: Any, tables: list[Any], columns: dict[Any, list[st
         check_repair_options(conn, tables or list(columns), columns, keep)
 
 
-def _check_deletion_input(conn: Any, fields: Mapping[str, Any], point: RestorePoint
-                          ) -> RestorePoint:
+def _check_auto_input(scenario: str, fields: Mapping[str, Any]) -> None:
+    """``--point auto``: what the search needs, judged before anything runs."""
+    from restorekit.models import RestorePoint
+
+    if fields.get("good_point"):
+        RestorePoint.parse(str(fields["good_point"]))
+    if fields.get("where") and (fields.get("damaged_ids") or fields.get("ids")):
+        raise ConfigError("give the damaged rows as ids or as --where, not both")
+    if scenario == "complete-failure" and not fields.get("damaged_table"):
+        raise ConfigError("--point auto needs --damaged-table: the table the damage hit "
+                          "(with --damaged-ids or --where for rows, else the whole table)")
+    if scenario == "partial-corruption":
+        tables = fields.get("tables") or []
+        if not (fields.get("damaged_table") or len(tables) == 1):
+            raise ConfigError("--point auto needs --damaged-table (or exactly one --tables)")
+        if not (fields.get("damaged_ids") or fields.get("where")):
+            raise ConfigError("--point auto for partial-corruption needs the corrupted rows: "
+                              "--damaged-ids or --where")
+
+
+def _check_deletion_input(conn: Any, fields: Mapping[str, Any], point: RestorePoint | None
+                          ) -> RestorePoint | None:
     """Accidental-deletion on live: the deletion scope the flow's first step finds (table,
     key, ids of the key's type, the audit log); returns the restore point ('latest' is just
-    before the first recorded deletion)."""
+    before the first recorded deletion; None for auto, which the flow finds)."""
     from restorekit.models import PointKind, RestorePoint
     from restorekit.scope import deletion_scope
 
     table = fields.get("table", "users")
     found = deletion_scope(conn, table, ids=fields.get("ids") or None,
                            since=fields.get("deleted_since"))
+    if point is None:
+        if found.keys is None and not fields.get("where"):
+            raise ConfigError(f"--point auto needs the deleted {table} rows: --ids, --where, "
+                              "or an audit log that recorded them")
+        return None
     if point.kind is not PointKind.LATEST:
         return point
     if found.point_before is None:
         raise ConfigError(f"no deletion from {table} is recorded in an audit log: give the "
-                          "restore point (a time just before the deletion)")
+                          "restore point (a time just before the deletion), or --point auto "
+                          "to find the deleting transaction in the WAL")
     return RestorePoint.at(found.point_before)
 
 
@@ -663,6 +778,7 @@ def _config_path(settings: Settings) -> str:
 
 _ALL = "all scenarios"
 _PC, _AD, _CF = "partial-corruption", "accidental-deletion", "complete-failure"
+_AUTO = "finding the point (--point auto)"
 
 
 @app.command()
@@ -676,10 +792,11 @@ def run(
     target: TargetOpt,
     restore_point: Annotated[str | None, typer.Option(
         "--point", "-p", rich_help_panel=_ALL,
-        help="Restore point: latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | "
-        "name:NAME | backup:ID. Default: latest; accidental-deletion: just before the first "
-        "deletion the audit log recorded; partial-corruption needs a point BEFORE the "
-        "corruption.")] = None,
+        help="Restore point: latest | auto | ISO-8601 time with timezone | lsn:X/Y | xid:N | "
+        "before-xid:N | name:NAME | backup:ID. auto: found from the damage (the WAL on "
+        "self-hosted, bisection on Neon; see the panel below). Default: latest; "
+        "accidental-deletion: just before the first deletion the audit log recorded; "
+        "partial-corruption needs a point BEFORE the corruption.")] = None,
     incident_id: Annotated[str | None, typer.Option(
         rich_help_panel=_ALL,
         help="Incident reference; a re-run with the same id reuses a finished restore instead "
@@ -730,6 +847,26 @@ def run(
     include_cascade: Annotated[bool, typer.Option(
         "--include-cascade/--no-include-cascade", rich_help_panel=_AD,
         help="Also bring back the child rows ON DELETE CASCADE removed with them.")] = True,
+    where: Annotated[str | None, typer.Option(
+        rich_help_panel=_AUTO, show_default=False,
+        help="An SQL predicate that picks the damaged rows, evaluated read-only on a copy from "
+        "before the damage (instead of ids).")] = None,
+    good_point: Annotated[str | None, typer.Option(
+        rich_help_panel=_AUTO, show_default=False,
+        help="A point surely before the damage where the search starts. Default: the newest "
+        "base backup that still has the rows.")] = None,
+    damaged_table: Annotated[str | None, typer.Option(
+        rich_help_panel=_AUTO, show_default=False,
+        help="complete-failure / partial-corruption: the table the damage hit (alone: DELETE "
+        "without WHERE, TRUNCATE or DROP TABLE of it). accidental-deletion uses --table.")] = None,
+    damaged_ids: Annotated[list[str] | None, typer.Option(
+        "--damaged-ids", rich_help_panel=_AUTO, show_default=False,
+        help="complete-failure / partial-corruption: a primary key of a damaged row "
+        "(repeatable; a composite key as a,b). accidental-deletion uses --ids.")] = None,
+    damaged_column: Annotated[str | None, typer.Option(
+        rich_help_panel=_AUTO, show_default=False,
+        help="partial-corruption: find the first update that changed this column of those "
+        "rows (default: their first update or delete).")] = None,
     accept_in_place_without_snapshot: Annotated[bool, typer.Option(
         "--accept-in-place-without-snapshot", rich_help_panel=_CF,
         help="In-place providers only (Supabase): go on when the current database is too "

@@ -106,7 +106,8 @@ class RestorePoint:
 
         Accepted: ``latest``, ``immediate``, an ISO-8601 timestamp with a timezone,
         ``lsn:0/3000060`` (or a bare LSN), ``xid:1234`` (up to and including its commit),
-        ``before-xid:1234`` (everything committed before it), ``name:before-migration``,
+        ``before-xid:1234`` (everything committed before it; either may end in ``@LSN``, where
+        the transaction committed, which picks the base backup), ``name:before-migration``,
         ``backup:<backup id>``. ``auto`` is not a point: the flows find one
         (restorekit.damage) before parsing.
         """
@@ -122,6 +123,11 @@ class RestorePoint:
             raise RestorePointError(
                 "'auto' is found by the flow (a WAL scan), not parsed: this path takes a point")
         prefix, sep, rest = raw.partition(":")
+        if sep and prefix.lower() in ("before-xid", "xid") and "@" in rest:
+            # xid:N@LSN names where N committed (a found point carries it through the flows).
+            xid, _, lsn = rest.partition("@")
+            return cls(PointKind.XID, value=xid.strip(), commit_lsn=lsn.strip(),
+                       inclusive=prefix.lower() == "xid")
         if sep and prefix.lower() == "before-xid":
             return cls(PointKind.XID, value=rest.strip(), inclusive=False)
         if sep and prefix.lower() in ("lsn", "xid", "name", "backup"):
@@ -140,8 +146,9 @@ class RestorePoint:
     def __str__(self) -> str:
         if self.kind is PointKind.TIME and self.time is not None:
             return self.time.astimezone(UTC).isoformat()
-        if not self.inclusive:
-            return f"before-xid:{self.value}"
+        if self.kind is PointKind.XID:
+            at = f"@{self.commit_lsn}" if self.commit_lsn else ""
+            return f"{'xid' if self.inclusive else 'before-xid'}:{self.value}{at}"
         if self.value is not None:
             return f"{self.kind.value}:{self.value}"
         return self.kind.value

@@ -57,7 +57,7 @@ class FileDropped:
 
 
 @dataclass(slots=True)
-class _Pending:
+class Pending:
     """Row changes of transactions that have not committed yet, per xid."""
 
     ops: dict[int, list[WalRecord]] = field(default_factory=lambda: defaultdict(list))
@@ -79,16 +79,17 @@ class _Pending:
 
 def trace_rows(
     records: Iterable[WalRecord], rel: RelFile, rows: dict[Tid, object], *,
-    after_lsn: int, changed: bool = False,
+    after_lsn: int, changed: bool = False, pending: Pending | None = None,
 ) -> Finding | FileDropped | None:
     """The first transaction committed at or after ``after_lsn`` that deleted (``changed``:
     or updated) one of ``rows`` (where each followed row version is at the good point).
 
     ``rows`` is updated in place as committed updates move the rows, so a caller that meets a
     :class:`FileDropped` rewrite can re-read the rows on a copy and go on with the same
-    stream. Returns None when the stream ends without damage.
+    stream, and a caller that finds a change was not the damage (another column) can call it
+    again on the same stream with the same ``pending``. None when the stream ends first.
     """
-    pending = _Pending()
+    pending = pending if pending is not None else Pending()
     for record in records:
         op = record.op
         if op in ROW_CHANGES:
@@ -157,7 +158,7 @@ def trace_table(
     A transaction that deleted at least half the rows the table had at the good point, before
     a drop, is the damage rather than the drop (DELETE without WHERE, then DROP TABLE).
     """
-    pending = _Pending()
+    pending = Pending()
     for record in records:
         op = record.op
         if op == "DELETE" and record.rel == rel:
@@ -255,5 +256,5 @@ def until(records: Iterable[WalRecord], stop: Callable[[WalRecord], bool]) -> It
         yield record
 
 
-__all__ = ["FileDropped", "Finding", "TableTrace", "Writes", "mass_delete_first",
+__all__ = ["FileDropped", "Finding", "Pending", "TableTrace", "Writes", "mass_delete_first",
            "trace_rows", "trace_table", "until", "writes_after"]

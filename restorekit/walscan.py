@@ -274,13 +274,16 @@ def scan(tool: PgTool, staged: StagedWal, start_lsn: int, *,
             tool, staged, start_lsn,
             ["--rmgr=Heap", "--rmgr=Heap2", "--rmgr=Transaction", "--rmgr=Storage"]))
         return
-    heap = _records(waldump_lines(
+    heap = waldump_lines(
         tool, staged, start_lsn,
         [f"--relation={relation[0]}/{relation[1]}/{relation[2]}", "--fork=main",
-         "--rmgr=Heap", "--rmgr=Heap2"]))
-    xact = _records(waldump_lines(tool, staged, start_lsn,
-                                  ["--rmgr=Transaction", "--rmgr=Storage"]))
-    yield from heapq.merge(heap, xact, key=lambda r: r.lsn)
+         "--rmgr=Heap", "--rmgr=Heap2"])
+    xact = waldump_lines(tool, staged, start_lsn, ["--rmgr=Transaction", "--rmgr=Storage"])
+    try:
+        yield from heapq.merge(_records(heap), _records(xact), key=lambda r: r.lsn)
+    finally:  # a caller that stops early: both pg_waldump runs are stopped now, not at exit
+        heap.close()
+        xact.close()
 
 
 def _records(lines: Iterable[str]) -> Iterator[WalRecord]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from restorekit.pg.tools import PgTool
 from restorekit.pointfind import (
     FileDropped,
     Finding,
+    Pending,
     TableTrace,
     mass_delete_first,
     trace_rows,
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from restorekit.providers.selfhosted import SelfHostedProvider
 
 log = logging.getLogger(__name__)
+
+#: Copies made to check, update by update, whether a damaged column changed.
+VERIFY_BUDGET = 8
 
 Tid = tuple[int, int]
 
@@ -65,6 +69,7 @@ class Trail:
     rel: RelFile
     rows: dict[Tid, tuple[str, ...]]  # row version -> its key
     count: int  # rows the table had (whole-table damage) or followed rows
+    values: dict[tuple[str, ...], str | None] | None = None  # key -> the damaged column's value
 
 
 def read_trail(conn: Any, table: TableRef, damage: Damage, *, oid: int | None = None) -> Trail:
@@ -118,6 +123,8 @@ def read_trail(conn: Any, table: TableRef, damage: Damage, *, oid: int | None = 
         conn.execute("SET TRANSACTION READ ONLY")
         rows = conn.execute(query, params).fetchall()
     places = {_tid(r[0]): tuple(r[1:]) for r in rows}
+    values = column_values(conn, table, pk, damage.column, list(places.values())) \
+        if damage.column else None
     if damage.keys:
         missing = set(damage.keys) - set(places.values())
         if missing:
@@ -125,7 +132,27 @@ def read_trail(conn: Any, table: TableRef, damage: Damage, *, oid: int | None = 
             raise _NotThere(f"{len(missing)} key(s) of {table} are not there ({shown})")
     elif not places:
         raise _NotThere(f"no row of {table} matches {damage.where}")
-    return Trail(rel_oid, rel, places, len(places))
+    return Trail(rel_oid, rel, places, len(places), values)
+
+
+def column_values(conn: Any, table: TableRef, pk: tuple[str, ...] | list[str], column: str,
+                  keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], str | None]:
+    """``column`` of the rows with ``keys`` (as text; a missing row is absent)."""
+    if not keys:
+        return {}
+    key_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in pk)
+    values = sql.SQL(", ").join(
+        sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk))) for _ in keys)
+    try:
+        rows = conn.execute(
+            sql.SQL("SELECT {k}, {c}::text FROM {t} WHERE ({k}) IN (VALUES {v})").format(
+                k=key_text, c=sql.Identifier(column), t=table.ident, v=values),
+            [v for key in keys for v in key]).fetchall()
+    except Exception as exc:  # noqa: BLE001 - an unknown column is the operator's input
+        if "does not exist" in str(exc):
+            raise ConfigError(f"{table} has no column {column!r}") from None
+        raise
+    return {tuple(r[:-1]): r[-1] for r in rows}
 
 
 def _tid(text: str) -> Tid:
@@ -202,12 +229,9 @@ class WalHistory:
             staged = self._stage(backup, directory, progress)
             progress("scan WAL", 0, None)
             while True:
-                records = scan(self.tool, staged, start, relation=trail.rel)
-                if damage.kind is DamageKind.TABLE:
-                    result = trace_table(records, trail.rel, after_lsn=after_lsn, state=state)
-                else:
-                    result = trace_rows(records, trail.rel, trail.rows, after_lsn=after_lsn,
-                                        changed=damage.kind is DamageKind.CHANGED)
+                with closing(scan(self.tool, staged, start, relation=trail.rel)) as records:
+                    result = self._trace(records, damage, table, trail, after_lsn, state,
+                                         notes, progress)
                 if not isinstance(result, FileDropped):
                     break
                 if damage.kind is DamageKind.TABLE and (early := mass_delete_first(
@@ -238,6 +262,37 @@ class WalHistory:
             commit_lsn=format_lsn(result.commit_lsn), commit_time=result.commit_time,
             rows_touched=result.rows_touched, what=result.what, evidence=result.evidence,
             notes=tuple(notes), scanned_bytes=scanned, copies=self.copies)
+
+    def _trace(self, records: Iterator[Any], damage: Damage, table: TableRef, trail: Trail,
+               after_lsn: int, state: TableTrace, notes: list[str], progress: Progress
+               ) -> Finding | FileDropped | None:
+        """One pass over ``records``; for a damaged column, each update of the rows is checked
+        on a copy just after it until one changed that column (at most ``VERIFY_BUDGET``)."""
+        if damage.kind is DamageKind.TABLE:
+            return trace_table(records, trail.rel, after_lsn=after_lsn, state=state)
+        pending = Pending()
+        for _ in range(VERIFY_BUDGET):
+            result = trace_rows(records, trail.rel, trail.rows, after_lsn=after_lsn,
+                                changed=damage.kind is DamageKind.CHANGED, pending=pending)
+            if not isinstance(result, Finding) or damage.column is None \
+                    or "DELETE" in result.what:
+                return result
+            after = RestorePoint(PointKind.XID, value=str(result.xid),
+                                 commit_lsn=format_lsn(result.commit_lsn))
+            with self.copy_at(after, progress) as copy, \
+                    connect(copy.dsn.get_secret_value(), autocommit=True) as conn:
+                pk = catalog.primary_key(conn, table)
+                now = column_values(conn, table, pk, damage.column, list(trail.values or {}))
+            changed = [k for k, v in (trail.values or {}).items() if now.get(k) != v]
+            if changed:
+                return Finding(result.xid, result.commit_lsn, result.commit_time,
+                               result.rows_touched, len(changed),
+                               f"UPDATE of column {damage.column} in {len(changed)} followed "
+                               "row(s)", result.evidence)
+            notes.append(f"transaction {result.xid} updated the rows but not "
+                         f"{damage.column} (checked on a copy after it)")
+        raise ConfigError(f"{VERIFY_BUDGET} transactions updated the rows without changing "
+                          f"{damage.column}: give a later --good-point to go on")
 
     def _after_drop(self, dropped: FileDropped, damage: Damage, table: TableRef, trail: Trail,
                     progress: Progress) -> Trail | Finding:

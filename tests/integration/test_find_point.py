@@ -101,7 +101,7 @@ def test_rows_moved_by_updates_then_deleted_in_a_cascade_are_found_exactly(
     assert found.found_by is FoundBy.WAL_SCAN
     assert found.xid == damage
     assert found.point == RestorePoint.before_xid(damage)
-    assert str(found.point) == f"before-xid:{damage}"
+    assert str(found.point) == f"before-xid:{damage}@{found.commit_lsn}"
     assert found.rows_touched == 400 - subtree  # the cascade's deletes in the same table
     assert any("DELETE" in e for e in found.evidence)
     assert found.commit_time is not None and found.copies == 1
@@ -272,3 +272,25 @@ def test_what_a_restore_to_the_found_point_would_lose(prod: Installation) -> Non
     assert isinstance(loss.first_commit, datetime)
     assert any("lossy" in line for line in loss.lines())
     assert p.loss_after(RestorePoint(PointKind.LATEST)).transactions == 0
+
+
+def test_the_first_update_that_changed_the_given_column(prod: Installation) -> None:
+    with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, name text, balance int)")
+        conn.execute("INSERT INTO ledger SELECT g, 'n' || g, 100 FROM generate_series(1, 60) g")
+        good = good_time(prod)
+        renamed = run(conn, "UPDATE ledger SET name = upper(name) WHERE id IN (4, 5)")
+        damage = run(conn, "UPDATE ledger SET balance = 0 WHERE id IN (4, 5, 6)")
+        run(conn, "UPDATE ledger SET balance = 1 WHERE id = 4")
+    prod.wait_archived()
+
+    found = provider(prod).find_point(Damage(table="ledger", kind=DamageKind.CHANGED,
+                                             keys=(("4",), ("5",)), column="balance",
+                                             good_point=good))
+
+    assert found.xid == damage
+    assert "column balance" in found.what
+    assert any(f"transaction {renamed} updated the rows but not balance" in n
+               for n in found.notes)
+    assert restored_rows(prod, found.point, "SELECT name || ':' || balance FROM ledger "
+                         "WHERE id IN (4, 5) ORDER BY id") == ["N4:100", "N5:100"]

@@ -104,6 +104,11 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "stop_application": (["--stop-app"], True),
     "include_cascade": (["--no-include-cascade"], False),
     "accept_in_place_without_snapshot": (["--accept-in-place-without-snapshot"], True),
+    "where": (["--where", "org_id = 7"], "org_id = 7"),
+    "good_point": (["--good-point", "backup:20261125T130000Z"], "backup:20261125T130000Z"),
+    "damaged_table": (["--damaged-table", '"Org ü"'], '"Org ü"'),
+    "damaged_ids": (["--damaged-ids", "3,k13", "--damaged-ids", "4,k14"], ["3,k13", "4,k14"]),
+    "damaged_column": (["--damaged-column", "balance"], "balance"),
 }
 
 DRILL_SAMPLES: dict[str, tuple[list[str], Any]] = {
@@ -224,6 +229,18 @@ def test_a_params_model_refusal_is_one_line_naming_the_option() -> None:
     ("partial-corruption", ["--point", "2026-11-25T13:00:00Z", "--tables", "a", "--tables", "b",
                             "--columns", "email"], ConfigError, "names no table"),
     ("accidental-deletion", ["--table", '"unterminated'], ConfigError, "unterminated"),
+    ("complete-failure", ["--point", "auto"], ConfigError, "needs --damaged-table"),
+    ("partial-corruption", ["--point", "auto", "--damaged-table", "t"], ConfigError,
+     "needs the corrupted rows"),
+    ("partial-corruption", ["--point", "auto", "--tables", "a", "--tables", "b",
+                            "--damaged-ids", "1"], ConfigError, "needs --damaged-table"),
+    ("accidental-deletion", ["--point", "auto", "--ids", "1", "--where", "id = 1"], ConfigError,
+     "not both"),
+    ("accidental-deletion", ["--point", "auto", "--good-point", "soon"], RestorePointError,
+     "cannot read restore point"),
+    ("complete-failure", ["--point", "latest", "--damaged-table", "t"], ConfigError,
+     "describe the damage for --point auto"),
+    ("complete-failure", ["--point", "before-xid:x1"], RestorePointError, "xid must be a number"),
 ])
 def test_input_the_cli_can_judge_alone_is_refused_before_the_config_is_read(
     scenario: str, args: list[str], error: type[Exception], says: str, tmp_path: Path,
