@@ -382,7 +382,7 @@ def find_by_bisection(
         notes.append(f"the budget of {budget} {noun} ran out before the precision of "
                      f"{precision.total_seconds():g} s: the damage lies somewhere in the "
                      f"{width:.3g} s after the point (raise the budget for a closer point)")
-    log.info("found %s of %s between %s and %s with %d %s", last_bad.what, damage.table,
+    log.info("found the damage (%s) between %s and %s with %d %s", last_bad.what,
              _iso(found.last_good), _iso(found.first_bad), made, noun)
     return FoundPoint(
         point=RestorePoint.at(found.last_good),

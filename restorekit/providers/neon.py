@@ -545,9 +545,9 @@ class NeonProvider:
 
     def find_point(self, damage: Damage, *, progress: Progress = no_progress) -> FoundPoint:
         """Find the last time before ``damage`` by bisection over branches
-        (:func:`restorekit.bisect.find_by_bisection`): from ``damage.good_point`` (else the
-        start of the window) to now, one scratch branch per probe, each deleted right after
-        it was read. At most ``find_point_budget`` branches; halving stops at
+        (:func:`restorekit.bisect.find_by_bisection`): from ``damage.good_point`` (else just
+        inside the start of the window) to now, one scratch branch per probe, each deleted
+        right after it was read. At most ``find_point_budget`` branches; halving stops at
         ``find_point_precision_seconds``.
 
         Probe branches are named ``<scratch_prefix>find-point-<run>-<n>``: a leftover (a run
@@ -560,6 +560,12 @@ class NeonProvider:
         """
         window = self.restore_window()
         assert window.earliest is not None and window.latest is not None
+        if damage.good_point is None:
+            # A little inside the window: created_at has whole seconds (the branch may begin
+            # up to 1 s after it), and the retention bound moves forward while we work.
+            margin = max(timedelta(seconds=1),
+                         min(timedelta(seconds=60), (window.latest - window.earliest) / 10))
+            damage = replace(damage, good_point=RestorePoint.at(window.earliest + margin))
         run = uuid.uuid4().hex[:8]
         probes = itertools.count(1)
 

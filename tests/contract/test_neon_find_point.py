@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
 
+from restorekit.bisect import DamageCheck
 from restorekit.damage import Damage, DamageKind, FoundBy
 from restorekit.errors import ConfigError
 from restorekit.models import PointKind, RestorePoint
@@ -109,18 +110,12 @@ def test_keys_never_deleted_are_no_damage(world: NeonWorld, history: History) ->
                                            good_point=RestorePoint.at(history.good)))
 
 
-def test_a_table_that_never_existed_is_named(world: NeonWorld, history: History) -> None:
-    with pytest.raises(ConfigError, match="never_there does not exist"):
-        world.provider().find_point(Damage(table="never_there", keys=(("1",),),
-                                           good_point=RestorePoint.at(history.good)))
-
-
-def test_damage_before_the_good_point_asks_for_an_earlier_one(
-    world: NeonWorld, history: History
+def test_a_table_that_never_existed_is_named_at_the_default_good_point(
+    world: NeonWorld
 ) -> None:
-    with pytest.raises(ConfigError, match="earlier good point"):
-        world.provider().find_point(Damage(table="fp_items", keys=(("2",),),
-                                           good_point=RestorePoint.at(history.after_delete)))
+    # No good point given: the start of the window (the production branch's creation here).
+    with pytest.raises(ConfigError, match="never_there does not exist at the good point"):
+        world.provider().find_point(Damage(table="never_there", keys=(("1",),)))
 
 
 def test_a_spent_budget_says_so_and_stays_before_the_damage(
@@ -134,15 +129,76 @@ def test_a_spent_budget_says_so_and_stays_before_the_damage(
     assert any("budget of 2 branches ran out" in n for n in found.notes), found.notes
 
 
-def test_whole_table_damage_of_a_dropped_table(world: NeonWorld, history: History) -> None:
+# -- the damage predicate itself, on production directly (no branch needed) ----------------------
+
+
+def read(conn: psycopg.Connection, damage: Damage) -> DamageCheck:
+    return DamageCheck.read(conn, damage, at="now")
+
+
+def test_the_predicate_for_changed_rows_composite_keys_and_a_where(world: NeonWorld) -> None:
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE fp_gone AS SELECT 1 AS id")
-        good = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        time.sleep(1.5)
-        conn.execute("DROP TABLE fp_gone")
-        dropped = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    provider = world.provider(find_point_budget=4, find_point_precision_seconds=5)
-    found = provider.find_point(Damage(table="public.fp_gone", kind=DamageKind.TABLE,
-                                       good_point=RestorePoint.at(good)))
-    assert found.point.time is not None and good <= found.point.time < dropped
-    assert "does not exist" in found.what
+        conn.execute("CREATE TABLE fp_pairs (a int, b text, qty int, note text, "
+                     "PRIMARY KEY (a, b))")
+        conn.execute("INSERT INTO fp_pairs VALUES (1, 'x', 10, 'n'), (1, 'y', 20, NULL), "
+                     "(2, 'x', 30, 'n')")
+        # '001' is cast to int: keys are compared as their column types.
+        qty = read(conn, Damage(table="fp_pairs", kind=DamageKind.CHANGED,
+                                keys=(("001", "x"), ("1", "y")), column="qty"))
+        row = read(conn, Damage(table="fp_pairs", kind=DamageKind.CHANGED,
+                                keys=(("1", "x"), ("1", "y"))))
+        picked = read(conn, Damage(table="fp_pairs", where="qty >= 20"))
+        assert qty.tracked == (("1", "x"), ("1", "y")) and picked.rows_at_good == 2
+        assert all(c.observe(conn).good for c in (qty, row, picked))
+
+        conn.execute("UPDATE fp_pairs SET note = 'changed' WHERE (a, b) = (1, 'y')")
+        assert qty.observe(conn).good  # another column: not this damage
+        seen = row.observe(conn)
+        assert not seen.good and seen.damaged_rows == 1 and "1 of 2 changed" in seen.what
+
+        conn.execute("UPDATE fp_pairs SET qty = 99 WHERE (a, b) = (1, 'x')")
+        assert "(column qty)" in qty.observe(conn).what
+        # The predicate's rows are fixed at the good point: qty 99 >= 20 adds no row to track.
+        assert picked.observe(conn).good
+        conn.execute("DELETE FROM fp_pairs WHERE a = 2")
+        seen = picked.observe(conn)
+        assert not seen.good and "1 of 2 tracked row(s) deleted" in seen.what
+
+
+def test_the_predicate_refuses_wrong_input(world: NeonWorld) -> None:
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fp_plain (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO fp_plain VALUES (1)")
+        # Keys missing at the good point: the damage is before it (the same path as a good
+        # point after the damage in find_point, without spending a branch on it).
+        with pytest.raises(ConfigError, match="1 of 2 key.*give an earlier good point"):
+            read(conn, Damage(table="fp_plain", keys=(("1",), ("2",))))
+        with pytest.raises(ConfigError, match="not a valid integer"):
+            read(conn, Damage(table="fp_plain", keys=(("one",),)))
+        with pytest.raises(ConfigError, match="1 column"):
+            read(conn, Damage(table="fp_plain", keys=(("1", "2"),)))
+        with pytest.raises(ConfigError, match="no column 'nope'"):
+            read(conn, Damage(table="fp_plain", kind=DamageKind.CHANGED, keys=(("1",),),
+                              column="nope"))
+        with pytest.raises(ConfigError, match="the predicate 'nope > 1' fails"):
+            read(conn, Damage(table="fp_plain", where="nope > 1"))
+        with pytest.raises(ConfigError, match="selects no row"):
+            read(conn, Damage(table="fp_plain", where="id > 1"))
+        conn.execute("CREATE TABLE fp_nokey (id int)")
+        with pytest.raises(ConfigError, match="no primary key"):
+            read(conn, Damage(table="fp_nokey", keys=(("1",),)))
+        with pytest.raises(ConfigError, match="already empty"):
+            read(conn, Damage(table="fp_nokey", kind=DamageKind.TABLE))
+
+
+def test_the_predicate_for_a_whole_table(world: NeonWorld) -> None:
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fp_whole AS SELECT g AS id FROM generate_series(1, 3) g")
+        check = read(conn, Damage(table="public.fp_whole", kind=DamageKind.TABLE))
+        conn.execute("DELETE FROM fp_whole WHERE id = 1")
+        assert check.observe(conn).good  # rows deleted since are not whole-table damage
+        conn.execute("TRUNCATE fp_whole")
+        assert not check.observe(conn).good
+        conn.execute("DROP TABLE fp_whole")
+        seen = check.observe(conn)
+        assert not seen.good and seen.what == "table public.fp_whole does not exist"
