@@ -14,12 +14,14 @@ from restorekit.integrity import (
     Baseline,
     CustomCheck,
     SchemaFingerprint,
+    _free_connection_slots,
+    _open,
+    _pool_size,
     capture_baseline,
     connect_with_retry,
     fingerprint,
     verify,
 )
-from restorekit.integrity import _free_connection_slots, _open, _pool_size
 from restorekit.pg.cluster import free_port
 from restorekit.pg.dsn import merge
 
@@ -523,3 +525,16 @@ def test_pool_is_bounded_by_cores_jobs_and_half_the_free_connection_slots(
         "current_setting('superuser_reserved_connections')::int").fetchone()
     free = _free_connection_slots(conn)
     assert free is not None and 0 < free <= max_connections - reserved - 1
+
+
+def test_custom_checks_run_on_the_read_only_scan_pool(pg_dsn: str,
+                                                      conn: psycopg.Connection) -> None:
+    # They go to the pool first (unknown cost) instead of after the main connection's catalog
+    # checks; the pool's sessions are read-only by default, the main connection's are not.
+    session = CustomCheck("session", "SELECT current_setting('default_transaction_read_only')",
+                          "equals", value="on")
+    report = verify(pg_dsn, custom_checks=[session, USERS_WITHOUT_CLIENTS], amcheck=False)
+    assert any(c.name.startswith("fk_orphans") for c in report.checks)  # there is a pool
+    assert report.ok, report.to_markdown()
+    names = [c.name for c in report.checks]
+    assert names.index("custom:session") < names.index("custom:users without clients")
