@@ -230,7 +230,7 @@ class BackupPolicy(BaseModel):
     # METHOD[:LEVEL] by the archive_command. pgBackRest: its compress-type (and compress-level).
     compression: str = "lz4"
     # pgBackRest's process-max (parallel compression and transfer); the native engine ignores it.
-    process_max: int = Field(default=1, ge=1, le=64)
+    process_max: int = Field(default=2, ge=1, le=64)
 
     @field_validator("compression")
     @classmethod

@@ -30,6 +30,13 @@ Contract, for every backend:
   object is not an error.
 * **Progress** callbacks receive byte *increments* (like ``tqdm.update`` and boto3's ``Callback``).
 * ``url`` is a display form that never contains secrets and that :func:`open_repository` accepts.
+* **Compressed objects.** ``put_file``/``put_stream`` with ``encoding="lz4"|"zstd"|"gzip"``
+  store the bytes compressed (by the ``lz4``/``zstd``/``gzip`` programs: the standard library
+  has no lz4 or zstd) and every read decompresses them, so callers only ever see the original
+  bytes. Such a record says ``"encoding"`` plus ``"stored_size"``/``"stored_sha256"`` (the
+  bytes at rest, checked while they stream in) while ``size``/``sha256`` keep describing the
+  original bytes (checked after decompression): both are verified on every read. A record
+  without ``encoding`` (every object of an older repository) is read exactly as before.
 
 boto3 is imported only when an S3 URL is opened, so ``restorekit.wal`` (PostgreSQL's
 archive_command) starts fast for local repositories.
@@ -44,6 +51,9 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +70,7 @@ from restorekit.errors import (
 )
 
 __all__ = [
+    "ENCODINGS",
     "RECORD_SUFFIX",
     "IncompleteObject",
     "LocalRepository",
@@ -69,6 +80,8 @@ __all__ = [
     "RepositoryLocation",
     "S3Repository",
     "check_key",
+    "codec_argv",
+    "hash_file",
     "open_repository",
     "parse_repository_url",
     "s3_read_timeout",
@@ -76,6 +89,7 @@ __all__ = [
 
 RECORD_SUFFIX = ".sha256.json"
 RECORD_FORMAT = "restorekit-checksum/1"
+RECORD_FORMAT_ENCODED = "restorekit-checksum/2"
 TEMP_PREFIX = ".rk-tmp-"
 CHUNK_SIZE = 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
@@ -85,12 +99,51 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What the checksum record says about a complete object."""
+    """What the checksum record says about a complete object.
+
+    ``size`` and ``sha256`` describe the object's content as every read returns it. For an
+    object stored compressed, ``encoding`` names the codec and ``stored_size``/``stored_sha256``
+    describe the bytes at rest (None otherwise: they are the content itself).
+    """
 
     key: str
     size: int
     sha256: str
     created_at: datetime
+    encoding: str | None = None
+    stored_size: int | None = None
+    stored_sha256: str | None = None
+
+    @property
+    def bytes_at_rest(self) -> int:
+        """What the object occupies in the repository."""
+        return self.size if self.stored_size is None else self.stored_size
+
+
+#: Codecs a compressed object may use: the program, and its package where it is missing.
+ENCODINGS = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip"}
+
+
+def codec_argv(encoding: str, *, decompress: bool, level: int | None = None) -> list[str]:
+    """The command line that (de)compresses ``encoding`` from stdin to stdout.
+
+    Raises:
+        ConfigError: an unknown encoding, or its program is not installed.
+    """
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown compression {encoding!r}; known: {', '.join(ENCODINGS)}")
+    program = shutil.which(encoding) or shutil.which(encoding, path="/usr/bin:/bin")
+    if program is None:
+        raise ConfigError(
+            f"the {encoding} program is not installed (install the {ENCODINGS[encoding]!r} "
+            f"package): it {'reads' if decompress else 'writes'} {encoding}-compressed objects "
+            "in the repository")
+    argv = [program, "-q", "-c"] if encoding != "gzip" else [program, "-c"]
+    if decompress:
+        argv.insert(1, "-d")
+    elif level is not None:
+        argv.append(f"-{level}")
+    return argv
 
 
 class IncompleteObject(ObjectNotFound):
@@ -103,11 +156,12 @@ class Repository(Protocol):
 
     url: str
 
-    def put_file(self, key: str, path: Path, *, progress: Progress | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, progress: Progress | None = None,
+                 encoding: str | None = None, level: int | None = None) -> ObjectInfo:
         ...
 
-    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None
-                   ) -> ObjectInfo:
+    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None,
+                   encoding: str | None = None, level: int | None = None) -> ObjectInfo:
         ...
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
@@ -349,8 +403,13 @@ def _now() -> datetime:
 
 
 def _record_bytes(info: ObjectInfo) -> bytes:
-    body = {"format": RECORD_FORMAT, "key": info.key, "size": info.size, "sha256": info.sha256,
-            "created_at": info.created_at.isoformat()}
+    body: dict[str, Any] = {"format": RECORD_FORMAT, "key": info.key, "size": info.size,
+                            "sha256": info.sha256, "created_at": info.created_at.isoformat()}
+    if info.encoding is not None:
+        # Another format: a restorekit that predates compression compares the bytes at rest
+        # with size/sha256, fails with a checksum mismatch and never hands out compressed bytes.
+        body.update(format=RECORD_FORMAT_ENCODED, encoding=info.encoding,
+                    stored_size=info.stored_size, stored_sha256=info.stored_sha256)
     return (json.dumps(body, sort_keys=True) + "\n").encode()
 
 
@@ -360,10 +419,17 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def _parse_record(key: str, data: bytes, url: str) -> ObjectInfo:
     try:
         body = json.loads(data)
+        encoding = body.get("encoding")
         info = ObjectInfo(key=key, size=int(body["size"]), sha256=str(body["sha256"]),
-                          created_at=datetime.fromisoformat(body["created_at"]))
+                          created_at=datetime.fromisoformat(body["created_at"]),
+                          encoding=None if encoding is None else str(encoding),
+                          stored_size=None if encoding is None else int(body["stored_size"]),
+                          stored_sha256=None if encoding is None else str(body["stored_sha256"]))
         if body.get("key") != key or not _SHA256.fullmatch(info.sha256) or info.size < 0:
             raise ValueError("record does not describe this key")
+        if encoding is not None and (encoding not in ENCODINGS
+                                     or not _SHA256.fullmatch(info.stored_sha256 or "")):
+            raise ValueError(f"unknown encoding {encoding!r} or bad stored_sha256")
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryError(
             f"checksum record of {key!r} in {url} is unreadable ({exc}); the object cannot be "
@@ -372,10 +438,15 @@ def _parse_record(key: str, data: bytes, url: str) -> ObjectInfo:
     return info
 
 
-def _mismatch(key: str, url: str, expected: ObjectInfo, sha256: str, size: int) -> ChecksumMismatch:
+def _mismatch(key: str, url: str, expected: ObjectInfo, sha256: str, size: int, *,
+              at_rest: bool = False) -> ChecksumMismatch:
+    want_sha, want_size = ((expected.stored_sha256, expected.stored_size) if at_rest
+                           else (expected.sha256, expected.size))
+    what = (f" ({expected.encoding}-compressed bytes at rest)" if at_rest
+            else f" (after {expected.encoding} decompression)" if expected.encoding else "")
     return ChecksumMismatch(
-        f"checksum mismatch for {key!r} in {url}: expected sha256 {expected.sha256} "
-        f"({expected.size} bytes), got sha256 {sha256} ({size} bytes); the stored object is "
+        f"checksum mismatch for {key!r} in {url}{what}: expected sha256 {want_sha} "
+        f"({want_size} bytes), got sha256 {sha256} ({size} bytes); the stored object is "
         "corrupt or was changed after it was written"
     )
 
@@ -427,10 +498,11 @@ class _VerifyingReader(io.RawIOBase):
     """A streaming reader that checks size and sha256 against the record when it reaches EOF."""
 
     def __init__(self, source: Any, expected: ObjectInfo, url: str,
-                 errors: Callable[[], ContextManager[None]]) -> None:
+                 errors: Callable[[], ContextManager[None]], *, at_rest: bool = False) -> None:
         super().__init__()
         self._source = source
         self._expected = expected
+        self._at_rest = at_rest  # check the compressed bytes (stored_*), not the content
         self._url = url
         self._errors = errors
         self._sha = hashlib.sha256()
@@ -461,9 +533,12 @@ class _VerifyingReader(io.RawIOBase):
     def _finish(self) -> None:
         self._done = True
         sha = self._sha.hexdigest()
-        if sha != self._expected.sha256 or self._size != self._expected.size:
-            expected = self._expected
-            self._failure = _mismatch(expected.key, self._url, expected, sha, self._size)
+        expected = self._expected
+        want = ((expected.stored_sha256, expected.stored_size) if self._at_rest
+                else (expected.sha256, expected.size))
+        if (sha, self._size) != want:
+            self._failure = _mismatch(expected.key, self._url, expected, sha, self._size,
+                                      at_rest=self._at_rest)
             raise self._failure
 
     def drain(self) -> None:
@@ -478,10 +553,102 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
+class _Decoder(io.RawIOBase):
+    """The decompressed bytes of ``stored`` (an already verifying reader), through the codec's
+    program. A thread feeds the program; at the end the thread's error (a checksum mismatch of
+    the bytes at rest comes first: it is the real cause) or the program's failure is raised."""
+
+    def __init__(self, stored: BinaryIO, info: ObjectInfo, url: str) -> None:
+        super().__init__()
+        assert info.encoding is not None
+        self._info = info
+        self._url = url
+        self._stored = stored
+        self._proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._feed, name="restorekit-decode",
+                                        daemon=True)
+        self._thread.start()
+        self._finished = False
+
+    def _feed(self) -> None:
+        assert self._proc.stdin is not None
+        try:
+            while chunk := self._stored.read(CHUNK_SIZE):
+                self._proc.stdin.write(chunk)
+        except BrokenPipeError:
+            # The program gave up on damaged input: read the stored bytes to their end so a
+            # checksum mismatch, the real cause, is what gets raised.
+            try:
+                while self._stored.read(CHUNK_SIZE):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self._error = exc
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        assert self._proc.stdout is not None
+        n = self._proc.stdout.readinto(buffer)
+        if n:
+            return n
+        if not self._finished:
+            self._finished = True
+            self._thread.join()
+            stderr = self._proc.stderr.read() if self._proc.stderr else b""
+            code = self._proc.wait()
+            if self._error is not None:
+                raise self._error
+            if code != 0:
+                raise ChecksumMismatch(
+                    f"{self._info.key!r} in {self._url} could not be decompressed "
+                    f"({self._info.encoding} exited {code}: "
+                    f"{stderr.decode(errors='replace').strip()[-300:]}); the stored object is "
+                    "corrupt")
+        return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._thread.join()
+            self._proc.wait()
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        super().close()
+
+
 @contextlib.contextmanager
 def _reader_only(verified: ContextManager[tuple[ObjectInfo, BinaryIO]]) -> Iterator[BinaryIO]:
     with verified as (_, reader):
         yield reader
+
+
+def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
+                    failure: list[BaseException], key: str, encoding: str) -> None:
+    """After the compressed stream ended: the source was read whole and the program
+    succeeded, or the put fails (before the object commits)."""
+    feeder.join()
+    code = proc.wait()
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, RestoreKitError):
+            raise exc
+        raise RepositoryError(f"reading the source of {key!r} failed while compressing it: "
+                              f"{exc}") from exc
+    if code != 0:
+        stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        raise RepositoryError(f"{encoding} failed compressing {key!r} (exit {code}): "
+                              f"{stderr[-300:]}")
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -520,8 +687,10 @@ class _BaseRepository:
     def _write_record(self, info: ObjectInfo) -> None:
         raise NotImplementedError
 
-    def _store(self, key: str, reader: _HashingReader) -> None:
-        """Make the object complete in one step, removing the old record just before."""
+    def _store(self, key: str, reader: _HashingReader,
+               check: Callable[[], None] | None = None) -> None:
+        """Make the object complete in one step, removing the old record just before;
+        ``check`` (raising) runs once every byte is written, before the object commits."""
         raise NotImplementedError
 
     def _delete_object(self, key: str) -> None:
@@ -531,20 +700,65 @@ class _BaseRepository:
         raise NotImplementedError
 
     # public API ----------------------------------------------------------------------------
-    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None
-                   ) -> ObjectInfo:
-        """Store ``stream``'s bytes at ``key`` atomically, hashing while writing."""
+    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None,
+                   encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        """Store ``stream``'s bytes at ``key`` atomically, hashing while writing; compressed
+        with ``encoding`` (at ``level``) when given. ``progress`` counts bytes at rest."""
         check_key(key)
+        if encoding is None:
+            return self._put(key, stream, progress)
+        argv = codec_argv(encoding, decompress=False, level=level)
+        original = _HashingReader(stream)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                while chunk := original.read(CHUNK_SIZE):
+                    proc.stdin.write(chunk)
+            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
+                failure.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
+        feeder.start()
+        try:
+            info = self._put(key, proc.stdout, progress, original=original,  # type: ignore[arg-type]
+                             encoding=encoding, check=lambda: _finish_encoder(
+                                 proc, feeder, failure, key, encoding))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            feeder.join()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        return info
+
+    def _put(self, key: str, stream: BinaryIO, progress: Progress | None, *,
+             original: _HashingReader | None = None, encoding: str | None = None,
+             check: Callable[[], None] | None = None) -> ObjectInfo:
         reader = _HashingReader(stream, progress)
         with self._errors("put", key):
-            self._store(key, reader)
-            info = ObjectInfo(key=key, size=reader.size, sha256=reader.sha.hexdigest(),
-                              created_at=_now())
+            self._store(key, reader, check)
+            if encoding is None or original is None:
+                info = ObjectInfo(key=key, size=reader.size, sha256=reader.sha.hexdigest(),
+                                  created_at=_now())
+            else:
+                info = ObjectInfo(key=key, size=original.size, sha256=original.sha.hexdigest(),
+                                  created_at=_now(), encoding=encoding,
+                                  stored_size=reader.size, stored_sha256=reader.sha.hexdigest())
             self._write_record(info)
         return info
 
-    def put_file(self, key: str, path: Path, *, progress: Progress | None = None) -> ObjectInfo:
-        """Store the file at ``path`` under ``key``."""
+    def put_file(self, key: str, path: Path, *, progress: Progress | None = None,
+                 encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        """Store the file at ``path`` under ``key`` (compressed: see :meth:`put_stream`)."""
         check_key(key)
         try:
             source = open(path, "rb")
@@ -552,7 +766,8 @@ class _BaseRepository:
             raise RepositoryError(
                 f"cannot read {path} to store it as {key!r}: {exc.strerror}") from exc
         with source:
-            return self.put_stream(key, source, progress=progress)  # type: ignore[arg-type]
+            return self.put_stream(key, source, progress=progress,  # type: ignore[arg-type]
+                                   encoding=encoding, level=level)
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         return self.put_stream(key, io.BytesIO(data))
@@ -588,13 +803,34 @@ class _BaseRepository:
         with self._errors("get", key):
             info = self._read_record(key)
             source = self._open_object(key)
-        reader = _VerifyingReader(source, info, self.url, lambda: self._errors("get", key))
+        errors = lambda: self._errors("get", key)  # noqa: E731
+        if info.encoding is None:
+            reader = _VerifyingReader(source, info, self.url, errors)
+            buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
+            try:
+                yield info, buffered  # type: ignore[misc]
+                reader.drain()
+            finally:
+                buffered.close()
+            return
+        # Compressed: the bytes at rest are checked as they stream into the decompressor,
+        # the decompressed bytes against the original's size and sha256.
+        at_rest = io.BufferedReader(_VerifyingReader(source, info, self.url, errors,
+                                                     at_rest=True), buffer_size=CHUNK_SIZE)
+        try:
+            decoder = _Decoder(at_rest, info, self.url)  # type: ignore[arg-type]
+        except BaseException:
+            at_rest.close()
+            raise
+        reader = _VerifyingReader(decoder, info, self.url, contextlib.nullcontext)
         buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
         try:
             yield info, buffered  # type: ignore[misc]
             reader.drain()
         finally:
             buffered.close()
+            decoder.close()
+            at_rest.close()
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_verified(key) as src:
@@ -733,14 +969,20 @@ class LocalRepository(_BaseRepository):
             raise
         _fsync_dir(final.parent)
 
-    def _store(self, key: str, reader: _HashingReader) -> None:
+    def _store(self, key: str, reader: _HashingReader,
+               check: Callable[[], None] | None = None) -> None:
         def write(out: BinaryIO) -> None:
             while chunk := reader.read(CHUNK_SIZE):
                 out.write(chunk)
 
+        def before_commit() -> None:
+            if check is not None:
+                check()
+            self._delete_record(key)
+
         # The old record goes only once the new bytes are safely staged: a failed put leaves
         # the old object and its record untouched.
-        self._write_atomic(self._path(key), write, before_commit=lambda: self._delete_record(key))
+        self._write_atomic(self._path(key), write, before_commit=before_commit)
 
     def _write_record(self, info: ObjectInfo) -> None:
         data = _record_bytes(info)
@@ -941,11 +1183,14 @@ class S3Repository(_BaseRepository):
         return _map_s3_errors(operation, key, self.url, self.bucket,
                               read_timeout=self.read_timeout, attempts=self.attempts)
 
-    def _store(self, key: str, reader: _HashingReader) -> None:
+    def _store(self, key: str, reader: _HashingReader,
+               check: Callable[[], None] | None = None) -> None:
         # S3 has no staging without a copy: the old record goes first, so a failed overwrite
         # leaves the key incomplete (never new bytes paired with the old record).
         self._delete_record(key)
         self.client.upload_fileobj(reader, self.bucket, self._full(key), Config=self._transfer)
+        if check is not None:
+            check()  # raising here leaves the object without a record: incomplete
 
     def _write_record(self, info: ObjectInfo) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._record_key(info.key),

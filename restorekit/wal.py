@@ -4,10 +4,14 @@ PostgreSQL runs these through ``/bin/sh`` as its own OS user, once per WAL file,
 imports only the standard library, :mod:`restorekit.errors` and :mod:`restorekit.repository`
 (boto3 is loaded only for S3 repositories)::
 
-    python -m restorekit.wal push --repo URL %p %f    # archive_command
-    python -m restorekit.wal get  --repo URL %f %p    # restore_command
+    python -m restorekit.wal push --repo URL [--compress lz4[:LEVEL]] %p %f  # archive_command
+    python -m restorekit.wal get  --repo URL %f %p                         # restore_command
 
 WAL files are stored under ``wal/<name>`` (segments, ``.history``, ``.backup``, ``.partial``).
+With ``--compress`` (``lz4``, ``zstd`` or ``gzip``, the target's ``[backups] compression``)
+segments and ``.partial`` files are stored compressed under the same key (the checksum record
+says so, see :mod:`restorekit.repository`); ``get`` and :func:`fetch_wal` always write the
+plain, verified segment, from a compressed or an older uncompressed archive alike.
 
 Exit codes, chosen for what PostgreSQL does with them:
 
@@ -46,8 +50,8 @@ from restorekit.repository import (
     IncompleteObject,
     ObjectInfo,
     Repository,
-    open_repository,
     hash_file,
+    open_repository,
     parse_repository_url,
 )
 
@@ -57,6 +61,7 @@ __all__ = [
     "WalConflict",
     "archive_command",
     "fetch_wal",
+    "wal_codec",
     "last_archived",
     "list_wal",
     "main",
@@ -73,6 +78,8 @@ EXIT_USAGE = 2
 EXIT_ABORT_RECOVERY = 126
 
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+_COMPRESSION_RE = re.compile(r"(?:(?:server|client)-)?(?P<method>none|lz4|zstd|gzip)"
+                             r"(?::(?P<level>[0-9]{1,2}))?")
 _WAL_NAME_RE = re.compile(
     r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$"
 )
@@ -92,8 +99,30 @@ def wal_key(name: str) -> str:
     return WAL_PREFIX + name
 
 
-def push_wal(repo: Repository, path: Path, name: str) -> ObjectInfo:
-    """Archive the WAL file at ``path`` as ``name``; idempotent for identical content.
+def wal_codec(compression: str | None) -> tuple[str | None, int | None]:
+    """(encoding, level) for archived segments from a ``[backups] compression`` value such as
+    ``"lz4"``, ``"zstd:3"`` or ``"server-lz4"`` (the side only matters to pg_basebackup).
+
+    Raises:
+        ConfigError: not such a value.
+    """
+    if compression is None:
+        return None, None
+    match = _COMPRESSION_RE.fullmatch(compression)
+    if match is None:
+        raise ConfigError(f"compression {compression!r}: expected none, lz4, zstd or gzip, "
+                          "optionally with a level (zstd:3)")
+    method, level = match.group("method"), match.group("level")
+    if method == "none":
+        return None, None
+    return method, None if level is None else int(level)
+
+
+def push_wal(repo: Repository, path: Path, name: str, *,
+             compression: str | None = None) -> ObjectInfo:
+    """Archive the WAL file at ``path`` as ``name``; idempotent for identical content (a
+    compressed copy is compared by its original bytes). ``compression`` (e.g. ``"lz4"``)
+    applies to segments and ``.partial`` files; the small text files stay plain.
 
     Raises:
         WalConflict: a different file is already archived under ``name``.
@@ -120,7 +149,10 @@ def push_wal(repo: Repository, path: Path, name: str) -> ObjectInfo:
             return repo.verify(key)
         except ChecksumMismatch:
             pass  # the stored copy rotted; the record vouches for exactly these bytes: rewrite
-    return repo.put_file(key, path)
+    encoding, level = wal_codec(compression)
+    if encoding is None or not (SEGMENT_RE.match(name) or name.endswith(".partial")):
+        return repo.put_file(key, path)
+    return repo.put_file(key, path, encoding=encoding, level=level)
 
 
 def fetch_wal(repo: Repository, name: str, dest: Path) -> ObjectInfo:
@@ -147,11 +179,16 @@ def _pg_quote(arg: str) -> str:
     return shlex.quote(arg).replace("%", "%%")
 
 
-def archive_command(repo_url: str, python: str = sys.executable) -> str:
-    """The ``archive_command`` setting that pushes WAL into ``repo_url``."""
+def archive_command(repo_url: str, python: str = sys.executable, *,
+                    compression: str | None = None) -> str:
+    """The ``archive_command`` setting that pushes WAL into ``repo_url``, compressed with
+    ``compression`` (a ``[backups] compression`` value; none: stored as is)."""
     url = parse_repository_url(repo_url).url
+    encoding, level = wal_codec(compression)
+    compress = [] if encoding is None else [
+        "--compress", encoding if level is None else f"{encoding}:{level}"]
     return " ".join([_pg_quote(python), "-m", "restorekit.wal", "push", "--repo", _pg_quote(url),
-                     "%p", "%f"])
+                     *compress, "%p", "%f"])
 
 
 def restore_command(repo_url: str, python: str = sys.executable) -> str:
@@ -180,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     push = sub.add_parser("push",
                           help="archive a WAL file (archive_command: push --repo URL %%p %%f)")
     push.add_argument("--repo", required=True, help="repository URL")
+    push.add_argument("--compress", default=None,
+                      help="store segments compressed: lz4, zstd or gzip, optionally :LEVEL")
     push.add_argument("path", help="the WAL file to archive (%%p)")
     push.add_argument("name", help="its file name (%%f)")
     get = sub.add_parser("get", help="fetch a WAL file (restore_command: get --repo URL %%f %%p)")
@@ -202,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"usage error: {exc}")
         return EXIT_ABORT_RECOVERY if fetching else EXIT_USAGE
     if args.command == "push":
-        return _push(args.repo, Path(args.path), args.name)
+        return _push(args.repo, Path(args.path), args.name, args.compress)
     return _get(args.repo, args.name, Path(args.dest))
 
 
-def _push(url: str, path: Path, name: str) -> int:
+def _push(url: str, path: Path, name: str, compression: str | None = None) -> int:
     try:
-        push_wal(open_repository(url), path, name)
+        push_wal(open_repository(url), path, name, compression=compression)
     except RestoreKitError as exc:
         _say(f"push {name} failed: {exc}")
         return EXIT_FAILED

@@ -2,7 +2,9 @@
 
 Layout in the repository::
 
-    backups/<backup_id>/base.tar        pg_basebackup -Ft (the data directory)
+    backups/<backup_id>/base.tar        pg_basebackup -Ft (the data directory); compressed
+                                        (``[backups] compression``) it is base.tar.lz4,
+                                        base.tar.zst or base.tar.gz, as pg_basebackup names it
     backups/<backup_id>/pg_wal.tar      WAL for consistency, when the backup streamed it (the
                                         default --wal-method=fetch puts it inside base.tar)
     backups/<backup_id>/backup_manifest PostgreSQL's own manifest (WAL range)
@@ -12,7 +14,11 @@ Layout in the repository::
     restore-points/<name>.json           restore points created through restorekit (name -> LSN)
 
 Every object carries a checksum record (see restorekit.repository) and is read back before the
-backup is declared complete.
+backup is declared complete. A compressed base backup is stored as pg_basebackup wrote it and
+restored by GNU tar through the codec's program, so restorekit's own process only hashes the
+(smaller) compressed stream; archived WAL segments are compressed by the archive_command and
+decompressed (and verified twice: at rest and decompressed) by the restore_command. Backups and
+segments written before compression was turned on restore as before.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import logging
 import os
 import re
 import shutil
-import sys
 import subprocess
+import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import IO, ClassVar
 
 from restorekit import wal
@@ -44,12 +50,19 @@ from restorekit.errors import (
     RepositoryError,
     RestorePointError,
 )
-from restorekit.models import BackupInfo, PointKind, RestorePoint, RestoreWindow, format_lsn, parse_lsn
+from restorekit.models import (
+    BackupInfo,
+    PointKind,
+    RestorePoint,
+    RestoreWindow,
+    format_lsn,
+    parse_lsn,
+)
 from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import password_env
 from restorekit.pg.tools import PgTool, chown_for, make_dir, run_command
 from restorekit.providers.base import Progress
-from restorekit.repository import Repository
+from restorekit.repository import Repository, codec_argv
 from restorekit.retention import (
     RetentionPlan,
     apply_retention,
@@ -63,6 +76,9 @@ _PROGRESS = re.compile(r"^\s*(\d+)/(\d+) kB")
 _START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
 _CHUNK = 1024 * 1024
 _SCAN_SEGMENTS = 8  # newest archived segments read for the last commit
+#: pg_basebackup's file suffix per compression method, and the program GNU tar runs for it.
+_TAR_SUFFIXES = {"": None, ".lz4": "lz4", ".zst": "zstd", ".gz": "gzip"}
+_BASE_FILES = {f"{stem}{suffix}" for stem in ("base.tar", "pg_wal.tar") for suffix in _TAR_SUFFIXES}
 
 
 def _backup_id(now: datetime) -> str:
@@ -79,6 +95,10 @@ class NativeEngine:
         work_dir: local scratch space for a backup in flight.
         python: the interpreter PostgreSQL's archive_command runs; it must be executable by the
             PostgreSQL OS user.
+        compression: ``[backups] compression``: pg_basebackup's ``--compress`` for base backups
+            (a bare method is compressed client-side: the source's CPU is left alone) and the
+            codec of archived segments; ``"none"`` (the default when the engine is built
+            directly; restorekit.toml's default is BackupPolicy's) stores both as they are.
     """
 
     name: ClassVar[str] = "native"
@@ -91,12 +111,15 @@ class NativeEngine:
         repo_url: str,
         work_dir: Path,
         python: str = sys.executable,
+        compression: str = "none",
     ) -> None:
         self.source = source
         self.repo = repo
         self.repo_url = repo_url
         self.work_dir = Path(work_dir)
         self.python = python
+        self.compression = compression
+        self.wal_encoding, _ = wal.wal_codec(compression)  # raises ConfigError on a bad value
         self.client = PgTool(source.bin_dir, os_user=None)
 
     # -- archiving -----------------------------------------------------------------------------
@@ -105,7 +128,8 @@ class NativeEngine:
         return {
             "wal_level": "replica",
             "archive_mode": "on",
-            "archive_command": wal.archive_command(self.repo_url, python=self.python),
+            "archive_command": wal.archive_command(self.repo_url, python=self.python,
+                                                   compression=self.compression),
         }
 
     def check(self) -> None:
@@ -173,10 +197,11 @@ class NativeEngine:
             self.client.run(
                 "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
                 "--wal-method=fetch", "--checkpoint=fast", "--progress", "--no-sync",
+                f"--compress={basebackup_compress(self.compression)}",
                 "--label", f"restorekit {backup_id} {label}".strip(),
                 env=env, on_line=on_line, timeout=6 * 3600,
             )
-            extra_files = {p.name for p in tmp.iterdir()} - {"base.tar", "pg_wal.tar", "backup_manifest"}
+            extra_files = {p.name for p in tmp.iterdir()} - _BASE_FILES - {"backup_manifest"}
             if extra_files:
                 raise ConfigError(
                     "the source has tablespaces outside its data directory "
@@ -189,7 +214,9 @@ class NativeEngine:
                 row = conn.execute("SELECT now(), current_setting('server_version_num')").fetchone()
             assert row is not None
             stop_time: datetime = row[0]
-            start_time = _label_start_time(tmp / "base.tar") or started
+            base_tar = next(tmp / n for n in sorted(_BASE_FILES) if n.startswith("base.tar")
+                            and (tmp / n).exists())
+            start_time = _label_start_time(base_tar) or started
             objects = {}
             total = sum(p.stat().st_size for p in tmp.iterdir())
             done = 0
@@ -218,7 +245,9 @@ class NativeEngine:
                 timeline=int(wal_range["Timeline"]),
                 size_bytes=done,
                 label=label,
-                extra={"objects": objects, "server_version_num": int(row[1])},
+                extra={"objects": objects, "server_version_num": int(row[1]),
+                       "compression": self.compression,
+                       "database_bytes": _database_bytes(manifest)},
             )
             stored.append(f"backups/{backup_id}/backup.json")
             self.repo.put_bytes(f"backups/{backup_id}/backup.json", _dump_backup(backup))
@@ -326,8 +355,15 @@ class NativeEngine:
         return sorted(s for s in (o.key.removeprefix("wal/") for o in self.repo.list("wal/"))
                       if is_segment(s))
 
+    def archived_wal(self) -> list[tuple[int, datetime]]:
+        """(bytes of WAL, archive time) per archived segment (sizes before compression)."""
+        return [(o.size, o.created_at) for o in wal.list_wal(self.repo)
+                if is_segment(o.key.removeprefix(wal.WAL_PREFIX))]
+
     def fetch_wal(self, name: str, dest: Path) -> None:
-        self.repo.get_file(f"wal/{name}", dest)
+        """The plain segment ``name`` at ``dest``, verified (decompressed when archived
+        compressed)."""
+        wal.fetch_wal(self.repo, name, dest)
 
     _fetch_wal = fetch_wal
 
@@ -396,13 +432,16 @@ class NativeEngine:
         objects = backup.extra.get("objects", {})
         os_user = self.source.os_user
         self.check_wal_continuity(point, backup)
-        for name, dest in (("base.tar", data_dir), ("pg_wal.tar", data_dir / "pg_wal")):
-            if name not in objects:
-                continue  # with --wal-method=fetch the WAL is inside base.tar
+        parts = [(name, dest) for stem, dest in (("base.tar", data_dir),
+                                                 ("pg_wal.tar", data_dir / "pg_wal"))
+                 for name in (stem + suffix for suffix in _TAR_SUFFIXES) if name in objects]
+        # With --wal-method=fetch the WAL is inside base.tar: pg_wal.tar is usually absent.
+        for name, dest in parts:
             key = f"backups/{backup.backup_id}/{name}"
+            codec = _TAR_SUFFIXES[name[name.index(".tar") + 4:]]
             try:
                 with self.repo.open_verified(key) as stream:
-                    _untar(stream, dest, os_user=os_user, on_bytes=counted)
+                    _untar(stream, dest, os_user=os_user, on_bytes=counted, codec=codec)
             except RepositoryError as exc:
                 others = [b.backup_id for b in self.list_backups()
                           if b.backup_id != backup.backup_id] if isinstance(
@@ -427,15 +466,19 @@ class NativeEngine:
 
 
 def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
-           on_bytes: Callable[[int], None]) -> None:
+           on_bytes: Callable[[int], None], codec: str | None = None) -> None:
     """Stream a tar archive into GNU tar running as the PostgreSQL OS user (files come out owned
     by it, written at C speed) while this process reads the repository stream to its end, so the
     checksum is checked before the cluster is ever started. On a mismatch tar is stopped and the
-    error raised; the caller removes the directory."""
+    error raised; the caller removes the directory. ``codec``: the archive is compressed and
+    tar runs that program (``lz4 -d``...) on it."""
     dest.mkdir(parents=True, exist_ok=True)
     chown_for(dest, os_user)
     argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
             "--blocking-factor=2048"]
+    if codec is not None:
+        program = codec_argv(codec, decompress=True)[0]  # ConfigError when not installed
+        argv.append(f"--use-compress-program={program}")
     if os_user is not None:
         argv = ["runuser", "-u", os_user, "--", *argv]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -473,9 +516,45 @@ def _refuse_links(data_dir: Path) -> None:
                     "a cluster that could reach the source's directories through it")
 
 
+def basebackup_compress(compression: str) -> str:
+    """pg_basebackup's ``--compress`` value for a ``[backups] compression`` value: a bare method
+    is compressed client-side (the source's CPU stays with the database)."""
+    encoding, _ = wal.wal_codec(compression)  # ConfigError on a bad value
+    if encoding is None:
+        return "none"
+    return compression if compression.startswith(("server-", "client-")) \
+        else f"client-{compression}"
+
+
+def _database_bytes(manifest: dict[str, object]) -> int | None:
+    """The data directory's size as the manifest lists it (compression ratios are per byte of
+    database)."""
+    files = manifest.get("Files")
+    if not isinstance(files, list):
+        return None
+    return sum(int(f.get("Size", 0)) for f in files if isinstance(f, dict))
+
+
 def _label_start_time(base_tar: Path) -> datetime | None:
+    codec = _TAR_SUFFIXES.get(base_tar.name[base_tar.name.index(".tar") + 4:])
+    if codec is None:
+        return _read_label_start_time(base_tar)
+    # backup_label is the archive's first member: the decompressor is stopped right after it.
+    proc = subprocess.Popen([*codec_argv(codec, decompress=True), str(base_tar)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        with tarfile.open(base_tar, mode="r|") as tar:
+        return _read_label_start_time(proc.stdout)  # type: ignore[arg-type]
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _read_label_start_time(base_tar: Path | IO[bytes]) -> datetime | None:
+    try:
+        with (tarfile.open(base_tar, mode="r|") if isinstance(base_tar, Path)
+              else tarfile.open(fileobj=base_tar, mode="r|")) as tar:
             for member in tar:
                 if member.name == "backup_label":
                     handle = tar.extractfile(member)

@@ -100,7 +100,11 @@ class PgBackRestEngine:
         repo_retention_full: full backups pgBackRest keeps (older ones and their WAL expire);
             with ``repo_retention_full_type="time"`` the number of days instead
             (see :func:`retention_options`).
-        process_max: parallel processes for backup and restore.
+        process_max: parallel processes for backup and restore (``[backups] process_max``).
+        compression: ``[backups] compression`` (``lz4``, ``zstd:3``, ``none``...): pgBackRest's
+            ``compress-type`` and ``compress-level`` for backups and archived WAL (see
+            :func:`compress_options`; a ``server-``/``client-`` side is pg_basebackup's notion
+            and ignored here). None: pgBackRest's own default (gz), as before.
         bin: the pgbackrest executable (name on PATH or absolute path).
 
     Raises:
@@ -119,11 +123,14 @@ class PgBackRestEngine:
         repo_retention_full: int = 4,
         repo_retention_full_type: Literal["count", "time"] = "count",
         process_max: int = 2,
+        compression: str | None = None,
         bin: str = "pgbackrest",
     ) -> None:
         _validate_options(
             source, stanza, repo_path, work_dir, repo_retention_full, process_max, bin
         )
+        self.compress_type, self.compress_level = (
+            compress_options(compression) if compression is not None else (None, None))
         assert source.data_dir is not None and source.socket_dir is not None
         self.source = source
         self.stanza = stanza
@@ -161,6 +168,9 @@ class PgBackRestEngine:
             f"repo1-retention-full={self.repo_retention_full}",
             f"repo1-retention-full-type={self.repo_retention_full_type}",
             f"process-max={self.process_max}",
+            *([f"compress-type={self.compress_type}"] if self.compress_type else []),
+            *([f"compress-level={self.compress_level}"] if self.compress_level is not None
+              else []),
             f"log-path={self.work_dir / 'log'}",
             f"lock-path={self.work_dir / 'lock'}",
             f"spool-path={self.work_dir / 'spool'}",
@@ -362,6 +372,18 @@ class PgBackRestEngine:
         names = {Path(p).name[:24] for p in archive_listing(self.repo_path, self.stanza)}
         return sorted(n for n in names if is_segment(n))
 
+    def archived_wal(self) -> list[tuple[int, datetime]]:
+        """(bytes of WAL, archive time) per archived segment, for the WAL written per hour:
+        each segment counts as a full one (its compressed file's size says nothing), its time
+        is the file's modification time."""
+        seen: dict[str, datetime] = {}
+        root = Path(self.repo_path) / "archive" / self.stanza
+        for path in _walk(root):
+            name = path.name[:24]
+            if is_segment(name) and "-" in path.name:
+                seen[name] = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        return [(WAL_SEGMENT_BYTES, when) for when in seen.values()]
+
     def fetch_wal(self, name: str, dest: Path) -> None:
         """``archive-get``: pgBackRest checks and decompresses the segment."""
         self._run("archive-get", name, str(dest), timeout=300)
@@ -444,6 +466,26 @@ def _validate_options(
         problems.append(f"source.port {source.port} is not a TCP port")
     if problems:
         raise ConfigError("invalid pgbackrest engine options: " + "; ".join(problems))
+
+
+_COMPRESS_TYPES = {"none": "none", "lz4": "lz4", "zstd": "zst", "gzip": "gz"}
+_COMPRESSION_RE = re.compile(r"(?:(?:server|client)-)?(?P<method>none|lz4|zstd|gzip)"
+                             r"(?::(?P<level>[0-9]{1,2}))?")
+
+
+def compress_options(compression: str) -> tuple[str, int | None]:
+    """``(compress-type, compress-level)`` for a ``[backups] compression`` value.
+
+    Raises:
+        ConfigError: not such a value.
+    """
+    match = _COMPRESSION_RE.fullmatch(compression or "")
+    if match is None:
+        raise ConfigError(f"compression {compression!r}: expected none, lz4, zstd or gzip, "
+                          "optionally with a level (zstd:3)")
+    kind = _COMPRESS_TYPES[match.group("method")]
+    level = match.group("level")
+    return kind, None if level is None or kind == "none" else int(level)
 
 
 def retention_options(policy: BackupPolicy) -> tuple[int, Literal["count", "time"]]:
@@ -601,6 +643,9 @@ def translate_error(command: str, exc: PgToolFailed) -> Exception:
         return ProviderError(message, provider=PgBackRestEngine.name, operation=command,
                              retryable=True)
     return PgToolFailed(exc.argv, code, "\n".join(errors) or exc.stderr_tail)
+
+
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024  # PostgreSQL's default; pgBackRest's files are compressed
 
 
 def archive_listing(repo_path: Path, stanza: str) -> set[str]:

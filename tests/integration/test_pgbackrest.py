@@ -121,7 +121,8 @@ def scenario(pg_base_dir: Path) -> Iterator[Scenario]:
         port=port,
     )
     engine = PgBackRestEngine(
-        spec, stanza="rk-test", repo_path=base_dir / "repo", work_dir=base_dir / "pgbackrest"
+        spec, stanza="rk-test", repo_path=base_dir / "repo", work_dir=base_dir / "pgbackrest",
+        compression="zstd:3", process_max=2,
     )
     source = LocalCluster.create(base_dir / "source", port=port, socket_dir=socket_dir,
                                  settings=engine.archive_settings())
@@ -188,6 +189,20 @@ def test_backup_is_listed_with_its_label(scenario: Scenario) -> None:
     assert backup.start_time.tzinfo is not None and backup.start_time <= backup.stop_time
     assert parse_lsn(backup.start_lsn) < parse_lsn(backup.stop_lsn)
     assert backup.size_bytes > 0 and backup.timeline == 1
+
+
+def test_backups_and_wal_are_compressed_as_configured(scenario: Scenario) -> None:
+    """[backups] compression = "zstd:3" reaches pgBackRest: its files carry the .zst suffix
+    (and a restore below reads them back)."""
+    config = scenario.engine.config_file.read_text()
+    assert "compress-type=zst\n" in config and "compress-level=3\n" in config
+    assert "process-max=2\n" in config
+    repo = scenario.engine.repo_path
+    segments = [p.name for p in (repo / "archive").rglob("*") if p.is_file()
+                and len(p.name) > 24 and p.name[:24].isalnum() and "-" in p.name]
+    assert segments and all(name.endswith(".zst") for name in segments), segments
+    data_files = [p for p in (repo / "backup").rglob("pg_data/*") if p.is_file()]
+    assert data_files and all(p.name.endswith(".zst") for p in data_files)
 
 
 def test_restore_window_brackets_t(scenario: Scenario) -> None:

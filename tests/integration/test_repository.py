@@ -6,8 +6,8 @@ import hashlib
 import io
 import os
 import tarfile
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -252,6 +252,87 @@ def test_tar_streams_through_open_verified(repo: Repository, tmp_path: Path) -> 
     with pytest.raises(ChecksumMismatch), repo.open_verified("base/b/base.tar") as reader:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             _extract(tar, tmp_path / "bad")
+
+
+# -- compressed objects ----------------------------------------------------------------------------
+
+
+def _compressible(n: int) -> bytes:
+    """WAL-like: runs of zeros and repeated records between random bytes."""
+    chunk = os.urandom(512) + b"\x00" * 3000 + b"INSERT INTO t VALUES (42, 'x');" * 20
+    return (chunk * (n // len(chunk) + 1))[:n]
+
+
+@pytest.mark.parametrize("encoding", ["lz4", "zstd", "gzip"])
+def test_compressed_objects_are_stored_smaller_and_read_plain(
+        repo: Repository, encoding: str, tmp_path: Path) -> None:
+    data = _compressible(2_000_000)
+    source = tmp_path / "segment"
+    source.write_bytes(data)
+    seen: list[int] = []
+    info = repo.put_file("wal/seg", source, encoding=encoding, level=1, progress=seen.append)
+    at_rest = _raw_read(repo, "wal/seg")
+    assert (info.size, info.sha256, info.encoding) == (len(data), _sha(data), encoding)
+    assert (info.stored_size, info.stored_sha256) == (len(at_rest), _sha(at_rest))
+    assert info.bytes_at_rest == len(at_rest) < len(data) // 4
+    assert sum(seen) == len(at_rest)
+    assert repo.stat("wal/seg") == info and repo.list("wal/") == [info]
+    assert repo.get_bytes("wal/seg") == data
+    with repo.open_verified("wal/seg") as reader:
+        assert reader.read(10) == data[:10]  # stopping early still verifies the rest
+    assert repo.get_file("wal/seg", tmp_path / "dest") == info
+    assert (tmp_path / "dest").read_bytes() == data
+    assert repo.verify("wal/seg") == info
+    record = _raw_read(repo, "wal/seg" + RECORD_SUFFIX).decode()
+    assert f'"encoding": "{encoding}"' in record and "restorekit-checksum/2" in record
+
+
+def test_plain_objects_keep_the_old_record(repo: Repository) -> None:
+    info = repo.put_bytes("wal/plain", b"plain wal")
+    record = _raw_read(repo, "wal/plain" + RECORD_SUFFIX).decode()
+    assert "encoding" not in record and "restorekit-checksum/1" in record
+    assert info.encoding is None and info.bytes_at_rest == 9
+
+
+@pytest.mark.parametrize("operation", ["get_file", "get_bytes", "open_verified", "verify"])
+def test_flipped_byte_in_a_compressed_object_is_detected(repo: Repository, operation: str,
+                                                          tmp_path: Path) -> None:
+    data = _compressible(500_000)
+    info = repo.put_stream("wal/seg", io.BytesIO(data), encoding="lz4")  # type: ignore[arg-type]
+    assert info.stored_size is not None
+    _flip_byte(repo, "wal/seg", offset=info.stored_size // 2)
+    with pytest.raises(ChecksumMismatch, match="lz4-compressed bytes at rest") as caught:
+        _read_with(repo, operation, "wal/seg", tmp_path)
+    assert info.stored_sha256 in str(caught.value)
+    if operation == "get_file":
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_decompressed_bytes_are_checked_against_the_original(repo: Repository,
+                                                             tmp_path: Path) -> None:
+    """A record whose at-rest checksum fits but whose original does not (the object was
+    replaced by another valid compressed stream and its record patched) still fails."""
+    repo.put_stream("wal/seg", io.BytesIO(_compressible(100_000)),  # type: ignore[arg-type]
+                    encoding="zstd")
+    other = repo.put_stream("wal/other", io.BytesIO(b"other bytes" * 1000),  # type: ignore[arg-type]
+                            encoding="zstd")
+    import json
+
+    record = json.loads(_raw_read(repo, "wal/seg" + RECORD_SUFFIX))
+    record.update(stored_size=other.stored_size, stored_sha256=other.stored_sha256)
+    _raw_write(repo, "wal/seg", _raw_read(repo, "wal/other"))
+    _raw_write(repo, "wal/seg" + RECORD_SUFFIX, json.dumps(record).encode())
+    with pytest.raises(ChecksumMismatch, match="after zstd decompression"):
+        repo.get_file("wal/seg", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_failed_compressed_put_leaves_nothing(repo: Repository) -> None:
+    source = _Pipe(_compressible(300_000), fail_after=100_000)
+    with pytest.raises(RepositoryError):
+        repo.put_stream("wal/seg", source, encoding="lz4")  # type: ignore[arg-type]
+    assert not repo.exists("wal/seg")
+    assert repo.list("wal/") == []
 
 
 # -- incomplete objects, atomicity -----------------------------------------------------------------

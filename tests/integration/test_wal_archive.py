@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -159,6 +160,67 @@ def test_last_archived_ignores_history_backup_and_partial(local_repo_url: str) -
     assert [i.key.removeprefix("wal/") for i in list_wal(repo)] == sorted(names)
 
 
+# -- compressed archive ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd:3", "gzip"])
+def test_compressed_push_then_get_gives_the_plain_segment(
+        repo_url: str, repo: Repository, segment: Path, tmp_path: Path, compression: str) -> None:
+    pushed = wal("push", "--repo", repo_url, "--compress", compression, segment, SEGMENT)
+    assert pushed.returncode == 0, pushed.stderr
+    info = repo.stat(f"wal/{SEGMENT}")
+    assert info.encoding == compression.split(":")[0]
+    assert (info.size, info.sha256) == (segment.stat().st_size, hashlib.sha256(
+        segment.read_bytes()).hexdigest())
+    dest = tmp_path / "RECOVERYXLOG"
+    got = wal("get", "--repo", repo_url, SEGMENT, dest)
+    assert got.returncode == 0, got.stderr
+    assert dest.read_bytes() == segment.read_bytes()
+    # A re-push (after a crash) compares the original bytes, compressed or not.
+    assert wal("push", "--repo", repo_url, "--compress", compression, segment,
+               SEGMENT).returncode == 0
+    assert wal("push", "--repo", repo_url, segment, SEGMENT).returncode == 0
+    segment.write_bytes(os.urandom(1000))
+    refused = wal("push", "--repo", repo_url, "--compress", compression, segment, SEGMENT)
+    assert refused.returncode == 1 and "different content" in refused.stderr
+
+
+def test_only_segments_are_compressed(local_repo_url: str, tmp_path: Path) -> None:
+    repo = open_repository(local_repo_url, os_user=default_os_user())
+    for name in ("00000002.history", "000000010000000000000002.00000028.backup",
+                 "000000010000000000000003.partial", "000000010000000000000004"):
+        path = tmp_path / name
+        path.write_bytes(b"1\t0/3000000\tno recovery target specified\n" * 50)
+        push_wal(repo, path, name, compression="lz4")
+        compressed = name.endswith((".partial", "4"))
+        assert (repo.stat(f"wal/{name}").encoding == "lz4") is compressed, name
+        assert repo.get_bytes(f"wal/{name}") == path.read_bytes()
+
+
+def test_compressed_segment_with_a_flipped_byte_aborts_recovery(
+        local_repo_url: str, segment: Path, tmp_path: Path) -> None:
+    repo = open_repository(local_repo_url, os_user=default_os_user())
+    assert isinstance(repo, LocalRepository)
+    push_wal(repo, segment, SEGMENT, compression="lz4")
+    stored = repo.root / "wal" / SEGMENT
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    dest = tmp_path / "RECOVERYXLOG"
+    got = wal("get", "--repo", local_repo_url, SEGMENT, dest)
+    assert got.returncode == EXIT_ABORT_RECOVERY and "checksum mismatch" in got.stderr
+    assert not dest.exists()
+
+
+def test_archive_command_carries_the_compression() -> None:
+    assert "--compress zstd:3 %p %f" in archive_command("/srv/repo", compression="zstd:3")
+    assert "--compress lz4 %p %f" in archive_command("/srv/repo", compression="server-lz4")
+    assert "--compress" not in archive_command("/srv/repo", compression="none")
+    assert "--compress" not in archive_command("/srv/repo")
+    with pytest.raises(ConfigError, match="brotli"):
+        archive_command("/srv/repo", compression="brotli")
+
+
 # -- command strings -------------------------------------------------------------------------------
 
 
@@ -253,3 +315,93 @@ def test_postgresql_archives_into_the_repository(
 
         owner = pwd.getpwuid((repo.root / "wal" / segment).stat().st_uid).pw_name
         assert owner == default_os_user()  # written by the server's own OS user
+
+
+def test_native_engine_mixes_compressed_and_older_uncompressed_backups_and_wal(
+    local_cluster_factory: Callable[..., LocalCluster], local_repo_url: str, tmp_path: Path,
+    pg_base_dir: Path,
+) -> None:
+    """A repository written before compression (plain base.tar, plain segments) keeps
+    restoring after the target turns compression on: the old backup replays across plain and
+    lz4 segments, the new one is base.tar.lz4; fetch_wal hands out plain verified segments."""
+    from datetime import datetime
+
+    import psycopg
+
+    from restorekit.engines.base import SourceSpec
+    from restorekit.engines.native import NativeEngine
+    from restorekit.models import RestorePoint
+    from restorekit.pg.cluster import switch_wal_and_wait_archived
+    from restorekit.pg.tools import make_dir
+    from restorekit.providers.selfhosted import SelfHostedProvider
+
+    os_user = default_os_user()
+    root = make_dir(pg_base_dir / "native-mixed", os_user, mode=0o755)
+    repo = open_repository(local_repo_url, os_user=os_user)
+    source = local_cluster_factory("mixed", start=False)
+    spec = SourceSpec(dsn=source.dsn(), os_user=os_user, bin_dir=source.bin_dir)
+
+    def provider(compression: str) -> SelfHostedProvider:
+        engine = NativeEngine(spec, repo, repo_url=local_repo_url, work_dir=root / "work",
+                              compression=compression)
+        return SelfHostedProvider(engine=engine, source=spec, restore_root=root / "restores",
+                                  target_name="mixed")
+
+    plain, lz4 = provider("none"), provider("lz4")
+    source.write_settings(plain.engine.archive_settings())
+    source.start()
+    dsn = source.dsn()
+
+    def insert(first: int, last: int) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO items SELECT g, repeat('x', 200) FROM "
+                         "generate_series(%s::int, %s::int) g", (first, last))
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+    insert(1, 5000)
+    old = plain.create_backup("before compression")
+    insert(5001, 10000)
+    plain_segment = switch_wal_and_wait_archived(dsn)
+
+    source.write_settings(lz4.engine.archive_settings())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+    insert(10001, 15000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        between: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    time.sleep(0.05)
+    lz4_segment = switch_wal_and_wait_archived(dsn)
+    new = lz4.create_backup("compressed")
+    insert(15001, 20000)
+    switch_wal_and_wait_archived(dsn)
+
+    assert set(old.extra["objects"]) == {"base.tar", "backup_manifest"}
+    assert set(new.extra["objects"]) == {"base.tar.lz4", "backup_manifest"}
+    assert new.size_bytes < old.size_bytes
+    assert repo.stat(f"wal/{plain_segment}").encoding is None
+    assert repo.stat(f"wal/{lz4_segment}").encoding == "lz4"
+
+    fetched = tmp_path / "fetched"
+    lz4.engine.fetch_wal(lz4_segment, fetched)
+    assert fetched.stat().st_size == 16 * 1024 * 1024
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == repo.stat(
+        f"wal/{lz4_segment}").sha256
+
+    def ids(restored_dsn: str) -> tuple[int, int]:
+        with psycopg.connect(restored_dsn) as conn:
+            return conn.execute("SELECT count(*), max(id) FROM items").fetchone()  # type: ignore[return-value]
+
+    latest = lz4.restore(RestorePoint.latest(), name="mixed-latest")
+    try:
+        assert latest.backup_id == new.backup_id
+        assert ids(latest.dsn.get_secret_value()) == (20000, 20000)
+    finally:
+        lz4.discard(latest)
+    older = lz4.restore(RestorePoint.at(between), name="mixed-between")
+    try:
+        assert older.backup_id == old.backup_id  # the plain backup, replaying lz4 segments
+        assert ids(older.dsn.get_secret_value()) == (15000, 15000)
+    finally:
+        lz4.discard(older)
