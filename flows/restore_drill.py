@@ -3,9 +3,10 @@ verification").
 
 For each target: restore the latest backup (or a random point inside the window) into a scratch
 database, run the full verification suite, compare row counts with production, measure RTO per
-phase and RPO, judge them against the target's tier, and ALWAYS tear the scratch database down,
-also when a step failed. A drill that misses an objective or fails verification ends Failed and
-notifies.
+phase and RPO, forecast the worst-case RTO (newest base backup + a whole backup interval of WAL
+at the measured rates + verification and health), judge them against the target's tier, and
+ALWAYS tear the scratch database down, also when a step failed. A drill that misses an
+objective, forecasts a worst case beyond it, or fails verification ends Failed and notifies.
 
 Blast radius: none on production (read-only queries); a scratch cluster for the drill's length.
 """
@@ -36,7 +37,7 @@ from tasks.database import (
     restore_to_point_in_time,
     verify_integrity,
 )
-from tasks.drill import choose_drill_point, compare_with_production, record_drill
+from tasks.drill import choose_drill_point, compare_with_production, forecast_rto, record_drill
 from tasks.reporting import notify
 
 
@@ -124,6 +125,7 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         except VerificationFailed as exc:
             failures.append(f"verification: {exc}")
         phases["verification"] = time.monotonic() - t0
+        t0 = time.monotonic()
         try:
             # The application's functions, where smoke checks are configured: it runs on
             # production, so this proves the checks (and the test account) still work.
@@ -131,6 +133,8 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
         except VerificationFailed as exc:
             failures.append("smoke checks: " + "; ".join(
                 f"{c.name}: {c.detail}" for c in exc.report.critical_failures))
+        phases["health"] = time.monotonic() - t0
+        result.rto_forecast = forecast_rto(ref, restored, phases, rto.total_seconds())
         if params.point == "latest":
             compared = compare_with_production(ref, restored, params.row_count_tolerance)
             result.row_counts = compared["row_counts"]
@@ -151,7 +155,9 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
     result.failures = failures
     result = drill.judge(result)
     record_drill(ref, result)
+    forecast = result.rto_forecast
     notify(ref, f"restorekit: restore drill of {ref.target} "
                 + ("passed" if result.passed else "FAILED: " + "; ".join(result.failures)[:300])
-                + f" (RTO {result.rto_seconds:.0f} s)")
+                + f" (RTO {result.rto_seconds:.0f} s"
+                + (f"; {forecast.headline()}" if forecast else "") + ")")
     return result

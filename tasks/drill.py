@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from typing import Any
 
 from prefect import task
@@ -54,3 +55,16 @@ def record_drill(ref: TargetRef, result: drill.DrillResult) -> None:
                           description=f"restore drills of {result.target}: RTO, RPO, result")
     logger().info("drill of %s %s (RTO %.1f s)", result.target,
                   "passed" if result.passed else "FAILED", result.rto_seconds)
+
+
+@task(name="forecast-rto", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def forecast_rto(ref: TargetRef, restored: RestoredRef, phases: dict[str, float],
+                 objective_seconds: float) -> drill.RtoForecast | None:
+    """The worst-case RTO from this drill's rates, the WAL archive and the backup schedule
+    (None: the provider restores by itself, nothing to forecast)."""
+    rt = runtime(ref)
+    return drill.forecast_for_drill(
+        rt.provider, cron=rt.config.backups.cron, objective=timedelta(seconds=objective_seconds),
+        backup_id=restored.backup_id, recovered_lsn=restored.recovered_to_lsn, phases=phases,
+        history=drill.load_history(rt.settings.state_dir, ref.target), now_=drill.now())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from fixtures.webhook import slack_webhook
 
 from flows.backup import BackupParams, backup
 from flows.restore_drill import DrillFailed, RestoreDrillParams, restore_drill
-from fixtures.webhook import slack_webhook
 from restorekit import drill
 
 pytestmark = pytest.mark.slow
@@ -43,9 +44,22 @@ def test_backup_flow_then_a_drill_passes_records_rto_rpo_and_leaves_nothing(
     assert 0 < result.rto_seconds < result.rto_objective_seconds == 3600
     assert result.rpo_seconds is not None and result.rpo_seconds < 900
     assert result.rpo_basis  # says whether commit times were known
-    assert result.row_counts["public.users"]["production"] == result.row_counts["public.users"]["restored"]
+    users = result.row_counts["public.users"]
+    assert users["production"] == users["restored"]
     history = drill.load_history(world.runtime().settings.state_dir, "production")
     assert history[-1]["passed"] is True
+    # The worst-case RTO forecast, with numbers, in the report and in the drill history.
+    assert "health" in result.phases
+    forecast = result.rto_forecast
+    assert forecast is not None and forecast.objective_seconds == 3600
+    assert forecast.base_restore_seconds == pytest.approx(result.phases["base restore"], abs=1e-3)
+    assert forecast.interval_seconds == 24 * 3600  # the backups' default cron, daily
+    assert re.search(r"\*\*RTO forecast: worst case (at least )?\d+(\.\d+)? (s|min|h)"
+                     r"( \(WAL replay not forecast yet\))?, objective 60 min\*\*",
+                     result.to_markdown()), result.to_markdown()
+    assert "## RTO forecast" in result.to_markdown()
+    assert history[-1]["rto_forecast"]["objective_seconds"] == 3600
+    assert "rto_forecast_s" in drill.history_rows(history)[-1]
 
 
 def test_a_drill_that_fails_verification_still_tears_down_and_notifies(

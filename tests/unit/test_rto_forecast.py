@@ -1,0 +1,156 @@
+"""The drill's worst-case RTO forecast: pure arithmetic over measured rates (no timing here)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from restorekit import drill
+from restorekit.drill import (
+    MIN_REPLAY_BYTES,
+    RtoForecast,
+    archive_wal_rate,
+    forecast_rto,
+    replay_rate_from_history,
+    schedule_interval,
+)
+
+GB = 1_000_000_000
+HOUR = timedelta(hours=1)
+
+
+def _forecast(**overrides: object) -> RtoForecast:
+    args: dict[str, object] = dict(
+        objective=timedelta(minutes=60), base_restore_seconds=600.0,
+        restored_backup_bytes=10 * GB, newest_backup_bytes=10 * GB,
+        replay_seconds=100.0, replayed_bytes=1 * GB, other_seconds=120.0,
+        wal_bytes_per_hour=1 * GB, interval=timedelta(hours=24), newest_backup_age=None)
+    args.update(overrides)
+    return forecast_rto(**args)  # type: ignore[arg-type]
+
+
+def test_worst_case_is_base_restore_plus_a_full_interval_of_wal_plus_the_rest() -> None:
+    f = _forecast()
+    # 24 h x 1 GB/h = 24 GB at 10 MB/s (1 GB in 100 s) = 2400 s.
+    assert f.wal_bytes_to_replay == pytest.approx(24 * GB)
+    assert f.replay_bytes_per_second == pytest.approx(10_000_000)
+    assert f.wal_replay_seconds == pytest.approx(2400)
+    assert f.worst_case_seconds == pytest.approx(600 + 2400 + 120)
+    assert f.within_objective is True and f.fix == ""
+    assert f.replay_rate_measured
+    assert f.headline() == "RTO forecast: worst case 52 min, objective 60 min"
+
+
+def test_beyond_the_objective_says_how_often_base_backups_must_run() -> None:
+    f = _forecast(wal_bytes_per_hour=2 * GB)  # 48 GB to replay: 4800 s
+    assert f.worst_case_seconds == pytest.approx(600 + 4800 + 120)
+    assert f.within_objective is False
+    assert "EXCEEDS" in f.headline() and "92 min" in f.headline()
+    # room = 3600 - 720 = 2880 s x 10 MB/s = 28.8 GB = 14.4 h of WAL at 2 GB/h
+    assert "every 14 h" in f.fix and '"0 */14 * * *"' in f.fix
+    fixed = _forecast(wal_bytes_per_hour=2 * GB, interval=timedelta(hours=14))
+    assert fixed.within_objective is True  # the advice holds
+
+
+def test_when_the_base_restore_alone_is_too_slow_backups_cannot_fix_it() -> None:
+    f = _forecast(base_restore_seconds=4000.0)
+    assert f.within_objective is False
+    assert "cannot bring this within the objective" in f.fix
+
+
+def test_the_base_restore_scales_to_the_newest_backup() -> None:
+    # The drill restored a 5 GB backup in 300 s; the newest is 10 GB: 600 s.
+    f = _forecast(base_restore_seconds=300.0, restored_backup_bytes=5 * GB)
+    assert f.base_restore_seconds == pytest.approx(600)
+    assert f.base_bytes_per_second == pytest.approx(5 * GB / 300)
+
+
+def test_too_little_replayed_wal_uses_an_earlier_drills_rate_or_stays_unknown() -> None:
+    tiny = MIN_REPLAY_BYTES // 2
+    unknown = _forecast(replayed_bytes=tiny, replay_seconds=2.0)
+    assert unknown.worst_case_seconds is None and unknown.replay_bytes_per_second is None
+    assert unknown.within_objective is None  # 600 + 120 s is below 60 min: not judged
+    assert unknown.headline().startswith("RTO forecast: worst case at least 12 min")
+    assert any("not measured" in line for line in unknown.lines())
+    borrowed = _forecast(replayed_bytes=tiny, replay_seconds=2.0,
+                         fallback_replay_rate=(20_000_000.0, "the drill of 2026-11-30"))
+    assert borrowed.wal_replay_seconds == pytest.approx(24 * GB / 20_000_000)
+    assert not borrowed.replay_rate_measured
+    assert any("the drill of 2026-11-30" in line for line in borrowed.lines())
+    slow_base = _forecast(replayed_bytes=tiny, base_restore_seconds=4000.0)
+    assert slow_base.within_objective is False  # the lower bound alone exceeds it
+
+
+def test_no_schedule_forecasts_a_failure_now() -> None:
+    f = _forecast(interval=None, newest_backup_age=timedelta(hours=30))
+    assert f.wal_bytes_to_replay == pytest.approx(30 * GB)
+    assert any("no schedule: forecast assumes the newest backup's age grows" in line
+               for line in f.lines())
+
+
+def test_unknown_wal_rate_is_said() -> None:
+    f = _forecast(wal_bytes_per_hour=None, wal_rate_note="WAL per hour not measurable yet: x")
+    assert f.worst_case_seconds is None
+    assert "WAL per hour not measurable yet: x" in f.lines()
+
+
+def test_replay_rate_from_history_takes_the_newest_measured_one() -> None:
+    measured = _forecast().model_dump()
+    borrowed = _forecast(replayed_bytes=1, fallback_replay_rate=(5.0, "x")).model_dump()
+    history = [{"started_at": "2026-11-01", "rto_forecast": measured},
+               {"started_at": "2026-11-08", "rto_forecast": borrowed},
+               {"started_at": "2026-11-15", "rto_forecast": None}]
+    assert replay_rate_from_history(history) == (pytest.approx(10_000_000),
+                                                 "the drill of 2026-11-01")
+    assert replay_rate_from_history([]) is None
+
+
+def test_archive_wal_rate() -> None:
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    seg = 16 * 1024 * 1024
+    # One segment every 10 minutes for 3 hours: 6 per hour.
+    segments = [(seg, now - timedelta(minutes=10 * i)) for i in range(19)]
+    rate, note = archive_wal_rate(segments, now)
+    assert rate == pytest.approx(6 * seg)
+    assert "19 segments over 3.0 h" in note
+    burst = [(seg, now - timedelta(seconds=i)) for i in range(5)]
+    rate, note = archive_wal_rate(burst, now)
+    assert rate is None and "spans 4.0 s" in note
+    old = [(seg, now - timedelta(days=30 + i)) for i in range(5)]
+    assert archive_wal_rate(old, now)[0] is None  # outside the lookback
+
+
+@pytest.mark.parametrize(("cron", "gap"), [
+    ("0 2 * * *", timedelta(days=1)),
+    ("0 */6 * * *", timedelta(hours=6)),
+    ("0 3 * * 1", timedelta(days=7)),
+    ("0 3 * * mon", timedelta(days=7)),
+    ("0 2 * * 1-5", timedelta(days=3)),  # Friday to Monday
+    ("0 0 1,15 * *", timedelta(days=17)),  # the 15th to the 1st of a 31-day month
+    ("*/15 * * * *", timedelta(minutes=15)),
+    ("0 1,13 * * *", timedelta(hours=12)),
+    ("30 1 1 * *", timedelta(days=31)),
+])
+def test_schedule_interval_is_the_longest_gap(cron: str, gap: timedelta) -> None:
+    assert schedule_interval(cron) == gap
+
+
+@pytest.mark.parametrize("cron", ["", "0 2 * *", "61 * * * *", "0 2 * * funday", "@daily"])
+def test_unreadable_schedules_give_none(cron: str) -> None:
+    assert schedule_interval(cron) is None
+
+
+def test_the_drill_report_and_history_carry_the_forecast() -> None:
+    result = drill.DrillResult(target="production", tier="critical",
+                               started_at=datetime(2026, 12, 1, tzinfo=UTC), point="latest",
+                               rto_seconds=30, rto_objective_seconds=3600,
+                               rto_forecast=_forecast(wal_bytes_per_hour=2 * GB))
+    judged = drill.judge(result)
+    assert not judged.passed
+    assert any("worst case 92 min" in f and "every 14 h" in f for f in judged.failures)
+    text = judged.to_markdown()
+    assert "**RTO forecast: worst case 92 min, objective 60 min (EXCEEDS the objective)**" in text
+    assert "## RTO forecast" in text and "WAL replay: 48.0 GB" in text
+    row = drill.history_rows([judged.model_dump(mode="json")])[0]
+    assert row["rto_forecast_s"] == pytest.approx(5520, abs=0.1)
