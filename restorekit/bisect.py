@@ -29,6 +29,7 @@ from psycopg import Connection, sql
 
 from restorekit.damage import Damage, DamageKind, FoundBy, FoundPoint
 from restorekit.errors import ConfigError, PostgresError, RestorePointError
+from restorekit.integrity import connect_with_retry
 from restorekit.models import PointKind, RestorePoint
 from restorekit.pg import catalog
 from restorekit.pg.catalog import TableRef
@@ -216,8 +217,9 @@ class DamageCheck:
                                self.rows_at_good)
         if self.damage.kind is DamageKind.TABLE:
             rows = _count(conn, self.table)
-            return Observation(rows > 0, f"table {self.table} has {rows} row(s)",
-                               0 if rows else self.rows_at_good)
+            if rows == 0:
+                return Observation(False, f"table {self.table} is empty", self.rows_at_good)
+            return Observation(True, f"table {self.table} has {rows} row(s)")
         found = dict(self._rows(conn, self.tracked))
         missing = [k for k in self.tracked if k not in found]
         changed = [k for k, d in zip(self.tracked, self.digests, strict=False)
@@ -287,8 +289,10 @@ def _text(exc: BaseException) -> str:
 def _session(dsn: str) -> Iterator[Connection[Any]]:
     """A read-only session on a copy: nothing the check runs (the operator's predicate
     included) can write."""
-    with connect(dsn, autocommit=True, connect_timeout=10,
-                 application_name=APPLICATION_NAME) as conn:
+    # A compute that was just created may still be starting (57P03): retried a few times.
+    conn, _ = connect_with_retry(lambda: connect(dsn, autocommit=True, connect_timeout=10,
+                                                 application_name=APPLICATION_NAME))
+    with conn:
         conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
         yield conn
 
@@ -298,6 +302,11 @@ def _session(dsn: str) -> Iterator[Connection[Any]]:
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds")
+
+
+def _seconds(span: timedelta) -> str:
+    value = span.total_seconds()
+    return f"{value:.3g} s" if value < 1000 else f"{value:,.0f} s"
 
 
 def find_by_bisection(
@@ -362,8 +371,8 @@ def find_by_bisection(
     end = observe(latest)
     if end.good:
         raise ConfigError(f"no damage found: at the end of the window ({_iso(latest)}) "
-                          f"{end.what}; check the table, the keys or the predicate, and the "
-                          "kind of damage")
+                          f"{end.what}; check the table, the keys or the predicate and the "
+                          "kind of damage (or the rows were put back since)")
     last_bad = end
 
     def is_good(when: datetime) -> bool:
@@ -374,14 +383,14 @@ def find_by_bisection(
         return seen.good
 
     found = bisect_times(is_good, start, latest, precision=precision, budget=budget - 2)
-    width = found.width.total_seconds()
     tracked = "row(s) in" if damage.kind is DamageKind.TABLE else "tracked row(s) of"
-    notes = [f"{made} {noun}, interval {width:.3g} s",
+    notes = [f"{made} {noun}, interval {_seconds(found.width)}",
              f"good point {_iso(start)}: {check.rows_at_good} {tracked} {check.table}"]
     if not found.converged:
         notes.append(f"the budget of {budget} {noun} ran out before the precision of "
-                     f"{precision.total_seconds():g} s: the damage lies somewhere in the "
-                     f"{width:.3g} s after the point (raise the budget for a closer point)")
+                     f"{_seconds(precision)}: the damage lies somewhere in the "
+                     f"{_seconds(found.width)} after the point (raise the budget for a closer "
+                     "point)")
     log.info("found the damage (%s) between %s and %s with %d %s", last_bad.what,
              _iso(found.last_good), _iso(found.first_bad), made, noun)
     return FoundPoint(

@@ -6,6 +6,8 @@
   only accepts with a timestamp/LSN AND ``preserve_under_name``: the pre-restore state stays
   behind as a branch named ``restorekit-pre-restore-<UTC time>``.
 * A named backup is a branch of the head without a compute, named ``restorekit-backup-...``.
+* ``find_point`` bisects over scratch branches at timestamps (:mod:`restorekit.bisect`), each
+  deleted as soon as it was read.
 
 Bookkeeping lives in branch names, so nothing but the Neon project is needed: a scratch restore
 is named ``<scratch_prefix><restore name>``; adopting it as production makes it the project's
@@ -572,33 +574,33 @@ class NeonProvider:
         @contextmanager
         def copy_at(when: datetime) -> Iterator[str]:
             name = f"find-point-{run}-{next(probes)}"
+            restored: RestoredDatabase | None = None
             try:
                 restored = self.restore(RestorePoint.at(when), name=name, window=window)
-            except BaseException:
-                self._drop_probe(name)  # created, then the wait failed: leave nothing behind
-                raise
-            try:
                 yield restored.dsn.get_secret_value()
-            finally:
-                self.discard(restored)
+            except BaseException:
+                self._drop_probe(name, restored)  # best effort: never hides the error
+                raise
+            self.discard(restored)
 
         return find_by_bisection(
             damage, copy_at=copy_at, earliest=window.earliest, latest=window.latest,
             precision=self.find_point_precision, budget=self.find_point_budget,
             progress=progress, noun="branches")
 
-    def _drop_probe(self, name: str) -> None:
+    def _drop_probe(self, name: str, restored: RestoredDatabase | None) -> None:
+        """Delete a probe branch after a failure (one whose creation failed half-way is found
+        by name); a failure here is logged: the branch is scratch, cleanup removes it."""
         try:
-            branch = self._find_branch(self.scratch_prefix + name)
-            if branch is not None:
-                self.discard(self._restored_stub(branch))
+            if restored is None:
+                branch = self._find_branch(self.scratch_prefix + name)
+                restored = None if branch is None else RestoredDatabase(
+                    provider=self.kind, handle=str(branch["id"]), dsn=SecretStr(""), point="")
+            if restored is not None:
+                self.discard(restored)
         except RestoreKitError as exc:
             log.warning("could not delete probe branch %s%s (cleanup will): %s",
                         self.scratch_prefix, name, exc)
-
-    def _restored_stub(self, branch: dict[str, Any]) -> RestoredDatabase:
-        return RestoredDatabase(provider=self.kind, handle=str(branch["id"]), dsn=SecretStr(""),
-                                point=_branch_point(branch))
 
     # -- branch helpers ------------------------------------------------------------------------
 

@@ -10,10 +10,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
-from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
+from fakes.neon_server import NeonWorld, build_neon_world, teardown_neon_world
 
 from restorekit.bisect import DamageCheck
 from restorekit.damage import Damage, DamageKind, FoundBy
@@ -34,8 +35,19 @@ class History:
     after_delete: datetime
 
 
+@pytest.fixture(scope="module")
+def neon_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
+    """The fake Neon project without the demo app (nothing here needs it)."""
+    world = build_neon_world(pg_base_dir / f"neon-find-point-{time.monotonic_ns()}",
+                             start_app=False)
+    try:
+        yield world
+    finally:
+        teardown_neon_world(world)
+
+
 @pytest.fixture
-def world(neon_world: NeonWorld) -> Iterator[NeonWorld]:  # noqa: F811
+def world(neon_world: NeonWorld) -> Iterator[NeonWorld]:
     fake = neon_world.fake
     fake.violations.clear()
     yield neon_world
@@ -47,7 +59,7 @@ def world(neon_world: NeonWorld) -> Iterator[NeonWorld]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def history(neon_world: NeonWorld) -> History:  # noqa: F811
+def history(neon_world: NeonWorld) -> History:
     """fp_items 1..5 written, a later unrelated commit, then rows 2 and 3 deleted."""
     def clock(conn: psycopg.Connection) -> datetime:
         row = conn.execute("SELECT clock_timestamp()").fetchone()
@@ -58,14 +70,14 @@ def history(neon_world: NeonWorld) -> History:  # noqa: F811
         conn.execute("CREATE TABLE fp_items (id int PRIMARY KEY, note text)")
         conn.execute("INSERT INTO fp_items SELECT g, 'item ' || g FROM generate_series(1, 5) g")
         good = clock(conn)
-        time.sleep(1)
+        time.sleep(0.2)
         conn.execute("UPDATE fp_items SET note = 'touched' WHERE id = 5")
         last_write = clock(conn)
         time.sleep(2)
         before = clock(conn)
         conn.execute("DELETE FROM fp_items WHERE id IN (2, 3)")
         after = clock(conn)
-    time.sleep(0.5)  # the head is a little after the deletion
+    time.sleep(0.2)  # the head is a little after the deletion
     return History(good, last_write, before, after)
 
 
