@@ -259,7 +259,9 @@ class DamageCheck:
             params: list[Any] = [[k[i] for k in keys] for i in range(len(self.key))]
         else:
             # The operator's own predicate: SQL text by definition, run on a read-only copy.
-            cond = sql.SQL("({})").format(sql.SQL(cast(LiteralString, self.damage.where)))
+            # LIMIT: one row more than may be tracked is enough to refuse.
+            cond = sql.SQL("({}) LIMIT {}").format(
+                sql.SQL(cast(LiteralString, self.damage.where)), MAX_TRACKED_ROWS + 1)
             params = []
         query = sql.SQL("SELECT {}, {} FROM {} AS {} WHERE {}").format(
             key_text, digest, self.table.ident, t, cond)
@@ -301,7 +303,7 @@ def _session(dsn: str) -> Iterator[Connection[Any]]:
 
 
 def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds")
+    return when.isoformat()  # to the microsecond: the interval's ends are exact
 
 
 def _seconds(span: timedelta) -> str:

@@ -16,9 +16,10 @@ import psycopg
 import pytest
 from fakes.neon_server import NeonWorld, build_neon_world, teardown_neon_world
 
+from restorekit import bisect
 from restorekit.bisect import DamageCheck
 from restorekit.damage import Damage, DamageKind, FoundBy
-from restorekit.errors import ConfigError
+from restorekit.errors import ConfigError, ProviderError
 from restorekit.models import PointKind, RestorePoint
 from restorekit.providers.base import Capability
 
@@ -141,6 +142,18 @@ def test_a_spent_budget_says_so_and_stays_before_the_damage(
     assert any("budget of 2 branches ran out" in n for n in found.notes), found.notes
 
 
+def test_a_probe_whose_branch_failed_is_deleted_too(world: NeonWorld, history: History) -> None:
+    # The branch exists, its create operation ends "failed": find_point fails with Neon's
+    # error and deletes the half-made branch (found by name; 423 while it is busy is retried).
+    before = len(probes_deleted(world))
+    world.fake.fail_next_operation()
+    provider = world.provider(backoff_seconds=0.5, max_attempts=10)
+    with pytest.raises(ProviderError, match="failed: timeline creation failed"):
+        provider.find_point(Damage(table="fp_items", keys=(("2",),),
+                                   good_point=RestorePoint.at(history.good)))
+    assert len(probes_deleted(world)) == before + 1
+
+
 # -- the damage predicate itself, on production directly (no branch needed) ----------------------
 
 
@@ -177,7 +190,8 @@ def test_the_predicate_for_changed_rows_composite_keys_and_a_where(world: NeonWo
         assert not seen.good and "1 of 2 tracked row(s) deleted" in seen.what
 
 
-def test_the_predicate_refuses_wrong_input(world: NeonWorld) -> None:
+def test_the_predicate_refuses_wrong_input(world: NeonWorld,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE fp_plain (id int PRIMARY KEY)")
         conn.execute("INSERT INTO fp_plain VALUES (1)")
@@ -201,6 +215,10 @@ def test_the_predicate_refuses_wrong_input(world: NeonWorld) -> None:
             read(conn, Damage(table="fp_nokey", keys=(("1",),)))
         with pytest.raises(ConfigError, match="already empty"):
             read(conn, Damage(table="fp_nokey", kind=DamageKind.TABLE))
+        conn.execute("INSERT INTO fp_plain VALUES (2), (3)")
+        monkeypatch.setattr(bisect, "MAX_TRACKED_ROWS", 2)
+        with pytest.raises(ConfigError, match="narrow the damage"):
+            read(conn, Damage(table="fp_plain", where="id > 0"))
 
 
 def test_the_predicate_for_a_whole_table(world: NeonWorld) -> None:
