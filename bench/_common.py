@@ -6,9 +6,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -57,7 +57,8 @@ def print_growth(results: list[dict[str, Any]], variants: Sequence[str],
     base = results[0]
     growth: dict[str, Any] = {}
     print(f"\ngrowth relative to scale {base['scale']:g} ({title}):")
-    print(f"{'scale':>8}{'data x':>9}" + "".join(f"{v + ' x':>{width}}{'exp':>6}" for v in variants))
+    print(f"{'scale':>8}{'data x':>9}"
+          + "".join(f"{v + ' x':>{width}}{'exp':>6}" for v in variants))
     for r in results[1:]:
         size = data_size(r) / data_size(base)
         entry: dict[str, Any] = {"data_ratio": size}
