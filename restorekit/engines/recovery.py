@@ -196,6 +196,14 @@ def run_recovery(
                     provider="selfhosted",
                     operation="recovery",
                 )
+            if conn is None and cluster.postmaster_status() in _NOT_ACCEPTING:
+                # Each attempt now would fork a backend only to be told "the database system
+                # is starting up" (and write that FATAL into the log an operator reads): wait
+                # until the postmaster says it accepts connections, as pg_ctl -w does.
+                if not _postmaster_alive(cluster, started):
+                    _raise_for_stopped(cluster)
+                time.sleep(poll_interval)
+                continue
             try:
                 if conn is None:
                     conn = connect(dsn or cluster.dsn(), connect_timeout=5, autocommit=True)
@@ -220,6 +228,11 @@ def run_recovery(
     finally:
         if conn is not None:
             _close_quietly(conn)
+
+
+#: postmaster.pid statuses in which the server refuses connections (see
+#: LocalCluster.postmaster_status); "standby" and "ready" accept them, None means unknown.
+_NOT_ACCEPTING = frozenset({"starting", "stopping"})
 
 
 def _poll(conn: psycopg.Connection[tuple], progress: Progress, target: int | None,

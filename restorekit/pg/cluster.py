@@ -23,8 +23,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from restorekit.errors import PgToolFailed, PostgresAuthError, PostgresError, PostgresUnavailable
-from restorekit.processes import pid_alive
 from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
+from restorekit.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class LocalCluster:
             password: str | None = None) -> str:
         password = password if password is not None else (
             self.password if user == SUPERUSER else None)
-        auth = f"{quote(user, safe='')}:{quote(password, safe='')}" if password else quote(user, safe='')
+        auth = (f"{quote(user, safe='')}:{quote(password, safe='')}" if password
+                else quote(user, safe=''))
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname, safe='')}"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,8 +118,9 @@ class LocalCluster:
             raise PostgresError(f"{data_dir} is not empty; refusing to initdb over it")
         make_dir(data_dir.parent, os_user, mode=0o755) if not data_dir.parent.exists() else None
         make_dir(data_dir, os_user)
-        cluster = cls(data_dir=data_dir, port=port or free_port(), bin_dir=bin_dir or find_bin_dir(),
-                      os_user=os_user, socket_dir=socket_dir, password=password)
+        cluster = cls(data_dir=data_dir, port=port or free_port(),
+                      bin_dir=bin_dir or find_bin_dir(), os_user=os_user, socket_dir=socket_dir,
+                      password=password)
         if socket_dir is not None:
             make_dir(socket_dir, os_user, mode=0o755)
         auth = ["--auth=trust"]
@@ -229,6 +231,17 @@ class LocalCluster:
         except (FileNotFoundError, NotADirectoryError):
             return None
         return int(first) if first.strip().isdigit() else None
+
+    def postmaster_status(self) -> str | None:
+        """What the postmaster says it is doing (postmaster.pid, line 8, as pg_ctl reads it):
+        ``starting``, ``standby`` (a hot standby accepting read-only connections), ``ready``
+        or ``stopping``; None when there is no file, no status in it yet, or it is unreadable."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text(errors="replace").split("\n")
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return None
+        status = lines[7].strip() if len(lines) > 7 else ""
+        return status or None
 
     def destroy(self) -> None:
         """Stop the server (immediate) and remove its data directory and log."""

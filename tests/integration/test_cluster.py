@@ -59,3 +59,21 @@ def test_a_cluster_whose_pid_file_is_not_written_yet_counts_as_starting(
         time.sleep(0.05)
     assert pid_file.exists()  # kill -9 leaves the file behind
     assert not cluster.is_running()
+
+
+def test_postmaster_status_says_when_the_server_accepts_connections(
+    local_cluster_factory,
+) -> None:
+    """run_recovery connects only once the postmaster says "standby" or "ready" (as pg_ctl -w
+    waits), instead of a refused attempt (a forked backend, a FATAL line) every poll."""
+    cluster: LocalCluster = local_cluster_factory("status", start=False)
+    assert cluster.postmaster_status() is None  # no postmaster.pid
+    (cluster.data_dir / "postmaster.pid").write_text("")
+    assert cluster.postmaster_status() is None  # created, nothing written yet
+    (cluster.data_dir / "postmaster.pid").unlink()
+    cluster.start()
+    assert cluster.postmaster_status() == "ready"
+    with cluster.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    cluster.stop()
+    assert cluster.postmaster_status() is None

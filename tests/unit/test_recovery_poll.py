@@ -16,11 +16,16 @@ from restorekit.errors import PostgresUnavailable
 
 
 class FakeCluster:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, statuses: list[str | None] | None = None) -> None:
         self.data_dir = data_dir
         (data_dir / "postmaster.pid").write_text("1\n")
         self.log_file = data_dir / "log"
         self.started = False
+        self.statuses = list(statuses or [])
+        self.early = 0  # connection attempts before the postmaster said it accepts them
+
+    def postmaster_status(self) -> str | None:
+        return self.statuses.pop(0) if self.statuses else "standby"
 
     def start(self, *, wait: bool = True) -> None:
         self.started = True
@@ -59,12 +64,16 @@ class FakeConn:
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: list[Any],
-         refusals: int = 0) -> tuple[recovery.RecoveryResult, list[FakeConn]]:
+         refusals: int = 0, statuses: list[str | None] | None = None,
+         ) -> tuple[recovery.RecoveryResult, list[FakeConn], FakeCluster]:
     script = iter(steps)
     opened: list[FakeConn] = []
     refused = [refusals]
+    cluster = FakeCluster(tmp_path, statuses)
 
     def connect(dsn: str, **kwargs: Any) -> FakeConn:
+        if cluster.statuses:  # the server has not said it accepts connections yet
+            cluster.early += 1
         if refused[0]:
             refused[0] -= 1
             raise PostgresUnavailable("the database system is starting up")
@@ -72,15 +81,14 @@ def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: list[Any],
         return opened[-1]
 
     monkeypatch.setattr(recovery, "connect", connect)
-    cluster = FakeCluster(tmp_path)
     result = recovery.run_recovery(cluster, poll_interval=0, timeout=60)  # type: ignore[arg-type]
     assert cluster.started
-    return result, opened
+    return result, opened, cluster
 
 
 def test_one_session_follows_the_replay_until_promotion(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
-    result, opened = _run(monkeypatch, tmp_path, [True] * 20 + [False], refusals=3)
+    result, opened, _ = _run(monkeypatch, tmp_path, [True] * 20 + [False], refusals=3)
     assert len(opened) == 1  # not one connection (a forked backend) per poll
     assert opened[0].closed
     assert result.recovered_lsn == "0/3000060" and result.timeline == 2
@@ -90,7 +98,24 @@ def test_a_lost_session_is_opened_again(monkeypatch: pytest.MonkeyPatch, tmp_pat
     lost = psycopg.OperationalError("server closed the connection unexpectedly")
     conflict = psycopg.errors.SerializationFailure("canceling statement due to conflict with "
                                                    "recovery")
-    result, opened = _run(monkeypatch, tmp_path, [True, lost, True, conflict, True, False])
+    result, opened, _ = _run(monkeypatch, tmp_path, [True, lost, True, conflict, True, False])
     assert len(opened) == 3
     assert all(c.closed for c in opened)
     assert result.timeline == 2
+
+
+def test_no_connection_is_tried_while_the_postmaster_says_starting(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    statuses: list[str | None] = ["starting"] * 10 + ["standby"]
+    result, opened, cluster = _run(monkeypatch, tmp_path, [True, False], statuses=statuses)
+    assert cluster.early == 0
+    assert len(opened) == 1
+    assert result.timeline == 2
+
+
+def test_an_unknown_status_still_connects(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    # No status (an older file, or one not readable by this user): connect and retry as before.
+    result, opened, cluster = _run(monkeypatch, tmp_path, [True, False], refusals=2,
+                                   statuses=[None, None, None])
+    assert len(opened) == 1 and cluster.early > 0
