@@ -38,18 +38,30 @@ from restorekit.pointfind import (
     Finding,
     Pending,
     TableTrace,
+    count_writes,
     mass_delete_first,
     trace_rows,
     trace_table,
-    writes_after,
 )
 from restorekit.providers.base import Progress, no_progress
-from restorekit.walscan import RelFile, StagedWal, scan, stage_segments, staging_dir
+from restorekit.walscan import (
+    TRACE_OPS,
+    RelFile,
+    StagedWal,
+    block_filter,
+    scan,
+    stage_segments,
+    staging_dir,
+    waldump_chunks,
+)
 
 if TYPE_CHECKING:
     from restorekit.providers.selfhosted import SelfHostedProvider
 
 log = logging.getLogger(__name__)
+
+#: pg_waldump's resource managers for counting writes: row changes, commits, new files.
+LOSS_FILTERS = ("--rmgr=Heap", "--rmgr=Heap2", "--rmgr=Transaction", "--rmgr=Storage")
 
 #: Copies made to check, update by update, whether a damaged column changed.
 VERIFY_BUDGET = 8
@@ -229,9 +241,14 @@ class WalHistory:
             staged = self._stage(backup, directory, progress)
             progress("scan WAL", 0, None)
             while True:
-                with closing(scan(self.tool, staged, start, relation=trail.rel)) as records:
+                # Only lines on the followed rows' blocks are parsed (the set grows as they move;
+                # whole-table damage reads every DELETE of the file).
+                blocks = {blk for blk, _ in trail.rows}
+                keep = block_filter(blocks) if damage.kind is not DamageKind.TABLE else None
+                with closing(scan(self.tool, staged, start, relation=trail.rel,
+                                  wanted=TRACE_OPS, keep=keep)) as records:
                     result = self._trace(records, damage, table, trail, after_lsn, state,
-                                         notes, progress)
+                                         notes, progress, blocks)
                 if not isinstance(result, FileDropped):
                     break
                 if damage.kind is DamageKind.TABLE and (early := mass_delete_first(
@@ -264,8 +281,8 @@ class WalHistory:
             notes=tuple(notes), scanned_bytes=scanned, copies=self.copies)
 
     def _trace(self, records: Iterator[Any], damage: Damage, table: TableRef, trail: Trail,
-               after_lsn: int, state: TableTrace, notes: list[str], progress: Progress
-               ) -> Finding | FileDropped | None:
+               after_lsn: int, state: TableTrace, notes: list[str], progress: Progress,
+               blocks: set[int]) -> Finding | FileDropped | None:
         """One pass over ``records``; for a damaged column, each update of the rows is checked
         on a copy just after it until one changed that column (at most ``VERIFY_BUDGET``)."""
         if damage.kind is DamageKind.TABLE:
@@ -273,7 +290,8 @@ class WalHistory:
         pending = Pending()
         for _ in range(VERIFY_BUDGET):
             result = trace_rows(records, trail.rel, trail.rows, after_lsn=after_lsn,
-                                changed=damage.kind is DamageKind.CHANGED, pending=pending)
+                                changed=damage.kind is DamageKind.CHANGED, pending=pending,
+                                blocks=blocks)
             if not isinstance(result, Finding) or damage.column is None \
                     or "DELETE" in result.what:
                 return result
@@ -325,7 +343,8 @@ class WalHistory:
         with staging_dir(self.engine.work_dir, self.os_user) as directory:
             staged = self._stage(backup, directory, progress)
             progress("scan WAL", 0, None)
-            writes = writes_after(scan(self.tool, staged, parse_lsn(backup.start_lsn)),
+            writes = count_writes(waldump_chunks(self.tool, staged,
+                                                 parse_lsn(backup.start_lsn), LOSS_FILTERS),
                                   after=boundary)
         names = self._names(set(writes.per_file))
         tables = sorted(

@@ -1,0 +1,126 @@
+"""``--point auto`` through the scenario flows, on a production-shaped installation (scram, a
+non-superuser app role) whose schema keeps no audit log of its own: quoted names and a
+self-referencing org tree with ON DELETE CASCADE, as a new user's schema would be.
+
+Each flow finds the damaging transaction in the archived WAL, restores just before it, and the
+report says how the point was found; the plan says what a restore would lose (scenario 1) or
+which later writes the row-level repair keeps (scenarios 2 and 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fixtures.world import installation
+from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+from flows.complete_failure import CompleteFailureParams, complete_failure
+from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+from restorekit.demo import Installation
+
+pytestmark = pytest.mark.slow
+
+ORG = '"Org Tree ü"'
+
+
+@pytest.fixture(scope="module")
+def prod(pg_base_dir: Path) -> Iterator[Installation]:
+    with installation(pg_base_dir, "auto", scale=0.005) as inst:
+        with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {ORG} (id int PRIMARY KEY, parent int REFERENCES "
+                         f"{ORG}(id) ON DELETE CASCADE, name text, budget int)")
+            conn.execute(f"INSERT INTO {ORG} SELECT g, CASE WHEN g > 1 THEN g / 2 END, "
+                         "'org ' || g, 1000 FROM generate_series(1, 300) g")
+        # A base backup that holds the table: the default good point.
+        inst.runtime().provider.create_backup("with the org tree")
+        yield inst
+
+
+def tree(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(f"SELECT t::text FROM {ORG} t ORDER BY id")]
+
+
+def xid_of(conn: psycopg.Connection, *statements: str) -> int:
+    with conn.transaction():
+        xid = int(conn.execute("SELECT txid_current()").fetchone()[0])
+        for statement in statements:
+            conn.execute(statement)
+    return xid
+
+
+def test_accidental_deletion_with_point_auto_brings_back_the_subtree(
+        prefect_server: str, prod: Installation) -> None:
+    before = tree(prod.app_dsn)
+    with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
+        xid_of(conn, f"UPDATE {ORG} SET name = 'renamed' WHERE id = 3")  # moves the row
+        damage = xid_of(conn, f"DELETE FROM {ORG} WHERE id = 3")  # and its whole subtree
+        xid_of(conn, f"INSERT INTO {ORG} VALUES (1000, 1, 'later', 1)")  # life goes on
+    prod.wait_archived()
+    expected = sorted([*[r for r in before if not r.startswith("(3,")],
+                       "(3,1,renamed,1000)", "(1000,1,later,1)"],
+                      key=lambda r: int(r.strip("(").split(",")[0]))
+
+    report = accidental_deletion(AccidentalDeletionParams(
+        target="production", config=str(prod.config), require_approval=False,
+        incident_id="auto-ad", restore_point="auto", table=ORG, ids=["3"]))
+
+    assert report.outcome == "succeeded", report.error
+    assert report.point_found["found_by"] == "WAL scan"
+    assert report.point_found["xid"] == damage
+    assert report.restore_point.startswith(f"before-xid:{damage}@")
+    assert any("Restore point before-xid" in p and "found by WAL scan" in p for p in report.plan)
+    assert any(p.startswith("Kept: row-level repair") and "inserted" in p for p in report.plan)
+    assert "**Point found by:** WAL scan" in report.to_markdown()
+    assert tree(prod.app_dsn) == expected  # the subtree is back, byte for byte; later rows stay
+
+
+def test_partial_corruption_with_point_auto_finds_the_update_of_the_column(
+        prefect_server: str, prod: Installation) -> None:
+    with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
+        xid_of(conn, f"UPDATE {ORG} SET name = name || '!' WHERE id IN (20, 21)")
+        damage = xid_of(conn, f"UPDATE {ORG} SET budget = -1 WHERE id BETWEEN 20 AND 29")
+        good = {r[0]: r[1] for r in conn.execute(f"SELECT id, name FROM {ORG} WHERE id "
+                                                    "BETWEEN 20 AND 29")}
+    prod.wait_archived()
+
+    report = partial_corruption(PartialCorruptionParams(
+        target="production", config=str(prod.config), require_approval=False,
+        incident_id="auto-pc", restore_point="auto", tables=[ORG], damaged_ids=["20", "25"],
+        damaged_column="budget", columns=["budget"]))
+
+    assert report.outcome == "succeeded", report.error
+    assert report.point_found["xid"] == damage
+    assert "column budget" in report.point_found["what"]
+    with psycopg.connect(prod.app_dsn) as conn:
+        rows = {r[0]: (r[1], r[2]) for r in conn.execute(
+            f"SELECT id, name, budget FROM {ORG} WHERE id BETWEEN 20 AND 29")}
+    assert {i: b for i, (_, b) in rows.items()} == {i: 1000 for i in range(20, 30)}
+    assert {i: n for i, (n, _) in rows.items()} == good  # the later rename is kept
+
+
+def test_complete_failure_with_point_auto_after_a_drop_table(
+        prefect_server: str, prod: Installation) -> None:
+    before = tree(prod.app_dsn)
+    with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
+        xid_of(conn, "INSERT INTO users (name, email) VALUES ('kept', 'kept@example.com')")
+        damage = xid_of(conn, f"DROP TABLE {ORG}")
+        xid_of(conn, "INSERT INTO users (name, email) VALUES ('lost', 'lost@example.com')")
+    prod.wait_archived()
+
+    report = complete_failure(CompleteFailureParams(
+        target="production", config=str(prod.config), require_approval=False,
+        incident_id="auto-cf", restore_point="auto", damaged_table=ORG))
+
+    assert report.outcome == "succeeded", report.error
+    assert report.point_found["xid"] == damage
+    assert report.point_found["what"].startswith("DROP TABLE")
+    loss = next(p for p in report.plan if p.startswith("A restore to before-xid"))
+    assert "public.users: 1 inserted" in loss or "users" in loss
+    app = prod.runtime().live_dsn()
+    assert tree(app) == before
+    with psycopg.connect(app) as conn:
+        emails = {r[0] for r in conn.execute("SELECT email FROM users")}
+    assert "kept@example.com" in emails and "lost@example.com" not in emails
