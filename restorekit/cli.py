@@ -231,7 +231,7 @@ def find_point(
         "column.")] = None,
     good_point: Annotated[str | None, typer.Option(
         show_default=False, help="A point surely before the damage (default: the newest base "
-        "backup that still has the rows).")] = None,
+        "backup that still has the rows; Neon: the start of the restore window).")] = None,
     loss: Annotated[bool, typer.Option(
         "--loss/--no-loss", help="Also list what a restore to the found point would lose "
         "(what was committed after it).")] = True,
@@ -854,7 +854,8 @@ def run(
     good_point: Annotated[str | None, typer.Option(
         rich_help_panel=_AUTO, show_default=False,
         help="A point surely before the damage where the search starts. Default: the newest "
-        "base backup that still has the rows.")] = None,
+        "base backup that still has the rows (Neon: the start of the restore window; a "
+        "time).")] = None,
     damaged_table: Annotated[str | None, typer.Option(
         rich_help_panel=_AUTO, show_default=False,
         help="complete-failure / partial-corruption: the table the damage hit (alone: DELETE "

@@ -122,7 +122,7 @@ def test_from_config_builds_the_provider_and_never_holds_the_key_in_config(
     assert provider.kind == "neon"
     assert provider.capabilities == {
         Capability.NEW_TARGET_RESTORE, Capability.IN_PLACE_RESTORE, Capability.POINT_IN_TIME,
-        Capability.LSN_TARGET, Capability.NAMED_BACKUPS}
+        Capability.LSN_TARGET, Capability.NAMED_BACKUPS, Capability.FIND_POINT}
     assert world.api_key not in repr(provider)
 
     neon = dict(rt.config.neon or {})
