@@ -290,6 +290,62 @@ def cleanup(config: Path) -> None:
                    capture_output=True)
 
 
+def prepare_variant(variant: str, base: Path, source: LocalCluster, settings: dict[str, Any],
+                    spec: SourceSpec, wal_gb: float, os_user: str | None) -> dict[str, Any]:
+    """The variant's repository: archiving pointed there, a base backup with its compression,
+    then ``wal_gb`` GB of writes archived after it."""
+    slug = variant.replace(":", "-")
+    repo_dir = make_dir(base / f"repo-{slug}", os_user, mode=0o755)
+    repo_url = f"file://{repo_dir}"
+    engine = NativeEngine(spec, open_repository(repo_url, os_user=os_user), repo_url=repo_url,
+                          work_dir=base / f"work-{slug}", compression=variant)
+    source.write_settings({**settings, **engine.archive_settings()})
+    with psycopg.connect(source.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    switch_wal_and_wait_archived(source.dsn())
+    provider = SelfHostedProvider(engine=engine, source=spec,
+                                  restore_root=base / f"restores-{slug}", target_name="bench")
+    started = time.perf_counter()
+    backup = provider.create_backup(f"rto bench {variant}")
+    backup_seconds = time.perf_counter() - started
+    workload = write_workload(source.dsn("app"), wal_gb)
+    switch_wal_and_wait_archived(source.dsn("app"), timeout=1800)
+    base_obj = base_object(repo_dir, backup.backup_id)
+    wal_at_rest = _du(repo_dir, "wal")
+    wal_logical = sum(o.size for o in engine.repo.list("wal/"))
+    config = base / f"restorekit-{slug}.toml"
+    config.write_text(CONFIG.format(state=base / f"state-{slug}", port=source.port,
+                                    repo=repo_dir))
+    print(f"[{variant}] backup {backup_seconds:.1f} s, {base_obj.name} "
+          f"{base_obj.stat().st_size / GB:.2f} GB; WAL after it "
+          f"{workload['wal_bytes'] / GB:.2f} GB written, archive {wal_logical / GB:.2f} GB"
+          f" ({wal_at_rest / GB:.2f} GB at rest)", flush=True)
+    return {"engine": engine, "config": config, "base_object": base_obj,
+            "work": make_dir(base / f"bounds-{slug}", os_user, mode=0o755),
+            "backup_seconds": backup_seconds, "backup_id": backup.backup_id,
+            "backup_start_lsn": backup.start_lsn, "wal_written_bytes": workload["wal_bytes"],
+            "workload_seconds": workload["seconds"], "wal_archive_bytes": wal_logical,
+            "wal_archive_bytes_at_rest": wal_at_rest}
+
+
+def measure_restore(setup: dict[str, Any], name: str, pg_bin: Path, psql: str,
+                    os_user: str | None) -> dict[str, Any]:
+    """One scenario-1 restore of a variant, each phase next to its lower bound."""
+    total, report = restore_once(setup["config"], name)
+    phases = dict(report.get("phases_seconds") or {})
+    try:
+        ours, bound = after_restore(report["dsn"], setup["work"], psql)
+    finally:
+        cleanup(setup["config"])
+    bound["base restore"] = lower_bounds(setup["base_object"], setup["work"], os_user)["tar -x"]
+    bound["wal replay"], cat_wal, read_bytes = wal_read(
+        setup["engine"], setup["backup_start_lsn"], setup["work"], pg_bin, os_user)
+    return {"restore_to_new_seconds": total, "phases": {**phases, **ours},
+            "lower_bounds": bound, "wal_bytes_read_by_pg_waldump": read_bytes,
+            "cat_wal_seconds": cat_wal}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -323,76 +379,41 @@ def main() -> None:
               f"{built['build_seconds']:.0f} s", flush=True)
         spec = SourceSpec(dsn=source.dsn("app"), os_user=os_user, bin_dir=source.bin_dir)
         results: dict[str, Any] = {}
+        setups: dict[str, dict[str, Any]] = {}
         for variant in variants:
-            slug = variant.replace(":", "-")
-            repo_dir = make_dir(base / f"repo-{slug}", os_user, mode=0o755)
-            repo_url = f"file://{repo_dir}"
-            engine = NativeEngine(spec, open_repository(repo_url, os_user=os_user),
-                                  repo_url=repo_url, work_dir=base / f"work-{slug}",
-                                  compression=variant)
-            source.write_settings({**settings, **engine.archive_settings()})
-            with psycopg.connect(source.dsn(), autocommit=True) as conn:
-                conn.execute("SELECT pg_reload_conf()")
-            time.sleep(0.5)
-            switch_wal_and_wait_archived(source.dsn())
-            provider = SelfHostedProvider(engine=engine, source=spec,
-                                          restore_root=base / f"restores-{slug}",
-                                          target_name="bench")
-            started = time.perf_counter()
-            backup = provider.create_backup(f"rto bench {variant}")
-            backup_seconds = time.perf_counter() - started
-            workload = write_workload(source.dsn("app"), args.wal_gb)
-            switch_wal_and_wait_archived(source.dsn("app"), timeout=1800)
-            base_obj = base_object(repo_dir, backup.backup_id)
-            wal_at_rest = _du(repo_dir, "wal")
-            wal_logical = sum(o.size for o in engine.repo.list("wal/"))
-            config = base / f"restorekit-{slug}.toml"
-            config.write_text(CONFIG.format(state=base / f"state-{slug}", port=source.port,
-                                            repo=repo_dir))
-            print(f"\n[{variant}] backup {backup_seconds:.1f} s, {base_obj.name} "
-                  f"{base_obj.stat().st_size / GB:.2f} GB; WAL after it "
-                  f"{workload['wal_bytes'] / GB:.2f} GB written, archive {wal_logical / GB:.2f} GB"
-                  f" ({wal_at_rest / GB:.2f} GB at rest)", flush=True)
-            runs: list[dict[str, Any]] = []
-            work = make_dir(base / f"bounds-{slug}", os_user, mode=0o755)
-            for i in range(args.repeat):
-                total, report = restore_once(config, f"rto-{slug}-{i}")
-                phases = dict(report.get("phases_seconds") or {})
-                restored_dsn = report["dsn"]
-                try:
-                    ours, bounds_after = after_restore(restored_dsn, work, psql)
-                finally:
-                    cleanup(config)
-                bound = {"base restore": lower_bounds(base_obj, work, os_user)["tar -x"],
-                         **bounds_after}
-                replay_bound, cat_wal, replayed_bytes = wal_read(
-                    engine, backup.start_lsn, work, pg_bin, os_user)
-                bound["wal replay"] = replay_bound
-                phases.update(ours)
-                runs.append({"restore_to_new_seconds": total, "phases": phases,
-                             "lower_bounds": bound, "wal_bytes_read_by_pg_waldump":
-                             replayed_bytes, "cat_wal_seconds": cat_wal})
-                print(f"run {i + 1}: restore --to-new {total:.1f} s; " + ", ".join(
-                    f"{k} {phases.get(k, float('nan')):.2f}/{bound.get(k, float('nan')):.2f} s"
-                    for k in PHASES), flush=True)
-            med = {k: statistics.median(r["phases"].get(k, float("nan")) for r in runs)
-                   for k in PHASES}
-            medb = {k: statistics.median(r["lower_bounds"].get(k, float("nan")) for r in runs)
-                    for k in PHASES}
+            setups[variant] = prepare_variant(variant, base, source, settings, spec, args.wal_gb,
+                                              os_user)
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        # Rounds rotate the variants, so none always runs first (on cold caches) or while the
+        # machine's other work happens to peak.
+        for i, order in _common.rotated(variants, args.repeat):
+            for variant in order:
+                run = measure_restore(setups[variant], f"rto-{i}", pg_bin, psql, os_user)
+                runs[variant].append(run)
+                print(f"run {i + 1} [{variant}]: restore --to-new "
+                      f"{run['restore_to_new_seconds']:.1f} s; " + ", ".join(
+                          f"{k} {run['phases'].get(k, float('nan')):.2f}/"
+                          f"{run['lower_bounds'].get(k, float('nan')):.2f} s" for k in PHASES),
+                      flush=True)
+        for variant in variants:
+            setup, vruns = setups[variant], runs[variant]
+            base_bytes = setup["base_object"].stat().st_size
             results[variant] = {
-                "backup_seconds": backup_seconds, "backup_id": backup.backup_id,
-                "base_object": base_obj.name, "base_object_bytes": base_obj.stat().st_size,
-                "wal_written_bytes": workload["wal_bytes"], "workload_seconds":
-                workload["seconds"], "wal_archive_bytes": wal_logical,
-                "wal_archive_bytes_at_rest": wal_at_rest,
+                **{k: v for k, v in setup.items() if k not in ("base_object", "engine",
+                                                               "config", "work")},
+                "base_object": setup["base_object"].name, "base_object_bytes": base_bytes,
                 # GB in the repository per GB of database (the base object; with the WAL
                 # archived after it, which depends on --wal-gb).
-                "base_gb_per_gb_of_database": base_obj.stat().st_size / built["database_bytes"],
+                "base_gb_per_gb_of_database": base_bytes / built["database_bytes"],
                 "repository_gb_per_gb_of_database":
-                    (base_obj.stat().st_size + wal_at_rest) / built["database_bytes"],
-                "runs": runs, "median_phases": med, "median_lower_bounds": medb,
+                    (base_bytes + setup["wal_archive_bytes_at_rest"]) / built["database_bytes"],
+                "runs": vruns,
+                "median_phases": {k: statistics.median(r["phases"].get(k, float("nan"))
+                                                       for r in vruns) for k in PHASES},
+                "median_lower_bounds": {k: statistics.median(
+                    r["lower_bounds"].get(k, float("nan")) for r in vruns) for k in PHASES},
                 "median_restore_to_new": statistics.median(r["restore_to_new_seconds"]
-                                                           for r in runs),
+                                                           for r in vruns),
             }
         out = {"benchmark": "rto: scenario 1 phases at size, against their lower bounds",
                **_common.run_header(source, load_before, settings, args.seed),
