@@ -44,6 +44,7 @@ class Finding:
     matched: int  # of the followed rows
     what: str
     evidence: tuple[str, ...]
+    subxacts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,8 @@ def trace_rows(
     stream, and a caller that finds a change was not the damage (another column) can call it
     again on the same stream with the same ``pending``. None when the stream ends first.
     ``blocks`` (the blocks of the followed rows, which a scan may filter lines on) grows with
-    every place a followed row moves to.
+    every place a followed row moves to; with such a filter ``rows_touched`` counts only the
+    lines it let through (walscan.changes_by counts them all).
     """
     pending = pending if pending is not None else Pending()
     for record in records:
@@ -137,7 +139,7 @@ def trace_rows(
                 rows_touched=touched, matched=len(hits),
                 what=f"{'/'.join(kinds)} of {len(hits)} followed row version(s)",
                 evidence=tuple(h.line.strip() for h in hits[:EVIDENCE])
-                + (record.line.strip(),))
+                + (record.line.strip(),), subxacts=record.subxacts)
         if rel in record.dropped:
             return FileDropped(record.xid, record.lsn, record.time, record.line.strip())
     return None

@@ -272,7 +272,7 @@ def _next_id(prev: str, name: str) -> bool:
 
 
 def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Sequence[str],
-                   ) -> Iterator[str]:
+                   *, end_lsn: int | None = None) -> Iterator[str]:
     """What ``pg_waldump`` prints for ``staged`` from ``start_lsn``, streamed in blocks of
     whole lines (a block at a time lets a caller use C-speed string and regex scans).
 
@@ -282,7 +282,7 @@ def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Seq
     """
     argv = tool.argv("pg_waldump", f"--path={staged.directory}",
                      f"--timeline={staged.timeline}", f"--start={format_lsn(start_lsn)}",
-                     f"--end={format_lsn(staged.end_lsn)}", *filters)
+                     f"--end={format_lsn(end_lsn or staged.end_lsn)}", *filters)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
     errors: list[bytes] = []
@@ -309,6 +309,20 @@ def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Seq
     tail = b"".join(errors[-3:]).decode("utf-8", "replace").strip()
     if proc.returncode not in (0, 1, -9) or (proc.returncode == 1 and not _end_of_wal(tail)):
         raise PgToolFailed(argv, proc.returncode, tail)
+
+
+def changes_by(tool: PgTool, staged: StagedWal, start_lsn: int, end_lsn: int,
+               relation: RelFile, xids: Iterable[int]) -> int:
+    """How many row versions of ``relation`` the transactions ``xids`` deleted or updated
+    between ``start_lsn`` and ``end_lsn`` (pg_waldump filters by xid and file itself)."""
+    total = 0
+    for xid in xids:
+        for chunk in waldump_chunks(
+                tool, staged, start_lsn,
+                [f"--relation={relation[0]}/{relation[1]}/{relation[2]}", "--fork=main",
+                 f"--xid={xid}", "--rmgr=Heap"], end_lsn=end_lsn):
+            total += sum(chunk.count(f"desc: {op} ") for op in ROW_CHANGES)
+    return total
 
 
 def _widen_pipe(fd: int) -> None:
@@ -399,6 +413,6 @@ def staging_dir(work_dir: Path, os_user: str | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["RelFile", "StagedWal", "WalRecord", "block_filter", "parse_line", "parse_lsn",
-           "rel_path", "scan", "segment_name", "stage_segments", "staging_dir", "waldump_chunks",
-           "waldump_lines"]
+__all__ = ["RelFile", "StagedWal", "WalRecord", "block_filter", "changes_by", "parse_line",
+           "parse_lsn", "rel_path", "scan", "segment_name", "stage_segments", "staging_dir",
+           "waldump_chunks", "waldump_lines"]

@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -49,6 +49,7 @@ from restorekit.walscan import (
     RelFile,
     StagedWal,
     block_filter,
+    changes_by,
     scan,
     stage_segments,
     staging_dir,
@@ -265,6 +266,11 @@ class WalHistory:
                     "the rows were followed into the new file on a copy made after it")
                 trail = followed
                 start = after_lsn = result.commit_lsn + 1
+            if isinstance(result, Finding) and damage.kind is not DamageKind.TABLE:
+                # The scan parsed only the followed rows' blocks: count the whole transaction.
+                result = replace(result, rows_touched=changes_by(
+                    self.tool, staged, parse_lsn(backup.start_lsn), result.commit_lsn,
+                    trail.rel, (result.xid, *result.subxacts)))
             scanned = staged.bytes
         if result is None:
             raise ConfigError(

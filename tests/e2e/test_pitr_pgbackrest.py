@@ -241,3 +241,22 @@ def test_nothing_is_left_behind(world) -> None:
     provider: SelfHostedProvider = world["provider"]
     assert provider.list_scratch() == []
     assert _entries(Path(provider.restore_root)) == set()
+
+
+def test_find_point_reads_the_deletion_from_the_pgbackrest_archive(world) -> None:
+    from restorekit.damage import Damage, FoundBy
+
+    provider: SelfHostedProvider = world["provider"]
+    found = provider.find_point(Damage(table="items",
+                                       keys=tuple((str(i),) for i in range(1, 11))))
+    assert found.found_by is FoundBy.WAL_SCAN and found.what.startswith("DELETE")
+    assert found.rows_touched == 10 and found.point.kind is PointKind.XID
+    assert not found.point.inclusive
+    restored = provider.restore(found.point, name="findpoint-pgbackrest")
+    try:
+        assert rows(restored.dsn.get_secret_value()) == BEFORE_T  # --target-exclusive
+    finally:
+        provider.discard(restored)
+    lost = {t.table: t for t in provider.loss_after(found.point).tables}
+    assert (lost["public.items"].deleted, lost["public.items"].inserted) == (10, 50)
+    assert provider.list_scratch() == []
