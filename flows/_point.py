@@ -10,11 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from flows._common import Recorder
 from restorekit.damage import AUTO
 from restorekit.errors import ConfigError
 from tasks._runtime import TargetRef
 from tasks.history import find_restore_point, operator_point, writes_after_point
+
+
+class DamagedRows(BaseModel):
+    """What was damaged, for restore_point auto, in the scenarios that have no table and ids
+    of their own (accidental-deletion uses its table and ids)."""
+
+    damaged_table: str | None = Field(
+        default=None,
+        description="With restore_point auto: the table the damage hit (partial-corruption: "
+        "default the only one in tables).",
+    )
+    damaged_ids: list[str] = Field(
+        default_factory=list,
+        description="With restore_point auto: primary keys of the damaged rows (a composite "
+        "key as a,b), or give where. complete-failure without them: damage to the whole "
+        "table (DELETE without WHERE, TRUNCATE, DROP TABLE).",
+    )
 
 
 def is_auto(point: str | None) -> bool:
@@ -79,4 +98,5 @@ def loss_lines(rec: Recorder, ref: TargetRef, point: str, *, kept: bool) -> list
     return [f"A restore to {point} loses what was committed after it: {text}"]
 
 
-__all__ = ["determine_restore_point", "is_auto", "loss_lines", "point_line", "split_keys"]
+__all__ = ["DamagedRows", "determine_restore_point", "is_auto", "loss_lines", "point_line",
+           "split_keys"]

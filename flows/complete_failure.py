@@ -19,7 +19,13 @@ from prefect.transactions import transaction
 from pydantic import Field
 
 from flows._common import Recorder, ScenarioParams
-from flows._point import determine_restore_point, loss_lines, point_line, split_keys
+from flows._point import (
+    DamagedRows,
+    determine_restore_point,
+    loss_lines,
+    point_line,
+    split_keys,
+)
 from restorekit.errors import CapabilityNotSupported, RestoreNotStarted, SafetyError
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
@@ -48,7 +54,7 @@ from tasks.reporting import notify
 from tasks.watch import start_post_restore_watch
 
 
-class CompleteFailureParams(ScenarioParams):
+class CompleteFailureParams(ScenarioParams, DamagedRows):
     """Restore into a new database and switch the application over (or, on providers that can
     only restore in place, snapshot first and restore in place)."""
 
@@ -56,16 +62,6 @@ class CompleteFailureParams(ScenarioParams):
         default=False,
         description="In-place providers only: go on when the current database is too broken to "
         "snapshot (its current state is then lost). Off: refuse.",
-    )
-    damaged_table: str | None = Field(
-        default=None,
-        description="With restore_point auto: the table the damage hit (DELETE without WHERE, "
-        "TRUNCATE, DROP TABLE, or the rows in damaged_ids / where).",
-    )
-    damaged_ids: list[str] = Field(
-        default_factory=list,
-        description="With restore_point auto: primary keys of damaged rows (a composite key as "
-        "a,b). Empty: damage to the whole table.",
     )
 
 

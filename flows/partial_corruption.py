@@ -12,12 +12,18 @@ after a verified snapshot of exactly those tables.
 
 from __future__ import annotations
 
-
 from prefect import flow
 from pydantic import AwareDatetime, Field
 
 from flows._common import Recorder, ScenarioParams
-from flows._point import determine_restore_point, is_auto, loss_lines, point_line, split_keys
+from flows._point import (
+    DamagedRows,
+    determine_restore_point,
+    is_auto,
+    loss_lines,
+    point_line,
+    split_keys,
+)
 from restorekit.errors import ConfigError
 from restorekit.models import RestorePoint
 from restorekit.recovery import check_keep_after
@@ -46,7 +52,7 @@ from tasks.database import (
 from tasks.watch import start_post_restore_watch
 
 
-class PartialCorruptionParams(ScenarioParams):
+class PartialCorruptionParams(ScenarioParams, DamagedRows):
     """Repair corrupted or missing rows from a copy restored before the corruption."""
 
     restore_point: str = Field(
@@ -74,16 +80,6 @@ class PartialCorruptionParams(ScenarioParams):
         description="When the corruption ended (with timezone): rows whose current version "
         "committed later are left alone; needs track_commit_timestamp = on. Rows deleted later "
         "stay deleted when the audit log records it, otherwise they are re-inserted.",
-    )
-    damaged_table: str | None = Field(
-        default=None,
-        description="With restore_point auto: the table whose rows were corrupted (default: "
-        "the only one in tables).",
-    )
-    damaged_ids: list[str] = Field(
-        default_factory=list,
-        description="With restore_point auto: primary keys of corrupted rows (a composite key as "
-        "a,b), or give where.",
     )
     damaged_column: str | None = Field(
         default=None,

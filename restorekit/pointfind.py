@@ -79,6 +79,24 @@ class Pending:
         return ops, touched
 
 
+def _commits(records: Iterable[WalRecord], pending: Pending, after_lsn: int,
+             file_change: Callable[[WalRecord], None],
+             ) -> Iterator[tuple[WalRecord, list[WalRecord], int]]:
+    """Each COMMIT at or after ``after_lsn`` with the changes its transaction and its
+    subtransactions filed (``file_change`` files every other record into ``pending``); an
+    ABORT discards what its transaction filed; a commit before ``after_lsn`` is already in the
+    copy made at the good point, so its changes are dropped."""
+    for record in records:
+        if record.op == "ABORT":
+            pending.take((record.xid, *record.subxacts))
+        elif record.op != "COMMIT":
+            file_change(record)
+        else:
+            ops, touched = pending.take((record.xid, *record.subxacts))
+            if record.lsn >= after_lsn:
+                yield record, ops, touched
+
+
 def trace_rows(
     records: Iterable[WalRecord], rel: RelFile, rows: dict[Tid, object], *,
     after_lsn: int, changed: bool = False, pending: Pending | None = None,
@@ -96,29 +114,21 @@ def trace_rows(
     lines it let through (walscan.changes_by counts them all).
     """
     pending = pending if pending is not None else Pending()
-    for record in records:
-        op = record.op
-        if op in ROW_CHANGES:
-            if record.rel == rel:
-                xid = record.xid
-                pending.touched[xid] += 1
-                # Only changes of followed rows are kept (a DELETE of the whole table must
-                # not be held in memory row by row).
-                if record.tid in rows or record.tid in pending.moved.get(xid, ()):
-                    pending.ops[xid].append(record)
-                    if op != "DELETE":
-                        pending.moved[xid].add(record.new_tid)
-                        if blocks is not None:
-                            blocks.add(record.new_blk)
-            continue
-        if op == "ABORT":
-            pending.take((record.xid, *record.subxacts))
-            continue
-        if op != "COMMIT":
-            continue
-        ops, touched = pending.take((record.xid, *record.subxacts))
-        if record.lsn < after_lsn:
-            continue  # committed before the good point: the copy already shows it
+
+    def file_change(record: WalRecord) -> None:
+        if record.op in ROW_CHANGES and record.rel == rel:
+            xid = record.xid
+            pending.touched[xid] += 1
+            # Only changes of followed rows are kept (a DELETE of the whole table must not be
+            # held in memory row by row).
+            if record.tid in rows or record.tid in pending.moved.get(xid, ()):
+                pending.ops[xid].append(record)
+                if record.op != "DELETE":
+                    pending.moved[xid].add(record.new_tid)
+                    if blocks is not None:
+                        blocks.add(record.new_blk)
+
+    for record, ops, touched in _commits(records, pending, after_lsn, file_change):
         hits: list[WalRecord] = []
         for change in ops:
             key = rows.get(change.tid, _MISSING)
@@ -167,21 +177,14 @@ def trace_table(
     a drop, is the damage rather than the drop (DELETE without WHERE, then DROP TABLE).
     """
     pending = Pending()
-    for record in records:
-        op = record.op
-        if op == "DELETE" and record.rel == rel:
+
+    def file_delete(record: WalRecord) -> None:
+        if record.op == "DELETE" and record.rel == rel:
             pending.touched[record.xid] += 1
             if len(pending.ops[record.xid]) < EVIDENCE:  # the evidence, not every row
                 pending.ops[record.xid].append(record)
-            continue
-        if op == "ABORT":
-            pending.take((record.xid, *record.subxacts))
-            continue
-        if op != "COMMIT":
-            continue
-        ops, deleted = pending.take((record.xid, *record.subxacts))
-        if record.lsn < after_lsn:
-            continue
+
+    for record, ops, deleted in _commits(records, pending, after_lsn, file_delete):
         if deleted and (state.best is None or deleted > state.best.rows_touched):
             state.best = Finding(
                 xid=record.xid, commit_lsn=record.lsn, commit_time=record.time,

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from fixtures.pg import in_one_transaction
 from fixtures.world import installation
 from restorekit.damage import Damage, DamageKind, FoundBy
 from restorekit.demo import Installation
@@ -36,15 +37,6 @@ def provider(inst: Installation) -> SelfHostedProvider:
     p = inst.runtime().provider
     assert isinstance(p, SelfHostedProvider)
     return p
-
-
-def run(conn: psycopg.Connection, *statements: str) -> int:
-    """Run ``statements`` in one transaction; its xid."""
-    with conn.transaction():
-        xid = int(conn.execute("SELECT txid_current()").fetchone()[0])
-        for statement in statements:
-            conn.execute(statement)
-    return xid
 
 
 def good_time(inst: Installation) -> RestorePoint:
@@ -78,9 +70,9 @@ def test_rows_moved_by_updates_then_deleted_in_a_cascade_are_found_exactly(
         conn.execute("CREATE TABLE audit_other (id serial PRIMARY KEY, note text)")
         good = good_time(prod)
         # HOT updates (same page), then a non-HOT one that moves the row to another block.
-        run(conn, f"UPDATE {ORG} SET v = 'hot-1' WHERE id = 2",
+        in_one_transaction(conn, f"UPDATE {ORG} SET v = 'hot-1' WHERE id = 2",
             f"UPDATE {ORG} SET v = 'hot-2' WHERE id = 2")
-        run(conn, f"UPDATE {ORG} SET v = repeat('moved', 400) WHERE id IN (2, 5)")
+        in_one_transaction(conn, f"UPDATE {ORG} SET v = repeat('moved', 400) WHERE id IN (2, 5)")
         # A deletion that rolled back and a savepoint rolled back: neither is the damage.
         with pytest.raises(psycopg.errors.RaiseException), conn.transaction():
             conn.execute(f"DELETE FROM {ORG} WHERE id = 2")
@@ -90,9 +82,9 @@ def test_rows_moved_by_updates_then_deleted_in_a_cascade_are_found_exactly(
             conn.execute(f"DELETE FROM {ORG} WHERE id = 5")
             conn.execute("ROLLBACK TO SAVEPOINT s")
         before = rows_of(prod.app_dsn, f"SELECT t::text FROM {ORG} t ORDER BY id")
-        damage = run(conn, "INSERT INTO audit_other (note) VALUES ('same transaction')",
+        damage = in_one_transaction(conn, "INSERT INTO audit_other (note) VALUES ('same transaction')",
                      f"DELETE FROM {ORG} WHERE id = 2")
-        run(conn, "INSERT INTO audit_other (note) VALUES ('after the damage')")
+        in_one_transaction(conn, "INSERT INTO audit_other (note) VALUES ('after the damage')")
         subtree = conn.execute(f"SELECT count(*) FROM {ORG}").fetchone()[0]
     prod.wait_archived()
 
@@ -115,8 +107,8 @@ def test_composite_keys_and_a_predicate(prod: Installation) -> None:
         conn.execute('CREATE TABLE "Pairs" (a int, b text, n int, PRIMARY KEY (a, b))')
         conn.execute("""INSERT INTO "Pairs" SELECT g % 10, 'k' || g, g FROM generate_series(1, 300) g""")
         good = good_time(prod)
-        run(conn, """UPDATE "Pairs" SET n = -1 WHERE a = 3""")
-        damage = run(conn, """DELETE FROM "Pairs" WHERE a = 3 AND b IN ('k13', 'k23')""")
+        in_one_transaction(conn, """UPDATE "Pairs" SET n = -1 WHERE a = 3""")
+        damage = in_one_transaction(conn, """DELETE FROM "Pairs" WHERE a = 3 AND b IN ('k13', 'k23')""")
     prod.wait_archived()
     p = provider(prod)
 
@@ -141,10 +133,10 @@ def test_whole_table_damage(prod: Installation, statement: str, what: str) -> No
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
         conn.execute(f"INSERT INTO {table} SELECT g, 'v' FROM generate_series(1, 120) g")
         good = good_time(prod)
-        run(conn, f"DELETE FROM {table} WHERE id = 1")  # ordinary traffic: not the damage
-        run(conn, f"INSERT INTO {table} VALUES (1, 'back')")
-        damage = run(conn, statement.format(t=table))
-        run(conn, "CREATE TABLE IF NOT EXISTS later (id int)")
+        in_one_transaction(conn, f"DELETE FROM {table} WHERE id = 1")  # ordinary traffic: not the damage
+        in_one_transaction(conn, f"INSERT INTO {table} VALUES (1, 'back')")
+        damage = in_one_transaction(conn, statement.format(t=table))
+        in_one_transaction(conn, "CREATE TABLE IF NOT EXISTS later (id int)")
     prod.wait_archived()
 
     found = provider(prod).find_point(Damage(table=table, kind=DamageKind.TABLE, good_point=good))
@@ -160,11 +152,11 @@ def test_vacuum_checkpoint_and_a_rewrite_between_the_good_point_and_the_damage(
         conn.execute("CREATE TABLE rewritten (id int PRIMARY KEY, v text)")
         conn.execute("INSERT INTO rewritten SELECT g, 'v' || g FROM generate_series(1, 500) g")
         good = good_time(prod)
-        run(conn, "DELETE FROM rewritten WHERE id > 400")
+        in_one_transaction(conn, "DELETE FROM rewritten WHERE id > 400")
         conn.execute("VACUUM FULL rewritten")  # a new file: the trail moves with it
         conn.execute("CHECKPOINT")  # full-page images from here on
         before = rows_of(prod.app_dsn, "SELECT t::text FROM rewritten t WHERE id < 10 ORDER BY id")
-        damage = run(conn, "DELETE FROM rewritten WHERE id < 10")
+        damage = in_one_transaction(conn, "DELETE FROM rewritten WHERE id < 10")
         conn.execute("VACUUM rewritten")  # the dead rows are gone from the table, not the WAL
     prod.wait_archived()
 
@@ -205,7 +197,7 @@ def test_the_damage_under_a_concurrent_write_load_on_the_same_table(prod: Instal
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         victims = [r[0] for r in conn.execute("SELECT id FROM busy WHERE id <= 2000 AND id % 7 = 0")]
         damage_began = time.monotonic()
-        damage = run(conn, "DELETE FROM busy WHERE id <= 2000 AND id % 7 = 0")
+        damage = in_one_transaction(conn, "DELETE FROM busy WHERE id <= 2000 AND id % 7 = 0")
         damage_done = time.monotonic()
     time.sleep(1.0)
     stop.set()
@@ -231,7 +223,7 @@ def test_wrong_input_gets_an_answer_not_a_guess(prod: Installation) -> None:
         conn.execute("CREATE TABLE quiet (id int PRIMARY KEY)")
         conn.execute("INSERT INTO quiet SELECT generate_series(1, 10)")
         good = good_time(prod)
-        run(conn, "INSERT INTO quiet VALUES (11)")
+        in_one_transaction(conn, "INSERT INTO quiet VALUES (11)")
     prod.wait_archived()
     p = provider(prod)
     with pytest.raises(ConfigError, match="no committed transaction"):
@@ -251,9 +243,9 @@ def test_what_a_restore_to_the_found_point_would_lose(prod: Installation) -> Non
         conn.execute("CREATE TABLE kept (id serial PRIMARY KEY)")
         conn.execute("INSERT INTO lossy SELECT g, 0 FROM generate_series(1, 50) g")
         good = good_time(prod)
-        damage = run(conn, "DELETE FROM lossy WHERE id <= 5")
-        first = run(conn, "INSERT INTO kept SELECT FROM generate_series(1, 7)")
-        run(conn, "UPDATE lossy SET v = 1 WHERE id BETWEEN 10 AND 12")
+        damage = in_one_transaction(conn, "DELETE FROM lossy WHERE id <= 5")
+        first = in_one_transaction(conn, "INSERT INTO kept SELECT FROM generate_series(1, 7)")
+        in_one_transaction(conn, "UPDATE lossy SET v = 1 WHERE id BETWEEN 10 AND 12")
         with pytest.raises(psycopg.errors.RaiseException), conn.transaction():
             conn.execute("INSERT INTO kept SELECT FROM generate_series(1, 100)")  # rolled back
             conn.execute("DO $$ BEGIN RAISE EXCEPTION 'no'; END $$")
@@ -279,9 +271,9 @@ def test_the_first_update_that_changed_the_given_column(prod: Installation) -> N
         conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, name text, balance int)")
         conn.execute("INSERT INTO ledger SELECT g, 'n' || g, 100 FROM generate_series(1, 60) g")
         good = good_time(prod)
-        renamed = run(conn, "UPDATE ledger SET name = upper(name) WHERE id IN (4, 5)")
-        damage = run(conn, "UPDATE ledger SET balance = 0 WHERE id IN (4, 5, 6)")
-        run(conn, "UPDATE ledger SET balance = 1 WHERE id = 4")
+        renamed = in_one_transaction(conn, "UPDATE ledger SET name = upper(name) WHERE id IN (4, 5)")
+        damage = in_one_transaction(conn, "UPDATE ledger SET balance = 0 WHERE id IN (4, 5, 6)")
+        in_one_transaction(conn, "UPDATE ledger SET balance = 1 WHERE id = 4")
     prod.wait_archived()
 
     found = provider(prod).find_point(Damage(table="ledger", kind=DamageKind.CHANGED,
