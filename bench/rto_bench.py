@@ -433,18 +433,18 @@ def print_table(out: dict[str, Any]) -> None:
           f" {out['cores']} cores, median of {out['repeat']}")
     head = f"{'phase':14}{'lower bound':>34}"
     for v in out["variants"]:
-        head += f"{v + ' s':>12}{'x bound':>9}{'bound s':>9}"
+        head += f"{v + ' s':>14}{'x bound':>9}{'bound s':>9}"
     print(head)
     for phase in PHASES:
         row = f"{phase:14}{BOUNDS[phase]:>34}"
         for r in out["variants"].values():
             ours, bound = r["median_phases"][phase], r["median_lower_bounds"][phase]
-            row += f"{ours:12.2f}{ours / bound if bound else float('nan'):9.2f}{bound:9.2f}"
+            row += f"{ours:14.2f}{ours / bound if bound else float('nan'):9.2f}{bound:9.2f}"
         print(row)
     row = f"{'total':14}{'restore --to-new + the rest':>34}"
     for r in out["variants"].values():
         total = r["median_restore_to_new"] + sum(r["median_phases"][p] for p in PHASES[2:])
-        row += f"{total:12.1f}{'':18}"
+        row += f"{total:14.1f}{'':18}"
     print(row)
     print("\nper variant: backup s | base object GB | base GB per GB of database | WAL at rest / "
           "WAL | pg_waldump / cat of the WAL s")
