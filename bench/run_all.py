@@ -12,6 +12,9 @@ the sample data set (restorekit.sample, the same seed) at scale S and at 4S:
   prefect   bench/prefect_bench.py   a flow run's fixed cost, a task's cost, and the
                                      accidental-deletion flow vs its task bodies called
                                      directly (on a tiny installation at scale S/50 and 4S/50)
+  walscan   bench/walscan_bench.py   finding the damaging transaction and counting what a
+                                     restore would lose vs pg_waldump alone over the same
+                                     WAL (48 x S MB and 4x that after the good point)
 
 then prints one table: every ratio at S and at 4S, and for each benchmark how restorekit's time
 grew from S to 4S against the data (the exponent b in time ~ rows^b: 0 = independent of the
@@ -48,7 +51,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("restore", "recovery", "diff", "verify", "prefect")
+BENCHMARKS = ("restore", "recovery", "diff", "verify", "prefect", "walscan")
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 
@@ -189,6 +192,18 @@ def figures(results: dict[str, Any], scales: list[float]) -> list[dict[str, Any]
             # function of the data; their spread between the two runs is noise.
     else:
         add("prefect", "not measured (failed or skipped)", [None, None], kind="missing")
+
+    walscan = results.get("walscan")
+    if walscan:
+        rs = walscan["results"]
+        for variant in ("find point", "what is lost"):
+            add("walscan", f"{variant} / pg_waldump alone (same WAL)",
+                [r["ratio_to_pg_waldump"][variant] for r in rs], kind="ratio", target="<= 1.5")
+        growth("walscan", "find point time against the WAL scanned",
+               [r["median_seconds"]["find point"] for r in rs],
+               [r["wal_bytes_after_good_point"] for r in rs])
+    else:
+        add("walscan", "not measured (failed or skipped)", [None, None], kind="missing")
     return out
 
 
@@ -343,6 +358,11 @@ def main() -> None:
                 results[f"prefect@{x:g}"] = run(
                     "prefect", ["--repeat", r, "--scenario-scale", f"{x / 50:g}",
                                 "--scenario-repeat", r], work / f"prefect-{x:g}.json")
+        if "walscan" in args.only:
+            # S=1: 48 MB and 192 MB of WAL after the good point (the database stays small:
+            # the scan's time is a function of the WAL, not of the data).
+            results["walscan"] = run("walscan", ["--wal-mb", f"{max(8, int(48 * s))}",
+                                                 "--repeat", r], work / "walscan.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     agg["loadavg_after"] = _common.loadavg()
