@@ -286,3 +286,32 @@ def test_the_first_update_that_changed_the_given_column(prod: Installation) -> N
                for n in found.notes)
     assert restored_rows(prod, found.point, "SELECT name || ':' || balance FROM ledger "
                          "WHERE id IN (4, 5) ORDER BY id") == ["N4:100", "N5:100"]
+
+
+def test_find_point_on_the_command_line(prod: Installation) -> None:
+    import json
+    import os
+    import subprocess
+
+    from fixtures.cli import CLI
+
+    with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE cli_rows (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO cli_rows SELECT generate_series(1, 20)")
+        good = good_time(prod)
+        damage = in_one_transaction(conn, "DELETE FROM cli_rows WHERE id IN (4, 5)")
+    prod.wait_archived()
+    env = {**os.environ, "RESTOREKIT_CONFIG": str(prod.config)}
+    done = subprocess.run([*CLI, "find-point", "-t", "production", "--table", "cli_rows",
+                           "--ids", "4", "--ids", "5", "--good-point", str(good), "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["xid"] == damage and data["point"].startswith(f"before-xid:{damage}@")
+    assert data["loss"]["transactions"] >= 1
+    for secret in (prod.app_password, psycopg.conninfo.conninfo_to_dict(prod.app_dsn)["password"]):
+        assert secret and secret not in done.stdout + done.stderr  # no secret in the output
+    refused = subprocess.run([*CLI, "find-point", "-t", "production", "--table", "cli_rows",
+                              "--ids", "4", "--where", "id = 4"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2 and "not both" in refused.stderr
