@@ -15,6 +15,9 @@ round, each variant runs and is checked before its time is kept:
                     foreign key, the custom check, bt_index_check of every B-tree index; its own
                     connections (the main one and a bounded pool), as in the flows. The report
                     must be ok and its exact counts must equal the baseline's
+  verify, one session : the same with max_workers=1: the scans one after another on one pool
+                    session, which then keeps PostgreSQL's parallel query workers (the
+                    alternative to running checks side by side without them)
   verify, no custom : the same without the custom check (operator SQL, not restorekit's)
   verify, no amcheck : the same with amcheck=False (how much of the suite amcheck is)
   by hand         : the baseline (issue #14): the checks a DBA writes as a psql script, run one
@@ -89,8 +92,8 @@ CUSTOM = CustomCheck(
         "WHERE c.id IS NULL",
     expect="zero_rows",
 )
-VARIANTS = ("verify", "verify, no custom", "verify, no amcheck", "by hand", "by hand, serial",
-            "seq scan", "seq scan, serial", "seq scan, concurrent")
+VARIANTS = ("verify", "verify, one session", "verify, no custom", "verify, no amcheck",
+            "by hand", "by hand, serial", "seq scan", "seq scan, serial", "seq scan, concurrent")
 #: The baseline (issue #14): the same checks written by hand, run one after another.
 BY_HAND = ("by hand", "by hand, serial")
 #: count(*) of every table alone: the old lower bound, kept as a reference (it reads no index and
@@ -126,11 +129,13 @@ class Context:
             c.close()
 
 
-def run_verify(ctx: Context, *, amcheck: bool = True, custom: bool = True) -> float:
+def run_verify(ctx: Context, *, amcheck: bool = True, custom: bool = True,
+               max_workers: int | None = None) -> float:
     started = time.perf_counter()
     report = integrity.verify(ctx.dsn, baseline=ctx.baseline, critical_tables=CRITICAL,
                               row_count_tolerance=TOLERANCE,
-                              custom_checks=[CUSTOM] if custom else [], amcheck=amcheck)
+                              custom_checks=[CUSTOM] if custom else [], amcheck=amcheck,
+                              max_workers=max_workers)
     elapsed = time.perf_counter() - started
     if not report.ok or report.warnings:
         raise SystemExit(f"the verification of a clean database did not pass:\n"
@@ -229,6 +234,7 @@ def run_by_hand(ctx: Context, serial: bool = False) -> float:
 
 RUNNERS: dict[str, Callable[[Context], float]] = {
     "verify": run_verify,
+    "verify, one session": lambda ctx: run_verify(ctx, max_workers=1),
     "verify, no custom": lambda ctx: run_verify(ctx, custom=False),
     "verify, no amcheck": lambda ctx: run_verify(ctx, amcheck=False),
     "by hand": run_by_hand,
