@@ -203,6 +203,11 @@ def test_backups_and_wal_are_compressed_as_configured(scenario: Scenario) -> Non
     assert segments and all(name.endswith(".zst") for name in segments), segments
     data_files = [p for p in (repo / "backup").rglob("pg_data/*") if p.is_file()]
     assert data_files and all(p.name.endswith(".zst") for p in data_files)
+    # What the drill's RTO forecast reads: one full segment per archived file, with its time.
+    archived = scenario.engine.archived_wal()
+    assert len(archived) == len({name[:24] for name in segments})
+    assert {size for size, _ in archived} == {16 * 1024 * 1024}
+    assert all(when.tzinfo is not None for _, when in archived)
 
 
 def test_restore_window_brackets_t(scenario: Scenario) -> None:

@@ -383,6 +383,8 @@ def test_native_engine_mixes_compressed_and_older_uncompressed_backups_and_wal(
     assert repo.stat(f"wal/{plain_segment}").encoding is None
     assert repo.stat(f"wal/{lz4_segment}").encoding == "lz4"
 
+    # The drill's RTO forecast counts WAL by its own size, not the compressed one.
+    assert {size for size, _ in lz4.engine.archived_wal()} == {16 * 1024 * 1024}
     fetched = tmp_path / "fetched"
     lz4.engine.fetch_wal(lz4_segment, fetched)
     assert fetched.stat().st_size == 16 * 1024 * 1024
