@@ -253,8 +253,11 @@ def profile_summary(stats: pstats.Stats) -> dict[str, Any]:
         if "restorekit" in file or func in ("prepare_restore", "run_recovery"):
             cumulative[short] = max(cumulative.get(short, 0.0), ct)
     top = sorted(cumulative.items(), key=lambda kv: -kv[1])[:25]
-    return {"groups": groups, "restorekit_cumulative": [{"function": f, "seconds": s}
-                                                        for f, s in top]}
+    # Connections opened while following the replay (each one a backend forked on the server).
+    connects = sum(nc for (file, _line, func), (_cc, nc, _tt, _ct, _callers) in raw.items()
+                   if file.endswith("restorekit/pg/cluster.py") and func == "connect")
+    return {"groups": groups, "connections_opened": connects,
+            "restorekit_cumulative": [{"function": f, "seconds": s} for f, s in top]}
 
 
 def profile_restore(provider: Any, repo: Path, work: Path) -> dict[str, Any]:
@@ -305,6 +308,7 @@ def profile_restore(provider: Any, repo: Path, work: Path) -> dict[str, Any]:
         "cp_one_segment_seconds": _cp_segment(repo, work),
         "server_timeline": {k: v - replay_started for k, v in timeline.items()},
         "progress_marks": {k: [v[0] - started, v[1] - started] for k, v in marks.items()},
+        "server_log": log_text.splitlines()[:80],
     }
     if "ready" in timeline:
         out["promotion_noticed_after_seconds"] = returned - timeline["ready"]
@@ -317,6 +321,7 @@ def print_profile(p: dict[str, Any]) -> None:
           f"{ph.get('base restore', 0):.2f}s, WAL replay {ph.get('wal replay', 0):.2f}s):")
     for name, g in p["profile"]["groups"].items():
         print(f"  {g['seconds']:8.3f}s {g['calls']:7d} calls  {name}")
+    print(f"  {p['profile']['connections_opened']} connection(s) opened to the restored server")
     print("  restorekit functions, cumulative:")
     for row in p["profile"]["restorekit_cumulative"][:15]:
         print(f"  {row['seconds']:8.3f}s  {row['function']}")
