@@ -94,7 +94,7 @@ def take_hand_backup(source: LocalCluster, folder: Path, os_user: str | None) ->
 
 
 def by_hand(source: LocalCluster, hand_backup: Path, repo_url: str, work: Path,
-            os_user: str | None) -> float:
+            os_user: str | None, extra: dict[str, object] | None = None) -> float:
     """Untar the base backup into a new data directory, recovery settings, start, wait for the
     promotion: the runbook's restore done by hand, from a backup on local disk."""
     data = work / f"hand-{time.monotonic_ns()}"
@@ -105,7 +105,8 @@ def by_hand(source: LocalCluster, hand_backup: Path, repo_url: str, work: Path,
                    ["tar", "-xf", str(hand_backup / "base.tar"), "-C", str(data)], check=True)
     port = free_port()
     apply_overrides(data, {**restored_cluster_settings(port),
-                           "restore_command": restore_command(repo_url)}, os_user)
+                           "restore_command": restore_command(repo_url), **(extra or {})},
+                    os_user)
     write_recovery_signal(data, os_user)
     cluster = LocalCluster(data_dir=data, port=port, bin_dir=source.bin_dir, os_user=os_user)
     run_recovery(cluster)
@@ -364,6 +365,10 @@ def main() -> None:
                         help="sample scale (1 = 100k rows); default 5")
     parser.add_argument("--repeat", type=int, default=3,
                         help="restores of each kind, alternating (default 3)")
+    parser.add_argument("--syncfs", action="store_true",
+                        help="also time the by-hand restore with recovery_init_sync_method = "
+                             "syncfs (the restored server's start-up sync of its data directory "
+                             "as one syncfs() instead of an fsync per file)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profiled in-process restore")
     parser.add_argument("--out", type=Path,
@@ -405,14 +410,17 @@ def main() -> None:
         print(f"{base_tar.name} in the repository: {base_tar.stat().st_size / 2**20:.0f} MiB; the "
               f"by-hand backup's: {(hand_backup / 'base.tar').stat().st_size / 2**20:.0f} MiB",
               flush=True)
-        hand, ours, starts, imports = [], [], [], []
+        hand, ours, starts, imports, syncfs = [], [], [], [], []
         phases: dict[str, list[float]] = {}
         bounds: dict[str, list[float]] = {}
         for i in range(args.repeat):
             # Rotated so that no kind always runs first (after another's page-cache churn).
-            kinds = ["by hand", "restorekit", "lower bound"]
-            for kind in kinds[i % 3:] + kinds[:i % 3]:
-                if kind == "by hand":
+            kinds = ["by hand", "restorekit", "lower bound"] + (["syncfs"] if args.syncfs else [])
+            for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+                if kind == "syncfs":
+                    syncfs.append(by_hand(source, hand_backup, f"file://{repo}", work, os_user,
+                                          {"recovery_init_sync_method": "syncfs"}))
+                elif kind == "by hand":
                     hand.append(by_hand(source, hand_backup, f"file://{repo}", work, os_user))
                 elif kind == "restorekit":
                     took, phase = with_restorekit(config, f"bench-{i}")
@@ -454,6 +462,12 @@ def main() -> None:
             if base_restore else None,
             "tar_x_mib_per_second": base_tar.stat().st_size / 2**20 / mb["tar -x"],
         }
+        if syncfs:
+            result["by_hand_syncfs_seconds"] = syncfs
+            result["median_by_hand_syncfs"] = statistics.median(syncfs)
+            print(f"by hand with recovery_init_sync_method = syncfs: "
+                  f"{statistics.median(syncfs):.2f}s (by hand, fsync per file: {h:.2f}s; "
+                  f"{', '.join(f'{x:.2f}' for x in syncfs)})")
         print(f"\n{'':40}{'median s':>10}\n{'by hand':40}{h:10.2f}\n{'restorekit':40}{o:10.2f}")
         for k, v in mp.items():
             print(f"{'  ' + k:40}{v:10.2f}")
