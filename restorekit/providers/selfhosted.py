@@ -127,6 +127,7 @@ class SelfHostedProvider:
                 open_repository(target.repository, os_user=os_user),
                 repo_url=target.repository,
                 work_dir=work_dir,
+                compression=target.backups.compression,
             )
         else:
             from restorekit.engines.pgbackrest import PgBackRestEngine, retention_options
@@ -150,6 +151,8 @@ class SelfHostedProvider:
                 work_dir=work_dir / "pgbackrest",
                 repo_retention_full=keep_full,
                 repo_retention_full_type=keep_type,
+                compression=target.backups.compression,
+                process_max=target.backups.process_max,
             )
         return cls(
             engine=engine,

@@ -166,7 +166,9 @@ def test_corrupted_backup_object_is_detected_and_nothing_is_left(world) -> None:
     provider: SelfHostedProvider = world["provider"]
     backup = world["backup"]
     repo_root = Path(world["repo"].url.removeprefix("file://"))
-    stored = repo_root / "backups" / backup.backup_id / "base.tar"
+    # base.tar, or base.tar.lz4 etc. as the target's [backups] compression wrote it
+    stored = next(p for p in (repo_root / "backups" / backup.backup_id).glob("base.tar*")
+                  if not p.name.endswith(".sha256.json"))
     original = stored.read_bytes()
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0x01

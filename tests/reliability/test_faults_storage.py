@@ -422,7 +422,7 @@ def test_transient_500s_during_a_scenario_restore_are_retried(
     victims, since = _delete_users(world, 3)
     # Fewer failures than botocore's attempts (AWS_MAX_ATTEMPTS, 3 in tests/conftest.py).
     attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
-    world.proxy.fail(attempts - 1, method="GET", path=r"/base\.tar$")
+    world.proxy.fail(attempts - 1, method="GET", path=r"/base\.tar(\.[a-z0-9]+)?$")
 
     report = accidental_deletion(AccidentalDeletionParams(
         target="production", config=str(world.inst.config), require_approval=False,
@@ -447,7 +447,7 @@ def test_s3_failing_during_a_scenario_restore_fails_the_flow_and_a_rerun_complet
     params = AccidentalDeletionParams(
         target="production", config=str(world.inst.config), require_approval=False,
         incident_id="faults-s3-restore", deleted_since=since)
-    world.proxy.fail(None, method="GET", path=r"/base\.tar$")
+    world.proxy.fail(None, method="GET", path=r"/base\.tar(\.[a-z0-9]+)?$")
 
     with pytest.raises(RepositoryError) as failed:
         accidental_deletion(params)
@@ -499,7 +499,8 @@ def test_a_truncated_base_backup_is_refused_and_other_backups_still_restore(
     backups = provider.list_backups()
     assert len(backups) >= 2
     newest = backups[-1]
-    key = f"repo/backups/{newest.backup_id}/base.tar"
+    key = world.s3.list_objects_v2(  # type: ignore[attr-defined]
+        Bucket=world.bucket, Prefix=f"repo/backups/{newest.backup_id}/base.tar")["Contents"][0]["Key"]
     original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
     world.s3.put_object(Bucket=world.bucket, Key=key, Body=original[: len(original) // 2])  # type: ignore[attr-defined]
     try:
@@ -736,7 +737,7 @@ def test_transient_500s_during_a_complete_failure_restore_are_retried_and_the_ap
     production = checksums(world.inst.app_dsn)
     app_before = _app_dsn(world)
     attempts = _attempts()  # fewer failures than botocore's attempts: retried, not surfaced
-    world.proxy.fail(attempts - 1, method="GET", path=r"/base\.tar$")
+    world.proxy.fail(attempts - 1, method="GET", path=r"/base\.tar(\.[a-z0-9]+)?$")
 
     report = complete_failure(_cf_params(world, "faults-cf-transient"))
 
@@ -767,7 +768,7 @@ def test_s3_down_during_a_complete_failure_restore_puts_the_app_back_and_a_rerun
     name = restore_name("cf", incident)
     home = rt.provider.restore_root / name
     # S3 goes away at the first byte of the base backup: the app is already stopped by then.
-    world.proxy.down_when(method="GET", path=r"/base\.tar$")
+    world.proxy.down_when(method="GET", path=r"/base\.tar(\.[a-z0-9]+)?$")
 
     with pytest.raises(RepositoryError) as failed:
         complete_failure(_cf_params(world, incident))
