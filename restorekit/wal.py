@@ -32,10 +32,15 @@ Exit codes, chosen for what PostgreSQL does with them:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import re
 import shlex
+import shutil
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -59,6 +64,7 @@ __all__ = [
     "EXIT_ABORT_RECOVERY",
     "WAL_PREFIX",
     "WalConflict",
+    "WalSpool",
     "archive_command",
     "fetch_wal",
     "wal_codec",
@@ -66,9 +72,13 @@ __all__ = [
     "list_wal",
     "main",
     "push_wal",
+    "replay_plan",
     "restore_command",
+    "spool_cleanup_command",
     "wal_key",
 ]
+
+log = logging.getLogger(__name__)
 
 WAL_PREFIX = "wal/"
 EXIT_OK = 0
@@ -191,11 +201,249 @@ def archive_command(repo_url: str, python: str = sys.executable, *,
                      *compress, "%p", "%f"])
 
 
-def restore_command(repo_url: str, python: str = sys.executable) -> str:
-    """The ``restore_command`` setting that fetches WAL from ``repo_url``."""
+def restore_command(repo_url: str, python: str = sys.executable, *,
+                    spool: Path | None = None) -> str:
+    """The ``restore_command`` setting that fetches WAL from ``repo_url``.
+
+    With ``spool`` (a :class:`WalSpool` directory) it is a shell command that starts no Python
+    in the common cases: a file the spool holds (already verified) is moved into place
+    (``.history`` files are copied: PostgreSQL reads them more than once); a name absent from
+    the spool's listing of the archive is answered "not in the archive" (exit 1, with the same
+    message ``get`` writes); anything else (not fetched yet, the spool gone or stopped) runs
+    ``get``, which also leaves the name in the spool's ``.fallback`` so the spool skips ahead.
+    """
     url = parse_repository_url(repo_url).url
-    return " ".join([_pg_quote(python), "-m", "restorekit.wal", "get", "--repo", _pg_quote(url),
-                     "%f", "%p"])
+    get = " ".join([_pg_quote(python), "-m", "restorekit.wal", "get", "--repo", _pg_quote(url),
+                    "%f", "%p"])
+    if spool is None:
+        return get
+    held = _pg_quote(str(spool)) + "/%f"
+    listing = _pg_quote(str(spool / SPOOL_LISTING))
+    fallback = _pg_quote(str(spool / SPOOL_FALLBACK))
+    # A failed mv/cp falls through to `get`: exit 1 would tell PostgreSQL "not archived" and
+    # end recovery early. grep's exit 2 (an unreadable listing) falls through too.
+    return (
+        f"if test -f {held} && {{ case %f in *.history) cp {held} %p;; "
+        f"*) mv -f {held} %p;; esac; }}; then exit 0; fi; "
+        f"if test -f {listing}; then grep -qxF -e %f {listing}; "
+        f"if test $? -eq 1; then echo 'restorekit.wal: '%f' is not in the archive' >&2; "
+        f"exit 1; fi; fi; "
+        f"(echo %f > {fallback}) 2>/dev/null; exec {get}"
+    )
+
+
+def spool_cleanup_command(spool: Path) -> str:
+    """The ``recovery_end_command`` that removes ``spool`` once recovery has ended. The
+    directory is renamed first, so a :class:`WalSpool` thread still writing cannot add to it
+    while it is being removed (its writes go by the old path and fail)."""
+    gone = _pg_quote(str(spool.with_name(spool.name + ".removed")))
+    return f"mv -f {_pg_quote(str(spool))} {gone}; rm -rf {gone} {_pg_quote(str(spool))}"
+
+
+# -- spool: WAL fetched ahead of PostgreSQL ----------------------------------------------------
+
+SPOOL_LISTING = ".listing"
+SPOOL_FALLBACK = ".fallback"
+
+
+def replay_plan(archived: Collection[str], timeline: int, start_lsn: int, *,
+                segment_size: int, end_lsn: int | None = None,
+                read_history: Callable[[str], str]) -> list[str]:
+    """The WAL files PostgreSQL will ask for, in order, replaying from ``start_lsn`` on
+    ``timeline`` with ``recovery_target_timeline = latest``: the history files, then per
+    segment the newest timeline that holds it (PostgreSQL's XLogFileReadAnyTLI: a timeline
+    from the segment it begins at, never going back to an older one), up to the segment of
+    ``end_lsn`` or the end of the archive. A guess that only decides what is fetched ahead:
+    a file PostgreSQL asks for outside it is fetched by ``get`` as before.
+    """
+    names = set(archived)
+    newest = timeline
+    while f"{newest + 1:08X}.history" in names:  # PostgreSQL probes upwards the same way
+        newest += 1
+    histories = [f"{t:08X}.history" for t in range(timeline, newest + 1)
+                 if f"{t:08X}.history" in names]
+    begins = {timeline: 0}
+    if newest > timeline:
+        begins = _timeline_begins(read_history(f"{newest:08X}.history"), newest)
+        if timeline not in begins:
+            return histories  # not an ancestor: PostgreSQL refuses the target timeline anyway
+    per_id = 0x100000000 // segment_size
+    tles = sorted(((tli, begin // segment_size) for tli, begin in begins.items()
+                   if tli >= timeline), reverse=True)
+    plan = list(histories)
+    current = timeline
+    segno = start_lsn // segment_size
+    last = None if end_lsn is None else end_lsn // segment_size
+    while last is None or segno <= last:
+        for tli, begin in tles:
+            name = f"{tli:08X}{segno // per_id:08X}{segno % per_id:08X}"
+            if tli >= current and segno >= begin and name in names:
+                plan.append(name)
+                current = tli
+                break
+        else:
+            break
+        segno += 1
+    return plan
+
+
+def _timeline_begins(history: str, newest: int) -> dict[int, int]:
+    """Where each timeline of ``newest``'s history begins (LSN), from its history file."""
+    begins: dict[int, int] = {}
+    begin = 0
+    for line in history.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue
+        high, _, low = fields[1].partition("/")
+        begins[int(fields[0])] = begin
+        begin = (int(high, 16) << 32) | int(low, 16)
+    begins[newest] = begin
+    return begins
+
+
+class WalSpool:
+    """Fetches the WAL a restore will replay into ``directory`` ahead of PostgreSQL, verified
+    and decompressed, at most ``ahead`` segments at a time, in a daemon thread.
+
+    The :func:`restore_command` built with ``spool=directory`` moves the files into place
+    (PostgreSQL never waits for a Python start when the spool keeps ahead) and answers names
+    absent from the archive listing itself. Every file appears under its own name only once
+    verified (fetched under a hidden name, then renamed); a file the spool cannot fetch (not
+    there, corrupt, the repository failing) stops the thread and leaves that file to ``get``,
+    which reports it as it always did. The thread ends at the end of ``plan``, when
+    ``directory`` or its listing disappears (the ``recovery_end_command`` or the caller removed
+    it), when ``data_dir`` disappears or its server stops after having started (the restore
+    failed; the spool is then removed), or on :meth:`stop`.
+
+    Args:
+        repo: the repository holding the archive.
+        directory: the spool, created here (owned by ``os_user``) with the archive's listing.
+        archived: every WAL file name in the archive (the listing).
+        plan: the names to fetch, in PostgreSQL's order (:func:`replay_plan`).
+        data_dir: the restored cluster's data directory, watched to notice a failed restore.
+    """
+
+    def __init__(self, repo: Repository, directory: Path, archived: Collection[str],
+                 plan: Sequence[str], *, data_dir: Path, os_user: str | None = None,
+                 ahead: int = 64, poll: float = 0.02) -> None:
+        self.repo = repo
+        self.directory = Path(directory)
+        self.plan = list(plan)
+        self.data_dir = Path(data_dir)
+        self.os_user = os_user
+        self.ahead = ahead
+        self.poll = poll
+        self.fetched = 0
+        self.stopped_by: str | None = None
+        self._index = {name: i for i, name in enumerate(self.plan)}
+        self._cleared = -1  # stale spooled files removed up to this plan index
+        self._stop = threading.Event()
+        self._server_seen = False
+        self._thread = threading.Thread(target=self._run, name="wal-spool", daemon=True)
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(mode=0o700)
+        self._chown(self.directory)
+        listing = self.directory / (".part" + SPOOL_LISTING)
+        listing.write_text("".join(f"{name}\n" for name in sorted(archived)))
+        self._chown(listing)
+        listing.rename(self.directory / SPOOL_LISTING)
+
+    def start(self) -> WalSpool:
+        self._thread.start()
+        return self
+
+    def stop(self, *, remove: bool = True, timeout: float = 30) -> None:
+        """Stop the thread (waiting up to ``timeout`` s for a fetch in flight); ``remove``
+        the spool too (a restore that failed before its server started)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            done = -1
+            for index, name in enumerate(self.plan):
+                done = max(done, self._consumed())
+                if index <= done:
+                    continue  # PostgreSQL fetched it itself: it is past this one
+                if not self._wait_for_room():
+                    return
+                self._fetch(name)
+            self.stopped_by = "end of plan"
+        except Exception as exc:  # noqa: BLE001 - the thread must never die noisily: `get` is there
+            self.stopped_by = f"{type(exc).__name__}: {exc}"
+            log.info("WAL spool stopped, PostgreSQL fetches the rest itself: %s", exc)
+
+    def _fetch(self, name: str) -> None:
+        part = self.directory / f".part-{name}"
+        fetch_wal(self.repo, name, part)
+        self._chown(part)
+        os.rename(part, self.directory / name)  # ENOENT once the spool was removed: stops
+        self.fetched += 1
+
+    def _wait_for_room(self) -> bool:
+        while True:
+            if self._stop.is_set():
+                self.stopped_by = "stopped"
+                return False
+            gone = self._gone()
+            if gone:
+                self.stopped_by = gone
+                if gone != "spool removed":
+                    shutil.rmtree(self.directory, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        self.directory.parent.rmdir()  # only when the restore removed the rest
+                return False
+            try:
+                held = sum(1 for entry in os.scandir(self.directory)
+                           if SEGMENT_RE.match(entry.name))
+            except FileNotFoundError:
+                self.stopped_by = "spool removed"
+                return False
+            if held < self.ahead:
+                return True
+            self._stop.wait(self.poll)
+
+    def _gone(self) -> str | None:
+        if not (self.directory / SPOOL_LISTING).exists():
+            return "spool removed"
+        if not self.data_dir.exists():
+            return "restore removed"
+        running = (self.data_dir / "postmaster.pid").exists()
+        if self._server_seen and not running:
+            return "server stopped"
+        self._server_seen = self._server_seen or running
+        return None
+
+    def _consumed(self) -> int:
+        """The plan index of the last file PostgreSQL had to fetch itself (-1: none); spooled
+        files before it are stale and removed."""
+        try:
+            name = (self.directory / SPOOL_FALLBACK).read_text().strip()
+        except OSError:
+            return -1
+        index = self._index.get(name, -1)
+        for stale in self.plan[self._cleared + 1:index + 1]:
+            if SEGMENT_RE.match(stale):
+                with contextlib.suppress(OSError):
+                    (self.directory / stale).unlink()
+        self._cleared = max(self._cleared, index)
+        return index
+
+    def _chown(self, path: Path) -> None:
+        if self.os_user is not None:
+            from restorekit.pg.tools import chown_for  # psycopg: not on `get`'s start path
+
+            chown_for(path, self.os_user)
 
 
 # -- CLI -----------------------------------------------------------------------------------------

@@ -23,15 +23,19 @@ segments written before compression was turned on restore as before.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -48,6 +52,7 @@ from restorekit.errors import (
     ConfigError,
     PgToolFailed,
     RepositoryError,
+    RestoreKitError,
     RestorePointError,
 )
 from restorekit.models import (
@@ -75,6 +80,9 @@ log = logging.getLogger(__name__)
 _PROGRESS = re.compile(r"^\s*(\d+)/(\d+) kB")
 _START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
 _CHUNK = 1024 * 1024
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons' fcntl
+_PIPE_SIZE = 1 << 20
+_QUEUED_CHUNKS = 8  # read ahead of tar: at most this many MiB in memory
 _SCAN_SEGMENTS = 8  # newest archived segments read for the last commit
 #: pg_basebackup's file suffix per compression method, and the program GNU tar runs for it.
 _TAR_SUFFIXES = {"": None, ".lz4": "lz4", ".zst": "zstd", ".gz": "gzip"}
@@ -432,6 +440,46 @@ class NativeEngine:
         objects = backup.extra.get("objects", {})
         os_user = self.source.os_user
         self.check_wal_continuity(point, backup)
+        spool = self._start_spool(point, backup, data_dir)
+        try:
+            self._restore_base(backup, objects, data_dir, os_user, counted)
+        except BaseException:
+            if spool is not None:
+                spool.stop()
+            raise
+        if spool is None:
+            return {"restore_command": wal.restore_command(self.repo_url, python=self.python),
+                    **target_settings(point)}
+        return {
+            "restore_command": wal.restore_command(self.repo_url, python=self.python,
+                                                   spool=spool.directory),
+            "recovery_end_command": wal.spool_cleanup_command(spool.directory),
+            **target_settings(point),
+        }
+
+    def _start_spool(self, point: RestorePoint, backup: BackupInfo,
+                     data_dir: Path) -> wal.WalSpool | None:
+        """Start fetching the WAL the restore replays (:class:`restorekit.wal.WalSpool`) into
+        ``wal-spool`` beside the data directory, in the restore's home. None when the archive
+        cannot be listed: the spool only saves time, ``get`` alone still restores (or reports
+        the repository's failure where it always did)."""
+        try:
+            listing = wal.list_wal(self.repo)
+            archived = [o.key.removeprefix(wal.WAL_PREFIX) for o in listing]
+            end = parse_lsn(point.value) if point.kind is PointKind.LSN else None
+            plan = wal.replay_plan(
+                archived, backup.timeline, parse_lsn(backup.start_lsn),
+                segment_size=segment_size_of(listing), end_lsn=end,
+                read_history=lambda name: self.repo.get_bytes(wal.wal_key(name)).decode())
+            spool = wal.WalSpool(self.repo, data_dir.parent / "wal-spool", archived, plan,
+                                 data_dir=data_dir, os_user=self.source.os_user)
+        except (RestoreKitError, OSError, ValueError) as exc:
+            log.warning("not fetching WAL ahead (PostgreSQL fetches each file itself): %s", exc)
+            return None
+        return spool.start()
+
+    def _restore_base(self, backup: BackupInfo, objects: dict[str, object], data_dir: Path,
+                      os_user: str | None, counted: Callable[[int], None]) -> None:
         parts = [(name, dest) for stem, dest in (("base.tar", data_dir),
                                                  ("pg_wal.tar", data_dir / "pg_wal"))
                  for name in (stem + suffix for suffix in _TAR_SUFFIXES) if name in objects]
@@ -459,10 +507,6 @@ class NativeEngine:
                 ) from exc
         _refuse_links(data_dir)
         data_dir.chmod(0o700)
-        return {
-            "restore_command": wal.restore_command(self.repo_url, python=self.python),
-            **target_settings(point),
-        }
 
 
 def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
@@ -471,7 +515,11 @@ def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
     by it, written at C speed) while this process reads the repository stream to its end, so the
     checksum is checked before the cluster is ever started. On a mismatch tar is stopped and the
     error raised; the caller removes the directory. ``codec``: the archive is compressed and
-    tar runs that program (``lz4 -d``...) on it."""
+    tar runs that program (``lz4 -d``...) on it.
+
+    A writer thread feeds tar through a pipe widened to 1 MiB while this thread reads and
+    hashes the next chunks, so hashing and extraction run side by side (both release the GIL).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     chown_for(dest, os_user)
     argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
@@ -483,25 +531,43 @@ def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
         argv = ["runuser", "-u", os_user, "--", *argv]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
+    stdin = proc.stdin
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(stdin.fileno(), _F_SETPIPE_SZ, _PIPE_SIZE)
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+    broken: list[OSError] = []
+
+    def feed() -> None:
+        # Always drains the queue to its end marker, so the reader never blocks on a dead tar.
+        try:
+            while (chunk := chunks.get()) is not None:
+                if not broken:
+                    try:
+                        stdin.write(chunk)
+                    except OSError as exc:  # BrokenPipeError: tar gave up
+                        broken.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    writer = threading.Thread(target=feed, name="untar-writer", daemon=True)
+    writer.start()
     try:
         while chunk := stream.read(_CHUNK):
-            proc.stdin.write(chunk)
+            if broken:
+                continue  # tar gave up: read on, so a checksum mismatch (the cause) is raised
+            chunks.put(chunk)
             on_bytes(len(chunk))
-        proc.stdin.close()
-    except BrokenPipeError:
-        # tar gave up (a damaged archive?): read the stream to its end so that a checksum
-        # mismatch, the real cause, is what gets raised; otherwise report tar's own error.
-        proc.wait()
-        while stream.read(_CHUNK):
-            pass
-        raise PgToolFailed(argv, proc.returncode,
-                           proc.stderr.read().decode(errors="replace")[-2000:]) from None
     except BaseException:
         proc.kill()
+        chunks.put(None)
+        writer.join()
         proc.wait()
         raise
+    chunks.put(None)
+    writer.join()
     stderr = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0:
+    if proc.wait() != 0 or broken:
         raise PgToolFailed(argv, proc.returncode, stderr[-2000:])
 
 
