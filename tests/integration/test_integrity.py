@@ -323,6 +323,61 @@ def test_custom_check_users_without_clients(pg_dsn: str, conn: psycopg.Connectio
     assert report.ok and [c.name for c in report.warnings] == ["custom:users without clients"]
 
 
+def test_custom_check_counts_first_and_fetches_rows_only_when_some(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    check = CustomCheck("lonely", "SELECT id FROM users -- trailing comment\n;\n")
+    assert check.count_query().as_string() == (
+        "SELECT count(*) FROM (\nSELECT id FROM users -- trailing comment\n) AS q"
+    )
+    assert check.sample_query().as_string() == (
+        "SELECT * FROM (\nSELECT id FROM users -- trailing comment\n) AS q LIMIT 5"
+    )
+
+    # A passing zero_rows check is one statement: the count (no window, no LIMIT).
+    lonely_ids = [
+        conn.execute("INSERT INTO users (name, email) VALUES (%s, %s) RETURNING id",
+                      [f"Lonely {i}", f"lonely{i}@example.com"]).fetchone()[0]
+        for i in range(7)
+    ]
+    report = verify(pg_dsn, custom_checks=[USERS_WITHOUT_CLIENTS], amcheck=False)
+    check_result = report.check("custom:users without clients")
+    # Seven offenders: the exact count, five of them as examples (first column only).
+    assert check_result.observed["rows"] == 7
+    assert len(check_result.observed["first_values"]) == 5
+    assert set(check_result.observed["first_values"]) <= set(lonely_ids)
+    assert check_result.detail.startswith("7 rows, expected none (first values: ")
+
+    # One row expected: the rows come first, the count only from SAMPLE_ROWS rows on.
+    many = verify(pg_dsn, amcheck=False, custom_checks=[
+        CustomCheck("one email", "SELECT email FROM users ORDER BY id", "equals", value="x"),
+        CustomCheck("two", "SELECT 1 UNION ALL SELECT 2", "nonzero"),
+        CustomCheck("none", "SELECT 1 WHERE false", "nonzero"),
+        CustomCheck("no columns", "SELECT FROM users WHERE false"),
+    ])
+    assert many.check("custom:one email").observed["rows"] == 107
+    assert len(many.check("custom:one email").observed["first_values"]) == 5
+    assert many.check("custom:one email").detail == "107 rows, expected exactly one"
+    assert many.check("custom:two").observed == {"expect": "nonzero", "rows": 2,
+                                                 "first_values": [1, 2]}
+    assert many.check("custom:none").detail == "0 rows, expected exactly one"
+    assert many.check("custom:no columns").ok
+
+
+def test_custom_check_statements_share_one_timeout(pg_dsn: str,
+                                                   conn: psycopg.Connection) -> None:
+    # Two statements (the count, then the rows) within one statement_timeout: a count that
+    # uses most of it leaves the rows only the rest.
+    # 50 ms a row, 6 rows: the count takes 0.3 s, the five example rows 0.25 s.
+    slow = CustomCheck("slow offenders",
+                       "SELECT id FROM (SELECT id FROM users WHERE id <= 6 OFFSET 0) AS u "
+                       "WHERE pg_sleep(0.05) IS NOT NULL")
+    report = verify(pg_dsn, custom_checks=[slow], amcheck=False, statement_timeout_ms=450)
+    assert "statement timeout" in report.check("custom:slow offenders").detail
+    generous = verify(pg_dsn, custom_checks=[slow], amcheck=False, statement_timeout_ms=5000)
+    assert generous.check("custom:slow offenders").observed["rows"] == 6
+
+
 def test_custom_check_errors_stay_in_their_own_check(pg_dsn: str, conn: psycopg.Connection) -> None:
     report = verify(
         pg_dsn,
