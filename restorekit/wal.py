@@ -206,8 +206,9 @@ def restore_command(repo_url: str, python: str = sys.executable, *,
     """The ``restore_command`` setting that fetches WAL from ``repo_url``.
 
     With ``spool`` (a :class:`WalSpool` directory) it is a shell command that starts no Python
-    in the common cases: a file the spool holds (already verified) is moved into place
-    (``.history`` files are copied: PostgreSQL reads them more than once); a name absent from
+    in the common cases: a file the spool holds (already verified) is moved into place (copied
+    when the spool marked it to keep: ``.history`` files and the plan's last segment, which
+    PostgreSQL asks for again at the end of recovery); a name absent from
     the spool's listing of the archive is answered "not in the archive" (exit 1, with the same
     message ``get`` writes); anything else (not fetched yet, the spool gone or stopped) runs
     ``get``, which also leaves the name in the spool's ``.fallback`` so the spool skips ahead.
@@ -218,13 +219,14 @@ def restore_command(repo_url: str, python: str = sys.executable, *,
     if spool is None:
         return get
     held = _pg_quote(str(spool)) + "/%f"
+    keep = _pg_quote(str(spool)) + "/" + SPOOL_KEEP + "%f"
     listing = _pg_quote(str(spool / SPOOL_LISTING))
     fallback = _pg_quote(str(spool / SPOOL_FALLBACK))
     # A failed mv/cp falls through to `get`: exit 1 would tell PostgreSQL "not archived" and
     # end recovery early. grep's exit 2 (an unreadable listing) falls through too.
     return (
-        f"if test -f {held} && {{ case %f in *.history) cp {held} %p;; "
-        f"*) mv -f {held} %p;; esac; }}; then exit 0; fi; "
+        f"if test -f {held} && {{ if test -f {keep}; then cp {held} %p; "
+        f"else mv -f {held} %p; fi; }}; then exit 0; fi; "
         f"if test -f {listing}; then grep -qxF -e %f {listing}; "
         f"if test $? -eq 1; then echo 'restorekit.wal: '%f' is not in the archive' >&2; "
         f"exit 1; fi; fi; "
@@ -244,6 +246,7 @@ def spool_cleanup_command(spool: Path) -> str:
 
 SPOOL_LISTING = ".listing"
 SPOOL_FALLBACK = ".fallback"
+SPOOL_KEEP = ".keep-"  # + name: hand over a copy, PostgreSQL asks for this file again
 
 
 def replay_plan(archived: Collection[str], timeline: int, start_lsn: int, *,
@@ -387,6 +390,8 @@ class WalSpool:
         part = self.directory / f".part-{name}"
         fetch_wal(self.repo, name, part)
         self._chown(part)
+        if not SEGMENT_RE.match(name) or name == self.plan[-1]:
+            (self.directory / (SPOOL_KEEP + name)).touch()
         os.rename(part, self.directory / name)  # ENOENT once the spool was removed: stops
         self.fetched += 1
 

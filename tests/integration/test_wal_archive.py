@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -341,9 +342,18 @@ def test_native_engine_mixes_compressed_and_older_uncompressed_backups_and_wal(
     source = local_cluster_factory("mixed", start=False)
     spec = SourceSpec(dsn=source.dsn(), os_user=os_user, bin_dir=source.bin_dir)
 
+    # Every Python start PostgreSQL's archive/restore commands make is recorded.
+    calls = root / "python-calls"
+    recording = root / "python"
+    recording.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n'
+                         f'exec {shlex.quote(sys.executable)} "$@"\n')
+    recording.chmod(0o755)
+    calls.touch()
+    calls.chmod(0o666)
+
     def provider(compression: str) -> SelfHostedProvider:
         engine = NativeEngine(spec, repo, repo_url=local_repo_url, work_dir=root / "work",
-                              compression=compression)
+                              compression=compression, python=str(recording))
         return SelfHostedProvider(engine=engine, source=spec, restore_root=root / "restores",
                                   target_name="mixed")
 
@@ -395,15 +405,24 @@ def test_native_engine_mixes_compressed_and_older_uncompressed_backups_and_wal(
         with psycopg.connect(restored_dsn) as conn:
             return conn.execute("SELECT count(*), max(id) FROM items").fetchone()  # type: ignore[return-value]
 
+    def gets() -> list[str]:
+        return [line for line in calls.read_text().splitlines() if "restorekit.wal get" in line]
+
     latest = lz4.restore(RestorePoint.latest(), name="mixed-latest")
     try:
         assert latest.backup_id == new.backup_id
         assert ids(latest.dsn.get_secret_value()) == (20000, 20000)
+        # The WAL came from the spool (fetched and verified ahead), the files the archive
+        # lacks were answered by the shell: no Python start per file; the spool is gone.
+        assert gets() == []
+        assert not (Path(latest.handle) / "wal-spool").exists()
     finally:
         lz4.discard(latest)
     older = lz4.restore(RestorePoint.at(between), name="mixed-between")
     try:
         assert older.backup_id == old.backup_id  # the plain backup, replaying lz4 segments
         assert ids(older.dsn.get_secret_value()) == (15000, 15000)
+        assert gets() == []
+        assert not (Path(older.handle) / "wal-spool").exists()
     finally:
         lz4.discard(older)

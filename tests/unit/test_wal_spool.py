@@ -118,8 +118,9 @@ def test_a_spooled_segment_is_moved_into_place_without_python(odd: Path) -> None
     assert not (odd / "python-ran").exists()
 
 
-def test_a_spooled_history_file_is_copied_as_postgresql_reads_it_again(odd: Path) -> None:
+def test_a_file_marked_to_keep_is_copied_as_postgresql_asks_for_it_again(odd: Path) -> None:
     (odd / "wal-spool" / "00000002.history").write_text("1\t0/5000000\treason\n")
+    (odd / "wal-spool" / ".keep-00000002.history").touch()
     for _ in range(2):
         assert run(odd, "00000002.history").returncode == 0
     assert (odd / "wal-spool" / "00000002.history").exists()
@@ -209,6 +210,18 @@ def test_the_spool_stays_a_bounded_number_ahead_with_verified_plain_segments(
         assert (spool.directory / seg(1, 3)).read_bytes() == bytes([3]) * 4096  # decompressed
         (spool.directory / seg(1, 3)).unlink()  # PostgreSQL took it
         wait_for(lambda: seg(1, 5) in spooled(spool))
+
+
+        def take_all() -> bool:
+            names = spooled(spool)
+            for name in names:
+                if name != seg(1, 8):
+                    (spool.directory / name).unlink()
+            return seg(1, 8) in names
+
+        wait_for(take_all)
+        # The last segment is kept (copied out): PostgreSQL reads it again as recovery ends.
+        assert [p.name for p in spool.directory.glob(".keep-*")] == [".keep-" + seg(1, 8)]
         assert (spool.directory / SPOOL_LISTING).read_text().split() == [
             seg(1, n) for n in range(3, 9)]
     finally:
