@@ -343,6 +343,7 @@ class WalSpool:
         self._cleared = -1  # stale spooled files removed up to this plan index
         self._stop = threading.Event()
         self._server_seen = False
+        self._remove = False  # the spool is removed when the thread ends
         self._thread = threading.Thread(target=self._run, name="wal-spool", daemon=True)
         if self.directory.exists():
             shutil.rmtree(self.directory)
@@ -357,9 +358,11 @@ class WalSpool:
         self._thread.start()
         return self
 
-    def stop(self, *, remove: bool = True, timeout: float = 30) -> None:
+    def stop(self, *, remove: bool = True, timeout: float = 5) -> None:
         """Stop the thread (waiting up to ``timeout`` s for a fetch in flight); ``remove``
-        the spool too (a restore that failed before its server started)."""
+        the spool too (a restore that failed before its server started). A fetch still in
+        flight after ``timeout`` (a hanging repository) removes the spool when it ends."""
+        self._remove = self._remove or remove
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -385,6 +388,15 @@ class WalSpool:
         except Exception as exc:  # noqa: BLE001 - the thread must never die noisily: `get` is there
             self.stopped_by = f"{type(exc).__name__}: {exc}"
             log.info("WAL spool stopped, PostgreSQL fetches the rest itself: %s", exc)
+        finally:
+            if self._gone() in ("restore removed", "server stopped"):
+                self._remove = True
+                self.stopped_by = self._gone()
+            if self._remove:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                if self.stopped_by in ("restore removed", "server stopped"):
+                    with contextlib.suppress(OSError):
+                        self.directory.parent.rmdir()  # only when the restore removed the rest
 
     def _fetch(self, name: str) -> None:
         part = self.directory / f".part-{name}"
@@ -403,10 +415,7 @@ class WalSpool:
             gone = self._gone()
             if gone:
                 self.stopped_by = gone
-                if gone != "spool removed":
-                    shutil.rmtree(self.directory, ignore_errors=True)
-                    with contextlib.suppress(OSError):
-                        self.directory.parent.rmdir()  # only when the restore removed the rest
+                self._remove = self._remove or gone != "spool removed"
                 return False
             try:
                 held = sum(1 for entry in os.scandir(self.directory)
@@ -419,10 +428,10 @@ class WalSpool:
             self._stop.wait(self.poll)
 
     def _gone(self) -> str | None:
+        if not self.data_dir.exists():  # first: the restore's removal may race a fetch
+            return "restore removed"
         if not (self.directory / SPOOL_LISTING).exists():
             return "spool removed"
-        if not self.data_dir.exists():
-            return "restore removed"
         running = (self.data_dir / "postmaster.pid").exists()
         if self._server_seen and not running:
             return "server stopped"
