@@ -223,14 +223,14 @@ def restore_command(repo_url: str, python: str = sys.executable, *,
     listing = _pg_quote(str(spool / SPOOL_LISTING))
     fallback = _pg_quote(str(spool / SPOOL_FALLBACK))
     # A failed mv/cp falls through to `get`: exit 1 would tell PostgreSQL "not archived" and
-    # end recovery early. grep's exit 2 (an unreadable listing) falls through too.
+    # end recovery early. grep's exit 2 (an unreadable listing) falls through too. One
+    # if/elif/else and no `exit`, so the command composes (a wrapper can time it).
     return (
         f"if test -f {held} && {{ if test -f {keep}; then cp {held} %p; "
-        f"else mv -f {held} %p; fi; }}; then exit 0; fi; "
-        f"if test -f {listing}; then grep -qxF -e %f {listing}; "
-        f"if test $? -eq 1; then echo 'restorekit.wal: '%f' is not in the archive' >&2; "
-        f"exit 1; fi; fi; "
-        f"(echo %f > {fallback}) 2>/dev/null; exec {get}"
+        f"else mv -f {held} %p; fi; }}; then :; "
+        f"elif test -f {listing} && {{ grep -qxF -e %f {listing}; test $? -eq 1; }}; then "
+        f"echo 'restorekit.wal: '%f' is not in the archive' >&2; false; "
+        f"else (echo %f > {fallback}) 2>/dev/null; {get}; fi"
     )
 
 

@@ -280,3 +280,15 @@ def test_the_spool_ends_when_it_is_removed_or_the_restore_is(
     assert again.stopped_by in ("server stopped", "restore removed")
     # What the restore's own removal could leave behind (an emptied home) goes too.
     assert not again.directory.parent.exists()
+
+
+def test_the_command_composes_with_a_wrapper_after_it(odd: Path) -> None:
+    """No `exit` inside: a wrapper that times the command still sees its status."""
+    (odd / "wal-spool" / seg(1, 3)).write_bytes(b"segment 3")
+    command = restore_command(f"file://{odd}/repo", python=str(odd / "py thon"),
+                              spool=odd / "wal-spool")
+    for name, status in ((seg(1, 3), 0), (seg(1, 5), 1), (seg(1, 4), 7)):
+        shell = expand(command, name, "pg_wal/RECOVERYXLOG") + "; echo status=$?"
+        result = subprocess.run(["/bin/sh", "-c", shell], capture_output=True, text=True,
+                                timeout=30, cwd=odd / "data")
+        assert result.stdout.strip() == f"status={status}", result.stderr
