@@ -7,6 +7,13 @@ imports only the standard library, :mod:`restorekit.errors` and :mod:`restorekit
     python -m restorekit.wal push --repo URL [--compress lz4[:LEVEL]] %p %f  # archive_command
     python -m restorekit.wal get  --repo URL %f %p                         # restore_command
 
+A restore by the native engine does not start Python per file: a :class:`WalSpool` thread
+fetches, verifies and decompresses the WAL the restore will replay into a spool directory in the
+restore's home, ahead of PostgreSQL (a bounded number of segments), and
+``restore_command(..., spool=...)`` is a shell command that moves a spooled file into place,
+answers a name absent from the archive's listing itself, and runs ``get`` for anything else.
+``recovery_end_command`` (:func:`spool_cleanup_command`) removes the spool.
+
 WAL files are stored under ``wal/<name>`` (segments, ``.history``, ``.backup``, ``.partial``).
 With ``--compress`` (``lz4``, ``zstd`` or ``gzip``, the target's ``[backups] compression``)
 segments and ``.partial`` files are stored compressed under the same key (the checksum record

@@ -17,7 +17,9 @@ Every object carries a checksum record (see restorekit.repository) and is read b
 backup is declared complete. A compressed base backup is stored as pg_basebackup wrote it and
 restored by GNU tar through the codec's program, so restorekit's own process only hashes the
 (smaller) compressed stream; archived WAL segments are compressed by the archive_command and
-decompressed (and verified twice: at rest and decompressed) by the restore_command. Backups and
+decompressed (and verified twice: at rest and decompressed) when fetched: during a restore ahead
+of PostgreSQL into a spool beside the data directory (:class:`restorekit.wal.WalSpool`), which
+the restore_command moves them out of without starting Python. Backups and
 segments written before compression was turned on restore as before.
 """
 
