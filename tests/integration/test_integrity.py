@@ -14,14 +14,18 @@ from restorekit.integrity import (
     Baseline,
     CustomCheck,
     SchemaFingerprint,
+    _fk_info,
     _free_connection_slots,
     _open,
     _pool_size,
     capture_baseline,
     connect_with_retry,
     fingerprint,
+    orphan_query,
     verify,
 )
+from restorekit.pg.catalog import TableRef
+from restorekit.pg.catalog import foreign_keys as catalog_foreign_keys
 from restorekit.pg.cluster import free_port
 from restorekit.pg.dsn import merge
 
@@ -189,6 +193,40 @@ def test_composite_foreign_key_between_quoted_mixed_case_tables(pg_dsn: str) -> 
     )
     assert failing["fk_orphans:Strict_Full"].observed["orphans"] == 1
     assert failing["fk_orphans:Strict_Full"].observed["match"] == "full"
+
+
+def test_orphan_check_tests_only_the_nullable_key_columns_for_null(
+    pg_dsn: str, conn: psycopg.Connection
+) -> None:
+    # A redundant "IS NOT NULL" on a NOT NULL column steered PostgreSQL 15 away from the
+    # index-only merge anti-join: it is left out, the nullable columns keep theirs.
+    conn.execute(
+        """
+        CREATE TABLE regions (code text, n int, PRIMARY KEY (code, n));
+        CREATE TABLE offices (id int PRIMARY KEY, code text NOT NULL, n int,
+                              FOREIGN KEY (code, n) REFERENCES regions);
+        INSERT INTO regions VALUES ('eu', 1);
+        INSERT INTO offices VALUES (1, 'eu', 1), (2, 'xx', NULL);
+        """
+    )
+    infos = _fk_info(conn)
+    fk = next(fk for fk in catalog_foreign_keys(conn) if fk.child.name == "offices")
+    info = infos[(fk.child, fk.name)]
+    assert info.not_null == frozenset({"code"})
+    where = orphan_query(fk, not_null=info.not_null).as_string(conn).split(" WHERE ", 1)[1]
+    assert where.startswith('"c"."n" IS NOT NULL AND NOT EXISTS')
+    users = infos[(TableRef("public", "clients"), "clients_user_id_fkey")]
+    clients_fk = next(fk for fk in catalog_foreign_keys(conn)
+                      if fk.name == "clients_user_id_fkey")
+    assert "IS NOT NULL" not in orphan_query(clients_fk, not_null=users.not_null).as_string(conn)
+
+    assert verify(pg_dsn, amcheck=False).ok  # (xx, NULL) references nothing: not an orphan
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("INSERT INTO offices VALUES (3, 'xx', 1)")
+    conn.execute("SET session_replication_role = DEFAULT")
+    report = verify(pg_dsn, amcheck=False)
+    assert [c.name for c in report.critical_failures] == [f"fk_orphans:{fk.name}"]
+    assert report.critical_failures[0].observed["sample_keys"] == [["xx", 1]]
 
 
 def test_partitioned_and_inherited_tables_are_checked_as_postgresql_enforces_them(
