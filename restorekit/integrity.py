@@ -917,7 +917,10 @@ class CustomCheck:
 
     def count_query(self) -> psycopg.sql.Composed:  # plain "sql" is the field in this class body
         """The statement that counts the query's rows: ``SELECT count(*) FROM (<sql>) AS q``."""
-        return sql.SQL("SELECT count(*) FROM (\n{}\n) AS q").format(self._body())
+        # The alias marks the statement in pg_stat_activity and in bench/verify_bench.py's profile.
+        return sql.SQL("SELECT count(*) AS restorekit_rows FROM (\n{}\n) AS q").format(
+            self._body()
+        )
 
     def sample_query(self) -> psycopg.sql.Composed:
         """The statement that fetches the first :data:`SAMPLE_ROWS` rows of the query."""

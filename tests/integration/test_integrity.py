@@ -366,7 +366,8 @@ def test_custom_check_counts_first_and_fetches_rows_only_when_some(
 ) -> None:
     check = CustomCheck("lonely", "SELECT id FROM users -- trailing comment\n;\n")
     assert check.count_query().as_string() == (
-        "SELECT count(*) FROM (\nSELECT id FROM users -- trailing comment\n) AS q"
+        "SELECT count(*) AS restorekit_rows FROM (\n"
+        "SELECT id FROM users -- trailing comment\n) AS q"
     )
     assert check.sample_query().as_string() == (
         "SELECT * FROM (\nSELECT id FROM users -- trailing comment\n) AS q LIMIT 5"
