@@ -210,11 +210,11 @@ def test_custom_check_configuration_is_validated() -> None:
 
 def test_custom_check_query_wraps_the_configured_sql() -> None:
     check = CustomCheck("lonely", "SELECT id FROM users -- trailing comment\n;\n")
-    text = check.query().as_string()
-    assert text == (
-        "SELECT count(*) OVER () AS restorekit_rows, q.* FROM (\n"
-        "SELECT id FROM users -- trailing comment\n) AS q LIMIT 5"
-    )
+    assert check.count_query().as_string() == (
+        "SELECT count(*) AS restorekit_rows FROM (\n"
+        "SELECT id FROM users -- trailing comment\n) AS q")
+    assert check.sample_query().as_string() == (
+        "SELECT * FROM (\nSELECT id FROM users -- trailing comment\n) AS q LIMIT 5")
     assert check.check_name == "custom:lonely"
 
 
