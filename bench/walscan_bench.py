@@ -2,8 +2,8 @@
 lose, against pg_waldump alone reading the same archived segments, at two WAL volumes.
 
 A local cluster archives its WAL (archive_command cp) while a write workload runs on a table
-of --rows rows: updates (HOT and not), inserts, deletes, in transactions of 20 statements, some
-rolled back, until --wal-mb of WAL was written after a "good point" (where the followed rows'
+of --rows rows: set-based updates (HOT and not), inserts and deletes in each transaction, every
+13th rolled back, until --wal-mb of WAL was written after a "good point" (where the followed rows'
 ctids are read, as restorekit reads them on a copy). Then one transaction deletes the followed
 rows (the damage) and a little more traffic follows. Then, --repeat times, rotating the order:
 
@@ -52,24 +52,24 @@ SEED = 7
 
 
 def workload(conn: psycopg.Connection, rows: int, wal_bytes: int) -> None:
-    """Mixed writes until ``wal_bytes`` of WAL were written."""
+    """Mixed writes until ``wal_bytes`` of WAL were written: per transaction, HOT and non-HOT
+    updates of a range of rows, inserts and deletes (set-based, so the WAL grows quickly);
+    every 13th transaction rolls back."""
     start = parse_lsn(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
     i = 0
     while True:
         i += 1
+        k = (i * 7919) % rows + 1
         with conn.transaction(force_rollback=i % 13 == 0):
-            for j in range(20):
-                k = (i * 7919 + j * 104729) % rows + 1
-                if j % 4 == 0:
-                    conn.execute("UPDATE busy SET note = repeat('u', 200) WHERE id = %s", (k,))
-                elif j % 4 == 1:
-                    conn.execute("UPDATE busy SET balance = balance + 1 WHERE id = %s", (k,))
-                elif j % 4 == 2:
-                    conn.execute("INSERT INTO busy (balance, note) VALUES (0, 'new')")
-                else:
-                    conn.execute("DELETE FROM busy WHERE id = (SELECT max(id) FROM busy "
-                                 "WHERE note = 'new')")
-        if i % 50 == 0:
+            conn.execute("UPDATE busy SET balance = balance + 1 WHERE id BETWEEN %s AND %s",
+                         (k, k + 40))
+            conn.execute("UPDATE busy SET note = repeat('u', 200 + %s %% 50) WHERE id BETWEEN "
+                         "%s AND %s", (i, k + 41, k + 60))
+            conn.execute("INSERT INTO busy (balance, note) SELECT 0, 'new' FROM "
+                         "generate_series(1, 20)")
+            conn.execute("DELETE FROM busy WHERE id IN (SELECT id FROM busy WHERE note = 'new' "
+                         "ORDER BY id DESC LIMIT 20)")
+        if i % 20 == 0:
             now = parse_lsn(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
             if now - start >= wal_bytes:
                 return

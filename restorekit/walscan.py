@@ -381,14 +381,21 @@ def scan(tool: PgTool, staged: StagedWal, start_lsn: int, *,
         lines.close()
 
 
-_BLOCKS = re.compile(r" blk (\d+)")
-
-
 def block_filter(blocks: set[int]) -> Callable[[str], bool]:
-    """A ``keep`` for :func:`scan`: lines that name one of ``blocks`` (a set the caller may
-    grow while the scan runs, as followed rows move)."""
+    """A ``keep`` for :func:`scan`: lines whose row is on one of ``blocks`` (a set the caller
+    may grow while the scan runs, as followed rows move). The row's block is the last ``blk``
+    of a line: a DELETE's or a HOT update's only one, an update's old page (``blkref #1``)."""
+    names: set[str] = set()
+    seen = -1
+
     def keep(line: str) -> bool:
-        return any(int(b) in blocks for b in _BLOCKS.findall(line))
+        nonlocal seen
+        if len(blocks) != seen:  # the set only grows
+            names.update(str(b) for b in blocks)
+            seen = len(blocks)
+        tail = line[line.rfind(" blk ") + 5:]
+        cut = tail.find(" ")
+        return (tail if cut < 0 else tail[:cut]).rstrip(",") in names
 
     return keep
 
