@@ -18,6 +18,17 @@ from restorekit import sample
 from restorekit.pg.cluster import LocalCluster
 
 
+#: restorekit.toml of a benchmark's self-hosted target on the native engine.
+NATIVE_CONFIG = """[restorekit]
+state_dir = "{state}"
+[targets.bench]
+provider = "selfhosted"
+engine = "native"
+dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
+repository = "file://{repo}"
+"""
+
+
 def build_sample(cluster: LocalCluster, scale: float, *, db: str, seed: int) -> dict[str, int]:
     """A fresh database ``db`` with the sample schema at ``scale`` (same seed, same rows)."""
     with cluster.connect(autocommit=True) as conn:

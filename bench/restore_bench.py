@@ -71,14 +71,6 @@ from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_a
 from restorekit.pg.tools import PgTool, default_os_user, make_dir
 from restorekit.wal import restore_command
 
-CONFIG = """[restorekit]
-state_dir = "{state}"
-[targets.bench]
-provider = "selfhosted"
-engine = "native"
-dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
-repository = "file://{repo}"
-"""
 
 
 
@@ -382,7 +374,7 @@ def main() -> None:
         repo = make_dir(base / "repo", os_user, mode=0o755)
         source = LocalCluster.create(base / "source")
         config = base / "restorekit.toml"
-        config.write_text(CONFIG.format(state=base / "state", port=source.port, repo=repo))
+        config.write_text(_common.NATIVE_CONFIG.format(state=base / "state", port=source.port, repo=repo))
         from restorekit.config import load_settings
         from restorekit.providers.selfhosted import SelfHostedProvider
 

@@ -82,14 +82,6 @@ from restorekit.repository import open_repository
 from restorekit.sinks.envfile import EnvFileStore
 
 GB = 1_000_000_000
-CONFIG = """[restorekit]
-state_dir = "{state}"
-[targets.bench]
-provider = "selfhosted"
-engine = "native"
-dsn = "host=127.0.0.1 port={port} user=postgres dbname=app"
-repository = "file://{repo}"
-"""
 CRITICAL_TABLES = ["users", "clients", "appointments", "events"]
 PHASES = ["base restore", "wal replay", "verification", "swap", "health"]
 BOUNDS = {"base restore": "tar -x of the base object", "wal replay": "pg_waldump --stats",
@@ -315,7 +307,7 @@ def prepare_variant(variant: str, base: Path, source: LocalCluster, settings: di
     wal_at_rest = _du(repo_dir, "wal")
     wal_logical = sum(o.size for o in engine.repo.list("wal/"))
     config = base / f"restorekit-{slug}.toml"
-    config.write_text(CONFIG.format(state=base / f"state-{slug}", port=source.port,
+    config.write_text(_common.NATIVE_CONFIG.format(state=base / f"state-{slug}", port=source.port,
                                     repo=repo_dir))
     print(f"[{variant}] backup {backup_seconds:.1f} s, {base_obj.name} "
           f"{base_obj.stat().st_size / GB:.2f} GB; WAL after it "
