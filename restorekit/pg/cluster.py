@@ -377,9 +377,15 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
             if seen and seen[0] and str(seen[0])[:24] >= segment:
                 return segment
             time.sleep(0.05)
+        # What the archiver is doing: a command still running shows as its wait event.
+        archiver = conn.execute(
+            "SELECT wait_event_type, wait_event, now() - state_change FROM pg_stat_activity "
+            "WHERE backend_type = 'archiver'").fetchone()
     archived, failed, failed_wal, failed_at = (list(seen) + [None] * 4)[:4]
+    doing = (f"archiver waiting on {archiver[0]}/{archiver[1]}" if archiver else
+             "no archiver process")
     raise PostgresError(
         f"WAL segment {segment} was not archived within {timeout:.0f}s (pg_stat_archiver: last "
-        f"archived {archived}, {failed} failure(s), last failed {failed_wal} at {failed_at}); "
-        "check the archive_command and the server log"
+        f"archived {archived}, {failed} failure(s), last failed {failed_wal} at {failed_at}; "
+        f"{doing}); check the archive_command and the server log"
     )
