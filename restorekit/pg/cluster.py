@@ -355,6 +355,21 @@ def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) ->
             time.sleep(interval)
 
 
+def _close_if_still_open(conn: psycopg.Connection[tuple], segment: str) -> str:
+    """The segment to wait for, switching again when ``segment`` is still the one being
+    written and nothing marks it for the archiver: a CI run (under load, right after a
+    pgBackRest backup) waited 300 s for a segment the archiver never saw, idle, with no
+    failure. A message record first makes the switch a real one."""
+    current = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
+    if current is None or str(current[0]) != segment:
+        return segment
+    log.warning("WAL segment %s is still being written after a switch: switching again",
+                segment)
+    conn.execute("SELECT pg_logical_emit_message(false, 'restorekit', 'close the segment')")
+    row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    return max(segment, str(row[0])) if row else segment
+
+
 def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
     """Close the current WAL segment and wait until the source's archiver has stored it (so
     everything committed so far is restorable). Returns the segment's name.
@@ -368,6 +383,7 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
         assert row is not None
         segment = str(row[0])
         deadline = time.monotonic() + timeout
+        recheck = time.monotonic() + 30
         seen: tuple[object, ...] = ()
         while time.monotonic() < deadline:
             seen = conn.execute(
@@ -376,6 +392,9 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
             # The 24-character segment part: a .backup or .partial file names its segment.
             if seen and seen[0] and str(seen[0])[:24] >= segment:
                 return segment
+            if time.monotonic() > recheck:
+                recheck = time.monotonic() + 30
+                segment = _close_if_still_open(conn, segment)
             time.sleep(0.05)
         # What the archiver is doing: a command still running shows as its wait event.
         archiver = conn.execute(

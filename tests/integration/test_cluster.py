@@ -77,3 +77,26 @@ def test_postmaster_status_says_when_the_server_accepts_connections(
         assert conn.execute("SELECT 1").fetchone() == (1,)
     cluster.stop()
     assert cluster.postmaster_status() is None
+
+
+def test_a_switch_with_nothing_written_since_waits_for_the_segment_already_closed(
+        local_cluster_factory, pg_base_dir) -> None:
+    """A switch with nothing written since the last one (as right after a backup's stop) is a
+    no-op that returns the new segment's start: the wait is for the segment already closed,
+    not for the one being written (which would never be archived on its own)."""
+    from restorekit.pg.cluster import switch_wal_and_wait_archived
+    from restorekit.pg.tools import default_os_user, make_dir
+
+    archive = make_dir(pg_base_dir / f"archive-{time.monotonic_ns()}", default_os_user(),
+                       mode=0o755)
+    cluster = local_cluster_factory("switch", settings={
+        "wal_level": "replica", "archive_mode": "on",
+        "archive_command": f"cp %p {archive}/%f"})
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int)")
+        closed = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        # Nothing written since: the switch below is a no-op (as right after a backup's stop).
+        at = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+    segment = switch_wal_and_wait_archived(cluster.dsn(), timeout=20)
+    assert segment == closed, at
+    assert (archive / closed).exists()
