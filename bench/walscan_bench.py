@@ -45,7 +45,14 @@ from restorekit.pg.cluster import LocalCluster
 from restorekit.pg.tools import PgTool, default_os_user, make_dir
 from restorekit.pointfind import count_writes, trace_rows
 from restorekit.providers.wal_history import LOSS_FILTERS
-from restorekit.walscan import TRACE_OPS, block_filter, scan, stage_segments, waldump_chunks
+from restorekit.walscan import (
+    TRACE_OPS,
+    StagedWal,
+    block_filter,
+    scan,
+    stage_segments,
+    waldump_chunks,
+)
 
 VARIANTS = ("pg_waldump", "find point", "what is lost")
 SEED = 7
@@ -121,7 +128,7 @@ def run_variant(variant: str, world: dict[str, Any], tool: PgTool, work: Path) -
     if variant == "pg_waldump":
         started = time.perf_counter()
         with open("/dev/null", "w") as devnull:
-            end = (int(names[-1][8:16], 16) * 256 + int(names[-1][16:], 16) + 1) << 24
+            end = StagedWal(archive, 1, names[0], names[-1], 0).end_lsn
             subprocess.run(tool.argv("pg_waldump", f"--path={archive}",
                                      f"--start={_lsn(world['good'])}", f"--end={_lsn(end)}"),
                            stdout=devnull, stderr=subprocess.DEVNULL, check=False)

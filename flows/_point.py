@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flows._common import Recorder
-from restorekit.damage import AUTO
+from restorekit.damage import AUTO, parse_keys
 from restorekit.errors import ConfigError
 from tasks._runtime import TargetRef
 from tasks.history import find_restore_point, operator_point, writes_after_point
@@ -41,8 +41,8 @@ def is_auto(point: str | None) -> bool:
 
 
 def split_keys(ids: list[str]) -> list[list[str]]:
-    """``--damaged-ids 3,k13``: a composite key's values in key column order."""
-    return [[part.strip() for part in key.split(",")] for key in ids]
+    """``--damaged-ids 3,k13`` as the task takes keys (restorekit.damage.parse_keys)."""
+    return [list(key) for key in parse_keys(ids)]
 
 
 def determine_restore_point(

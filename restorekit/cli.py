@@ -243,14 +243,14 @@ def find_point(
     before the damage and the archived WAL (self-hosted) or bisection over branches (Neon).
     Production is not touched; the copies made are removed. Prints the point to give to
     `restorekit run ... --point`."""
-    from restorekit.damage import Damage, DamageKind
+    from restorekit.damage import Damage, DamageKind, parse_keys
     from restorekit.models import RestorePoint
     from restorekit.providers.base import Capability
 
     kind = (DamageKind.CHANGED if changed or column else
             DamageKind.DELETED if ids or where else DamageKind.TABLE)
     damage = Damage(table=table, kind=kind,
-                    keys=tuple(tuple(p.strip() for p in k.split(",")) for k in ids or ()),
+                    keys=parse_keys(ids or ()),
                     where=where, column=column,
                     good_point=RestorePoint.parse(good_point) if good_point else None)
     settings = _settings(config)

@@ -22,6 +22,12 @@ from restorekit.models import RestorePoint
 AUTO = "auto"
 
 
+def parse_keys(ids: list[str] | tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """``--damaged-ids 3,k13``: each key's values in key column order (a composite key as
+    a,b; a value holding a comma is given as a predicate instead)."""
+    return tuple(tuple(part.strip() for part in key.split(",")) for key in ids)
+
+
 class DamageKind(enum.StrEnum):
     DELETED = "deleted"  # the rows were deleted (or their table truncated or dropped)
     CHANGED = "changed"  # the rows were updated (a column, when given) or deleted

@@ -273,16 +273,7 @@ class Writes:
     per_file: dict[RelFile, list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
     dropped: set[RelFile] = field(default_factory=set)
-    bytes_read: int = 0
-
-
-def until(records: Iterable[WalRecord], stop: Callable[[WalRecord], bool]) -> Iterator[WalRecord]:
-    """``records`` up to (not including) the first that ``stop`` accepts."""
-    for record in records:
-        if stop(record):
-            return
-        yield record
 
 
 __all__ = ["FileDropped", "Finding", "Pending", "TableTrace", "Writes", "count_writes",
-           "mass_delete_first", "trace_rows", "trace_table", "until"]
+           "mass_delete_first", "trace_rows", "trace_table"]

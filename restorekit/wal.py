@@ -106,6 +106,21 @@ class WalConflict(RepositoryError):
     """A different file is already archived under this WAL name; it is never overwritten."""
 
 
+#: The default WAL segment size (initdb --wal-segsize can change it; archived files say theirs).
+SEGMENT_SIZE = 16 * 1024 * 1024
+
+
+def segment_number(name: str, segment_size: int = SEGMENT_SIZE) -> int:
+    """The position of segment ``name`` in the WAL (its start LSN // segment_size)."""
+    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
+
+
+def segment_file(timeline: int, number: int, segment_size: int = SEGMENT_SIZE) -> str:
+    """The file name of segment ``number`` on ``timeline`` (the inverse of segment_number)."""
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+
+
 def wal_key(name: str) -> str:
     """The repository key of WAL file ``name`` (as PostgreSQL's ``%f`` gives it)."""
     if not _WAL_NAME_RE.match(name):
@@ -277,7 +292,6 @@ def replay_plan(archived: Collection[str], timeline: int, start_lsn: int, *,
         begins = _timeline_begins(read_history(f"{newest:08X}.history"), newest)
         if timeline not in begins:
             return histories  # not an ancestor: PostgreSQL refuses the target timeline anyway
-    per_id = 0x100000000 // segment_size
     tles = sorted(((tli, begin // segment_size) for tli, begin in begins.items()
                    if tli >= timeline), reverse=True)
     plan = list(histories)
@@ -286,7 +300,7 @@ def replay_plan(archived: Collection[str], timeline: int, start_lsn: int, *,
     last = None if end_lsn is None else end_lsn // segment_size
     while last is None or segno <= last:
         for tli, begin in tles:
-            name = f"{tli:08X}{segno // per_id:08X}{segno % per_id:08X}"
+            name = segment_file(tli, segno, segment_size)
             if tli >= current and segno >= begin and name in names:
                 plan.append(name)
                 current = tli

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from restorekit.engines.wal_scan import is_segment
 from restorekit.errors import PgToolFailed, RestorePointError
 from restorekit.models import format_lsn, parse_lsn
 from restorekit.pg.tools import PgTool, chown_for, make_dir
+from restorekit.wal import SEGMENT_SIZE, segment_file, segment_number
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ RelFile = tuple[int, int, int]
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: ([A-Z]+|[+-]\d\d(?::?\d\d)?))?")
 _SUBXACTS = re.compile(r"subxacts:((?: \d+)+)")
 _RELS = re.compile(r"\brels:((?: [^ ;]+)+)")
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 
 #: Heap operations that change or remove a row version, and those that add one.
 ROW_CHANGES = frozenset({"DELETE", "UPDATE", "HOT_UPDATE"})
@@ -203,10 +204,9 @@ def _blkref(tokens: list[str], tag: str, start: int) -> tuple[RelFile, int] | No
 # -- reading the archive ----------------------------------------------------------------------
 
 
-def segment_name(timeline: int, lsn: int, segment_size: int = 16 * 1024 * 1024) -> str:
-    per_id = 0x100000000 // segment_size
-    number = lsn // segment_size
-    return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+def segment_name(timeline: int, lsn: int, segment_size: int = SEGMENT_SIZE) -> str:
+    """The segment file on ``timeline`` that holds ``lsn``."""
+    return segment_file(timeline, lsn // segment_size, segment_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,15 +218,13 @@ class StagedWal:
     first: str
     last: str
     bytes: int
-    segment_size: int = 16 * 1024 * 1024
+    segment_size: int = SEGMENT_SIZE
 
     @property
     def end_lsn(self) -> int:
         """Just past the last staged segment: where pg_waldump must stop (without an end it
         waits five seconds for a next segment that will never come)."""
-        per_id = 0x100000000 // self.segment_size
-        number = int(self.last[8:16], 16) * per_id + int(self.last[16:24], 16) + 1
-        return number * self.segment_size
+        return (segment_number(self.last, self.segment_size) + 1) * self.segment_size
 
 
 def stage_segments(
@@ -241,7 +239,7 @@ def stage_segments(
         RestorePointError: the segment holding ``start_lsn`` is not in the archive.
     """
     first = segment_name(timeline, start_lsn)
-    mine = sorted(n for n in names if _SEGMENT.match(n) and n[:8] == f"{timeline:08X}"
+    mine = sorted(n for n in names if is_segment(n) and n[:8] == f"{timeline:08X}"
                   and n >= first)
     if not mine or mine[0] != first:
         raise RestorePointError(
@@ -249,7 +247,7 @@ def stage_segments(
             "damage cannot be traced from there")
     run = [mine[0]]
     for name in mine[1:]:  # stop at a gap: pg_waldump could not cross it either
-        if int(name[8:], 16) != int(run[-1][8:], 16) + 1 and not _next_id(run[-1], name):
+        if segment_number(name) != segment_number(run[-1]) + 1:
             log.warning("the archive has a gap after %s: the WAL scan ends there", run[-1])
             break
         run.append(name)
@@ -263,12 +261,7 @@ def stage_segments(
         total += size
         if progress:
             progress(i, len(run))
-    return StagedWal(directory, timeline, run[0], run[-1], total, size or 16 * 1024 * 1024)
-
-
-def _next_id(prev: str, name: str) -> bool:
-    # 000000010000000100000000 follows 0000000100000000000000FF (16 MB segments).
-    return int(name[8:16], 16) == int(prev[8:16], 16) + 1 and int(name[16:], 16) == 0
+    return StagedWal(directory, timeline, run[0], run[-1], total, size or SEGMENT_SIZE)
 
 
 def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Sequence[str],

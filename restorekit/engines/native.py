@@ -395,14 +395,13 @@ class NativeEngine:
         mine = sorted(name for name in segments if name.startswith(timeline))
         if not mine or any(name[:8] > timeline for name in segments):
             return  # nothing archived yet, or a later timeline: left to PostgreSQL
-        seg_size = segments[mine[-1]] or 16 * 1024 * 1024
-        per_id = 0x100000000 // seg_size
+        seg_size = segments[mine[-1]] or wal.SEGMENT_SIZE
 
         def number(name: str) -> int:
-            return int(name[8:16], 16) * per_id + int(name[16:24], 16)
+            return wal.segment_number(name, seg_size)
 
         def name_of(n: int) -> str:
-            return f"{timeline}{n // per_id:08X}{n % per_id:08X}"
+            return wal.segment_file(backup.timeline, n, seg_size)
 
         first = parse_lsn(backup.start_lsn) // seg_size
         last = number(mine[-1])

@@ -50,6 +50,7 @@ from restorekit.models import (
 from restorekit.pg import dsn as dsnlib
 from restorekit.pg.tools import PgTool, chown_for, default_os_user, make_dir, run_command
 from restorekit.providers.base import Progress
+from restorekit.wal import segment_file, segment_number
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +402,7 @@ class PgBackRestEngine:
                     break
                 target = scratch / segment
                 try:
-                    self._run("archive-get", segment, str(target), timeout=300)
+                    self.fetch_wal(segment, target)
                 except RestoreKitError as exc:
                     log.warning("cannot read %s back from the archive: %s", segment, exc)
                     break
@@ -556,11 +557,10 @@ def previous_segment(segment: str, segment_size: int) -> str | None:
     """The segment before ``segment`` on the same timeline (None before the first)."""
     if not _SEGMENT_RE.match(segment) or segment_size <= 0:
         return None
-    per_xlogid = 0x100000000 // segment_size
-    number = int(segment[8:16], 16) * per_xlogid + int(segment[16:24], 16) - 1
+    number = segment_number(segment, segment_size) - 1
     if number < 0:
         return None
-    return f"{segment[:8]}{number // per_xlogid:08X}{number % per_xlogid:08X}"
+    return segment_file(int(segment[:8], 16), number, segment_size)
 
 
 def last_commit(waldump_output: str) -> tuple[datetime, str] | None:

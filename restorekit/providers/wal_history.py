@@ -115,17 +115,14 @@ def read_trail(conn: Any, table: TableRef, damage: Damage, *, oid: int | None = 
     pk = catalog.primary_key(conn, table)
     if not pk:
         raise ConfigError(f"{table} has no primary key: give the rows as a predicate (--where)")
-    key_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in pk)
+    key_text = _key_text(pk)
     if damage.keys:
         width = {len(k) for k in damage.keys}
         if width != {len(pk)}:
             raise ConfigError(f"{table}'s primary key is ({', '.join(pk)}): each key needs "
                               f"{len(pk)} value(s)")
-        values = sql.SQL(", ").join(
-            sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk)))
-            for _ in damage.keys)
-        query = sql.SQL("SELECT ctid::text, {keys} FROM {t} WHERE ({keys}) IN (VALUES {v})"
-                        ).format(keys=key_text, t=table.ident, v=values)
+        query = sql.SQL("SELECT ctid::text, {keys} FROM {t} WHERE ({keys}) IN ({v})").format(
+            keys=key_text, t=table.ident, v=_key_values(len(pk), len(damage.keys)))
         params: list[str] = [str(v) for key in damage.keys for v in key]
     else:
         assert damage.where is not None
@@ -153,19 +150,29 @@ def column_values(conn: Any, table: TableRef, pk: tuple[str, ...] | list[str], c
     """``column`` of the rows with ``keys`` (as text; a missing row is absent)."""
     if not keys:
         return {}
-    key_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in pk)
-    values = sql.SQL(", ").join(
-        sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(pk))) for _ in keys)
+    key_text = _key_text(pk)
     try:
         rows = conn.execute(
-            sql.SQL("SELECT {k}, {c}::text FROM {t} WHERE ({k}) IN (VALUES {v})").format(
-                k=key_text, c=sql.Identifier(column), t=table.ident, v=values),
+            sql.SQL("SELECT {k}, {c}::text FROM {t} WHERE ({k}) IN ({v})").format(
+                k=key_text, c=sql.Identifier(column), t=table.ident,
+                v=_key_values(len(pk), len(keys))),
             [v for key in keys for v in key]).fetchall()
     except Exception as exc:  # noqa: BLE001 - an unknown column is the operator's input
         if "does not exist" in str(exc):
             raise ConfigError(f"{table} has no column {column!r}") from None
         raise
     return {tuple(r[:-1]): r[-1] for r in rows}
+
+
+def _key_text(pk: tuple[str, ...] | list[str]) -> sql.Composable:
+    """The key columns as text: keys are given as text, whatever the columns' types."""
+    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in pk)
+
+
+def _key_values(width: int, count: int) -> sql.Composable:
+    """``VALUES (%s, %s), ...`` for ``count`` keys of ``width`` columns."""
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * width))
+    return sql.SQL("VALUES {}").format(sql.SQL(", ").join([row] * count))
 
 
 def _tid(text: str) -> Tid:
