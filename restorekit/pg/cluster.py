@@ -355,24 +355,29 @@ def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) ->
             time.sleep(interval)
 
 
-def _close_if_still_open(conn: psycopg.Connection[tuple], segment: str) -> str:
-    """The segment to wait for, switching again when ``segment`` is still the one being
-    written and nothing marks it for the archiver: a CI run (under load, right after a
-    pgBackRest backup) waited 300 s for a segment the archiver never saw, idle, with no
-    failure. A message record first makes the switch a real one."""
-    current = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
-    if current is None or str(current[0]) != segment:
-        return segment
-    log.warning("WAL segment %s is still being written after a switch: switching again",
-                segment)
-    conn.execute("SELECT pg_logical_emit_message(false, 'restorekit', 'close the segment')")
-    row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-    return max(segment, str(row[0])) if row else segment
+def _archive_status(conn: psycopg.Connection[tuple], segment: str) -> str:
+    """``done``, ``ready``, ``removed`` (no status and no file: a segment is removed only once
+    archived) or ``none``, from the archive status directory; needs superuser or pg_monitor."""
+    names = {str(r[0]) for r in conn.execute(
+        "SELECT name FROM pg_ls_archive_statusdir() WHERE name IN (%s, %s) "
+        "UNION ALL SELECT name FROM pg_ls_waldir() WHERE name = %s",
+        (f"{segment}.done", f"{segment}.ready", segment))}
+    if f"{segment}.done" in names:
+        return "done"
+    if f"{segment}.ready" in names:
+        return "ready"
+    return "none" if segment in names else "removed"
 
 
 def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
     """Close the current WAL segment and wait until the source's archiver has stored it (so
     everything committed so far is restorable). Returns the segment's name.
+
+    The segment's ``.done`` status is the proof. pg_stat_archiver alone is not: it names the
+    file archived last, not the highest, and a backup history file written after the stop
+    backup's switch is archived after the segment that switch closed (CI runs waited 300 s on
+    a segment already in the repository). Without the privilege to list the status directory,
+    one more segment is completed and archived to move the counters past it.
 
     Raises:
         PostgresError: the archiver did not get there within ``timeout`` seconds (check
@@ -383,8 +388,9 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
         assert row is not None
         segment = str(row[0])
         deadline = time.monotonic() + timeout
-        recheck = time.monotonic() + 30
+        can_list, nudge_at = True, time.monotonic() + 5
         seen: tuple[object, ...] = ()
+        status = "unknown (no privilege to list pg_wal/archive_status)"
         while time.monotonic() < deadline:
             seen = conn.execute(
                 "SELECT last_archived_wal, failed_count, last_failed_wal, last_failed_time "
@@ -392,9 +398,17 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
             # The 24-character segment part: a .backup or .partial file names its segment.
             if seen and seen[0] and str(seen[0])[:24] >= segment:
                 return segment
-            if time.monotonic() > recheck:
-                recheck = time.monotonic() + 30
-                segment = _close_if_still_open(conn, segment)
+            if can_list:
+                try:
+                    status = _archive_status(conn, segment)
+                except psycopg.errors.InsufficientPrivilege:
+                    can_list = False
+                if status in ("done", "removed"):
+                    return segment
+            elif time.monotonic() > nudge_at:
+                nudge_at = time.monotonic() + 30
+                conn.execute("SELECT pg_current_xact_id()")  # a commit record: the switch is real
+                conn.execute("SELECT pg_switch_wal()")
             time.sleep(0.05)
         # What the archiver is doing: a command still running shows as its wait event.
         archiver = conn.execute(
@@ -406,5 +420,5 @@ def switch_wal_and_wait_archived(dsn: str, *, timeout: float = 60) -> str:
     raise PostgresError(
         f"WAL segment {segment} was not archived within {timeout:.0f}s (pg_stat_archiver: last "
         f"archived {archived}, {failed} failure(s), last failed {failed_wal} at {failed_at}; "
-        f"{doing}); check the archive_command and the server log"
+        f"{doing}; archive status {status}); check the archive_command and the server log"
     )

@@ -100,3 +100,51 @@ def test_a_switch_with_nothing_written_since_waits_for_the_segment_already_close
     segment = switch_wal_and_wait_archived(cluster.dsn(), timeout=20)
     assert segment == closed, at
     assert (archive / closed).exists()
+
+
+def test_a_segment_archived_before_a_backup_history_file_counts_as_archived(
+        local_cluster_factory, pg_base_dir) -> None:
+    """A stop backup closes its last segment and then writes the backup history file, named
+    after the backup's first segment; the archiver stores them in that order, so
+    pg_stat_archiver's last archived file (a .backup of an older segment) sorts before the
+    segment waited for. Three CI runs timed out on it with the segment in the repository.
+    The wait ends on the segment's .done; a role that may not list the status directory
+    completes one more segment instead."""
+    from restorekit.pg.cluster import switch_wal_and_wait_archived
+    from restorekit.pg.tools import chown_for, default_os_user, make_dir
+
+    archive = make_dir(pg_base_dir / f"archive-{time.monotonic_ns()}", default_os_user(),
+                       mode=0o755)
+    cluster = local_cluster_factory("history", settings={
+        "wal_level": "replica", "archive_mode": "on",
+        "archive_command": f"cp %p {archive}/%f"})
+    wal = cluster.data_dir / "pg_wal"
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE monitorless LOGIN")
+        conn.execute("GRANT EXECUTE ON FUNCTION pg_switch_wal() TO monitorless")
+        for dsn in (cluster.dsn(), cluster.dsn(user="monitorless")):
+            conn.execute("CREATE TABLE IF NOT EXISTS t (id int)")
+            conn.execute("INSERT INTO t VALUES (1)")
+            closed = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            deadline = time.monotonic() + 20
+            while not (archive / closed).exists():
+                assert time.monotonic() < deadline, f"{closed} not archived"
+                time.sleep(0.05)
+            # The history file of a backup that started in the segment before, archived last.
+            before = f"{closed[:16]}{int(closed[16:], 16) - 1:08X}"
+            history = wal / f"{before}.00000028.backup"
+            history.write_text("START WAL LOCATION: 0/28\n")
+            ready = wal / "archive_status" / f"{history.name}.ready"
+            ready.touch()
+            for path in (history, ready):
+                chown_for(path, cluster.os_user)
+            conn.execute("SELECT pg_stat_reset_shared('archiver')")
+            conn.execute("SELECT pg_reload_conf()")  # SIGHUP wakes the archiver to look
+            while conn.execute("SELECT last_archived_wal FROM pg_stat_archiver"
+                               ).fetchone()[0] != history.name:
+                assert time.monotonic() < deadline, "the history file was not archived"
+                time.sleep(0.05)
+            # Nothing written since the switch: the wait is for `closed`, stats name `before`.
+            waited = switch_wal_and_wait_archived(dsn, timeout=20)
+            assert waited == closed
+            assert (archive / closed).exists()

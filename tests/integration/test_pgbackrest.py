@@ -32,7 +32,7 @@ from restorekit.engines.recovery import (
 )
 from restorekit.errors import ConfigError, RestorePointError
 from restorekit.models import BackupInfo, PointKind, RestorePoint, format_lsn, parse_lsn
-from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 
 pytestmark = [
     pytest.mark.pgbackrest,
@@ -93,21 +93,6 @@ def _ids(cluster: LocalCluster) -> set[int]:
         return {row[0] for row in conn.execute("SELECT id FROM items")}
 
 
-def _wait_archived(cluster: LocalCluster, segment: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with cluster.connect(autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver"
-            ).fetchone()
-            assert row is not None
-            if row[0] is not None and row[0] >= segment:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{segment} not archived in {timeout}s (archiver: {row})")
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def scenario(pg_base_dir: Path) -> Iterator[Scenario]:
     base_dir = pg_base_dir / f"pgbackrest-{uuid.uuid4().hex[:6]}"
@@ -156,9 +141,7 @@ def scenario(pg_base_dir: Path) -> Iterator[Scenario]:
             conn.execute("INSERT INTO items SELECT g, 'B' FROM generate_series(301, 350) g")
             end = conn.execute("SELECT clock_timestamp()").fetchone()
             assert end is not None
-            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-            assert segment is not None
-        _wait_archived(source, segment[0])
+        switch_wal_and_wait_archived(source.dsn(), timeout=30)
         source.stop()
         scn = Scenario(
             engine=engine, source=source, backup=backup, base_dir=base_dir, t_time=t_time,
