@@ -27,6 +27,13 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
+
+from restorekit.errors import ConfigError, RestorePointError
+from restorekit.models import PointKind, RestorePoint, RestoreWindow, format_lsn, parse_lsn
+from restorekit.pg import catalog
+from restorekit.pg.catalog import TableRef
+from restorekit.pg.checksum import table_checksum
 
 # Hypothesis reports any change of the global `random` state during a draw as this test's
 # strategies using `random` ("Do not use the random module inside strategies"). None of them
@@ -35,13 +42,6 @@ from hypothesis import strategies as st
 # `filterwarnings = error`, made a CI run's replay "flaky". The strategies stay deterministic.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Do not use the `random` module inside strategies")
-from psycopg import sql
-
-from restorekit.errors import ConfigError, RestorePointError
-from restorekit.models import PointKind, RestorePoint, RestoreWindow, format_lsn, parse_lsn
-from restorekit.pg import catalog
-from restorekit.pg.catalog import TableRef
-from restorekit.pg.checksum import table_checksum
 
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
