@@ -17,15 +17,23 @@ check                  critical  what it proves
                                  ``prisma db pull`` step); non-critical digest without one
 ``expected_tables``    yes       every configured table exists
 ``row_counts``         yes       exact ``count(*)`` of the critical tables, within
-                                 ``row_count_tolerance`` of the baseline
+                                 ``row_count_tolerance`` of the baseline or, without one, of
+                                 production (``reference_dsn``, when it answers); with neither
+                                 it is *unverified*: not a pass, not a failure
 ``row_estimates``      no        the planner's estimates for every other table (observation)
-``fk_orphans:<fk>``    yes       no child row of foreign key ``<fk>`` lacks its parent
+``fk_orphans:<fk>``    yes       no child row of foreign key ``<fk>`` lacks its parent;
+                                 ``NOT VALID`` keys too (the only ones orphans can hide under)
 ``custom:<name>``      config    an operator-configured query (:class:`CustomCheck`)
 ``amcheck``            on error  ``bt_index_check`` on every B-tree index; corruption is critical
 ``prisma_migrations``  missing   where Prisma's ``_prisma_migrations`` exists: every migration
                                  production (when reachable) or the baseline has applied is
                                  applied here; unfinished (failed) ones warn; shows the latest
 =====================  ========  =============================================================
+
+A check is ``pass``, ``FAIL`` (critical), ``warn`` (non-critical) or ``unverified``: it ran but
+had nothing to compare with. :attr:`VerificationReport.ok` means "no critical failure" and
+:attr:`VerificationReport.verified` "ok, and nothing left unverified"; the markdown verdict of
+an ok but unverified report is ``NOT VERIFIED``, never ``PASSED``.
 
 How it runs: one "main" connection reads what the scans need from the catalog, then every check
 that scans a table (exact counts, foreign-key anti-joins, index checks) runs as one statement on
@@ -155,6 +163,10 @@ class CheckResult:
         observed: what the check measured, JSON-serialisable (counts, latency, differences).
         duration_ms: time spent in the check's statements.
         skipped: the check did not run (connectivity failed, amcheck not installed, ...).
+        unverified: the check ran but had nothing to compare with (no baseline, production
+            unreachable): it neither passes nor fails. Such a result is never ok and never
+            critical, so it cannot fail a report, and every reader that only knows ``ok`` and
+            ``critical`` (an older restorekit, the incident report) shows it as a warning.
     """
 
     name: str
@@ -164,12 +176,21 @@ class CheckResult:
     observed: Mapping[str, Any] = field(default_factory=dict, hash=False)
     duration_ms: float = 0.0
     skipped: bool = False
+    unverified: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unverified and (self.ok or self.critical):
+            raise ValueError(f"check {self.name!r}: an unverified result is neither ok nor "
+                             "critical")
 
     @property
-    def status(self) -> Literal["pass", "FAIL", "warn"]:
-        """``pass``; ``FAIL`` (not ok, critical); ``warn`` (not ok, non-critical)."""
+    def status(self) -> Literal["pass", "FAIL", "warn", "unverified"]:
+        """``pass``; ``FAIL`` (not ok, critical); ``warn`` (not ok, non-critical);
+        ``unverified`` (ran, but had nothing to compare with)."""
         if self.ok:
             return "pass"
+        if self.unverified:
+            return "unverified"
         return "FAIL" if self.critical else "warn"
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +202,7 @@ class CheckResult:
             "observed": _jsonable(dict(self.observed)),
             "duration_ms": self.duration_ms,
             "skipped": self.skipped,
+            "unverified": self.unverified,
         }
 
     @classmethod
@@ -193,6 +215,7 @@ class CheckResult:
             observed=dict(data.get("observed") or {}),
             duration_ms=float(data.get("duration_ms", 0.0)),
             skipped=bool(data.get("skipped", False)),
+            unverified=bool(data.get("unverified", False)),  # absent in older reports
         )
 
 
@@ -218,8 +241,14 @@ class VerificationReport:
 
     @property
     def ok(self) -> bool:
-        """No critical check failed (warnings do not count)."""
+        """No critical check failed (warnings and unverified checks do not count). Not the
+        same as :attr:`verified`: a report can be ok with nothing compared."""
         return not self.critical_failures
+
+    @property
+    def verified(self) -> bool:
+        """Ok, and no check was left unverified: the database was compared with something."""
+        return self.ok and not self.unverified
 
     @property
     def critical_failures(self) -> tuple[CheckResult, ...]:
@@ -227,8 +256,13 @@ class VerificationReport:
 
     @property
     def warnings(self) -> tuple[CheckResult, ...]:
-        """Non-critical checks that failed or were skipped."""
-        return tuple(c for c in self.checks if not c.critical and not c.ok)
+        """Non-critical checks that failed or were skipped (unverified ones are apart)."""
+        return tuple(c for c in self.checks if not c.critical and not c.ok and not c.unverified)
+
+    @property
+    def unverified(self) -> tuple[CheckResult, ...]:
+        """Checks that ran with nothing to compare with (see :attr:`CheckResult.unverified`)."""
+        return tuple(c for c in self.checks if c.unverified)
 
     def check(self, name: str) -> CheckResult:
         """The result named ``name``.
@@ -252,10 +286,12 @@ class VerificationReport:
 
     def to_markdown(self) -> str:
         """A heading line and a ``check | result | detail`` table (for artifacts and reports)."""
-        verdict = "PASSED" if self.ok else "FAILED"
+        verdict = "FAILED" if not self.ok else "NOT VERIFIED" if self.unverified else "PASSED"
         summary = _n(len(self.checks), "check")
         if self.critical_failures:
             summary += f", {_n(len(self.critical_failures), 'critical failure')}"
+        if self.unverified:
+            summary += f", {len(self.unverified)} unverified"
         if self.warnings:
             summary += f", {_n(len(self.warnings), 'warning')}"
         lines = [
@@ -274,6 +310,7 @@ class VerificationReport:
         return {
             "database": self.database,
             "ok": self.ok,
+            "verified": self.verified,  # derived, like ok: from_dict reads the checks
             "started_at": self.started_at.isoformat(),
             "duration_ms": self.duration_ms,
             "checks": [c.to_dict() for c in self.checks],
@@ -1251,8 +1288,10 @@ def _fk_job(fk: ForeignKey, info: _FkInfo) -> Callable[[Connection[Any]], tuple[
 
 
 def _fk_result(name: str, fk: ForeignKey, info: _FkInfo, outcome: _Outcome) -> CheckResult:
-    # A NOT VALID constraint was added over rows that may already break it: report, don't fail.
-    critical = info.validated
+    # Every foreign key is critical. A NOT VALID one most of all: PostgreSQL enforces it on
+    # new writes but never checked the rows it was added over, so it is the only kind whose
+    # orphans can exist without corruption, and a restore must not pass over them unseen.
+    critical = True
     relation = (
         f"{fk.child} ({', '.join(fk.child_columns)}) -> {fk.parent} "
         f"({', '.join(fk.parent_columns)})"
@@ -1262,7 +1301,9 @@ def _fk_result(name: str, fk: ForeignKey, info: _FkInfo, outcome: _Outcome) -> C
         "parent": str(fk.parent), "parent_columns": list(fk.parent_columns),
         "match": "full" if info.match_full else "simple", "validated": info.validated,
     }
-    note = "" if info.validated else " (constraint is NOT VALID: older rows may predate it)"
+    note = "" if info.validated else (
+        " (constraint is NOT VALID: rows older than it were never checked; validate it, "
+        "ALTER TABLE ... VALIDATE CONSTRAINT, once its orphans are resolved)")
     if outcome.error is not None:
         return CheckResult(name, False, critical, f"error: {outcome.error}", observed,
                            outcome.duration_ms)
@@ -1465,18 +1506,57 @@ def _row_estimates(
     ), observed
 
 
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """What the restored counts are compared with when there is no baseline: production's."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+    #: Why production could not be read (redacted); empty when it was.
+    error: str = ""
+
+
+def _production_counts(reference_dsn: str, tables: Sequence[TableRef],
+                       statement_timeout_ms: int) -> _Reference:
+    """Exact counts of ``tables`` in production, on one snapshot (one attempt, read only)."""
+    counts: dict[str, int] = {}
+    try:
+        with _open(reference_dsn, statement_timeout_ms, read_only=True) as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                present = set(list_tables(conn))
+                for table in tables:
+                    if table in present:
+                        row = conn.execute(_count_query(table)).fetchone()
+                        counts[str(table)] = int(row[0]) if row else 0
+    except (psycopg.Error, RestoreKitError) as exc:
+        return _Reference(error=_error_text(exc))
+    return _Reference(counts)
+
+
 def _row_counts_result(
     tables: Sequence[TableRef],
     outcomes: Mapping[TableRef, _Outcome],
     baseline: Baseline | None,
     tolerance: float,
+    reference: _Reference | None = None,
 ) -> CheckResult:
+    """Compare the exact counts with the baseline's, else with production's (``reference``).
+
+    A table with nothing to compare with is *unverified*, never a pass: a restore of the wrong
+    database (or of an empty one) would count its rows and pass as well.
+    """
     exact: dict[str, int] = {}
     errors: dict[str, str] = {}
     drift: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     summary: list[str] = []
-    base_counts = baseline.exact_counts if baseline is not None else {}
+    uncompared: list[str] = []
+    if baseline is not None:
+        source, base_counts = "baseline", baseline.exact_counts
+    elif reference is not None and not reference.error:
+        source, base_counts = "production", reference.counts
+    else:
+        source, base_counts = "", {}
     for table in tables:
         key, outcome = str(table), outcomes[table]
         if outcome.error is not None:
@@ -1487,23 +1567,28 @@ def _row_counts_result(
         exact[key] = count
         base = base_counts.get(key)
         if base is None:
+            uncompared.append(key)
             summary.append(f"{key}={count}")
             continue
         change = (count - base) / base if base else None
         if abs(count - base) > tolerance * base:
             pct = f"{change:+.1%}" if change is not None else "from 0"
-            drift[key] = {"baseline": base, "observed": count,
+            drift[key] = {source: base, "observed": count,
                           "change": None if change is None else round(change, 6)}
             problems.append(
-                f"{key}: {_n(count, 'row')}, baseline {base} ({pct}, tolerance {tolerance:.1%})"
+                f"{key}: {_n(count, 'row')}, {source} {base} ({pct}, tolerance {tolerance:.1%})"
             )
         else:
-            summary.append(f"{key}={count} (baseline {base})")
-    observed: dict[str, Any] = {"exact": exact, "tolerance": tolerance}
-    if baseline is not None:
-        observed["baseline"] = {
-            str(t): base_counts[str(t)] for t in tables if str(t) in base_counts
-        }
+            summary.append(f"{key}={count} ({source} {base})")
+    observed: dict[str, Any] = {"exact": exact, "tolerance": tolerance,
+                                "compared_with": source or None}
+    if source:
+        observed[source] = {str(t): base_counts[str(t)] for t in tables
+                            if str(t) in base_counts}
+    if reference is not None and reference.error:
+        observed["production_error"] = reference.error
+    if uncompared:
+        observed["unverified"] = uncompared
     if drift:
         observed["drift"] = drift
     if errors:
@@ -1511,6 +1596,20 @@ def _row_counts_result(
     duration = round(sum(o.duration_ms for o in outcomes.values()), 3)
     if problems:
         return CheckResult("row_counts", False, True, _list_detail(problems), observed, duration)
+    if uncompared:
+        if baseline is not None:
+            why = "not in the baseline"
+        elif reference is None:
+            why = "no baseline, and no production to compare with"
+        elif reference.error:
+            why = f"no baseline, and production unreachable ({reference.error})"
+        else:
+            why = "no baseline, and not in production"
+        return CheckResult(
+            "row_counts", False, False,
+            f"unverified: nothing to compare {_list_detail(uncompared)} with ({why}); counted "
+            f"{_list_detail(summary)}", observed, duration, unverified=True,
+        )
     return CheckResult("row_counts", True, True, _list_detail(summary), observed, duration)
 
 
@@ -1617,7 +1716,9 @@ def verify(
         connect_attempts: connection attempts while the server is still starting.
         sleep: injected for tests (connect backoff).
         reference_dsn: production, read only to compare Prisma's migrations with (one attempt;
-            the baseline's are used when it cannot be reached).
+            the baseline's are used when it cannot be reached) and, without a baseline, the
+            critical tables' exact counts (``row_counts`` is unverified when it cannot be
+            reached).
 
     Raises:
         ConfigError: malformed arguments (table names, tolerance, duplicate check names, DSN),
@@ -1771,14 +1872,19 @@ def _run_suite(
     head: list[CheckResult] = []
     estimates: CheckResult | None = None
     customs: list[CheckResult] = []
+    reference: _Reference | None = None
 
     def run_main_checks(serial: bool) -> None:
-        nonlocal estimates
+        nonlocal estimates, reference
         head.append(_check("not_in_recovery", True, lambda: _not_in_recovery(conn)))
         head.append(_check("schema", baseline is not None, lambda: _schema(conn, baseline)))
         prisma = _prisma_result(conn, baseline, reference_dsn, statement_timeout_ms)
         if prisma is not None:
             head.append(prisma)
+        if critical and baseline is None and reference_dsn is not None:
+            # Without a baseline the restored counts are compared with production's; its
+            # scans run on production, not on the restored server the pool keeps busy.
+            reference = _production_counts(reference_dsn, critical, statement_timeout_ms)
         if expected:
             head.append(_check("expected_tables", True,
                                lambda: _expected_tables(conn, expected)))
@@ -1827,7 +1933,7 @@ def _run_suite(
 
     results = head
     if critical:
-        results.append(_row_counts_result(critical, counts, baseline, tolerance))
+        results.append(_row_counts_result(critical, counts, baseline, tolerance, reference))
     assert estimates is not None  # run_main_checks ran
     results.append(estimates)
     if fk_error is not None:
