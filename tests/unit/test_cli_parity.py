@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from restorekit import cli
+from restorekit.cli import checks
 from restorekit.errors import CapabilityNotSupported, ConfigError, RestorePointError
 from restorekit.models import BackupInfo, RestorePoint, RestoreWindow
 from restorekit.providers.base import Capability
@@ -299,35 +300,35 @@ def test_a_point_the_window_cannot_reach_is_refused(point: str, error: type[Exce
                                                     says: str) -> None:
     provider = FakeProvider(PITR, WINDOW)
     with pytest.raises(error, match=says):
-        cli._check_point(provider, RestorePoint.parse(point), "production",
+        checks._check_point(provider, RestorePoint.parse(point), "production",
                          snapshot_copy_allowed=False)
 
 
 def test_a_point_after_the_window_but_not_in_the_future_is_left_to_preflight() -> None:
     """Preflight archives the pending WAL and reads the window again: not a refusal here."""
-    cli._check_point(FakeProvider(PITR, WINDOW), RestorePoint.at(datetime.now(UTC)),
+    checks._check_point(FakeProvider(PITR, WINDOW), RestorePoint.at(datetime.now(UTC)),
                      "production", snapshot_copy_allowed=False)
 
 
 def test_no_backup_at_all_is_refused_even_for_latest() -> None:
     with pytest.raises(RestorePointError, match="no backup to restore from"):
-        cli._check_point(FakeProvider(PITR, RestoreWindow(None, None)), RestorePoint.latest(),
+        checks._check_point(FakeProvider(PITR, RestoreWindow(None, None)), RestorePoint.latest(),
                          "production", snapshot_copy_allowed=False)
 
 
 def test_a_time_on_a_provider_without_pitr_is_refused() -> None:
     provider = FakeProvider({Capability.NEW_TARGET_RESTORE}, WINDOW)
     with pytest.raises(CapabilityNotSupported, match="cannot point_in_time"):
-        cli._check_point(provider, RestorePoint.parse("2026-11-20T00:00:00Z"), "production",
+        checks._check_point(provider, RestorePoint.parse("2026-11-20T00:00:00Z"), "production",
                          snapshot_copy_allowed=False)
 
 
 def test_a_snapshot_copy_needs_a_time_and_reads_no_window() -> None:
     provider = FakeProvider({Capability.IN_PLACE_RESTORE}, WINDOW)
     with pytest.raises(ConfigError, match="give the restore point as a time"):
-        cli._check_point(provider, RestorePoint.parse("lsn:0/2000000"), "production",
+        checks._check_point(provider, RestorePoint.parse("lsn:0/2000000"), "production",
                          snapshot_copy_allowed=True)
-    cli._check_point(provider, RestorePoint.parse("2026-10-01T00:00:00Z"), "production",
+    checks._check_point(provider, RestorePoint.parse("2026-10-01T00:00:00Z"), "production",
                      snapshot_copy_allowed=True)  # before the window: snapshots do not care
     assert provider.window_reads == 0
 

@@ -1,0 +1,5 @@
+"""``python -m restorekit.cli``."""
+
+from restorekit.cli import main
+
+main()

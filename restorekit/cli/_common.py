@@ -1,0 +1,134 @@
+"""What every command shares: the typer app, the consoles, the common options, and how a
+command reads the config, builds the provider, prints and fails."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from restorekit.errors import (
+    CapabilityNotSupported,
+    ConfigError,
+    RestoreKitError,
+    RestorePointError,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from restorekit.config import Settings
+
+app = typer.Typer(
+    name="restorekit",
+    help="The database restore runbook as software: backups, point-in-time restores, drills.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="restorekit.toml (default: $RESTOREKIT_CONFIG or ./restorekit.toml)"),
+]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target name from the config file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    from restorekit.config import load_settings
+
+    return load_settings(config)
+
+
+def _provider(settings: Settings, target: str) -> Any:
+    """The provider the target's config names (self-hosted, RDS, Neon, Supabase)."""
+    from restorekit.providers.base import provider_from_config
+
+    return provider_from_config(settings.target(target), settings)
+
+
+def _table(*args: Any, **kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
+
+
+def _progress(as_json: bool) -> Any:
+    from restorekit.progress import rich_progress
+
+    return rich_progress(console, enabled=not as_json)
+
+
+def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+    elif table is not None:
+        out.print(table)
+
+
+#: What a refusal is (exit status 2): bad input, found before anything was touched.
+REFUSALS = (ConfigError, RestorePointError, CapabilityNotSupported)
+
+
+@contextlib.contextmanager
+def _unless_unreachable() -> Iterator[None]:
+    """Skip the rest of a read-only pre-check when what it reads cannot be reached."""
+    import psycopg
+
+    from restorekit.errors import PostgresError, ProviderError, RepositoryError
+
+    try:
+        yield
+    except (psycopg.Error, OSError, PostgresError, ProviderError, RepositoryError) as exc:
+        logging.getLogger(__name__).info("pre-check skipped, the flow will judge: %s", exc)
+
+
+@contextlib.contextmanager
+def _prefect_without_telemetry() -> Iterator[None]:
+    """Prefect settings for a run started here: without PREFECT_API_URL Prefect starts an
+    ephemeral server, which would send anonymous analytics (and, offline, log "Failed to send
+    telemetry"); it runs with PREFECT_SERVER_ANALYTICS_ENABLED=false unless the user set that
+    setting (environment or Prefect profile)."""
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if "analytics_enabled" in get_current_settings().server.model_fields_set:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield
+
+
+def _config_path(settings: Settings) -> str:
+    """The config the settings came from, as the absolute path the flow is given."""
+    return str((settings.source_path or Path("restorekit.toml")).absolute())
+
+
+def _fail(failure: BaseException) -> None:
+    """Re-raise a restorekit error (main prints it); anything else is one line too, exit 1
+    (the flow's log already holds its traceback)."""
+    if isinstance(failure, RestoreKitError):
+        raise failure
+    from restorekit.pg.dsn import redact
+
+    _error(redact(f"{type(failure).__name__}: {failure}"))
+    raise typer.Exit(1)
+
+
+def _error(message: str) -> None:
+    # Plain text on one line: no newlines inserted into paths and URLs (the terminal wraps by
+    # itself), no markup read into brackets (a restore window is printed as [a .. b]).
+    sys.stderr.write(f"error: {message}\n")
