@@ -24,12 +24,13 @@ benchmarks wrote in this run; nothing is carried over from earlier runs.
 Writes bench/results/run_all-<UTC time>.json (the table and every benchmark's own JSON), a PNG
 chart of the ratios against the scale next to it (bench/chart.py, run with --plot-python, a
 Python that has matplotlib: `make bench` builds .bench-plot for it; without one the chart is
-skipped and the table says so), and, unless --no-readme, puts the table into README.md between
-the `<!-- bench-table:begin -->` and `<!-- bench-table:end -->` markers.
+skipped and the table says so), and, unless --no-docs (or its older name --no-readme), puts the
+table into docs/benchmarks.md between the `<!-- bench-table:begin -->` and
+`<!-- bench-table:end -->` markers.
 
     python bench/run_all.py --scale 1                # a few minutes on 2 cores
     python bench/run_all.py --scale 10 --repeat 5    # the real measurement (make bench SCALE=10)
-    python bench/run_all.py --scale 0.2 --only verify,prefect --no-readme
+    python bench/run_all.py --scale 0.2 --only verify,prefect --no-docs
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCHMARKS = ("restore", "recovery", "diff", "verify", "prefect", "walscan")
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+#: The page holding the latest table between BEGIN and END (README.md before the docs split).
+TABLE_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
 def run(name: str, argv: list[str], out: Path) -> dict[str, Any] | None:
@@ -271,12 +274,12 @@ def print_table(agg: dict[str, Any]) -> None:
 def write_readme(readme: Path, text: str) -> bool:
     content = readme.read_text()
     if BEGIN not in content or END not in content:
-        print(f"README: no {BEGIN} ... {END} markers in {readme}; not written")
+        print(f"bench table: no {BEGIN} ... {END} markers in {readme}; not written")
         return False
     head, rest = content.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
-    print(f"README: table written into {readme} between the bench-table markers")
+    print(f"bench table: written into {readme} between the bench-table markers")
     return True
 
 
@@ -312,8 +315,8 @@ def main() -> None:
                         default=list(BENCHMARKS),
                         help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--plot-python", help="a Python with matplotlib to draw the chart")
-    parser.add_argument("--no-readme", action="store_true",
-                        help="do not write the table into README.md")
+    parser.add_argument("--no-docs", "--no-readme", dest="no_readme", action="store_true",
+                        help="do not write the table into docs/benchmarks.md")
     parser.add_argument("--results", type=Path, default=HERE / "results",
                         help="where the aggregate JSON and the PNG go (default bench/results)")
     args = parser.parse_args()
@@ -390,7 +393,7 @@ def main() -> None:
     print_table(agg)
     text = table_markdown(agg)
     if not args.no_readme:
-        write_readme(ROOT / "README.md", text)
+        write_readme(TABLE_PAGE, text)
     print(f"\nall done in {agg['wall_seconds']:.0f}s; load average before "
           f"{agg['loadavg_before']}, after {agg['loadavg_after']}\nsaved {json_path}")
     if agg["failed"]:

@@ -1,7 +1,7 @@
-"""restorekit works with exactly the privileges README "Database privileges" lists, and a role
-missing one of them is refused before any side effect, with the privilege named.
+"""restorekit works with exactly the privileges docs/security.md "Database privileges" lists,
+and a role missing one of them is refused before any side effect, with the privilege named.
 
-The role is created from the SQL block of that README section (so the README and this test
+The role is created from the SQL block of that section (so the documentation and this test
 cannot drift apart), NOSUPERUSER, on the production cluster of a whole installation
 (``world``). Both connections restorekit uses point at it: the target's DSN (base backups) and
 the application's DATABASE_URL in the env file (what scenarios 2 and 3 read and write through).
@@ -30,27 +30,27 @@ from restorekit.snapshot import list_snapshots
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PRIVILEGES_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ROLE = "restorekit"
 
 
 def documented_sql() -> list[str]:
-    """The statements of the ```sql block under '## Database privileges' in README.md."""
-    text = README.read_text()
+    """The statements of the ```sql block under '## Database privileges' in docs/security.md."""
+    text = PRIVILEGES_DOC.read_text()
     section = text[text.index("## Database privileges"):]
     section = section[:section.index("\n## ", 3)]
     block = re.search(r"```sql\n(.*?)```", section, re.S)
-    assert block is not None, "README: no SQL block under '## Database privileges'"
+    assert block is not None, "docs/security.md: no SQL block under '## Database privileges'"
     lines = [line for line in block.group(1).splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 @pytest.fixture(scope="module")
 def least(world: Any) -> Iterator[Any]:
-    """The world with the README's role: target DSN and DATABASE_URL both use it."""
+    """The world with the documented role: target DSN and DATABASE_URL both use it."""
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         for statement in documented_sql():
-            conn.execute(statement)  # type: ignore[arg-type] - the README's own SQL
+            conn.execute(statement)  # type: ignore[arg-type] - the documented SQL
         role = conn.execute("SELECT rolsuper, rolreplication, rolcreatedb, rolcreaterole, "
                             "rolbypassrls FROM pg_roles WHERE rolname = %s", [ROLE]).fetchone()
         granted_roles = conn.execute(
@@ -58,7 +58,7 @@ def least(world: Any) -> Iterator[Any]:
             "WHERE r.rolname = %s", [ROLE]).fetchone()
     assert role == (False, True, False, False, False)
     assert granted_roles == (0,)  # no pg_read_all_data, pg_monitor, ... memberships
-    # The production authenticates with scram-sha-256: the role's password (the README's) goes
+    # The production authenticates with scram-sha-256: the role's password (documented) goes
     # to restorekit only through the target's dsn_env, and into the application's URL.
     password = re.search(r"PASSWORD '([^']*)'", "\n".join(documented_sql()))
     assert password is not None and world.dsn_env
