@@ -19,12 +19,12 @@ from restorekit.diff import (
     SAMPLE_SIZE,
     RangeTuning,
     TableDiff,
-    _live_rows_at_least,
-    _sample_bounds,
     diff_table,
     diff_tables,
     resolve_shape,
 )
+from restorekit.diff.range_facts import _live_rows_at_least
+from restorekit.diff.ranges import _sample_bounds
 from restorekit.errors import ConfigError
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.checksum import database_checksums, pinned_output_settings
