@@ -185,11 +185,14 @@ BLOCKS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("blocks", nargs="*", choices=[*BLOCKS, []], default=list(BLOCKS),
-                        help="which blocks (default: all)")
+    parser.add_argument("blocks", nargs="*", metavar="BLOCK",
+                        help=f"which blocks, of {', '.join(BLOCKS)} (default: all)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a page differs from what is generated now")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.blocks) - set(BLOCKS))
+    if unknown:
+        parser.error(f"unknown block(s) {', '.join(unknown)}; blocks: {', '.join(BLOCKS)}")
     stale = []
     for key in args.blocks or list(BLOCKS):
         page, marker, render = BLOCKS[key]
