@@ -13,20 +13,26 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, ProviderError
+from restorekit.sinks._files import (
+    CONTROL,
+    KEY_NAME,
+    check_revision,
+    create_exclusive,
+    os_errors,
+    utc_stamp,
+    write_private,
+)
 from restorekit.sinks.base import Revision
 
 log = logging.getLogger(__name__)
 
-_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BINDING = re.compile(r"[ \t]*(?:export[ \t]+)?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)[ \t]*=[ \t]*")
 _LINE_REST = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
 _NEWLINE = re.compile(r"\r\n|\n|\r")
@@ -40,7 +46,6 @@ _ESCAPED = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n"
             "r": "\r", "t": "\t", "v": "\v"}
 # Safe unquoted for dotenv parsers AND for `source .env` in a shell (no globs, &, ;, $, ~, #).
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +112,13 @@ def quote_value(value: str) -> str:
     expansion); double quotes with backslash escapes only when the value holds ``'`` or ``\\``
     (there, readers that expand ``${VAR}`` in double quotes would also expand it in the value).
     """
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise ConfigError("a connection string must not contain control characters or newlines")
     if _PLAIN.fullmatch(value):
         return value
     if "'" not in value and "\\" not in value:
         return f"'{value}'"
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 class EnvFileStore:
@@ -138,7 +139,7 @@ class EnvFileStore:
     kind: ClassVar[str] = "envfile"
 
     def __init__(self, path: Path, key: str = "DATABASE_URL") -> None:
-        if not _KEY_NAME.fullmatch(key):
+        if not KEY_NAME.fullmatch(key):
             raise ConfigError(f"not a valid environment variable name: {key!r}")
         self.path = Path(path).absolute()
         self.key = key
@@ -193,11 +194,7 @@ class EnvFileStore:
         return revision
 
     def restore(self, revision: Revision) -> None:
-        if revision.store != self.kind or revision.location != self.describe():
-            raise ConfigError(
-                f"revision of {revision.store} {revision.location!r} cannot be restored into "
-                f"{self.describe()}"
-            )
+        check_revision(revision, kind=self.kind, location=self.describe())
         target = self._target()
         with self._io_errors("restore"):
             if revision.ref is None:
@@ -261,18 +258,10 @@ class EnvFileStore:
         return text
 
     def _backup(self, target: Path, data: bytes) -> Path:
-        for attempt in range(100):
-            suffix = "" if attempt == 0 else f"-{attempt}"
-            backup = target.parent / f".{target.name}.restorekit-{_utc_stamp()}{suffix}.bak"
-            try:
-                fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        backup = create_exclusive(
+            lambda suffix: target.parent / f".{target.name}.restorekit-{utc_stamp()}{suffix}.bak",
+            data)
+        if backup is not None:
             _fsync_dir(target.parent)
             return backup
         raise ProviderError(f"{self.describe()}: could not create a unique backup file",
@@ -303,17 +292,8 @@ class EnvFileStore:
                 provider=self.kind, operation="write",
             ) from exc
 
-    @contextlib.contextmanager
-    def _io_errors(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            # OSError names the path and the reason, never the content.
-            raise ProviderError(
-                f"{self.describe()}: {operation} failed: {exc.strerror or exc}"
-                + (f" ({exc.filename})" if exc.filename else ""),
-                provider=self.kind, operation=operation,
-            ) from exc
+    def _io_errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return os_errors(self.describe, provider=self.kind, operation=operation, doing=operation)
 
 
 def _read_if_exists(path: Path) -> bytes | None:
@@ -332,15 +312,7 @@ def _atomic_write(target: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.restorekit-", suffix=".tmp",
                                dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                # Keep the app's user able to read its config after root rewrote it.
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fh.fileno(), *owner)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_private(fd, data, owner=owner)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

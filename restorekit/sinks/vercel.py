@@ -54,15 +54,11 @@ not pruned automatically.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,18 +67,16 @@ from pydantic import SecretStr
 
 from restorekit.apps.vercel import DEFAULT_BASE_URL, VercelClient, path_segment
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
+from restorekit.sinks._files import CONTROL, KEY_NAME, check_revision
 from restorekit.sinks.base import Revision, check_new_value
+from restorekit.sinks.vercel_backups import UNREADABLE_TYPES, VercelEnvBackups
 
 log = logging.getLogger(__name__)
 
-_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TARGETS = frozenset({"production", "preview", "development"})
-_UNREADABLE_TYPES = frozenset({"sensitive", "secret"})
-_BACKUP_VERSION = 1
 
 
-class VercelEnvStore:
+class VercelEnvStore(VercelEnvBackups):
     """One Vercel env var (see :class:`restorekit.sinks.base.ConnectionStore`).
 
     Args:
@@ -130,7 +124,7 @@ class VercelEnvStore:
     ) -> None:
         if not project or not isinstance(project, str):
             raise ConfigError("vercel env store: project (id or name) is required")
-        if not _KEY_NAME.fullmatch(key or ""):
+        if not KEY_NAME.fullmatch(key or ""):
             raise ConfigError(f"vercel env store: not a valid environment variable name: {key!r}")
         if state_dir is None:
             raise ConfigError(
@@ -150,7 +144,7 @@ class VercelEnvStore:
                               "encrypted")
         for option, name in (("backup_key_env", backup_key_env),
                              ("current_value_env", current_value_env)):
-            if name is not None and not _KEY_NAME.fullmatch(name):
+            if name is not None and not KEY_NAME.fullmatch(name):
                 raise ConfigError(f"vercel env store: {option} must name an environment "
                                   f"variable; got {name!r}")
         self.project = project
@@ -174,17 +168,13 @@ class VercelEnvStore:
         self.api.close()
 
     @property
-    def backup_dir(self) -> Path:
-        return self.state_dir / "vercel-env"
-
-    @property
     def location(self) -> str:
         """Which variable this is; a revision's ``location`` (stable, unlike describe())."""
         return (f"Vercel env {self.key} [{', '.join(self.targets)}] of project "
                 f"{self.project}{self.api.describe_scope()}")
 
     def describe(self) -> str:
-        sensitive = (self._seen_type in _UNREADABLE_TYPES if self._seen_type is not None
+        sensitive = (self._seen_type in UNREADABLE_TYPES if self._seen_type is not None
                      else self.current_value_env is not None)
         if not sensitive:
             return self.location
@@ -243,11 +233,7 @@ class VercelEnvStore:
         return revision
 
     def restore(self, revision: Revision) -> None:
-        if revision.store != self.kind or revision.location != self.location:
-            raise ConfigError(
-                f"revision of {revision.store} {revision.location!r} cannot be restored into "
-                f"{self.location}"
-            )
+        check_revision(revision, kind=self.kind, location=self.location)
         if revision.ref is None:
             raise ConfigError(f"{self.describe()}: the revision names no backup file")
         saved = self._load_backup(Path(revision.ref))
@@ -288,11 +274,11 @@ class VercelEnvStore:
 
     def _value_of(self, entry: dict[str, Any], operation: str) -> str:
         """The entry's current value: decrypted by id, or, if sensitive, the one we know."""
-        if entry.get("type") in _UNREADABLE_TYPES:
+        if entry.get("type") in UNREADABLE_TYPES:
             value = self._known_value(entry)
         else:
             data = self._fetch(str(entry["id"]), operation)
-            if data.get("type") in _UNREADABLE_TYPES:  # made sensitive since the list
+            if data.get("type") in UNREADABLE_TYPES:  # made sensitive since the list
                 self._seen_type = str(data["type"])
                 return self._value_of({**entry, **data}, operation)
             decrypted = _decrypted(data)
@@ -330,7 +316,7 @@ class VercelEnvStore:
                 f"{self.location}: sensitive, and environment variable {name} "
                 f"(current_value_env) is not set; it must hold the application's current "
                 f"{self.key}, exactly as it is in Vercel")
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise ConfigError(
                 f"{self.location}: ${name} (current_value_env) contains control characters "
                 f"(a trailing newline?); it must hold exactly the value of {self.key}")
@@ -339,7 +325,7 @@ class VercelEnvStore:
 
     def _holds(self, entry: dict[str, Any], value: str) -> bool:
         """Whether ``entry`` is known to hold ``value`` already (restore is idempotent)."""
-        if entry.get("type") in _UNREADABLE_TYPES:
+        if entry.get("type") in UNREADABLE_TYPES:
             return self._tracked(entry) == value
         return _decrypted(self._fetch(str(entry["id"]), "restore")) == value
 
@@ -437,8 +423,8 @@ class VercelEnvStore:
             raise ProviderError(f"{self.describe()}: the variable is missing when read back",
                                 provider=self.kind, operation=operation)
         was = (previous or {}).get("type")
-        if entry.get("type") not in _UNREADABLE_TYPES:
-            if was in _UNREADABLE_TYPES:
+        if entry.get("type") not in UNREADABLE_TYPES:
+            if was in UNREADABLE_TYPES:
                 raise ProviderError(f"{self.describe()}: the variable was {was!r} and is "
                                     f"{entry.get('type')!r} after the write",
                                     provider=self.kind, operation=operation)
@@ -479,154 +465,6 @@ class VercelEnvStore:
         log.info("created %s (it did not exist; restore removes it)", self.describe())
         return Revision(store=self.kind, location=self.location, ref=str(backup))
 
-    # -- the value restorekit last wrote into a sensitive entry -------------------------------
-
-    @property
-    def _tracking_path(self) -> Path:
-        return self.backup_dir / f"{_file_safe(self.project)}.{self.key}.current"
-
-    def _remember(self, entry: dict[str, Any], value: str) -> None:
-        """After a confirmed write into a sensitive entry: keep (encrypted) what it now holds.
-
-        Best effort: the write itself succeeded; without this file ``read()`` falls back to
-        ``current_value_env``.
-        """
-        if entry.get("type") not in _UNREADABLE_TYPES:
-            return
-        record = {"v": _BACKUP_VERSION, "project": self.project, "key": self.key,
-                  "team": self.api.team_id or self.api.team_slug, "env_id": str(entry.get("id")),
-                  "updated_at": entry.get("updatedAt"), "value": value}
-        try:
-            token: bytes = self._cipher().encrypt(json.dumps(record).encode())
-            with self._io("write"):
-                self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                partial = self._tracking_path.with_name(
-                    f"{self._tracking_path.name}.{os.getpid()}.tmp")
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    os.fchmod(fh.fileno(), 0o600)
-                    fh.write(token)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(partial, self._tracking_path)
-        except RestoreKitError as exc:
-            log.warning("%s: could not keep the value written (%s); read() will use "
-                        "current_value_env", self.location, exc)
-
-    def _tracked(self, entry: dict[str, Any]) -> str | None:
-        """The value restorekit last wrote into ``entry``, if nothing changed it since."""
-        from cryptography.fernet import InvalidToken
-
-        try:
-            token = self._tracking_path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("%s: cannot read %s (%s)", self.location, self._tracking_path,
-                        exc.strerror or exc)
-            return None
-        try:
-            record = json.loads(self._cipher().decrypt(token))
-        except (InvalidToken, ValueError):
-            log.warning("%s: %s cannot be decrypted with the current key; ignored",
-                        self.location, self._tracking_path)
-            return None
-        same = (isinstance(record, dict) and record.get("v") == _BACKUP_VERSION
-                and record.get("project") == self.project and record.get("key") == self.key
-                and record.get("team") == (self.api.team_id or self.api.team_slug)
-                and record.get("env_id") == str(entry.get("id"))
-                and record.get("updated_at") is not None
-                and record.get("updated_at") == entry.get("updatedAt"))
-        value = record.get("value") if same else None
-        return value if isinstance(value, str) and value else None
-
-    # -- encrypted backups -------------------------------------------------------------------
-
-    def _cipher(self) -> Any:
-        from cryptography.fernet import Fernet
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-        if self.backup_key_env is not None:
-            raw = os.environ.get(self.backup_key_env, "").strip()
-            if not raw:
-                raise ConfigError(f"{self.describe()}: environment variable "
-                                  f"{self.backup_key_env} (backup_key_env) is not set")
-            try:
-                return Fernet(raw.encode())
-            except (ValueError, TypeError):
-                raise ConfigError(
-                    f"{self.describe()}: {self.backup_key_env} does not hold a Fernet key "
-                    "(32 url-safe base64-encoded bytes; make one with Fernet.generate_key())"
-                ) from None
-        info = f"{self.api.team_id or self.api.team_slug or ''}/{self.project}/{self.key}"
-        derived = HKDF(algorithm=hashes.SHA256(), length=32,
-                       salt=b"restorekit vercel env backup v1",
-                       info=info.encode()).derive(self.api.token().encode())
-        return Fernet(base64.urlsafe_b64encode(derived))
-
-    def _save_backup(self, cipher: Any, payload: dict[str, Any]) -> Path:
-        record = {"v": _BACKUP_VERSION, "project": self.project, "key": self.key,
-                  "team": self.api.team_id or self.api.team_slug, **payload}
-        token: bytes = cipher.encrypt(json.dumps(record).encode())
-        with self._io("write"):
-            self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            stem = f"{_file_safe(self.project)}.{self.key}.{_utc_stamp()}"
-            for attempt in range(100):
-                path = self.backup_dir / f"{stem}{'' if attempt == 0 else f'-{attempt}'}.bak"
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:
-                    continue
-                with os.fdopen(fd, "wb") as fh:
-                    os.fchmod(fh.fileno(), 0o600)
-                    fh.write(token)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                return path
-        raise ProviderError(f"{self.describe()}: could not create a unique backup file in "
-                            f"{self.backup_dir}", provider=self.kind, operation="write")
-
-    def _load_backup(self, path: Path) -> dict[str, Any]:
-        from cryptography.fernet import InvalidToken
-
-        # A revision comes back from Prefect's stored state: only our own files are accepted.
-        pattern = re.compile(rf"{re.escape(_file_safe(self.project))}\.{re.escape(self.key)}"
-                             r"\.\d{8}T\d{12}Z(?:-\d+)?\.bak")
-        if path.parent != self.backup_dir or not pattern.fullmatch(path.name):
-            raise ConfigError(f"{path} is not a restorekit backup of {self.describe()}")
-        with self._io("restore"):
-            try:
-                token = path.read_bytes()
-            except FileNotFoundError:
-                raise ProviderError(f"{self.describe()}: backup {path} is gone; the previous "
-                                    "value cannot be restored", provider=self.kind,
-                                    operation="restore") from None
-        try:
-            record = json.loads(self._cipher().decrypt(token))
-        except InvalidToken:
-            raise ConfigError(
-                f"{self.describe()}: backup {path} cannot be decrypted with the current key "
-                f"({'$' + self.backup_key_env if self.backup_key_env else 'derived from the token'}"
-                "; was the key or the token changed since the write?)"
-            ) from None
-        if (not isinstance(record, dict) or record.get("v") != _BACKUP_VERSION
-                or record.get("project") != self.project or record.get("key") != self.key
-                or record.get("team") != (self.api.team_id or self.api.team_slug)):
-            raise ConfigError(f"{path} is not a restorekit backup of {self.describe()}")
-        return record
-
-    @contextlib.contextmanager
-    def _io(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            raise ProviderError(
-                f"{self.describe()}: {operation} of the backup failed: {exc.strerror or exc}"
-                + (f" ({exc.filename})" if exc.filename else ""),
-                provider=self.kind, operation=operation,
-            ) from exc
-
 
 def _targets_of(entry: dict[str, Any]) -> list[str]:
     target = entry.get("target")
@@ -640,7 +478,7 @@ def _targets_of(entry: dict[str, Any]) -> list[str]:
 def _decrypted(entry: dict[str, Any]) -> str | None:
     """The value of a ``GET .../env/{id}`` answer, or None when it is not a decrypted one."""
     value = entry.get("value")
-    if not isinstance(value, str) or entry.get("type") in _UNREADABLE_TYPES:
+    if not isinstance(value, str) or entry.get("type") in UNREADABLE_TYPES:
         return None
     if entry.get("decrypted") is True:
         return value
@@ -653,11 +491,3 @@ def _hidden_note(hidden: int) -> str:
         return ""
     return (f"; {hidden} production variable(s) are hidden from this token (it may lack the "
             "permission to see production env vars)")
-
-
-def _file_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
-
-
-def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
