@@ -51,6 +51,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -310,8 +311,12 @@ def trace_restorekit(ctx: Context) -> dict[str, Any]:
     streams (copy_rows, the key list) and BEGIN/COMMIT/ROLLBACK, grouped by what they do and by
     side. The remainder is Python. A cProfile of the same run says how much of the wall time is
     spent waiting in psycopg."""
-    from restorekit import recovery
+    from restorekit.recovery import recover_deleted
 
+    # Every module of the recovery (and the diff blocks it stages through) that streams rows.
+    streaming = [m for name, m in sorted(sys.modules.items())
+                 if name.startswith(("restorekit.recovery.", "restorekit.diff."))
+                 and hasattr(m, "copy_rows")]
     live_id = id(ctx.live_conn)
     spans: list[tuple[str, str, float]] = []
 
@@ -320,7 +325,7 @@ def trace_restorekit(ctx: Context) -> dict[str, Any]:
 
     orig_execute = psycopg.Connection.execute
     orig_enter, orig_exit = psycopg.Transaction.__enter__, psycopg.Transaction.__exit__
-    orig_copy_rows, orig_write_keys = recovery.copy_rows, recovery._write_keys
+    orig_copy_rows, orig_write_keys = streaming[0].copy_rows, recover_deleted._write_keys
 
     def execute(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
         text = query.as_string(self) if hasattr(query, "as_string") else str(query)
@@ -363,7 +368,9 @@ def trace_restorekit(ctx: Context) -> dict[str, Any]:
     psycopg.Connection.execute = execute  # type: ignore[method-assign]
     psycopg.Transaction.__enter__ = enter  # type: ignore[method-assign]
     psycopg.Transaction.__exit__ = exit_  # type: ignore[method-assign]
-    recovery.copy_rows, recovery._write_keys = copy_rows, write_keys  # type: ignore[assignment]
+    for module in streaming:
+        module.copy_rows = copy_rows
+    recover_deleted._write_keys = write_keys  # type: ignore[assignment]
     try:
         profiler.enable()
         started = time.perf_counter()
@@ -374,7 +381,9 @@ def trace_restorekit(ctx: Context) -> dict[str, Any]:
         psycopg.Connection.execute = orig_execute  # type: ignore[method-assign]
         psycopg.Transaction.__enter__ = orig_enter  # type: ignore[method-assign]
         psycopg.Transaction.__exit__ = orig_exit  # type: ignore[method-assign]
-        recovery.copy_rows, recovery._write_keys = orig_copy_rows, orig_write_keys
+        for module in streaming:
+            module.copy_rows = orig_copy_rows
+        recover_deleted._write_keys = orig_write_keys
     groups: dict[tuple[str, str], list[float]] = {}
     for where, what, seconds in spans:
         groups.setdefault((where, what), []).append(seconds)

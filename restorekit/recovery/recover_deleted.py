@@ -1,0 +1,163 @@
+"""Runbook scenario 3 ("accidental data deletion"): :func:`recover_deleted_rows` puts back the rows
+of a table that were deleted, together with every row an ``ON DELETE CASCADE`` took with them,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Connection, sql
+
+from restorekit.diff import (
+    ALIAS,
+    create_temp_like,
+    drop_temp,
+    key_match,
+    missing_keys_query,
+    pinned_both,
+    resolve_shapes,
+)
+from restorekit.pg import catalog
+from restorekit.pg.catalog import FkGraph, TableRef
+from restorekit.pg.copy import copy_rows
+from restorekit.recovery.cascade import _select_on_copy
+from restorekit.recovery.models import RecoveryPlan, RecoveryResult, TableOutcome
+from restorekit.recovery.sequences import _advance_sequences, _table_facts
+from restorekit.recovery.stage import _normalise_keys, _stage_copy_keys, _stage_rows, _write_keys
+from restorekit.recovery.writes import _insert_statement, _translated
+
+log = logging.getLogger(__name__)
+
+
+def recover_deleted_rows(
+    live_conn: Connection[Any],
+    copy_conn: Connection[Any],
+    root: TableRef,
+    keys: Sequence[tuple[Any, ...]] | None,
+    *,
+    include_cascade: bool = True,
+    dry_run: bool = False,
+) -> RecoveryResult:
+    """Put deleted rows back from a restored copy, with the rows their deletion cascaded to.
+
+    For the root table's keys (given, or every key the copy has and live lacks when ``keys`` is
+    None), the rows are taken from the copy together with every row in the cascade closure
+    (children that ``ON DELETE CASCADE`` removed with them, recursively: users -> clients ->
+    appointments, and appointments through users directly). They are inserted parents first with
+    ``ON CONFLICT (primary key) DO NOTHING`` in one live transaction. Rows written live since the
+    deletion are never changed.
+
+    ``ON DELETE SET NULL`` children are not part of it: their rows survived with the reference
+    cleared, and :func:`repair_rows` is the tool that sets it back. A child row that the
+    application deleted on purpose before the parent was deleted also comes back when it was
+    still in the copy; pass ``include_cascade=False`` and recover tables one by one to avoid that.
+
+    Args:
+        live_conn: the production database; written in one transaction (a savepoint when the
+            caller has one open).
+        copy_conn: the restored copy; temp tables are created there in a transaction that is
+            rolled back (it must not be a read-only hot standby).
+        root: the table the deletion started from.
+        keys: primary keys of the deleted root rows (tuples in key order; bare values are
+            accepted for a one-column key), e.g. from :func:`deleted_keys_from_audit`. None
+            means "every root row missing live" (the anti-diff: intended deletions too).
+        include_cascade: also bring back the rows the cascade took.
+        dry_run: do everything, report exact counts, and roll it all back.
+
+    Returns:
+        Per-table counts, parents first.
+
+    Raises:
+        ConfigError: a table of the closure has no primary key, the two sides' tables differ,
+            a key has the wrong shape, or the closure contains a foreign-key cycle. Raised
+            before anything is written.
+        SafetyError: a restored row conflicts with a row written since on a unique or foreign
+            key; nothing was written.
+        PostgresError: the copy or live server failed; nothing was written.
+    """
+    started = time.monotonic()
+    graph = FkGraph(catalog.foreign_keys(live_conn))
+    tables = graph.cascade_closure([root]) if include_cascade else [root]
+    # Every table is checked (primary key, columns on both sides) before anything is read.
+    shapes = resolve_shapes(live_conn, copy_conn, tables)
+    facts = _table_facts(live_conn, tables)
+    root_shape = shapes[root]
+    given = None if keys is None else _normalise_keys(keys, root_shape.key, root)
+    plan = RecoveryPlan(
+        operation="recover_deleted_rows",
+        tables=tuple(tables),
+        root=root,
+        key_source="anti-diff" if given is None else "given",
+        keys_given=None if given is None else len(given),
+        include_cascade=include_cascade,
+        insert_missing=True,
+        update_changed=False,
+        delete_extra=False,
+    )
+    log.info("recovering deleted rows of %s (%s) into %s", root, plan.key_source,
+             ", ".join(map(str, tables)))
+
+    outcomes: list[TableOutcome] = []
+    with _translated("recovery of deleted rows", dry_run), \
+            live_conn.transaction(force_rollback=dry_run), \
+            copy_conn.transaction(force_rollback=True):
+        # The scratch copy's temp tables vanish with its rolled-back transaction.
+        live_temps: list[TableRef] = []
+        with pinned_both(live_conn, copy_conn):  # text COPY must print and parse alike
+            copy_keys = create_temp_like(copy_conn, root, root_shape.key, "keys")
+            if given is None:
+                live_keys = _stage_copy_keys(live_conn, copy_conn, root_shape)
+                live_temps.append(live_keys)
+                requested = copy_rows(
+                    live_conn, copy_conn, missing_keys_query(root_shape, live_keys), None,
+                    copy_keys, root_shape.key, fmt=root_shape.key_format,
+                )
+            else:
+                requested = _write_keys(copy_conn, copy_keys, root_shape.key, given)
+            copy_conn.execute(sql.SQL("ANALYZE {}").format(copy_keys.ident))
+            selected = _select_on_copy(copy_conn, graph, tables, shapes, root, copy_keys,
+                                       include_cascade=include_cascade)
+            k = sql.Identifier("k")
+            not_found = copy_conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM (SELECT DISTINCT {key} FROM {keys}) AS {k} "
+                    "WHERE NOT EXISTS (SELECT FROM {rows} AS {t} WHERE {m})"
+                ).format(key=root_shape.key_idents(), keys=copy_keys.ident, k=k,
+                         rows=selected[root].ident, t=ALIAS, m=key_match(root_shape.key, k, ALIAS))
+            ).fetchone()
+            keys_not_in_copy = int(not_found[0]) if not_found else 0
+            staged: dict[TableRef, tuple[TableRef, int]] = {}
+            for table in tables:
+                source = sql.SQL("{} AS {}").format(selected[table].ident, ALIAS)
+                staged[table] = _stage_rows(copy_conn, live_conn, shapes[table], source,
+                                             analyze=False)
+                live_temps.append(staged[table][0])
+
+        # Apply: parents first, so every child's parent is back before the child.
+        for table in tables:
+            stage, n = staged[table]
+            inserted = live_conn.execute(
+                _insert_statement(table, shapes[table], stage, facts[table])
+            ).rowcount
+            outcomes.append(TableOutcome(table, shapes[table].key, staged=n, inserted=inserted,
+                                         skipped_existing=n - inserted))
+        moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
+                                   dry_run=dry_run)
+        drop_temp(live_conn, *live_temps)
+
+    if keys_not_in_copy:
+        log.warning("%d of %d %s key(s) are not in the copy (written after the restore point?)",
+                    keys_not_in_copy, requested, root)
+    result = RecoveryResult(
+        plan=plan, dry_run=dry_run, tables=tuple(outcomes), keys_requested=requested,
+        keys_not_in_copy=keys_not_in_copy, sequences_advanced=tuple(moved),
+        elapsed_seconds=time.monotonic() - started,
+    )
+    log.info("%s%s: %d rows inserted, %d already present",
+             "dry run: " if dry_run else "", plan.operation, result.inserted,
+             result.skipped_existing)
+    return result
