@@ -7,7 +7,7 @@ SQLite database, as the flow tests use; its start-up time is reported, not count
 1. Trivial work, --repeat rounds, rotating the order each round:
      empty flow    : a @flow whose body does nothing, run against the server, default settings
                      (heartbeats every 180 s) and restorekit's heartbeats, as every restorekit
-                     flow runs (importing the tasks installs tasks._runtime.prompt_heartbeats:
+                     flow runs (importing the tasks installs tasks._prefect_shim.prompt_heartbeats:
                      the same events, from a thread that stops as soon as the run ends)
      empty flow, Prefect's heartbeats : the same with Prefect 3.8's own heartbeat context: the
                      end of a flow run joins the heartbeat thread (timeout 2 s), which sleeps in
@@ -124,16 +124,17 @@ def prefects_heartbeats(fn: Callable[..., Any], *args: Any, every: int | None = 
     from prefect import flow_engine
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    import tasks._runtime as runtime
+    from tasks import _prefect_shim as shim
 
-    flow_engine._send_heartbeats = runtime.PREFECT_SEND_HEARTBEATS
+    shim.restore_prefect_heartbeats()
+    assert flow_engine._send_heartbeats is shim.PREFECT_SEND_HEARTBEATS
     try:
         if every is None:
             return fn(*args)
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: every}):
             return fn(*args)
     finally:
-        runtime.install_prompt_heartbeats()
+        shim.install_prompt_heartbeats()
 
 
 def direct_calls(n: int) -> int:

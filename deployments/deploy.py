@@ -115,12 +115,14 @@ def ensure_failure_automation(settings: Settings) -> str:
     if not settings.notify.prefect_blocks:
         return "no Prefect notification block configured ([notify] prefect_blocks): skipped"
     from prefect.automations import Automation
-    from prefect.blocks.core import Block
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    block = Block.load(settings.notify.prefect_blocks[0])
+    # "block-type-slug/block-name" (validated by the config): the action needs the document id.
+    block_type, _, block_name = settings.notify.prefect_blocks[0].partition("/")
     with get_client(sync_client=True) as client:
+        block_id = client.read_block_document_by_name(block_name, block_type,
+                                                      include_secrets=False).id
         for existing in client.read_automations_by_name(AUTOMATION):
             client.delete_automation(existing.id)
     Automation(
@@ -134,7 +136,7 @@ def ensure_failure_automation(settings: Settings) -> str:
             threshold=1,
         ),
         actions=[SendNotification(
-            block_document_id=block._block_document_id,
+            block_document_id=block_id,
             subject="restorekit: {{ flow.name }} failed",
             body="Flow run {{ flow_run.name }} of {{ flow.name }} ended {{ flow_run.state.name }}: "
                  "{{ flow_run.state.message }}",

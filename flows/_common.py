@@ -105,11 +105,10 @@ def one_run_per_target(target: str, wait_seconds: float,
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    # The public ``concurrency()`` context manager is exactly these three calls, but it does not
-    # expose the lease id, which the host lock must record for a takeover.
-    from prefect.concurrency._leases import maintain_concurrency_lease
-    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    # Prefect's public concurrency() does not yield the lease id the host lock must record.
+    from tasks._prefect_shim import acquire_slot_lease, keep_lease
 
     name = target_lock_name(target)
     started = time.monotonic()
@@ -143,22 +142,21 @@ def one_run_per_target(target: str, wait_seconds: float,
         ctx = FlowRunContext.get()
         run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
         try:
-            lease = acquire_concurrency_slots_with_lease(
-                [name], 1, timeout_seconds=max(0.0, wait_seconds - (time.monotonic() - started)),
-                strict=True, lease_duration=LEASE_SECONDS,
+            lease_id = acquire_slot_lease(
+                name, timeout_seconds=max(0.0, wait_seconds - (time.monotonic() - started)),
+                lease_seconds=LEASE_SECONDS,
                 holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None)
         except TimeoutError:
             raise refused() from None
-        if host is not None:
-            host.record(target=target, flow_run_id=str(run_id) if run_id else None,
-                        lease_id=str(lease.lease_id), since=datetime.now(UTC).isoformat())
         try:
-            with maintain_concurrency_lease(lease.lease_id, LEASE_SECONDS,
-                                            raise_on_lease_renewal_failure=True):
+            if host is not None:
+                host.record(target=target, flow_run_id=str(run_id) if run_id else None,
+                            lease_id=str(lease_id), since=datetime.now(UTC).isoformat())
+            with keep_lease(lease_id, LEASE_SECONDS):
                 yield taken_over
         finally:
             with get_client(sync_client=True) as client:
-                client.release_concurrency_slots_with_lease(lease.lease_id)
+                client.release_concurrency_slots_with_lease(lease_id)
     finally:
         if host is not None:
             host.release()

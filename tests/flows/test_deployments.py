@@ -37,7 +37,7 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
 
     from deployments.deploy import AUTOMATION
 
-    CustomWebhookNotificationBlock(
+    block_id = CustomWebhookNotificationBlock(
         name="restorekit-test", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"},
     ).save("restorekit-test", overwrite=True)
     config = world.config.parent / "restorekit-deploy.toml"
@@ -48,6 +48,7 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
         (automation,) = prefect.read_automations_by_name(AUTOMATION)
     assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     assert automation.actions[0].type == "send-notification"
+    assert automation.actions[0].block_document_id == block_id  # the block named in [notify]
     names = {p.name for p in planned} - {"automation"}
     assert names == {
         "complete-failure/production", "partial-corruption/production",
