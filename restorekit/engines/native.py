@@ -25,28 +25,34 @@ segments written before compression was turned on restore as before.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-import queue
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import ClassVar
 
 from restorekit import wal
 from restorekit.config import BackupPolicy
 from restorekit.engines.base import SourceSpec
+from restorekit.engines.native_backup import (
+    BASE_FILES,
+    TAR_SUFFIXES,
+    backup_id_at,
+    basebackup_compress,
+    database_bytes,
+    discard_objects,
+    dump_backup,
+    label_start_time,
+    load_backup,
+    safe_name,
+)
+from restorekit.engines.native_restore import choose_backup, refuse_links, untar
 from restorekit.engines.recovery import target_settings
 from restorekit.engines.wal_scan import is_segment, last_commit
 from restorekit.errors import (
@@ -67,9 +73,9 @@ from restorekit.models import (
 )
 from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import password_env
-from restorekit.pg.tools import PgTool, chown_for, make_dir, run_command
+from restorekit.pg.tools import PgTool, make_dir, run_command
 from restorekit.providers.base import Progress
-from restorekit.repository import Repository, codec_argv
+from restorekit.repository import Repository
 from restorekit.retention import (
     RetentionPlan,
     apply_retention,
@@ -80,19 +86,7 @@ from restorekit.retention import (
 log = logging.getLogger(__name__)
 
 _PROGRESS = re.compile(r"^\s*(\d+)/(\d+) kB")
-_START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
-_CHUNK = 1024 * 1024
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons' fcntl
-_PIPE_SIZE = 1 << 20
-_QUEUED_CHUNKS = 8  # read ahead of tar: at most this many MiB in memory
 _SCAN_SEGMENTS = 8  # newest archived segments read for the last commit
-#: pg_basebackup's file suffix per compression method, and the program GNU tar runs for it.
-_TAR_SUFFIXES = {"": None, ".lz4": "lz4", ".zst": "zstd", ".gz": "gzip"}
-_BASE_FILES = {f"{stem}{suffix}" for stem in ("base.tar", "pg_wal.tar") for suffix in _TAR_SUFFIXES}
-
-
-def _backup_id(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class NativeEngine:
@@ -190,61 +184,24 @@ class NativeEngine:
     def backup(self, *, label: str = "", progress: Progress) -> BackupInfo:
         self.check()
         started = datetime.now(UTC)
-        backup_id = _backup_id(started)
+        backup_id = backup_id_at(started)
         make_dir(self.work_dir, None, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix=f"backup-{backup_id}-", dir=self.work_dir))
         stored: list[str] = []
         try:
             while self.repo.exists(f"backups/{backup_id}/backup.json"):
-                backup_id = _backup_id(datetime.now(UTC)) + f"-{os.getpid()}"
-            dsn, env = password_env(self.source.dsn)
-
-            def on_line(line: str) -> None:
-                match = _PROGRESS.match(line)
-                if match:
-                    progress("base backup", int(match.group(1)) * 1024, int(match.group(2)) * 1024)
-
-            self.client.run(
-                "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
-                "--wal-method=fetch", "--checkpoint=fast", "--progress", "--no-sync",
-                f"--compress={basebackup_compress(self.compression)}",
-                "--label", f"restorekit {backup_id} {label}".strip(),
-                env=env, on_line=on_line, timeout=6 * 3600,
-            )
-            extra_files = {p.name for p in tmp.iterdir()} - _BASE_FILES - {"backup_manifest"}
-            if extra_files:
-                raise ConfigError(
-                    "the source has tablespaces outside its data directory "
-                    f"({', '.join(sorted(extra_files))}); the native engine restores only a "
-                    "single data directory, use engine = \"pgbackrest\" for this target"
-                )
+                backup_id = backup_id_at(datetime.now(UTC)) + f"-{os.getpid()}"
+            self._run_basebackup(tmp, backup_id, label, progress)
             manifest = json.loads((tmp / "backup_manifest").read_text())
             wal_range = manifest["WAL-Ranges"][0]
             with connect(self.source.dsn, autocommit=True) as conn:
                 row = conn.execute("SELECT now(), current_setting('server_version_num')").fetchone()
             assert row is not None
             stop_time: datetime = row[0]
-            base_tar = next(tmp / n for n in sorted(_BASE_FILES) if n.startswith("base.tar")
+            base_tar = next(tmp / n for n in sorted(BASE_FILES) if n.startswith("base.tar")
                             and (tmp / n).exists())
-            start_time = _label_start_time(base_tar) or started
-            objects = {}
-            total = sum(p.stat().st_size for p in tmp.iterdir())
-            done = 0
-            sent = 0
-
-            def uploaded(n: int) -> None:  # the repository reports increments
-                nonlocal sent
-                sent += n
-                progress("upload", sent, total)
-
-            for path in sorted(tmp.iterdir()):
-                key = f"backups/{backup_id}/{path.name}"
-                stored.append(key)
-                info = self.repo.put_file(key, path, progress=uploaded)
-                done += info.size
-                # Read back before the backup counts: a backup nobody can restore is not one.
-                self.repo.verify(key)
-                objects[path.name] = {"size": info.size, "sha256": info.sha256}
+            start_time = label_start_time(base_tar) or started
+            objects, done = self._upload(tmp, backup_id, progress, stored)
             backup = BackupInfo(
                 backup_id=backup_id,
                 engine=self.name,
@@ -257,36 +214,91 @@ class NativeEngine:
                 label=label,
                 extra={"objects": objects, "server_version_num": int(row[1]),
                        "compression": self.compression,
-                       "database_bytes": _database_bytes(manifest)},
+                       "database_bytes": database_bytes(manifest)},
             )
             stored.append(f"backups/{backup_id}/backup.json")
-            self.repo.put_bytes(f"backups/{backup_id}/backup.json", _dump_backup(backup))
+            self.repo.put_bytes(f"backups/{backup_id}/backup.json", dump_backup(backup))
             log.info("base backup %s stored in %s (%d bytes)", backup_id, self.repo.url, done)
             return backup
         except RepositoryError as exc:
-            # Half a backup is clutter at best: remove what was stored (backup.json first, so
-            # nothing ever vouches for the rest), then say what failed, what state things are
-            # in and what to do.
-            if not stored:
-                state = "nothing had been uploaded"
-            elif _discard(self.repo, reversed(stored)):
-                state = "the objects already uploaded were removed"
-            else:
-                state = ("some uploaded objects could not be removed (they are ignored: no "
-                         "backup.json vouches for them)")
-            raise type(exc)(
-                f"base backup {backup_id} was NOT stored in {self.repo.url}: {exc}. State: no "
-                f"backup was recorded and {state}; the source database was not changed and "
-                "keeps archiving WAL. Next: fix the repository (reachable, writable, enough "
-                "free space) and run the backup again.",
-                retryable=exc.is_retryable,
-            ) from exc
+            raise self._discard_unfinished(exc, backup_id, stored) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _run_basebackup(self, tmp: Path, backup_id: str, label: str,
+                        progress: Progress) -> None:
+        """pg_basebackup of the source into ``tmp`` (tar format, WAL fetched into base.tar)."""
+        dsn, env = password_env(self.source.dsn)
+
+        def on_line(line: str) -> None:
+            match = _PROGRESS.match(line)
+            if match:
+                progress("base backup", int(match.group(1)) * 1024, int(match.group(2)) * 1024)
+
+        self.client.run(
+            "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
+            "--wal-method=fetch", "--checkpoint=fast", "--progress", "--no-sync",
+            f"--compress={basebackup_compress(self.compression)}",
+            "--label", f"restorekit {backup_id} {label}".strip(),
+            env=env, on_line=on_line, timeout=6 * 3600,
+        )
+        extra_files = {p.name for p in tmp.iterdir()} - BASE_FILES - {"backup_manifest"}
+        if extra_files:
+            raise ConfigError(
+                "the source has tablespaces outside its data directory "
+                f"({', '.join(sorted(extra_files))}); the native engine restores only a "
+                "single data directory, use engine = \"pgbackrest\" for this target"
+            )
+
+    def _upload(self, tmp: Path, backup_id: str, progress: Progress,
+                stored: list[str]) -> tuple[dict[str, object], int]:
+        """Store every file of ``tmp`` under ``backups/<backup_id>/``, each read back; the key
+        of each is appended to ``stored`` before it is sent. Returns the objects' sizes and
+        checksums by name, and the bytes stored."""
+        objects: dict[str, object] = {}
+        total = sum(p.stat().st_size for p in tmp.iterdir())
+        done = 0
+        sent = 0
+
+        def uploaded(n: int) -> None:  # the repository reports increments
+            nonlocal sent
+            sent += n
+            progress("upload", sent, total)
+
+        for path in sorted(tmp.iterdir()):
+            key = f"backups/{backup_id}/{path.name}"
+            stored.append(key)
+            info = self.repo.put_file(key, path, progress=uploaded)
+            done += info.size
+            # Read back before the backup counts: a backup nobody can restore is not one.
+            self.repo.verify(key)
+            objects[path.name] = {"size": info.size, "sha256": info.sha256}
+        return objects, done
+
+    def _discard_unfinished(self, exc: RepositoryError, backup_id: str,
+                            stored: list[str]) -> RepositoryError:
+        """Remove what an unfinished backup stored; returns the error to raise, saying what
+        failed, what state things are in and what to do."""
+        # Half a backup is clutter at best: remove what was stored (backup.json first, so
+        # nothing ever vouches for the rest).
+        if not stored:
+            state = "nothing had been uploaded"
+        elif discard_objects(self.repo, reversed(stored)):
+            state = "the objects already uploaded were removed"
+        else:
+            state = ("some uploaded objects could not be removed (they are ignored: no "
+                     "backup.json vouches for them)")
+        return type(exc)(
+            f"base backup {backup_id} was NOT stored in {self.repo.url}: {exc}. State: no "
+            f"backup was recorded and {state}; the source database was not changed and "
+            "keeps archiving WAL. Next: fix the repository (reachable, writable, enough "
+            "free space) and run the backup again.",
+            retryable=exc.is_retryable,
+        )
+
     def list_backups(self) -> list[BackupInfo]:
         backups = [
-            _load_backup(self.repo.get_bytes(obj.key))
+            load_backup(self.repo.get_bytes(obj.key))
             for obj in self.repo.list("backups/")
             if obj.key.endswith("/backup.json")
         ]
@@ -313,13 +325,13 @@ class NativeEngine:
         assert row is not None
         lsn, when = str(row[0]), row[1]
         self.repo.put_bytes(
-            f"restore-points/{_safe_name(name)}.json",
+            f"restore-points/{safe_name(name)}.json",
             json.dumps({"name": name, "lsn": lsn, "time": when.isoformat()}).encode(),
         )
         return lsn, when
 
     def restore_point_lsn(self, name: str) -> str | None:
-        key = f"restore-points/{_safe_name(name)}.json"
+        key = f"restore-points/{safe_name(name)}.json"
         if not self.repo.exists(key):
             return None
         return str(json.loads(self.repo.get_bytes(key))["lsn"])
@@ -483,14 +495,14 @@ class NativeEngine:
                       os_user: str | None, counted: Callable[[int], None]) -> None:
         parts = [(name, dest) for stem, dest in (("base.tar", data_dir),
                                                  ("pg_wal.tar", data_dir / "pg_wal"))
-                 for name in (stem + suffix for suffix in _TAR_SUFFIXES) if name in objects]
+                 for name in (stem + suffix for suffix in TAR_SUFFIXES) if name in objects]
         # With --wal-method=fetch the WAL is inside base.tar: pg_wal.tar is usually absent.
         for name, dest in parts:
             key = f"backups/{backup.backup_id}/{name}"
-            codec = _TAR_SUFFIXES[name[name.index(".tar") + 4:]]
+            codec = TAR_SUFFIXES[name[name.index(".tar") + 4:]]
             try:
                 with self.repo.open_verified(key) as stream:
-                    _untar(stream, dest, os_user=os_user, on_bytes=counted, codec=codec)
+                    untar(stream, dest, os_user=os_user, on_bytes=counted, codec=codec)
             except RepositoryError as exc:
                 others = [b.backup_id for b in self.list_backups()
                           if b.backup_id != backup.backup_id] if isinstance(
@@ -506,208 +518,8 @@ class NativeEngine:
                     + hint + ".",
                     retryable=exc.is_retryable,
                 ) from exc
-        _refuse_links(data_dir)
+        refuse_links(data_dir)
         data_dir.chmod(0o700)
 
 
-def _untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
-           on_bytes: Callable[[int], None], codec: str | None = None) -> None:
-    """Stream a tar archive into GNU tar running as the PostgreSQL OS user (files come out owned
-    by it, written at C speed) while this process reads the repository stream to its end, so the
-    checksum is checked before the cluster is ever started. On a mismatch tar is stopped and the
-    error raised; the caller removes the directory. ``codec``: the archive is compressed and
-    tar runs that program (``lz4 -d``...) on it.
-
-    A writer thread feeds tar through a pipe widened to 1 MiB while this thread reads and
-    hashes the next chunks, so hashing and extraction run side by side (both release the GIL).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    chown_for(dest, os_user)
-    argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
-            "--blocking-factor=2048"]
-    if codec is not None:
-        program = codec_argv(codec, decompress=True)[0]  # ConfigError when not installed
-        argv.append(f"--use-compress-program={program}")
-    if os_user is not None:
-        argv = ["runuser", "-u", os_user, "--", *argv]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stderr is not None
-    stdin = proc.stdin
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(stdin.fileno(), _F_SETPIPE_SZ, _PIPE_SIZE)
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
-    broken: list[OSError] = []
-
-    def feed() -> None:
-        # Always drains the queue to its end marker, so the reader never blocks on a dead tar.
-        try:
-            while (chunk := chunks.get()) is not None:
-                if not broken:
-                    try:
-                        stdin.write(chunk)
-                    except OSError as exc:  # BrokenPipeError: tar gave up
-                        broken.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                stdin.close()
-
-    writer = threading.Thread(target=feed, name="untar-writer", daemon=True)
-    writer.start()
-    try:
-        while chunk := stream.read(_CHUNK):
-            if broken:
-                continue  # tar gave up: read on, so a checksum mismatch (the cause) is raised
-            chunks.put(chunk)
-            on_bytes(len(chunk))
-    except BaseException:
-        proc.kill()
-        chunks.put(None)
-        writer.join()
-        proc.wait()
-        raise
-    chunks.put(None)
-    writer.join()
-    stderr = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0 or broken:
-        raise PgToolFailed(argv, proc.returncode, stderr[-2000:])
-
-
-def _refuse_links(data_dir: Path) -> None:
-    """A base backup holds no links; one would be a tablespace pointing at the SOURCE's
-    directories, and starting a cluster through it could write into production."""
-    for root, dirs, files in os.walk(data_dir):
-        for entry in (*dirs, *files):
-            if os.path.islink(os.path.join(root, entry)):
-                raise RepositoryError(
-                    f"the backup contains a link {os.path.join(root, entry)!r}; refusing to start "
-                    "a cluster that could reach the source's directories through it")
-
-
-def basebackup_compress(compression: str) -> str:
-    """pg_basebackup's ``--compress`` value for a ``[backups] compression`` value: a bare method
-    is compressed client-side (the source's CPU stays with the database)."""
-    encoding, _ = wal.wal_codec(compression)  # ConfigError on a bad value
-    if encoding is None:
-        return "none"
-    return compression if compression.startswith(("server-", "client-")) \
-        else f"client-{compression}"
-
-
-def _database_bytes(manifest: dict[str, object]) -> int | None:
-    """The data directory's size as the manifest lists it (compression ratios are per byte of
-    database)."""
-    files = manifest.get("Files")
-    if not isinstance(files, list):
-        return None
-    return sum(int(f.get("Size", 0)) for f in files if isinstance(f, dict))
-
-
-def _label_start_time(base_tar: Path) -> datetime | None:
-    codec = _TAR_SUFFIXES.get(base_tar.name[base_tar.name.index(".tar") + 4:])
-    if codec is None:
-        return _read_label_start_time(base_tar)
-    # backup_label is the archive's first member: the decompressor is stopped right after it.
-    proc = subprocess.Popen([*codec_argv(codec, decompress=True), str(base_tar)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        return _read_label_start_time(proc.stdout)  # type: ignore[arg-type]
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _read_label_start_time(base_tar: Path | IO[bytes]) -> datetime | None:
-    try:
-        with (tarfile.open(base_tar, mode="r|") if isinstance(base_tar, Path)
-              else tarfile.open(fileobj=base_tar, mode="r|")) as tar:
-            for member in tar:
-                if member.name == "backup_label":
-                    handle = tar.extractfile(member)
-                    if handle is None:
-                        return None
-                    text = handle.read().decode()
-                    match = _START_TIME.search(text)
-                    if match:
-                        raw = match.group(1).strip()
-                        if raw.endswith(" UTC"):
-                            raw = raw[:-4] + "+00:00"
-                        return datetime.fromisoformat(raw)
-                    return None
-    except (tarfile.TarError, ValueError):
-        return None
-    return None
-
-
-def choose_backup(
-    point: RestorePoint,
-    backups: list[BackupInfo],
-    *,
-    restore_point_lsn: object = None,
-) -> BackupInfo:
-    """Pick the base backup to restore ``point`` from: the newest one that ends before it.
-
-    For an xid or an unrecorded restore point name we cannot know where it lies, so the oldest
-    backup is used (longest replay, but it cannot overshoot).
-    """
-    if not backups:
-        raise ConfigError("no base backup in the repository: run `restorekit backup` first")
-    ordered = sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
-    if point.kind is PointKind.BACKUP:
-        for backup in ordered:
-            if backup.backup_id == point.value:
-                return backup
-        raise ConfigError(
-            f"no backup {point.value!r}; available: {', '.join(b.backup_id for b in ordered)}"
-        )
-    if point.kind in (PointKind.LATEST, PointKind.IMMEDIATE):
-        return ordered[-1]
-    if point.kind is PointKind.TIME:
-        assert point.time is not None
-        eligible = [b for b in ordered if b.stop_time <= point.time]
-        return eligible[-1] if eligible else ordered[0]
-    target_lsn: str | None = None
-    if point.kind is PointKind.LSN:
-        target_lsn = point.value
-    elif point.kind is PointKind.XID and point.commit_lsn:
-        target_lsn = point.commit_lsn
-    elif point.kind is PointKind.NAME and callable(restore_point_lsn):
-        target_lsn = restore_point_lsn(point.value)
-    if target_lsn:
-        eligible = [b for b in ordered if parse_lsn(b.stop_lsn) <= parse_lsn(target_lsn)]
-        return eligible[-1] if eligible else ordered[0]
-    return ordered[0]
-
-
-def _discard(repo: Repository, keys: object) -> bool:
-    """Best effort: remove the objects of an unfinished backup. True when all went."""
-    for key in keys:  # type: ignore[attr-defined]
-        try:
-            repo.delete(key)
-        except Exception as exc:  # noqa: BLE001 - the original error matters more
-            # The repository is failing: stop here rather than wait out its retries per key.
-            log.warning("could not remove %s of an unfinished backup: %s", key, exc)
-            return False
-    return True
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:200] or "_"
-
-
-def _dump_backup(backup: BackupInfo) -> bytes:
-    data = asdict(backup)
-    data["start_time"] = backup.start_time.isoformat()
-    data["stop_time"] = backup.stop_time.isoformat()
-    return json.dumps(data, indent=2, sort_keys=True).encode()
-
-
-def _load_backup(raw: bytes) -> BackupInfo:
-    data = json.loads(raw)
-    data["start_time"] = datetime.fromisoformat(data["start_time"])
-    data["stop_time"] = datetime.fromisoformat(data["stop_time"])
-    return BackupInfo(**data)
-
-
-__all__ = ["NativeEngine", "choose_backup", "format_lsn"]
+__all__ = ["NativeEngine", "basebackup_compress", "choose_backup", "format_lsn"]
