@@ -12,7 +12,6 @@ import pytest
 from restorekit.engines.base import SourceSpec
 from restorekit.engines.pgbackrest import (
     PgBackRestEngine,
-    _progress_reader,
     archive_max_segment,
     last_commit,
     parse_backups,
@@ -21,6 +20,7 @@ from restorekit.engines.pgbackrest import (
     restore_options,
     translate_error,
 )
+from restorekit.engines.pgbackrest_cli import progress_reader
 from restorekit.errors import (
     ConfigError,
     PgToolFailed,
@@ -177,7 +177,7 @@ def test_error_mapping_keeps_the_useful_line() -> None:
 
 def test_progress_is_throttled_to_whole_percents() -> None:
     seen: list[tuple[str, int, int | None]] = []
-    on_line = _progress_reader("base restore", lambda *a: seen.append(a))
+    on_line = progress_reader("base restore", lambda *a: seen.append(a))
     for pct in ("0.01", "0.50", "1.00", "1.20", "57.30", "100.00", "100.00"):
         on_line(f"P01 DETAIL: restore file /d/base/5/1249 (8KB, {pct}%) checksum abc")
     on_line("P00 INFO: restore size = 22MB")
