@@ -63,6 +63,7 @@ from restorekit.diff.staging import (
     drop_temp,
     pinned_both,
     stage_copy_hashes,
+    stage_query,
     temp_table,
 )
 
@@ -91,6 +92,7 @@ __all__ = [
     "resolve_shapes",
     "row_hash",
     "stage_copy_hashes",
+    "stage_query",
     "temp_table",
     "where_clause",
 ]

@@ -18,7 +18,7 @@ from restorekit.diff.shape import TableShape
 from restorekit.errors import ConfigError
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.checksum import pinned_output_settings
-from restorekit.pg.copy import copy_rows
+from restorekit.pg.copy import CopyFormat, copy_rows
 
 
 def temp_table(purpose: str) -> TableRef:
@@ -67,15 +67,41 @@ def _stage_hashes(
     copy_query: sql.Composable,
 ) -> tuple[TableRef, int]:
     """Stream ``copy_query``'s ``(key..., row md5)`` rows into a new live temp table, analyzed."""
-    temp = create_temp_like(
-        live_conn, shape.table, shape.key, "hashes",
-        extra=sql.SQL("NULL::uuid AS {}").format(sql.Identifier(shape.hash_column)),
-    )
     # The hash column is uuid on both sides, so the key types alone decide the format.
-    rows = copy_rows(copy_conn, live_conn, copy_query, None, temp,
-                     [*shape.key, shape.hash_column], fmt=shape.key_format)
-    # Temp tables are never auto-analyzed; without statistics the anti-joins plan badly.
-    live_conn.execute(sql.SQL("ANALYZE {}").format(temp.ident))
+    return stage_query(copy_conn, live_conn, copy_query, shape.table, shape.key, "hashes",
+                       fmt=shape.key_format, hash_column=shape.hash_column)
+
+
+def stage_query(
+    src_conn: Connection[Any],
+    dst_conn: Connection[Any],
+    query: sql.Composable,
+    like: TableRef,
+    columns: Sequence[str],
+    purpose: str,
+    *,
+    fmt: CopyFormat,
+    hash_column: str | None = None,
+    analyze: bool = True,
+) -> tuple[TableRef, int]:
+    """Stream ``query``'s rows from ``src_conn`` with COPY into a new temp table on
+    ``dst_conn`` that has the types of ``columns`` of ``like`` (plus a uuid ``hash_column``).
+
+    Args:
+        analyze: ANALYZE the temp table (the default): temp tables are never auto-analyzed,
+            and without statistics the joins over them plan badly. A table that is only read
+            whole (an INSERT ... SELECT) needs none.
+
+    Returns:
+        The temp table and the number of rows streamed.
+    """
+    extra = (None if hash_column is None
+             else sql.SQL("NULL::uuid AS {}").format(sql.Identifier(hash_column)))
+    temp = create_temp_like(dst_conn, like, columns, purpose, extra=extra)
+    into = [*columns] if hash_column is None else [*columns, hash_column]
+    rows = copy_rows(src_conn, dst_conn, query, None, temp, into, fmt=fmt)
+    if analyze:
+        dst_conn.execute(sql.SQL("ANALYZE {}").format(temp.ident))
     return temp, rows
 
 

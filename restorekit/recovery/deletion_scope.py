@@ -5,6 +5,7 @@ log, or every key the copy has and live lacks (the anti-diff).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,9 +82,7 @@ def deleted_keys_from_audit(
         raise no_primary_key(table)
     r = sql.Identifier("r")
     a = sql.Identifier("a")
-    not_null = sql.SQL(" AND ").join(
-        sql.SQL("{}.{} IS NOT NULL").format(r, sql.Identifier(c)) for c in key
-    )
+    not_null = _not_null(key, r)
     query = sql.SQL(
         """
         SELECT DISTINCT {rkey}
@@ -100,10 +99,22 @@ def deleted_keys_from_audit(
         rkey=idents(key, r), audit=audit.ident, a=a, table=table.ident, r=r, not_null=not_null,
         order=sql.SQL(", ").join(sql.Literal(i) for i in range(1, len(key) + 1)),
     )
-    # Triggers record TG_TABLE_NAME (unqualified); some logs record schema.table.
-    names = list(dict.fromkeys([table.name, f"{table.schema}.{table.name}", str(table)]))
+    names = _audit_names(table)
     rows = live_conn.execute(query, {"names": names, "since": since, "until": until}).fetchall()
     return [tuple(row) for row in rows]
+
+
+def _audit_names(table: TableRef) -> list[str]:
+    """The names an audit log may record ``table`` under."""
+    # Triggers record TG_TABLE_NAME (unqualified); some logs record schema.table.
+    return list(dict.fromkeys([table.name, f"{table.schema}.{table.name}", str(table)]))
+
+
+def _not_null(key: Sequence[str], alias: sql.Identifier) -> sql.Composed:
+    """``r.a IS NOT NULL AND r.b IS NOT NULL``: a key read back from a logged row."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} IS NOT NULL").format(alias, sql.Identifier(c)) for c in key
+    )
 
 
 def missing_keys(
@@ -149,8 +160,7 @@ def _deleted_after(live_conn: Connection[Any], table: TableRef, key: tuple[str, 
         return None
     temp = create_temp_like(live_conn, table, key, "deleted")
     r, a = sql.Identifier("r"), sql.Identifier("a")
-    not_null = sql.SQL(" AND ").join(
-        sql.SQL("{}.{} IS NOT NULL").format(r, sql.Identifier(c)) for c in key)
+    not_null = _not_null(key, r)
     live_conn.execute(sql.SQL(
         "INSERT INTO {temp} SELECT DISTINCT {rkey} FROM {audit} AS {a} "
         "CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, {a}.old_row::jsonb) AS {r} "
@@ -158,6 +168,6 @@ def _deleted_after(live_conn: Connection[Any], table: TableRef, key: tuple[str, 
         "AND {newer} AND {not_null}"
     ).format(temp=temp.ident, rkey=idents(key, r), audit=audit.ident, a=a, table=table.ident,
              r=r, newer=_newer(after, a), not_null=not_null),
-        [list(dict.fromkeys([table.name, f"{table.schema}.{table.name}", str(table)]))])
+        [_audit_names(table)])
     live_conn.execute(sql.SQL("ANALYZE {}").format(temp.ident))
     return temp

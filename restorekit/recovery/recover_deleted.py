@@ -14,6 +14,7 @@ from psycopg import Connection, sql
 
 from restorekit.diff import (
     ALIAS,
+    TableShape,
     create_temp_like,
     drop_temp,
     key_match,
@@ -26,9 +27,9 @@ from restorekit.pg.catalog import FkGraph, TableRef
 from restorekit.pg.copy import copy_rows
 from restorekit.recovery.cascade import _select_on_copy
 from restorekit.recovery.models import RecoveryPlan, RecoveryResult, TableOutcome
-from restorekit.recovery.sequences import _advance_sequences, _table_facts
+from restorekit.recovery.sequences import _advance_sequences, _Facts, _table_facts
 from restorekit.recovery.stage import _normalise_keys, _stage_copy_keys, _stage_rows, _write_keys
-from restorekit.recovery.writes import _insert_statement, _translated
+from restorekit.recovery.writes import _insert_statement, _transactions
 
 log = logging.getLogger(__name__)
 
@@ -101,50 +102,18 @@ def recover_deleted_rows(
     log.info("recovering deleted rows of %s (%s) into %s", root, plan.key_source,
              ", ".join(map(str, tables)))
 
-    outcomes: list[TableOutcome] = []
-    with _translated("recovery of deleted rows", dry_run), \
-            live_conn.transaction(force_rollback=dry_run), \
-            copy_conn.transaction(force_rollback=True):
+    with _transactions(live_conn, copy_conn, "recovery of deleted rows", dry_run=dry_run):
         # The scratch copy's temp tables vanish with its rolled-back transaction.
         live_temps: list[TableRef] = []
         with pinned_both(live_conn, copy_conn):  # text COPY must print and parse alike
-            copy_keys = create_temp_like(copy_conn, root, root_shape.key, "keys")
-            if given is None:
-                live_keys = _stage_copy_keys(live_conn, copy_conn, root_shape)
-                live_temps.append(live_keys)
-                requested = copy_rows(
-                    live_conn, copy_conn, missing_keys_query(root_shape, live_keys), None,
-                    copy_keys, root_shape.key, fmt=root_shape.key_format,
-                )
-            else:
-                requested = _write_keys(copy_conn, copy_keys, root_shape.key, given)
-            copy_conn.execute(sql.SQL("ANALYZE {}").format(copy_keys.ident))
+            copy_keys, requested = _request_keys(live_conn, copy_conn, root_shape, given,
+                                                 live_temps)
             selected = _select_on_copy(copy_conn, graph, tables, shapes, root, copy_keys,
                                        include_cascade=include_cascade)
-            k = sql.Identifier("k")
-            not_found = copy_conn.execute(
-                sql.SQL(
-                    "SELECT count(*) FROM (SELECT DISTINCT {key} FROM {keys}) AS {k} "
-                    "WHERE NOT EXISTS (SELECT FROM {rows} AS {t} WHERE {m})"
-                ).format(key=root_shape.key_idents(), keys=copy_keys.ident, k=k,
-                         rows=selected[root].ident, t=ALIAS, m=key_match(root_shape.key, k, ALIAS))
-            ).fetchone()
-            keys_not_in_copy = int(not_found[0]) if not_found else 0
-            staged: dict[TableRef, tuple[TableRef, int]] = {}
-            for table in tables:
-                source = sql.SQL("{} AS {}").format(selected[table].ident, ALIAS)
-                staged[table] = _stage_rows(copy_conn, live_conn, shapes[table], source,
-                                             analyze=False)
-                live_temps.append(staged[table][0])
-
-        # Apply: parents first, so every child's parent is back before the child.
-        for table in tables:
-            stage, n = staged[table]
-            inserted = live_conn.execute(
-                _insert_statement(table, shapes[table], stage, facts[table])
-            ).rowcount
-            outcomes.append(TableOutcome(table, shapes[table].key, staged=n, inserted=inserted,
-                                         skipped_existing=n - inserted))
+            keys_not_in_copy = _keys_not_in_copy(copy_conn, root_shape, copy_keys,
+                                                 selected[root])
+            staged = _stage_selected(copy_conn, live_conn, tables, shapes, selected, live_temps)
+        outcomes = _insert_staged(live_conn, tables, shapes, facts, staged)
         moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
                                    dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
@@ -161,3 +130,71 @@ def recover_deleted_rows(
              "dry run: " if dry_run else "", plan.operation, result.inserted,
              result.skipped_existing)
     return result
+
+
+def _request_keys(
+    live_conn: Connection[Any], copy_conn: Connection[Any], root_shape: TableShape,
+    given: Sequence[tuple[Any, ...]] | None, live_temps: list[TableRef],
+) -> tuple[TableRef, int]:
+    """The root keys to look for, in a copy temp table (analyzed), and how many were sent:
+    ``given``, or every key the copy has and live lacks (the anti-diff, through a live temp
+    table that is added to ``live_temps``)."""
+    copy_keys = create_temp_like(copy_conn, root_shape.table, root_shape.key, "keys")
+    if given is None:
+        live_keys = _stage_copy_keys(live_conn, copy_conn, root_shape)
+        live_temps.append(live_keys)
+        requested = copy_rows(
+            live_conn, copy_conn, missing_keys_query(root_shape, live_keys), None,
+            copy_keys, root_shape.key, fmt=root_shape.key_format,
+        )
+    else:
+        requested = _write_keys(copy_conn, copy_keys, root_shape.key, given)
+    copy_conn.execute(sql.SQL("ANALYZE {}").format(copy_keys.ident))
+    return copy_keys, requested
+
+
+def _keys_not_in_copy(copy_conn: Connection[Any], root_shape: TableShape, copy_keys: TableRef,
+                      root_rows: TableRef) -> int:
+    """How many distinct requested keys found no root row in the copy."""
+    k = sql.Identifier("k")
+    not_found = copy_conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT {key} FROM {keys}) AS {k} "
+            "WHERE NOT EXISTS (SELECT FROM {rows} AS {t} WHERE {m})"
+        ).format(key=root_shape.key_idents(), keys=copy_keys.ident, k=k,
+                 rows=root_rows.ident, t=ALIAS, m=key_match(root_shape.key, k, ALIAS))
+    ).fetchone()
+    return int(not_found[0]) if not_found else 0
+
+
+def _stage_selected(
+    copy_conn: Connection[Any], live_conn: Connection[Any], tables: Sequence[TableRef],
+    shapes: dict[TableRef, TableShape], selected: dict[TableRef, TableRef],
+    live_temps: list[TableRef],
+) -> dict[TableRef, tuple[TableRef, int]]:
+    """Stream each table's selected copy rows into a live temp table (added to
+    ``live_temps``); each is read whole by one INSERT, so none is analyzed."""
+    staged: dict[TableRef, tuple[TableRef, int]] = {}
+    for table in tables:
+        source = sql.SQL("{} AS {}").format(selected[table].ident, ALIAS)
+        staged[table] = _stage_rows(copy_conn, live_conn, shapes[table], source,
+                                     analyze=False)
+        live_temps.append(staged[table][0])
+    return staged
+
+
+def _insert_staged(
+    live_conn: Connection[Any], tables: Sequence[TableRef], shapes: dict[TableRef, TableShape],
+    facts: dict[TableRef, _Facts], staged: dict[TableRef, tuple[TableRef, int]],
+) -> list[TableOutcome]:
+    """Insert the staged rows: parents first, so every child's parent is back before the
+    child; a key already live is skipped and counted."""
+    outcomes: list[TableOutcome] = []
+    for table in tables:
+        stage, n = staged[table]
+        inserted = live_conn.execute(
+            _insert_statement(table, shapes[table], stage, facts[table])
+        ).rowcount
+        outcomes.append(TableOutcome(table, shapes[table].key, staged=n, inserted=inserted,
+                                     skipped_existing=n - inserted))
+    return outcomes

@@ -20,27 +20,27 @@ from restorekit.diff import (
     key_match,
     pinned_both,
     row_hash,
+    stage_query,
 )
 from restorekit.pg.catalog import TableRef
-from restorekit.pg.copy import copy_rows
 from restorekit.recovery.commit_times import _newer
-from restorekit.recovery.models import RecoveryPlan, RecoveryResult, TableOutcome
+from restorekit.recovery.models import RecoveryResult, TableOutcome
 from restorekit.recovery.repair_plan import (
     _DELETE,
     _INSERT,
     _UPDATE,
     _check_approved,
-    _column_names,
     _kind,
     _outcome,
-    _plan_table,
+    _plan_all,
     _Planned,
     _prepare_repair,
+    _recovery_plan,
     _Repair,
 )
-from restorekit.recovery.sequences import _advance_sequences
+from restorekit.recovery.sequences import _advance_sequences, _Facts
 from restorekit.recovery.stage import _stage_rows
-from restorekit.recovery.writes import _insert_statement, _translated
+from restorekit.recovery.writes import _insert_statement, _transactions
 
 log = logging.getLogger(__name__)
 
@@ -120,93 +120,28 @@ def repair_rows(
     after = keep_rows_written_after
     _, order, shapes, facts = _prepare_repair(live_conn, copy_conn, tables, columns, after,
                                               insert_missing=insert_missing)
-    plan = RecoveryPlan(
-        operation="repair_rows", tables=tuple(order), include_cascade=False,
-        insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
-        columns=_column_names(columns), keep_rows_written_after=after,
-    )
+    plan = _recovery_plan(order, columns, after, insert_missing=insert_missing,
+                          update_changed=update_changed, delete_extra=delete_extra)
 
-    outcomes: list[TableOutcome] = []
-    with _translated("repair", dry_run), live_conn.transaction(force_rollback=dry_run), \
-            copy_conn.transaction(force_rollback=True):
-        live_temps: list[TableRef] = []
-        found: dict[TableRef, tuple[_Planned, TableRef, int]] = {}
+    with _transactions(live_conn, copy_conn, "repair", dry_run=dry_run):
         with pinned_both(live_conn, copy_conn):
-            planned_all: dict[TableRef, _Planned] = {}
-            for table in order:
-                planned, temps = _plan_table(
-                    live_conn, copy_conn, table, shapes[table], insert_missing=insert_missing,
-                    update_changed=update_changed, delete_extra=delete_extra, after=after)
-                live_temps.extend(temps)
-                planned_all[table] = planned
+            planned, live_temps = _plan_all(
+                live_conn, copy_conn, order, shapes, insert_missing=insert_missing,
+                update_changed=update_changed, delete_extra=delete_extra, after=after)
             if approved is not None:
-                _check_approved(planned_all, approved, dry_run)
-            for table in order:
-                planned, shape = planned_all[table], shapes[table].full
-                if planned.updates or planned.inserts:
-                    # The keys to fetch go to the copy once; the copy returns just those rows.
-                    copy_keys = create_temp_like(copy_conn, table, shape.key, "keys")
-                    p = sql.Identifier("p")
-                    copy_rows(live_conn, copy_conn, sql.SQL(
-                        "SELECT {key} FROM {plan} AS {p} WHERE {p}.{kind} IN ({u}, {i})"
-                    ).format(key=shape.key_idents(p), plan=planned.plan.ident, p=p,
-                             kind=_kind(shapes[table]), u=sql.Literal(_UPDATE),
-                             i=sql.Literal(_INSERT)), None, copy_keys, shape.key,
-                        fmt=shape.key_format)
-                    copy_conn.execute(sql.SQL("ANALYZE {}").format(copy_keys.ident))
-                    k = sql.Identifier("k")
-                    source = sql.SQL(
-                        "{table} AS {t} WHERE EXISTS (SELECT FROM {keys} AS {k} WHERE {m})"
-                    ).format(table=table.ident, t=ALIAS, keys=copy_keys.ident, k=k,
-                             m=key_match(shape.key, k, ALIAS))
-                    stage, n = _stage_rows(copy_conn, live_conn, shape, source,
-                                           analyze=planned.updates > 0)
-                else:
-                    stage, n = create_temp_like(live_conn, table, shape.columns, "stage"), 0
-                live_temps.append(stage)
-                found[table] = (planned, stage, n)
-
-        deleted: dict[TableRef, int] = {}
-        for table in reversed(order):  # children first
-            planned = found[table][0]
-            if planned.deletes:
-                head = sql.SQL("DELETE FROM {table} AS {t} USING {plan} AS {p}").format(
-                    table=table.ident, t=ALIAS, plan=planned.plan.ident, p=sql.Identifier("p"))
-                deleted[table] = live_conn.execute(
-                    _pinned(head, shapes[table], _DELETE, after)).rowcount
-
-        for table in order:
-            repair = shapes[table]
-            planned, stage, n = found[table]
-            inserted = updated = 0
-            if planned.inserts:
-                p = sql.Identifier("p")
-                only = sql.SQL("EXISTS (SELECT FROM {plan} AS {p} WHERE {p}.{kind} = {i} "
-                               "AND {m})").format(
-                    plan=planned.plan.ident, p=p, kind=_kind(repair), i=sql.Literal(_INSERT),
-                    m=key_match(repair.full.key, p, sql.Identifier("s")))
-                inserted = live_conn.execute(
-                    _insert_statement(table, repair.full, stage, facts[table], where=only)
-                ).rowcount
-            if planned.updates:
-                s = sql.Identifier("s")
-                assignments = sql.SQL(", ").join(
-                    sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=s)
-                    for c in repair.settable)
-                head = sql.SQL("UPDATE {table} AS {t} SET {a} FROM {plan} AS {p}, {stage} AS {s}"
-                               ).format(table=table.ident, t=ALIAS, a=assignments,
-                                        plan=planned.plan.ident, p=sql.Identifier("p"),
-                                        stage=stage.ident, s=s)
-                updated = live_conn.execute(_pinned(
-                    head, repair, _UPDATE, after,
-                    also=key_match(repair.full.key, s, ALIAS))).rowcount
-            outcomes.append(_outcome(
-                table, repair.full.key, planned, after=after, insert_missing=insert_missing,
-                update_changed=update_changed, delete_extra=delete_extra, staged=n,
-                inserted=inserted, updated=updated, deleted=deleted.get(table, 0)))
-            if planned.updates and updated < planned.updates:
-                log.warning("%s: %d row(s) changed while the repair ran and were left alone",
-                            table, planned.updates - updated)
+                _check_approved(planned, approved, dry_run)
+            staged = {table: _stage_to_write(live_conn, copy_conn, table, shapes[table],
+                                             planned[table])
+                      for table in order}
+            live_temps.extend(stage for stage, _ in staged.values())
+        deleted = _delete_extra(live_conn, order, shapes, planned, after)
+        outcomes = [
+            _apply_table(live_conn, table, shapes[table], planned[table], staged[table],
+                         facts[table], after=after, insert_missing=insert_missing,
+                         update_changed=update_changed, delete_extra=delete_extra,
+                         deleted=deleted.get(table, 0))
+            for table in order
+        ]
         moved = _advance_sequences(live_conn, [o.table for o in outcomes if o.inserted], facts,
                                    dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
@@ -219,6 +154,97 @@ def repair_rows(
              result.updated, result.deleted, sum(t.extra_kept for t in outcomes),
              sum(t.kept_newer for t in outcomes), sum(t.kept_deleted for t in outcomes))
     return result
+
+
+def _stage_to_write(live_conn: Connection[Any], copy_conn: Connection[Any], table: TableRef,
+                    repair: _Repair, planned: _Planned) -> tuple[TableRef, int]:
+    """The copy's rows of the planned inserts and updates, in a live temp table (analyzed
+    when updates join it); an empty one when there are none."""
+    shape = repair.full
+    if not (planned.updates or planned.inserts):
+        return create_temp_like(live_conn, table, shape.columns, "stage"), 0
+    # The keys to fetch go to the copy once; the copy returns just those rows.
+    p = sql.Identifier("p")
+    copy_keys, _ = stage_query(live_conn, copy_conn, sql.SQL(
+        "SELECT {key} FROM {plan} AS {p} WHERE {p}.{kind} IN ({u}, {i})"
+    ).format(key=shape.key_idents(p), plan=planned.plan.ident, p=p, kind=_kind(repair),
+             u=sql.Literal(_UPDATE), i=sql.Literal(_INSERT)),
+        table, shape.key, "keys", fmt=shape.key_format)
+    k = sql.Identifier("k")
+    source = sql.SQL(
+        "{table} AS {t} WHERE EXISTS (SELECT FROM {keys} AS {k} WHERE {m})"
+    ).format(table=table.ident, t=ALIAS, keys=copy_keys.ident, k=k,
+             m=key_match(shape.key, k, ALIAS))
+    return _stage_rows(copy_conn, live_conn, shape, source, analyze=planned.updates > 0)
+
+
+def _delete_extra(live_conn: Connection[Any], order: Sequence[TableRef],
+                  shapes: dict[TableRef, _Repair], planned: dict[TableRef, _Planned],
+                  after: datetime | None) -> dict[TableRef, int]:
+    """Delete the planned extra rows still as planned, children first; rows deleted per
+    table."""
+    deleted: dict[TableRef, int] = {}
+    for table in reversed(order):  # children first
+        if planned[table].deletes:
+            head = sql.SQL("DELETE FROM {table} AS {t} USING {plan} AS {p}").format(
+                table=table.ident, t=ALIAS, plan=planned[table].plan.ident,
+                p=sql.Identifier("p"))
+            deleted[table] = live_conn.execute(
+                _pinned(head, shapes[table], _DELETE, after)).rowcount
+    return deleted
+
+
+def _apply_table(
+    live_conn: Connection[Any], table: TableRef, repair: _Repair, planned: _Planned,
+    staged: tuple[TableRef, int], facts: _Facts, *, after: datetime | None,
+    insert_missing: bool, update_changed: bool, delete_extra: bool, deleted: int,
+) -> TableOutcome:
+    """Insert the table's planned missing rows and rewrite its planned changed ones from the
+    staged copy rows; what happened to it."""
+    stage, n = staged
+    inserted = _insert_missing(live_conn, table, repair, planned, stage, facts)
+    updated = _update_changed(live_conn, table, repair, planned, stage, after)
+    if planned.updates and updated < planned.updates:
+        log.warning("%s: %d row(s) changed while the repair ran and were left alone",
+                    table, planned.updates - updated)
+    return _outcome(
+        table, repair.full.key, planned, after=after, insert_missing=insert_missing,
+        update_changed=update_changed, delete_extra=delete_extra, staged=n,
+        inserted=inserted, updated=updated, deleted=deleted)
+
+
+def _insert_missing(live_conn: Connection[Any], table: TableRef, repair: _Repair,
+                    planned: _Planned, stage: TableRef, facts: _Facts) -> int:
+    """Insert the staged rows the plan lists as missing; how many were inserted."""
+    if not planned.inserts:
+        return 0
+    p = sql.Identifier("p")
+    only = sql.SQL("EXISTS (SELECT FROM {plan} AS {p} WHERE {p}.{kind} = {i} "
+                   "AND {m})").format(
+        plan=planned.plan.ident, p=p, kind=_kind(repair), i=sql.Literal(_INSERT),
+        m=key_match(repair.full.key, p, sql.Identifier("s")))
+    return live_conn.execute(
+        _insert_statement(table, repair.full, stage, facts, where=only)
+    ).rowcount
+
+
+def _update_changed(live_conn: Connection[Any], table: TableRef, repair: _Repair,
+                    planned: _Planned, stage: TableRef, after: datetime | None) -> int:
+    """Rewrite the repaired columns of the rows the plan lists as changed and that are still
+    as planned; how many were rewritten."""
+    if not planned.updates:
+        return 0
+    s = sql.Identifier("s")
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=s)
+        for c in repair.settable)
+    head = sql.SQL("UPDATE {table} AS {t} SET {a} FROM {plan} AS {p}, {stage} AS {s}"
+                   ).format(table=table.ident, t=ALIAS, a=assignments,
+                            plan=planned.plan.ident, p=sql.Identifier("p"),
+                            stage=stage.ident, s=s)
+    return live_conn.execute(_pinned(
+        head, repair, _UPDATE, after,
+        also=key_match(repair.full.key, s, ALIAS))).rowcount
 
 
 def _pinned(head: sql.Composable, repair: _Repair, kind: str, after: datetime | None,

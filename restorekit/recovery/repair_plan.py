@@ -34,7 +34,7 @@ from restorekit.recovery.deletion_scope import _deleted_after
 from restorekit.recovery.models import RecoveryPlan, RecoveryResult, TableOutcome
 from restorekit.recovery.options import _aware
 from restorekit.recovery.sequences import _Facts, _table_facts
-from restorekit.recovery.writes import _translated
+from restorekit.recovery.writes import _transactions
 
 log = logging.getLogger(__name__)
 
@@ -228,27 +228,50 @@ def plan_repair(
         ConfigError: as :func:`repair_rows`.
     """
     started = time.monotonic()
-    _, order, shapes, _ = _prepare_repair(live_conn, copy_conn, tables, columns,
-                                          keep_rows_written_after, insert_missing=insert_missing)
-    plan = RecoveryPlan(
-        operation="repair_rows", tables=tuple(order), include_cascade=False,
-        insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
-        columns=_column_names(columns), keep_rows_written_after=keep_rows_written_after,
-    )
-    outcomes = []
-    with _translated("repair plan", True), live_conn.transaction(force_rollback=True), \
-            copy_conn.transaction(force_rollback=True), pinned_both(live_conn, copy_conn):
-        for table in order:
-            planned, _ = _plan_table(
-                live_conn, copy_conn, table, shapes[table], insert_missing=insert_missing,
-                update_changed=update_changed, delete_extra=delete_extra,
-                after=keep_rows_written_after)
-            outcomes.append(_outcome(
-                table, shapes[table].full.key, planned, after=keep_rows_written_after,
-                insert_missing=insert_missing, update_changed=update_changed,
-                delete_extra=delete_extra))
+    after = keep_rows_written_after
+    _, order, shapes, _ = _prepare_repair(live_conn, copy_conn, tables, columns, after,
+                                          insert_missing=insert_missing)
+    plan = _recovery_plan(order, columns, after, insert_missing=insert_missing,
+                          update_changed=update_changed, delete_extra=delete_extra)
+    with _transactions(live_conn, copy_conn, "repair plan", dry_run=True), \
+            pinned_both(live_conn, copy_conn):
+        planned, _ = _plan_all(live_conn, copy_conn, order, shapes,
+                               insert_missing=insert_missing, update_changed=update_changed,
+                               delete_extra=delete_extra, after=after)
+        outcomes = [_outcome(table, shapes[table].full.key, planned[table], after=after,
+                             insert_missing=insert_missing, update_changed=update_changed,
+                             delete_extra=delete_extra)
+                    for table in order]
     return RecoveryResult(plan=plan, dry_run=True, tables=tuple(outcomes),
                           elapsed_seconds=time.monotonic() - started)
+
+
+def _recovery_plan(
+    order: Sequence[TableRef], columns: Mapping[TableRef, Sequence[str]] | None,
+    after: datetime | None, *, insert_missing: bool, update_changed: bool, delete_extra: bool,
+) -> RecoveryPlan:
+    """What a repair (or its plan) is asked to do, tables in insert order."""
+    return RecoveryPlan(
+        operation="repair_rows", tables=tuple(order), include_cascade=False,
+        insert_missing=insert_missing, update_changed=update_changed, delete_extra=delete_extra,
+        columns=_column_names(columns), keep_rows_written_after=after,
+    )
+
+
+def _plan_all(
+    live_conn: Connection[Any], copy_conn: Connection[Any], order: Sequence[TableRef],
+    shapes: dict[TableRef, _Repair], *, insert_missing: bool, update_changed: bool,
+    delete_extra: bool, after: datetime | None,
+) -> tuple[dict[TableRef, _Planned], list[TableRef]]:
+    """:func:`_plan_table` for every table in ``order``, and the live temp tables made."""
+    planned: dict[TableRef, _Planned] = {}
+    temps: list[TableRef] = []
+    for table in order:
+        planned[table], made = _plan_table(
+            live_conn, copy_conn, table, shapes[table], insert_missing=insert_missing,
+            update_changed=update_changed, delete_extra=delete_extra, after=after)
+        temps.extend(made)
+    return planned, temps
 
 
 def _kind(repair: _Repair) -> sql.Identifier:

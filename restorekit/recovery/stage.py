@@ -11,26 +11,23 @@ from psycopg import Connection, sql
 from restorekit.diff import (
     ALIAS,
     TableShape,
-    create_temp_like,
     idents,
     jsonable_key,
+    stage_query,
 )
 from restorekit.errors import ConfigError
 from restorekit.pg.catalog import TableRef
-from restorekit.pg.copy import copy_rows
 
 
 def _stage_copy_keys(
     live_conn: Connection[Any], copy_conn: Connection[Any], shape: TableShape
 ) -> TableRef:
     """Every key of the copy's table, streamed into a live temp table (analyzed)."""
-    temp = create_temp_like(live_conn, shape.table, shape.key, "copykeys")
     query = sql.SQL("SELECT {key} FROM {table} AS {t}").format(
         key=shape.key_idents(ALIAS), table=shape.table.ident, t=ALIAS
     )
-    copy_rows(copy_conn, live_conn, query, None, temp, shape.key, fmt=shape.key_format)
-    live_conn.execute(sql.SQL("ANALYZE {}").format(temp.ident))
-    return temp
+    return stage_query(copy_conn, live_conn, query, shape.table, shape.key, "copykeys",
+                       fmt=shape.key_format)[0]
 
 
 def _normalise_keys(keys: Sequence[Any], key: tuple[str, ...], table: TableRef
@@ -70,11 +67,8 @@ def _stage_rows(
 ) -> tuple[TableRef, int]:
     """Stream ``SELECT columns FROM source`` on the copy into a new live temp table; ``analyze``
     it when it will be joined (an INSERT ... SELECT reading it whole needs no statistics)."""
-    stage = create_temp_like(live_conn, shape.table, shape.columns, "stage")
     query = sql.SQL("SELECT {cols} FROM {source}").format(
         cols=shape.column_idents(ALIAS), source=source
     )
-    n = copy_rows(copy_conn, live_conn, query, None, stage, shape.columns, fmt=shape.row_format)
-    if analyze:
-        live_conn.execute(sql.SQL("ANALYZE {}").format(stage.ident))
-    return stage, n
+    return stage_query(copy_conn, live_conn, query, shape.table, shape.columns, "stage",
+                       fmt=shape.row_format, analyze=analyze)

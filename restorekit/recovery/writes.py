@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import Connection, sql
 
 from restorekit.diff import TableShape
 from restorekit.errors import PostgresError, SafetyError
@@ -49,3 +50,14 @@ def _translated(operation: str, dry_run: bool) -> Iterator[None]:
     except psycopg.Error as exc:
         message = exc.diag.message_primary or str(exc)
         raise PostgresError(f"{operation} failed and was rolled back: {message}") from exc
+
+
+@contextmanager
+def _transactions(live_conn: Connection[Any], copy_conn: Connection[Any], operation: str, *,
+                  dry_run: bool) -> Iterator[None]:
+    """One live transaction (a savepoint when the caller has one open), rolled back when
+    ``dry_run``, and inside it one copy transaction that is always rolled back (the copy's
+    temp tables go with it); a failure is reported by :func:`_translated`."""
+    with _translated(operation, dry_run), live_conn.transaction(force_rollback=dry_run), \
+            copy_conn.transaction(force_rollback=True):
+        yield
