@@ -141,19 +141,22 @@ class RdsBase:
             return items
 
     def _describe_instance(self, ident: str) -> dict[str, Any] | None:
-        try:
-            found = self._call("describe_db_instances", resource=ident,
-                               DBInstanceIdentifier=ident)["DBInstances"]
-        except ProviderError as exc:
-            if _is_not_found(exc):
-                return None
-            raise
-        return found[0] if found else None
+        return self._describe_one("describe_db_instances", "DBInstances", ident,
+                                  DBInstanceIdentifier=ident)
 
     def _describe_cluster(self, ident: str) -> dict[str, Any] | None:
+        return self._describe_one("describe_db_clusters", "DBClusters", ident,
+                                  DBClusterIdentifier=ident)
+
+    def _describe(self, what: str, ident: str) -> dict[str, Any] | None:
+        """The ``what`` ("instance" or "cluster") named ``ident``, or None when there is none."""
+        return (self._describe_instance(ident) if what == "instance"
+                else self._describe_cluster(ident))
+
+    def _describe_one(self, method: str, key: str, ident: str,
+                      **params: Any) -> dict[str, Any] | None:
         try:
-            found = self._call("describe_db_clusters", resource=ident,
-                               DBClusterIdentifier=ident)["DBClusters"]
+            found = self._call(method, resource=ident, **params)[key]
         except ProviderError as exc:
             if _is_not_found(exc):
                 return None

@@ -178,8 +178,7 @@ class RdsLifecycle(RdsBase):
     def _wait_gone(self, what: str, ident: str) -> None:
         attempts = self.settings.wait_max_attempts
         for attempt in range(1, attempts + 1):
-            found = (self._describe_instance(ident) if what == "instance"
-                     else self._describe_cluster(ident))
+            found = self._describe(what, ident)
             if found is None:
                 return
             if attempt < attempts:

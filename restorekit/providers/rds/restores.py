@@ -195,8 +195,7 @@ class RdsRestores(RdsSnapshots):
         otherwise raise, saying what the failure left behind."""
         found = None
         if aws_error_code(exc) == self._ALREADY_EXISTS[what]:
-            found = (self._describe_instance(ident) if what == "instance"
-                     else self._describe_cluster(ident))
+            found = self._describe(what, ident)
         if found is None:
             raise self._start_failed(exc, what, ident) from exc.__cause__
         self._check_reusable(found, ident, name, point)
@@ -207,8 +206,7 @@ class RdsRestores(RdsSnapshots):
         accepted and only the answer lost), so this asks RDS."""
         cleanup = self._cleanup_command()
         try:
-            found = (self._describe_instance(ident) if what == "instance"
-                     else self._describe_cluster(ident))
+            found = self._describe(what, ident)
         except ProviderError:
             state = (f"whether RDS created {what} {ident} is unknown (describing it failed "
                      f"too); if it exists it is tagged {self.settings.scratch_tag_key} and "
@@ -310,8 +308,7 @@ class RdsRestores(RdsSnapshots):
         status = "unknown"
         for attempt in range(1, attempts + 1):
             try:
-                found = (self._describe_instance(ident) if what == "instance"
-                         else self._describe_cluster(ident))
+                found = self._describe(what, ident)
             except ProviderError as exc:
                 if not exc.is_retryable:
                     raise
