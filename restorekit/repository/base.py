@@ -1,0 +1,244 @@
+"""The contract's policy, shared by every backend (:class:`_BaseRepository`): keys checked, puts
+hashed while writing and committed in one step, reads verified against the record, the record
+removed before the object. Backends provide small primitives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from restorekit.errors import (
+    ChecksumMismatch,
+    ObjectNotFound,
+    RepositoryError,
+)
+from restorekit.repository.compression import _Decoder, _finish_encoder, codec_argv
+from restorekit.repository.keys import check_key
+from restorekit.repository.objects import _HashingReader, _now, _temp_name, _VerifyingReader
+from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo, Progress
+
+
+@contextlib.contextmanager
+def _reader_only(verified: ContextManager[tuple[ObjectInfo, BinaryIO]]) -> Iterator[BinaryIO]:
+    with verified as (_, reader):
+        yield reader
+
+
+class _BaseRepository:
+    """The contract's policy; backends provide the small primitives below."""
+
+    url: str
+
+    # primitives ----------------------------------------------------------------------------
+    def _errors(self, operation: str, key: str = "") -> ContextManager[None]:
+        raise NotImplementedError
+
+    def _read_record(self, key: str) -> ObjectInfo:
+        raise NotImplementedError
+
+    def _delete_record(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _write_record(self, info: ObjectInfo) -> None:
+        raise NotImplementedError
+
+    def _store(self, key: str, reader: _HashingReader,
+               check: Callable[[], None] | None = None) -> None:
+        """Make the object complete in one step, removing the old record just before;
+        ``check`` (raising) runs once every byte is written, before the object commits."""
+        raise NotImplementedError
+
+    def _delete_object(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _open_object(self, key: str) -> Any:
+        raise NotImplementedError
+
+    # public API ----------------------------------------------------------------------------
+    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None,
+                   encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        """Store ``stream``'s bytes at ``key`` atomically, hashing while writing; compressed
+        with ``encoding`` (at ``level``) when given. ``progress`` counts bytes at rest."""
+        check_key(key)
+        if encoding is None:
+            return self._put(key, stream, progress)
+        argv = codec_argv(encoding, decompress=False, level=level)
+        original = _HashingReader(stream)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                while chunk := original.read(CHUNK_SIZE):
+                    proc.stdin.write(chunk)
+            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
+                failure.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
+        feeder.start()
+        try:
+            info = self._put(key, proc.stdout, progress, original=original,  # type: ignore[arg-type]
+                             encoding=encoding, check=lambda: _finish_encoder(
+                                 proc, feeder, failure, key, encoding))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            feeder.join()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        return info
+
+    def _put(self, key: str, stream: BinaryIO, progress: Progress | None, *,
+             original: _HashingReader | None = None, encoding: str | None = None,
+             check: Callable[[], None] | None = None) -> ObjectInfo:
+        reader = _HashingReader(stream, progress)
+        with self._errors("put", key):
+            self._store(key, reader, check)
+            if encoding is None or original is None:
+                info = ObjectInfo(key=key, size=reader.size, sha256=reader.sha.hexdigest(),
+                                  created_at=_now())
+            else:
+                info = ObjectInfo(key=key, size=original.size, sha256=original.sha.hexdigest(),
+                                  created_at=_now(), encoding=encoding,
+                                  stored_size=reader.size, stored_sha256=reader.sha.hexdigest())
+            self._write_record(info)
+        return info
+
+    def put_file(self, key: str, path: Path, *, progress: Progress | None = None,
+                 encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        """Store the file at ``path`` under ``key`` (compressed: see :meth:`put_stream`)."""
+        check_key(key)
+        try:
+            source = open(path, "rb")
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot read {path} to store it as {key!r}: {exc.strerror}") from exc
+        with source:
+            return self.put_stream(key, source, progress=progress,  # type: ignore[arg-type]
+                                   encoding=encoding, level=level)
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        return self.put_stream(key, io.BytesIO(data))
+
+    def stat(self, key: str) -> ObjectInfo:
+        """The record of a complete object. ObjectNotFound (or IncompleteObject) otherwise."""
+        check_key(key)
+        with self._errors("stat", key):
+            info = self._read_record(key)
+            self._require_object(key)
+        return info
+
+    def _require_object(self, key: str) -> None:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def open_verified(self, key: str) -> ContextManager[BinaryIO]:
+        """A streaming reader over the object; reaching EOF raises ChecksumMismatch if the
+        bytes differ from the record. On a clean exit from the ``with`` block the rest of the
+        object is read and verified too, so a consumer that stops early (a tar reader stops at the
+        end-of-archive marker) still learns about corruption."""
+        return _reader_only(self._verified(key))
+
+    @contextlib.contextmanager
+    def _verified(self, key: str) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        check_key(key)
+        with self._errors("get", key):
+            info = self._read_record(key)
+            source = self._open_object(key)
+        errors = lambda: self._errors("get", key)  # noqa: E731
+        if info.encoding is None:
+            reader = _VerifyingReader(source, info, self.url, errors)
+            buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
+            try:
+                yield info, buffered  # type: ignore[misc]
+                reader.drain()
+            finally:
+                buffered.close()
+            return
+        # Compressed: the bytes at rest are checked as they stream into the decompressor,
+        # the decompressed bytes against the original's size and sha256.
+        at_rest = io.BufferedReader(_VerifyingReader(source, info, self.url, errors,
+                                                     at_rest=True), buffer_size=CHUNK_SIZE)
+        try:
+            decoder = _Decoder(at_rest, info, self.url)  # type: ignore[arg-type]
+        except BaseException:
+            at_rest.close()
+            raise
+        reader = _VerifyingReader(decoder, info, self.url, contextlib.nullcontext)
+        buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
+        try:
+            yield info, buffered  # type: ignore[misc]
+            reader.drain()
+        finally:
+            buffered.close()
+            decoder.close()
+            at_rest.close()
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_verified(key) as src:
+            return src.read()
+
+    def get_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> ObjectInfo:
+        """Download ``key`` to ``dest`` (replacing it) and verify. ``dest`` only ever holds
+        verified bytes: on ChecksumMismatch it is removed."""
+        check_key(key)
+        dest = Path(dest)
+        tmp = dest.parent / _temp_name(dest.name)
+        try:
+            # The record is read (ObjectNotFound raised) before the temporary file is created.
+            with self._verified(key) as (info, src), open(tmp, "wb") as out:
+                while chunk := src.read(CHUNK_SIZE):
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            os.replace(tmp, dest)
+        except ChecksumMismatch:
+            tmp.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
+            raise
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise RepositoryError(f"cannot write {dest} while fetching {key!r} from "
+                                      f"{self.url}: {exc.strerror or exc}") from exc
+            raise
+        return info
+
+    def verify(self, key: str) -> ObjectInfo:
+        """Read the whole object back and check it against its record (size + sha256)."""
+        with self._verified(key) as (info, _):
+            pass  # a clean exit drains and verifies
+        return info
+
+    def delete(self, key: str) -> None:
+        """Remove the object and its record; a missing object is not an error."""
+        check_key(key)
+        with self._errors("delete", key):
+            # The record goes first: a crash in between leaves an incomplete object, never a
+            # record that vouches for nothing.
+            self._delete_record(key)
+            self._delete_object(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,138 @@
+"""Compressed objects: ``put_file``/``put_stream`` with ``encoding="lz4"|"zstd"|"gzip"`` store the
+bytes compressed (by the ``lz4``/``zstd``/``gzip`` programs: the standard library has no lz4 or
+zstd) and every read decompresses them, so callers only ever see the original bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import subprocess
+import threading
+from typing import Any, BinaryIO
+
+from restorekit.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    RepositoryError,
+    RestoreKitError,
+)
+from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo
+
+#: Codecs a compressed object may use: the program, and its package where it is missing.
+ENCODINGS = {"lz4": "lz4", "zstd": "zstd", "gzip": "gzip"}
+
+
+def codec_argv(encoding: str, *, decompress: bool, level: int | None = None) -> list[str]:
+    """The command line that (de)compresses ``encoding`` from stdin to stdout.
+
+    Raises:
+        ConfigError: an unknown encoding, or its program is not installed.
+    """
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown compression {encoding!r}; known: {', '.join(ENCODINGS)}")
+    program = shutil.which(encoding) or shutil.which(encoding, path="/usr/bin:/bin")
+    if program is None:
+        raise ConfigError(
+            f"the {encoding} program is not installed (install the {ENCODINGS[encoding]!r} "
+            f"package): it {'reads' if decompress else 'writes'} {encoding}-compressed objects "
+            "in the repository")
+    argv = [program, "-q", "-c"] if encoding != "gzip" else [program, "-c"]
+    if decompress:
+        argv.insert(1, "-d")
+    elif level is not None:
+        argv.append(f"-{level}")
+    return argv
+
+
+class _Decoder(io.RawIOBase):
+    """The decompressed bytes of ``stored`` (an already verifying reader), through the codec's
+    program. A thread feeds the program; at the end the thread's error (a checksum mismatch of
+    the bytes at rest comes first: it is the real cause) or the program's failure is raised."""
+
+    def __init__(self, stored: BinaryIO, info: ObjectInfo, url: str) -> None:
+        super().__init__()
+        assert info.encoding is not None
+        self._info = info
+        self._url = url
+        self._stored = stored
+        self._proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._feed, name="restorekit-decode",
+                                        daemon=True)
+        self._thread.start()
+        self._finished = False
+
+    def _feed(self) -> None:
+        assert self._proc.stdin is not None
+        try:
+            while chunk := self._stored.read(CHUNK_SIZE):
+                self._proc.stdin.write(chunk)
+        except BrokenPipeError:
+            # The program gave up on damaged input: read the stored bytes to their end so a
+            # checksum mismatch, the real cause, is what gets raised.
+            try:
+                while self._stored.read(CHUNK_SIZE):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self._error = exc
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        assert self._proc.stdout is not None
+        n = self._proc.stdout.readinto(buffer)
+        if n:
+            return n
+        if not self._finished:
+            self._finished = True
+            self._thread.join()
+            stderr = self._proc.stderr.read() if self._proc.stderr else b""
+            code = self._proc.wait()
+            if self._error is not None:
+                raise self._error
+            if code != 0:
+                raise ChecksumMismatch(
+                    f"{self._info.key!r} in {self._url} could not be decompressed "
+                    f"({self._info.encoding} exited {code}: "
+                    f"{stderr.decode(errors='replace').strip()[-300:]}); the stored object is "
+                    "corrupt")
+        return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._thread.join()
+            self._proc.wait()
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        super().close()
+
+
+def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
+                    failure: list[BaseException], key: str, encoding: str) -> None:
+    """After the compressed stream ended: the source was read whole and the program
+    succeeded, or the put fails (before the object commits)."""
+    feeder.join()
+    code = proc.wait()
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, RestoreKitError):
+            raise exc
+        raise RepositoryError(f"reading the source of {key!r} failed while compressing it: "
+                              f"{exc}") from exc
+    if code != 0:
+        stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        raise RepositoryError(f"{encoding} failed compressing {key!r} (exit {code}): "
+                              f"{stderr[-300:]}")

@@ -1,0 +1,212 @@
+"""A repository in a local (or mounted) directory (:class:`LocalRepository`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn
+from urllib.parse import quote
+
+from restorekit.errors import (
+    ConfigError,
+    ObjectNotFound,
+    RepositoryError,
+    RestoreKitError,
+)
+from restorekit.repository.base import _BaseRepository
+from restorekit.repository.keys import _check_prefix
+from restorekit.repository.objects import _HashingReader, _parse_record, _record_bytes, _temp_name
+from restorekit.repository.protocol import (
+    CHUNK_SIZE,
+    RECORD_SUFFIX,
+    TEMP_PREFIX,
+    IncompleteObject,
+    ObjectInfo,
+)
+
+
+class LocalRepository(_BaseRepository):
+    """A repository in a local (or mounted) directory.
+
+    Objects are files under ``root``; records are ``<file>.sha256.json`` beside them; temporary
+    files are ``.rk-tmp-*`` in the same directory. Directories are created 0700 and files 0600;
+    with ``os_user`` (and running as root) both are chowned to that user.
+    """
+
+    def __init__(self, root: Path, *, os_user: str | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_absolute():
+            raise ConfigError(f"a local repository needs an absolute path, got {str(root)!r}")
+        self.os_user = os_user
+        self.url = "file://" + quote(str(self.root), safe="/")
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _record_path(self, key: str) -> Path:
+        path = self._path(key)
+        return path.with_name(path.name + RECORD_SUFFIX)
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str, key: str = "") -> Iterator[None]:
+        try:
+            yield
+        except RestoreKitError:
+            raise
+        except PermissionError as exc:
+            hint = (" (the PostgreSQL OS user must own the repository directory: chown -R "
+                    f"{self.os_user or 'postgres'} {self.root})")
+            raise RepositoryError(f"{operation} {key!r} in {self.url}: permission denied on "
+                                  f"{exc.filename}{hint}") from exc
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC:
+                detail = "no space left on the device"
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise RepositoryError(
+                f"{operation} {key!r} in {self.url} failed: {detail}{where}") from exc
+
+    def _chown(self, path: Path) -> None:
+        if self.os_user is not None:
+            # Imported here: restorekit.pg.tools pulls in psycopg (through pg.dsn), and
+            # restorekit.wal must start fast.
+            from restorekit.pg.tools import chown_for
+
+            chown_for(path, self.os_user)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        missing = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        for path in reversed(missing):
+            if self.os_user is not None:
+                from restorekit.pg.tools import make_dir
+
+                make_dir(path, self.os_user, mode=0o700)
+            else:
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir(mode=0o700)
+
+    def _write_atomic(self, final: Path, write: Callable[[BinaryIO], None],
+                      before_commit: Callable[[], None] | None = None) -> None:
+        self._ensure_dir(final.parent)
+        tmp = final.parent / _temp_name(final.name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)  # type: ignore[arg-type]
+                out.flush()
+                os.fsync(out.fileno())
+            self._chown(tmp)
+            if before_commit is not None:
+                before_commit()
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+
+    def _store(self, key: str, reader: _HashingReader,
+               check: Callable[[], None] | None = None) -> None:
+        def write(out: BinaryIO) -> None:
+            while chunk := reader.read(CHUNK_SIZE):
+                out.write(chunk)
+
+        def before_commit() -> None:
+            if check is not None:
+                check()
+            self._delete_record(key)
+
+        # The old record goes only once the new bytes are safely staged: a failed put leaves
+        # the old object and its record untouched.
+        self._write_atomic(self._path(key), write, before_commit=before_commit)
+
+    def _write_record(self, info: ObjectInfo) -> None:
+        data = _record_bytes(info)
+
+        def write(out: BinaryIO) -> None:
+            out.write(data)
+
+        self._write_atomic(self._record_path(info.key), write)
+
+    def _delete_record(self, key: str) -> None:
+        record = self._record_path(key)
+        if record.exists():
+            record.unlink(missing_ok=True)
+            _fsync_dir(record.parent)
+
+    def _delete_object(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def _read_record(self, key: str) -> ObjectInfo:
+        try:
+            data = self._record_path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            self._raise_missing(key)
+        return _parse_record(key, data, self.url)
+
+    def _raise_missing(self, key: str) -> NoReturn:
+        if self._path(key).is_file():
+            raise IncompleteObject(
+                f"{key!r} in {self.url} has no checksum record: its upload was interrupted, so "
+                "it is treated as missing (store it again)"
+            )
+        raise ObjectNotFound(f"{key!r} not found in {self.url}")
+
+    def _require_object(self, key: str) -> None:
+        if not self._path(key).is_file():
+            raise ObjectNotFound(f"{key!r} in {self.url} has a checksum record but the object "
+                                 "itself is gone (deleted outside restorekit?)")
+
+    def _open_object(self, key: str) -> Any:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            self._require_object(key)
+            raise
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Complete objects whose key starts with ``prefix``, sorted by key."""
+        _check_prefix(prefix)
+        head, _, _ = prefix.rpartition("/")
+        start = self._path(head) if head else self.root
+        found: list[ObjectInfo] = []
+        with self._errors("list", prefix):
+            if not start.is_dir():
+                return []
+            for dirpath, dirnames, filenames in os.walk(start):
+                rel = Path(dirpath).relative_to(self.root).as_posix()
+                rel = "" if rel == "." else rel + "/"
+                dirnames[:] = sorted(
+                    d for d in dirnames
+                    if not d.startswith(TEMP_PREFIX)
+                    and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
+                )
+                names = set(filenames)
+                for name in filenames:
+                    key = rel + name
+                    if (name.startswith(TEMP_PREFIX) or name.endswith(RECORD_SUFFIX)
+                            or not key.startswith(prefix) or name + RECORD_SUFFIX not in names):
+                        continue
+                    try:
+                        data = (Path(dirpath) / (name + RECORD_SUFFIX)).read_bytes()
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+                    found.append(_parse_record(key, data, self.url))
+        return sorted(found, key=lambda info: info.key)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

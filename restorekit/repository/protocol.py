@@ -1,0 +1,95 @@
+"""The repository interface (:class:`Repository`), what it says about an object
+(:class:`ObjectInfo`), and the names and sizes every backend shares. The contract is in the
+package docstring (:mod:`restorekit.repository`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from restorekit.errors import (
+    ObjectNotFound,
+)
+
+RECORD_SUFFIX = ".sha256.json"
+
+
+TEMP_PREFIX = ".rk-tmp-"
+CHUNK_SIZE = 1024 * 1024
+MULTIPART_CHUNK = 8 * 1024 * 1024
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What the checksum record says about a complete object.
+
+    ``size`` and ``sha256`` describe the object's content as every read returns it. For an
+    object stored compressed, ``encoding`` names the codec and ``stored_size``/``stored_sha256``
+    describe the bytes at rest (None otherwise: they are the content itself).
+    """
+
+    key: str
+    size: int
+    sha256: str
+    created_at: datetime
+    encoding: str | None = None
+    stored_size: int | None = None
+    stored_sha256: str | None = None
+
+    @property
+    def bytes_at_rest(self) -> int:
+        """What the object occupies in the repository."""
+        return self.size if self.stored_size is None else self.stored_size
+
+
+class IncompleteObject(ObjectNotFound):
+    """The object exists but has no checksum record: its put was interrupted."""
+
+
+@runtime_checkable
+class Repository(Protocol):
+    """A place for backups, WAL and snapshots. See the module docstring for the contract."""
+
+    url: str
+
+    def put_file(self, key: str, path: Path, *, progress: Progress | None = None,
+                 encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        ...
+
+    def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None,
+                   encoding: str | None = None, level: int | None = None) -> ObjectInfo:
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        ...
+
+    def get_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> ObjectInfo:
+        ...
+
+    def get_bytes(self, key: str) -> bytes:
+        ...
+
+    def open_verified(self, key: str) -> ContextManager[BinaryIO]:
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        ...
+
+    def exists(self, key: str) -> bool:
+        ...
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        ...
+
+    def delete(self, key: str) -> None:
+        ...
+
+    def verify(self, key: str) -> ObjectInfo:
+        ...
