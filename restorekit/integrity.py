@@ -13,8 +13,9 @@ check                  critical  what it proves
                                  starting) and ``SELECT 1`` answers; latency, server version
 ``not_in_recovery``    yes       ``pg_is_in_recovery()`` is false: the restored cluster was
                                  promoted and accepts writes
-``schema``             baseline  the :class:`SchemaFingerprint` equals the baseline's (the
-                                 ``prisma db pull`` step); non-critical digest without one
+``schema``             yes       the :class:`SchemaFingerprint` equals the baseline's (the
+                                 ``prisma db pull`` step) or, without one, production's (when
+                                 it answers); *unverified* with neither
 ``expected_tables``    yes       every configured table exists
 ``row_counts``         yes       exact ``count(*)`` of the critical tables, within
                                  ``row_count_tolerance`` of the baseline or, without one, of
@@ -1441,25 +1442,38 @@ def _not_in_recovery(conn: Connection[Any]) -> tuple[bool, str, Mapping[str, Any
 
 
 def _schema(
-    conn: Connection[Any], baseline: Baseline | None
-) -> tuple[bool, str, Mapping[str, Any]]:
-    fp = fingerprint(conn)
+    conn: Connection[Any], baseline: Baseline | None, reference: _Reference | None = None
+) -> CheckResult:
+    """The fingerprint against the baseline's, else production's; unverified with neither."""
+    start = time.perf_counter()
+    try:
+        fp = fingerprint(conn)
+    except (psycopg.Error, RestoreKitError) as exc:
+        log.warning("check schema failed with an error: %s", _error_text(exc))
+        return CheckResult("schema", False, baseline is not None or reference is not None,
+                           f"error: {_error_text(exc)}", {}, _ms(start))
     observed: dict[str, Any] = {"digest": fp.digest, "tables": len(fp.tables)}
-    if baseline is None:
-        return True, (
-            f"{len(fp.tables)} tables, digest {fp.digest[:12]} (no baseline to compare with)"
-        ), observed
-    expected = baseline.fingerprint
-    observed["baseline_digest"] = expected.digest
+    if baseline is not None:
+        source, expected = "baseline", baseline.fingerprint
+    elif reference is not None and reference.fingerprint is not None:
+        source, expected = "production", reference.fingerprint
+    else:
+        why = (f"production unreachable ({reference.error})" if reference is not None
+               else "no production to compare with")
+        return CheckResult("schema", False, False, (
+            f"unverified: no baseline, and {why}; {len(fp.tables)} tables, digest "
+            f"{fp.digest[:12]}"), observed, _ms(start), unverified=True)
+    observed[f"{source}_digest"] = expected.digest
     if fp.digest == expected.digest:
-        return True, f"matches the baseline ({len(fp.tables)} tables, digest {fp.digest[:12]})", (
-            observed
-        )
+        return CheckResult("schema", True, True, (
+            f"matches {'the baseline' if source == 'baseline' else source} "
+            f"({len(fp.tables)} tables, digest {fp.digest[:12]})"), observed, _ms(start))
     differences = expected.diff(fp) or ["the digests differ"]
     observed["differences"] = differences
-    return False, (
-        f"{_n(len(differences), 'difference')} from the baseline: {_list_detail(differences)}"
-    ), observed
+    return CheckResult("schema", False, True, (
+        f"{_n(len(differences), 'difference')} from "
+        f"{'the baseline' if source == 'baseline' else source}: {_list_detail(differences)}"
+    ), observed, _ms(start))
 
 
 _MISSING_TABLES = sql.SQL(
@@ -1511,18 +1525,21 @@ class _Reference:
     """What the restored counts are compared with when there is no baseline: production's."""
 
     counts: Mapping[str, int] = field(default_factory=dict)
+    fingerprint: SchemaFingerprint | None = None
     #: Why production could not be read (redacted); empty when it was.
     error: str = ""
 
 
-def _production_counts(reference_dsn: str, tables: Sequence[TableRef],
-                       statement_timeout_ms: int) -> _Reference:
-    """Exact counts of ``tables`` in production, on one snapshot (one attempt, read only)."""
+def _read_production(reference_dsn: str, tables: Sequence[TableRef],
+                     statement_timeout_ms: int) -> _Reference:
+    """Production's schema fingerprint and the exact counts of ``tables``, on one snapshot
+    (one attempt, read only)."""
     counts: dict[str, int] = {}
     try:
         with _open(reference_dsn, statement_timeout_ms, read_only=True) as conn:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                fp = fingerprint(conn)
                 present = set(list_tables(conn))
                 for table in tables:
                     if table in present:
@@ -1530,7 +1547,7 @@ def _production_counts(reference_dsn: str, tables: Sequence[TableRef],
                         counts[str(table)] = int(row[0]) if row else 0
     except (psycopg.Error, RestoreKitError) as exc:
         return _Reference(error=_error_text(exc))
-    return _Reference(counts)
+    return _Reference(counts, fp)
 
 
 def _row_counts_result(
@@ -1692,6 +1709,7 @@ def verify(
     connect_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     reference_dsn: str | None = None,
+    reference_counts: bool = True,
 ) -> VerificationReport:
     """Run the verification suite against ``dsn`` (see the module docstring for the checks).
 
@@ -1717,8 +1735,10 @@ def verify(
         sleep: injected for tests (connect backoff).
         reference_dsn: production, read only to compare Prisma's migrations with (one attempt;
             the baseline's are used when it cannot be reached) and, without a baseline, the
-            critical tables' exact counts (``row_counts`` is unverified when it cannot be
-            reached).
+            schema fingerprint and the critical tables' exact counts (``schema`` and
+            ``row_counts`` are unverified when it cannot be reached, or without it).
+        reference_counts: False: never count production's rows (a caller that compares them
+            itself, with its own tolerance, as the restore drill does).
 
     Raises:
         ConfigError: malformed arguments (table names, tolerance, duplicate check names, DSN),
@@ -1790,6 +1810,7 @@ def verify(
             tolerance=row_count_tolerance, custom_checks=custom_checks, amcheck=amcheck,
             install_amcheck=install_amcheck, statement_timeout_ms=statement_timeout_ms,
             max_workers=max_workers, reference_dsn=reference_dsn,
+            reference_counts=reference_counts,
         ))
     finally:
         conn.close()
@@ -1830,6 +1851,7 @@ def _run_suite(
     statement_timeout_ms: int,
     max_workers: int | None,
     reference_dsn: str | None = None,
+    reference_counts: bool = True,
 ) -> list[CheckResult]:
     # First the catalog reads that plan the scans (main connection); the scans start on the
     # workers, and the main connection's own checks (fingerprint, custom checks) run beside them.
@@ -1877,14 +1899,16 @@ def _run_suite(
     def run_main_checks(serial: bool) -> None:
         nonlocal estimates, reference
         head.append(_check("not_in_recovery", True, lambda: _not_in_recovery(conn)))
-        head.append(_check("schema", baseline is not None, lambda: _schema(conn, baseline)))
+        if baseline is None and reference_dsn is not None:
+            # Without a baseline the restored schema and counts are compared with
+            # production's; its scans run on production, not on the restored server the pool
+            # keeps busy.
+            reference = _read_production(reference_dsn, critical if reference_counts else (),
+                                         statement_timeout_ms)
+        head.append(_schema(conn, baseline, reference))
         prisma = _prisma_result(conn, baseline, reference_dsn, statement_timeout_ms)
         if prisma is not None:
             head.append(prisma)
-        if critical and baseline is None and reference_dsn is not None:
-            # Without a baseline the restored counts are compared with production's; its
-            # scans run on production, not on the restored server the pool keeps busy.
-            reference = _production_counts(reference_dsn, critical, statement_timeout_ms)
         if expected:
             head.append(_check("expected_tables", True,
                                lambda: _expected_tables(conn, expected)))
@@ -1933,7 +1957,8 @@ def _run_suite(
 
     results = head
     if critical:
-        results.append(_row_counts_result(critical, counts, baseline, tolerance, reference))
+        results.append(_row_counts_result(critical, counts, baseline, tolerance,
+                                          reference if reference_counts else None))
     assert estimates is not None  # run_main_checks ran
     results.append(estimates)
     if fk_error is not None:

@@ -22,11 +22,25 @@ class Step(BaseModel):
 
 
 class CheckRow(BaseModel):
+    """One check in the report. ``unverified``: it ran with nothing to compare with (no
+    baseline, production unreachable): neither a pass nor a failure (never ok, never critical;
+    reports stored before the field existed load with it false)."""
+
     model_config = ConfigDict(frozen=True)
     name: str
     ok: bool
     critical: bool
     detail: str = ""
+    unverified: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``unverified``, ``FAIL`` (critical) or ``warn``."""
+        if self.ok:
+            return "pass"
+        if self.unverified:
+            return "unverified"
+        return "FAIL" if self.critical else "warn"
 
 
 class Change(BaseModel):
@@ -77,6 +91,27 @@ class IncidentReport(BaseModel):
     # Scenario 1: whether the adopted production is backed up again (restorekit.production).
     protection: str = ""
     objectives: dict[str, float] = Field(default_factory=dict)  # rto_seconds, rpo_seconds
+
+    def add_verification(self, summary: Any) -> None:
+        """Add the checks of a verification summary (``checks``: CheckResult.to_dict() rows),
+        keeping which ones were unverified."""
+        for check in getattr(summary, "checks", None) or []:
+            self.checks.append(CheckRow(
+                name=check["name"], ok=bool(check["ok"]), critical=bool(check.get("critical")),
+                detail=str(check.get("detail", "")), unverified=bool(check.get("unverified")),
+            ))
+
+    def add_health(self, health: Any) -> None:
+        """Add the application health check (a restorekit.health.HealthReport, or None from a
+        task that predates HealthReport.not_checked): pass when healthy, a warning when no
+        endpoint was checked. An unhealthy application raises in the task, before this."""
+        if health is None or not getattr(health, "checked", True):
+            detail = (health.detail if health is not None
+                      else "application health not checked: no health URL configured")
+            self.checks.append(CheckRow(name="health", ok=False, critical=False, detail=detail))
+            return
+        self.checks.append(CheckRow(name="health", ok=bool(health.ok), critical=True,
+                                    detail=f"{health.url}: {health.detail}"))
 
     @property
     def rto_seconds(self) -> float:
@@ -137,8 +172,7 @@ class IncidentReport(BaseModel):
         if self.checks:
             lines += ["", "## Checks", "", "| check | result | critical | detail |", "|---|---|---|---|"]
             for c in self.checks:
-                verdict = "pass" if c.ok else ("FAIL" if c.critical else "warn")
-                lines.append(f"| {c.name} | {verdict} | "
+                lines.append(f"| {c.name} | {c.verdict} | "
                              f"{'yes' if c.critical else 'no'} | {_cell(c.detail)} |")
         if self.changes:
             kept = any(ch.left_alone for ch in self.changes)

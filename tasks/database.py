@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -11,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
+from restorekit import baseline as baselines
 from restorekit import integrity, production
 from restorekit.errors import (
     CapabilityNotSupported,
@@ -21,7 +21,7 @@ from restorekit.errors import (
     VerificationFailed,
 )
 from restorekit.models import PointKind, RestoredRef, RestorePoint
-from restorekit.pg.dsn import display
+from restorekit.pg.dsn import display, redact
 from restorekit.providers.base import Capability
 from restorekit.pg.tools import default_os_user
 from restorekit.repository import open_repository
@@ -355,55 +355,119 @@ class VerificationSummary(BaseModel):
     ok: bool
     checks: list[dict[str, Any]]
     markdown: str
+    #: ok, and no check unverified (restorekit.integrity.VerificationReport.verified).
+    verified: bool = True
 
     @property
     def critical_failures(self) -> list[FailedCheck]:
         return [FailedCheck(c["name"], str(c.get("detail", ""))) for c in self.checks
                 if c.get("critical") and not c.get("ok")]
 
+    @property
+    def unverified(self) -> list[FailedCheck]:
+        return [FailedCheck(c["name"], str(c.get("detail", ""))) for c in self.checks
+                if c.get("unverified")]
+
 
 def _summary(report: Any) -> VerificationSummary:
     return VerificationSummary(
-        database=report.database, ok=report.ok,
+        database=report.database, ok=report.ok, verified=report.verified,
         checks=[c.to_dict() for c in report.checks], markdown=report.to_markdown(),
     )
 
 
-def _baseline_path(rt: Any) -> Any:
-    return rt.settings.state_dir.absolute() / "baselines" / f"{rt.name}.json"
+def _repository(rt: Any) -> Any:
+    """The target's repository (where its backups are), or None when it has none."""
+    if not rt.config.repository:
+        return None
+    return open_repository(rt.config.repository, os_user=default_os_user())
+
+
+def find_baseline(rt: Any) -> Any:
+    """The target's baseline and where it came from (restorekit.baseline.StoredBaseline):
+    the repository's first, the local state directory's for older installs; None when
+    neither has one."""
+    return baselines.load_baseline(target=rt.name, state_dir=rt.settings.state_dir,
+                                   repository=_repository(rt))
 
 
 def load_baseline(rt: Any) -> Any:
-    path = _baseline_path(rt)
-    if not path.exists():
-        return None
-    return integrity.Baseline.from_dict(json.loads(path.read_text()))
+    """The target's baseline (restorekit.integrity.Baseline), or None; see find_baseline."""
+    stored = find_baseline(rt)
+    return stored.baseline if stored is not None else None
 
 
 @task(name="capture-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
 def capture_baseline(ref: TargetRef) -> str:
-    """Record the live schema fingerprint and row counts: what a restore is verified against."""
+    """Record the live schema fingerprint and row counts: what a restore is verified against.
+
+    Stored in the target's repository beside its backups (a worker on another host finds it
+    there) and in the local state directory; returns where, repository first.
+    """
     import psycopg
 
     rt = runtime(ref)
     with psycopg.connect(rt.live_dsn()) as conn:
         baseline = integrity.capture_baseline(conn, list(rt.config.verify.critical_tables))
-    path = _baseline_path(rt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(baseline.to_dict(), indent=2, default=str))
-    return str(path)
+    stored = baselines.save_baseline(baseline, target=rt.name, state_dir=rt.settings.state_dir,
+                                     repository=_repository(rt))
+    logger().info("baseline stored: %s", "; ".join(stored))
+    return stored[0]
+
+
+class VerificationReference(BaseModel):
+    """What a restored database's row counts will be compared with (for the plan's gate)."""
+
+    model_config = ConfigDict(frozen=True)
+    #: "baseline", "production", or "" (nothing: the counts would be unverified).
+    kind: str
+    detail: str
+
+    @property
+    def blind(self) -> bool:
+        return not self.kind
+
+
+@task(name="find-verification-reference", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
+def find_verification_reference(ref: TargetRef) -> VerificationReference:
+    """Say what verify_integrity will compare a restore's row counts with: the stored baseline,
+    else production when it answers now (one attempt, 5 s), else nothing."""
+    import psycopg
+
+    rt = runtime(ref)
+    stored = find_baseline(rt)
+    if stored is not None:
+        return VerificationReference(
+            kind="baseline",
+            detail=f"the baseline of {stored.baseline.captured_at.isoformat()} ({stored.source})")
+    try:
+        live = rt.live_dsn()
+        with psycopg.connect(live, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, RestoreKitError) as exc:
+        why = (redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        return VerificationReference(kind="", detail=(
+            "no baseline (neither in the repository nor in "
+            f"{baselines.local_baseline_path(rt.settings.state_dir, rt.name).parent}) and "
+            f"production is unreachable ({why})"))
+    return VerificationReference(kind="production", detail=f"production ({display(live)})")
 
 
 @task(name="verify-integrity", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_if_transient)
 def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
                      use_baseline: bool = True,
-                     compare_with_production: bool = True) -> VerificationSummary:
+                     compare_with_production: bool = True,
+                     compare_counts: bool = True) -> VerificationSummary:
     """Run the verification suite on the restored database (or, without one, on live).
 
     A restored database's Prisma migrations are compared with production's when
-    ``compare_with_production`` and production answers, else with the baseline's.
+    ``compare_with_production`` and production answers, else with the baseline's; its critical
+    tables' row counts with the baseline's, else (``compare_with_production`` and
+    ``compare_counts``) production's, else they are reported unverified (``VerificationSummary.verified`` is then false, and the
+    run is not failed for it: the flow decides, see complete_failure's approval gate).
 
     Raises VerificationFailed naming the failing critical checks.
     """
@@ -424,11 +488,17 @@ def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
         amcheck=cfg.amcheck,
         install_amcheck=cfg.install_amcheck,
         reference_dsn=reference,
+        reference_counts=compare_counts,
     )
     summary = _summary(report)
     if not report.ok:
         raise VerificationFailed(summary)
-    logger().info("verification passed: %d checks on %s", len(report.checks), report.database)
+    if report.unverified:
+        logger().warning("verification found no critical failure on %s but could not verify: %s",
+                         report.database, "; ".join(c.detail for c in report.unverified))
+    else:
+        logger().info("verification passed: %d checks on %s", len(report.checks),
+                      report.database)
     return summary
 
 

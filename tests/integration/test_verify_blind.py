@@ -63,9 +63,12 @@ def test_row_counts_without_a_baseline_or_production_are_unverified_not_passed(
     assert counts.observed["compared_with"] is None
     # Nothing failed, but the report does not say it passed.
     assert report.ok and not report.verified
-    assert report.unverified == (counts,) and counts not in report.warnings
+    schema = report.check("schema")
+    assert schema.status == "unverified" and not schema.critical
+    assert schema.detail.startswith("unverified: no baseline, and no production")
+    assert report.unverified == (schema, counts) and counts not in report.warnings
     markdown = report.to_markdown()
-    assert markdown.startswith("**Verification NOT VERIFIED**") and "1 unverified" in markdown
+    assert markdown.startswith("**Verification NOT VERIFIED**") and "2 unverified" in markdown
     assert "| row_counts | unverified |" in markdown
 
 
@@ -77,6 +80,8 @@ def test_production_stands_in_for_the_missing_baseline(pair: tuple[str, str]) ->
     assert counts.observed["compared_with"] == "production"
     assert counts.observed["production"]["public.clients"] == 300
     assert "public.users=100 (production 100)" in counts.detail
+    schema = same.check("schema")
+    assert schema.ok and schema.critical and schema.detail.startswith("matches production")
     assert same.verified
 
     # The wrong database (or a restore that lost rows): production has more.
@@ -90,6 +95,13 @@ def test_production_stands_in_for_the_missing_baseline(pair: tuple[str, str]) ->
     assert counts.observed["drift"]["public.users"] == {
         "production": 110, "observed": 100, "change": round(-10 / 110, 6)}
     assert counts.detail.startswith("public.users: 100 rows, production 110 (-9.1%")
+
+    # Production's schema moved on (or this is another application's database).
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN nickname text")
+    schema = verify(restored, amcheck=False, reference_dsn=production).check("schema")
+    assert schema.status == "FAIL" and schema.observed["differences"] == [
+        "column public.users.nickname missing (expected: text NULL)"]
 
     # A baseline, when there is one, is what counts are compared with (not production).
     with psycopg.connect(restored) as conn:
@@ -106,6 +118,8 @@ def test_unreachable_production_leaves_row_counts_unverified(pair: tuple[str, st
     counts = report.check("row_counts")
     assert counts.status == "unverified"
     assert "no baseline, and production unreachable (" in counts.detail
+    assert report.check("schema").detail.startswith(
+        "unverified: no baseline, and production unreachable (")
     assert counts.observed["production_error"]
     assert report.ok and not report.verified
 
@@ -163,3 +177,25 @@ def test_orphans_under_a_not_valid_foreign_key_are_a_critical_failure(
     clean = verify(restored, amcheck=False, reference_dsn=production)
     fk = clean.check("fk_orphans:clients_user_id_fkey")
     assert fk.ok and fk.critical and fk.observed["validated"] is False
+
+
+def test_the_incident_report_shows_unverified_row_counts_as_unverified(
+    pair: tuple[str, str]
+) -> None:
+    from restorekit.report import IncidentReport
+    from tasks.database import _summary
+
+    restored, _ = pair
+    summary = _summary(verify(restored, critical_tables=CRITICAL, amcheck=False))
+    assert summary.ok and not summary.verified
+    assert [c.name for c in summary.unverified] == ["schema", "row_counts"]
+    incident = IncidentReport(scenario="complete-failure", target="production")
+    incident.add_verification(summary)
+    counts = next(c for c in incident.checks if c.name == "row_counts")
+    assert counts.verdict == "unverified" and counts.unverified
+    assert "| row_counts | unverified | no | unverified: nothing to compare" in (
+        incident.to_markdown())
+    # A stored incident report from before the field loads, the row as a warning.
+    old = counts.model_dump()
+    old.pop("unverified")
+    assert type(counts).model_validate(old).verdict == "warn"
