@@ -129,7 +129,7 @@ def integrity_findings(report: integrity.VerificationReport) -> IntegrityFinding
     tables: list[str] = []
     failing = []
     for check in report.checks:
-        if check.ok or check.skipped:
+        if check.ok or check.skipped or check.unverified:  # unverified: not a finding
             continue
         failing.append(check.name)
         for side in ("child", "parent"):

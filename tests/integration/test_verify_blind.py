@@ -199,3 +199,19 @@ def test_the_incident_report_shows_unverified_row_counts_as_unverified(
     old = counts.model_dump()
     old.pop("unverified")
     assert type(counts).model_validate(old).verdict == "warn"
+
+
+def test_unverified_checks_are_not_integrity_findings(pair: tuple[str, str]) -> None:
+    from restorekit.scope import integrity_findings
+
+    restored, _ = pair
+    with psycopg.connect(restored, autocommit=True) as conn:
+        conn.execute("ALTER TABLE clients DROP CONSTRAINT clients_user_id_fkey")
+        conn.execute("INSERT INTO clients (user_id, name) VALUES (900001, 'orphan')")
+        conn.execute("ALTER TABLE clients ADD CONSTRAINT clients_user_id_fkey "
+                     "FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID")
+    report = verify(restored, critical_tables=CRITICAL, amcheck=False)
+    assert {c.name for c in report.unverified} == {"schema", "row_counts"}
+    findings = integrity_findings(report)
+    assert findings.failing_checks == ("fk_orphans:clients_user_id_fkey",)
+    assert findings.tables == ("public.clients", "public.users")
