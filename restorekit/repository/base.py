@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
@@ -20,7 +18,7 @@ from restorekit.errors import (
     ObjectNotFound,
     RepositoryError,
 )
-from restorekit.repository.compression import _Decoder, _finish_encoder, codec_argv
+from restorekit.repository.compression import _Decoder, _encoder
 from restorekit.repository.keys import check_key
 from restorekit.repository.objects import _HashingReader, _now, _temp_name, _VerifyingReader
 from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo, Progress
@@ -70,38 +68,10 @@ class _BaseRepository:
         check_key(key)
         if encoding is None:
             return self._put(key, stream, progress)
-        argv = codec_argv(encoding, decompress=False, level=level)
         original = _HashingReader(stream)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        failure: list[BaseException] = []
-
-        def feed() -> None:
-            assert proc.stdin is not None
-            try:
-                while chunk := original.read(CHUNK_SIZE):
-                    proc.stdin.write(chunk)
-            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
-                failure.append(exc)
-            finally:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-
-        feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
-        feeder.start()
-        try:
-            info = self._put(key, proc.stdout, progress, original=original,  # type: ignore[arg-type]
-                             encoding=encoding, check=lambda: _finish_encoder(
-                                 proc, feeder, failure, key, encoding))
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            feeder.join()
-            proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-        return info
+        with _encoder(original, key, encoding, level) as (compressed, check):
+            return self._put(key, compressed, progress, original=original, encoding=encoding,
+                             check=check)
 
     def _put(self, key: str, stream: BinaryIO, progress: Progress | None, *,
              original: _HashingReader | None = None, encoding: str | None = None,
@@ -166,34 +136,29 @@ class _BaseRepository:
         with self._errors("get", key):
             info = self._read_record(key)
             source = self._open_object(key)
-        errors = lambda: self._errors("get", key)  # noqa: E731
-        if info.encoding is None:
-            reader = _VerifyingReader(source, info, self.url, errors)
-            buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
+        errors: Callable[[], ContextManager[None]] = lambda: self._errors("get", key)  # noqa: E731
+        closers: list[Any] = []
+        if info.encoding is not None:
+            # Compressed: the bytes at rest are checked as they stream into the decompressor,
+            # the decompressed bytes against the original's size and sha256.
+            at_rest = io.BufferedReader(_VerifyingReader(source, info, self.url, errors,
+                                                         at_rest=True), buffer_size=CHUNK_SIZE)
             try:
-                yield info, buffered  # type: ignore[misc]
-                reader.drain()
-            finally:
-                buffered.close()
-            return
-        # Compressed: the bytes at rest are checked as they stream into the decompressor,
-        # the decompressed bytes against the original's size and sha256.
-        at_rest = io.BufferedReader(_VerifyingReader(source, info, self.url, errors,
-                                                     at_rest=True), buffer_size=CHUNK_SIZE)
-        try:
-            decoder = _Decoder(at_rest, info, self.url)  # type: ignore[arg-type]
-        except BaseException:
-            at_rest.close()
-            raise
-        reader = _VerifyingReader(decoder, info, self.url, contextlib.nullcontext)
+                source = _Decoder(at_rest, info, self.url)  # type: ignore[arg-type]
+            except BaseException:
+                at_rest.close()
+                raise
+            closers = [source, at_rest]
+            errors = contextlib.nullcontext
+        reader = _VerifyingReader(source, info, self.url, errors)
         buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
         try:
             yield info, buffered  # type: ignore[misc]
             reader.drain()
         finally:
             buffered.close()
-            decoder.close()
-            at_rest.close()
+            for stream in closers:  # the decoder, then the bytes at rest
+                stream.close()
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_verified(key) as src:

@@ -10,6 +10,7 @@ import io
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from restorekit.errors import (
@@ -136,3 +137,40 @@ def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
         stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
         raise RepositoryError(f"{encoding} failed compressing {key!r} (exit {code}): "
                               f"{stderr[-300:]}")
+
+
+@contextlib.contextmanager
+def _encoder(source: Any, key: str, encoding: str, level: int | None
+             ) -> Iterator[tuple[BinaryIO, Callable[[], None]]]:
+    """``source``'s bytes compressed by the codec's program (a thread feeds it), and the check
+    to run once the compressed stream ended (:func:`_finish_encoder`); the program is stopped
+    and its pipes closed on the way out."""
+    argv = codec_argv(encoding, decompress=False, level=level)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            while chunk := source.read(CHUNK_SIZE):
+                proc.stdin.write(chunk)
+        except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
+            failure.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
+    feeder.start()
+    try:
+        yield proc.stdout, lambda: _finish_encoder(  # type: ignore[misc]
+            proc, feeder, failure, key, encoding)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        feeder.join()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -19,7 +19,8 @@ from restorekit.errors import (
 )
 from restorekit.repository.base import _BaseRepository
 from restorekit.repository.keys import _check_prefix
-from restorekit.repository.objects import _HashingReader, _parse_record, _record_bytes, _temp_name
+from restorekit.repository.local_files import _fsync_dir, _write_atomic
+from restorekit.repository.objects import _HashingReader, _parse_record, _record_bytes
 from restorekit.repository.protocol import (
     CHUNK_SIZE,
     RECORD_SUFFIX,
@@ -70,50 +71,6 @@ class LocalRepository(_BaseRepository):
             raise RepositoryError(
                 f"{operation} {key!r} in {self.url} failed: {detail}{where}") from exc
 
-    def _chown(self, path: Path) -> None:
-        if self.os_user is not None:
-            # Imported here: restorekit.pg.tools pulls in psycopg (through pg.dsn), and
-            # restorekit.wal must start fast.
-            from restorekit.pg.tools import chown_for
-
-            chown_for(path, self.os_user)
-
-    def _ensure_dir(self, directory: Path) -> None:
-        if directory.is_dir():
-            return
-        missing = []
-        current = directory
-        while not current.exists():
-            missing.append(current)
-            current = current.parent
-        for path in reversed(missing):
-            if self.os_user is not None:
-                from restorekit.pg.tools import make_dir
-
-                make_dir(path, self.os_user, mode=0o700)
-            else:
-                with contextlib.suppress(FileExistsError):
-                    path.mkdir(mode=0o700)
-
-    def _write_atomic(self, final: Path, write: Callable[[BinaryIO], None],
-                      before_commit: Callable[[], None] | None = None) -> None:
-        self._ensure_dir(final.parent)
-        tmp = final.parent / _temp_name(final.name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                write(out)  # type: ignore[arg-type]
-                out.flush()
-                os.fsync(out.fileno())
-            self._chown(tmp)
-            if before_commit is not None:
-                before_commit()
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)
-
     def _store(self, key: str, reader: _HashingReader,
                check: Callable[[], None] | None = None) -> None:
         def write(out: BinaryIO) -> None:
@@ -127,7 +84,7 @@ class LocalRepository(_BaseRepository):
 
         # The old record goes only once the new bytes are safely staged: a failed put leaves
         # the old object and its record untouched.
-        self._write_atomic(self._path(key), write, before_commit=before_commit)
+        _write_atomic(self._path(key), write, self.os_user, before_commit=before_commit)
 
     def _write_record(self, info: ObjectInfo) -> None:
         data = _record_bytes(info)
@@ -135,7 +92,7 @@ class LocalRepository(_BaseRepository):
         def write(out: BinaryIO) -> None:
             out.write(data)
 
-        self._write_atomic(self._record_path(info.key), write)
+        _write_atomic(self._record_path(info.key), write, self.os_user)
 
     def _delete_record(self, key: str) -> None:
         record = self._record_path(key)
@@ -178,35 +135,34 @@ class LocalRepository(_BaseRepository):
         _check_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
         start = self._path(head) if head else self.root
-        found: list[ObjectInfo] = []
         with self._errors("list", prefix):
             if not start.is_dir():
                 return []
-            for dirpath, dirnames, filenames in os.walk(start):
-                rel = Path(dirpath).relative_to(self.root).as_posix()
-                rel = "" if rel == "." else rel + "/"
-                dirnames[:] = sorted(
-                    d for d in dirnames
-                    if not d.startswith(TEMP_PREFIX)
-                    and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
-                )
-                names = set(filenames)
-                for name in filenames:
-                    key = rel + name
-                    if (name.startswith(TEMP_PREFIX) or name.endswith(RECORD_SUFFIX)
-                            or not key.startswith(prefix) or name + RECORD_SUFFIX not in names):
-                        continue
-                    try:
-                        data = (Path(dirpath) / (name + RECORD_SUFFIX)).read_bytes()
-                    except FileNotFoundError:
-                        continue  # deleted while listing
-                    found.append(_parse_record(key, data, self.url))
+            found = _walk_records(self.root, start, prefix, self.url)
         return sorted(found, key=lambda info: info.key)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _walk_records(root: Path, start: Path, prefix: str, url: str) -> list[ObjectInfo]:
+    """The records of the complete objects under ``start`` whose key starts with ``prefix``
+    (an object counts once its record is beside it; temporary files are skipped)."""
+    found: list[ObjectInfo] = []
+    for dirpath, dirnames, filenames in os.walk(start):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        rel = "" if rel == "." else rel + "/"
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(TEMP_PREFIX)
+            and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
+        )
+        names = set(filenames)
+        for name in filenames:
+            key = rel + name
+            if (name.startswith(TEMP_PREFIX) or name.endswith(RECORD_SUFFIX)
+                    or not key.startswith(prefix) or name + RECORD_SUFFIX not in names):
+                continue
+            try:
+                data = (Path(dirpath) / (name + RECORD_SUFFIX)).read_bytes()
+            except FileNotFoundError:
+                continue  # deleted while listing
+            found.append(_parse_record(key, data, url))
+    return found

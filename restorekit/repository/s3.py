@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
@@ -22,10 +21,7 @@ from restorekit.repository.protocol import (
     ObjectInfo,
 )
 from restorekit.repository.s3_client import (
-    DEFAULT_S3_ATTEMPTS,
-    S3_CONNECT_TIMEOUT,
-    _s3_attempts,
-    s3_read_timeout,
+    _make_client,
 )
 from restorekit.repository.s3_errors import _is_not_found, _map_s3_errors
 
@@ -47,9 +43,7 @@ class S3Repository(_BaseRepository):
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, client: Any = None) -> None:
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -63,22 +57,7 @@ class S3Repository(_BaseRepository):
         self.read_timeout: float | None = None
         self.attempts: int | None = None
         if client is None:
-            self.read_timeout = s3_read_timeout()
-            self.attempts = _s3_attempts()
-            # 5 attempts unless AWS_MAX_ATTEMPTS says otherwise (botocore reads it when unset
-            # here). total_max_attempts counts the first try; Config's max_attempts would not.
-            retries: dict[str, Any] = {"mode": "standard"}
-            if not os.environ.get("AWS_MAX_ATTEMPTS"):
-                retries["total_max_attempts"] = DEFAULT_S3_ATTEMPTS
-            config = Config(
-                retries=retries,
-                connect_timeout=S3_CONNECT_TIMEOUT,
-                read_timeout=self.read_timeout,
-                max_pool_connections=32,
-                s3={"addressing_style": "path"} if endpoint_url else None,
-            )
-            session = boto3.session.Session(region_name=region)
-            client = session.client("s3", endpoint_url=endpoint_url, config=config)
+            client, self.read_timeout, self.attempts = _make_client(endpoint_url, region)
         self.client = client
         self._transfer = TransferConfig(multipart_threshold=MULTIPART_CHUNK,
                                         multipart_chunksize=MULTIPART_CHUNK, max_concurrency=8)
@@ -154,35 +133,46 @@ class S3Repository(_BaseRepository):
 
         One listing, then the records of the listed objects are read in parallel (one GET each).
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         _check_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""
-        objects: set[str] = set()
-        records: set[str] = set()
         with self._errors("list", prefix):
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-                for item in page.get("Contents", []):
-                    key = item["Key"][len(base):]
-                    if key.endswith(RECORD_SUFFIX):
-                        records.add(key[: -len(RECORD_SUFFIX)])
-                    else:
-                        objects.add(key)
-            complete = sorted(objects & records)
-
-            def fetch(key: str) -> ObjectInfo | None:
-                try:
-                    body = self.client.get_object(Bucket=self.bucket, Key=self._record_key(key))
-                    return _parse_record(key, body["Body"].read(), self.url)
-                except Exception as exc:
-                    if _is_not_found(exc):
-                        return None  # deleted while listing
-                    raise
-
-            if len(complete) <= 1:
-                results = [fetch(key) for key in complete]
-            else:
-                with ThreadPoolExecutor(max_workers=min(_LIST_WORKERS, len(complete))) as pool:
-                    results = list(pool.map(fetch, complete))
+            complete = _complete_keys(self.client, self.bucket, base, prefix)
+            results = _in_parallel(self._fetch_record, complete)
         return [info for info in results if info is not None]
+
+    def _fetch_record(self, key: str) -> ObjectInfo | None:
+        """The record of a listed object; None when it was deleted since."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._record_key(key))
+            return _parse_record(key, body["Body"].read(), self.url)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None  # deleted while listing
+            raise
+
+
+def _complete_keys(client: Any, bucket: str, base: str, prefix: str) -> list[str]:
+    """The keys under ``base + prefix`` (one listing) that have both their object and their
+    record, sorted; ``base`` (the repository's prefix) is cut off."""
+    objects: set[str] = set()
+    records: set[str] = set()
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=base + prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"][len(base):]
+            if key.endswith(RECORD_SUFFIX):
+                records.add(key[: -len(RECORD_SUFFIX)])
+            else:
+                objects.add(key)
+    return sorted(objects & records)
+
+
+def _in_parallel(fetch: Callable[[str], ObjectInfo | None], keys: list[str]
+                 ) -> list[ObjectInfo | None]:
+    """``fetch`` of every key, in key order; up to ``_LIST_WORKERS`` at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(keys) <= 1:
+        return [fetch(key) for key in keys]
+    with ThreadPoolExecutor(max_workers=min(_LIST_WORKERS, len(keys))) as pool:
+        return list(pool.map(fetch, keys))

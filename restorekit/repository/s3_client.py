@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from restorekit.errors import (
     ConfigError,
@@ -52,3 +53,27 @@ def _s3_attempts() -> int | None:
         return int(raw)
     except ValueError:
         return None
+
+
+def _make_client(endpoint_url: str | None, region: str | None) -> tuple[Any, float, int | None]:
+    """An S3 client with credentials from the AWS chain, our retries and timeouts; and the read
+    timeout and attempts it was given (the error messages quote them)."""
+    import boto3
+    from botocore.config import Config
+
+    read_timeout = s3_read_timeout()
+    attempts = _s3_attempts()
+    # 5 attempts unless AWS_MAX_ATTEMPTS says otherwise (botocore reads it when unset
+    # here). total_max_attempts counts the first try; Config's max_attempts would not.
+    retries: dict[str, Any] = {"mode": "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["total_max_attempts"] = DEFAULT_S3_ATTEMPTS
+    config = Config(
+        retries=retries,
+        connect_timeout=S3_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        max_pool_connections=32,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url, config=config), read_timeout, attempts
