@@ -80,6 +80,10 @@ class ProviderError(RestoreKitError):
         self.retry_after = retry_after
         self.code = code  # the provider's own error code (AWS Error.Code, Neon code, ...)
         self.request_id = request_id  # for the provider's support
+        # Set by restorekit.providers._http when its retry policy already covered this failure
+        # (retried it to the end of its budget, or the server asked for a longer wait): a
+        # task-level retry would only multiply the attempts (tasks._runtime.retry_if_transient).
+        self.retry_spent = False
 
     @property
     def is_retryable(self) -> bool:

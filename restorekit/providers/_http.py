@@ -1,15 +1,27 @@
-"""One HTTP call with a bounded retry policy: the loop the HTTP adapters (Neon, Supabase) share.
+"""The HTTP adapters' (Neon, Supabase) client and their one retry policy, on tenacity.
 
-Shared here: the attempt loop; which failures are repeated in-process (a status any method may
-repeat because the server did nothing, a status only an idempotent GET may repeat, a network
-error that happened before the request was sent, or any network error on a GET); the
-exponential backoff; reading ``Retry-After``-style headers; and never sleeping longer than the
-policy's ``max_wait`` (a longer wait is left to the task-level retry).
+Who retries what (one layer per failure, so attempts never multiply):
 
-Left to each adapter, through callbacks: its status sets, how long a given answer asks it to
-wait, and how every failure becomes a :class:`~restorekit.errors.ProviderError`, so messages
-carry the provider's own words. Nothing here logs a header, a body or a query string, so a
-credential cannot leak through the retry log.
+* **This layer** retries what the server did not act on, or what is safe to repeat: a status
+  in the policy's ``retry_any`` for every method (429, 423, 503: the server did nothing), a
+  status in ``retry_get`` for a GET only (a 5xx to a POST may have acted), a failed connect for
+  every method (nothing was sent), any other network error for a GET. The budget is bounded:
+  ``max_attempts`` per call, exponential backoff from ``backoff_seconds``, and a server's own
+  wait (``Retry-After``, or the adapter's rate-limit header) honoured up to ``max_wait``. A
+  server asking for longer is not waited out here. When this layer gives up, the
+  :class:`~restorekit.errors.ProviderError` it raises keeps ``retryable=True`` (the failure is
+  transient) and has ``retry_spent=True``.
+* **Prefect task retries** (``tasks._runtime.retry_if_transient``) leave errors with
+  ``retry_spent`` alone: retrying the task would repeat the same calls that already used up
+  their budget here, attempts times attempts. The task layer retries what this layer must not
+  repeat: a POST whose connection failed after it was sent (the adapters raise that retryable,
+  and the task looks before it acts: Neon finds the branch by name, Supabase reads the project's
+  status), and failures outside HTTP (PostgreSQL still starting, a storage error).
+
+Left to each adapter, through callbacks: how long a given answer asks it to wait (the default
+reads ``Retry-After``), and how every failure becomes a ProviderError, so messages carry the
+provider's own words. Nothing here logs a header, a body or a query string, so a credential
+cannot leak through the retry log.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import tenacity
+from pydantic import SecretStr
 
 from restorekit.errors import ProviderError
 
@@ -56,6 +70,20 @@ class RetryPolicy:
     def retries(self, method: str, status: int) -> bool:
         return status in self.retry_any or (method == "GET" and status in self.retry_get)
 
+    def repeats(self, method: str, exc: BaseException) -> bool:
+        """Whether a network error may be repeated: nothing was sent, or it was a GET."""
+        return isinstance(exc, httpx.RequestError) and (method == "GET" or isinstance(exc, UNSENT))
+
+
+def api_client(base_url: str, token: SecretStr, *, transport: httpx.BaseTransport | None,
+               timeout: float, headers: dict[str, str] | None = None) -> httpx.Client:
+    """A JSON API client with a bearer token: what both management APIs take (§3, §4)."""
+    return httpx.Client(
+        base_url=base_url, transport=transport, timeout=timeout,
+        headers={"Authorization": f"Bearer {token.get_secret_value()}",
+                 "Accept": "application/json", "User-Agent": "restorekit", **(headers or {})},
+    )
+
 
 def send(
     client: httpx.Client,
@@ -63,11 +91,12 @@ def send(
     path: str,
     *,
     policy: RetryPolicy,
-    delay: Callable[[httpx.Response, int], float],
     network_error: Callable[[httpx.RequestError, bool], ProviderError],
     give_up: Callable[[httpx.Response, int, float], ProviderError],
     sleep: Callable[[float], None],
     log: logging.Logger,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    delay: Callable[[httpx.Response, int], float] | None = None,
     headers: Callable[[], dict[str, str]] | None = None,
     params: dict[str, Any] | None = None,
     json: Any = None,
@@ -81,7 +110,6 @@ def send(
         client: The adapter's client (base URL, auth and timeouts set).
         method, path: The request; ``params`` and ``json`` are passed through.
         policy: The adapter's retry policy.
-        delay: ``(response, attempt)`` -> seconds to wait before repeating a retryable answer.
         network_error: ``(exc, repeatable)`` -> the error for a network failure that is not
             retried (any more); ``repeatable`` is whether a retry could not have done harm
             (a GET, or nothing was sent).
@@ -89,36 +117,77 @@ def send(
             repeated any more (attempts used up, or it asked for more than ``max_wait``).
         sleep: Injected ``time.sleep``.
         log: The adapter's logger (each retry is logged as a warning).
+        now: The wall clock, for ``Retry-After`` given as a date.
+        delay: ``(response, attempt)`` -> seconds to wait before repeating a retryable answer;
+            default ``Retry-After``, else the policy's backoff.
         headers: Called once per attempt for per-attempt headers (a fresh request id).
 
     Raises:
-        ProviderError: whatever ``network_error`` or ``give_up`` returned.
+        ProviderError: whatever ``network_error`` or ``give_up`` returned; ``retry_spent`` is
+            set when the policy covered the failure (see the module docstring).
     """
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            response = client.request(method, path, params=params, json=json,
-                                      headers=headers() if headers else None)
-        except httpx.RequestError as exc:
-            # Nothing reached the server when connecting failed, so that is safe to repeat for
-            # any method; after that, only a GET is repeated.
-            repeatable = method == "GET" or isinstance(exc, UNSENT)
-            if not repeatable or attempt >= policy.max_attempts:
-                raise network_error(exc, repeatable) from exc
-            wait = policy.backoff(attempt)
+
+    def default_delay(response: httpx.Response, attempt: int) -> float:
+        hinted = header_seconds(response.headers.get("Retry-After"), now=now)
+        return hinted if hinted is not None else policy.backoff(attempt)
+
+    wait_for = delay or default_delay
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            return policy.backoff(state.attempt_number)
+        return wait_for(outcome.result(), state.attempt_number)
+
+    def retry(state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            return policy.repeats(method, outcome.exception())  # type: ignore[arg-type]
+        return policy.retries(method, outcome.result().status_code)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return (state.attempt_number >= policy.max_attempts
+                or state.upcoming_sleep > policy.max_wait)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        assert outcome is not None and state.next_action is not None
+        if outcome.failed:
+            exc = outcome.exception()
             reason = f"{type(exc).__name__}: {exc}"
         else:
-            status = response.status_code
-            if not policy.retries(method, status):
-                return response
-            wait = delay(response, attempt)
-            if attempt >= policy.max_attempts or wait > policy.max_wait:
-                raise give_up(response, attempt, wait)
-            reason = f"answered {status} {response.reason_phrase}".rstrip()
+            response = outcome.result()
+            reason = f"answered {response.status_code} {response.reason_phrase}".rstrip()
         log.warning("%s %s %s; retrying in %.1f s (attempt %d of %d)", method, path, reason,
-                    wait, attempt + 1, policy.max_attempts)
-        sleep(wait)
+                    state.next_action.sleep, state.attempt_number + 1, policy.max_attempts)
+
+    def exhausted(state: tenacity.RetryCallState) -> httpx.Response:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            exc = outcome.exception()
+            assert isinstance(exc, httpx.RequestError)
+            error = network_error(exc, True)
+            error.retry_spent = True
+            raise error from exc
+        response = outcome.result()
+        error = give_up(response, state.attempt_number, state.upcoming_sleep)
+        error.retry_spent = True
+        raise error
+
+    def attempt() -> httpx.Response:
+        return client.request(method, path, params=params, json=json,
+                              headers=headers() if headers else None)
+
+    retrying = tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
+                                 before_sleep=before_sleep, retry_error_callback=exhausted)
+    try:
+        response: httpx.Response = retrying(attempt)
+    except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
+        raise network_error(exc, policy.repeats(method, exc)) from exc
+    return response
 
 
 def header_seconds(value: str | None, *, now: Callable[[], datetime],

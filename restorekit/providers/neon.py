@@ -20,14 +20,14 @@ Every call goes through :meth:`NeonProvider._call`, the one place HTTP errors ar
 (:mod:`restorekit.providers._http`): 423, 429 and 503 are retried for every method with a
 bounded backoff that honours ``Retry-After``; other 5xx and network errors are retried for GETs
 only (a failed connect for every method: nothing was sent), because a POST/PATCH/DELETE is not
-safe to repeat blindly. 401/403 are never retried.
+safe to repeat blindly. 401/403 are never retried. What that loop gave up on is not retried
+again by the Prefect task (``retry_spent``), so attempts do not multiply.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import time
 import uuid
@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from restorekit.bisect import find_by_bisection
 from restorekit.config import Settings, TargetConfig
@@ -61,7 +61,20 @@ from restorekit.models import (
     parse_lsn,
 )
 from restorekit.pg.dsn import Location, location_of, parse, repoint
-from restorekit.providers._http import RetryPolicy, header_seconds, send, sent_request_id
+from restorekit.providers._cloud import (
+    ApiRoot,
+    EnvVarName,
+    load_section,
+    section_name,
+    token_from_env,
+)
+from restorekit.providers._http import (
+    RetryPolicy,
+    api_client,
+    header_seconds,
+    send,
+    sent_request_id,
+)
 from restorekit.providers.base import Capability, Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -82,7 +95,6 @@ _RETRY_ANY = frozenset({423, 429, 503})
 _RETRY_GET = frozenset({500, 502, 504})
 
 _RESTORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class NeonSettings(BaseModel):
@@ -92,33 +104,16 @@ class NeonSettings(BaseModel):
 
     project_id: str = Field(min_length=1)
     branch_id: str = Field(pattern=r"^br-[A-Za-z0-9-]+$", description="The production branch.")
-    api_key_env: str = Field(description="Environment variable holding the API key.")
+    api_key_env: EnvVarName = Field(description="Environment variable holding the API key.")
     database: str = Field(min_length=1)
     role: str = Field(min_length=1)
-    base_url: str = DEFAULT_BASE_URL
+    base_url: ApiRoot = DEFAULT_BASE_URL
     poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     timeout_seconds: float = Field(default=1800.0, gt=0)
     scratch_prefix: str = Field(default="restorekit-", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     find_point_budget: int = Field(default=12, ge=2, le=64,
                                    description="Branches one find_point may make, in all.")
     find_point_precision_seconds: float = Field(default=1.0, gt=0)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(
-                f"api_key_env must be the NAME of an environment variable (like NEON_API_KEY), "
-                f"not the key itself; got a value of {len(value)} characters"
-            )
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
 
 
 class NeonApiError(ProviderError):
@@ -235,17 +230,9 @@ class NeonProvider:
         self._sleep = sleep
         self._clock = clock
         self._now = now
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=http_timeout,
-            headers={
-                "Authorization": f"Bearer {api_key.get_secret_value()}",
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "User-Agent": "restorekit",
-            },
-        )
+        self._client = api_client(self.base_url, api_key, transport=transport,
+                                  timeout=http_timeout,
+                                  headers={"Content-Type": "application/json"})
 
     def __repr__(self) -> str:
         return f"NeonProvider(project={self.project_id!r}, branch={self.branch_id!r})"
@@ -262,21 +249,11 @@ class NeonProvider:
         """Build from ``[targets.NAME.neon]``; the key is read from ``api_key_env`` here, so a
         missing key fails now, not in the middle of a restore. ``overrides`` (transport, sleep,
         clock, timeouts, ...) replace constructor arguments; they are for tests."""
-        try:
-            cfg = NeonSettings(**(target.neon or {}))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ConfigError(f"target {target.name!r} [neon]: {problems}") from None
-        key = os.environ.get(cfg.api_key_env, "")
-        if not key:
-            raise ConfigError(
-                f"target {target.name!r}: the Neon API key variable {cfg.api_key_env} is not set"
-            )
+        section = section_name(target.name, "neon")
+        cfg = load_section(NeonSettings, target.neon, section)
+        key = token_from_env(cfg.api_key_env, "api_key_env", section, "a Neon API key")
         options: dict[str, Any] = {
-            "project_id": cfg.project_id, "branch_id": cfg.branch_id, "api_key": SecretStr(key),
+            "project_id": cfg.project_id, "branch_id": cfg.branch_id, "api_key": key,
             "database": cfg.database, "role": cfg.role, "base_url": cfg.base_url,
             "poll_interval_seconds": cfg.poll_interval_seconds,
             "timeout_seconds": cfg.timeout_seconds, "scratch_prefix": cfg.scratch_prefix,
@@ -837,8 +814,8 @@ class NeonProvider:
         response = send(
             self._client, method, path, params=params, json=json,
             headers=lambda: {"X-Request-ID": str(uuid.uuid4())},
-            policy=self._retry_policy, delay=self._retry_delay, network_error=network_error,
-            give_up=give_up, sleep=self._sleep, log=log,
+            policy=self._retry_policy, network_error=network_error,
+            give_up=give_up, sleep=self._sleep, log=log, now=self._now,
         )
         status = response.status_code
         if status in expect:
@@ -852,12 +829,6 @@ class NeonProvider:
         return RetryPolicy(max_attempts=self.max_attempts, retry_any=_RETRY_ANY,
                            retry_get=_RETRY_GET, backoff_seconds=self.backoff_seconds,
                            max_wait=self.max_retry_wait)
-
-    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
-        """``Retry-After`` when Neon sends one (a longer one than ``max_retry_wait`` makes the
-        call fail retryable instead), else the exponential backoff."""
-        hinted = header_seconds(response.headers.get("Retry-After"), now=self._now)
-        return hinted if hinted is not None else self._retry_policy.backoff(attempt)
 
 
 # -- module helpers ----------------------------------------------------------------------------

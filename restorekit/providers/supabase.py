@@ -28,14 +28,14 @@ Quirks handled here (each from provider-apis.md §4 / §8):
   ``X-RateLimit-Reset`` = seconds until the reset. A 429 did not act, so it is retried (bounded)
   for every call, the POSTs included; a 5xx is retried on GETs only: a POST that may have
   started a restore is never repeated blindly. The loop itself is the one the HTTP adapters
-  share (:mod:`restorekit.providers._http`).
+  share (:mod:`restorekit.providers._http`); what it gave up on is not retried again by the
+  Prefect task (``retry_spent``), so attempts do not multiply.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from restorekit.config import Settings, TargetConfig
 from restorekit.errors import (
@@ -57,7 +57,14 @@ from restorekit.errors import (
     SafetyError,
 )
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
-from restorekit.providers._http import RetryPolicy, header_seconds, send
+from restorekit.providers._cloud import (
+    ApiRoot,
+    EnvVarName,
+    load_section,
+    section_name,
+    token_from_env,
+)
+from restorekit.providers._http import RetryPolicy, api_client, header_seconds, send
 from restorekit.providers.base import Capability, Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -65,7 +72,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.supabase.com"
 SUPPORT_URL = "https://supabase.com/dashboard/support/new"
 _REF = re.compile(r"^[a-z]{20}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # What restore_in_place does with a project status, before the restore call (``before``) and
 # while it waits for the restore (``during``); ``advice`` is what the operator must do when the
@@ -148,8 +154,8 @@ class SupabaseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     project_ref: str
-    token_env: str
-    base_url: str = DEFAULT_BASE_URL
+    token_env: EnvVarName
+    base_url: ApiRoot = DEFAULT_BASE_URL
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     timeout_seconds: float = Field(default=3600.0, gt=0)
     start_timeout_seconds: float = Field(default=600.0, gt=0)
@@ -164,23 +170,6 @@ class SupabaseSettings(BaseModel):
                 "(Project Settings > General, or the db.<ref>.supabase.co host)"
             )
         return value
-
-    @field_validator("token_env")
-    @classmethod
-    def _env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(
-                f"token_env {value!r} must be the NAME of an environment variable "
-                "(e.g. SUPABASE_ACCESS_TOKEN), not the token itself"
-            )
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError(f"base_url {value!r} must start with https://")
-        return value.rstrip("/")
 
 
 class _ProjectCapabilities:
@@ -260,16 +249,8 @@ class SupabaseProvider:
         self._clock = clock
         self._now = now
         self._pitr_enabled: bool | None = None
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=request_timeout,
-            headers={
-                "Authorization": f"Bearer {secret.get_secret_value()}",
-                "Accept": "application/json",
-                "User-Agent": "restorekit",
-            },
-        )
+        self._client = api_client(self.base_url, secret, transport=transport,
+                                  timeout=request_timeout)
 
     def __repr__(self) -> str:
         return f"SupabaseProvider(project_ref={self.project_ref!r}, base_url={self.base_url!r})"
@@ -283,26 +264,13 @@ class SupabaseProvider:
     def from_config(cls, target: TargetConfig, settings: Settings) -> SupabaseProvider:
         """Build from ``[targets.NAME.supabase]``; the token is read from ``token_env`` now, so a
         missing variable fails before any step runs."""
-        section = f"[targets.{target.name}.supabase]"
-        if target.supabase is None:
-            raise ConfigError(f"provider 'supabase' needs a {section} section")
-        try:
-            options = SupabaseSettings(**target.supabase)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ConfigError(f"{section}: {problems}") from None
-        token = os.environ.get(options.token_env, "")
-        if not token:
-            raise ConfigError(
-                f"{section}: environment variable {options.token_env} (token_env) is not set; "
-                "put a Supabase access token in it"
-            )
+        section = section_name(target.name, "supabase")
+        options = load_section(SupabaseSettings, target.supabase, section)
+        token = token_from_env(options.token_env, "token_env", section,
+                               "a Supabase access token")
         return cls(
             project_ref=options.project_ref,
-            token=SecretStr(token),
+            token=token,
             base_url=options.base_url,
             poll_interval=options.poll_interval_seconds,
             timeout=options.timeout_seconds,
@@ -619,7 +587,7 @@ class SupabaseProvider:
 
         response = send(self._client, method, path, json=body, policy=self._retry_policy,
                         delay=self._retry_delay, network_error=network_error, give_up=give_up,
-                        sleep=self._sleep, log=log)
+                        sleep=self._sleep, log=log, now=self._now)
         if response.status_code >= 400:
             raise self._error_for(response, method, path, operation)
         return response

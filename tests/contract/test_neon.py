@@ -32,6 +32,18 @@ from restorekit.providers.base import Capability, DatabaseProvider, provider_fro
 from restorekit.providers.neon import BACKUP_PREFIX, PRESERVE_PREFIX, NeonProvider, rfc3339
 
 
+def task_would_retry(exc: Exception) -> bool:
+    """What the tasks' retry_condition_fn decides for a task run that raised ``exc``: an error
+    the HTTP layer already retried (retry_spent) is not retried again by the task."""
+    from tasks._runtime import retry_if_transient
+
+    class Failed:
+        def result(self) -> None:
+            raise exc
+
+    return retry_if_transient(None, None, Failed())
+
+
 class Sleeps:
     """An injectable sleep: records every wait, really sleeps at most ``cap`` seconds."""
 
@@ -206,6 +218,7 @@ def test_a_500_on_a_post_is_not_repeated_blindly(world: NeonWorld) -> None:
     with pytest.raises(ProviderError, match="database is on fire") as err:
         world.provider(sleep=sleeps).create_backup("x")
     assert err.value.status_code == 500 and err.value.is_retryable  # the task may retry
+    assert not err.value.retry_spent and task_would_retry(err.value)
     assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
     assert sleeps.calls == []
 
@@ -226,6 +239,7 @@ def test_401_fails_at_once_with_the_servers_message_and_request_id(
         world.provider(sleep=sleeps).restore_window()
     (request,) = world.fake.requests
     assert err.value.status_code == 401 and not err.value.is_retryable
+    assert not task_would_retry(err.value)
     assert "authentication required" in str(err.value)
     assert request.headers["x-request-id"] in str(err.value)
     assert err.value.request_id == request.headers["x-request-id"]  # type: ignore[attr-defined]
@@ -241,6 +255,19 @@ def test_retry_after_beyond_the_bound_is_not_waited_here(world: NeonWorld) -> No
         world.provider(sleep=sleeps).list_backups()
     assert err.value.is_retryable and err.value.retry_after == 600
     assert sleeps.calls == []
+    # Left to no one: the task's own delays (seconds) would not honour 600 s either.
+    assert err.value.retry_spent and not task_would_retry(err.value)
+
+
+def test_a_get_that_keeps_failing_is_retried_by_one_layer_only(world: NeonWorld) -> None:
+    world.fake.inject(503, method="GET", path=r"^/projects/[^/]+$", times=10)
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError) as err:
+        world.provider(sleep=sleeps, max_attempts=3, backoff_seconds=0.5).restore_window()
+    assert len(world.fake.calls("GET", rf"^/projects/{pid(world)}$")) == 3
+    assert sleeps.calls == [0.5, 1.0]
+    assert err.value.status_code == 503 and err.value.is_retryable
+    assert err.value.retry_spent and not task_would_retry(err.value)  # 3 attempts, not 3 x 3
 
 
 def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice() -> None:
@@ -274,6 +301,7 @@ def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice()
         provider.create_backup("y")  # sent: Neon may have acted, so not here
     assert [m for m, _ in seen] == ["POST"]
     assert err.value.is_retryable  # the task-level retry finds the branch by name first
+    assert not err.value.retry_spent and task_would_retry(err.value)
     assert err.value.request_id == seen[0][1]  # type: ignore[attr-defined]
     assert key not in str(err.value)
 
@@ -284,6 +312,7 @@ def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice()
     assert [m for m, _ in seen] == ["GET"] * 3  # max_attempts
     assert len({rid for _, rid in seen}) == 3  # a fresh X-Request-ID per attempt
     assert err.value.is_retryable and key not in str(err.value)
+    assert err.value.retry_spent and not task_would_retry(err.value)
     provider.close()
 
 

@@ -217,6 +217,19 @@ def test_429_gives_up_after_a_bounded_number_of_attempts(supabase_world) -> None
     assert info.value.is_retryable and info.value.status_code == 429
     assert clock.sleeps == [60.0, 60.0]  # capped at the one-minute window
     assert len(supabase_world.fake.requests) == 3
+    # The HTTP layer spent the budget: the task's retry condition does not start it over.
+    assert info.value.retry_spent and not task_would_retry(info.value)
+
+
+def task_would_retry(exc: Exception) -> bool:
+    """What the tasks' retry_condition_fn decides for a task run that raised ``exc``."""
+    from tasks._runtime import retry_if_transient
+
+    class Failed:
+        def result(self) -> None:
+            raise exc
+
+    return retry_if_transient(None, None, Failed())
 
 
 def test_5xx_on_a_read_is_retried(supabase_world) -> None:
