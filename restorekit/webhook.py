@@ -28,7 +28,10 @@ them pass:
 PagerDuty retries timeouts, 5xx and 429 and drops 4xx without a retry (developer-docs
 ``webhooks/02-Behavior.md``). That is why a stale event gets a 4xx (a retry is no fresher)
 and an event that matches no rule gets a 2xx. PagerDuty waits only 5 s for an answer, so the
-Prefect calls use a short timeout (``prefect_timeout_seconds``, per request).
+Prefect calls use a short timeout (``prefect_timeout_seconds``, per request) and no retries of
+their own. The calls go through Prefect's own client (``get_client(sync_client=True)``), in
+``deployments/flow_runs.py``: the core never imports Prefect, so :func:`create_app` builds that
+adapter by name (:data:`PREFECT_FLOW_RUNS`) unless it is given another :class:`FlowRuns`.
 
 Secrets: the config names environment variables and never holds values. The subscription
 secret, the signature header and the Prefect ``Authorization`` header are never logged or
@@ -37,11 +40,11 @@ echoed back.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import hashlib
 import hmac
+import importlib
 import json
 import logging
 import os
@@ -49,8 +52,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -66,7 +68,6 @@ from pydantic import (
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
 
 if TYPE_CHECKING:  # imported where used: restorekit.config imports this module for its models
-    import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
 
@@ -82,7 +83,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEPLOYMENT = re.compile(r"^[^/]+/[^/]+$")
 _PARAM_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _V1_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_DETAIL_CHARS = 300
 _ENVELOPE_FIELDS = ("id", "event_type", "resource_type", "occurred_at")
 #: Incident event types whose ``data`` is an incident (developer-docs ``webhooks/01-Overview.md``);
 #: annotated, responder.* and status_update_published carry other objects.
@@ -277,7 +277,7 @@ class WebhookConfig(BaseModel):
         return secrets
 
     def resolve_prefect(self, environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
-        """``(api_url, credential)`` for :class:`PrefectClient` (the credential is a secret).
+        """``(api_url, credential)`` for Prefect's client (the credential is a secret).
 
         Raises:
             ConfigError: No API URL is configured, or ``prefect_auth_env`` names an unset variable.
@@ -458,7 +458,7 @@ def freshness_problem(
     return None
 
 
-# ------------------------------------------------------------------------------ Prefect REST
+# ------------------------------------------------------------------------------- Prefect port
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,90 +506,21 @@ class FlowRunRef:
     state_name: str | None = None
 
 
-class PrefectClient:
-    """The few Prefect REST calls the webhook needs (provider-apis.md §7.4), over httpx.
+class FlowRuns(Protocol):
+    """Where the webhook starts runs: Prefect, through its own client
+    (``deployments.flow_runs.PrefectFlowRuns``, the default), or a fake in tests.
 
-    Errors are :class:`ProviderError` (``provider="prefect"``): retryable for connection
-    failures, timeouts, 408, 429 and 5xx; not retryable for 404 (unknown deployment), 409
-    (parameters fail the deployment's schema), 401/403 and other 4xx, with the server's
-    ``detail`` in the message.
-
-    Args:
-        api_url: The API base, e.g. ``http://127.0.0.1:4200/api``.
-        credential: ``user:password`` (sent as HTTP Basic) or an API key (sent as Bearer).
-        timeout: Seconds per request.
-        transport: An httpx transport (tests pass ``httpx.MockTransport``).
+    Contract: both calls block for at most the configured timeout and do not retry (PagerDuty
+    retries the delivery, and the idempotency key makes that safe); every failure is a
+    :class:`ProviderError` with ``provider="prefect"``, retryable for connection failures,
+    timeouts, 408, 429 and 5xx, not retryable for an unknown deployment (404), parameters that
+    fail the deployment's schema (409), refused credentials (401/403) and other 4xx. Nothing
+    raised, logged or shown by ``repr`` contains the credential.
     """
 
-    def __init__(
-        self,
-        api_url: str,
-        *,
-        credential: str | None = None,
-        timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        headers = {"Accept": "application/json"}
-        if credential:
-            if ":" in credential:
-                token = base64.b64encode(credential.encode("utf-8")).decode("ascii")
-                headers["Authorization"] = f"Basic {token}"
-            else:
-                headers["Authorization"] = f"Bearer {credential}"
-        import httpx  # here, not at import: the CLI reads WebhookConfig on every command
-
-        self.api_url = api_url.rstrip("/")
-        # For messages and repr: without any user:password@ in the URL.
-        self._shown_url = str(httpx.URL(self.api_url).copy_with(username=None, password=None))
-        self._http = httpx.Client(
-            base_url=self.api_url + "/", headers=headers, timeout=timeout, transport=transport,
-        )
-
-    @classmethod
-    def from_config(
-        cls,
-        config: WebhookConfig,
-        environ: Mapping[str, str] | None = None,
-        *,
-        transport: httpx.BaseTransport | None = None,
-    ) -> PrefectClient:
-        url, credential = config.resolve_prefect(environ)
-        return cls(url, credential=credential, timeout=config.prefect_timeout_seconds,
-                   transport=transport)
-
-    def __repr__(self) -> str:  # the credential stays out
-        return f"PrefectClient({self._shown_url!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PrefectClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def deployment(self, name: str) -> DeploymentRef:
-        """The deployment ``"flow-name/deployment-name"``, with its default parameters.
-
-        Raises:
-            ConfigError: ``name`` is not ``flow-name/deployment-name``.
-            ProviderError: Not found (not retryable), or the API failed.
-        """
-        flow, sep, deployment = name.partition("/")
-        if not sep or not flow or not deployment:
-            raise ConfigError(f"deployment {name!r} must look like 'flow-name/deployment-name'")
-        path = f"deployments/name/{quote(flow, safe='')}/{quote(deployment, safe='')}"
-        response = self._request("GET", path, operation="read_deployment_by_name",
-                                 subject=f"deployment {name!r}")
-        data = self._json(response, "read_deployment_by_name")
-        defaults = data.get("parameters")
-        return DeploymentRef(id=str(data["id"]), name=name,
-                             parameters=defaults if isinstance(defaults, dict) else {})
-
-    def deployment_id(self, name: str) -> str:
-        """The id of the deployment ``"flow-name/deployment-name"`` (see :meth:`deployment`)."""
-        return self.deployment(name).id
+        """The deployment ``"flow-name/deployment-name"``, with its default parameters."""
+        ...
 
     def create_flow_run(
         self,
@@ -599,105 +530,28 @@ class PrefectClient:
         tags: Sequence[str] = (),
         name: str | None = None,
     ) -> FlowRunRef:
-        """Create a flow run of a deployment; with ``idempotency_key``, at most one per key.
+        """A run of the deployment: new (``created``), or the one an earlier call with the same
+        ``idempotency_key`` created (``created`` False)."""
+        ...
 
-        ``parameters`` are merged over the deployment's defaults (top-level keys only) and
-        ``tags`` are added to the deployment's. The run starts Scheduled, for a worker to pick up.
-
-        Returns:
-            The run. ``created`` is False when Prefect returned the run that an earlier call
-            with the same ``idempotency_key`` created.
-
-        Raises:
-            ProviderError: Unknown deployment (404) or parameters that fail the deployment's
-                schema (409), both not retryable, or the API failed.
-        """
-        body: dict[str, Any] = {"parameters": dict(parameters), "tags": list(tags)}
-        if idempotency_key is not None:
-            body["idempotency_key"] = idempotency_key
-        if name is not None:
-            body["name"] = name
-        response = self._request(
-            "POST", f"deployments/{quote(deployment_id, safe='')}/create_flow_run",
-            operation="create_flow_run", subject=f"deployment {deployment_id}", json=body,
-        )
-        data = self._json(response, "create_flow_run")
-        return FlowRunRef(
-            id=str(data["id"]),
-            name=str(data.get("name") or ""),
-            deployment_id=str(data.get("deployment_id") or deployment_id),
-            created=response.status_code == 201,
-            idempotency_key=data.get("idempotency_key"),
-            parameters=dict(data.get("parameters") or {}),
-            state_name=data.get("state_name"),
-        )
-
-    def _request(self, method: str, path: str, *, operation: str, subject: str,
-                 json: Any = None) -> httpx.Response:
-        import httpx
-
-        try:
-            response = self._http.request(method, path, json=json)
-        except httpx.TransportError as exc:  # connect/read errors and timeouts
-            raise ProviderError(
-                f"Prefect API at {self._shown_url} unreachable during {operation}: "
-                f"{type(exc).__name__}",
-                provider="prefect", operation=operation, retryable=True,
-            ) from exc
-        if response.status_code < 400:
-            return response
-        status = response.status_code
-        detail = _error_detail(response)
-        if status == 404:
-            message = f"Prefect has no {subject} (404: {detail})"
-        elif status == 409:
-            message = f"Prefect refused {operation} for {subject} (409, parameter schema): {detail}"
-        elif status in (401, 403):
-            message = (f"Prefect refused {operation} ({status}): check the credential "
-                       f"(prefect_auth_env / PREFECT_API_KEY): {detail}")
-        else:
-            message = f"Prefect {operation} failed for {subject} ({status}): {detail}"
-        raise ProviderError(
-            message, provider="prefect", operation=operation, status_code=status,
-            retryable=status in (408, 429) or status >= 500,
-            retry_after=_retry_after(response),
-        )
-
-    @staticmethod
-    def _json(response: httpx.Response, operation: str) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or "id" not in data:
-            raise ProviderError(
-                f"Prefect {operation} answered {response.status_code} without a JSON object "
-                "with an id", provider="prefect", operation=operation,
-                status_code=response.status_code, retryable=False,
-            )
-        return data
+    def close(self) -> None: ...
 
 
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        text = response.text.strip()
-    else:
-        if isinstance(data, dict):
-            text = str(data.get("detail") or data.get("exception_detail")
-                       or data.get("exception_message") or data)
-        else:
-            text = str(data)
-    text = " ".join(text.split()) or response.reason_phrase or "no detail"
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+#: The default :class:`FlowRuns`, named rather than imported: it imports Prefect, which the
+#: core does not (the registry pattern of restorekit.sinks.base).
+PREFECT_FLOW_RUNS = "deployments.flow_runs:PrefectFlowRuns"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
+def prefect_flow_runs(config: WebhookConfig, environ: Mapping[str, str] | None = None) -> FlowRuns:
+    """The default :class:`FlowRuns`: Prefect's own client, built from ``config``.
+
+    Raises:
+        ConfigError: No Prefect API URL, or ``prefect_auth_env`` names an unset variable.
+    """
+    module_name, _, attr = PREFECT_FLOW_RUNS.partition(":")
+    factory: Any = getattr(importlib.import_module(module_name), attr)
+    runs: FlowRuns = factory.from_config(config, environ)
+    return runs
 
 
 # ------------------------------------------------------------------------------ the handler
@@ -721,7 +575,7 @@ def handle_delivery(
     *,
     config: WebhookConfig,
     secrets: Sequence[str],
-    prefect: PrefectClient,
+    prefect: FlowRuns,
     now: datetime,
 ) -> WebhookResponse:
     """Decide on one delivery whose body was already read (steps 2–6 of the module docstring).
@@ -790,7 +644,7 @@ def handle_delivery(
 def create_app(
     config: WebhookConfig,
     *,
-    prefect: PrefectClient | None = None,
+    prefect: FlowRuns | None = None,
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Starlette:
@@ -816,7 +670,7 @@ def create_app(
 
     secrets = config.resolve_secrets(environ)
     own_client = prefect is None
-    client = prefect if prefect is not None else PrefectClient.from_config(config, environ)
+    client = prefect if prefect is not None else prefect_flow_runs(config, environ)
     limit = config.max_body_bytes
 
     async def pagerduty(request: Request) -> Response:
@@ -899,8 +753,8 @@ def serve(config: WebhookConfig, host: str = "127.0.0.1", port: int = 8787, *,
 
 
 __all__ = [
-    "SIGNATURE_HEADER", "DeploymentRef", "FlowRunRef", "Incident", "PagerDutyEvent",
-    "PrefectClient", "WebhookConfig", "WebhookEventError", "WebhookResponse", "WebhookRule",
-    "create_app", "freshness_problem", "handle_delivery", "match_rule", "merge_parameters",
-    "parse_event", "serve", "verify_signature",
+    "PREFECT_FLOW_RUNS", "SIGNATURE_HEADER", "DeploymentRef", "FlowRunRef", "FlowRuns",
+    "Incident", "PagerDutyEvent", "WebhookConfig", "WebhookEventError", "WebhookResponse",
+    "WebhookRule", "create_app", "freshness_problem", "handle_delivery", "match_rule",
+    "merge_parameters", "parse_event", "prefect_flow_runs", "serve", "verify_signature",
 ]

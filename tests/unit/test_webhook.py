@@ -1,5 +1,6 @@
 """PagerDuty webhook → Prefect flow run: signatures, parsing, rules, freshness, the Prefect
-client over httpx.MockTransport, and the ASGI app end to end with starlette's TestClient."""
+adapter (Prefect's own client, deployments/flow_runs.py) over httpx.MockTransport, and the ASGI
+app end to end with starlette's TestClient."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from deployments.flow_runs import PrefectFlowRuns
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.webhook import (
     SIGNATURE_HEADER,
     PagerDutyEvent,
-    PrefectClient,
     WebhookConfig,
     WebhookEventError,
     WebhookRule,
@@ -404,9 +405,18 @@ def test_freshness_compares_instants_across_time_zones() -> None:
 # ------------------------------------------------------------------- Prefect over a mock
 
 
+FLOW_ID = "0b6c1f0e-5a3d-4e2b-9c1d-7e8f9a0b1c2d"
+
+
+def run_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
 class FakePrefect:
     """Prefect's two endpoints (provider-apis.md §7.4) in an httpx.MockTransport, recording
-    every request and answering 201 for a new idempotency key and 200 for a known one."""
+    every request and answering 201 for a new idempotency key and 200 for a known one. The
+    CSRF token endpoint answers as a server without CSRF protection (Prefect's default) and is
+    not recorded."""
 
     def __init__(self, deployments: dict[str, str] | None = None) -> None:
         self.deployments = {"restore-probe/production": DEPLOYMENT_ID} if deployments is None \
@@ -417,6 +427,8 @@ class FakePrefect:
         self.fail: Callable[[httpx.Request], httpx.Response | None] = lambda request: None
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/csrf-token":
+            return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
         self.requests.append(request)
         if (failure := self.fail(request)) is not None:
             return failure
@@ -427,7 +439,7 @@ class FakePrefect:
             if key not in self.deployments:
                 return httpx.Response(404, json={"detail": "Deployment not found"})
             return httpx.Response(200, json={"id": self.deployments[key], "name": deployment,
-                                             "parameters": self.defaults})
+                                             "flow_id": FLOW_ID, "parameters": self.defaults})
         if request.method == "POST" and path.endswith("/create_flow_run"):
             body = json.loads(request.content)
             deployment_id = path.split("/")[3]
@@ -436,7 +448,8 @@ class FakePrefect:
             key = body.get("idempotency_key")
             if key in self.runs:
                 return httpx.Response(200, json=self.runs[key])
-            run = {"id": f"run-{len(self.runs) + 1}", "name": body.get("name", "quick-fox"),
+            run = {"id": run_id(len(self.runs) + 1), "flow_id": FLOW_ID,
+                   "name": body.get("name") or "quick-fox",
                    "deployment_id": deployment_id, "parameters": body["parameters"],
                    "idempotency_key": key, "tags": body.get("tags", []),
                    "state_name": "Scheduled", "state_type": "SCHEDULED"}
@@ -444,9 +457,9 @@ class FakePrefect:
             return httpx.Response(201, json=run)
         return httpx.Response(404, json={"detail": "Not Found"})
 
-    def client(self, credential: str | None = None) -> PrefectClient:
+    def client(self, credential: str | None = None) -> PrefectFlowRuns:
         transport = httpx.MockTransport(self.handler)
-        return PrefectClient(API, credential=credential, transport=transport)
+        return PrefectFlowRuns(API, credential=credential, transport=transport)
 
 
 @pytest.fixture
@@ -461,13 +474,16 @@ def test_deployment_lookup_and_flow_run_creation(fake: FakePrefect) -> None:
                                         tags=["restorekit"], name="run-name")
         again = prefect.create_flow_run(DEPLOYMENT_ID, {"target": "x"}, idempotency_key="k1")
     assert first.created and not again.created
-    assert first.id == again.id == "run-1"
+    assert first.id == again.id == run_id(1)
     assert first.parameters == {"target": "x"} and first.idempotency_key == "k1"
     get, post = fake.requests[0], fake.requests[1]
     assert (get.method, get.url.path) == ("GET", "/api/deployments/name/restore-probe/production")
     assert (post.method, post.url.path) == ("POST", CREATE_PATH)
-    assert json.loads(post.content) == {"parameters": {"target": "x"}, "tags": ["restorekit"],
-                                        "idempotency_key": "k1", "name": "run-name"}
+    sent = json.loads(post.content)
+    assert {k: sent[k] for k in ("parameters", "tags", "idempotency_key", "name")} == {
+        "parameters": {"target": "x"}, "tags": ["restorekit"], "idempotency_key": "k1",
+        "name": "run-name"}
+    assert sent["state"]["type"] == "SCHEDULED"
     assert "authorization" not in get.headers
 
 
@@ -525,6 +541,7 @@ def test_http_errors_map_onto_provider_error(
     error = info.value
     assert (error.provider, error.operation, error.status_code) == (
         "prefect", "create_flow_run", status)
+    assert len(fake.requests) == 1  # Prefect's client does not retry here: PagerDuty does
     assert error.is_retryable is retryable
     assert error.retry_after == (7.0 if status == 429 else None)
 
@@ -544,8 +561,8 @@ def test_a_password_in_the_api_url_stays_out_of_messages() -> None:
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    prefect = PrefectClient("http://admin:pa55word@prefect.test:4200/api",
-                            transport=httpx.MockTransport(down))
+    prefect = PrefectFlowRuns("http://admin:pa55word@prefect.test:4200/api",
+                              transport=httpx.MockTransport(down))
     with prefect, pytest.raises(ProviderError) as info:
         prefect.deployment_id("restore-probe/production")
     assert "pa55word" not in str(info.value) and "pa55word" not in repr(prefect)
@@ -591,7 +608,7 @@ def test_a_matching_event_creates_one_flow_run_and_a_retry_is_a_duplicate(
     first = deliver(app_client, body)
     assert first.status_code == 202
     assert first.json() == {
-        "status": "created", "flow_run_id": "run-1", "flow_run_name": "pagerduty-PGR0VU2",
+        "status": "created", "flow_run_id": run_id(1), "flow_run_name": "pagerduty-PGR0VU2",
         "deployment": "restore-probe/production",
         "idempotency_key": "pagerduty:01DEN2LMZ9B0XDN61NFZA8WSJ7",
         "event_id": "01DEN2LMZ9B0XDN61NFZA8WSJ7",
@@ -599,7 +616,8 @@ def test_a_matching_event_creates_one_flow_run_and_a_retry_is_a_duplicate(
     get, post = fake.requests
     assert (get.method, get.url.path) == ("GET", "/api/deployments/name/restore-probe/production")
     assert (post.method, post.url.path) == ("POST", CREATE_PATH)
-    assert json.loads(post.content) == {
+    sent = json.loads(post.content)
+    assert {k: sent[k] for k in ("parameters", "idempotency_key", "tags", "name")} == {
         "parameters": {"target": "production", "require_approval": True,
                        "incident_id": "PGR0VU2"},
         "idempotency_key": "pagerduty:01DEN2LMZ9B0XDN61NFZA8WSJ7",
@@ -611,7 +629,7 @@ def test_a_matching_event_creates_one_flow_run_and_a_retry_is_a_duplicate(
     again = deliver(app_client, body, sign(body, OLD_SECRET))
     assert again.status_code == 202
     assert again.json()["status"] == "duplicate"
-    assert again.json()["flow_run_id"] == "run-1"
+    assert again.json()["flow_run_id"] == run_id(1)
     assert len(fake.runs) == 1
 
 
