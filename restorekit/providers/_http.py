@@ -14,9 +14,11 @@ Who retries what (one layer per failure, so attempts never multiply):
 * **Prefect task retries** (``tasks._runtime.retry_if_transient``) leave errors with
   ``retry_spent`` alone: retrying the task would repeat the same calls that already used up
   their budget here, attempts times attempts. The task layer retries what this layer must not
-  repeat: a POST whose connection failed after it was sent (the adapters raise that retryable,
-  and the task looks before it acts: Neon finds the branch by name, Supabase reads the project's
-  status), and failures outside HTTP (PostgreSQL still starting, a storage error).
+  repeat blindly: a request whose connection failed after it was sent, where the adapter can
+  look before it acts again (Neon raises it retryable: its next attempt finds the branch by
+  name first; Supabase raises it not retryable, since a restore may have started), a 5xx to a
+  DELETE or POST the adapter marks retryable, and failures outside HTTP (PostgreSQL still
+  starting, a storage error).
 
 Left to each adapter, through callbacks: how long a given answer asks it to wait (the default
 reads ``Retry-After``), and how every failure becomes a ProviderError, so messages carry the
