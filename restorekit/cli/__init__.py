@@ -18,6 +18,12 @@ points, table and column names, times; then, read-only, the target's restore win
 backups, the live tables, ids and audit log), and refuse with one line ``error: ...`` and exit
 status 2. Only then do they import the flow, build its params model and run it. Module-level
 imports are what ``--help`` needs; everything else is imported where it is used.
+
+One module per command group: ``backups`` (window, backup, backups, restore), ``find_point``,
+``maintenance`` (snapshot, prune, cleanup), ``deploy`` (serve-webhook, deploy), ``run`` (with
+``scenarios``: its options as flow parameters, and ``checks``: the pre-checks), ``drill``,
+``watch`` and ``demo``; ``_common`` holds the typer app and what the commands share. The
+commands are registered on the app here, in the order ``--help`` lists them.
 """
 
 from __future__ import annotations
