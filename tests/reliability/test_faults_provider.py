@@ -161,6 +161,9 @@ def test_supabase_rate_limits_are_waited_out_and_persistent_5xx_fail_before_any_
     assert failed.value.operation
     assert_no_secret(message, world.fake.token)
     assert checksums(world.app_dsn) == broken  # nothing ran past preflight
+    # One layer retried: the HTTP policy's 5 attempts, and the task did not start them over
+    # (preflight has retries=2: 15 before the retry layers were split, providers/_http.py).
+    assert sum(1 for r in world.fake.calls() if r.status == 503) == 5
 
     world.fake.reset()
     world.fake.rate_limit(times=2, reset=1)
