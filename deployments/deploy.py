@@ -194,7 +194,8 @@ def ensure_zombie_automation(within: timedelta | None = None) -> str:
                     "flow died. Re-run it; finished restores are reused.",
         )],
     ).create()
-    return f"automation {ZOMBIE_AUTOMATION!r} marks runs Crashed after {within.total_seconds():.0f}s without a heartbeat"
+    return (f"automation {ZOMBIE_AUTOMATION!r} marks runs Crashed after "
+            f"{within.total_seconds():.0f}s without a heartbeat")
 
 
 def deploy_all(settings: Settings, config_path: str) -> list[Planned]:

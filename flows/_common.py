@@ -219,7 +219,9 @@ class Recorder:
         if self.params.incident_id:
             return self.params.incident_id
         ctx = FlowRunContext.get()
-        return str(ctx.flow_run.id) if ctx and ctx.flow_run else datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        if ctx and ctx.flow_run:
+            return str(ctx.flow_run.id)
+        return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one task as a named step of the timeline."""
@@ -322,15 +324,16 @@ class Recorder:
 
     @contextmanager
     def _reported(self, ref: Any) -> Iterator[IncidentReport]:
+        dry = ", dry run" if self.params.dry_run else ""
         notify(ref, f"restorekit: {self.report.scenario} on {self.report.target} started "
-                    f"(point {self.report.restore_point}{', dry run' if self.params.dry_run else ''})")
+                    f"(point {self.report.restore_point}{dry})")
         try:
             yield self.report
         except BaseException as exc:
             self.report.outcome = "failed"
             self.report.error = redact(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, RestoreKitError) and hasattr(exc, "report"):
-                self.add_checks(getattr(exc, "report"))
+                self.add_checks(getattr(exc, "report"))  # noqa: B009 - not on the base class
             self.report.finished_at = datetime.now(UTC)
             write_report(ref, self.report)
             notify(ref, f"restorekit: {self.report.scenario} on {self.report.target} FAILED: "
