@@ -21,10 +21,12 @@ from pydantic import AwareDatetime, BeforeValidator, Field
 from flows._common import Recorder, ScenarioParams
 from flows._point import determine_restore_point, is_auto, loss_lines, point_line
 from restorekit.errors import ConfigError, VerificationFailed
+from restorekit.health import plan_lines as health_plan_lines
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import (
     check_health,
+    health_endpoint,
     resume_application,
     run_smoke_checks,
     stop_application,
@@ -126,6 +128,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
             "Verify the recovered keys are present and every foreign key has its parent.",
             *(["Resume the application."] if params.stop_application else []),
             "Check the application's health, drop the scratch copy, write the report.",
+            *health_plan_lines(health_endpoint(ref)),
         ])
         if params.dry_run:
             report.outcome = "dry-run"
@@ -151,11 +154,11 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
                     f"{result['keys_not_in_copy']} requested key(s) were not in the copy at "
                     f"{point} (created after it, or wrong ids)")
             verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
-            rec.add_checks(verified)
+            report.add_verification(verified)
         finally:
             if app_state is not None:
                 rec.step("resume application", resume_application, ref, app_state)
-        rec.step("check health", check_health, ref)
+        report.add_health(rec.step("check health", check_health, ref))
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)

@@ -10,6 +10,13 @@ logical snapshot of the current state is taken first, and only then is the datab
 Blast radius: the application is stopped from step 2 until the redeploy; the connection string
 is changed (reversibly); with an in-place provider, the current database is replaced (after the
 snapshot).
+
+Verification must not pass blind: the restored database's row counts are compared with the
+stored baseline (the repository's, else the local one) or, without one, with production. When
+neither exists (no baseline, production unreachable) the plan says so and the swap waits for an
+operator's approval even with ``require_approval`` off; so does a verification that comes back
+unverified when the plan expected a reference. Without a health URL the plan says the
+application's health is not checked, and the report shows that as a warning.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from flows._point import (
     split_keys,
 )
 from restorekit.errors import CapabilityNotSupported, RestoreNotStarted, SafetyError
+from restorekit.health import plan_lines as health_plan_lines
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import (
     check_health,
+    health_endpoint,
     redeploy_application,
     resume_application,
     run_smoke_checks,
@@ -39,8 +48,10 @@ from tasks.application import (
 from tasks.connection import swap_connection_string
 from tasks.database import (
     Preflight,
+    VerificationReference,
     adopt_restored,
     capture_baseline,
+    find_verification_reference,
     preflight,
     protect_new_production,
     restore_in_place,
@@ -93,6 +104,8 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     reason = f"restorekit complete-failure {rec.incident_key}"
     name = restore_name("cf", rec.incident_key)
     stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
+    reference = find_verification_reference(ref)
+    health_url = health_endpoint(ref)
     rec.plan([
         *rec.sweep_line(stale),
         *point_line(rec),
@@ -101,11 +114,12 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
         f"Restore {pre.target} ({pre.provider}) at {pre.point} into a NEW database "
         f"'{name}'; restore window {pre.window}, {pre.backups} backup(s).",
         "Verify the restored database (connectivity, schema, row counts, every foreign "
-        "key, custom checks, amcheck).",
+        "key, custom checks, amcheck); " + _reference_line(reference),
         f"Swap the connection string in {pre.connection_store} to the restored database.",
         "Redeploy the application, check its health and run its smoke checks; on failure "
         "put the old connection string back, redeploy, and keep the restored database for "
         "forensics.",
+        *health_plan_lines(health_url),
         "Adopt the restored database as production (recorded in restorekit's state, so every "
         "later command acts on it) and protect it again: backups and WAL archiving resume at "
         "once (a failure there is reported, it does not undo the restore).",
@@ -113,7 +127,7 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     if params.dry_run:
         report.outcome = "dry-run"
         return
-    rec.approve()
+    _approve(rec, required_because=BLIND_SWAP if reference.blind else None)
     if stale:
         rec.step("sweep stale restores", sweep_stale_restores, ref, [name])
     app_state = rec.step("stop application", stop_application, ref, reason)
@@ -122,7 +136,13 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
                             params.restore_point, name)
         rec.restored(restored)
         verified = rec.step("verify integrity", verify_integrity, ref, restored)
-        rec.add_checks(verified)
+        report.add_verification(verified)
+        if not verified.verified and not reference.blind:
+            # The plan promised a reference (production answered then) that verification did
+            # not get: the same gate as a blind plan, before anything is swapped.
+            rec.plan([*report.plan, "Verification could not verify: " + "; ".join(
+                f"{c.name}: {c.detail}" for c in verified.unverified) + ". " + BLIND_SWAP])
+            _approve(rec, required_because=BLIND_SWAP)
     except BaseException as exc:
         # Nothing was swapped: bring the application back exactly as it was.
         _put_application_back(rec, ref, app_state, exc, (
@@ -132,7 +152,7 @@ def _restore_to_new_database(rec: Recorder, ref: TargetRef, params: CompleteFail
     with transaction():
         rec.step("swap connection string", swap_connection_string, ref, restored)
         rec.step("redeploy application", redeploy_application, ref, reason)
-        rec.step("check health", check_health, ref)
+        report.add_health(rec.step("check health", check_health, ref))
         # A critical smoke failure raises here, inside the transaction: the swap rolls back.
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
     note = rec.step("adopt restored database", adopt_restored, ref, restored, rec.incident_key)
@@ -166,6 +186,7 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
         f"Restore {pre.target} IN PLACE at {pre.point} (window {pre.window}): the current "
         "database is overwritten; its connection string stays the same.",
         "Verify the database, redeploy the application and check its health.",
+        *health_plan_lines(health_endpoint(ref)),
     ])
     if params.dry_run:
         report.outcome = "dry-run"
@@ -197,13 +218,36 @@ def _restore_in_place(rec: Recorder, ref: TargetRef, params: CompleteFailurePara
             "as it was); the application was started again as it was."))
         raise
     verified = rec.step("verify integrity", verify_integrity, ref, None)
-    rec.add_checks(verified)
+    report.add_verification(verified)
     rec.step("redeploy application", redeploy_application, ref, reason)
-    rec.step("check health", check_health, ref)
+    report.add_health(rec.step("check health", check_health, ref))
     rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
     rec.step("capture baseline", capture_baseline, ref)
     report.notes.append(rec.step("start post-restore watch", start_post_restore_watch, ref,
                                  f"complete-failure {rec.incident_key}"))
+
+
+#: Why a swap with nothing to verify the restore against waits for a human.
+BLIND_SWAP = ("Nothing can show that the restored database is the right one (its row counts "
+              "have nothing to be compared with), so the swap waits for an operator's approval "
+              "even with require_approval off; capture a baseline (the backup flow does) to "
+              "avoid this.")
+
+
+def _reference_line(reference: VerificationReference) -> str:
+    if reference.blind:
+        return f"its row counts CANNOT be verified: {reference.detail}. {BLIND_SWAP}"
+    return f"its row counts are compared with {reference.detail}."
+
+
+def _approve(rec: Recorder, *, required_because: str | None) -> None:
+    """The plan's approval gate; with ``required_because`` it is asked for even when the run
+    was started with require_approval off."""
+    if required_because is not None and not rec.params.require_approval:
+        # Recorder.approve asks only when the run's parameters say so: require it for this run.
+        rec.params = rec.params.model_copy(update={"require_approval": True})
+        rec.report.notes.append(f"approval required: {required_because}")
+    rec.approve()
 
 
 def _put_application_back(rec: Recorder, ref: TargetRef, app_state: object,

@@ -27,9 +27,10 @@ from flows._point import (
 from restorekit.errors import ConfigError
 from restorekit.models import RestorePoint
 from restorekit.recovery import check_keep_after
+from restorekit.health import plan_lines as health_plan_lines
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
-from tasks.application import check_health, run_smoke_checks
+from tasks.application import check_health, health_endpoint, run_smoke_checks
 from tasks.data import (
     check_repair_options,
     find_integrity_issues,
@@ -160,6 +161,7 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
             "After the diff, the exact rows to write are counted and shown here before approval; "
             "the repair writes exactly those (each still as the diff saw it) or nothing.",
             "Verify integrity on live, check the application's health, drop the scratch copy.",
+            *health_plan_lines(health_endpoint(ref)),
         ])
         if params.dry_run:
             report.outcome = "dry-run"
@@ -219,8 +221,8 @@ def partial_corruption(params: PartialCorruptionParams) -> IncidentReport:
                     f"{t['table']} {t['skipped_changed']}" for t in result["tables"]
                     if t["skipped_changed"]))
         verified = rec.step("verify integrity", verify_integrity, ref, None, use_baseline=False)
-        rec.add_checks(verified)
-        rec.step("check health", check_health, ref)
+        report.add_verification(verified)
+        report.add_health(rec.step("check health", check_health, ref))
         rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
         rec.step("drop scratch copy", discard_restored, ref, restored)
         rec.step("capture baseline", capture_baseline, ref)

@@ -12,6 +12,10 @@ Two response shapes are understood (provider-apis.md §6):
   a restore is about) and the latency (``observedValue`` + ``observedUnit``).
 
 A bare JSON ``true`` (Prefect's own ``/api/health``) counts as healthy without database details.
+
+No health URL configured means the application's health is **not checked**, which is not a
+pass: :meth:`HealthReport.not_checked` says so (``checked`` false, ``ok`` false, ``warning``
+true), and the flows show it as a warning in the plan and the report, never as healthy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from restorekit.errors import ConfigError
 from restorekit.pg.dsn import redact
 
 log = logging.getLogger(__name__)
+
+#: Why the application's health is not checked when a target has no health endpoint.
+NO_HEALTH_URL = ("no health URL is configured ([app] health_url, or an application platform "
+                 "that serves one), so nothing proves the application works on the database")
 
 _PASS = frozenset({"pass", "ok", "up"})
 _FAIL = frozenset({"fail", "error", "down"})
@@ -65,7 +73,9 @@ class HealthReport(BaseModel):
         latency_ms: The database latency the application reported, in milliseconds.
         detail: A one-line explanation, e.g. the application's database error.
         attempts_used: Requests made, retries included.
-        warning: The application answered ``warn``: healthy, but look at ``detail``.
+        warning: The application answered ``warn``: healthy, but look at ``detail``; or,
+            with ``checked`` false, nothing was checked.
+        checked: A health endpoint was asked. False only from :meth:`not_checked`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -78,6 +88,14 @@ class HealthReport(BaseModel):
     detail: str
     attempts_used: int
     warning: bool = False
+    checked: bool = True
+
+    @classmethod
+    def not_checked(cls, reason: str) -> HealthReport:
+        """The report when no health endpoint is configured: neither healthy nor a failure."""
+        return cls(url="", ok=False, status_code=None, connected=None, latency_ms=None,
+                   detail=f"application health not checked: {reason}", attempts_used=0,
+                   warning=True, checked=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +292,15 @@ def parse_latency(value: Any) -> float | None:
         return None
     unit = (match.group("unit") or "ms").lower()
     return float(match.group("value")) * _TO_MS[unit]
+
+
+def plan_lines(shown_url: str | None) -> list[str]:
+    """The restore plan's line about the health check: none when an endpoint will be checked,
+    else that the application's health will NOT be (and shows as a warning, not a pass)."""
+    if shown_url is not None:
+        return []
+    return [f"Application health not checked: {NO_HEALTH_URL}. The report shows it as a "
+            "warning, not a pass."]
 
 
 def display_url(url: str) -> str:

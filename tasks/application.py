@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from restorekit import smoke
 from restorekit.apps.base import AppState
 from restorekit.errors import ProviderError, VerificationFailed
-from restorekit.health import HealthReport
+from restorekit.health import NO_HEALTH_URL, HealthReport, display_url
 from restorekit.health import check_health as probe
 from restorekit.smoke import SmokeReport
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
@@ -74,16 +74,28 @@ def redeploy_application(ref: TargetRef, reason: str) -> AppState | None:
     return before
 
 
+@task(name="health-endpoint", cache_policy=NO_CACHE)
+def health_endpoint(ref: TargetRef) -> str | None:
+    """The health URL check_health will ask (password and query values masked), or None when
+    none is configured: the plan says the application's health will not be checked."""
+    url = runtime(ref).health_url()
+    return display_url(url) if url else None
+
+
 @task(name="check-health", cache_policy=NO_CACHE)
-def check_health(ref: TargetRef, attempts: int | None = None) -> HealthReport | None:
+def check_health(ref: TargetRef, attempts: int | None = None) -> HealthReport:
     """GET the application's /api/health; raise when it is not healthy (the runbook's
-    "Test Application")."""
+    "Test Application").
+
+    With no health URL configured nothing is checked, and that is not a pass: the report
+    returned says so (``checked`` false; the incident report shows it as a warning).
+    """
     rt = runtime(ref)
     url = rt.health_url()
     attempts = attempts or rt.config.app.health_attempts
     if url is None:
-        logger().info("no health endpoint configured for %s", ref.target)
-        return None
+        logger().warning("application health NOT checked for %s: %s", ref.target, NO_HEALTH_URL)
+        return HealthReport.not_checked(NO_HEALTH_URL)
     report = probe(url, attempts=attempts)
     if not report.ok:
         raise ProviderError(

@@ -1,0 +1,156 @@
+"""Scenario 1 refuses to swap blind (issue 15): with no baseline and production unreachable it
+waits for an operator's approval even with require_approval off; a baseline stored in the
+repository (and nowhere on this host) is found; no health URL is a warning, not a pass.
+Real clusters, a real Prefect server."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flows.complete_failure import CompleteFailureParams, complete_failure
+from restorekit.baseline import baseline_key, local_baseline_path
+from restorekit.demo import Installation
+from restorekit.errors import SafetyError
+from restorekit.repository import open_repository
+from restorekit.runtime import target_runtime
+from tasks._runtime import TargetRef
+from tasks.application import check_health
+from tasks.database import capture_baseline
+
+pytestmark = pytest.mark.slow
+
+
+def _without_app(inst: Installation) -> Path:
+    """A copy of the installation's config whose target has no application (so no health URL)
+    and no smoke checks."""
+    text = inst.config.read_text()
+    text = re.sub(r"\[targets\.production\.app\]\n(?:[^\[\n][^\n]*\n|\n)*",
+                  '[targets.production.app]\nkind = "none"\n\n', text)
+    text = re.sub(r"\[\[targets\.production\.smoke\]\]\n(?:[^\[\n][^\n]*\n|\n)*", "", text)
+    assert "smoke" not in text and "critical_tables" in text
+    path = inst.root / "restorekit-no-app.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blind(pg_base_dir: Path) -> Iterator[tuple[Installation, Path]]:
+    from fixtures.world import installation
+
+    with installation(pg_base_dir, "blind") as inst:
+        yield inst, _without_app(inst)
+
+
+def _paused_run(client):
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=5)
+    return runs[0] if runs else None
+
+
+def test_no_health_url_is_a_warning_not_a_pass(prefect_server: str, blind) -> None:
+    inst, config = blind
+    health = check_health.fn(TargetRef(target="production", config=str(config)))
+    assert not health.checked and not health.ok and health.warning
+    assert health.detail.startswith("application health not checked: no health URL")
+
+
+def test_a_blind_swap_waits_for_approval_even_with_approval_off(
+    prefect_server: str, blind
+) -> None:
+    inst, config = blind
+    rt = target_runtime("production", str(config))
+    local = local_baseline_path(rt.settings.state_dir, "production")
+    local.unlink(missing_ok=True)  # the demo stored one here: this host has none now
+    assert not open_repository(rt.config.repository).exists(baseline_key("production"))
+    inst.wait_archived()
+    inst.production.stop(mode="immediate")  # production is unreachable
+    try:
+        plan = complete_failure(CompleteFailureParams(
+            target="production", config=str(config), dry_run=True, require_approval=False,
+            incident_id="inc-blind-plan"))
+        text = "\n".join(plan.plan)
+        assert "its row counts CANNOT be verified: no baseline" in text
+        assert "production is unreachable" in text
+        assert "the swap waits for an operator's approval even with require_approval off" in text
+        assert "Application health not checked: no health URL is configured" in text
+
+        result: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                result["report"] = complete_failure(CompleteFailureParams(
+                    target="production", config=str(config), require_approval=False,
+                    incident_id="inc-blind"))
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                result["error"] = exc
+
+        from prefect import get_client
+        from prefect.flow_runs import resume_flow_run
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        paused = None
+        with get_client(sync_client=True) as client:
+            while paused is None and time.monotonic() < started + 90 and thread.is_alive():
+                paused = _paused_run(client)
+                time.sleep(0.5)
+        assert paused is not None, f"the run never paused for approval: {result}"
+        assert rt.provider.list_scratch() == []  # nothing restored before the approval
+        resume_flow_run(paused.id, run_input={"approve": False, "approved_by": "on-call"})
+        thread.join(120)
+        assert isinstance(result.get("error"), SafetyError), result
+        assert "not approved" in str(result["error"])
+        assert rt.provider.list_scratch() == []
+        assert rt.provider.find_restored("cf-inc-blind") is None
+    finally:
+        inst.production.start()
+
+
+def test_a_baseline_in_the_repository_is_enough_on_a_host_without_one(
+    prefect_server: str, blind
+) -> None:
+    inst, config = blind
+    ref = TargetRef(target="production", config=str(config))
+    rt = target_runtime("production", str(config))
+    where = capture_baseline.fn(ref)
+    key = baseline_key("production")
+    assert where.endswith(f"({key})")  # the repository first
+    assert open_repository(rt.config.repository).exists(key)
+    local_baseline_path(rt.settings.state_dir, "production").unlink()  # another host
+    with psycopg.connect(inst.app_dsn) as conn:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    inst.wait_archived()
+    inst.production.stop(mode="immediate")
+
+    report = complete_failure(CompleteFailureParams(
+        target="production", config=str(config), require_approval=False,
+        incident_id="inc-repo-baseline"))
+
+    assert report.outcome == "succeeded", report.error
+    assert not any(s.name == "approval" for s in report.steps)  # not blind: no gate
+    assert any("row counts are compared with the baseline of" in p and key in p
+               for p in report.plan)
+    counts = next(c for c in report.checks if c.name == "row_counts")
+    assert counts.verdict == "pass" and f"public.users={users} (baseline {users})" in counts.detail
+    health = next(c for c in report.checks if c.name == "health")
+    assert health.verdict == "warn" and not health.ok and not health.critical
+    assert health.detail.startswith("application health not checked")
+    assert "| health | warn | no | application health not checked" in report.to_markdown()
