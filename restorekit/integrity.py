@@ -677,7 +677,8 @@ class Baseline:
     """What a healthy database looked like: its schema and its row counts.
 
     Captured from the source (production, or the database right after a known-good restore) and
-    stored as JSON; :func:`verify` compares a restored database against it.
+    stored as JSON (:mod:`restorekit.baseline`: in the repository beside the backups, and
+    locally); :func:`verify` compares a restored database against it.
 
     Attributes:
         fingerprint: the schema.

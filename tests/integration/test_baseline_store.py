@@ -85,3 +85,17 @@ def test_a_damaged_stored_baseline_is_a_config_error(baseline: Baseline, tmp_pat
     repo.put_bytes(baseline_key("prod"), b"{not json")
     with pytest.raises(ConfigError, match="not JSON"):
         load_baseline(target="prod", state_dir=tmp_path / "state", repository=repo)
+
+
+@pytest.mark.parametrize("url_fixture", ["local_repo_url", "s3_repo_url"])
+def test_a_worker_on_another_host_finds_the_baseline_in_either_backend(
+    baseline: Baseline, tmp_path: Path, url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(url_fixture)
+    save_baseline(baseline, target="prod", state_dir=tmp_path / "capturing-host",
+                  repository=open_repository(url))
+    other = open_repository(url)  # opened afresh on the worker, nothing local
+    found = load_baseline(target="prod", state_dir=tmp_path / "worker", repository=other)
+    assert found is not None and found.baseline == baseline
+    assert found.source.startswith(f"repository {other.url} ")
+    assert [o.key for o in other.list("baselines/")] == ["baselines/prod.json"]
