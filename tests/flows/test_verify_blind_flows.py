@@ -5,6 +5,7 @@ Real clusters, a real Prefect server."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -122,6 +123,65 @@ def test_a_blind_swap_waits_for_approval_even_with_approval_off(
         assert rt.provider.find_restored("cf-inc-blind") is None
     finally:
         inst.production.start()
+
+
+def test_a_verification_that_comes_back_unverified_waits_for_approval_before_the_swap(
+    prefect_server: str, blind
+) -> None:
+    """The plan had a baseline, but it lacks a critical table (captured before the table was
+    made critical): the restore's counts of that table are unverified, so the swap waits."""
+    from prefect import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    from restorekit.baseline import save_baseline
+    from restorekit.integrity import capture_baseline as capture
+
+    inst, config = blind
+    rt = target_runtime("production", str(config))
+    with psycopg.connect(inst.app_dsn) as conn:
+        partial = capture(conn, ["users"])
+    save_baseline(partial, target="production", state_dir=rt.settings.state_dir,
+                  repository=open_repository(rt.config.repository))
+    before = inst.env_file.read_text()
+    inst.wait_archived()
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["report"] = complete_failure(CompleteFailureParams(
+                target="production", config=str(config), require_approval=False,
+                incident_id="inc-unverified"))
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            result["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    paused = None
+    with get_client(sync_client=True) as client:
+        while paused is None and time.monotonic() < started + 300 and thread.is_alive():
+            paused = _paused_run(client)
+            time.sleep(0.5)
+    assert paused is not None, f"the run never paused for approval: {result}"
+    # Paused after the restore and its verification, before the swap.
+    assert rt.provider.find_restored("cf-inc-unverified") is not None
+    assert inst.env_file.read_text() == before
+    resume_flow_run(paused.id, run_input={"approve": False, "approved_by": "on-call"})
+    thread.join(120)
+    error = result.get("error")
+    assert isinstance(error, SafetyError) and "not approved" in str(error), result
+    assert inst.env_file.read_text() == before  # never swapped
+    written = max(rt.reports_dir().glob("*-complete-failure.json"),
+                  key=lambda p: p.stat().st_mtime)
+    stored = json.loads(written.read_text())
+    assert stored["outcome"] == "failed"
+    assert any(p.startswith("Verification could not verify: row_counts: unverified: nothing "
+                            "to compare public.clients; public.appointments with (not in the "
+                            "baseline)") for p in stored["plan"])
+    counts = next(c for c in stored["checks"] if c["name"] == "row_counts")
+    assert counts["unverified"] is True and not counts["ok"] and not counts["critical"]
+    approval = next(s for s in stored["steps"] if s["name"] == "approval")
+    assert approval["ok"] is False
 
 
 def test_a_baseline_in_the_repository_is_enough_on_a_host_without_one(
