@@ -18,11 +18,12 @@ RELADIFF_VENV ?= .bench-reladiff
 PLOT_VENV ?= .bench-plot
 REPEAT ?= 3
 
-.PHONY: help system-deps venv test demo bench clean
+.PHONY: help system-deps venv test test-fast demo bench clean
 
 help:
 	@echo "make demo   - the embedded default end to end (production cluster, backup, accident, PITR)"
 	@echo "make test   - install what is missing, then run the whole test suite"
+	@echo "make test-fast - unit tests and the integration tests that need no Prefect server"
 	@echo "make bench  - every benchmark at SCALE=$(SCALE) and 4x; one table of ratios, JSON, PNG"
 
 system-deps:
@@ -39,6 +40,17 @@ venv: system-deps $(BIN)/.installed
 
 test: venv
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The quick loop while editing: tests/unit and tests/integration without what takes minutes:
+# tests marked slow (the demo, find-point, retention) or pgbackrest, and the two integration
+# files that start Prefect servers and drive whole runs through the CLI (test_cli.py,
+# test_webhook_prefect.py). Local clusters, the repository (local and moto's S3), WAL archiving,
+# recovery, diff, snapshot and the apps are covered. `make test` runs everything.
+FAST_TESTS := tests/unit tests/integration -m "not slow and not pgbackrest" \
+	--ignore=tests/integration/test_cli.py --ignore=tests/integration/test_webhook_prefect.py
+
+test-fast: venv
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(FAST_TESTS) $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/restorekit demo --state-dir .restorekit-demo
