@@ -97,18 +97,23 @@ def _unless_unreachable() -> Iterator[None]:
 def _prefect_without_telemetry() -> Iterator[None]:
     """Prefect settings for a run started here: without PREFECT_API_URL Prefect starts an
     ephemeral server, which would send anonymous analytics (and, offline, log "Failed to send
-    telemetry"); it runs with PREFECT_SERVER_ANALYTICS_ENABLED=false unless the user set that
-    setting (environment or Prefect profile)."""
+    telemetry"); it runs with PREFECT_SERVER_ANALYTICS_ENABLED=false, and gets 120 s to start
+    instead of Prefect's 20 (a host busy with an incident, or a CI run, took longer and the
+    run failed before its first step), unless the user set either (environment or profile)."""
     from prefect.settings import (
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         get_current_settings,
         temporary_settings,
     )
 
-    if "analytics_enabled" in get_current_settings().server.model_fields_set:
-        yield
-        return
-    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+    server = get_current_settings().server
+    updates: dict[Any, Any] = {}
+    if "analytics_enabled" not in server.model_fields_set:
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    if "startup_timeout_seconds" not in server.ephemeral.model_fields_set:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 120
+    with temporary_settings(updates=updates):
         yield
 
 

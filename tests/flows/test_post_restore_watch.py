@@ -173,8 +173,14 @@ def test_a_row_count_drop_mid_watch_alerts_once(
     report = raised.value.report
     (breach,) = report.breaches
     assert breach.kind == "row_count_drop" and breach.subject == "public.appointments"
-    assert 2 <= breach.sample <= 4
-    assert report.samples[-1].row_counts["public.appointments"] < before
+    # Where the drop shows depends on how fast the flow starts (under load, after the delete):
+    # the breach is at the first sample that saw it, and it is alerted once although the
+    # later samples saw it too.
+    seen = [s.row_counts["public.appointments"] for s in report.samples]
+    drops = [i for i, count in enumerate(seen) if count < before]
+    assert drops and breach.sample == drops[0], seen
+    assert set(seen[:drops[0]]) <= {before}, seen
+    assert len(drops) >= 2, seen
     (alert,) = breach_alerts(alerts)
     assert "public.appointments has" in alert and "fewer than the baseline" in alert
 
