@@ -65,7 +65,7 @@ $(PLOT_VENV)/bin/.matplotlib:
 	$(PLOT_VENV)/bin/python -m pip install -q --disable-pip-version-check matplotlib
 	touch $@
 
-# Every benchmark at SCALE and 4 x SCALE, one table of ratios (also written into README.md),
+# Every benchmark at SCALE and 4 x SCALE, one table of ratios (also written into docs/benchmarks.md),
 # JSON and a PNG chart under bench/results/.
 bench: venv $(RELADIFF_VENV)/bin/reladiff $(PLOT_VENV)/bin/.matplotlib
 	$(BIN)/python bench/run_all.py --scale $(SCALE) --repeat $(REPEAT) \

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from restorekit.errors import ConfigError, ObjectNotFound, RestoreKitError
 from restorekit.integrity import Baseline
-from restorekit.repository import Repository
+from restorekit.pg.tools import default_os_user
+from restorekit.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,13 @@ BASELINE_PREFIX = "baselines/"
 def baseline_key(target: str) -> str:
     """The repository key of ``target``'s baseline."""
     return f"{BASELINE_PREFIX}{target}.json"
+
+
+def target_repository(repository_url: str | None) -> Repository | None:
+    """The repository a target's backups (and so its baseline) are in; None: it has none."""
+    if not repository_url:
+        return None
+    return open_repository(repository_url, os_user=default_os_user())
 
 
 def local_baseline_path(state_dir: Path, target: str) -> Path:

@@ -495,7 +495,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"config file {file} not found; create one (see README: Configuration) or pass "
+            f"config file {file} not found; create one (see docs/configuration.md) or pass "
             "--config / set RESTOREKIT_CONFIG"
         ) from None
     except tomllib.TOMLDecodeError as exc:

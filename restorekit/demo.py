@@ -221,15 +221,13 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
         sample.create_login_account(conn, sample.SMOKE_TEST_EMAIL, login_password())
         conn.execute("RESET ROLE")
     rt.provider.create_backup("initial")
+    from restorekit import baseline as baselines
     from restorekit import integrity
 
     with psycopg.connect(inst.app_dsn) as conn:
         baseline = integrity.capture_baseline(conn, list(rt.config.verify.critical_tables))
-    path = rt.settings.state_dir.absolute() / "baselines" / "production.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
-    path.write_text(json.dumps(baseline.to_dict(), indent=2, default=str))
+    baselines.save_baseline(baseline, target=rt.name, state_dir=rt.settings.state_dir,
+                            repository=baselines.target_repository(rt.config.repository))
     return inst
 
 

@@ -3,8 +3,8 @@
 Scenarios 2 and 3 read and write rows through the application's connection string (the
 connection store's ``DATABASE_URL``); the flows' preflight calls :func:`check_privileges` on it
 so that a role without, say, UPDATE is refused before anything is restored, snapshotted or
-changed, with a message naming each missing privilege and the GRANT that adds it (README:
-"Database privileges").
+changed, with a message naming each missing privilege and the GRANT that adds it
+(docs/security.md, "Database privileges").
 
 What each need stands for (found by running the flows with a role that lacked it):
 
@@ -137,7 +137,7 @@ def check_privileges(conn: Connection[Any], needs: Sequence[str], *, purpose: st
         f"role {found.role!r} lacks privileges that {purpose} needs on database "
         f"{found.database!r}: "
         f"{lines}. Nothing was changed. As a superuser, run: {grants} "
-        "(README: Database privileges)",
+        "(docs/security.md: Database privileges)",
         role=found.role, missing=[what for what, _ in found.missing],
     )
 

@@ -378,9 +378,7 @@ def _summary(report: Any) -> VerificationSummary:
 
 def _repository(rt: Any) -> Any:
     """The target's repository (where its backups are), or None when it has none."""
-    if not rt.config.repository:
-        return None
-    return open_repository(rt.config.repository, os_user=default_os_user())
+    return baselines.target_repository(rt.config.repository)
 
 
 def find_baseline(rt: Any) -> Any:
