@@ -12,37 +12,30 @@ rows are re-inserted when stop_application is on.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
 
 from prefect import flow
-from typing import Annotated
-
 from pydantic import AwareDatetime, BeforeValidator, Field
 
 from flows._common import Recorder, ScenarioParams
-from flows._point import determine_restore_point, is_auto, loss_lines, point_line
+from flows._point import determine_restore_point, is_auto
+from flows._scratch import check_and_drop_scratch_copy, plan_row_repair, restore_scratch_copy
 from restorekit.errors import ConfigError, VerificationFailed
-from restorekit.health import plan_lines as health_plan_lines
 from restorekit.report import IncidentReport
 from tasks._runtime import TargetRef
 from tasks.application import (
-    check_health,
-    health_endpoint,
     resume_application,
-    run_smoke_checks,
     stop_application,
 )
 from tasks.data import identify_deletion_scope, recover_rows
-from tasks.history import audit_log_point
 from tasks.database import (
-    capture_baseline,
-    discard_restored,
+    Preflight,
     preflight,
     restore_name,
-    restore_scratch_from_snapshot,
-    restore_to_point_in_time,
     sweep_stale_restores,
     verify_integrity,
 )
+from tasks.history import audit_log_point
 from tasks.watch import start_post_restore_watch
 
 
@@ -83,53 +76,15 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
     with rec.run(ref) as report:
         found = rec.step("identify deletion scope", identify_deletion_scope, ref, params.table,
                          params.ids or None, params.deleted_since)
-        point = params.restore_point
-        if point == "latest":
-            if not found["point_before"]:
-                raise ConfigError(
-                    f"no deletion from {params.table} is recorded in an audit log: give the "
-                    "restore point (a time just before the deletion), or --point auto to find "
-                    "the deleting transaction in the WAL"
-                )
-            point = found["point_before"]
-            report.point_found = audit_log_point(point, found["source"])
-        if is_auto(point) and found["keys"] is None and not params.where:
-            raise ConfigError(f"--point auto needs the deleted {params.table} rows: --ids, "
-                              "--where, or an audit log that recorded them")
-        point = determine_restore_point(
-            rec, ref, point, table=params.table,
-            keys=[[str(v) for v in k] for k in found["keys"] or []],
-            kind="deleted", where=params.where if found["keys"] is None else None,
-            good_point=params.good_point)
-        report.restore_point = point
+        point = _determine_restore_point(rec, ref, params, found)
         pre = rec.step("preflight", preflight, ref, point, snapshot_copy_allowed=True,
                        privileges=("select", "insert"))
         from_snapshot = not pre.can("new_target_restore")
         keys = found["keys"]
-        what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None
-                else f"every {params.table} row missing from live (anti-diff against the copy)")
         name = restore_name("ad", rec.incident_key)
         stale = rec.step("find stale restores", sweep_stale_restores, ref, [name], True)
-        rec.plan([
-            *rec.sweep_line(stale),
-            *point_line(rec),
-            *loss_lines(rec, ref, point, kept=True),
-            *([f"Stop the application ({pre.app})."] if params.stop_application else []),
-            (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
-             f"'{name}'; production is not touched." if not from_snapshot else
-             f"{pre.provider} cannot restore into a new database (and an in-place restore would "
-             "destroy everything written since), so the copy comes from the newest verified "
-             f"logical snapshot taken before {pre.point}, restored into a local scratch cluster; "
-             "rows created between that snapshot and the deletion cannot be recovered."),
-            f"Re-insert {what}"
-            + (" and the rows ON DELETE CASCADE removed with them" if params.include_cascade else "")
-            + ", parents first, in one transaction, ON CONFLICT DO NOTHING; rows written since "
-            "are kept.",
-            "Verify the recovered keys are present and every foreign key has its parent.",
-            *(["Resume the application."] if params.stop_application else []),
-            "Check the application's health, drop the scratch copy, write the report.",
-            *health_plan_lines(health_endpoint(ref)),
-        ])
+        plan_row_repair(rec, ref, point, stale,
+                        _plan_lines(params, pre, name, found, from_snapshot))
         if params.dry_run:
             report.outcome = "dry-run"
             return report
@@ -139,13 +94,7 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
         app_state = (rec.step("stop application", stop_application, ref, reason)
                      if params.stop_application else None)
         try:
-            if from_snapshot:
-                restored = rec.step("scratch copy from snapshot", restore_scratch_from_snapshot,
-                                    ref, point, name, None)
-            else:
-                restored = rec.step("restore scratch copy", restore_to_point_in_time, ref, point,
-                                    name)
-            rec.restored(restored)
+            restored = restore_scratch_copy(rec, ref, point, name, from_snapshot=from_snapshot)
             result = rec.step("recover rows", recover_rows, ref, restored, params.table, keys,
                               params.include_cascade)
             rec.add_changes(result)
@@ -158,15 +107,62 @@ def accidental_deletion(params: AccidentalDeletionParams) -> IncidentReport:
         finally:
             if app_state is not None:
                 rec.step("resume application", resume_application, ref, app_state)
-        report.add_health(rec.step("check health", check_health, ref))
-        rec.add_checks(rec.step("smoke checks", run_smoke_checks, ref))
-        rec.step("drop scratch copy", discard_restored, ref, restored)
-        rec.step("capture baseline", capture_baseline, ref)
+        check_and_drop_scratch_copy(rec, ref, restored)
         if any(t.get("inserted") for t in result.get("tables") or []):
             # Production changed: watch it (its own flow run, or a note saying how to start it).
             report.notes.append(rec.step("start post-restore watch", start_post_restore_watch,
                                          ref, f"accidental-deletion {rec.incident_key}"))
     return report
+
+
+def _determine_restore_point(rec: Recorder, ref: TargetRef, params: AccidentalDeletionParams,
+                             found: dict[str, Any]) -> str:
+    """Runbook: "Determine restore point": just before the deletion (from the audit log by
+    default), found in the WAL with auto, or the operator's own."""
+    point = params.restore_point
+    if point == "latest":
+        if not found["point_before"]:
+            raise ConfigError(
+                f"no deletion from {params.table} is recorded in an audit log: give the "
+                "restore point (a time just before the deletion), or --point auto to find "
+                "the deleting transaction in the WAL"
+            )
+        point = found["point_before"]
+        rec.report.point_found = audit_log_point(point, found["source"])
+    if is_auto(point) and found["keys"] is None and not params.where:
+        raise ConfigError(f"--point auto needs the deleted {params.table} rows: --ids, "
+                          "--where, or an audit log that recorded them")
+    point = determine_restore_point(
+        rec, ref, point, table=params.table,
+        keys=[[str(v) for v in k] for k in found["keys"] or []],
+        kind="deleted", where=params.where if found["keys"] is None else None,
+        good_point=params.good_point)
+    rec.report.restore_point = point
+    return point
+
+
+def _plan_lines(params: AccidentalDeletionParams, pre: Preflight, name: str,
+                found: dict[str, Any], from_snapshot: bool) -> list[str]:
+    """The plan from stopping the application to the cleanup."""
+    keys = found["keys"]
+    what = (f"{len(keys)} {params.table} row(s) from {found['source']}" if keys is not None
+            else f"every {params.table} row missing from live (anti-diff against the copy)")
+    return [
+        *([f"Stop the application ({pre.app})."] if params.stop_application else []),
+        (f"Restore a scratch copy of {pre.target} at {pre.point} (window {pre.window}) as "
+         f"'{name}'; production is not touched." if not from_snapshot else
+         f"{pre.provider} cannot restore into a new database (and an in-place restore would "
+         "destroy everything written since), so the copy comes from the newest verified "
+         f"logical snapshot taken before {pre.point}, restored into a local scratch cluster; "
+         "rows created between that snapshot and the deletion cannot be recovered."),
+        f"Re-insert {what}"
+        + (" and the rows ON DELETE CASCADE removed with them" if params.include_cascade else "")
+        + ", parents first, in one transaction, ON CONFLICT DO NOTHING; rows written since "
+        "are kept.",
+        "Verify the recovered keys are present and every foreign key has its parent.",
+        *(["Resume the application."] if params.stop_application else []),
+        "Check the application's health, drop the scratch copy, write the report.",
+    ]
 
 
 __all__ = ["AccidentalDeletionParams", "VerificationFailed", "accidental_deletion"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.context import FlowRunContext
@@ -93,50 +93,13 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
     restored = None
     began = time.monotonic()
     try:
-        # Freshness first: what a failure now would lose, before the restore takes its time.
-        fresh = check_backup_freshness(ref)
-        result.freshness, result.freshness_ok = fresh.lines(), fresh.ok
-        failures.extend(f"backups at risk: {reason}" for reason in fresh.reasons)
-        chosen = choose_drill_point(ref, params.point, params.seed)
-        result.point = chosen["point"]
-        latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None
-        if latest is not None:
-            last_commit = chosen["last_commit"]
-            result.rpo_seconds, result.rpo_basis = drill.measure_rpo(
-                started_at, latest, datetime.fromisoformat(last_commit) if last_commit else None)
-        if "new_target_restore" in provider_capabilities(ref):
-            restored = restore_to_point_in_time(ref, chosen["point"], name)
-        else:
-            # The provider cannot restore into a new database through its API (Supabase): what
-            # restorekit can prove restorable is its newest verified logical snapshot.
-            restored = restore_scratch_from_snapshot(ref, datetime.now(UTC).isoformat(), name)
-            result.point = f"{restored.point} (newest logical snapshot; the provider's own " \
-                           "backups cannot be restored to a new database through its API)"
-        result.restored_database = restored.display
+        chosen, latest = _choose_point(ref, params, result, failures)
+        restored = _restore_copy(ref, chosen["point"], name, result)
         phases.update(restored.phases)
         if restored.recovered_to_time and latest and params.point == "latest":
             result.restore_gap_seconds = max(
                 (latest - restored.recovered_to_time).total_seconds(), 0.0)
-        t0 = time.monotonic()
-        try:
-            # A random point may predate a migration production has since applied. Row counts:
-            # compared with production below (latest only, the drill's own tolerance), so
-            # verification leaves them unverified rather than compare them twice.
-            verify_integrity(ref, restored, use_baseline=False,
-                             compare_with_production=params.point == "latest",
-                             compare_counts=False)
-        except VerificationFailed as exc:
-            failures.append(f"verification: {exc}")
-        phases["verification"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        try:
-            # The application's functions, where smoke checks are configured: it runs on
-            # production, so this proves the checks (and the test account) still work.
-            run_smoke_checks(ref)
-        except VerificationFailed as exc:
-            failures.append("smoke checks: " + "; ".join(
-                f"{c.name}: {c.detail}" for c in exc.report.critical_failures))
-        phases["health"] = time.monotonic() - t0
+        _verify_copy(ref, params, restored, phases, failures)
         result.rto_forecast = forecast_rto(ref, restored, phases, rto.total_seconds())
         if params.point == "latest":
             compared = compare_with_production(ref, restored, params.row_count_tolerance)
@@ -145,14 +108,7 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
     except Exception as exc:  # noqa: BLE001 - a drill records every failure, then fails
         failures.append(redact(f"{type(exc).__name__}: {exc}"))
     finally:
-        if restored is not None:
-            try:
-                discard_restored(ref, restored)
-                result.torn_down = True
-            except Exception as exc:  # noqa: BLE001
-                failures.append(redact(f"teardown failed: {exc}"))
-        else:
-            result.torn_down = True  # nothing was created
+        _tear_down(ref, restored, result, failures)
     result.phases = {k: round(v, 3) for k, v in phases.items()}
     result.rto_seconds = time.monotonic() - began
     result.failures = failures
@@ -164,3 +120,75 @@ def drill_target(ref: TargetRef, params: RestoreDrillParams) -> drill.DrillResul
                 + f" (RTO {result.rto_seconds:.0f} s"
                 + (f"; {forecast.headline()}" if forecast else "") + ")")
     return result
+
+
+def _choose_point(ref: TargetRef, params: RestoreDrillParams, result: drill.DrillResult,
+                  failures: list[str]) -> tuple[dict[str, Any], datetime | None]:
+    """Freshness first (what a failure now would lose, before the restore takes its time),
+    then the point to restore and the RPO measured from it. Returns the chosen point and the
+    newest restorable time."""
+    fresh = check_backup_freshness(ref)
+    result.freshness, result.freshness_ok = fresh.lines(), fresh.ok
+    failures.extend(f"backups at risk: {reason}" for reason in fresh.reasons)
+    chosen = choose_drill_point(ref, params.point, params.seed)
+    result.point = chosen["point"]
+    latest = datetime.fromisoformat(chosen["latest"]) if chosen["latest"] else None
+    if latest is not None:
+        last_commit = chosen["last_commit"]
+        result.rpo_seconds, result.rpo_basis = drill.measure_rpo(
+            result.started_at, latest,
+            datetime.fromisoformat(last_commit) if last_commit else None)
+    return chosen, latest
+
+
+def _restore_copy(ref: TargetRef, point: str, name: str, result: drill.DrillResult) -> Any:
+    """Restore the scratch database the drill verifies."""
+    if "new_target_restore" in provider_capabilities(ref):
+        restored = restore_to_point_in_time(ref, point, name)
+    else:
+        # The provider cannot restore into a new database through its API (Supabase): what
+        # restorekit can prove restorable is its newest verified logical snapshot.
+        restored = restore_scratch_from_snapshot(ref, datetime.now(UTC).isoformat(), name)
+        result.point = f"{restored.point} (newest logical snapshot; the provider's own " \
+                       "backups cannot be restored to a new database through its API)"
+    result.restored_database = restored.display
+    return restored
+
+
+def _verify_copy(ref: TargetRef, params: RestoreDrillParams, restored: Any,
+                 phases: dict[str, float], failures: list[str]) -> None:
+    """Verification and smoke checks, each timed as a phase; a failure is recorded, not
+    raised."""
+    t0 = time.monotonic()
+    try:
+        # A random point may predate a migration production has since applied. Row counts:
+        # compared with production below (latest only, the drill's own tolerance), so
+        # verification leaves them unverified rather than compare them twice.
+        verify_integrity(ref, restored, use_baseline=False,
+                         compare_with_production=params.point == "latest",
+                         compare_counts=False)
+    except VerificationFailed as exc:
+        failures.append(f"verification: {exc}")
+    phases["verification"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    try:
+        # The application's functions, where smoke checks are configured: it runs on
+        # production, so this proves the checks (and the test account) still work.
+        run_smoke_checks(ref)
+    except VerificationFailed as exc:
+        failures.append("smoke checks: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in exc.report.critical_failures))
+    phases["health"] = time.monotonic() - t0
+
+
+def _tear_down(ref: TargetRef, restored: Any, result: drill.DrillResult,
+               failures: list[str]) -> None:
+    """ALWAYS drop the scratch database, also when a step failed."""
+    if restored is not None:
+        try:
+            discard_restored(ref, restored)
+            result.torn_down = True
+        except Exception as exc:  # noqa: BLE001
+            failures.append(redact(f"teardown failed: {exc}"))
+    else:
+        result.torn_down = True  # nothing was created
