@@ -243,8 +243,10 @@ class RtoForecast(BaseModel):
 
     ``worst_case_seconds`` = restore the newest base backup (``base_restore_seconds``) + replay
     a full backup interval of WAL (``wal_replay_seconds``) + the other phases the drill measured
-    (``other_seconds``: verification, health). None when the WAL part cannot be forecast yet
-    (``basis`` says why). ``fix`` says what would bring it within the objective.
+    (``other_seconds``: verification, health) + what only a real failure does (``swap_seconds``:
+    stopping the application, the swap, the redeploy and its checks, from the newest completed
+    scenario-1 run; None: none recorded, left out and said so). None when the WAL part cannot
+    be forecast yet (``basis`` says why). ``fix`` says what would bring it within the objective.
     """
 
     worst_case_seconds: float | None
@@ -252,6 +254,7 @@ class RtoForecast(BaseModel):
     base_restore_seconds: float
     wal_replay_seconds: float | None
     other_seconds: float
+    swap_seconds: float | None = None
     interval_seconds: float | None  # base backup interval; None: no schedule
     wal_bytes_per_hour: float | None
     wal_bytes_to_replay: float | None
@@ -264,7 +267,7 @@ class RtoForecast(BaseModel):
     @property
     def lower_bound_seconds(self) -> float:
         """What the worst case is at least: the base restore and the other phases."""
-        return self.base_restore_seconds + self.other_seconds
+        return self.base_restore_seconds + self.other_seconds + (self.swap_seconds or 0)
 
     @property
     def within_objective(self) -> bool | None:
@@ -294,6 +297,8 @@ class RtoForecast(BaseModel):
                        f"{_size(self.replay_bytes_per_second or 0)}/s: "
                        f"{_duration(self.wal_replay_seconds)}")
         out.append(f"verification and health: {_duration(self.other_seconds)}")
+        if self.swap_seconds is not None:
+            out.append(f"stop, swap, redeploy and checks: {_duration(self.swap_seconds)}")
         out += self.basis
         if self.fix:
             out.append(self.fix)
@@ -314,6 +319,7 @@ def forecast_rto(
     newest_backup_age: timedelta | None,
     fallback_replay_rate: tuple[float, str] | None = None,
     wal_rate_note: str = "",
+    swap: tuple[float, str] | None = None,
 ) -> RtoForecast:
     """The worst-case RTO from what a drill measured (pure arithmetic, no I/O).
 
@@ -333,6 +339,9 @@ def forecast_rto(
         newest_backup_age: now minus the newest backup's end.
         fallback_replay_rate: (bytes/s, where it comes from) when this drill replayed too little
             WAL to measure the rate (an earlier drill's).
+        swap: (seconds, where they come from) of the steps only a real failure runs (stop the
+            application, swap, redeploy, health and smoke checks; :func:`swap_seconds`); None:
+            no scenario-1 run recorded, so the forecast leaves them out and says so.
     """
     basis: list[str] = []
     base = base_restore_seconds
@@ -367,14 +376,21 @@ def forecast_rto(
                      "much WAL")
     if wal_rate_note:
         basis.append(wal_rate_note)
+    if swap is None:
+        basis.append("stopping the application, the swap, the redeploy and its checks not "
+                     "included: no completed complete-failure run recorded yet")
+    else:
+        basis.append(f"stop, swap, redeploy and checks timed by {swap[1]}")
+    swap_seconds = swap[0] if swap is not None else None
     to_replay = replay = worst = None
     if wal_bytes_per_hour is not None and span is not None and replay_rate:
         to_replay = wal_bytes_per_hour * span.total_seconds() / 3600
         replay = to_replay / replay_rate
-        worst = base + replay + other_seconds
+        worst = base + replay + other_seconds + (swap_seconds or 0)
     forecast = RtoForecast(
         worst_case_seconds=worst, objective_seconds=objective.total_seconds(),
         base_restore_seconds=base, wal_replay_seconds=replay, other_seconds=other_seconds,
+        swap_seconds=swap_seconds,
         interval_seconds=None if interval is None else interval.total_seconds(),
         wal_bytes_per_hour=wal_bytes_per_hour, wal_bytes_to_replay=to_replay,
         replay_bytes_per_second=replay_rate, base_bytes_per_second=base_rate, basis=basis,
@@ -392,11 +408,31 @@ def replay_rate_from_history(history: Sequence[dict[str, Any]]) -> tuple[float, 
 
 
 _REPLAY_PHASES = ("base restore", "wal replay")
+#: The steps of scenario 1 a drill does not run: the application is down through all of them.
+SWAP_STEPS = ("stop application", "swap connection string", "redeploy application",
+              "check health", "smoke checks")
+
+
+def swap_seconds(reports_dir: Path) -> tuple[float, str] | None:
+    """The time the newest succeeded complete-failure run of a target spent in
+    :data:`SWAP_STEPS`, and which run it was; None when there is none (or it is unreadable)."""
+    for path in sorted(reports_dir.glob("*-complete-failure.json"), reverse=True):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if report.get("outcome") != "succeeded":
+            continue
+        seconds = sum(float(s.get("seconds", 0)) for s in report.get("steps", [])
+                      if s.get("name") in SWAP_STEPS)
+        return seconds, f"the complete-failure run of {report.get('started_at', path.stem)}"
+    return None
 
 
 def forecast_for_drill(provider: Any, *, cron: str, objective: timedelta, backup_id: str,
                        recovered_lsn: str | None, phases: dict[str, float],
-                       history: Sequence[dict[str, Any]], now_: datetime) -> RtoForecast | None:
+                       history: Sequence[dict[str, Any]], now_: datetime,
+                       reports_dir: Path | None = None) -> RtoForecast | None:
     """Gather what :func:`forecast_rto` needs from a self-hosted provider's engine (its backups
     and its WAL archive) and the drill's phases. None when the provider restores by itself
     (no restorekit base backup and WAL archive to forecast from)."""
@@ -426,16 +462,17 @@ def forecast_for_drill(provider: Any, *, cron: str, objective: timedelta, backup
         newest_backup_age=(now_ - newest.stop_time) if newest else None,
         fallback_replay_rate=replay_rate_from_history(history),
         wal_rate_note=note,
+        swap=swap_seconds(reports_dir) if reports_dir is not None else None,
     )
 
 
 def _fix(f: RtoForecast) -> str:
     if f.within_objective is not False:
         return ""
-    room = f.objective_seconds - f.base_restore_seconds - f.other_seconds
+    room = f.objective_seconds - f.lower_bound_seconds
     if room <= 0 or not f.wal_bytes_per_hour or not f.replay_bytes_per_second:
-        return (f"fix: the base restore and verification alone take "
-                f"{_duration(f.base_restore_seconds + f.other_seconds)}: more frequent base "
+        return (f"fix: the base restore, verification and swap alone take "
+                f"{_duration(f.lower_bound_seconds)}: more frequent base "
                 "backups cannot bring this within the objective; restore faster (compressed "
                 "backups, faster storage), keep a standby, or relax the tier")
     hours = room * f.replay_bytes_per_second / f.wal_bytes_per_hour

@@ -67,4 +67,5 @@ def forecast_rto(ref: TargetRef, restored: RestoredRef, phases: dict[str, float]
     return drill.forecast_for_drill(
         rt.provider, cron=rt.config.backups.cron, objective=timedelta(seconds=objective_seconds),
         backup_id=restored.backup_id, recovered_lsn=restored.recovered_to_lsn, phases=phases,
-        history=drill.load_history(rt.settings.state_dir, ref.target), now_=drill.now())
+        history=drill.load_history(rt.settings.state_dir, ref.target), now_=drill.now(),
+        reports_dir=rt.reports_dir())

@@ -154,3 +154,32 @@ def test_the_drill_report_and_history_carry_the_forecast() -> None:
     assert "## RTO forecast" in text and "WAL replay: 48.0 GB" in text
     row = drill.history_rows([judged.model_dump(mode="json")])[0]
     assert row["rto_forecast_s"] == pytest.approx(5520, abs=0.1)
+
+
+def test_the_swap_a_real_failure_adds_is_in_the_worst_case_and_said_when_unknown() -> None:
+    known = _forecast(swap=(90.0, "the complete-failure run of 2026-12-01"))
+    assert known.worst_case_seconds == pytest.approx(600 + 2400 + 120 + 90)
+    assert known.lower_bound_seconds == pytest.approx(600 + 120 + 90)
+    assert "stop, swap, redeploy and checks: 90 s" in known.lines()
+    assert any("timed by the complete-failure run of 2026-12-01" in b for b in known.basis)
+    unknown = _forecast()
+    assert unknown.swap_seconds is None
+    assert any("not included: no completed complete-failure run" in b for b in unknown.basis)
+
+
+def test_swap_seconds_come_from_the_newest_succeeded_complete_failure_run(tmp_path) -> None:
+    import json
+
+    def report(stamp: str, scenario: str, outcome: str, steps: dict[str, float]) -> None:
+        (tmp_path / f"{stamp}-{scenario}.json").write_text(json.dumps({
+            "scenario": scenario, "outcome": outcome, "started_at": stamp,
+            "steps": [{"name": n, "seconds": s} for n, s in steps.items()]}))
+
+    assert drill.swap_seconds(tmp_path) is None
+    report("20261201T000000Z", "complete-failure", "succeeded",
+           {"stop application": 2, "restore to point in time": 500, "swap connection string": 1,
+            "redeploy application": 30, "check health": 4, "smoke checks": 3})
+    report("20261202T000000Z", "complete-failure", "failed", {"stop application": 99})
+    report("20261203T000000Z", "partial-corruption", "succeeded", {"stop application": 77})
+    (tmp_path / "20261204T000000Z-complete-failure.json").write_text("{not json")
+    assert drill.swap_seconds(tmp_path) == (40.0, "the complete-failure run of 20261201T000000Z")
