@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from psycopg import sql
 
 from restorekit import sample
 from restorekit.pg.cluster import LocalCluster
-
+from restorekit.pg.tools import default_os_user, make_dir
 
 #: restorekit.toml of a benchmark's self-hosted target on the native engine.
 NATIVE_CONFIG = """[restorekit]
@@ -121,3 +125,51 @@ def save(name: str, out: dict[str, Any], path: Path | None,
               f"({os.cpu_count()} cores; other work on the machine makes these numbers noisy)")
     print(f"saved {path}")
     return path
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line, with its module docstring as the description."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser, *, default: float, help: str,
+                        example: str) -> None:
+    """``--scale`` (one scale) and ``--scales`` (the whole comparison at each, ``example``)."""
+    parser.add_argument("--scale", type=float, default=default, help=help)
+    parser.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",") if x],
+                        help=f"run the whole comparison at each of these scales, e.g. {example}")
+
+
+def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--out", type=Path,
+                        help=f"write the JSON here (default bench/results/{name}-<UTC time>.json)")
+
+
+@contextmanager
+def started_clusters(prefix: str, names: Sequence[str],
+                     settings: dict[str, Any]) -> Iterator[tuple[Path, list[LocalCluster]]]:
+    """A temporary directory and a started cluster per name in it (``settings`` in each);
+    destroyed with the directory afterwards, also on failure."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    make_dir(base, default_os_user(), mode=0o755)
+    clusters: list[LocalCluster] = []
+    try:
+        for name in names:
+            clusters.append(LocalCluster.create(base / name, settings=settings))
+        for cluster in clusters:
+            cluster.start()
+        yield base, clusters
+    finally:
+        for cluster in clusters:
+            cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def save_with_growth(name: str, out: dict[str, Any], results: list[dict[str, Any]],
+                     growth: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                     path: Path | None, load_before: list[float]) -> Path:
+    """``save``, with the growth table when there was more than one scale."""
+    if len(results) > 1:
+        out["growth"] = growth(results)
+    return save(name, out, path, load_before)

@@ -45,27 +45,22 @@ reladiff pins its own dependency versions; install it into a throwaway virtualen
 
 from __future__ import annotations
 
-import _common  # bench/_common.py, beside this script
-
-import argparse
 import json
 import random
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
+import _common  # bench/_common.py, beside this script
 import psycopg
 
 from restorekit.diff import SAMPLE_SIZE, TableDiff, diff_table
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.cluster import LocalCluster
-from restorekit.pg.tools import default_os_user, make_dir
 
 DB = "app"
 SEED = 42
@@ -292,37 +287,25 @@ def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=10.0,
-                        help="sample scale (1 = 60k appointments); default 10 (600k "
-                             "appointments, a few minutes in all on 2 cores)")
-    parser.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",") if x],
-                        help="run the whole comparison at each of these scales, e.g. 5,20")
+    parser = _common.argument_parser(__doc__)
+    _common.add_scale_arguments(parser, default=10.0, example="5,20",
+                                help="sample scale (1 = 60k appointments); default 10 (600k "
+                                     "appointments, a few minutes in all on 2 cores)")
     parser.add_argument("--fraction", type=float, default=0.001,
                         help="share of appointments changed on live (default 0.1 %%)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each variant")
     parser.add_argument("--reladiff", default=shutil.which("reladiff"),
                         help="the reladiff executable (default: reladiff on PATH)")
     parser.add_argument("--no-reladiff", action="store_true", help="leave reladiff out")
-    parser.add_argument("--out", type=Path,
-                        help="write the JSON here (default bench/results/diff-<UTC time>.json)")
+    _common.add_out_argument(parser, "diff")
     args = parser.parse_args()
     reladiff = None if args.no_reladiff else args.reladiff
     if not args.no_reladiff and not reladiff:
         raise SystemExit("reladiff not found: install it into a throwaway virtualenv (see the "
                          "module docstring) and pass --reladiff, or pass --no-reladiff")
     scales = sorted(args.scales) if args.scales else [args.scale]
-    base = Path(tempfile.mkdtemp(prefix="restorekit-diff-bench-"))
-    make_dir(base, default_os_user(), mode=0o755)
-    clusters: list[LocalCluster] = []
-    try:
-        live = LocalCluster.create(base / "live", settings=SETTINGS)
-        clusters.append(live)
-        copy = LocalCluster.create(base / "copy", settings=SETTINGS)
-        clusters.append(copy)
-        live.start()
-        copy.start()
+    with _common.started_clusters("restorekit-diff-bench-", ["live", "copy"],
+                                  SETTINGS) as (_, (live, copy)):
         load_before = _common.loadavg()
         results = []
         for scale in scales:
@@ -346,14 +329,7 @@ def main() -> None:
             "repeat": args.repeat, "fraction": args.fraction,
             "scales": scales, "results": results,
         }
-        if len(results) > 1:
-            out["growth"] = print_growth(results)
-        _common.save("diff", out, args.out, load_before)
-    finally:
-        for cluster in clusters:
-            cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-
+        _common.save_with_growth("diff", out, results, print_growth, args.out, load_before)
 
 if __name__ == "__main__":
     main()

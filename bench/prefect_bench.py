@@ -61,7 +61,6 @@ time.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -422,8 +421,7 @@ def print_results(out: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=7,
                         help="rounds of each trivial variant (default 7: flow runs against a "
                              "SQLite-backed test server stall now and then; medians)")
@@ -437,8 +435,7 @@ def main() -> None:
                         help="rounds of the scenario (default 3; each restores a copy)")
     parser.add_argument("--no-scenario", action="store_true",
                         help="only the trivial flows (no PostgreSQL needed)")
-    parser.add_argument("--out", type=Path,
-                        help="write the JSON here (default bench/results/prefect-<UTC time>.json)")
+    _common.add_out_argument(parser, "prefect")
     args = parser.parse_args()
     # The flows log every step to the console; the benchmark prints its own lines.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

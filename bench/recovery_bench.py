@@ -40,25 +40,20 @@ Results are written to bench/results/recovery-<timestamp>.json. Nothing here ass
 
 from __future__ import annotations
 
-import _common  # bench/_common.py, beside this script
-
-import argparse
 import cProfile
-import json
 import os
 import pstats
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import _common  # bench/_common.py, beside this script
 import psycopg
 from psycopg import sql
 
@@ -512,33 +507,20 @@ def print_growth(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=20.0,
-                        help="sample scale (1 = 100k rows); default 20 (2M rows, the timed runs "
-                             "take about a minute on 2 cores)")
-    parser.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",") if x],
-                        help="run the whole comparison at each of these scales, e.g. 4,16")
+    parser = _common.argument_parser(__doc__)
+    _common.add_scale_arguments(parser, default=20.0, example="4,16",
+                                help="sample scale (1 = 100k rows); default 20 (2M rows, the "
+                                     "timed runs take about a minute on 2 cores)")
     parser.add_argument("--k", type=int, default=100, help="deleted users to recover")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each variant")
     parser.add_argument("--no-trace", action="store_true",
                         help="skip the extra traced restorekit run (where its time goes)")
-    parser.add_argument("--out", type=Path,
-                        help="write the JSON here (default bench/results/recovery-<UTC time>.json)")
+    _common.add_out_argument(parser, "recovery")
     args = parser.parse_args()
     scales = sorted(args.scales) if args.scales else [args.scale]
-    os_user = default_os_user()
-    base = Path(tempfile.mkdtemp(prefix="restorekit-recovery-bench-"))
-    make_dir(base, os_user, mode=0o755)
-    clusters: list[LocalCluster] = []
-    try:
-        live = LocalCluster.create(base / "live", settings=SETTINGS)
-        clusters.append(live)
-        copy = LocalCluster.create(base / "copy", settings=SETTINGS)
-        clusters.append(copy)
-        live.start()
-        copy.start()
-        work = make_dir(base / "work", os_user, mode=0o755)
+    with _common.started_clusters("restorekit-recovery-bench-", ["live", "copy"],
+                                  SETTINGS) as (base, (live, copy)):
+        work = make_dir(base / "work", default_os_user(), mode=0o755)
         load_before = _common.loadavg()
         results = []
         for scale in scales:
@@ -553,14 +535,7 @@ def main() -> None:
             **_common.run_header(live, load_before, SETTINGS, SEED),
             "repeat": args.repeat, "k": args.k, "scales": scales, "results": results,
         }
-        if len(results) > 1:
-            out["growth"] = print_growth(results)
-        _common.save("recovery", out, args.out, load_before)
-    finally:
-        for cluster in clusters:
-            cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-
+        _common.save_with_growth("recovery", out, results, print_growth, args.out, load_before)
 
 if __name__ == "__main__":
     main()

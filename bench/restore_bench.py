@@ -40,7 +40,6 @@ Results are written to bench/results/restore-<timestamp>.json. Nothing here asse
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import json
 import os
@@ -70,9 +69,6 @@ from restorekit.engines.recovery import (
 from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import PgTool, default_os_user, make_dir
 from restorekit.wal import restore_command
-
-
-
 
 
 def take_hand_backup(source: LocalCluster, folder: Path, os_user: str | None) -> Path:
@@ -351,8 +347,7 @@ def with_restorekit(config: Path, name: str) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--scale", type=float, default=5.0,
                         help="sample scale (1 = 100k rows); default 5")
     parser.add_argument("--repeat", type=int, default=3,
@@ -363,8 +358,7 @@ def main() -> None:
                              "as one syncfs() instead of an fsync per file)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profiled in-process restore")
-    parser.add_argument("--out", type=Path,
-                        help="write the JSON here (default bench/results/restore-<UTC time>.json)")
+    _common.add_out_argument(parser, "restore")
     args = parser.parse_args()
     os_user = default_os_user()
     load_before = _common.loadavg()

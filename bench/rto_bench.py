@@ -51,7 +51,6 @@ compressed one; time grows about linearly with --gb and --wal-gb)::
 
 from __future__ import annotations
 
-import argparse
 import http.server
 import json
 import os
@@ -339,8 +338,7 @@ def measure_restore(setup: dict[str, Any], name: str, pg_bin: Path, psql: str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--gb", type=float, default=1.0, help="database size in GB (default 1)")
     parser.add_argument("--wal-gb", type=float, default=0.5,
                         help="WAL written after the base backup, GB (default 0.5)")

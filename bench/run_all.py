@@ -35,9 +35,6 @@ table into docs/benchmarks.md between the `<!-- bench-table:begin -->` and
 
 from __future__ import annotations
 
-import _common  # bench/_common.py, beside this script
-
-import argparse
 import json
 import math
 import os
@@ -49,6 +46,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _common  # bench/_common.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -300,8 +299,7 @@ def chart(plot_python: str | None, json_path: Path, png: Path) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="S: every benchmark runs at S and 4S (1 = 100k rows; default 1, "
                              "a few minutes on 2 cores; 10 for the real measurement)")

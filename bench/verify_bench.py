@@ -59,16 +59,12 @@ timestamp>.json (or --out). Nothing here asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import _common  # bench/_common.py, beside this script
@@ -79,7 +75,6 @@ from restorekit import integrity
 from restorekit.integrity import Baseline, CustomCheck, VerificationReport
 from restorekit.pg.catalog import TableRef, list_tables
 from restorekit.pg.cluster import LocalCluster
-from restorekit.pg.tools import default_os_user, make_dir
 
 DB = "app"
 SEED = 42
@@ -552,25 +547,17 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=10.0,
-                        help="sample scale (1 = 100k rows); default 10 (1M rows)")
-    parser.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",") if x],
-                        help="run the whole comparison at each of these scales, e.g. 2.5,10")
+    parser = _common.argument_parser(__doc__)
+    _common.add_scale_arguments(parser, default=10.0, example="2.5,10",
+                                help="sample scale (1 = 100k rows); default 10 (1M rows)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each variant")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the traced run and the EXPLAIN ANALYZE of each statement")
-    parser.add_argument("--out", type=Path,
-                        help="write the JSON here (default bench/results/verify-<UTC time>.json)")
+    _common.add_out_argument(parser, "verify")
     args = parser.parse_args()
     scales = sorted(args.scales) if args.scales else [args.scale]
-    base = Path(tempfile.mkdtemp(prefix="restorekit-verify-bench-"))
-    make_dir(base, default_os_user(), mode=0o755)
-    cluster: LocalCluster | None = None
-    try:
-        cluster = LocalCluster.create(base / "db", settings=SETTINGS)
-        cluster.start()
+    with _common.started_clusters("restorekit-verify-bench-", ["db"],
+                                  SETTINGS) as (_, (cluster,)):
         load_before = _common.loadavg()
         results = []
         for scale in scales:
@@ -588,16 +575,9 @@ def main() -> None:
                       "hand, one after another on one session, the faster of with and without "
                       "parallel workers)", "scales": scales, "results": results,
         }
-        if len(results) > 1:
-            out["growth"] = _common.print_growth(results, VARIANTS,
-                                                 lambda r: sum(r["rows"].values()),
-                                                 "same schema, more rows", width=22)
-        _common.save("verify", out, args.out, load_before)
-    finally:
-        if cluster is not None:
-            cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-
+        _common.save_with_growth("verify", out, results, lambda rs: _common.print_growth(
+            rs, VARIANTS, lambda r: sum(r["rows"].values()), "same schema, more rows",
+            width=22), args.out, load_before)
 
 if __name__ == "__main__":
     main()
