@@ -14,16 +14,15 @@ from restorekit.integrity import (
     Baseline,
     CustomCheck,
     SchemaFingerprint,
-    _fk_info,
-    _free_connection_slots,
-    _open,
-    _pool_size,
     capture_baseline,
     connect_with_retry,
     fingerprint,
     orphan_query,
     verify,
 )
+from restorekit.integrity.checks_fk import _fk_info
+from restorekit.integrity.connections import _open
+from restorekit.integrity.pool import _free_connection_slots, _pool_size
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.catalog import foreign_keys as catalog_foreign_keys
 from restorekit.pg.cluster import free_port

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from restorekit import integrity
 from restorekit.errors import ConfigError, PostgresError, PostgresUnavailable, VerificationFailed
 from restorekit.integrity import (
     Baseline,
@@ -18,8 +17,12 @@ from restorekit.integrity import (
     SchemaFingerprint,
     TableShape,
     VerificationReport,
+    checks_amcheck,
+    checks_counts,
+    checks_fk,
     connect_with_retry,
     orphan_query,
+    pool,
     verify,
 )
 from restorekit.pg.catalog import ForeignKey, TableRef
@@ -273,7 +276,7 @@ def test_fk_check_names_are_qualified_only_when_they_clash() -> None:
         return ForeignKey(name, TableRef("public", child), ("u",), TableRef("public", "users"),
                           ("id",), "no action", "no action")
 
-    names = integrity._fk_check_names([fk("a", "fk_user"), fk("b", "fk_user"), fk("c", "c_fk")])
+    names = checks_fk._fk_check_names([fk("a", "fk_user"), fk("b", "fk_user"), fk("c", "c_fk")])
     assert names == ["fk_orphans:public.a:fk_user", "fk_orphans:public.b:fk_user",
                      "fk_orphans:c_fk"]
 
@@ -282,7 +285,7 @@ def test_fk_check_names_are_qualified_only_when_they_clash() -> None:
 
 
 def outcome(value: object = None, error: str | None = None, sqlstate: str | None = None):
-    return integrity._Outcome(value=value, error=error, sqlstate=sqlstate, duration_ms=1.0)
+    return pool._Outcome(value=value, error=error, sqlstate=sqlstate, duration_ms=1.0)
 
 
 def test_row_count_tolerance() -> None:
@@ -294,7 +297,7 @@ def test_row_count_tolerance() -> None:
     tables = [users, clients, empty]
 
     def run(counts: dict[TableRef, int], tolerance: float) -> CheckResult:
-        return integrity._row_counts_result(
+        return checks_counts._row_counts_result(
             tables, {t: outcome(n) for t, n in counts.items()}, baseline, tolerance
         )
 
@@ -310,26 +313,26 @@ def test_row_count_tolerance() -> None:
         "public.users: 94 rows, baseline 100 (-6.0%, tolerance 5.0%); "
         "public.empty: 1 row, baseline 0 (from 0, tolerance 5.0%)"
     )
-    errored = integrity._row_counts_result(
+    errored = checks_counts._row_counts_result(
         tables, {users: outcome(100), clients: outcome(error="permission denied"),
                  empty: outcome(0)}, None, 0.0)
     assert not errored.ok and errored.observed["errors"] == {"public.clients": "permission denied"}
 
 
 def test_amcheck_corruption_is_critical_other_errors_only_warn() -> None:
-    plan = integrity._AmcheckPlan(function=None, version="1.3", indexes=())  # type: ignore[arg-type]
-    clean = integrity._amcheck_result(plan, [("public.a_pkey", outcome()),
+    plan = checks_amcheck._AmcheckPlan(function=None, version="1.3", indexes=())  # type: ignore[arg-type]
+    clean = checks_amcheck._amcheck_result(plan, [("public.a_pkey", outcome()),
                                              ("public.b_pkey", outcome())])
     assert clean.ok and not clean.critical and clean.observed["indexes_checked"] == 2
 
-    denied = integrity._amcheck_result(plan, [
+    denied = checks_amcheck._amcheck_result(plan, [
         ("public.a_pkey", outcome()),
         ("public.b_pkey", outcome(error="permission denied", sqlstate="42501")),
     ])
     assert not denied.ok and not denied.critical
     assert denied.detail.startswith("1 of 2 B-tree indexes checked; could not check")
 
-    corrupt = integrity._amcheck_result(plan, [
+    corrupt = checks_amcheck._amcheck_result(plan, [
         ("public.a_pkey", outcome(error="item order invariant violated", sqlstate="XX002")),
         ("public.b_pkey", outcome(error="permission denied", sqlstate="42501")),
     ])
