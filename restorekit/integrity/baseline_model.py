@@ -83,6 +83,12 @@ def _count_query(table: TableRef) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(table.ident)
 
 
+def _exact_count(conn: Connection[Any], table: TableRef) -> int:
+    """``count(*)`` of ``table``: a full scan."""
+    row = conn.execute(_count_query(table)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def capture_baseline(conn: Connection[Any], critical_tables: Sequence[str]) -> Baseline:
     """Capture a :class:`Baseline` from the database ``conn`` is connected to.
 
@@ -106,8 +112,7 @@ def capture_baseline(conn: Connection[Any], critical_tables: Sequence[str]) -> B
             raise ConfigError(f"critical table not found: {', '.join(missing)}")
         exact: dict[str, int] = {}
         for table in critical:
-            row = conn.execute(_count_query(table)).fetchone()
-            exact[str(table)] = int(row[0]) if row else 0
+            exact[str(table)] = _exact_count(conn, table)
         others = sorted(present - set(critical))
         estimated = {str(t): n for t, n in estimated_rows(conn, others).items()}
         migrations = prisma_migrations(conn)

@@ -12,7 +12,7 @@ from restorekit.integrity._format import (
     _list_detail,
     _n,
 )
-from restorekit.integrity.baseline_model import Baseline, _count_query
+from restorekit.integrity.baseline_model import Baseline, _exact_count
 from restorekit.integrity.pool import _Outcome
 from restorekit.integrity.reference import _Reference
 from restorekit.integrity.report import CheckResult
@@ -20,11 +20,8 @@ from restorekit.pg.catalog import TableRef
 
 
 def _count_job(table: TableRef) -> Callable[[Connection[Any]], int]:
-    query = _count_query(table)
-
     def job(conn: Connection[Any]) -> int:
-        row = conn.execute(query).fetchone()
-        return int(row[0]) if row else 0
+        return _exact_count(conn, table)
 
     return job
 

@@ -11,7 +11,7 @@ from restorekit.errors import RestoreKitError
 from restorekit.integrity._format import (
     _error_text,
 )
-from restorekit.integrity.baseline_model import _count_query
+from restorekit.integrity.baseline_model import _exact_count
 from restorekit.integrity.connections import _open
 from restorekit.integrity.fingerprint import SchemaFingerprint, fingerprint
 from restorekit.pg.catalog import TableRef, list_tables
@@ -40,8 +40,7 @@ def _read_production(reference_dsn: str, tables: Sequence[TableRef],
                 present = set(list_tables(conn))
                 for table in tables:
                     if table in present:
-                        row = conn.execute(_count_query(table)).fetchone()
-                        counts[str(table)] = int(row[0]) if row else 0
+                        counts[str(table)] = _exact_count(conn, table)
     except (psycopg.Error, RestoreKitError) as exc:
         return _Reference(error=_error_text(exc))
     return _Reference(counts, fp)
