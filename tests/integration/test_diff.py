@@ -5,16 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
 import pytest
+from fixtures.pg import FAST, create_sample_template, fresh_clones
 from psycopg import sql
 
-from restorekit import sample
 from restorekit.diff import (
     SAMPLE_SIZE,
     RangeTuning,
@@ -35,8 +33,6 @@ CLIENTS = TableRef("public", "clients")
 APPOINTMENTS = TableRef("public", "appointments")
 ORDERS = TableRef("Shop", "Orders")
 NO_PK = TableRef("public", "no_pk")
-# Throwaway clusters: durability buys nothing here and CREATE DATABASE per test is fsync-bound.
-FAST = {"fsync": False, "synchronous_commit": False, "full_page_writes": False}
 TEMPLATE = "rk_diff_template"
 
 EXTRA_DDL = """
@@ -102,37 +98,16 @@ $$;
 def clusters(local_cluster_factory: Callable[..., LocalCluster]) -> tuple[LocalCluster, ...]:
     pair = tuple(local_cluster_factory(role, settings=FAST) for role in ("live", "copy"))
     for cluster in pair:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        with cluster.connect(TEMPLATE, autocommit=True) as conn:
-            sample.create_schema(conn)
-            sample.generate(conn, scale=0.02, seed=5)
-            conn.execute(EXTRA_DDL)
-            conn.execute(RANGED_DDL)
+        create_sample_template(cluster, TEMPLATE, scale=0.02, seed=5,
+                               statements=[EXTRA_DDL, RANGED_DDL])
     return pair
 
 
 @pytest.fixture
 def names(clusters: tuple[LocalCluster, LocalCluster]) -> Iterator[tuple[str, str]]:
     """DSNs of fresh identical databases: (live, copy)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    clone_template(clusters, name)
-    yield clusters[0].dsn(name), clusters[1].dsn(name)
-    for cluster in clusters:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-
-
-def clone_template(clusters: Sequence[LocalCluster], name: str) -> None:
-    """CREATE DATABASE name TEMPLATE ... on every cluster at once (it takes ~0.3 s each)."""
-    def clone(cluster: LocalCluster) -> None:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)))
-
-    with ThreadPoolExecutor(len(clusters)) as pool:
-        list(pool.map(clone, clusters))
+    with fresh_clones(clusters, TEMPLATE) as name:
+        yield clusters[0].dsn(name), clusters[1].dsn(name)
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from fixtures.pg import FAST, create_sample_template, fresh_clones
 from psycopg import sql
 
 from restorekit import sample
@@ -87,8 +87,6 @@ CREATE TABLE no_pk (a int, b text);
 INSERT INTO no_pk SELECT g, 'row ' || g FROM generate_series(1, 10) g;
 """
 
-# Throwaway clusters: durability buys nothing here and CREATE DATABASE per test is fsync-bound.
-FAST = {"fsync": False, "synchronous_commit": False, "full_page_writes": False}
 # Live records commit times (keep_rows_written_after needs them); the copy does not, so the
 # refusal can be shown by swapping the two.
 LIVE_SETTINGS = {**FAST, "track_commit_timestamp": True}
@@ -104,13 +102,8 @@ def clusters(local_cluster_factory: Callable[..., LocalCluster]) -> tuple[LocalC
     pair = tuple(local_cluster_factory(role, settings=LIVE_SETTINGS if role == "live" else FAST)
                  for role in ("live", "copy"))
     for cluster in pair:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        with cluster.connect(TEMPLATE, autocommit=True) as conn:
-            sample.create_schema(conn)
-            sample.generate(conn, scale=SCALE, seed=SEED)
-            conn.execute(EXTRA_DDL)
-            conn.execute("ANALYZE")
+        create_sample_template(cluster, TEMPLATE, scale=SCALE, seed=SEED,
+                               statements=[EXTRA_DDL, "ANALYZE"])
     return pair
 
 
@@ -118,27 +111,11 @@ def clusters(local_cluster_factory: Callable[..., LocalCluster]) -> tuple[LocalC
 def dbs(clusters: tuple[LocalCluster, LocalCluster]
         ) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
     """(live, copy) connections to fresh identical databases in the two clusters."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    clone_template(clusters, name)
     live_cluster, copy_cluster = clusters
-    with live_cluster.connect(name, autocommit=True) as live, \
+    with fresh_clones(clusters, TEMPLATE) as name, \
+            live_cluster.connect(name, autocommit=True) as live, \
             copy_cluster.connect(name, autocommit=True) as copy:
         yield live, copy
-    for cluster in clusters:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-
-
-def clone_template(clusters: Sequence[LocalCluster], name: str) -> None:
-    """CREATE DATABASE name TEMPLATE ... on every cluster at once (it takes ~0.3 s each)."""
-    def clone(cluster: LocalCluster) -> None:
-        with cluster.connect(autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)))
-
-    with ThreadPoolExecutor(len(clusters)) as pool:
-        list(pool.map(clone, clusters))
 
 
 # -- helpers -------------------------------------------------------------------------------------
