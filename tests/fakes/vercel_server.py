@@ -404,22 +404,27 @@ class FakeVercel:
     def _find_env(self, env_id: str) -> dict[str, Any] | None:
         return next((e for e in self.envs if e["id"] == unquote(env_id)), None)
 
-    def _get_env(self, m: re.Match[str], q: dict[str, str], body: Any,
-                 hooks: list[Any]) -> tuple[int, Any]:
+    def _project_env(self, m: re.Match[str]) -> tuple[dict[str, Any] | None, tuple[int, Any]]:
+        """The environment variable in the path; else None and the 404 to answer."""
         if not self._project_matches(m["project"]):
-            return 404, _error("not_found", "Project not found")
+            return None, (404, _error("not_found", "Project not found"))
         env = self._find_env(m["env"])
         if env is None:
-            return 404, _error("not_found", "Environment Variable not found")
+            return None, (404, _error("not_found", "Environment Variable not found"))
+        return env, (200, None)
+
+    def _get_env(self, m: re.Match[str], q: dict[str, str], body: Any,
+                 hooks: list[Any]) -> tuple[int, Any]:
+        env, refused = self._project_env(m)
+        if env is None:
+            return refused
         return 200, self.env_decrypted_json(env)
 
     def _patch_env(self, m: re.Match[str], q: dict[str, str], body: Any,
                    hooks: list[Any]) -> tuple[int, Any]:
-        if not self._project_matches(m["project"]):
-            return 404, _error("not_found", "Project not found")
-        env = self._find_env(m["env"])
+        env, refused = self._project_env(m)
         if env is None:
-            return 404, _error("not_found", "Environment Variable not found")
+            return refused
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
             self.problems.append("PATCH env: body without a string value")
             return 400, _error("bad_request", "Invalid request: `value` should be string")
@@ -453,11 +458,9 @@ class FakeVercel:
 
     def _delete_env(self, m: re.Match[str], q: dict[str, str], body: Any,
                     hooks: list[Any]) -> tuple[int, Any]:
-        if not self._project_matches(m["project"]):
-            return 404, _error("not_found", "Project not found")
-        env = self._find_env(m["env"])
+        env, refused = self._project_env(m)
         if env is None:
-            return 404, _error("not_found", "Environment Variable not found")
+            return refused
         self.envs.remove(env)
         return 200, self.env_json(env)
 
@@ -537,14 +540,23 @@ class FakeVercel:
         return 200, {"deployments": [self.deployment_json(d, listing=True) for d in deps],
                      "pagination": {"count": len(deps), "next": None, "prev": None}}
 
-    def _rollback(self, m: re.Match[str], q: dict[str, str], body: Any,
-                  hooks: list[Any]) -> tuple[int, Any]:
+    def _project_deployment(self, m: re.Match[str],
+                            action: str) -> tuple[Any, tuple[int, Any]]:
+        """The deployment in the path of a rollback or promote, whose project must be given by
+        id; else None and the 404 to answer."""
         if not self._project_matches(m["project"], id_only=True):
-            self.problems.append("rollback: the path needs the project id, not its name")
-            return 404, _error("not_found", "Project not found")
+            self.problems.append(f"{action}: the path needs the project id, not its name")
+            return None, (404, _error("not_found", "Project not found"))
         dep = self.deployments.get(unquote(m["dep"]))
         if dep is None:
-            return 404, _error("not_found", "Deployment not found")
+            return None, (404, _error("not_found", "Deployment not found"))
+        return dep, (200, None)
+
+    def _rollback(self, m: re.Match[str], q: dict[str, str], body: Any,
+                  hooks: list[Any]) -> tuple[int, Any]:
+        dep, refused = self._project_deployment(m, "rollback")
+        if dep is None:
+            return refused
         if dep.ready_state != "READY" or dep.target != "production" \
                 or dep.ready_substate != "PROMOTED":
             return 400, _error("invalid_rollback", "This deployment cannot be rolled back to: "
@@ -556,12 +568,9 @@ class FakeVercel:
 
     def _promote(self, m: re.Match[str], q: dict[str, str], body: Any,
                  hooks: list[Any]) -> tuple[int, Any]:
-        if not self._project_matches(m["project"], id_only=True):
-            self.problems.append("promote: the path needs the project id, not its name")
-            return 404, _error("not_found", "Project not found")
-        dep = self.deployments.get(unquote(m["dep"]))
+        dep, refused = self._project_deployment(m, "promote")
         if dep is None:
-            return 404, _error("not_found", "Deployment not found")
+            return refused
         if dep.ready_state != "READY":
             return 400, _error("invalid_promote", "Only READY deployments can be promoted")
         self.auto_assign = True
