@@ -1,54 +1,15 @@
-"""Supabase: in-place restores through the Management API (provider-apis.md §4).
-
-A Supabase project can only be restored *in place*: ``POST .../backups/restore-pitr`` (a time,
-PITR add-on) or ``POST .../backups/restore`` (a daily/physical backup by integer id). The
-project keeps its ref and connection string and is unavailable while it restores. The v1 API
-has no "restore to a new project" (the dashboard does), so :meth:`SupabaseProvider.restore`
-refuses and a flow takes the in-place path: verified snapshot first, then
-:meth:`~SupabaseProvider.restore_in_place`.
-
-Quirks handled here (each from provider-apis.md §4 / §8):
-
-* ``recovery_time_target_unix`` is an integer of Unix seconds. The docs' curl example sends a
-  string; the spec says integer, so an integer is sent. A sub-second time is rounded *down*.
-* Both restore calls answer 201 with no body and nothing to poll but the project's ``status``
-  (``GET /v1/projects/{ref}``). What each status means before and during a restore is one
-  table, :data:`STATUS_RULES`. Before: ACTIVE_HEALTHY starts; ACTIVE_UNHEALTHY (the incident
-  case: the database is down) starts a PITR restore, as the dashboard's PITR page does (it has
-  no status gate), but not a backup restore, which the dashboard only offers on an
-  ACTIVE_HEALTHY project; passing states (COMING_UP, RESTARTING, ...) are waited out, within
-  ``busy_timeout``; the rest are refused with what the operator must do.
-* After the call the status still shows the pre-restore value for a while (Supabase's own
-  dashboard was fixed for exactly that: supabase/supabase#48948), so ACTIVE_HEALTHY only counts
-  as done once the restore was seen to start (RESTORING, or the database going down/coming
-  up). No start within ``start_timeout`` is an error, never a success. States a project does not
-  leave on its own (RESTORE_FAILED, INIT_FAILED, PAUSE_FAILED, INACTIVE, REMOVED) fail at once:
-  projects have stayed RESTORE_FAILED for days until Supabase support stepped in.
-* Rate limit: 120 requests/minute (60 in older docs), 429 for the rest of the window with
-  ``X-RateLimit-Reset`` = seconds until the reset. A 429 did not act, so it is retried (bounded)
-  for every call, the POSTs included; a 5xx is retried on GETs only: a POST that may have
-  started a restore is never repeated blindly. The loop itself is the one the HTTP adapters
-  share (:mod:`restorekit.providers._http`); what it gave up on is not retried again by the
-  Prefect task (``retry_spent``), so attempts do not multiply.
-"""
+"""SupabaseProvider: restores in place, its capabilities, and waiting for a restore."""
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NamedTuple, NoReturn
-
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from typing import Any, ClassVar, NoReturn
 
 from restorekit.config import Settings, TargetConfig
 from restorekit.errors import (
     CapabilityNotSupported,
-    ConfigError,
     OperationFailed,
     OperationTimedOut,
     ProviderError,
@@ -58,81 +19,26 @@ from restorekit.errors import (
 )
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.providers._cloud import (
-    ApiRoot,
-    EnvVarName,
     load_section,
     section_name,
     token_from_env,
 )
-from restorekit.providers._http import RetryPolicy, api_client, header_seconds, send
 from restorekit.providers.base import Capability, Progress, no_progress
+from restorekit.providers.supabase.client import SupabaseClient
+from restorekit.providers.supabase.settings import SUPPORT_URL, SupabaseSettings
+from restorekit.providers.supabase.statuses import (
+    DONE,
+    FAILED,
+    RESTORING,
+    SIGN,
+    START,
+    START_PITR,
+    WAIT,
+    _rule,
+    _Seen,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BASE_URL = "https://api.supabase.com"
-SUPPORT_URL = "https://supabase.com/dashboard/support/new"
-_REF = re.compile(r"^[a-z]{20}$")
-
-# What restore_in_place does with a project status, before the restore call (``before``) and
-# while it waits for the restore (``during``); ``advice`` is what the operator must do when the
-# status stops the restore. Values: provider-apis.md §4.4.
-START, START_PITR, WAIT, REFUSE = "start", "start_pitr", "wait", "refuse"
-DONE, UP, RESTORING, SIGN, PASSING, FAILED = "done", "up", "restoring", "sign", "passing", "failed"
-
-_SUPPORT = (f"Only Supabase support can repair a project in this state: open a ticket at "
-            f"{SUPPORT_URL} with the project ref.")
-
-
-class StatusRule(NamedTuple):
-    """``before``: START, START_PITR (a PITR restore starts, a backup restore is refused), WAIT
-    (passing: poll until it settles) or REFUSE. ``during``: DONE (finished, once a start was
-    seen), UP (up but unhealthy: keep polling), RESTORING (the restore runs), SIGN (the
-    database goes down or comes up: a restore has started), PASSING (keep polling, not a sign of
-    a restore) or FAILED (the project will not leave this state on its own)."""
-
-    before: str
-    during: str
-    advice: str = ""
-
-
-STATUS_RULES: dict[str, StatusRule] = {
-    "ACTIVE_HEALTHY": StatusRule(START, DONE),
-    "ACTIVE_UNHEALTHY": StatusRule(START_PITR, UP, (
-        "The Supabase dashboard offers a backup restore only on an ACTIVE_HEALTHY project. "
-        "Restart the project (dashboard: Project Settings > General > Restart project) and run "
-        "again once it is ACTIVE_HEALTHY, or restore to a time if the project has PITR.")),
-    "RESTORING": StatusRule(REFUSE, RESTORING, (
-        "A restore is already running (an earlier attempt, or one started in the dashboard): do "
-        "not start another. Wait until the project is ACTIVE_HEALTHY, then check its data; "
-        f"contact Supabase support ({SUPPORT_URL}) if it stays RESTORING.")),
-    "COMING_UP": StatusRule(WAIT, SIGN),
-    "GOING_DOWN": StatusRule(WAIT, SIGN),
-    "RESTARTING": StatusRule(WAIT, PASSING),
-    "RESIZING": StatusRule(WAIT, PASSING),
-    "UPGRADING": StatusRule(WAIT, PASSING),
-    "PAUSING": StatusRule(WAIT, PASSING),
-    "UNKNOWN": StatusRule(WAIT, PASSING),
-    "INACTIVE": StatusRule(REFUSE, FAILED, (
-        "The project is paused. A paused project cannot be restored from a backup: un-pause it "
-        "first (dashboard: Restore project; or POST /v1/projects/{ref}/restore, the un-pause "
-        "call, not a backup restore), wait until it is ACTIVE_HEALTHY, then run again. A "
-        "project paused for more than 90 days can no longer be un-paused: download its backup "
-        "from the dashboard instead.")),
-    "PAUSE_FAILED": StatusRule(REFUSE, FAILED, f"A pause failed. {_SUPPORT}"),
-    "RESTORE_FAILED": StatusRule(REFUSE, FAILED, (
-        f"A restore (or an un-pause) failed and the project stays unavailable. {_SUPPORT}")),
-    "INIT_FAILED": StatusRule(REFUSE, FAILED, (
-        f"The project never finished setting up. {_SUPPORT}")),
-    "REMOVED": StatusRule(REFUSE, FAILED, (
-        "The project was deleted; Supabase deletes its backups with it, so nothing can be "
-        "restored in place. Restore restorekit's own snapshot into a new project.")),
-}
-#: A status missing from the table (a newer API value): polled like UNKNOWN until the deadline.
-_UNLISTED = StatusRule(WAIT, PASSING)
-_warned: set[str] = set()
-
-#: The OAuth scope each call needs, named in 401/403 messages.
-_SCOPES = {"backups": "database:read", "restore": "database:write", "project": "projects:read"}
 
 _POSSIBLE = frozenset({Capability.IN_PLACE_RESTORE, Capability.POINT_IN_TIME})
 
@@ -146,30 +52,6 @@ _NO_NEW_TARGET = (
 )
 
 
-class SupabaseSettings(BaseModel):
-    """``[targets.NAME.supabase]`` in restorekit.toml. Holds no secret: ``token_env`` names the
-    environment variable with the access token (a ``sbp_...`` personal access token or an
-    OAuth token with database:read, database:write and projects:read)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    project_ref: str
-    token_env: EnvVarName
-    base_url: ApiRoot = DEFAULT_BASE_URL
-    poll_interval_seconds: float = Field(default=5.0, gt=0)
-    timeout_seconds: float = Field(default=3600.0, gt=0)
-    start_timeout_seconds: float = Field(default=600.0, gt=0)
-    busy_timeout_seconds: float = Field(default=600.0, gt=0)
-
-    @field_validator("project_ref")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not _REF.match(value):
-            raise ValueError(
-                f"project_ref {value!r} must be the project's 20 lower-case letters "
-                "(Project Settings > General, or the db.<ref>.supabase.co host)"
-            )
-        return value
 
 
 class _ProjectCapabilities:
@@ -183,7 +65,7 @@ class _ProjectCapabilities:
         return obj._project_capabilities()
 
 
-class SupabaseProvider:
+class SupabaseProvider(SupabaseClient):
     """One Supabase project, restored in place through the Management API.
 
     Args:
@@ -205,58 +87,6 @@ class SupabaseProvider:
 
     kind: ClassVar[str] = "supabase"
     capabilities = _ProjectCapabilities()
-
-    def __init__(
-        self,
-        *,
-        project_ref: str,
-        token: SecretStr | str,
-        base_url: str = DEFAULT_BASE_URL,
-        poll_interval: float = 5.0,
-        timeout: float = 3600.0,
-        start_timeout: float = 600.0,
-        busy_timeout: float = 600.0,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        max_attempts: int = 5,
-        max_retry_wait: float = 60.0,
-        request_timeout: float = 30.0,
-        token_env: str = "",
-        target_name: str = "",
-    ) -> None:
-        if not _REF.match(project_ref):
-            raise ConfigError(f"Supabase project_ref {project_ref!r} must be 20 lower-case letters")
-        secret = token if isinstance(token, SecretStr) else SecretStr(token)
-        if not secret.get_secret_value():
-            raise ConfigError("the Supabase access token is empty")
-        if max_attempts < 1:
-            raise ConfigError("max_attempts must be at least 1")
-        if min(poll_interval, timeout, start_timeout, busy_timeout) <= 0:
-            raise ConfigError("poll_interval and the Supabase timeouts must be positive")
-        self.project_ref = project_ref
-        self.base_url = base_url.rstrip("/")
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.max_retry_wait = max_retry_wait
-        self.start_timeout = start_timeout
-        self.busy_timeout = busy_timeout
-        self.token_env = token_env
-        self.target_name = target_name
-        self._sleep = sleep
-        self._clock = clock
-        self._now = now
-        self._pitr_enabled: bool | None = None
-        self._client = api_client(self.base_url, secret, transport=transport,
-                                  timeout=request_timeout)
-
-    def __repr__(self) -> str:
-        return f"SupabaseProvider(project_ref={self.project_ref!r}, base_url={self.base_url!r})"
-
-    def close(self) -> None:
-        self._client.close()
 
     # -- construction from restorekit.toml -----------------------------------------------------
 
@@ -558,138 +388,6 @@ class SupabaseProvider:
             provider=self.kind, operation="restore_in_place", code=status,
         )
 
-    # -- HTTP --------------------------------------------------------------------------------------
-
-    def _call(self, method: str, path: str, *, operation: str,
-              body: dict[str, Any] | None = None) -> httpx.Response:
-        """One API call with the retry policy in the module docstring; errors become
-        ProviderError (``retryable`` set per case)."""
-
-        def network_error(exc: httpx.RequestError, repeatable: bool) -> ProviderError:
-            if repeatable:
-                return ProviderError(
-                    f"cannot reach the Supabase Management API at {self.base_url} "
-                    f"({type(exc).__name__}: {exc})",
-                    provider=self.kind, operation=operation, retryable=True)
-            return ProviderError(
-                f"{method} {path} failed after it was sent ({type(exc).__name__}: {exc}); "
-                "Supabase may or may not have started the restore: check the project status "
-                "before trying again", provider=self.kind, operation=operation)
-
-        def give_up(response: httpx.Response, attempt: int, wait: float) -> ProviderError:
-            if response.status_code == 429:
-                return ProviderError(
-                    f"Supabase kept answering 429 (rate limited) to {method} {path} after "
-                    f"{attempt} attempts: {_message(response)}",
-                    provider=self.kind, operation=operation, retryable=True, status_code=429,
-                    retry_after=wait)
-            return self._error_for(response, method, path, operation)
-
-        response = send(self._client, method, path, json=body, policy=self._retry_policy,
-                        delay=self._retry_delay, network_error=network_error, give_up=give_up,
-                        sleep=self._sleep, log=log, now=self._now)
-        if response.status_code >= 400:
-            raise self._error_for(response, method, path, operation)
-        return response
-
-    @property
-    def _retry_policy(self) -> RetryPolicy:
-        # A 429 did not act: every method waits it out. A 5xx may have: GETs only.
-        return RetryPolicy(max_attempts=self.max_attempts, retry_any=frozenset({429}),
-                           retry_get=frozenset(range(500, 600)), max_wait=self.max_retry_wait)
-
-    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
-        """429: until the rate-limit window resets (``X-RateLimit-Reset``, else
-        ``Retry-After``, else the backoff), at least 1 s. 5xx: ``Retry-After``, else the
-        backoff. Both capped at ``max_retry_wait``, so they are always waited out."""
-        policy = self._retry_policy
-        if response.status_code == 429:
-            wait = self._header_seconds(response, "X-RateLimit-Reset")
-            if wait is None:
-                wait = self._header_seconds(response, "Retry-After")
-            if wait is None:
-                wait = policy.backoff(attempt)
-            return min(max(wait, 1.0), self.max_retry_wait)
-        hinted = self._header_seconds(response, "Retry-After")
-        if hinted is not None:
-            return min(hinted, self.max_retry_wait)
-        return policy.backoff(attempt)
-
-    def _header_seconds(self, response: httpx.Response, name: str) -> float | None:
-        # Supabase documents seconds; an epoch (other APIs' habit) or an HTTP date also works.
-        return header_seconds(response.headers.get(name), now=self._now, epochs=True)
-
-    def _error_for(self, response: httpx.Response, method: str, path: str,
-                   operation: str) -> ProviderError:
-        status = response.status_code
-        where = f"Supabase answered {status} to {method} {path}"
-        detail = _message(response)
-        if status in (401, 403):
-            source = f" in ${self.token_env}" if self.token_env else ""
-            return ProviderError(
-                f"{where}: {detail}. The access token{source} is invalid, expired or lacks "
-                f"the {_SCOPES.get(operation, 'needed')} permission for project "
-                f"{self.project_ref}.",
-                provider=self.kind, operation=operation, status_code=status)
-        if status == 404:
-            return ProviderError(
-                f"{where}: {detail} (is project_ref {self.project_ref} right, and can this token "
-                "see it?)", provider=self.kind, operation=operation, status_code=status)
-        if status >= 500:
-            retry = method == "GET"
-            hint = "" if retry else (
-                "; the restore may or may not have started: check the project status before "
-                "trying again")
-            return ProviderError(f"{where}: {detail}{hint}", provider=self.kind,
-                                 operation=operation, retryable=retry, status_code=status)
-        return ProviderError(f"{where}: {detail}", provider=self.kind, operation=operation,
-                             status_code=status)
-
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ProviderError(
-                f"Supabase answered {response.request.method} {response.request.url.path} with "
-                f"something that is not JSON: {response.text[:200]!r}",
-                provider=self.kind, retryable=True) from exc
-        if not isinstance(data, dict):
-            raise ProviderError(
-                f"Supabase answered {response.request.url.path} with {type(data).__name__}, "
-                "expected an object", provider=self.kind)
-        return data
-
-
-def _rule(status: str) -> StatusRule:
-    rule = STATUS_RULES.get(status)
-    if rule is None:
-        level = logging.DEBUG if status in _warned else logging.WARNING
-        _warned.add(status)
-        log.log(level, "Supabase project status %r is not in the documented list; treated as "
-                "UNKNOWN", status)
-        return _UNLISTED
-    return rule
-
-
-class _Seen:
-    """The statuses polled, in order, repeats counted: ``ACTIVE_HEALTHY x3, RESTORING x2``."""
-
-    def __init__(self) -> None:
-        self.runs: list[list[Any]] = []
-
-    def add(self, status: str) -> bool:
-        """Record one poll; True when the status changed."""
-        if self.runs and self.runs[-1][0] == status:
-            self.runs[-1][1] += 1
-            return False
-        self.runs.append([status, 1])
-        return True
-
-    def __str__(self) -> str:
-        shown = [f"{status} x{count}" if count > 1 else str(status)
-                 for status, count in self.runs[-8:]]
-        return ", ".join((["..."] if len(self.runs) > 8 else []) + shown) or "none"
-
 
 def _completed(data: dict[str, Any]) -> list[BackupInfo]:
     found = []
@@ -709,16 +407,3 @@ def _completed(data: dict[str, Any]) -> list[BackupInfo]:
 
 def _from_unix(value: Any) -> datetime:
     return datetime.fromtimestamp(int(value), UTC)
-
-
-def _message(response: httpx.Response) -> str:
-    """The server's own words: ``message`` (Supabase's error shape) or ``error``, else text."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:300] or response.reason_phrase
-    if isinstance(data, dict):
-        for key in ("message", "error", "msg"):
-            if data.get(key):
-                return str(data[key])
-    return str(data)[:300]
