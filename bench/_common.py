@@ -88,6 +88,14 @@ def print_growth(results: list[dict[str, Any]], variants: Sequence[str],
     return growth
 
 
+def print_medians(variants: Sequence[str], medians: dict[str, float], ratios: dict[str, float],
+                  *, width: int, ratio_title: str, ratio_width: int) -> None:
+    """One line per variant: its median time and its ratio to the reference variant."""
+    print(f"{'variant':{width}}{'median s':>10}{ratio_title:>{ratio_width}}")
+    for v in variants:
+        print(f"{v:{width}}{medians[v]:10.3f}{ratios[v]:{ratio_width}.2f}")
+
+
 def rotated(variants: Sequence[str], repeat: int) -> Iterator[tuple[int, list[str]]]:
     """``(round, order)`` for ``repeat`` rounds; round i runs the variants rotated by i, so no
     variant always runs first (on cold caches) or last."""

@@ -263,9 +263,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nscale {r['scale']:g}: appointments {r['rows']['appointments']:,} rows "
           f"({r['appointments_bytes'] / 2**20:.0f} MiB); live changed: {ch['changed']} updated, "
           f"{ch['missing']} deleted, {ch['extra']} inserted ({100 * r['fraction']:g} %)")
-    print(f"{'variant':18}{'median s':>10}{'x restorekit range':>20}")
-    for v in m:
-        print(f"{v:18}{m[v]:10.3f}{ratio[v]:20.2f}")
+    _common.print_medians(list(m), m, ratio, width=18, ratio_title="x restorekit range",
+                          ratio_width=20)
     lb = m["lower bound"]
     print(f"restorekit range / lower bound = {m['restorekit range'] / lb:.2f}  (target <= 2); "
           f"/ record-hash scan = {m['restorekit range'] / m['record-hash scan']:.2f}")

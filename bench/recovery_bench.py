@@ -489,9 +489,8 @@ def print_table(r: dict[str, Any]) -> None:
           f"{100 * r['k'] / users:.3g} % of users; rows moved {r['rows_moved_total']:,} "
           f"(users {moved['users']}, clients {moved['clients']}, appointments "
           f"{moved['appointments']}) = {100 * r['rows_moved_total'] / total:.3g} % of rows")
-    print(f"{'variant':14}{'median s':>10}{'ratio vs restorekit':>22}")
-    for v in VARIANTS:
-        print(f"{v:14}{r['median_seconds'][v]:10.3f}{r['ratio_vs_restorekit'][v]:22.2f}")
+    _common.print_medians(VARIANTS, r["median_seconds"], r["ratio_vs_restorekit"], width=14,
+                          ratio_title="ratio vs restorekit", ratio_width=22)
     m = r["median_seconds"]
     print(f"restorekit / lower bound = {m['restorekit'] / m['lower bound']:.2f}; "
           f"runbook / restorekit = {m['runbook'] / m['restorekit']:.1f}")
