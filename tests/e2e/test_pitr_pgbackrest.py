@@ -21,8 +21,14 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from restorekit.pg.cluster import switch_wal_and_wait_archived
+from e2e._helpers import (
+    BEFORE_T,
+    check_restore_to_t,
+    restored_latest,
+    rows,
+    write_history,
+)
+from fixtures.config import local_dsn, write_config
 
 from restorekit.config import load_settings
 from restorekit.engines.pgbackrest import PgBackRestEngine, archive_listing
@@ -45,15 +51,6 @@ TARGET = "shop"
 STANZA = "rk-e2e"
 
 
-def wait_archived(conn: psycopg.Connection, timeout: float = 30) -> None:
-    """Switch WAL and wait until the archiver has stored the segment just closed."""
-    switch_wal_and_wait_archived(conn.info.dsn, timeout=timeout)
-
-def rows(dsn: str) -> set[int]:
-    with psycopg.connect(dsn) as conn:
-        return {r[0] for r in conn.execute("SELECT id FROM items")}
-
-
 def _entries(path: Path) -> set[Path]:
     return set(path.iterdir()) if path.exists() else set()
 
@@ -67,23 +64,13 @@ def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
     repo_dir = make_dir(root / "repo", os_user, mode=0o750)
     data_dir = root / "source"
     port = free_port()
-    config = root / "restorekit.toml"
-    config.write_text(
-        "[restorekit]\n"
-        f'state_dir = "{root / "state"}"\n'
-        "\n"
-        f"[targets.{TARGET}]\n"
-        'provider = "selfhosted"\n'
-        'engine = "pgbackrest"\n'
+    config = write_config(
+        root / "restorekit.toml", state=root / "state", target=TARGET,
+        provider="selfhosted", engine="pgbackrest",
         # pgBackRest itself uses pg1-socket-path and the port; the DSN's host is what restorekit
         # (restore points, checks) connects to.
-        f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=postgres"\n'
-        f'data_dir = "{data_dir}"\n'
-        f'socket_dir = "{socket_dir}"\n'
-        f'stanza = "{STANZA}"\n'
-        f'repository = "file://{repo_dir}"\n'
-        'tier = "critical"\n'
-    )
+        dsn=local_dsn(port), data_dir=str(data_dir), socket_dir=str(socket_dir), stanza=STANZA,
+        repository=f"file://{repo_dir}", tier="critical")
     settings = load_settings(config)
     provider = SelfHostedProvider.from_config(settings.target(TARGET), settings)
     engine = provider.engine
@@ -93,21 +80,10 @@ def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
     try:
         source.start()
         with psycopg.connect(source.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
-            conn.execute("INSERT INTO items SELECT g, 'old' FROM generate_series(1, 50) g")
-            engine.check()
-            backup = provider.create_backup("e2e base")
             # The window starts a second after the backup's (whole-second) stop time.
-            time.sleep(1.0)
-            conn.execute("INSERT INTO items SELECT g, 'a' FROM generate_series(51, 100) g")
-            time.sleep(0.05)
-            t_point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-            lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-            time.sleep(0.05)
-            provider.create_restore_point("before-cleanup")
-            conn.execute("DELETE FROM items WHERE id <= 10")
-            conn.execute("INSERT INTO items SELECT g, 'b' FROM generate_series(1000, 1049) g")
-            wait_archived(conn)
+            backup, t_point, lsn = write_history(conn, provider, "e2e base",
+                                                 before_backup=engine.check,
+                                                 after_backup_sleep=1.0)
         yield {
             "provider": provider, "engine": engine, "source": source, "settings": settings,
             "root": root, "socket_dir": socket_dir, "repo_dir": repo_dir, "T": t_point,
@@ -119,10 +95,6 @@ def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
         source.destroy()
         shutil.rmtree(socket_dir, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
-
-
-BEFORE_T = set(range(1, 101))
-AFTER = (set(range(1, 101)) - set(range(1, 11))) | set(range(1000, 1050))
 
 
 def test_the_config_builds_a_pgbackrest_provider(world) -> None:
@@ -151,38 +123,18 @@ def test_window_brackets_t(world) -> None:
 
 @pytest.mark.parametrize("kind", ["time", "lsn", "name"])
 def test_pitr_restores_the_state_at_the_point(world, kind: str) -> None:
-    point = {
-        "time": RestorePoint.at(world["T"]),
-        "lsn": RestorePoint.parse(f"lsn:{world['lsn']}"),
-        "name": RestorePoint.parse("name:before-cleanup"),
-    }[kind]
-    provider: SelfHostedProvider = world["provider"]
-    restored = provider.restore(point, name=f"pitr-{kind}")
-    try:
+    def from_the_base_backup_and_not_past_t(restored) -> None:
         assert restored.backup_id == world["backup"].backup_id
-        got = rows(restored.dsn.get_secret_value())
-        assert got == BEFORE_T  # rows before T present, deleted-after-T back, later ones absent
-        assert restored.recovered_to_lsn
         if kind == "time":
             assert restored.recovered_to_time is not None
             assert restored.recovered_to_time <= world["T"]
-        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
-            assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
-    finally:
-        provider.discard(restored)
-    assert not Path(restored.handle).exists()
+
+    check_restore_to_t(world, kind, from_the_base_backup_and_not_past_t)
 
 
 def test_latest_restores_everything_and_never_archives_into_the_source_repo(world) -> None:
-    provider: SelfHostedProvider = world["provider"]
     engine: PgBackRestEngine = world["engine"]
-    source: LocalCluster = world["source"]
-    with source.connect() as conn:
-        before = _table_checksum(conn)
-    restored = provider.restore(RestorePoint.latest(), name="latest")
-    try:
-        assert rows(restored.dsn.get_secret_value()) == AFTER
+    with restored_latest(world) as restored:
         archive_before = archive_listing(engine.repo_path, engine.stanza)
         assert archive_before  # the source's WAL is there
         with psycopg.connect(restored.dsn.get_secret_value(), autocommit=True) as conn:
@@ -198,19 +150,9 @@ def test_latest_restores_everything_and_never_archives_into_the_source_repo(worl
             ).fetchone()
         assert stats == (0, 0)
         # The source has archive_timeout off and took no writes, so any new file would have
-        # come from the restored cluster.
+        # come from the restored cluster (and the source's rows are checked unchanged).
         assert archive_listing(engine.repo_path, engine.stanza) == archive_before
-        with source.connect() as conn:
-            assert _table_checksum(conn) == before
-    finally:
-        provider.discard(restored)
     assert not Path(restored.handle).exists()
-
-
-def _table_checksum(conn: psycopg.Connection) -> str:
-    return conn.execute(
-        "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items t"
-    ).fetchone()[0]
 
 
 def test_points_outside_the_window_fail_before_anything_is_created(world) -> None:

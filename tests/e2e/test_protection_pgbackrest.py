@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fixtures.config import local_dsn, write_config
 
 from restorekit import production
 from restorekit.config import load_settings
@@ -55,13 +56,10 @@ def adopted(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
     make_dir(socket_dir, os_user, mode=0o755)
     repo_dir = make_dir(root / "repo", os_user, mode=0o750)
     port = free_port()
-    config = root / "restorekit.toml"
-    config.write_text(
-        f'[restorekit]\nstate_dir = "{root / "state"}"\n\n[targets.{TARGET}]\n'
-        'provider = "selfhosted"\nengine = "pgbackrest"\n'
-        f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=postgres"\n'
-        f'data_dir = "{root / "source"}"\nsocket_dir = "{socket_dir}"\n'
-        f'stanza = "{STANZA}"\nrepository = "file://{repo_dir}"\n')
+    config = write_config(root / "restorekit.toml", state=root / "state", target=TARGET,
+                          provider="selfhosted", engine="pgbackrest", dsn=local_dsn(port),
+                          data_dir=str(root / "source"), socket_dir=str(socket_dir),
+                          stanza=STANZA, repository=f"file://{repo_dir}")
     provider = _provider(config)
     source = LocalCluster.create(root / "source", port=port, socket_dir=socket_dir,
                                  settings=provider.engine.archive_settings())
