@@ -3,28 +3,17 @@ clients and appointments their cascade removed, byte for byte; later rows are un
 
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg
 import pytest
+from fixtures.approval import PausedFlow
+from fixtures.cascade import cascade_rows
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from restorekit.pg.checksum import database_checksums
 
 pytestmark = pytest.mark.slow
-
-ROWS = {
-    "users": "SELECT u::text FROM users u WHERE id = ANY(%s) ORDER BY id",
-    "clients": "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id",
-    "appointments": "SELECT a::text FROM appointments a WHERE user_id = ANY(%s) "
-                    "OR client_id IN (SELECT id FROM clients WHERE user_id = ANY(%s)) ORDER BY id",
-}
-
-
-def snapshot_rows(conn: psycopg.Connection, victims: list[int]) -> dict[str, list[str]]:
-    return {t: [r[0] for r in conn.execute(q, (victims, victims) if t == "appointments" else (victims,))]
-            for t, q in ROWS.items()}
 
 
 def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
@@ -33,11 +22,11 @@ def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         victims = [r[0] for r in conn.execute(
             "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) ORDER BY id LIMIT 5")]
-        before = snapshot_rows(conn, victims)
+        before = cascade_rows(conn, victims)
         assert before["clients"] and before["appointments"]
         time.sleep(0.1)
         conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-        assert snapshot_rows(conn, victims) == {"users": [], "clients": [], "appointments": []}
+        assert cascade_rows(conn, victims) == {"users": [], "clients": [], "appointments": []}
         # Life goes on after the accident: these rows must survive the recovery untouched.
         conn.execute("INSERT INTO users (name, email) VALUES ('after', 'after@example.com')")
         conn.execute("UPDATE clients SET phone = 'changed-after' WHERE id = "
@@ -52,7 +41,7 @@ def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
 
     assert report.outcome == "succeeded"
     with psycopg.connect(world.app_dsn) as conn:
-        assert snapshot_rows(conn, victims) == before  # byte for byte
+        assert cascade_rows(conn, victims) == before  # byte for byte
         assert conn.execute("SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0] == later
         assert conn.execute("SELECT c::text FROM clients c WHERE phone = 'changed-after'").fetchone()[0] == changed
         checksums = database_checksums(conn)
@@ -89,39 +78,12 @@ def test_dry_run_touches_nothing(prefect_server: str, world) -> None:
 
 
 def test_require_approval_pauses_until_someone_approves(prefect_server: str, world) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.flow_runs import resume_flow_run
-
     world.wait_archived()
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            result["report"] = accidental_deletion(AccidentalDeletionParams(
-                target="production", config=str(world.config), require_approval=True,
-                incident_id="inc-ad-approval"))
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    paused = None
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while paused is None and time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
-                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=5)
-            paused = runs[0] if runs else None
-            time.sleep(0.5)
-    assert paused is not None, f"the run never paused for approval: {result}"
+    flow = PausedFlow(lambda: accidental_deletion(AccidentalDeletionParams(
+        target="production", config=str(world.config), require_approval=True,
+        incident_id="inc-ad-approval"))).wait_until_paused(60)
     assert world.runtime().provider.list_scratch() == []  # nothing restored before approval
-    resume_flow_run(paused.id, run_input={"approve": True, "approved_by": "on-call"})
-    thread.join(120)
+    result = flow.answer(approve=True)
     assert "error" not in result, result.get("error")
     report = result["report"]
     approval = next(s for s in report.steps if s.name == "approval")

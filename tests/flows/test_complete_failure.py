@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
+from fixtures.lost_production import (
+    assert_healthy_with_every_user,
+    lose_production,
+    switched_dsn,
+)
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS
 from restorekit.errors import ConfigError
 from restorekit.health import check_health
-from restorekit.pg.dsn import libpq_dsn
-from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +41,7 @@ def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
     prefect_server: str, world
 ) -> None:
     rt = world.runtime()
-    with psycopg.connect(world.app_dsn) as conn:
-        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
-    world.wait_archived()
-    old_dsn = EnvFileStore(world.env_file).read().get_secret_value()
-    world.production.stop(mode="immediate")  # the database is gone
-    assert not check_health(rt.health_url(), attempts=1).ok
+    users, old_dsn = lose_production(world, rt)
 
     report = complete_failure(CompleteFailureParams(
         target="production", config=str(world.config), require_approval=False,
@@ -52,14 +49,10 @@ def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
     ))
 
     assert report.outcome == "succeeded"
-    new_dsn = EnvFileStore(world.env_file).read().get_secret_value()
-    assert new_dsn != old_dsn
-    health = check_health(rt.health_url(), attempts=5)
-    assert health.ok and health.connected
+    new_dsn = switched_dsn(world, old_dsn)
+    assert_healthy_with_every_user(rt, new_dsn, users)
     assert new_dsn.startswith("postgresql://app:")  # the app's own role, never restorekit's
     assert new_dsn.endswith(APP_URL_OPTIONS["DATABASE_URL"])  # Prisma's options kept
-    with psycopg.connect(libpq_dsn(new_dsn)) as conn:
-        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
     names = [s.name for s in report.steps]
     assert names.index("stop application") < names.index("restore to point in time") < names.index(
         "swap connection string") < names.index("check health")

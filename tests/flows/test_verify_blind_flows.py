@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.approval import PausedFlow
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.baseline import baseline_key, local_baseline_path
@@ -49,22 +48,6 @@ def blind(pg_base_dir: Path) -> Iterator[tuple[Installation, Path]]:
         yield inst, _without_app(inst)
 
 
-def _paused_run(client):
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    runs = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=5)
-    return runs[0] if runs else None
-
-
 def test_no_health_url_is_a_warning_not_a_pass(prefect_server: str, blind) -> None:
     inst, config = blind
     health = check_health.fn(TargetRef(target="production", config=str(config)))
@@ -78,8 +61,12 @@ def test_a_blind_swap_waits_for_approval_even_with_approval_off(
     inst, config = blind
     rt = target_runtime("production", str(config))
     local = local_baseline_path(rt.settings.state_dir, "production")
-    local.unlink(missing_ok=True)  # the demo stored one here: this host has none now
-    assert not open_repository(rt.config.repository).exists(baseline_key("production"))
+    # The demo stored one here and in the repository: this host has none now, nor the repository.
+    local.unlink(missing_ok=True)
+    repository = open_repository(rt.config.repository)
+    if repository.exists(baseline_key("production")):
+        repository.delete(baseline_key("production"))
+    assert not repository.exists(baseline_key("production"))
     inst.wait_archived()
     inst.production.stop(mode="immediate")  # production is unreachable
     try:
@@ -92,31 +79,11 @@ def test_a_blind_swap_waits_for_approval_even_with_approval_off(
         assert "the swap waits for an operator's approval even with require_approval off" in text
         assert "Application health not checked: no health URL is configured" in text
 
-        result: dict[str, object] = {}
-
-        def run() -> None:
-            try:
-                result["report"] = complete_failure(CompleteFailureParams(
-                    target="production", config=str(config), require_approval=False,
-                    incident_id="inc-blind"))
-            except BaseException as exc:  # noqa: BLE001 - asserted below
-                result["error"] = exc
-
-        from prefect import get_client
-        from prefect.flow_runs import resume_flow_run
-
-        started = time.monotonic()
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        paused = None
-        with get_client(sync_client=True) as client:
-            while paused is None and time.monotonic() < started + 90 and thread.is_alive():
-                paused = _paused_run(client)
-                time.sleep(0.5)
-        assert paused is not None, f"the run never paused for approval: {result}"
+        flow = PausedFlow(lambda: complete_failure(CompleteFailureParams(
+            target="production", config=str(config), require_approval=False,
+            incident_id="inc-blind"))).wait_until_paused(90)
         assert rt.provider.list_scratch() == []  # nothing restored before the approval
-        resume_flow_run(paused.id, run_input={"approve": False, "approved_by": "on-call"})
-        thread.join(120)
+        result = flow.answer(approve=False)
         assert isinstance(result.get("error"), SafetyError), result
         assert "not approved" in str(result["error"])
         assert rt.provider.list_scratch() == []
@@ -130,9 +97,6 @@ def test_a_verification_that_comes_back_unverified_waits_for_approval_before_the
 ) -> None:
     """The plan had a baseline, but it lacks a critical table (captured before the table was
     made critical): the restore's counts of that table are unverified, so the swap waits."""
-    from prefect import get_client
-    from prefect.flow_runs import resume_flow_run
-
     from restorekit.baseline import save_baseline
     from restorekit.integrity import capture_baseline as capture
 
@@ -144,30 +108,13 @@ def test_a_verification_that_comes_back_unverified_waits_for_approval_before_the
                   repository=open_repository(rt.config.repository))
     before = inst.env_file.read_text()
     inst.wait_archived()
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            result["report"] = complete_failure(CompleteFailureParams(
-                target="production", config=str(config), require_approval=False,
-                incident_id="inc-unverified"))
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            result["error"] = exc
-
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    paused = None
-    with get_client(sync_client=True) as client:
-        while paused is None and time.monotonic() < started + 300 and thread.is_alive():
-            paused = _paused_run(client)
-            time.sleep(0.5)
-    assert paused is not None, f"the run never paused for approval: {result}"
+    flow = PausedFlow(lambda: complete_failure(CompleteFailureParams(
+        target="production", config=str(config), require_approval=False,
+        incident_id="inc-unverified"))).wait_until_paused(300)
     # Paused after the restore and its verification, before the swap.
     assert rt.provider.find_restored("cf-inc-unverified") is not None
     assert inst.env_file.read_text() == before
-    resume_flow_run(paused.id, run_input={"approve": False, "approved_by": "on-call"})
-    thread.join(120)
+    result = flow.answer(approve=False)
     error = result.get("error")
     assert isinstance(error, SafetyError) and "not approved" in str(error), result
     assert inst.env_file.read_text() == before  # never swapped
