@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 from fakes.neon_server import API_KEY_ENV, NeonWorld, neon_world  # noqa: F401 - fixture
+from fixtures.clock import FakeClock
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
@@ -54,21 +55,6 @@ class Sleeps:
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
         time.sleep(min(seconds, self.cap))
-
-
-class FakeClock:
-    """A monotonic clock that only moves when slept on (deadline tests run instantly)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

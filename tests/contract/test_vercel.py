@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes.vercel_server import FakeVercel, backed_by, running
+from fixtures.clock import FakeClock
 from pydantic import SecretStr
 
 from restorekit.apps import base as apps_base
@@ -28,21 +29,6 @@ from restorekit.sinks.vercel import VercelEnvStore
 
 OLD = "postgresql://app:old-pass-1@db-old.internal:5432/shop"
 NEW = "postgresql://app:new-pass-2@db-restored.internal:5432/shop"
-
-
-class FakeClock:
-    """monotonic() and sleep() for the adapters: sleeping advances time, and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -63,40 +49,34 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def make_app(fake: FakeVercel, token: str, clock: FakeClock) -> Iterator[Any]:
-    apps: list[VercelApp] = []
+def _closing_factory(cls: Any, defaults: dict[str, Any]) -> Iterator[Any]:
+    """``make(**options)`` building ``cls`` from ``defaults`` and ``options``; every object it
+    made is closed afterwards."""
+    made: list[Any] = []
 
-    def make(**options: Any) -> VercelApp:
-        settings: dict[str, Any] = {"project": fake.project_name, "team_id": fake.team_id,
-                                    "base_url": fake.url, "health_url": "https://shop.example.com/api/health",
-                                    "sleep": clock.sleep, "clock": clock.monotonic}
-        settings.update(options)
-        app = VercelApp(**settings)
-        apps.append(app)
-        return app
+    def make(**options: Any) -> Any:
+        obj = cls(**{**defaults, **options})
+        made.append(obj)
+        return obj
 
     yield make
-    for app in apps:
-        app.close()
+    for obj in made:
+        obj.close()
+
+
+@pytest.fixture
+def make_app(fake: FakeVercel, token: str, clock: FakeClock) -> Iterator[Any]:
+    yield from _closing_factory(VercelApp, {
+        "project": fake.project_name, "team_id": fake.team_id, "base_url": fake.url,
+        "health_url": "https://shop.example.com/api/health", "sleep": clock.sleep,
+        "clock": clock.monotonic})
 
 
 @pytest.fixture
 def make_store(fake: FakeVercel, token: str, clock: FakeClock, tmp_path: Path) -> Iterator[Any]:
-    stores: list[VercelEnvStore] = []
-
-    def make(**options: Any) -> VercelEnvStore:
-        settings: dict[str, Any] = {"project": fake.project_name, "team_id": fake.team_id,
-                                    "base_url": fake.url, "state_dir": tmp_path / "state",
-                                    "sleep": clock.sleep}
-        settings.update(options)
-        store = VercelEnvStore(**settings)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        store.close()
+    yield from _closing_factory(VercelEnvStore, {
+        "project": fake.project_name, "team_id": fake.team_id, "base_url": fake.url,
+        "state_dir": tmp_path / "state", "sleep": clock.sleep})
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fixtures.clock import FakeClock
 
 from restorekit.config import WatchConfig, settings_from_dict
 from restorekit.errors import ConfigError
@@ -87,19 +88,6 @@ def test_integrity_failures_alert_once_per_check() -> None:
 def test_no_health_endpoint_is_never_judged() -> None:
     samples = [sample(i, health_ok=None) for i in range(10)]
     assert judge(samples, LIMITS, BASE) == []
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_the_loop_samples_the_window_and_announces_each_breach_once() -> None:
