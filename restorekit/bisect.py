@@ -337,16 +337,7 @@ def find_by_bisection(
             damage is before the good point, or no damage is visible at ``latest``.
         RestorePointError: the good point is outside ``[earliest, latest]``.
     """
-    if budget < 2:
-        raise ConfigError(f"a bisection needs at least 2 {noun} (the good point and the end); "
-                          f"the budget is {budget}")
-    good_point = damage.good_point
-    if good_point is not None and good_point.kind is not PointKind.TIME:
-        raise ConfigError(f"the good point must be a time to bisect over, not {good_point}")
-    start = good_point.time if good_point is not None and good_point.time else earliest
-    if not earliest <= start < latest:
-        raise RestorePointError(f"the good point {_iso(start)} is outside the window "
-                                f"[{_iso(earliest)} .. {_iso(latest)}]")
+    start = _bisection_start(damage, earliest, latest, budget=budget, noun=noun)
     made = 0
 
     def observe(when: datetime) -> Observation:
@@ -385,6 +376,30 @@ def find_by_bisection(
         return seen.good
 
     found = bisect_times(is_good, start, latest, precision=precision, budget=budget - 2)
+    return _found_point(found, last_bad, check, damage, start=start, made=made, budget=budget,
+                        precision=precision, noun=noun)
+
+
+def _bisection_start(damage: Damage, earliest: datetime, latest: datetime, *, budget: int,
+                     noun: str) -> datetime:
+    """Where :func:`find_by_bisection` starts: the good point, checked against the window."""
+    if budget < 2:
+        raise ConfigError(f"a bisection needs at least 2 {noun} (the good point and the end); "
+                          f"the budget is {budget}")
+    good_point = damage.good_point
+    if good_point is not None and good_point.kind is not PointKind.TIME:
+        raise ConfigError(f"the good point must be a time to bisect over, not {good_point}")
+    start = good_point.time if good_point is not None and good_point.time else earliest
+    if not earliest <= start < latest:
+        raise RestorePointError(f"the good point {_iso(start)} is outside the window "
+                                f"[{_iso(earliest)} .. {_iso(latest)}]")
+    return start
+
+
+def _found_point(found: Bisection, last_bad: Observation, check: DamageCheck, damage: Damage,
+                 *, start: datetime, made: int, budget: int, precision: timedelta,
+                 noun: str) -> FoundPoint:
+    """What :func:`find_by_bisection` reports once the interval is narrowed."""
     tracked = "row(s) in" if damage.kind is DamageKind.TABLE else "tracked row(s) of"
     notes = [f"{made} {noun}, interval {_seconds(found.width)}",
              f"good point {_iso(start)}: {check.rows_at_good} {tracked} {check.table}"]

@@ -238,8 +238,18 @@ def generate(
     Raises:
         ConfigError: ``scale`` is not positive, or the tables already hold rows (ids would clash).
     """
-    targets = _targets(scale)
-    rng = random.Random(seed)
+    plan = _row_plan(random.Random(seed), _targets(scale))
+    written = _copy_rows(conn, plan, progress)
+    log.info("generated sample data: %s", written)
+    return written
+
+
+_Plan = Sequence[tuple[str, Sequence[str], Callable[[], Iterator[str]]]]
+
+
+def _row_plan(rng: random.Random, targets: dict[str, int]) -> _Plan:
+    """Each sample table with its columns and a generator of its COPY text rows. The rows are
+    drawn from ``rng`` lazily, as COPY consumes them, in table order."""
     n_users, n_clients, n_appts = targets["users"], targets["clients"], targets["appointments"]
 
     # Per-row facts later tables depend on, kept as flat lists indexed by id - 1.
@@ -277,7 +287,7 @@ def generate(
                 f"{rng.choice(_STATUSES)}\t{notes}\t{_ts(created)}\n"
             )
 
-    plan: Sequence[tuple[str, Sequence[str], Callable[[], Iterator[str]]]] = (
+    plan: _Plan = (
         ("users", ("id", "name", "email", "created_at"), users),
         ("clients", ("id", "user_id", "name", "email", "phone", "created_at"), clients),
         (
@@ -286,6 +296,13 @@ def generate(
             appointments,
         ),
     )
+    return plan
+
+
+def _copy_rows(conn: Connection[Any], plan: _Plan,
+               progress: Callable[[str, int], None] | None) -> dict[str, int]:
+    """COPY every table of ``plan`` into empty tables, then reset identities and ANALYZE (one
+    transaction); rows written per table."""
     written: dict[str, int] = {}
     with conn.transaction():
         if _has_rows(conn):
@@ -317,7 +334,6 @@ def generate(
             cur.execute(
                 sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES)))
             )
-    log.info("generated sample data: %s", written)
     return written
 
 

@@ -129,6 +129,34 @@ def send(
             set when the policy covered the failure (see the module docstring).
     """
 
+    retrying = _retrying(method, path, policy=policy, network_error=network_error,
+                         give_up=give_up, sleep=sleep, log=log, now=now, delay=delay)
+
+    def attempt() -> httpx.Response:
+        return client.request(method, path, params=params, json=json,
+                              headers=headers() if headers else None)
+
+    try:
+        response: httpx.Response = retrying(attempt)
+    except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
+        raise network_error(exc, policy.repeats(method, exc)) from exc
+    return response
+
+
+def _retrying(
+    method: str,
+    path: str,
+    *,
+    policy: RetryPolicy,
+    network_error: Callable[[httpx.RequestError, bool], ProviderError],
+    give_up: Callable[[httpx.Response, int, float], ProviderError],
+    sleep: Callable[[float], None],
+    log: logging.Logger,
+    now: Callable[[], datetime],
+    delay: Callable[[httpx.Response, int], float] | None,
+) -> tenacity.Retrying:
+    """The tenacity loop :func:`send` runs one request in (its arguments are send's)."""
+
     def default_delay(response: httpx.Response, attempt: int) -> float:
         hinted = header_seconds(response.headers.get("Retry-After"), now=now)
         return hinted if hinted is not None else policy.backoff(attempt)
@@ -179,17 +207,8 @@ def send(
         error.retry_spent = True
         raise error
 
-    def attempt() -> httpx.Response:
-        return client.request(method, path, params=params, json=json,
-                              headers=headers() if headers else None)
-
-    retrying = tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
-                                 before_sleep=before_sleep, retry_error_callback=exhausted)
-    try:
-        response: httpx.Response = retrying(attempt)
-    except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
-        raise network_error(exc, policy.repeats(method, exc)) from exc
-    return response
+    return tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
+                             before_sleep=before_sleep, retry_error_callback=exhausted)
 
 
 def header_seconds(value: str | None, *, now: Callable[[], datetime],

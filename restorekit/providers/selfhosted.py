@@ -200,25 +200,8 @@ class SelfHostedProvider:
         point = effective_point(point, window)
         backups = self.list_backups()
         backup = self._choose_backup(point, backups)
-        home = self.restore_root / name
-        if home.exists() and not (home / MARKER).exists() and not any(home.iterdir()):
-            home.rmdir()  # a run killed between creating the directory and its marker
-        if home.exists():
-            raise ConfigError(
-                f"a restore named {name!r} already exists at {home}; discard it or pick a new name"
-            )
+        home = self._new_restore_home(name, requested, point, backup)
         os_user = self.source.os_user
-        make_dir(self.restore_root, os_user, mode=0o755)
-        make_dir(home, os_user, mode=0o755)
-        _write_marker(home, {
-            "complete": False,
-            "target": self.target_name,
-            "point": str(requested),
-            "replayed_to": str(point),
-            "backup_id": backup.backup_id,
-            "created_at": datetime.now(UTC).isoformat(),
-            "engine": self.engine.name,
-        })
         data_dir = make_dir(home / "data", os_user)
         port = free_port()
         phases: dict[str, float] = {}
@@ -247,7 +230,8 @@ class SelfHostedProvider:
         _update_marker(home, {
             "complete": True, "port": port, "database": self.database,
             "host": self.restored_host, "access": access,
-            "recovered_to_time": result.last_commit_time.isoformat() if result.last_commit_time else None,
+            "recovered_to_time": (result.last_commit_time.isoformat()
+                                  if result.last_commit_time else None),
             "recovered_to_lsn": result.recovered_lsn, "phases": phases,
         })
         log.info("restored %s at %s into %s (port %d)", self.target_name, point, data_dir, port)
@@ -263,6 +247,29 @@ class SelfHostedProvider:
             recovered_to_lsn=result.recovered_lsn,
             access=access,
         )
+
+    def _new_restore_home(self, name: str, requested: RestorePoint, point: RestorePoint,
+                          backup: BackupInfo) -> Path:
+        """The restore's directory under ``restore_root``, with its incomplete marker."""
+        home = self.restore_root / name
+        if home.exists() and not (home / MARKER).exists() and not any(home.iterdir()):
+            home.rmdir()  # a run killed between creating the directory and its marker
+        if home.exists():
+            raise ConfigError(
+                f"a restore named {name!r} already exists at {home}; discard it or pick a new name"
+            )
+        make_dir(self.restore_root, self.source.os_user, mode=0o755)
+        make_dir(home, self.source.os_user, mode=0o755)
+        _write_marker(home, {
+            "complete": False,
+            "target": self.target_name,
+            "point": str(requested),
+            "replayed_to": str(point),
+            "backup_id": backup.backup_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "engine": self.engine.name,
+        })
+        return home
 
     def find_restored(self, name: str) -> RestoredDatabase | None:
         """A completed restore named ``name``, started if it was stopped; None if there is none.
