@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from psycopg import Connection, sql
 
@@ -15,6 +15,8 @@ from restorekit.pg.catalog.names import (
     ForeignKey,
     TableRef,
 )
+
+V = TypeVar("V")
 
 # -- queries -----------------------------------------------------------------------------------
 
@@ -130,6 +132,26 @@ def _schemas_param(schemas: Sequence[str] | None) -> list[str] | None:
     return list(schemas) if schemas is not None else None
 
 
+def _one_per_table(conn: Connection[Any], query: sql.Composable, tables: Sequence[TableRef],
+                   value: Callable[[Any], V]) -> dict[TableRef, V]:
+    """``value`` of the one item ``query`` (a ``_WANTED`` query) reads per table.
+
+    Raises:
+        ConfigError: a table does not exist (all missing ones are named).
+    """
+    result: dict[TableRef, V] = {}
+    missing: list[TableRef] = []
+    for schema, name, relid, item in conn.execute(query, _want_params(tables)):
+        ref = TableRef(schema, name)
+        if relid is None:
+            missing.append(ref)
+        else:
+            result[ref] = value(item)
+    if missing:
+        raise _missing(missing)
+    return result
+
+
 # -- single-purpose readers --------------------------------------------------------------------
 
 
@@ -180,17 +202,7 @@ def load_primary_keys(
     Raises:
         ConfigError: a table does not exist (all missing ones are named).
     """
-    result: dict[TableRef, tuple[str, ...]] = {}
-    missing: list[TableRef] = []
-    for schema, name, relid, key in conn.execute(_PRIMARY_KEYS, _want_params(tables)):
-        ref = TableRef(schema, name)
-        if relid is None:
-            missing.append(ref)
-        else:
-            result[ref] = tuple(key or ())
-    if missing:
-        raise _missing(missing)
-    return result
+    return _one_per_table(conn, _PRIMARY_KEYS, tables, lambda key: tuple(key or ()))
 
 
 def columns(conn: Connection[Any], table: TableRef) -> list[Column]:
@@ -244,14 +256,4 @@ def estimated_rows(conn: Connection[Any], tables: Iterable[TableRef]) -> dict[Ta
     wanted = list(dict.fromkeys(tables))
     if not wanted:
         return {}
-    result: dict[TableRef, int] = {}
-    missing: list[TableRef] = []
-    for schema, name, relid, estimate in conn.execute(_ESTIMATED_ROWS, _want_params(wanted)):
-        ref = TableRef(schema, name)
-        if relid is None:
-            missing.append(ref)
-        else:
-            result[ref] = int(estimate)
-    if missing:
-        raise _missing(missing)
-    return result
+    return _one_per_table(conn, _ESTIMATED_ROWS, wanted, int)
