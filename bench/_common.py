@@ -96,6 +96,22 @@ def print_medians(variants: Sequence[str], medians: dict[str, float], ratios: di
         print(f"{v:{width}}{medians[v]:10.3f}{ratios[v]:{ratio_width}.2f}")
 
 
+def timed_execute(execute: Callable[..., Any],
+                  record: Callable[[Any, str, float, float, tuple[Any, ...], dict[str, Any]], None],
+                  ) -> Callable[..., Any]:
+    """A stand-in for ``psycopg.Connection.execute`` (for tracing a run) that calls ``execute``
+    and then ``record(conn, statement text, start, seconds, args, kwargs)``, also on failure."""
+    def timed(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
+        text = query.as_string(self) if hasattr(query, "as_string") else str(query)
+        t = time.perf_counter()
+        try:
+            return execute(self, query, *a, **kw)
+        finally:
+            record(self, text, t, time.perf_counter() - t, a, kw)
+
+    return timed
+
+
 def rotated(variants: Sequence[str], repeat: int) -> Iterator[tuple[int, list[str]]]:
     """``(round, order)`` for ``repeat`` rounds; round i runs the variants rotated by i, so no
     variant always runs first (on cold caches) or last."""

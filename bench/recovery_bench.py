@@ -322,13 +322,8 @@ def trace_restorekit(ctx: Context) -> dict[str, Any]:
     orig_enter, orig_exit = psycopg.Transaction.__enter__, psycopg.Transaction.__exit__
     orig_copy_rows, orig_write_keys = streaming[0].copy_rows, recover_deleted._write_keys
 
-    def execute(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
-        text = query.as_string(self) if hasattr(query, "as_string") else str(query)
-        t = time.perf_counter()
-        try:
-            return orig_execute(self, query, *a, **kw)
-        finally:
-            spans.append((side(self), _category(text), time.perf_counter() - t))
+    execute = _common.timed_execute(orig_execute, lambda conn, text, _t, seconds, _a, _kw:
+                                    spans.append((side(conn), _category(text), seconds)))
 
     def enter(self: Any) -> Any:
         t = time.perf_counter()

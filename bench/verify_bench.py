@@ -265,16 +265,14 @@ def trace_verify(ctx: Context) -> dict[str, Any]:
     orig_execute = psycopg.Connection.execute
     orig_connect = psycopg.connect
 
-    def execute(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
-        text = query.as_string(self) if hasattr(query, "as_string") else str(query)
-        t = time.perf_counter()
-        try:
-            return orig_execute(self, query, *a, **kw)
-        finally:
-            with lock:
-                spans.append({"thread": threading.current_thread().name, "statement": text,
-                              "start": t, "seconds": time.perf_counter() - t,
-                              "params": a[0] if a else kw.get("params")})
+    def record(conn: Any, text: str, t: float, seconds: float, a: tuple[Any, ...],
+               kw: dict[str, Any]) -> None:
+        with lock:
+            spans.append({"thread": threading.current_thread().name, "statement": text,
+                          "start": t, "seconds": seconds,
+                          "params": a[0] if a else kw.get("params")})
+
+    execute = _common.timed_execute(orig_execute, record)
 
     def connect(*a: Any, **kw: Any) -> Any:
         t = time.perf_counter()
