@@ -1026,6 +1026,13 @@ class NeonWorld:
     def runtime(self) -> TargetRuntime:
         return target_runtime("production", str(self.config))
 
+    def scratch_branches(self) -> list[str]:
+        """Names of the scratch branches restorekit created and has not deleted (its backup
+        branches aside)."""
+        return [b.data["name"] for b in self.fake.branches.values()
+                if b.data["name"].startswith("restorekit-")
+                and not b.data["name"].startswith("restorekit-backup-")]
+
     def provider(self, **overrides: Any) -> Any:
         from restorekit.providers.neon import NeonProvider
 

@@ -10,35 +10,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import psycopg
 import pytest
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
+from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.cli import CLI
+from fixtures.lost_production import (
+    assert_healthy_with_every_user,
+    lose_production,
+    switched_dsn,
+)
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
-from restorekit.health import check_health
 from restorekit.pg.checksum import database_checksums
-from restorekit.pg.dsn import libpq_dsn
-from restorekit.sinks.envfile import EnvFileStore
 
 pytestmark = pytest.mark.slow
-
-VICTIM_ROWS = {
-    "users": "SELECT u::text FROM users u WHERE id = ANY(%s) ORDER BY id",
-    "clients": "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id",
-    "appointments": "SELECT a::text FROM appointments a WHERE user_id = ANY(%s) "
-                    "OR client_id IN (SELECT id FROM clients WHERE user_id = ANY(%s)) ORDER BY id",
-}
-
-
-def victim_rows(conn: psycopg.Connection, victims: list[int]) -> dict[str, list[str]]:
-    return {t: [r[0] for r in conn.execute(q, (victims, victims) if t == "appointments"
-                                           else (victims,))]
-            for t, q in VICTIM_ROWS.items()}
 
 
 def test_the_restore_drill_passes_on_rds_and_deletes_its_scratch_instance(
@@ -66,17 +55,7 @@ def test_the_restore_drill_passes_on_rds_and_deletes_its_scratch_instance(
 def test_deleted_users_come_back_from_an_rds_scratch_copy_byte_for_byte(
     prefect_server: str, rds_world
 ) -> None:
-    with psycopg.connect(rds_world.app_dsn, autocommit=True) as conn:
-        victims = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
-            "ORDER BY id LIMIT 5")]
-        before = victim_rows(conn, victims)
-        assert before["clients"] and before["appointments"]
-        time.sleep(0.1)
-        conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-        conn.execute("INSERT INTO users (name, email) VALUES ('after', 'after@example.com')")
-        later = conn.execute(
-            "SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0]
+    victims, before, later = delete_users_then_write(rds_world.app_dsn)
     rds_world.wait_archived()
 
     report = accidental_deletion(AccidentalDeletionParams(
@@ -87,9 +66,7 @@ def test_deleted_users_come_back_from_an_rds_scratch_copy_byte_for_byte(
     assert report.restored_database.startswith("postgresql://postgres:***@127.0.0.1:")
     assert rds_world.production.password not in report.restored_database
     with psycopg.connect(rds_world.app_dsn) as conn:
-        assert victim_rows(conn, victims) == before  # byte for byte
-        assert conn.execute(
-            "SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0] == later
+        assert_back_and_later_kept(conn, victims, before, later)
         checksums = database_checksums(conn)
     inserted = {c.table: c.inserted for c in report.changes}
     assert inserted["public.users"] == len(victims)
@@ -136,24 +113,15 @@ def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
     prefect_server: str, rds_world
 ) -> None:
     rt = rds_world.runtime()
-    with psycopg.connect(rds_world.app_dsn) as conn:
-        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
-    rds_world.wait_archived()
-    old_dsn = EnvFileStore(rds_world.env_file).read().get_secret_value()
-    rds_world.production.stop(mode="immediate")  # production is lost
-    assert not check_health(rt.health_url(), attempts=1).ok
+    users, old_dsn = lose_production(rds_world, rt)
 
     report = complete_failure(CompleteFailureParams(
         target="production", config=str(rds_world.config), require_approval=False,
         incident_id="inc-rds-cf"))
 
     assert report.outcome == "succeeded", report.error
-    new_dsn = EnvFileStore(rds_world.env_file).read().get_secret_value()
-    assert new_dsn != old_dsn
-    health = check_health(rt.health_url(), attempts=5)
-    assert health.ok and health.connected
-    with psycopg.connect(libpq_dsn(new_dsn)) as conn:
-        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == users
+    new_dsn = switched_dsn(rds_world, old_dsn)
+    assert_healthy_with_every_user(rt, new_dsn, users)
     # The new production is an RDS instance restored with the source's configuration, adopted.
     ident = rt.provider.instance_id_for("cf-inc-rds-cf")
     (instance,) = rds_world.rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"]

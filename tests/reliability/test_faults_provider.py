@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
 from fakes.supabase_server import supabase_world  # noqa: F401 - fixture
+from reliability._faults import assert_no_secret, checksums, delete_users
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.backup import BackupParams, backup
 from restorekit.errors import OperationTimedOut, ProviderError
-from reliability._faults import assert_no_secret, checksums, delete_users
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,18 @@ def _without_audit(sums: dict[str, str]) -> dict[str, str]:
     return {t: c for t, c in sums.items() if t != "public.audit_log"}
 
 
-
-
-def _scratch_branches(world: NeonWorld) -> list[str]:
-    return [b.data["name"] for b in world.fake.branches.values()
-            if b.data["name"].startswith("restorekit-")
-            and not b.data["name"].startswith("restorekit-backup-")]
+def _delete_two_users(world, incident_id: str, *, config: Path | None = None
+                      ) -> tuple[dict[str, str], dict[str, str], AccidentalDeletionParams]:
+    """Checksums before, two users deleted (and archived), checksums after, and the
+    accidental-deletion parameters that bring them back (``config``: the world's)."""
+    intact = checksums(world.app_dsn)
+    _, since = delete_users(world.app_dsn, 2)
+    world.wait_archived()
+    broken = checksums(world.app_dsn)
+    params = AccidentalDeletionParams(target="production", config=str(config or world.config),
+                                      require_approval=False, incident_id=incident_id,
+                                      deleted_since=since)
+    return intact, broken, params
 
 
 @pytest.fixture
@@ -49,23 +55,17 @@ def _assert_back_and_clean(world: NeonWorld, intact: dict[str, str]) -> None:
     """The deleted rows are back (the audit log aside) and no scratch branch is left."""
     assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
     world.fake.wait_idle()
-    assert _scratch_branches(world) == []
+    assert world.scratch_branches() == []
 
 
 def test_neon_operations_that_never_finish_time_out_the_flow_and_a_rerun_completes(
     prefect_server: str, neon: NeonWorld, tmp_path: Path,
 ) -> None:
     world = neon
-    intact = checksums(world.app_dsn)
-    _, since = delete_users(world.app_dsn, 2)
-    world.wait_archived()
-    broken = checksums(world.app_dsn)
     impatient = tmp_path / "neon-impatient.toml"
     impatient.write_text(world.config.read_text().replace("timeout_seconds = 300",
                                                           "timeout_seconds = 2"))
-    params = AccidentalDeletionParams(target="production", config=str(impatient),
-                                      require_approval=False, incident_id="neon-stuck",
-                                      deleted_since=since)
+    intact, broken, params = _delete_two_users(world, "neon-stuck", config=impatient)
     world.fake.slow_operations(10**6)  # every operation stays "running"
 
     with pytest.raises(OperationTimedOut) as failed:
@@ -91,16 +91,12 @@ def test_neon_503_and_429_for_a_while_are_retried_and_the_flow_succeeds(
     prefect_server: str, neon: NeonWorld,
 ) -> None:
     world = neon
-    intact = checksums(world.app_dsn)
-    _, since = delete_users(world.app_dsn, 2)
-    world.wait_archived()
+    intact, _, params = _delete_two_users(world, "neon-flaky")
     world.fake.requests.clear()
     world.fake.inject(503, method="POST", path=r"/branches$", times=2)
     world.fake.inject(429, method="GET", times=2, retry_after=0)
 
-    report = accidental_deletion(AccidentalDeletionParams(
-        target="production", config=str(world.config), require_approval=False,
-        incident_id="neon-flaky", deleted_since=since))
+    report = accidental_deletion(params)
 
     assert report.outcome == "succeeded", report.error
     statuses = [r.status for r in world.fake.requests]
@@ -112,13 +108,7 @@ def test_neon_answering_500_to_every_branch_creation_fails_the_flow_and_a_rerun_
     prefect_server: str, neon: NeonWorld,
 ) -> None:
     world = neon
-    intact = checksums(world.app_dsn)
-    _, since = delete_users(world.app_dsn, 2)
-    world.wait_archived()
-    broken = checksums(world.app_dsn)
-    params = AccidentalDeletionParams(target="production", config=str(world.config),
-                                      require_approval=False, incident_id="neon-500",
-                                      deleted_since=since)
+    intact, broken, params = _delete_two_users(world, "neon-500")
     world.fake.inject(500, method="POST", path=r"/branches$", times=1000)
 
     with pytest.raises(ProviderError) as failed:
@@ -130,7 +120,7 @@ def test_neon_answering_500_to_every_branch_creation_fails_the_flow_and_a_rerun_
     assert failed.value.operation  # what restorekit was doing
     assert_no_secret(message, world.api_key)
     assert checksums(world.app_dsn) == broken
-    assert _scratch_branches(world) == []  # a 500 on a POST is not repeated blindly
+    assert world.scratch_branches() == []  # a 500 on a POST is not repeated blindly
 
     world.fake.reset_controls()
     report = accidental_deletion(params)
