@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,14 +15,13 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from restorekit.pg.cluster import switch_wal_and_wait_archived
+from fixtures.cli import CLI
+from fixtures.config import local_dsn, write_config
 
 from restorekit.config import load_settings
-from restorekit.pg.cluster import LocalCluster, free_port
+from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.providers.selfhosted import SelfHostedProvider
-from fixtures.cli import CLI
 
 TARGET = "app"
 # Rich draws boxes around usage errors and wraps long lines; compare text without them.
@@ -60,16 +58,9 @@ def world(pg_base_dir: Path) -> Iterator[dict[str, Any]]:
     root = make_dir(pg_base_dir / f"cli-{uuid.uuid4().hex[:6]}", os_user, mode=0o755)
     repo_dir = make_dir(root / "repo", os_user, mode=0o755)
     port = free_port()
-    config = root / "restorekit.toml"
-    config.write_text(
-        "[restorekit]\n"
-        f'state_dir = "{root / "state"}"\n'
-        "\n"
-        f"[targets.{TARGET}]\n"
-        'engine = "native"\n'
-        f'dsn = "host=127.0.0.1 port={port} user=postgres dbname=postgres"\n'
-        f'repository = "file://{repo_dir}"\n'
-    )
+    config = write_config(root / "restorekit.toml", state=root / "state", target=TARGET,
+                          engine="native", dsn=local_dsn(port),
+                          repository=f"file://{repo_dir}")
     settings = load_settings(config)
     provider = SelfHostedProvider.from_config(settings.target(TARGET), settings)
     source = LocalCluster.create(root / "source", port=port,

@@ -24,17 +24,6 @@ from restorekit.repository import (
 )
 from restorekit.repository import s3_error as map_s3_error
 
-
-@pytest.fixture(params=["local", "s3"])
-def repo_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_repo_url"))
-
-
-@pytest.fixture
-def repo(repo_url: str) -> Repository:
-    return open_repository(repo_url, os_user=default_os_user())
-
-
 # -- helpers that reach behind the repository's back ---------------------------------------------
 
 

@@ -36,16 +36,6 @@ from restorekit.wal import (
 SEGMENT = "000000010000000000000007"
 
 
-@pytest.fixture(params=["local", "s3"])
-def repo_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_repo_url"))
-
-
-@pytest.fixture
-def repo(repo_url: str) -> Repository:
-    return open_repository(repo_url, os_user=default_os_user())
-
-
 @pytest.fixture
 def segment(tmp_path: Path) -> Path:
     path = tmp_path / "pg_wal" / SEGMENT
