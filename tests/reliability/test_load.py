@@ -42,11 +42,7 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
-from flows.partial_corruption import PartialCorruptionParams, partial_corruption
-from restorekit.report import IncidentReport
-from restorekit.sample import BASE_ROWS
+from fixtures.cascade import cascade_rows
 from fixtures.world import World, build_world, teardown_world
 from reliability._load import (
     SAMPLE_CHECKS,
@@ -63,6 +59,11 @@ from reliability._load import (
     run_pgbench,
     violations,
 )
+
+from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
+from flows.partial_corruption import PartialCorruptionParams, partial_corruption
+from restorekit.report import IncidentReport
+from restorekit.sample import BASE_ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -166,18 +167,6 @@ def run_under_load(
 
 # -- damage and the rows it destroys ---------------------------------------------------------------
 
-ROWS = {
-    "users": "SELECT u::text FROM users u WHERE id = ANY(%s) ORDER BY id",
-    "clients": "SELECT c::text FROM clients c WHERE user_id = ANY(%s) ORDER BY id",
-    "appointments": "SELECT a::text FROM appointments a WHERE user_id = ANY(%s) "
-                    "OR client_id IN (SELECT id FROM clients WHERE user_id = ANY(%s)) ORDER BY id",
-}
-
-
-def rows_of(conn: psycopg.Connection[Any], users: list[int]) -> dict[str, list[str]]:
-    return {t: [r[0] for r in conn.execute(q, (users, users) if t == "appointments" else (users,))]
-            for t, q in ROWS.items()}
-
 
 class Corruption:
     """Scenario 2's damage in a slice of users: emails overwritten, and users deleted behind the
@@ -194,7 +183,7 @@ class Corruption:
         self.corrupted = [u for u in self.users if u % 2 == 0]
         self.deleted = [u for u in self.users if u % 2 == 1][:3]
         with psycopg.connect(world.app_dsn) as conn:
-            self.before = rows_of(conn, self.users)
+            self.before = cascade_rows(conn, self.users)
         self.point: datetime | None = None
         self.atomic = atomic
         self.ended: datetime | None = None
@@ -231,7 +220,7 @@ class Corruption:
     def check(self, report: IncidentReport) -> None:
         assert report.outcome == "succeeded", report.error
         with psycopg.connect(self.world.app_dsn) as conn:
-            assert rows_of(conn, self.users) == self.before  # byte for byte
+            assert cascade_rows(conn, self.users) == self.before  # byte for byte
         changes = {c.table: c for c in report.changes}
         assert changes["public.users"].inserted == len(self.deleted)
         assert changes["public.users"].updated == len(self.corrupted)
@@ -249,14 +238,14 @@ class Deletion:
             self.victims = [r[0] for r in conn.execute(
                 "SELECT id FROM users WHERE id BETWEEN %s AND %s "
                 "AND id IN (SELECT user_id FROM appointments) ORDER BY id LIMIT 5", (lo, hi))]
-            self.before = rows_of(conn, self.victims)
+            self.before = cascade_rows(conn, self.victims)
         assert self.before["clients"] and self.before["appointments"]
         self.since: datetime | None = None
 
     def __call__(self, conn: psycopg.Connection[Any]) -> None:
         self.since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         conn.execute("DELETE FROM users WHERE id = ANY(%s)", (self.victims,))
-        assert rows_of(conn, self.victims) == {"users": [], "clients": [], "appointments": []}
+        assert cascade_rows(conn, self.victims) == {"users": [], "clients": [], "appointments": []}
 
     def flow(self, incident: str) -> IncidentReport:
         return accidental_deletion(AccidentalDeletionParams(
@@ -266,7 +255,7 @@ class Deletion:
     def check(self, report: IncidentReport) -> None:
         assert report.outcome == "succeeded", report.error
         with psycopg.connect(self.world.app_dsn) as conn:
-            assert rows_of(conn, self.victims) == self.before  # byte for byte
+            assert cascade_rows(conn, self.victims) == self.before  # byte for byte
         inserted = {c.table: c.inserted for c in report.changes}
         assert inserted["public.users"] == len(self.victims)
         assert inserted["public.clients"] == len(self.before["clients"])
@@ -330,7 +319,7 @@ def test_repairing_the_tables_the_findings_name_keeps_the_workloads_updates(
         "scenario 2 (tables from findings) + sample workload")
     assert report.outcome == "succeeded", report.error
     with psycopg.connect(load_world.app_dsn) as conn:
-        assert rows_of(conn, damage.users) == damage.before  # byte for byte
+        assert cascade_rows(conn, damage.users) == damage.before  # byte for byte
     assert violations(load_world.app_dsn, SAMPLE_CHECKS) == {}
     changes = {c.table: c for c in report.changes}
     assert changes["public.users"].inserted == len(damage.deleted)
