@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,16 @@ def build_sample(cluster: LocalCluster, scale: float, *, db: str, seed: int) -> 
         counts = sample.generate(conn, scale=scale, seed=seed)
         conn.execute("VACUUM ANALYZE")
     return counts
+
+
+def build_both(live: LocalCluster, copy: LocalCluster,
+               build: Callable[[LocalCluster], dict[str, int]]) -> dict[str, int]:
+    """Build the same sample in both clusters at once; its row counts, which must agree."""
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(build, (live, copy)))
+    if built[0] != built[1]:
+        raise SystemExit(f"live and copy were generated differently: {built}")
+    return built[0]
 
 
 def run_header(cluster: LocalCluster, load_before: list[float], settings: dict[str, Any],

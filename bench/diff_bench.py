@@ -214,11 +214,7 @@ RUNNERS: dict[str, Callable[[Context], float]] = {
 def compare(live: LocalCluster, copy: LocalCluster, scale: float, fraction: float, repeat: int,
             reladiff: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        built = list(pool.map(lambda c: build(c, scale), (live, copy)))
-    if built[0] != built[1]:
-        raise SystemExit(f"live and copy were generated differently: {built}")
-    rows = built[0]
+    rows = _common.build_both(live, copy, lambda c: build(c, scale))
     variants = [v for v in VARIANTS if reladiff or v != "reladiff"]
     with psycopg.connect(live.dsn(DB), autocommit=True) as live_conn, \
             psycopg.connect(copy.dsn(DB), autocommit=True) as copy_conn:

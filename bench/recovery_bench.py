@@ -49,7 +49,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -411,11 +410,7 @@ def print_trace(trace: dict[str, Any], over: float) -> None:
 def compare(live: LocalCluster, copy: LocalCluster, work: Path, scale: float, k: int,
             repeat: int, trace: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        built = list(pool.map(lambda c: build(c, scale), (live, copy)))
-    if built[0] != built[1]:
-        raise SystemExit(f"live and copy were generated differently: {built}")
-    rows = built[0]
+    rows = _common.build_both(live, copy, lambda c: build(c, scale))
     print(f"scale {scale:g}: generated {rows} in both clusters in {time.perf_counter() - t0:.1f}s",
           flush=True)
     if k > rows["users"]:
