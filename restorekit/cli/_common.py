@@ -32,8 +32,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    # Help texts name config sections such as [backups]: not rich markup to be swallowed.
-    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 out = Console()

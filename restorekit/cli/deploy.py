@@ -40,7 +40,7 @@ def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Register every flow as a Prefect deployment against PREFECT_API_URL: the three scenarios
     and the manual backup per target (typed forms, approval on by default), the weekly restore
     drill on its cron schedule, the 'restorekit' process work pool, one-restore-per-target
-    concurrency limits, and automations that notify on failed runs ([notify] prefect_blocks)
+    concurrency limits, and automations that notify on failed runs (notify.prefect_blocks)
     and mark runs Crashed when their heartbeats stop. Then run a worker:
     prefect worker start --pool restorekit"""
     import os

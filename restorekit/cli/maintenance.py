@@ -55,8 +55,8 @@ def prune(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply the target's [backups] retention now: remove base backups and archived WAL the
-    policy no longer keeps (never the newest keep_count, never WAL a kept backup needs). The
+    """Apply the target's backup retention (its backups section) now: remove base backups
+    and archived WAL the policy no longer keeps (never the newest keep_count, never WAL a kept backup needs). The
     backup flow does this after every scheduled backup; do not run it while a restore of this
     target is reading an old backup."""
     from datetime import UTC, datetime
