@@ -350,30 +350,9 @@ def forecast_rto(
         base_rate = restored_backup_bytes / base_restore_seconds
         if newest_backup_bytes and newest_backup_bytes != restored_backup_bytes:
             base = newest_backup_bytes / base_rate
-    replay_rate: float | None = None
-    measured = bool(replayed_bytes is not None and replay_seconds
-                    and replayed_bytes >= MIN_REPLAY_BYTES)
-    if measured:
-        assert replayed_bytes is not None and replay_seconds
-        replay_rate = replayed_bytes / replay_seconds
-        basis.append(f"WAL replay rate measured by this drill ({_size(replayed_bytes)} in "
-                     f"{_duration(replay_seconds)}, server start and promotion included)")
-    elif fallback_replay_rate is not None:
-        replay_rate = fallback_replay_rate[0]
-        basis.append(f"WAL replay rate from {fallback_replay_rate[1]} (this drill replayed "
-                     f"{_size(replayed_bytes or 0)}, too little to measure it)")
-    else:
-        basis.append(f"WAL replay rate not measured: this drill replayed "
-                     f"{_size(replayed_bytes or 0)} (at least {_size(MIN_REPLAY_BYTES)} needed)")
-    if interval is None:
-        span = newest_backup_age
-        basis.append("no schedule: forecast assumes the newest backup's age grows (a failure "
-                     f"now replays {_duration(span.total_seconds()) if span else 'n/a'} of WAL)")
-    else:
-        span = interval
-        basis.append(f"base backups at most {_duration(interval.total_seconds())} apart "
-                     "(the backup schedule): a failure just before the next one replays that "
-                     "much WAL")
+    replay_rate, measured = _replay_rate(replay_seconds, replayed_bytes, fallback_replay_rate,
+                                         basis)
+    span = _replay_span(interval, newest_backup_age, basis)
     if wal_rate_note:
         basis.append(wal_rate_note)
     if swap is None:
@@ -396,6 +375,39 @@ def forecast_rto(
         replay_bytes_per_second=replay_rate, base_bytes_per_second=base_rate, basis=basis,
         replay_rate_measured=measured)
     return forecast.model_copy(update={"fix": _fix(forecast)})
+
+
+def _replay_rate(replay_seconds: float | None, replayed_bytes: int | None,
+                 fallback: tuple[float, str] | None,
+                 basis: list[str]) -> tuple[float | None, bool]:
+    """The WAL replay rate (bytes/s) and whether this drill measured it; says where it came
+    from in ``basis``."""
+    if replayed_bytes is not None and replay_seconds and replayed_bytes >= MIN_REPLAY_BYTES:
+        basis.append(f"WAL replay rate measured by this drill ({_size(replayed_bytes)} in "
+                     f"{_duration(replay_seconds)}, server start and promotion included)")
+        return replayed_bytes / replay_seconds, True
+    if fallback is not None:
+        basis.append(f"WAL replay rate from {fallback[1]} (this drill replayed "
+                     f"{_size(replayed_bytes or 0)}, too little to measure it)")
+        return fallback[0], False
+    basis.append(f"WAL replay rate not measured: this drill replayed "
+                 f"{_size(replayed_bytes or 0)} (at least {_size(MIN_REPLAY_BYTES)} needed)")
+    return None, False
+
+
+def _replay_span(interval: timedelta | None, newest_backup_age: timedelta | None,
+                 basis: list[str]) -> timedelta | None:
+    """How much time of WAL the worst case replays: the backup interval, or without a
+    schedule the newest backup's age; says which in ``basis``."""
+    if interval is None:
+        age = _duration(newest_backup_age.total_seconds()) if newest_backup_age else "n/a"
+        basis.append("no schedule: forecast assumes the newest backup's age grows (a failure "
+                     f"now replays {age} of WAL)")
+        return newest_backup_age
+    basis.append(f"base backups at most {_duration(interval.total_seconds())} apart "
+                 "(the backup schedule): a failure just before the next one replays that "
+                 "much WAL")
+    return interval
 
 
 def replay_rate_from_history(history: Sequence[dict[str, Any]]) -> tuple[float, str] | None:
