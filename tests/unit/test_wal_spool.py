@@ -7,6 +7,7 @@ import shlex
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,47 +200,46 @@ def wait_for(condition: object, timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
-def test_the_spool_stays_a_bounded_number_ahead_with_verified_plain_segments(
-    archive: LocalRepository, tmp_path: Path,
-) -> None:
+@pytest.fixture
+def spool(archive: LocalRepository, tmp_path: Path) -> Iterator[WalSpool]:
+    """A started spool (ahead=2) that has spooled its first two segments; stopped afterwards."""
     spool = spool_for(archive, tmp_path, ahead=2).start()
     try:
         wait_for(lambda: len(spooled(spool)) == 2)
-        time.sleep(0.1)
-        assert spooled(spool) == [seg(1, 3), seg(1, 4)]  # no further than `ahead`
-        assert (spool.directory / seg(1, 3)).read_bytes() == bytes([3]) * 4096  # decompressed
-        (spool.directory / seg(1, 3)).unlink()  # PostgreSQL took it
-        wait_for(lambda: seg(1, 5) in spooled(spool))
-
-
-        def take_all() -> bool:
-            names = spooled(spool)
-            for name in names:
-                if name != seg(1, 8):
-                    (spool.directory / name).unlink()
-            return seg(1, 8) in names
-
-        wait_for(take_all)
-        # The last segment is kept (copied out): PostgreSQL reads it again as recovery ends.
-        assert [p.name for p in spool.directory.glob(".keep-*")] == [".keep-" + seg(1, 8)]
-        assert (spool.directory / SPOOL_LISTING).read_text().split() == [
-            seg(1, n) for n in range(3, 9)]
+        yield spool
     finally:
         spool.stop()
+
+
+def test_the_spool_stays_a_bounded_number_ahead_with_verified_plain_segments(
+    spool: WalSpool,
+) -> None:
+    time.sleep(0.1)
+    assert spooled(spool) == [seg(1, 3), seg(1, 4)]  # no further than `ahead`
+    assert (spool.directory / seg(1, 3)).read_bytes() == bytes([3]) * 4096  # decompressed
+    (spool.directory / seg(1, 3)).unlink()  # PostgreSQL took it
+    wait_for(lambda: seg(1, 5) in spooled(spool))
+
+    def take_all() -> bool:
+        names = spooled(spool)
+        for name in names:
+            if name != seg(1, 8):
+                (spool.directory / name).unlink()
+        return seg(1, 8) in names
+
+    wait_for(take_all)
+    # The last segment is kept (copied out): PostgreSQL reads it again as recovery ends.
+    assert [p.name for p in spool.directory.glob(".keep-*")] == [".keep-" + seg(1, 8)]
+    assert (spool.directory / SPOOL_LISTING).read_text().split() == [
+        seg(1, n) for n in range(3, 9)]
+    spool.stop()
     assert not spool.directory.exists()
 
 
-def test_the_spool_skips_what_postgresql_fetched_itself(
-    archive: LocalRepository, tmp_path: Path,
-) -> None:
-    spool = spool_for(archive, tmp_path, ahead=2).start()
-    try:
-        wait_for(lambda: len(spooled(spool)) == 2)
-        (spool.directory / SPOOL_FALLBACK).write_text(seg(1, 5) + "\n")  # PostgreSQL got ahead
-        (spool.directory / seg(1, 3)).unlink()
-        wait_for(lambda: spooled(spool) == [seg(1, 6), seg(1, 7)])
-    finally:
-        spool.stop()
+def test_the_spool_skips_what_postgresql_fetched_itself(spool: WalSpool) -> None:
+    (spool.directory / SPOOL_FALLBACK).write_text(seg(1, 5) + "\n")  # PostgreSQL got ahead
+    (spool.directory / seg(1, 3)).unlink()
+    wait_for(lambda: spooled(spool) == [seg(1, 6), seg(1, 7)])
 
 
 def test_a_corrupt_segment_stops_the_spool_before_it_and_is_left_to_get(
