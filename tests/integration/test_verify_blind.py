@@ -156,15 +156,21 @@ def test_unverified_survives_the_stored_form_and_old_reports_still_load(
         CheckResult("row_counts", False, True, unverified=True)
 
 
-def test_orphans_under_a_not_valid_foreign_key_are_a_critical_failure(
-    pair: tuple[str, str]
-) -> None:
-    restored, production = pair
-    with psycopg.connect(restored, autocommit=True) as conn:
+def add_orphan_under_not_valid_fk(dsn: str) -> None:
+    """A client whose user does not exist (id 900001), under clients_user_id_fkey re-added
+    NOT VALID: the key stands, but the orphan is there."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE clients DROP CONSTRAINT clients_user_id_fkey")
         conn.execute("INSERT INTO clients (user_id, name) VALUES (900001, 'orphan')")
         conn.execute("ALTER TABLE clients ADD CONSTRAINT clients_user_id_fkey "
                      "FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID")
+
+
+def test_orphans_under_a_not_valid_foreign_key_are_a_critical_failure(
+    pair: tuple[str, str]
+) -> None:
+    restored, production = pair
+    add_orphan_under_not_valid_fk(restored)
     report = verify(restored, amcheck=False)
     fk = report.check("fk_orphans:clients_user_id_fkey")
     assert fk.status == "FAIL" and fk.critical and fk.observed["validated"] is False
@@ -205,11 +211,7 @@ def test_unverified_checks_are_not_integrity_findings(pair: tuple[str, str]) -> 
     from restorekit.scope import integrity_findings
 
     restored, _ = pair
-    with psycopg.connect(restored, autocommit=True) as conn:
-        conn.execute("ALTER TABLE clients DROP CONSTRAINT clients_user_id_fkey")
-        conn.execute("INSERT INTO clients (user_id, name) VALUES (900001, 'orphan')")
-        conn.execute("ALTER TABLE clients ADD CONSTRAINT clients_user_id_fkey "
-                     "FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID")
+    add_orphan_under_not_valid_fk(restored)
     report = verify(restored, critical_tables=CRITICAL, amcheck=False)
     assert {c.name for c in report.unverified} == {"schema", "row_counts"}
     findings = integrity_findings(report)
