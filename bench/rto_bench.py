@@ -1,91 +1,109 @@
-"""RTO at a real size: scenario 1's restore of a database of --gb GB, phase by phase, each phase
-against its lower bound measured in the same run, with and without compressed backups.
+"""RTO at a real size: scenario 1 (the complete-failure flow) end to end on a database of --gb
+GB, each phase of the flow's own report next to its lower bound measured in the same run, with
+and without compressed backups.
 
 What it does, in one run:
 
-1. builds a source cluster with a database ``app`` of about --gb GB: the sample schema (users,
-   clients, appointments with their foreign keys, at a small scale) plus an ``events`` table
-   filled with generated rows until the database reaches the size (archiving discards WAL while
-   it loads);
-2. for each --compression variant (default ``none,lz4``) in its own repository: points the
-   archive_command there, takes a native base backup (``[backups] compression`` = the variant:
-   pg_basebackup --compress client-side, segments compressed by the archive_command), then runs a
-   write workload (INSERT/UPDATE batches into ``events``) until --wal-gb GB of WAL is written and
-   archived after the backup;
-3. times scenario 1's steps on each variant (median of --repeat, rotated):
+1. builds the installation `restorekit demo` and the flow tests use
+   (restorekit.demo.build_installation: a production cluster with scram auth, the app's role and
+   env file, the local app, restorekit.toml, WAL archiving, a base backup), adds ``events``
+   to its database as the app's role (rows of ~300 bytes, a foreign key to ``users``, two
+   B-tree indexes) until the database reaches --gb GB, puts ``events`` in the verified critical
+   tables and captures the baseline again; starts one Prefect server (Prefect's test harness)
+   for the whole run (its start is not timed);
+2. runs rounds of the --compression variants (default ``none,lz4``), rotated, --repeat of each.
+   A round: ``[backups] compression`` set to the variant (WAL archiving switched over to it),
+   a fresh base backup, writes (INSERT batches into ``events`` and DELETE of the same rows:
+   the row counts the baseline holds stay right) until --wal-gb GB of WAL is written after the
+   backup and archived; then production fails (its cluster stopped at once and its data
+   directory removed) and the complete-failure flow runs in this process, as an operator's run
+   without approval: stop the app, restore the latest point into a new cluster, verify it,
+   swap the app's connection string, redeploy, check health, smoke checks, adopt the restored
+   cluster as production, protect it (archiving on its new timeline, a base backup), capture
+   the baseline, start the post-restore watch (no deployment here: a note). The adopted
+   cluster is the next round's production, so every round restores the same data;
+3. reads each run's steps and rto_seconds from the report JSON the flow wrote
+   (<state_dir>/reports/production/) and the restore's own split (base restore / WAL replay)
+   from the restored cluster's marker, and measures the lower bounds on the same objects:
 
-   ============  =====================================================  ==========================
-   phase         restorekit                                             lower bound, same run
-   ============  =====================================================  ==========================
-   base restore  ``restorekit restore --to-new --point latest``'s       ``tar -x`` of the stored
-                 own phase (repository read + checksum + untar)         base object (through the
+   =====================  ============================================  =======================
+   phase                  restorekit (the flow's step)                  lower bound, same round
+   =====================  ============================================  =======================
+   base restore           "restore to point in time": repository        ``tar -x`` of the stored
+                          read, checksum, untar                         base object (through the
                                                                         codec's program) as the
                                                                         PostgreSQL OS user
-   WAL replay    the same command's phase (server start, restore_       ``pg_waldump --stats``
-                 command per segment, redo, promotion)                  reading the same WAL
-                                                                        (plain, already fetched)
-   verification  ``restorekit.integrity.verify`` (counts, one           the same checks written
-                 anti-join per foreign key, bt_index_check per index,   by hand, one psql script
-                 schema fingerprint), as scenario 1 runs it             run start to end
-   swap          the env-file connection store's atomic write and       printf > tmp && mv
-                 read-back (scenario 1's swap)
-   health        ``restorekit.health.check_health`` against a local     ``psql -c 'SELECT 1'``
-                 HTTP health endpoint that queries the restored DB
-   ============  =====================================================  ==========================
+   wal replay             the same step: server start, restore_command  ``pg_waldump --stats``
+                          per segment, redo, promotion                  of the same WAL, fetched
+                                                                        plain beforehand
+   verify integrity       "verify integrity" (counts, one anti-join     the same checks by hand,
+                          per foreign key, bt_index_check per index,    one psql script on the
+                          schema against the baseline, custom check)    restored database
+   swap connection        "swap connection string" (env file, atomic    printf > tmp && mv
+   string                 write and read-back)
+   check health           "check health" (the redeployed app's          psql -c 'SELECT 1'
+                          /api/health)
+   =====================  ============================================  =======================
 
-   plus the whole command (``restore --to-new`` wall time, CLI start included) and, per variant,
-   the bytes in the repository per GB of database (base object, WAL at rest against the WAL's
-   own size) and the backup's time.
+   The other steps (stop application, redeploy, smoke checks, adopt, protect new production,
+   capture baseline, ...) are reported with their time and no bound.
+
+Timed: the flow run from its start to its report's finished_at (rto_seconds; it includes
+protecting the new production: a base backup of the whole database), and "application back"
+(from the run's start to the end of its smoke checks). Not timed: noticing the failure and
+starting the run (the outage before the flow starts), the Prefect server's start, the fresh
+backup and the writes of each round (the backup's time is reported), the lower bounds. The
+verification bound runs after the flow, on a cache the flow's verification warmed; the flow
+runs its checks on min(4, cores) connections, the bound on one.
 
 Prints a table and writes bench/results/rto-<UTC time>.json. Nothing here asserts on time.
 The machine's other work shows in the figures: the load average before and after is printed.
 
-Sizes (disk: about 3x --gb for the source, the restores and the plain repository, plus the
-compressed one; time grows about linearly with --gb and --wal-gb)::
+Sizes (disk: the database, its restore and a base backup per round in the repository; time
+grows about linearly with --gb and --wal-gb)::
 
-    python bench/rto_bench.py                            # 1 GB, 0.5 GB of WAL: ~5 min on 2 cores
-    python bench/rto_bench.py --gb 10 --wal-gb 5         # 10 GB: ~40 min, ~40 GB of disk
-    python bench/rto_bench.py --gb 50 --wal-gb 20 --compression lz4 --repeat 1
-                                                         # 50 GB: hours, ~150 GB of disk
+    python bench/rto_bench.py --gb 0.02 --wal-gb 0.01 --repeat 1   # a smoke run, ~2 min
+    python bench/rto_bench.py                                     # 1 GB, 0.5 GB of WAL
+    python bench/rto_bench.py --gb 10 --wal-gb 2 --repeat 1       # 10 GB: ~1 h, ~60 GB of disk
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import _common  # bench/_common.py, beside this script
 import psycopg
-from pydantic import SecretStr
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from restore_bench import _as_user, _run_timed, base_object, lower_bounds
 
-from restorekit import integrity, sample
-from restorekit.engines.base import SourceSpec
-from restorekit.engines.native import NativeEngine
-from restorekit.health import check_health
+from restorekit import baseline as baselines
+from restorekit import integrity
+from restorekit.demo import APP_ROLE, Installation, build_installation, teardown_installation
+from restorekit.engines.adoption import turn_archiving_on
 from restorekit.models import parse_lsn
 from restorekit.pg.cluster import LocalCluster, switch_wal_and_wait_archived
-from restorekit.pg.tools import default_os_user, make_dir
-from restorekit.providers.selfhosted import SelfHostedProvider
-from restorekit.repository import open_repository
-from restorekit.sinks.envfile import EnvFileStore
+from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
+from restorekit.runtime import TargetRuntime
 
 GB = 1_000_000_000
 CRITICAL_TABLES = ["users", "clients", "appointments", "events"]
-PHASES = ["base restore", "wal replay", "verification", "swap", "health"]
+#: The flow's steps that have a lower bound, and the bound. The restore step is split in two.
+PHASES = ["base restore", "wal replay", "verify integrity", "swap connection string",
+          "check health"]
 BOUNDS = {"base restore": "tar -x of the base object", "wal replay": "pg_waldump --stats",
-          "verification": "the checks as one psql script", "swap": "printf > tmp && mv",
-          "health": "psql SELECT 1"}
+          "verify integrity": "the checks as one psql script",
+          "swap connection string": "printf > tmp && mv", "check health": "psql SELECT 1"}
+RESTORE_STEP = "restore to point in time"
 
 _EVENTS = """
 CREATE TABLE events (
@@ -99,48 +117,101 @@ CREATE INDEX events_user_at ON events (user_id, at);
 """
 # Rows of about 300 bytes: a repeated hash (compresses like JSON-ish text does) and a kind.
 _FILL = """
+WITH u AS (SELECT array_agg(id ORDER BY id) AS ids FROM users)
 INSERT INTO events (user_id, at, kind, payload)
-SELECT 1 + (g %% %(users)s), now() - g * interval '1 second',
+SELECT u.ids[1 + g %% cardinality(u.ids)], now() - g * interval '1 second',
        (ARRAY['login','view','edit','pay'])[1 + g %% 4],
        repeat(md5(g::text || %(salt)s), 7)
-FROM generate_series(1, %(rows)s) g
+FROM u, generate_series(1, %(rows)s) g
 """
+_ROW_BYTES = 400  # heap and index bytes (and about the WAL) per events row
 
 
-def build_database(source: LocalCluster, gb: float, seed: int) -> dict[str, Any]:
+# -- the installation -----------------------------------------------------------------------
+
+
+def superuser_dsn(rt: TargetRuntime, dbname: str = "app") -> str:
+    """restorekit's own (superuser) DSN of the current production, the adopted one after a
+    round."""
+    params = conninfo_to_dict(rt.provider.source.dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def production_cluster(inst: Installation, rt: TargetRuntime) -> LocalCluster:
+    """The current production's cluster: the installation's at first, then the adopted one."""
+    source = rt.provider.source
+    if source.data_dir is None:
+        return inst.production
+    password = conninfo_to_dict(source.dsn).get("password")
+    return LocalCluster(data_dir=Path(source.data_dir), port=source.port,
+                        bin_dir=source.bin_dir or find_bin_dir(), os_user=source.os_user,
+                        password=str(password) if password else None)
+
+
+def grow(rt: TargetRuntime, gb: float) -> dict[str, Any]:
+    """``events`` filled as the app's role (it owns its tables) until the database is ``gb``
+    GB."""
     started = time.perf_counter()
-    with source.connect(autocommit=True) as conn:
-        conn.execute("CREATE DATABASE app")
-    with psycopg.connect(source.dsn("app"), autocommit=True) as conn:
-        sample.create_schema(conn)
-        counts = sample.generate(conn, scale=1.0, seed=seed)
+    with psycopg.connect(superuser_dsn(rt), autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
         conn.execute(_EVENTS)
-        users = counts.get("users") or 1000
-        batch, salt = 500_000, 0
-        while _db_size(conn) < gb * GB:
+        salt = 0
+        while (size := _db_size(conn)) < gb * GB:
             salt += 1
-            conn.execute(_FILL, {"users": users, "salt": str(salt), "rows": batch})
-        conn.execute("VACUUM ANALYZE")
+            rows = int(min(500_000, max(10_000, (gb * GB - size) / _ROW_BYTES)))
+            conn.execute(_FILL, {"salt": str(salt), "rows": rows})
+        conn.execute("RESET ROLE")
+        conn.execute("VACUUM ANALYZE events")
         size = _db_size(conn)
-    return {"database_bytes": size, "sample_rows": counts,
-            "build_seconds": time.perf_counter() - started}
+    return {"database_bytes": size, "build_seconds": time.perf_counter() - started}
 
 
 def _db_size(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("SELECT pg_database_size('app')").fetchone()[0])  # type: ignore[index]
 
 
+def configure(inst: Installation, base_config: str, variant: str) -> TargetRuntime:
+    """restorekit.toml with ``events`` verified and ``[backups] compression = variant``, and the
+    current production archiving that way (restarted when its archive settings change)."""
+    tables = ", ".join(f'"{t}"' for t in CRITICAL_TABLES)
+    text = base_config.replace('critical_tables = ["users", "clients", "appointments"]',
+                               f"critical_tables = [{tables}]")
+    assert "events" in text, "restorekit.demo.CONFIG's critical_tables line changed"
+    inst.config.write_text(f'{text}\n[targets.production.backups]\ncompression = "{variant}"\n')
+    rt = inst.runtime()
+    cluster = production_cluster(inst, rt)
+    wanted = dict(rt.provider.engine.archive_settings())
+    if rt.provider.source.socket_dir is not None:
+        wanted["unix_socket_directories"] = str(rt.provider.source.socket_dir)
+    turn_archiving_on(cluster, wanted, dsn=superuser_dsn(rt))
+    return rt
+
+
+def capture_baseline(rt: TargetRuntime) -> None:
+    """What the flow verifies the restore against, now with ``events`` (as build_installation
+    and the flow's own capture-baseline step store it)."""
+    with psycopg.connect(superuser_dsn(rt)) as conn:
+        baseline = integrity.capture_baseline(conn, CRITICAL_TABLES)
+    baselines.save_baseline(baseline, target=rt.name, state_dir=rt.settings.state_dir,
+                            repository=baselines.target_repository(rt.config.repository))
+
+
 def write_workload(dsn: str, wal_gb: float) -> dict[str, Any]:
-    """INSERT and UPDATE batches until ``wal_gb`` GB of WAL was written."""
+    """INSERT batches into ``events`` and DELETE of the same rows (by the ids just taken from
+    the sequence: an index range) until ``wal_gb`` GB of WAL was written; the row counts stay
+    as the baseline has them."""
     started = time.perf_counter()
+    rows = int(min(100_000, max(1_000, wal_gb * GB / _ROW_BYTES / 4)))
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
         first = _lsn(conn)
         salt = 1000
         while _lsn(conn) - first < wal_gb * GB:
             salt += 1
-            conn.execute(_FILL, {"users": 1000, "salt": str(salt), "rows": 100_000})
-            conn.execute("UPDATE events SET kind = kind || '!' WHERE id %% 97 = %s",
-                         (salt % 97,))
+            last = conn.execute("SELECT nextval('events_id_seq')").fetchone()[0]  # type: ignore[index]
+            conn.execute(_FILL, {"salt": str(salt), "rows": rows})
+            conn.execute("DELETE FROM events WHERE id > %s", (last,))
         written = _lsn(conn) - first
     return {"wal_bytes": written, "seconds": time.perf_counter() - started}
 
@@ -149,18 +220,31 @@ def _lsn(conn: psycopg.Connection[Any]) -> int:
     return parse_lsn(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))  # type: ignore[index]
 
 
-def _du(path: Path, prefix: str) -> int:
-    root = path / prefix
-    return sum(p.stat().st_size for p in root.rglob("*")
-               if p.is_file() and not p.name.endswith(".sha256.json"))
+def segment_name(timeline: int, lsn: str) -> str:
+    """The WAL segment holding ``lsn`` (16 MB segments, the default)."""
+    at = parse_lsn(lsn)
+    return f"{timeline:08X}{at >> 32:08X}{(at & 0xFFFFFFFF) >> 24:08X}"
 
 
-# -- the phases after the restore -------------------------------------------------------------
+def segment_end(name: str) -> str:
+    """The LSN just after segment ``name``."""
+    end = (int(name[8:16], 16) << 32) + (int(name[16:24], 16) + 1) * (16 << 20)
+    return f"{end >> 32:X}/{end & 0xFFFFFFFF:X}"
+
+
+def segments_after(names: list[str], timeline: int, start_lsn: str) -> list[str]:
+    """The segments a restore from a backup starting at ``start_lsn`` on ``timeline`` replays:
+    that timeline's, from the backup's first segment on."""
+    first = segment_name(timeline, start_lsn)
+    return [n for n in names if n[:8] == first[:8] and n >= first]
+
+
+# -- the lower bounds -----------------------------------------------------------------------
 
 
 def checks_script(dsn: str, tables: list[str]) -> str:
     """The verification written by hand: exact counts, one anti-join per single-column foreign
-    key, bt_index_check per B-tree index, one after another."""
+    key, bt_index_check per B-tree index, the config's custom check, one after another."""
     lines = ["\\set ON_ERROR_STOP on", "\\o /dev/null"]
     lines += [f"SELECT count(*) FROM {t};" for t in tables]
     with psycopg.connect(dsn) as conn:
@@ -179,272 +263,288 @@ def checks_script(dsn: str, tables: list[str]) -> str:
         lines.append(f"SELECT count(*) FROM {child} c LEFT JOIN {parent} p ON p.{pcol} = c.{col} "
                      f"WHERE c.{col} IS NOT NULL AND p.{pcol} IS NULL;")
     lines += [f"SELECT bt_index_check('{name}'::regclass);" for (name,) in indexes]
+    # restorekit.demo.CONFIG's custom check.
+    lines.append("SELECT a.id FROM appointments a LEFT JOIN clients c ON c.id = a.client_id "
+                 "WHERE c.id IS NULL;")
     return "\n".join(lines) + "\n"
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    dsn = ""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        started = time.perf_counter()
-        with psycopg.connect(self.dsn, connect_timeout=5) as conn:
-            conn.execute("SELECT 1")
-        body = json.dumps({"ok": True, "database": {
-            "connected": True, "latency": f"{(time.perf_counter() - started) * 1000:.0f}ms"}})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _psql(dsn: str) -> tuple[list[str], dict[str, str]]:
+    """``-d`` and the environment for psql: the password through PGPASSWORD, never argv."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    env = {**os.environ, **({"PGPASSWORD": str(password)} if password else {})}
+    return ["-d", make_conninfo(**params)], env
 
 
-def after_restore(dsn: str, work: Path, psql: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Scenario 1's verification, swap and health on the restored database, each next to its
-    lower bound."""
-    ours: dict[str, float] = {}
-    bound: dict[str, float] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-    script = work / "checks.sql"
-    script.write_text(checks_script(dsn, CRITICAL_TABLES))
-    started = time.perf_counter()
-    report = integrity.verify(dsn, critical_tables=CRITICAL_TABLES, amcheck=True)
-    ours["verification"] = time.perf_counter() - started
-    assert report.ok, [c.name for c in report.critical_failures]
-    bound["verification"] = _run_timed([psql, "-X", "-q", "-d", dsn, "-f", str(script)],
-                                       stdout=subprocess.DEVNULL)
-
-    env_file = work / "app.env"
-    env_file.write_text("DATABASE_URL=postgresql://postgres@127.0.0.1:1/app\n")
-    store = EnvFileStore(env_file)
-    started = time.perf_counter()
-    store.write(SecretStr(dsn))
-    assert store.read().get_secret_value() == dsn
-    ours["swap"] = time.perf_counter() - started
-    bound["swap"] = _run_timed(["sh", "-c", 'printf "DATABASE_URL=%s\\n" "$1" > "$2.tmp" && '
-                                'mv "$2.tmp" "$2"', "sh", dsn, str(work / "hand.env")])
-
-    _Health.dsn = dsn
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        started = time.perf_counter()
-        health = check_health(f"http://127.0.0.1:{server.server_address[1]}/api/health")
-        ours["health"] = time.perf_counter() - started
-        assert health.ok and health.connected, health
-    finally:
-        server.shutdown()
-    bound["health"] = _run_timed([psql, "-X", "-Atq", "-d", dsn, "-c", "SELECT 1"],
-                                 stdout=subprocess.DEVNULL)
-    return ours, bound
-
-
-def wal_read(engine: NativeEngine, start_lsn: str, work: Path, pg_bin: Path,
-             os_user: str | None) -> tuple[float, float, int]:
-    """The WAL a restore replays, fetched plain (untimed), then read by pg_waldump from the
-    backup's start to the end of the archive (timed; it exits non-zero there: expected)."""
+def wal_read(rt: TargetRuntime, names: list[str], timeline: int, start_lsn: str, work: Path,
+             pg_bin: Path, os_user: str | None) -> tuple[float, int]:
+    """The WAL the restore replayed, fetched plain (untimed), then read by pg_waldump from the
+    backup's start to the end of the last segment (timed). Without ``--end`` pg_waldump
+    retries opening the next, missing segment for 5 s before it gives up: that wait was part
+    of this bound before 2026-12-07."""
     folder = make_dir(work / f"wal-{time.monotonic_ns()}", os_user, mode=0o755)
     try:
-        for name in engine.wal_segments():
-            engine.fetch_wal(name, folder / name)
-        for path in folder.iterdir():
+        for name in names:
+            rt.provider.engine.fetch_wal(name, folder / name)
             if os_user:
-                shutil.chown(path, os_user)
+                shutil.chown(folder / name, os_user)
         started = time.perf_counter()
         subprocess.run(_as_user([str(pg_bin / "pg_waldump"), "--stats", "--path", str(folder),
-                                 "--start", start_lsn], os_user),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                                 "--timeline", str(timeline), "--start", start_lsn,
+                                 "--end", segment_end(names[-1])], os_user),
+                       stdout=subprocess.DEVNULL, check=True)
         took = time.perf_counter() - started
-        segments = sorted(str(p) for p in folder.iterdir())
-        cat = _run_timed(["cat", *segments], stdout=subprocess.DEVNULL) if segments else 0.0
         size = sum(p.stat().st_size for p in folder.iterdir())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return took, cat, size
+    return took, size
 
 
-def restore_once(config: Path, name: str) -> tuple[float, dict[str, Any]]:
-    exe = str(Path(sys.executable).parent / "restorekit")
+def after_flow_bounds(rt: TargetRuntime, work: Path, psql: str) -> dict[str, float]:
+    """Verification, swap and health by hand on the restored database the flow adopted."""
+    dsn = superuser_dsn(rt)
+    script = work / "checks.sql"
+    script.write_text(checks_script(dsn, CRITICAL_TABLES))
+    target, env = _psql(dsn)
+    bound = {"verify integrity": _run_timed([psql, "-X", "-q", *target, "-f", str(script)],
+                                            stdout=subprocess.DEVNULL, env=env)}
+    bound["swap connection string"] = _run_timed(
+        ["sh", "-c", 'printf "DATABASE_URL=%s\\n" "$1" > "$2.tmp" && mv "$2.tmp" "$2"', "sh",
+         "postgresql://app@127.0.0.1:1/app", str(work / "hand.env")])
+    app_target, app_env = _psql(rt.live_dsn())  # the app's role, as its health endpoint
+    bound["check health"] = _run_timed([psql, "-X", "-Atq", *app_target, "-c", "SELECT 1"],
+                                       stdout=subprocess.DEVNULL, env=app_env)
+    return bound
+
+
+# -- one round --------------------------------------------------------------------------------
+
+
+def prepare(inst: Installation, base_config: str, variant: str,
+            wal_gb: float) -> dict[str, Any]:
+    """The variant's compression, a fresh base backup, then ``wal_gb`` GB of writes archived
+    after it."""
+    rt = configure(inst, base_config, variant)
+    dsn = superuser_dsn(rt)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # The last round's deleted rows: their space is reused, the database stays its size.
+        conn.execute("VACUUM events")
+        size = _db_size(conn)
     started = time.perf_counter()
-    out = subprocess.run([exe, "restore", "-c", str(config), "-t", "bench", "--to-new",
-                          "--point", "latest", "--name", name, "--json"],
-                         check=True, capture_output=True, text=True)
-    return time.perf_counter() - started, json.loads(out.stdout)
-
-
-def cleanup(config: Path) -> None:
-    exe = str(Path(sys.executable).parent / "restorekit")
-    subprocess.run([exe, "cleanup", "-c", str(config), "-t", "bench", "--json"], check=True,
-                   capture_output=True)
-
-
-def prepare_variant(variant: str, base: Path, source: LocalCluster, settings: dict[str, Any],
-                    spec: SourceSpec, wal_gb: float, os_user: str | None) -> dict[str, Any]:
-    """The variant's repository: archiving pointed there, a base backup with its compression,
-    then ``wal_gb`` GB of writes archived after it."""
-    slug = variant.replace(":", "-")
-    repo_dir = make_dir(base / f"repo-{slug}", os_user, mode=0o755)
-    repo_url = f"file://{repo_dir}"
-    engine = NativeEngine(spec, open_repository(repo_url, os_user=os_user), repo_url=repo_url,
-                          work_dir=base / f"work-{slug}", compression=variant)
-    source.write_settings({**settings, **engine.archive_settings()})
-    with psycopg.connect(source.dsn(), autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
-    time.sleep(0.5)
-    switch_wal_and_wait_archived(source.dsn())
-    provider = SelfHostedProvider(engine=engine, source=spec,
-                                  restore_root=base / f"restores-{slug}", target_name="bench")
-    started = time.perf_counter()
-    backup = provider.create_backup(f"rto bench {variant}")
+    backup = rt.provider.create_backup(f"rto bench {variant}")
     backup_seconds = time.perf_counter() - started
-    workload = write_workload(source.dsn("app"), wal_gb)
-    switch_wal_and_wait_archived(source.dsn("app"), timeout=1800)
-    base_obj = base_object(repo_dir, backup.backup_id)
-    wal_at_rest = _du(repo_dir, "wal")
-    wal_logical = sum(o.size for o in engine.repo.list("wal/"))
-    config = base / f"restorekit-{slug}.toml"
-    config.write_text(_common.NATIVE_CONFIG.format(state=base / f"state-{slug}", port=source.port,
-                                    repo=repo_dir))
-    print(f"[{variant}] backup {backup_seconds:.1f} s, {base_obj.name} "
-          f"{base_obj.stat().st_size / GB:.2f} GB; WAL after it "
-          f"{workload['wal_bytes'] / GB:.2f} GB written, archive {wal_logical / GB:.2f} GB"
-          f" ({wal_at_rest / GB:.2f} GB at rest)", flush=True)
-    return {"engine": engine, "config": config, "base_object": base_obj,
-            "work": make_dir(base / f"bounds-{slug}", os_user, mode=0o755),
-            "backup_seconds": backup_seconds, "backup_id": backup.backup_id,
-            "backup_start_lsn": backup.start_lsn, "wal_written_bytes": workload["wal_bytes"],
-            "workload_seconds": workload["seconds"], "wal_archive_bytes": wal_logical,
-            "wal_archive_bytes_at_rest": wal_at_rest}
+    workload = write_workload(dsn, wal_gb)
+    switch_wal_and_wait_archived(dsn, timeout=1800)
+    repo = Path(rt.config.repository.removeprefix("file://"))
+    names = segments_after(rt.provider.engine.wal_segments(), backup.timeline, backup.start_lsn)
+    # A segment as stored: plain or with its codec's suffix (not .backup files, not sidecars).
+    at_rest = sum(p.stat().st_size for n in names for p in (repo / "wal").glob(f"{n}*")
+                  if p.name == n or p.name in (f"{n}.lz4", f"{n}.zst", f"{n}.gz"))
+    obj = base_object(repo, backup.backup_id)
+    return {"rt": rt, "database_bytes": size, "backup_id": backup.backup_id,
+            "backup_seconds": backup_seconds, "timeline": backup.timeline,
+            "start_lsn": backup.start_lsn, "base_object": obj,
+            "base_object_bytes": obj.stat().st_size, "wal_segments": names,
+            "wal_written_bytes": workload["wal_bytes"],
+            "workload_seconds": workload["seconds"], "wal_bytes_at_rest": at_rest}
 
 
-def measure_restore(setup: dict[str, Any], name: str, pg_bin: Path, psql: str,
-                    os_user: str | None) -> dict[str, Any]:
-    """One scenario-1 restore of a variant, each phase next to its lower bound."""
-    total, report = restore_once(setup["config"], name)
-    phases = dict(report.get("phases_seconds") or {})
-    try:
-        ours, bound = after_restore(report["dsn"], setup["work"], psql)
-    finally:
-        cleanup(setup["config"])
-    bound["base restore"] = lower_bounds(setup["base_object"], setup["work"], os_user)["tar -x"]
-    bound["wal replay"], cat_wal, read_bytes = wal_read(
-        setup["engine"], setup["backup_start_lsn"], setup["work"], pg_bin, os_user)
-    return {"restore_to_new_seconds": total, "phases": {**phases, **ours},
-            "lower_bounds": bound, "wal_bytes_read_by_pg_waldump": read_bytes,
-            "cat_wal_seconds": cat_wal}
+def fail_production(inst: Installation, rt: TargetRuntime) -> None:
+    """Scenario 1's "the database is gone": the cluster stopped at once, its data removed."""
+    cluster = production_cluster(inst, rt)
+    cluster.stop(mode="immediate")
+    shutil.rmtree(cluster.data_dir)
+
+
+def run_flow(inst: Installation, incident: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """The complete-failure flow, in this process; its report as written to the reports
+    directory, and the restore's own phases (from the restored cluster's marker)."""
+    from flows.complete_failure import CompleteFailureParams, complete_failure
+    from tasks.database import restore_name
+
+    reports = inst.runtime().reports_dir()
+    before = set(reports.glob("*-complete-failure.json"))
+    complete_failure(CompleteFailureParams(target="production", config=str(inst.config),
+                                           require_approval=False, incident_id=incident))
+    (path,) = set(reports.glob("*-complete-failure.json")) - before
+    report: dict[str, Any] = json.loads(path.read_text())
+    if report["outcome"] != "succeeded":
+        raise SystemExit(f"complete-failure {incident}: {report['outcome']}: {report['error']}")
+    restored = inst.runtime().provider.find_restored(restore_name("cf", incident))
+    assert restored is not None, incident
+    return report, dict(restored.phases)
+
+
+def measure(inst: Installation, base_config: str, variant: str, incident: str, wal_gb: float,
+            work: Path, pg_bin: Path, os_user: str | None) -> dict[str, Any]:
+    """One round: prepare, fail production, run the flow, then the lower bounds."""
+    setup = prepare(inst, base_config, variant, wal_gb)
+    fail_production(inst, setup.pop("rt"))
+    report, restore_phases = run_flow(inst, incident)
+    steps = {s["name"]: s["seconds"] for s in report["steps"]}
+    started = _time(report["started_at"])
+    smoke = next((s for s in report["steps"] if s["name"] == "smoke checks"), None)
+    app_back = (_time(smoke["started_at"]) - started + smoke["seconds"]) if smoke else None
+    phases = {**restore_phases, **{p: steps[p] for p in PHASES[2:] if p in steps}}
+    rt = inst.runtime()  # now on the adopted production
+    bound = after_flow_bounds(rt, work, str(pg_bin / "psql"))
+    bound["base restore"] = lower_bounds(setup["base_object"], work, os_user)["tar -x"]
+    bound["wal replay"], read = wal_read(rt, setup["wal_segments"], setup["timeline"],
+                                         setup["start_lsn"], work, pg_bin, os_user)
+    return {**{k: v for k, v in setup.items() if k != "wal_segments"},
+            "base_object": setup["base_object"].name, "incident": incident,
+            "rto_seconds": report["rto_seconds"], "app_back_seconds": app_back,
+            "protection": report.get("protection", ""),
+            "steps": steps, "restore_phases": restore_phases, "phases": phases,
+            "lower_bounds": bound, "wal_bytes_replayed": read}
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(get: Any) -> float | None:
+        values = [v for v in (get(r) for r in runs) if v is not None]
+        return statistics.median(values) if values else None
+
+    steps = list(dict.fromkeys(name for r in runs for name in r["steps"]))
+    db = med(lambda r: r["database_bytes"])
+    base = med(lambda r: r["base_object_bytes"])
+    wal = med(lambda r: r["wal_bytes_at_rest"])
+    return {
+        "runs": runs,
+        "median_database_bytes": db,
+        "median_phases": {p: med(lambda r, p=p: r["phases"].get(p)) for p in PHASES},
+        "median_lower_bounds": {p: med(lambda r, p=p: r["lower_bounds"].get(p)) for p in PHASES},
+        "median_steps": {s: med(lambda r, s=s: r["steps"].get(s)) for s in steps},
+        "median_rto_seconds": med(lambda r: r["rto_seconds"]),
+        "median_app_back_seconds": med(lambda r: r["app_back_seconds"]),
+        "median_restore_seconds": med(lambda r: r["steps"].get(RESTORE_STEP)),
+        "median_backup_seconds": med(lambda r: r["backup_seconds"]),
+        # GB in the repository per GB of database: the base object, and with the WAL archived
+        # after it (which depends on --wal-gb).
+        "base_gb_per_gb_of_database": base / db if base and db else None,
+        "repository_gb_per_gb_of_database": (base + (wal or 0)) / db if base and db else None,
+        "wal_at_rest_per_wal_written": wal / med(lambda r: r["wal_written_bytes"])
+        if wal else None,
+    }
 
 
 def main() -> None:
     parser = _common.argument_parser(__doc__)
     parser.add_argument("--gb", type=float, default=1.0, help="database size in GB (default 1)")
     parser.add_argument("--wal-gb", type=float, default=0.5,
-                        help="WAL written after the base backup, GB (default 0.5)")
+                        help="WAL written after each fresh base backup, GB (default 0.5)")
     parser.add_argument("--compression", default="none,lz4",
                         help="[backups] compression values to compare, comma-separated "
-                             "(default none,lz4; e.g. none,lz4,zstd,server-lz4)")
-    parser.add_argument("--repeat", type=int, default=1, help="restores per variant (default 1)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/rto-*.json)")
+                             "(default none,lz4; e.g. none,lz4,zstd)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="flow runs per variant (default 1)")
+    parser.add_argument("--sample-scale", type=float, default=0.2,
+                        help="the sample schema's scale in the installation (1 = 100k rows; "
+                             "default 0.2); events makes up the rest of --gb")
+    _common.add_out_argument(parser, "rto")
     args = parser.parse_args()
     variants = [v.strip() for v in args.compression.split(",") if v.strip()]
+    # The flow's INFO lines would bury the table; set before Prefect is imported.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
     os_user = default_os_user()
     load_before = _common.loadavg()
     base = Path(tempfile.mkdtemp(prefix="restorekit-rto-bench-",
                                  dir=os.environ.get("RESTOREKIT_TEST_TMP")))
     make_dir(base, os_user, mode=0o755)
-    source: LocalCluster | None = None
+    inst: Installation | None = None
     try:
-        source = LocalCluster.create(base / "source")
-        settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": "/bin/true",
-                    "max_wal_size": "4GB", "checkpoint_timeout": "15min"}
-        source.write_settings(settings)
-        source.start()
-        pg_bin = Path(source.bin_dir) if source.bin_dir else Path("/usr/lib/postgresql/15/bin")
-        psql = str(pg_bin / "psql")
-        built = build_database(source, args.gb, args.seed)
-        print(f"database app: {built['database_bytes'] / GB:.2f} GB in "
-              f"{built['build_seconds']:.0f} s", flush=True)
-        spec = SourceSpec(dsn=source.dsn("app"), os_user=os_user, bin_dir=source.bin_dir)
-        results: dict[str, Any] = {}
-        setups: dict[str, dict[str, Any]] = {}
-        for variant in variants:
-            setups[variant] = prepare_variant(variant, base, source, settings, spec, args.wal_gb,
-                                              os_user)
+        started = time.perf_counter()
+        inst = build_installation(base / "install", scale=args.sample_scale)
+        base_config = inst.config.read_text()
+        rt = configure(inst, base_config, variants[0])
+        assert rt.app is not None
+        built = grow(rt, args.gb)
+        capture_baseline(rt)
+        rt.app.start()  # type: ignore[attr-defined]
+        print(f"installation with database app: {built['database_bytes'] / GB:.2f} GB in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        pg_bin = production_cluster(inst, rt).bin_dir
+        work = make_dir(base / "bounds", os_user, mode=0o755)
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-        # Rounds rotate the variants, so none always runs first (on cold caches) or while the
-        # machine's other work happens to peak.
-        for i, order in _common.rotated(variants, args.repeat):
-            for variant in order:
-                run = measure_restore(setups[variant], f"rto-{i}", pg_bin, psql, os_user)
-                runs[variant].append(run)
-                print(f"run {i + 1} [{variant}]: restore --to-new "
-                      f"{run['restore_to_new_seconds']:.1f} s; " + ", ".join(
-                          f"{k} {run['phases'].get(k, float('nan')):.2f}/"
-                          f"{run['lower_bounds'].get(k, float('nan')):.2f} s" for k in PHASES),
-                      flush=True)
-        for variant in variants:
-            setup, vruns = setups[variant], runs[variant]
-            base_bytes = setup["base_object"].stat().st_size
-            results[variant] = {
-                **{k: v for k, v in setup.items() if k not in ("base_object", "engine",
-                                                               "config", "work")},
-                "base_object": setup["base_object"].name, "base_object_bytes": base_bytes,
-                # GB in the repository per GB of database (the base object; with the WAL
-                # archived after it, which depends on --wal-gb).
-                "base_gb_per_gb_of_database": base_bytes / built["database_bytes"],
-                "repository_gb_per_gb_of_database":
-                    (base_bytes + setup["wal_archive_bytes_at_rest"]) / built["database_bytes"],
-                "runs": vruns,
-                "median_phases": {k: statistics.median(r["phases"].get(k, float("nan"))
-                                                       for r in vruns) for k in PHASES},
-                "median_lower_bounds": {k: statistics.median(
-                    r["lower_bounds"].get(k, float("nan")) for r in vruns) for k in PHASES},
-                "median_restore_to_new": statistics.median(r["restore_to_new_seconds"]
-                                                           for r in vruns),
-            }
-        out = {"benchmark": "rto: scenario 1 phases at size, against their lower bounds",
-               **_common.run_header(source, load_before, settings, args.seed),
-               "gb": args.gb, "wal_gb": args.wal_gb, "repeat": args.repeat, **built,
+        with prefect_test_harness(server_startup_timeout=120):
+            # Rounds rotate the variants, so none always runs first or while the machine's
+            # other work happens to peak.
+            for i, order in _common.rotated(variants, args.repeat):
+                for variant in order:
+                    run = measure(inst, base_config, variant, f"rto-{i}-{variant}", args.wal_gb,
+                                  work, pg_bin, os_user)
+                    runs[variant].append(run)
+                    print(f"run {i + 1} [{variant}]: RTO {run['rto_seconds']:.1f} s, app back "
+                          f"after {run['app_back_seconds'] or float('nan'):.1f} s; " + ", ".join(
+                              f"{k} {run['phases'].get(k, float('nan')):.2f}/"
+                              f"{run['lower_bounds'].get(k, float('nan')):.2f} s"
+                              for k in PHASES), flush=True)
+        results = {v: summarise(runs[v]) for v in variants}
+        # build_installation generates the sample with restorekit.sample's default seed, 42.
+        header = _common.run_header(production_cluster(inst, inst.runtime()), load_before,
+                                    {}, 42)
+        out = {"benchmark": "rto: scenario 1 end to end through the flow, each phase against "
+                            "its lower bound",
+               **header, "gb": args.gb, "wal_gb": args.wal_gb, "repeat": args.repeat,
+               "sample_scale": args.sample_scale, "build": built,
+               "database_bytes": statistics.median(
+                   r["median_database_bytes"] for r in results.values()),
+               "default_variant": "lz4" if "lz4" in variants else variants[0],
                "variants": results}
         print_table(out)
         _common.save("rto", out, args.out, load_before)
     finally:
-        if source is not None:
-            source.destroy()
+        if inst is not None:
+            teardown_installation(inst)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def print_table(out: dict[str, Any]) -> None:
     db = out["database_bytes"] / GB
-    print(f"\nRTO benchmark: database {db:.2f} GB, WAL after the base backup ~{out['wal_gb']:g} GB,"
-          f" {out['cores']} cores, median of {out['repeat']}")
-    head = f"{'phase':14}{'lower bound':>34}"
-    for v in out["variants"]:
-        head += f"{v + ' s':>14}{'x bound':>9}{'bound s':>9}"
+    print(f"\nRTO benchmark, scenario 1 through the complete-failure flow: database {db:.2f} GB, "
+          f"WAL after the base backup ~{out['wal_gb']:g} GB, {out['cores']} cores, median of "
+          f"{out['repeat']}")
+    variants = out["variants"]
+    head = f"{'phase':24}{'lower bound':>32}"
+    for v in variants:
+        head += f"{v + ' s':>12}{'x bound':>9}{'bound s':>9}"
     print(head)
     for phase in PHASES:
-        row = f"{phase:14}{BOUNDS[phase]:>34}"
-        for r in out["variants"].values():
+        row = f"{phase:24}{BOUNDS[phase]:>32}"
+        for r in variants.values():
             ours, bound = r["median_phases"][phase], r["median_lower_bounds"][phase]
-            row += f"{ours:14.2f}{ours / bound if bound else float('nan'):9.2f}{bound:9.2f}"
+            ratio = ours / bound if ours is not None and bound else None
+            row += f"{_f(ours, '.2f'):>12}{_f(ratio, '.2f'):>9}{_f(bound, '.2f'):>9}"
         print(row)
-    row = f"{'total':14}{'restore --to-new + the rest':>34}"
-    for r in out["variants"].values():
-        total = r["median_restore_to_new"] + sum(r["median_phases"][p] for p in PHASES[2:])
-        row += f"{total:14.1f}{'':18}"
-    print(row)
-    print("\nper variant: backup s | base object GB | base GB per GB of database | WAL at rest / "
-          "WAL | pg_waldump / cat of the WAL s")
-    for v, r in out["variants"].items():
-        waldump = statistics.median(x["lower_bounds"]["wal replay"] for x in r["runs"])
-        cat = statistics.median(x["cat_wal_seconds"] for x in r["runs"])
-        print(f"  {v:12} {r['backup_seconds']:7.1f} | {r['base_object_bytes'] / GB:6.2f} | "
-              f"{r['base_gb_per_gb_of_database']:6.2f} | "
-              f"{r['wal_archive_bytes_at_rest'] / max(r['wal_archive_bytes'], 1):.2f} | "
-              f"{waldump:.2f} / {cat:.2f}")
+    steps = list(dict.fromkeys(s for r in variants.values() for s in r["median_steps"]))
+    print("\nevery step of the flow's report (s):")
+    for step in steps:
+        print(f"  {step:38}" + "".join(f"{_f(r['median_steps'].get(step), '.2f'):>12}"
+                                       for r in variants.values()))
+    for label, key in (("application back after (s)", "median_app_back_seconds"),
+                       ("RTO: the flow run, end to end (s)", "median_rto_seconds")):
+        print(f"{label:40}" + "".join(f"{_f(r[key], '.1f'):>12}" for r in variants.values()))
+    print("\nper variant: base backup s | base object GB per GB of database | with the WAL after "
+          "it | WAL at rest / written")
+    for v, r in variants.items():
+        print(f"  {v:12} {_f(r['median_backup_seconds'], '7.1f')} | "
+              f"{_f(r['base_gb_per_gb_of_database'], '.2f')} | "
+              f"{_f(r['repository_gb_per_gb_of_database'], '.2f')} | "
+              f"{_f(r['wal_at_rest_per_wal_written'], '.2f')}")
 
 
 if __name__ == "__main__":

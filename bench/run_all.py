@@ -15,6 +15,10 @@ the sample data set (restorekit.sample, the same seed) at scale S and at 4S:
   walscan   bench/walscan_bench.py   finding the damaging transaction and counting what a
                                      restore would lose vs pg_waldump alone over the same
                                      WAL (48 x S MB and 4x that after the good point)
+  rto       bench/rto_bench.py       scenario 1 end to end through the complete-failure flow,
+                                     each phase against its lower bound, without and with lz4
+                                     compression (a database of 0.05 x S GB and 4x that, half
+                                     that of WAL after the base backup; one build per size)
 
 then prints one table: every ratio at S and at 4S, and for each benchmark how restorekit's time
 grew from S to 4S against the data (the exponent b in time ~ rows^b: 0 = independent of the
@@ -51,7 +55,7 @@ import _common  # bench/_common.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("restore", "recovery", "diff", "verify", "prefect", "walscan")
+BENCHMARKS = ("restore", "recovery", "diff", "verify", "prefect", "walscan", "rto")
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 #: The page holding the latest table between BEGIN and END (README.md before the docs split).
 TABLE_PAGE = ROOT / "docs" / "benchmarks.md"
@@ -211,7 +215,48 @@ def figures(results: dict[str, Any], scales: list[float]) -> list[dict[str, Any]
                [r["wal_bytes_after_good_point"] for r in rs])
     else:
         add("walscan", "not measured (failed or skipped)", [None, None], kind="missing")
+
+    rto = [results.get(f"rto@{s:g}") for s in scales]
+    if all(rto):
+        variant = rto[0]["default_variant"]
+        by = [r["variants"][variant] for r in rto]
+        add("rto", "database (GB; 0.05 GB x scale)", [r["database_bytes"] / 1e9 for r in rto],
+            kind="size", unit="GB")
+        for phase, bound, target in RTO_PHASES:
+            add("rto", f"{phase} / {bound} ({variant})",
+                [_over(v["median_phases"][phase], v["median_lower_bounds"][phase]) for v in by],
+                kind="ratio", target=target)
+        add("rto", f"scenario 1 RTO end to end, the flow run (s; {variant})",
+            [v["median_rto_seconds"] for v in by], kind="seconds", unit="s")
+        add("rto", "  application back after (s)", [v["median_app_back_seconds"] for v in by],
+            kind="seconds", unit="s")
+        for name in ("none", "lz4"):
+            if all(name in r["variants"] for r in rto):
+                add("rto", f"repository GB per GB of database (base + WAL after it): {name}",
+                    [r["variants"][name]["repository_gb_per_gb_of_database"] for r in rto],
+                    kind="size")
+        if all({"none", "lz4"} <= set(r["variants"]) for r in rto):
+            add("rto", "restore time (flow step) none / lz4",
+                [_over(r["variants"]["none"]["median_restore_seconds"],
+                       r["variants"]["lz4"]["median_restore_seconds"]) for r in rto],
+                kind="ratio")
+        growth("rto", f"scenario 1 RTO against database bytes ({variant})",
+               [v["median_rto_seconds"] for v in by], [r["database_bytes"] for r in rto])
+    else:
+        add("rto", "not measured (failed or skipped)", [None, None], kind="missing")
     return out
+
+
+#: The rto benchmark's phases with a lower bound: (phase, bound, target).
+RTO_PHASES = (("base restore", "tar -x of the base object", "<= 1.2"),
+              ("wal replay", "pg_waldump --stats of the same WAL", ""),
+              ("verify integrity", "the checks as one psql script", "<= 0.7"),
+              ("swap connection string", "printf > tmp && mv", ""),
+              ("check health", "psql SELECT 1", ""))
+
+
+def _over(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _cell(v: float | None, unit: str) -> str:
@@ -369,6 +414,13 @@ def main() -> None:
             # the scan's time is a function of the WAL, not of the data).
             results["walscan"] = run("walscan", ["--wal-mb", f"{max(8, int(48 * s))}",
                                                  "--repeat", r], work / "walscan.json")
+        if "rto" in args.only:
+            # S=5: 0.25 GB and 1 GB, each a build of its own (one Prefect server per size).
+            for x in scales:
+                gb = 0.05 * x
+                results[f"rto@{x:g}"] = run(
+                    "rto", ["--gb", f"{gb:g}", "--wal-gb", f"{gb / 2:g}", "--compression",
+                            "none,lz4", "--repeat", r], work / f"rto-{x:g}.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     agg["loadavg_after"] = _common.loadavg()
