@@ -176,6 +176,12 @@ def add_scale_arguments(parser: argparse.ArgumentParser, *, default: float, help
                         help=f"run the whole comparison at each of these scales, e.g. {example}")
 
 
+def scales(args: argparse.Namespace) -> list[float]:
+    """The scales :func:`add_scale_arguments` asked for: ``--scales`` smallest first (the
+    growth table reads from it), else the one ``--scale``."""
+    return sorted(args.scales) if args.scales else [args.scale]
+
+
 def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--out", type=Path,
                         help=f"write the JSON here (default bench/results/{name}-<UTC time>.json)")

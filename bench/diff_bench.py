@@ -298,7 +298,7 @@ def main() -> None:
     if not args.no_reladiff and not reladiff:
         raise SystemExit("reladiff not found: install it into a throwaway virtualenv (see the "
                          "module docstring) and pass --reladiff, or pass --no-reladiff")
-    scales = sorted(args.scales) if args.scales else [args.scale]
+    scales = _common.scales(args)
     with _common.started_clusters("restorekit-diff-bench-", ["live", "copy"],
                                   SETTINGS) as (_, (live, copy)):
         load_before = _common.loadavg()

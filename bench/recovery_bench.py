@@ -506,7 +506,7 @@ def main() -> None:
                         help="skip the extra traced restorekit run (where its time goes)")
     _common.add_out_argument(parser, "recovery")
     args = parser.parse_args()
-    scales = sorted(args.scales) if args.scales else [args.scale]
+    scales = _common.scales(args)
     with _common.started_clusters("restorekit-recovery-bench-", ["live", "copy"],
                                   SETTINGS) as (base, (live, copy)):
         work = make_dir(base / "work", default_os_user(), mode=0o755)

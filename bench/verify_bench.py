@@ -553,7 +553,7 @@ def main() -> None:
                         help="skip the traced run and the EXPLAIN ANALYZE of each statement")
     _common.add_out_argument(parser, "verify")
     args = parser.parse_args()
-    scales = sorted(args.scales) if args.scales else [args.scale]
+    scales = _common.scales(args)
     with _common.started_clusters("restorekit-verify-bench-", ["db"],
                                   SETTINGS) as (_, (cluster,)):
         load_before = _common.loadavg()
