@@ -2,10 +2,11 @@
 what to do (design.md, "Rules that make it trustworthy").
 
 Every case runs a real entry point: a scenario flow through its params model against a real
-Prefect server and the embedded installation (``world``), the ``restorekit`` CLI as a subprocess
-with ``-c <world.config>``, or the core function. A case refused against the installation then
-proves that NOTHING changed (``untouched``; a flow run shared by two tests is judged in two
-halves, production and restores; the unwritable-snapshot case checks the production half):
+Prefect server and the embedded installation (``world``), the ``restorekit`` CLI (its entry
+point, or the installed script as a subprocess) with ``-c <world.config>``, or the core
+function. A case refused against the installation then proves that NOTHING changed
+(``untouched``; a flow run shared by two tests is judged in two halves, production and
+restores; the unwritable-snapshot case checks the production half):
 
 * the checksum of every table of the production database is the same;
 * no scratch restore exists and the restore roots hold no new directory;
@@ -21,8 +22,12 @@ and for a CLI command that no state directory was created.
 
 Most bad inputs above are also given to the ``restorekit`` CLI (``refused_by_cli``): exit status 2,
 exactly one line ``error: ...`` on stderr (so no Prefect output), nothing on stdout, and nothing
-changed. Each command's wall time is printed at the end of the module's tests ("restorekit CLI
-refusals: wall time") when pytest runs without xdist workers; no test asserts on it.
+changed. Most of these call the installed script's entry point (``restorekit.cli:main``) in
+this process with the argv, where calling any flow fails the case (``cli_in_process``: a
+subprocess costs a Python start and the imports, about a second of CPU, per case); some cases
+of each command (window, run, drill, restore, snapshot) run the installed script as a
+subprocess. Each command's wall time is printed at the end of the module's tests ("restorekit
+CLI refusals: wall time") when pytest runs without xdist workers; no test asserts on it.
 
 No test here is an xfail: each asserts today's behaviour.
 """
@@ -30,11 +35,14 @@ No test here is an xfail: each asserts today's behaviour.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +50,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psycopg
 import pytest
@@ -83,9 +92,60 @@ def flat(text: str) -> str:
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """The installed ``restorekit`` command, run as a subprocess."""
     base = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
     return subprocess.run([*CLI, *args], cwd=cwd, env={**base, **(env or {})},
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _flow_started(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise AssertionError(f"the CLI started the flow {self.name!r}: bad input must stop before")
+
+
+def cli_in_process(*args: str, cwd: Path,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``restorekit ARGS`` run by the installed script's entry point (``restorekit.cli:main``)
+    in this process: what a subprocess costs is a Python start and the imports, paid once
+    here. The same view as :func:`cli`: the exit status, stdout and stderr (the consoles
+    write to ``sys.stdout``/``sys.stderr`` when they print), the working directory and the
+    environment (without RESTOREKIT_CONFIG, plus ``env``). Nothing leaks into the next case:
+    the environment, cwd, argv and the root logger's handlers and level (``main`` calls
+    ``logging.basicConfig``) are put back. A refusal must come before Prefect; in a
+    subprocess that shows as Prefect output on stderr, here any flow called fails the case
+    (Prefect's settings are never entered: ``run`` enters them only around the flow)."""
+    from prefect.flows import Flow
+
+    from restorekit.cli import main
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        os.environ.pop("RESTOREKIT_CONFIG", None)
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        sys.argv = ["restorekit", *args]
+        with mock.patch.object(Flow, "__call__", _flow_started), \
+                contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:  # what the process would exit with
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess(["restorekit", *args], code, stdout.getvalue(),
+                                       stderr.getvalue())
 
 
 #: (command line, wall seconds) of every refusal run through the CLI, printed at the end.
@@ -107,13 +167,16 @@ def _print_wall_times(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def refused_by_cli(*args: str, cwd: Path, says: Iterable[str] = (),
-                   env: dict[str, str] | None = None) -> str:
+                   env: dict[str, str] | None = None, as_process: bool = False) -> str:
     """Run the CLI on bad input: exit 2 and one line ``error: ...`` on stderr holding every
     phrase of ``says``, nothing on stdout, no Prefect output. Returns that line; its wall
-    time goes to WALL_TIMES."""
+    time goes to WALL_TIMES. In this process (:func:`cli_in_process`) unless ``as_process``:
+    the installed script as a process (:func:`cli`), as some cases of every command are."""
     started = time.monotonic()
-    result = cli(*args, cwd=cwd, env=env)
-    WALL_TIMES.append((" ".join(args).replace(str(cwd), "."), time.monotonic() - started))
+    result = (cli if as_process else cli_in_process)(*args, cwd=cwd, env=env)
+    how = "" if as_process else "  (in-process)"
+    WALL_TIMES.append((" ".join(args).replace(str(cwd), ".") + how,
+                       time.monotonic() - started))
     assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr}"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -389,21 +452,18 @@ def test_accidental_deletion_refuses_a_bad_restore_point_before_stopping_the_app
     untouched()  # also: the application was not stopped
 
 
-def test_complete_failure_refuses_a_naive_point_before_stopping_the_app(
-    prefect_server: str, world: Any, untouched: Callable[[], None],
+@pytest.mark.parametrize(("point", "errors", "says"), [
+    pytest.param("2026-01-01T00:00:00", (RestorePointError,), "has no timezone", id="naive"),
+    pytest.param("backup:nope", (ConfigError, RestorePointError), "no backup 'nope'",
+                 id="unknown-backup"),
+])
+def test_complete_failure_refuses_a_bad_point_before_stopping_the_app(
+    prefect_server: str, world: Any, untouched: Callable[[], None], point: str,
+    errors: tuple[type[BaseException], ...], says: str,
 ) -> None:
     message = refused(lambda: complete_failure(CompleteFailureParams(
-        **_common(world, restore_point="2026-01-01T00:00:00"))), RestorePointError)
-    assert "has no timezone" in message
-    untouched()
-
-
-def test_complete_failure_refuses_an_unknown_backup_before_stopping_the_app(
-    prefect_server: str, world: Any, untouched: Callable[[], None],
-) -> None:
-    message = refused(lambda: complete_failure(CompleteFailureParams(
-        **_common(world, restore_point="backup:nope"))), ConfigError, RestorePointError)
-    assert "no backup 'nope'" in message
+        **_common(world, restore_point=point))), *errors)
+    assert says in message, message
     untouched()  # also: the application was not stopped and started again (same pid)
 
 
@@ -432,7 +492,8 @@ def test_cli_restore_refuses_a_point_at_the_edge_of_the_calendar(
     world: Any, untouched: Callable[[], None],
 ) -> None:
     refused_by_cli("restore", "-t", "production", "-c", str(world.config), "--to-new",
-                   "--point", "0001-01-01T00:00:00+01:00", cwd=world.root, says=["out of range"])
+                   "--point", "0001-01-01T00:00:00+01:00", cwd=world.root, says=["out of range"],
+                   as_process=True)  # the installed script itself, as for every command
     untouched()
 
 
@@ -497,7 +558,8 @@ def test_cli_snapshot_refuses_a_table_name_carrying_sql(
     world: Any, untouched: Callable[[], None],
 ) -> None:
     message = refused_by_cli("snapshot", "-t", "production", "-c", str(world.config),
-                             "--table", INJECTION, cwd=world.root)
+                             "--table", INJECTION, cwd=world.root,
+                             as_process=True)  # the installed script itself
     assert "not a valid table name" in message, message  # refused before a dump is tried
     untouched()
 
@@ -886,8 +948,9 @@ def test_cli_refuses_a_section_that_is_not_a_table(tmp_path: Path, command: list
 
 @pytest.mark.parametrize("command", CONFIG_COMMANDS)
 def test_cli_refuses_a_missing_config_file(tmp_path: Path, command: list[str]) -> None:
+    # The installed script itself, for each command (the other cases run its entry point).
     refused_by_cli(*command, "-t", "production", "-c", str(tmp_path / "absent.toml"),
-                   cwd=tmp_path, says=["absent.toml not found"])
+                   cwd=tmp_path, says=["absent.toml not found"], as_process=True)
     assert list(tmp_path.iterdir()) == []
 
 

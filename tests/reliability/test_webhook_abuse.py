@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import uvicorn
 from prefect import flow, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
@@ -92,6 +93,7 @@ class Endpoint:
 
     port: int
     deployment_id: uuid.UUID
+    client: SyncPrefectClient
     answers: list[Answer] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)
 
@@ -134,11 +136,11 @@ class Endpoint:
         return answer
 
     def runs(self) -> list[FlowRun]:
-        with get_client(sync_client=True) as client:
-            return client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(
-                    any_=[self.deployment_id])),
-                sort=FlowRunSort.ID_DESC, limit=200)
+        """The deployment's runs, read from the server (one client for the module: a new one
+        per call cost a connection and a version check each time)."""
+        return self.client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[self.deployment_id])),
+            sort=FlowRunSort.ID_DESC, limit=200)
 
 
 def _complete(data: bytes) -> bool:
@@ -200,7 +202,8 @@ def endpoint(prefect_server: str) -> Iterator[Endpoint]:
             raise RuntimeError("uvicorn did not start")
         threading.Event().wait(0.05)
     try:
-        yield Endpoint(port=port, deployment_id=deployment_id)
+        with get_client(sync_client=True) as client:
+            yield Endpoint(port=port, deployment_id=deployment_id, client=client)
     finally:
         server.should_exit = True
         thread.join(30)
