@@ -50,7 +50,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -59,13 +58,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fakes._http import JsonHandler, ServedFake
+from fakes._world import InstallationWorld
 from restorekit.demo import Installation, build_installation, teardown_installation
 from restorekit.errors import RestoreKitError
 from restorekit.models import PointKind, RestoredDatabase, RestorePoint, RestoreWindow, parse_lsn
-from restorekit.pg.cluster import LocalCluster
 from restorekit.pg.dsn import merge, parse, password_env
 from restorekit.pg.tools import default_os_user, make_dir
-from restorekit.runtime import TargetRuntime, target_runtime
 
 API_PREFIX = "/api/v2"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
@@ -83,6 +82,21 @@ RESTORE_KEYS = {"source_branch_id", "source_lsn", "source_timestamp", "preserve_
 
 def iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matching(body: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    """``body[key]`` when it is a string ``pattern`` matches; else Neon's 400."""
+    text = body[key]
+    if not isinstance(text, str) or not pattern.match(text):
+        raise ApiError(400, f"{key} {text!r} is not {what}")
+    return text
+
+
+def _production_only(branch: _Branch, key: str) -> None:
+    """The fake replays history on the production branch only (a 400 that is not a violation)."""
+    if not branch.production:
+        raise ApiError(400, f"the fake supports {key} on the production branch only",
+                       violation=False)
 
 
 def _parse_ts(text: str) -> datetime:
@@ -143,8 +157,13 @@ class _Branch:
     busy: int = 0  # workers in progress
 
 
-class FakeNeon:
-    """The fake API. ``start()`` it, use :attr:`base_url`, ``close()`` it.
+class _Handler(JsonHandler):
+    fake: FakeNeon
+    timeout = 60
+
+
+class FakeNeon(ServedFake):
+    """The fake API. ``start()`` it, use :attr:`base_url`, ``stop()`` it.
 
     Args:
         installation: The self-hosted installation behind the production branch.
@@ -152,6 +171,9 @@ class FakeNeon:
         history_retention_seconds: The project's retention (§3.7).
         database, role: The database and role every branch has.
     """
+
+    handler = _Handler
+    thread_name = "fake-neon"
 
     def __init__(self, installation: Installation, *, api_key: str,
                  history_retention_seconds: int = 86400, database: str = "app",
@@ -194,37 +216,17 @@ class FakeNeon:
         prod.port = installation.production.port
         self.production_branch_id = prod.data["id"]
         self._new_endpoint(prod, state="active")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.scratch_dir = make_dir(installation.root / "neon-fake", default_os_user(), mode=0o755)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_port}{API_PREFIX}"
+        return self.url + API_PREFIX
 
-    def start(self) -> FakeNeon:
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-neon",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    def stop(self) -> None:
+        """Stop serving, wait for the restores under way and drop the scratch branches' data."""
+        super().stop()
         for worker in list(self._workers):
             worker.join(timeout=120)
         with self._lock:
@@ -316,12 +318,9 @@ class FakeNeon:
             "cpu_used_sec": 0, "compute_time_seconds": 0, "active_time_seconds": 0,
             "written_data_bytes": 0, "data_transfer_bytes": 0, "logical_size": 0,
         }
-        if parent_id:
-            data["parent_id"] = parent_id
-        if parent_lsn:
-            data["parent_lsn"] = parent_lsn
-        if parent_timestamp:
-            data["parent_timestamp"] = parent_timestamp
+        parents = {"parent_id": parent_id, "parent_lsn": parent_lsn,
+                   "parent_timestamp": parent_timestamp}
+        data.update({key: value for key, value in parents.items() if value})  # absent when unset
         branch = _Branch(data=data, point=point, production=production)
         self.branches[data["id"]] = branch
         return branch
@@ -666,28 +665,20 @@ class FakeNeon:
         now = datetime.now(UTC)
         parent_lsn = parent_ts = None
         if "parent_timestamp" in spec:
-            text = spec["parent_timestamp"]
-            if not isinstance(text, str) or not _RFC3339.match(text):
-                raise ApiError(400, f"parent_timestamp {text!r} is not an RFC 3339 timestamp "
-                                    "with a time zone")
+            text = _matching(spec, "parent_timestamp", _RFC3339,
+                             "an RFC 3339 timestamp with a time zone")
             when = _parse_ts(text)
             earliest = max(now - timedelta(seconds=self.project["history_retention_seconds"]),
                            _parse_ts(parent.data["created_at"]))
             if when > now or when < earliest:
                 raise ApiError(400, f"parent_timestamp {text} is outside the history retention "
                                     f"window [{iso(earliest)} .. {iso(now)}]", violation=False)
-            if not parent.production:
-                raise ApiError(400, "the fake supports parent_timestamp on the production "
-                                    "branch only", violation=False)
+            _production_only(parent, "parent_timestamp")
             point = RestorePoint.at(when)
             parent_ts = text
         elif "parent_lsn" in spec:
-            text = spec["parent_lsn"]
-            if not isinstance(text, str) or not _LSN.match(text):
-                raise ApiError(400, f"parent_lsn {text!r} is not an LSN")
-            if not parent.production:
-                raise ApiError(400, "the fake supports parent_lsn on the production branch only",
-                               violation=False)
+            text = _matching(spec, "parent_lsn", _LSN, "an LSN")
+            _production_only(parent, "parent_lsn")
             point = RestorePoint(PointKind.LSN, value=text)
             parent_lsn = text
         elif parent.production:
@@ -803,17 +794,11 @@ class FakeNeon:
         if target.busy:
             raise ApiError(423, "branch is locked by an operation in progress", violation=False)
         if has_ts:
-            text = body["source_timestamp"]
-            if not isinstance(text, str) or not _RFC3339.match(text):
-                raise ApiError(400, f"source_timestamp {text!r} is not an RFC 3339 timestamp")
-            if not source.production:
-                raise ApiError(400, "the fake supports source_timestamp on production only",
-                               violation=False)
+            text = _matching(body, "source_timestamp", _RFC3339, "an RFC 3339 timestamp")
+            _production_only(source, "source_timestamp")
             point = RestorePoint.at(_parse_ts(text))
         elif has_lsn:
-            if not isinstance(body["source_lsn"], str) or not _LSN.match(body["source_lsn"]):
-                raise ApiError(400, "source_lsn is not an LSN")
-            point = RestorePoint(PointKind.LSN, value=body["source_lsn"])
+            point = RestorePoint(PointKind.LSN, value=_matching(body, "source_lsn", _LSN, "an LSN"))
         else:
             point = source.point
         if any(b.data["name"] == preserve for b in self.branches.values()):
@@ -936,36 +921,6 @@ class FakeNeon:
         return 200, {"uri": f"postgresql://{auth}@127.0.0.1:{branch.port}/{db}"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeNeon
-    protocol_version = "HTTP/1.1"
-    timeout = 60
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra, payload = self.fake.handle(self.command, self.path, headers, raw)
-        self.send_response(status)
-        for key, value in extra.items():
-            self.send_header(key, value)
-        if status == 204 or payload is None:
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = json.dumps(payload).encode()
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve  # noqa: N815 - http.server API
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 # -- a whole world: installation + fake + restorekit.toml with a neon target -------------------
 
 API_KEY_ENV = "RESTOREKIT_TEST_NEON_API_KEY"
@@ -995,36 +950,13 @@ timeout_seconds = 300
 
 
 @dataclass
-class NeonWorld:
+class NeonWorld(InstallationWorld):
     """A self-hosted installation serving as Neon's production branch, the fake API in front,
     and a restorekit.toml (``config``) whose target "production" is provider "neon"."""
 
-    installation: Installation
     fake: FakeNeon
-    config: Path
     api_key: str
     _env_before: str | None = field(default=None, repr=False)
-
-    @property
-    def env_file(self) -> Path:
-        return self.installation.env_file
-
-    @property
-    def production(self) -> LocalCluster:
-        return self.installation.production
-
-    @property
-    def app_dsn(self) -> str:
-        return self.installation.app_dsn
-
-    def wait_archived(self) -> None:
-        self.installation.wait_archived()
-
-    def clock(self) -> datetime:
-        return self.installation.clock()
-
-    def runtime(self) -> TargetRuntime:
-        return target_runtime("production", str(self.config))
 
     def scratch_branches(self) -> list[str]:
         """Names of the scratch branches restorekit created and has not deleted (its backup
@@ -1073,7 +1005,7 @@ def teardown_neon_world(world: NeonWorld) -> None:
         rt = world.runtime()
         if rt.app is not None:
             rt.app.stop(reason="teardown")
-    world.fake.close()
+    world.fake.stop()
     teardown_installation(world.installation)
     if world._env_before is None:
         os.environ.pop(API_KEY_ENV, None)

@@ -30,6 +30,7 @@ import boto3
 import pytest
 from pydantic import SecretStr
 
+from fakes._world import InstallationWorld
 from restorekit.config import TargetConfig, load_settings
 from restorekit.demo import Installation, build_installation, teardown_installation
 from restorekit.errors import ConfigError
@@ -39,7 +40,6 @@ from restorekit.providers import base
 from restorekit.providers.base import Progress, no_progress
 from restorekit.providers.rds import RdsProvider
 from restorekit.providers.selfhosted import SelfHostedProvider
-from restorekit.runtime import TargetRuntime, target_runtime
 
 REGION = "us-east-1"
 
@@ -185,31 +185,16 @@ class BackedRdsProvider(RdsProvider):
 
 
 @dataclass
-class RdsWorld:
-    """An installation whose target "production" is an RDS instance in moto."""
+class RdsWorld(InstallationWorld):
+    """An installation whose target "production" is an RDS instance in moto (``config``: the
+    restorekit.toml with provider = "rds")."""
 
-    inst: Installation
-    config: Path  # restorekit.toml with provider = "rds"
     source: SourceInstance
     rds: Any  # a boto3 RDS client for moto
 
     @property
-    def app_dsn(self) -> str:
-        return self.inst.app_dsn
-
-    @property
-    def env_file(self) -> Path:
-        return self.inst.env_file
-
-    @property
-    def production(self) -> Any:
-        return self.inst.production
-
-    def wait_archived(self) -> None:
-        self.inst.wait_archived()
-
-    def runtime(self) -> TargetRuntime:
-        return target_runtime("production", str(self.config))
+    def inst(self) -> Installation:
+        return self.installation
 
     def instances(self) -> list[dict[str, Any]]:
         pages = self.rds.get_paginator("describe_db_instances").paginate()
@@ -254,7 +239,7 @@ def rds_world_fixture(moto_server: str, pg_base_dir: Path) -> Iterator[RdsWorld]
     original = base._REGISTRY.get("rds")  # noqa: SLF001 - put back exactly what was there
     BACKINGS[source.instance_id] = inst.config
     base.register("rds", "fakes.rds_backed:BackedRdsProvider")
-    world = RdsWorld(inst=inst, config=config, source=source, rds=rds)
+    world = RdsWorld(installation=inst, config=config, source=source, rds=rds)
     try:
         app = world.runtime().app
         assert app is not None

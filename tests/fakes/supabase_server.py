@@ -53,13 +53,14 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 import pytest
 
+from fakes._http import JsonHandler, ServedFake
+from fakes._world import InstallationWorld
 from restorekit.demo import CONFIG, Installation, build_installation, teardown_installation
 from restorekit.engines.recovery import apply_overrides
 from restorekit.models import BackupInfo, PointKind, RestorePoint, RestoreWindow
@@ -67,7 +68,6 @@ from restorekit.pg.cluster import LocalCluster
 from restorekit.pg.dsn import parse
 from restorekit.pg.tools import make_dir
 from restorekit.providers.selfhosted import SelfHostedProvider
-from restorekit.runtime import TargetRuntime, target_runtime
 from restorekit.wal import push_wal
 
 PROJECT_REF = "abcdefghijklmnopqrst"
@@ -247,7 +247,16 @@ class _Restore:
     error: str | None = None
 
 
-class FakeSupabase:
+class _Handler(JsonHandler):
+    fake: FakeSupabase
+
+    def headers_for(self, status: int) -> dict[str, str]:
+        remaining = 0 if status == 429 else RATE_LIMIT - 1
+        return {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": "60"}
+
+
+class FakeSupabase(ServedFake):
     """The Management API of one project (``project_ref``) on 127.0.0.1.
 
     Args:
@@ -259,6 +268,9 @@ class FakeSupabase:
         status: the project's status to begin with.
         clock: the fake's clock in seconds (monotonic); tests share theirs with the provider.
     """
+
+    handler = _Handler
+    thread_name = "fake-supabase"
 
     def __init__(self, backend: ProjectBackend, *, project_ref: str = PROJECT_REF,
                  token: str | None = None, pitr_enabled: bool = True,
@@ -281,36 +293,12 @@ class FakeSupabase:
         self._since = 0.0
         self.schedule((status, None))
         self._threads: list[threading.Thread] = []
-        self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeSupabase:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, name="fake-supabase",
-                                  kwargs={"poll_interval": 0.05}, daemon=True)  # quick stop()
-        thread.start()
-        return self
-
     def stop(self) -> None:
         self.wait_idle()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSupabase:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     def reset(self) -> None:
         """Back to a healthy project on the real clock, with the default restore timeline, no
@@ -570,38 +558,6 @@ _REASONS = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             503: "Service unavailable"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeSupabase
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: without this, Nagle plus the client's delayed ACK
-    # cost ~40 ms per request, which a test polling a fake hour through adds up to seconds.
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra, payload = self.fake.handle(self.command, self.path, headers, raw)
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        remaining = 0 if status == 429 else RATE_LIMIT - 1
-        base = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": str(remaining),
-                "X-RateLimit-Reset": "60"}
-        for key, value in {**base, **extra}.items():
-            self.send_header(key, value)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
 # -- the world: installation + fake + restorekit.toml ----------------------------------------
 
 
@@ -636,32 +592,17 @@ def write_supabase_config(inst: Installation, fake: FakeSupabase, path: Path, *,
 
 
 @dataclass
-class SupabaseWorld:
-    """What ``supabase_world`` yields: the installation behind a fake Supabase project."""
+class SupabaseWorld(InstallationWorld):
+    """What ``supabase_world`` yields: the installation behind a fake Supabase project (target
+    "production" of ``config`` on provider "supabase")."""
 
-    installation: Installation
     fake: FakeSupabase
     backend: InstallationBackend
-    config: Path
     token_env: str = TOKEN_ENV
-
-    @property
-    def app_dsn(self) -> str:
-        return self.installation.app_dsn
 
     @property
     def project_ref(self) -> str:
         return self.fake.project_ref
-
-    def wait_archived(self, timeout: float = 60) -> None:
-        self.installation.wait_archived(timeout)
-
-    def clock(self) -> datetime:
-        return self.installation.clock()
-
-    def runtime(self) -> TargetRuntime:
-        """Target "production" on provider "supabase"."""
-        return target_runtime("production", str(self.config))
 
 
 def tick(inst: Installation) -> None:

@@ -51,11 +51,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from fakes._http import Answer, JsonHandler, ServedFake
 from restorekit.sinks.envfile import quote_value
 
 Hook = Callable[[dict[str, Any], dict[str, str]], None]
@@ -100,7 +100,22 @@ class Deployment:
     source_id: str | None = None
 
 
-class FakeVercel:
+class _Handler(JsonHandler):
+    fake: FakeVercel
+    content_type = "application/json; charset=utf-8"
+
+    def answer(self, headers: dict[str, str], body: bytes) -> Answer:
+        try:
+            return super().answer(headers, body)
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake must show, not hang
+            self.fake.problems.append(f"fake crashed on {self.command} {self.path}: {exc!r}")
+            return 500, {}, _error("fake_crashed", repr(exc))
+
+    def headers_for(self, status: int) -> dict[str, str]:
+        return {"x-vercel-id": "fake::" + secrets.token_hex(4)}
+
+
+class FakeVercel(ServedFake):
     """The fake API's state and its server. Use as a context manager, or start()/stop().
 
     Args:
@@ -109,6 +124,9 @@ class FakeVercel:
         team_slug: The slug accepted instead of the team id.
         project_id, project_name: The one project.
     """
+
+    handler = _Handler
+    thread_name = "fake-vercel"
 
     def __init__(self, *, token: str = "vercel-test-token-5f2a", team_id: str | None = "team_rk",
                  team_slug: str | None = "restorekit", project_id: str = "prj_shop123",
@@ -142,42 +160,6 @@ class FakeVercel:
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._clock = itertools.count(1_700_000_000_000, 1000)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- server ------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeVercel:
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fake-vercel")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeVercel:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- test helpers ------------------------------------------------------------------------
 
@@ -612,36 +594,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
     ("POST", re.compile(rf"/v1/projects/{_P}/rollback/(?P<dep>[^/]+)"), FakeVercel._rollback),
     ("POST", re.compile(rf"/v10/projects/{_P}/promote/(?P<dep>[^/]+)"), FakeVercel._promote),
 ]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeVercel
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            status, extra, payload = self.fake.handle(self.command, self.path, headers, raw)
-        except Exception as exc:  # noqa: BLE001 - a bug in the fake must show, not hang
-            self.fake.problems.append(f"fake crashed on {self.command} {self.path}: {exc!r}")
-            status, extra, payload = 500, {}, _error("fake_crashed", repr(exc))
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-vercel-id", "fake::" + secrets.token_hex(4))
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
-        return
 
 
 def backed_by(env_file: Path, restart: Callable[[], object], *,
