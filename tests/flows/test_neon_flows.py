@@ -35,6 +35,18 @@ def accepting(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def one_scratch_branch_made_and_dropped(world: NeonWorld) -> dict:
+    """The flow created one branch and deleted that same branch again, left no scratch branch
+    behind and sent nothing the API forbids; the branch part of the creation request."""
+    (post,) = world.fake.calls("POST", rf"/projects/{world.fake.project_id}/branches")
+    (delete,) = world.fake.calls("DELETE", r".*")
+    assert world.fake.deleted[delete.path.rsplit("/", 1)[-1]] == post.body["branch"]["name"]
+    world.fake.wait_idle()
+    assert world.scratch_branches() == []
+    assert world.fake.violations == []
+    return post.body["branch"]
+
+
 def test_accidental_deletion_brings_rows_back_from_a_branch_before_the_deletion(
     prefect_server: str, neon_world: NeonWorld  # noqa: F811
 ) -> None:
@@ -50,13 +62,10 @@ def test_accidental_deletion_brings_rows_back_from_a_branch_before_the_deletion(
     with psycopg.connect(world.app_dsn) as conn:
         assert_back_and_later_kept(conn, victims, before, later)
     assert {c.table: c.inserted for c in report.changes}["public.users"] == len(victims)
-    (post,) = world.fake.calls("POST", rf"/projects/{world.fake.project_id}/branches")
-    assert post.body["branch"]["name"] == "restorekit-ad-neon-ad-1"
-    assert post.body["branch"]["parent_timestamp"].endswith("Z")
+    branch = one_scratch_branch_made_and_dropped(world)
+    assert branch["name"] == "restorekit-ad-neon-ad-1"
+    assert branch["parent_timestamp"].endswith("Z")
     assert report.restore_point is not None
-    assert len(world.fake.calls("DELETE", r".*")) == 1  # the scratch branch was dropped
-    assert world.scratch_branches() == []
-    assert world.fake.violations == []
 
 
 def test_restore_drill_passes_on_a_branch_and_deletes_it(
@@ -71,14 +80,9 @@ def test_restore_drill_passes_on_a_branch_and_deletes_it(
     assert result.torn_down
     assert result.row_counts["public.users"]["production"] == \
         result.row_counts["public.users"]["restored"]
-    (post,) = world.fake.calls("POST", rf"/projects/{world.fake.project_id}/branches")
-    assert post.body["branch"]["name"].startswith("restorekit-drill-")
-    assert "parent_timestamp" not in post.body["branch"]  # latest = the branch's head
-    (delete,) = world.fake.calls("DELETE", r".*")
-    assert world.fake.deleted[delete.path.rsplit("/", 1)[-1]] == post.body["branch"]["name"]
-    world.fake.wait_idle()
-    assert world.scratch_branches() == []
-    assert world.fake.violations == []
+    branch = one_scratch_branch_made_and_dropped(world)
+    assert branch["name"].startswith("restorekit-drill-")
+    assert "parent_timestamp" not in branch  # latest = the branch's head
 
 
 def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
