@@ -164,23 +164,24 @@ class RdsBase:
         return found[0] if found else None
 
     def _source_instance(self) -> dict[str, Any]:
-        found = self._describe_instance(self.settings.instance_id)
-        if found is None:
-            raise ProviderError(
-                f"RDS instance {self.settings.instance_id} ({self.settings.region}) not found: "
-                "check instance_id and region in [targets.NAME.rds]",
-                provider=PROVIDER, operation="describe_db_instances", status_code=404,
-            )
-        return found
+        return self._source("instance", self.settings.instance_id, "instance_id",
+                            "describe_db_instances")
 
     def _source_cluster(self) -> dict[str, Any]:
         assert self.settings.aurora_cluster_id is not None
-        found = self._describe_cluster(self.settings.aurora_cluster_id)
+        return self._source("cluster", self.settings.aurora_cluster_id, "aurora_cluster_id",
+                            "describe_db_clusters")
+
+    def _source(self, what: str, ident: str, setting: str, operation: str) -> dict[str, Any]:
+        """The source ``what`` (see :meth:`_describe`); missing, it is a config error to fix,
+        so the message names the setting to check."""
+        found = self._describe(what, ident)
         if found is None:
+            kind = "RDS instance" if what == "instance" else "Aurora cluster"
             raise ProviderError(
-                f"Aurora cluster {self.settings.aurora_cluster_id} ({self.settings.region}) not "
-                "found: check aurora_cluster_id and region in [targets.NAME.rds]",
-                provider=PROVIDER, operation="describe_db_clusters", status_code=404,
+                f"{kind} {ident} ({self.settings.region}) not found: "
+                f"check {setting} and region in [targets.NAME.rds]",
+                provider=PROVIDER, operation=operation, status_code=404,
             )
         return found
 

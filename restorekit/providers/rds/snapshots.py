@@ -108,23 +108,20 @@ class RdsSnapshots(RdsBase):
                 "MaxAttempts": self.settings.wait_max_attempts}
         log.info("creating RDS snapshot %s of %s", ident, self.source_id)
         progress("snapshot", 0, 1)
+        # The same create, wait and describe for a cluster or an instance, each in its own
+        # vocabulary (create_db_cluster_snapshot / DBClusterSnapshotIdentifier, ...).
         if self._aurora:
-            self._call("create_db_cluster_snapshot", resource=ident,
-                       DBClusterSnapshotIdentifier=ident,
-                       DBClusterIdentifier=self.settings.aurora_cluster_id, Tags=tags)
-            with map_rds_errors("create_backup", resource=f"cluster snapshot {ident}"):
-                self.client.get_waiter("db_cluster_snapshot_available").wait(
-                    DBClusterSnapshotIdentifier=ident, WaiterConfig=wait)
-            snap = self._call("describe_db_cluster_snapshots", resource=ident,
-                              DBClusterSnapshotIdentifier=ident)["DBClusterSnapshots"][0]
+            api, key, what = "db_cluster", "DBCluster", "cluster snapshot"
+            source = {"DBClusterIdentifier": self.settings.aurora_cluster_id}
         else:
-            self._call("create_db_snapshot", resource=ident, DBSnapshotIdentifier=ident,
-                       DBInstanceIdentifier=self.settings.instance_id, Tags=tags)
-            with map_rds_errors("create_backup", resource=f"snapshot {ident}"):
-                self.client.get_waiter("db_snapshot_available").wait(
-                    DBSnapshotIdentifier=ident, WaiterConfig=wait)
-            snap = self._call("describe_db_snapshots", resource=ident,
-                              DBSnapshotIdentifier=ident)["DBSnapshots"][0]
+            api, key, what = "db", "DB", "snapshot"
+            source = {"DBInstanceIdentifier": self.settings.instance_id}
+        named = {f"{key}SnapshotIdentifier": ident}
+        self._call(f"create_{api}_snapshot", resource=ident, **named, **source, Tags=tags)
+        with map_rds_errors("create_backup", resource=f"{what} {ident}"):
+            self.client.get_waiter(f"{api}_snapshot_available").wait(**named, WaiterConfig=wait)
+        snap = self._call(f"describe_{api}_snapshots", resource=ident,
+                          **named)[f"{key}Snapshots"][0]
         progress("snapshot", 1, 1)
         info = self._backup_info(snap)
         return replace(info, label=label or info.label)
