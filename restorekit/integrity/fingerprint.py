@@ -154,41 +154,39 @@ class SchemaFingerprint:
             One readable line per difference ("column public.users.nickname added: text NULL"),
             sorted by object; empty when the shapes are equal.
         """
-        out: list[str] = []
         mine = {t.name: t for t in self.tables}
         theirs = {t.name: t for t in other.tables}
-        for name in sorted(mine.keys() - theirs.keys()):
-            out.append(f"table {name} missing")
-        for name in sorted(theirs.keys() - mine.keys()):
-            out.append(f"table {name} added")
-        for name in sorted(mine.keys() & theirs.keys()):
+        missing, added, common = _by_name(mine, theirs)
+        out = [f"table {name} missing" for name in missing]
+        out += [f"table {name} added" for name in added]
+        for name in common:
             out.extend(_diff_table(mine[name], theirs[name]))
         my_enums, their_enums = dict(self.enums), dict(other.enums)
-        for name in sorted(my_enums.keys() - their_enums.keys()):
-            out.append(f"enum {name} missing")
-        for name in sorted(their_enums.keys() - my_enums.keys()):
-            out.append(f"enum {name} added")
-        for name in sorted(my_enums.keys() & their_enums.keys()):
-            if my_enums[name] != their_enums[name]:
-                out.append(
-                    f"enum {name} labels changed: {', '.join(my_enums[name])} -> "
-                    f"{', '.join(their_enums[name])}"
-                )
+        missing, added, common = _by_name(my_enums, their_enums)
+        out += [f"enum {name} missing" for name in missing]
+        out += [f"enum {name} added" for name in added]
+        out += [f"enum {name} labels changed: {', '.join(my_enums[name])} -> "
+                f"{', '.join(their_enums[name])}"
+                for name in common if my_enums[name] != their_enums[name]]
         return out
+
+
+def _by_name(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> tuple[list[str], ...]:
+    """The names only in ``mine`` (missing), only in ``theirs`` (added) and in both, each
+    sorted: the order every diff line is reported in."""
+    return (sorted(mine.keys() - theirs.keys()), sorted(theirs.keys() - mine.keys()),
+            sorted(mine.keys() & theirs.keys()))
 
 
 def _diff_named(
     what: str, table: str, mine: Sequence[tuple[str, str]], theirs: Sequence[tuple[str, str]]
 ) -> list[str]:
-    out: list[str] = []
     a, b = dict(mine), dict(theirs)
-    for name in sorted(a.keys() - b.keys()):
-        out.append(f"{what} {name} on {table} missing (expected: {a[name]})")
-    for name in sorted(b.keys() - a.keys()):
-        out.append(f"{what} {name} on {table} added: {b[name]}")
-    for name in sorted(a.keys() & b.keys()):
-        if a[name] != b[name]:
-            out.append(f"{what} {name} on {table} changed: {a[name]} -> {b[name]}")
+    missing, added, common = _by_name(a, b)
+    out = [f"{what} {name} on {table} missing (expected: {a[name]})" for name in missing]
+    out += [f"{what} {name} on {table} added: {b[name]}" for name in added]
+    out += [f"{what} {name} on {table} changed: {a[name]} -> {b[name]}"
+            for name in common if a[name] != b[name]]
     return out
 
 
