@@ -46,7 +46,6 @@ from restorekit.engines.native_backup import (
     backup_id_at,
     basebackup_compress,
     database_bytes,
-    discard_objects,
     dump_backup,
     label_start_time,
     load_backup,
@@ -75,7 +74,7 @@ from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import password_env
 from restorekit.pg.tools import PgTool, make_dir, run_command
 from restorekit.providers.base import Progress
-from restorekit.repository import Repository
+from restorekit.repository import Repository, discard_unfinished
 from restorekit.retention import (
     RetentionPlan,
     apply_retention,
@@ -283,7 +282,7 @@ class NativeEngine:
         # nothing ever vouches for the rest).
         if not stored:
             state = "nothing had been uploaded"
-        elif discard_objects(self.repo, reversed(stored)):
+        elif discard_unfinished(self.repo, reversed(stored), "backup"):
             state = "the objects already uploaded were removed"
         else:
             state = ("some uploaded objects could not be removed (they are ignored: no "

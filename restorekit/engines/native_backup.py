@@ -6,7 +6,6 @@ unfinished backup stored."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import tarfile
@@ -17,9 +16,7 @@ from typing import IO
 
 from restorekit import wal
 from restorekit.models import BackupInfo
-from restorekit.repository import Repository, codec_argv
-
-log = logging.getLogger(__name__)
+from restorekit.repository import codec_argv
 
 _START_TIME = re.compile(r"^START TIME: (.+)$", re.MULTILINE)
 #: pg_basebackup's file suffix per compression method, and the program GNU tar runs for it.
@@ -87,18 +84,6 @@ def _read_label_start_time(base_tar: Path | IO[bytes]) -> datetime | None:
     except (tarfile.TarError, ValueError):
         return None
     return None
-
-
-def discard_objects(repo: Repository, keys: object) -> bool:
-    """Best effort: remove the objects of an unfinished backup. True when all went."""
-    for key in keys:  # type: ignore[attr-defined]
-        try:
-            repo.delete(key)
-        except Exception as exc:  # noqa: BLE001 - the original error matters more
-            # The repository is failing: stop here rather than wait out its retries per key.
-            log.warning("could not remove %s of an unfinished backup: %s", key, exc)
-            return False
-    return True
 
 
 def safe_name(name: str) -> str:

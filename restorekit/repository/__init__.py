@@ -61,6 +61,7 @@ from restorekit.repository.protocol import (
     ObjectInfo,
     Progress,
     Repository,
+    discard_unfinished,
 )
 from restorekit.repository.s3 import S3Repository
 from restorekit.repository.s3_client import s3_read_timeout
@@ -79,6 +80,7 @@ __all__ = [
     "S3Repository",
     "check_key",
     "codec_argv",
+    "discard_unfinished",
     "hash_file",
     "open_repository",
     "parse_repository_url",

@@ -5,7 +5,8 @@ package docstring (:mod:`restorekit.repository`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,3 +94,18 @@ class Repository(Protocol):
 
     def verify(self, key: str) -> ObjectInfo:
         ...
+
+
+def discard_unfinished(repo: Repository, keys: Iterable[str], what: str) -> bool:
+    """Best effort: remove what an unfinished ``what`` (a backup, a snapshot) uploaded; it is
+    unusable without its last object, so leftovers are only clutter. Stops at the first
+    failure: the repository is failing, and waiting out its retries for every key helps
+    nobody. True when all went."""
+    for key in keys:
+        try:
+            repo.delete(key)
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            logging.getLogger(__name__).warning("could not remove %s of an unfinished %s: %s",
+                                                key, what, exc)
+            return False
+    return True

@@ -22,7 +22,7 @@ from restorekit.errors import (
 )
 from restorekit.pg.dsn import display, password_env, redact
 from restorekit.pg.tools import PgTool
-from restorekit.repository import hash_file
+from restorekit.repository import discard_unfinished, hash_file
 from restorekit.snapshot.files import Progress, _file_progress, _no_progress, _temp_dir
 from restorekit.snapshot.manifest import (
     APPLICATION_NAME,
@@ -154,16 +154,16 @@ def _store(
         uploaded.append(info.manifest_key)
         repo.put_bytes(info.manifest_key, info.to_json().encode())
     except SafetyError:
-        _discard(repo, reversed(uploaded))  # the manifest (if any) first
+        discard_unfinished(repo, reversed(uploaded), "snapshot")  # the manifest (if any) first
         raise
     except RepositoryError as exc:
-        removed = _discard(repo, reversed(uploaded))
+        removed = discard_unfinished(repo, reversed(uploaded), "snapshot")
         raise _not_taken(exc, snapshot_id, repo,
                          "the partial upload was removed" if removed else
                          "some partial objects could not be removed (without a manifest "
                          "they are never used)") from exc
     except BaseException:
-        _discard(repo, reversed(uploaded))
+        discard_unfinished(repo, reversed(uploaded), "snapshot")
         raise
     return info
 
@@ -222,19 +222,6 @@ def _read_back(repo: Repository, objects: Iterable[tuple[str, int, str]]) -> Non
                 f"snapshot could not be verified; nothing destructive may run: {key} read back "
                 f"as {info.size} bytes sha256={info.sha256}, expected {size} bytes sha256={digest}"
             )
-
-
-def _discard(repo: Repository, keys: Iterable[str]) -> bool:
-    """Best effort: remove what an unfinished snapshot uploaded (it is unusable without a
-    manifest, so leftovers are only clutter). Stops at the first failure (the repository is
-    failing: waiting out its retries for every key helps nobody). True when all went."""
-    for key in keys:
-        try:
-            repo.delete(key)
-        except Exception as exc:  # noqa: BLE001 - the original error matters more
-            log.warning("could not remove %s of an unfinished snapshot: %s", key, exc)
-            return False
-    return True
 
 
 def _not_taken(exc: RepositoryError, what: str, repo: Repository, state: str) -> RepositoryError:
