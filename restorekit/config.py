@@ -24,9 +24,10 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -55,6 +56,29 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 #: ``[targets.X.backups] compression``: pg_basebackup's --compress form.
 COMPRESSION_RE = re.compile(r"(?:(?P<side>server|client)-)?(?P<method>none|lz4|zstd|gzip)"
                             r"(?::(?P<level>[0-9]{1,2}))?")
+
+
+def _five_field_cron(value: str) -> str:
+    if len(value.split()) != 5:
+        raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
+    return value
+
+
+def _iana_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
+    return value
+
+
+#: A schedule as the backup and the drill schedules take it: a 5-field cron line in an IANA
+#: time zone (both checked when the config is read, not when the schedule first fires).
+Cron = Annotated[str, AfterValidator(_five_field_cron)]
+TimeZone = Annotated[str, AfterValidator(_iana_zone)]
 
 
 class Tier(BaseModel):
@@ -216,8 +240,8 @@ class BackupPolicy(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cron: str = "0 2 * * *"  # daily at 02:00
-    timezone: str = "UTC"
+    cron: Cron = "0 2 * * *"  # daily at 02:00
+    timezone: TimeZone = "UTC"
     keep_days: float = Field(default=30, gt=0)
     keep_count: int = Field(default=7, ge=1)
     pitr_days: float = Field(default=7, ge=0)
@@ -242,24 +266,6 @@ class BackupPolicy(BaseModel):
             raise ValueError(
                 f"compression {value!r}: expected none, lz4, zstd or gzip, optionally with a "
                 "level and a side, e.g. \"lz4\", \"zstd:3\", \"server-lz4\", \"client-gzip:5\"")
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
         return value
 
     def freshness_limits(self, rpo: timedelta) -> tuple[timedelta, timedelta]:
@@ -419,28 +425,10 @@ class DrillConfig(BaseModel):
     """The weekly restore drill's schedule."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cron: str = "0 3 * * 1"  # Mondays 03:00
-    timezone: str = "UTC"
+    cron: Cron = "0 3 * * 1"  # Mondays 03:00
+    timezone: TimeZone = "UTC"
     point: Literal["latest", "random"] = "latest"
     row_count_tolerance: float = Field(default=0.01, ge=0, le=1)
-
-    @field_validator("cron")
-    @classmethod
-    def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
-        return value
 
 
 class Settings(BaseModel):
