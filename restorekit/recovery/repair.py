@@ -35,7 +35,6 @@ from restorekit.recovery.repair_plan import (
     _plan_all,
     _Planned,
     _prepare_repair,
-    _recovery_plan,
     _Repair,
 )
 from restorekit.recovery.sequences import _advance_sequences, _Facts
@@ -118,10 +117,9 @@ def repair_rows(
     """
     started = time.monotonic()
     after = keep_rows_written_after
-    _, order, shapes, facts = _prepare_repair(live_conn, copy_conn, tables, columns, after,
-                                              insert_missing=insert_missing)
-    plan = _recovery_plan(order, columns, after, insert_missing=insert_missing,
-                          update_changed=update_changed, delete_extra=delete_extra)
+    order, shapes, facts, plan = _prepare_repair(
+        live_conn, copy_conn, tables, columns, after, insert_missing=insert_missing,
+        update_changed=update_changed, delete_extra=delete_extra)
 
     with _transactions(live_conn, copy_conn, "repair", dry_run=dry_run):
         with pinned_both(live_conn, copy_conn):

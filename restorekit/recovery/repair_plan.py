@@ -166,8 +166,10 @@ def _plan_table(
 def _prepare_repair(
     live_conn: Connection[Any], copy_conn: Connection[Any], tables: Sequence[TableRef],
     columns: Mapping[TableRef, Sequence[str]] | None, keep_rows_written_after: datetime | None,
-    *, insert_missing: bool,
-) -> tuple[FkGraph, list[TableRef], dict[TableRef, _Repair], dict[TableRef, _Facts]]:
+    *, insert_missing: bool, update_changed: bool, delete_extra: bool,
+) -> tuple[list[TableRef], dict[TableRef, _Repair], dict[TableRef, _Facts], RecoveryPlan]:
+    """What a repair and its plan both check and read before they diff: the options, the
+    tables in insert order, each table's shape and facts, and the plan they report."""
     _aware("keep_rows_written_after", keep_rows_written_after)
     if keep_rows_written_after is not None:
         require_commit_timestamps(live_conn)
@@ -181,7 +183,9 @@ def _prepare_repair(
         if left_out and insert_missing:
             log.warning("%s cascades to %s, which is not being repaired", table,
                         ", ".join(map(str, left_out)))
-    return graph, order, shapes, facts
+    plan = _recovery_plan(order, columns, keep_rows_written_after, insert_missing=insert_missing,
+                          update_changed=update_changed, delete_extra=delete_extra)
+    return order, shapes, facts, plan
 
 
 def _outcome(table: TableRef, key: tuple[str, ...], planned: _Planned, *, after: datetime | None,
@@ -229,10 +233,9 @@ def plan_repair(
     """
     started = time.monotonic()
     after = keep_rows_written_after
-    _, order, shapes, _ = _prepare_repair(live_conn, copy_conn, tables, columns, after,
-                                          insert_missing=insert_missing)
-    plan = _recovery_plan(order, columns, after, insert_missing=insert_missing,
-                          update_changed=update_changed, delete_extra=delete_extra)
+    order, shapes, _, plan = _prepare_repair(
+        live_conn, copy_conn, tables, columns, after, insert_missing=insert_missing,
+        update_changed=update_changed, delete_extra=delete_extra)
     with _transactions(live_conn, copy_conn, "repair plan", dry_run=True), \
             pinned_both(live_conn, copy_conn):
         planned, _ = _plan_all(live_conn, copy_conn, order, shapes,
