@@ -45,10 +45,13 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
 
 @contextmanager
 def _live_and_copy(
-    ref: TargetRef, restored: RestoredRef, step: str, atomic: str,
+    ref: TargetRef, restored: RestoredRef, step: str, what: str, state: str,
 ) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
-    """Connections to production and the scratch copy for a writing step; a connection lost
-    on the way is reported by _connection_lost, naming the one that broke."""
+    """Connections to production and the scratch copy for a writing step that is one
+    transaction (``what``); a connection lost on the way is reported by _connection_lost,
+    naming the one that broke and ``state``, what production is left as."""
+    atomic = (f"{what} is ONE transaction: it was committed whole or rolled back whole, never "
+              f"half ({state}).")
     rt = runtime(ref)
     opened: dict[str, Any] = {}
     with _connection_lost(step, atomic,
@@ -125,10 +128,9 @@ def recover_rows(ref: TargetRef, restored: RestoredRef, table: str,
     """Re-insert the deleted rows and the children their cascade took, parents first, in one
     transaction, ON CONFLICT DO NOTHING (idempotent)."""
     with _live_and_copy(
-            ref, restored, "recover-rows", "The re-insert is ONE transaction: it was committed "
-            "whole or rolled back whole, never half (production is as before this step, or fully "
-            "recovered if the COMMIT itself got through; the re-insert skips rows already "
-            "present).") as (live, copy):
+            ref, restored, "recover-rows", "The re-insert",
+            "production is as before this step, or fully recovered if the COMMIT itself got "
+            "through; the re-insert skips rows already present") as (live, copy):
         result = recovery.recover_deleted_rows(
             live, copy, TableRef.parse(table),
             [tuple(k) for k in keys] if keys is not None else None,
@@ -190,10 +192,9 @@ def repair_rows(ref: TargetRef, restored: RestoredRef, tables: list[str],
     ``approved`` (table -> fingerprint from plan-repair) it writes exactly those rows or
     nothing."""
     with _live_and_copy(
-            ref, restored, "repair-rows", "The repair is ONE transaction: it was committed whole "
-            "or rolled back whole, never half (the affected tables are as before this step, or "
-            "fully repaired if the COMMIT itself got through; a re-run diffs again and repairs "
-            "what still differs).") as (live, copy):
+            ref, restored, "repair-rows", "The repair",
+            "the affected tables are as before this step, or fully repaired if the COMMIT itself "
+            "got through; a re-run diffs again and repairs what still differs") as (live, copy):
         result = recovery.repair_rows(
             live, copy, [TableRef.parse(t) for t in tables],
             update_changed=update_changed, delete_extra=delete_extra, dry_run=dry_run,
