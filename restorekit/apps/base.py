@@ -35,13 +35,12 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from restorekit.errors import ConfigError
+from restorekit.registry import Registry
 
 
 class AppState(BaseModel):
@@ -106,26 +105,14 @@ class AppPlatform(Protocol):
         ...
 
 
-_REGISTRY: dict[str, str] = {
+_REGISTRY = Registry("application platform", {
     "local": "restorekit.apps.local:LocalProcessApp",
     "vercel": "restorekit.apps.vercel:VercelApp",
-}
-
-
-def register(kind: str, path: str) -> None:
-    """Register a platform class by import path (tests register fakes this way)."""
-    _REGISTRY[kind] = path
+})
+register = _REGISTRY.register
 
 
 def get_app_platform(kind: str, **options: Any) -> AppPlatform:
     """Build the platform ``kind`` with its options; SDKs are imported only here, lazily."""
-    try:
-        path = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown application platform {kind!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    module_name, _, class_name = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    platform: AppPlatform = cls(**options)
+    platform: AppPlatform = _REGISTRY.load(kind)(**options)
     return platform

@@ -16,12 +16,13 @@ Contract for implementers:
 from __future__ import annotations
 
 import enum
-import importlib
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from restorekit.errors import ConfigError
 from restorekit.models import BackupInfo, RestoredDatabase, RestorePoint, RestoreWindow
+from restorekit.registry import Registry
 
 #: progress(phase, done, total): e.g. ("base restore", bytes_done, bytes_total) or
 #: ("wal replay", replayed_lsn, target_lsn); total is None when unknown.
@@ -30,6 +31,23 @@ Progress = Callable[[str, int, int | None], None]
 
 def no_progress(phase: str, done: int, total: int | None) -> None:
     """A Progress callback that ignores everything."""
+
+
+# A restore name becomes part of a Neon branch name or a self-hosted restore directory; one
+# rule for both, so an incident id that works on one provider works on the other.
+_RESTORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def check_restore_name(name: str) -> None:
+    """Refuse a restore name before anything is created.
+
+    Raises:
+        ConfigError: ``name`` is not 1-63 lower-case letters, digits, '.', '_' or '-'.
+    """
+    if not _RESTORE_NAME.match(name):
+        raise ConfigError(
+            f"restore name {name!r} must be 1-63 lower-case letters, digits, '.', '_' or '-'"
+        )
 
 
 class Capability(enum.StrEnum):
@@ -129,17 +147,13 @@ def reaches(provider: DatabaseProvider, restored: RestoredDatabase, dsn: str) ->
     return True if method is None else bool(method(restored, dsn))
 
 
-_REGISTRY: dict[str, str] = {
+_REGISTRY = Registry("provider", {
     "selfhosted": "restorekit.providers.selfhosted:SelfHostedProvider",
     "rds": "restorekit.providers.rds:RdsProvider",
     "neon": "restorekit.providers.neon:NeonProvider",
     "supabase": "restorekit.providers.supabase:SupabaseProvider",
-}
-
-
-def register(kind: str, path: str) -> None:
-    """Register a provider class by import path (tests register fakes this way)."""
-    _REGISTRY[kind] = path
+})
+register = _REGISTRY.register
 
 
 def registered(kind: str) -> str | None:
@@ -149,14 +163,7 @@ def registered(kind: str) -> str | None:
 
 def provider_class(kind: str) -> Any:
     """The provider class registered for ``kind``; SDKs are imported only here, lazily."""
-    try:
-        path = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown provider {kind!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    module_name, _, class_name = path.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return _REGISTRY.load(kind)
 
 
 def get_provider(kind: str, **options: Any) -> DatabaseProvider:

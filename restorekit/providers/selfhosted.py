@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Collection, Sequence
@@ -43,7 +42,7 @@ from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePo
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.dsn import parse
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
-from restorekit.providers.base import Capability, Progress, no_progress
+from restorekit.providers.base import Capability, Progress, check_restore_name, no_progress
 
 if TYPE_CHECKING:
     from restorekit.damage import Damage, FoundPoint, Loss
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MARKER = "restorekit-scratch.json"
-_RESTORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 class SelfHostedProvider:
@@ -190,10 +188,7 @@ class SelfHostedProvider:
                 created) or the archived WAL cannot reach it (nothing is promoted).
             ConfigError: ``name`` is invalid or already used.
         """
-        if not _RESTORE_NAME.match(name):
-            raise ConfigError(
-                f"restore name {name!r} must be 1-63 lower-case letters, digits, '.', '_' or '-'"
-            )
+        check_restore_name(name)
         window = window or self.restore_window()
         window.check(point)
         requested = point

@@ -4,11 +4,11 @@ than imported."""
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from restorekit.registry import import_path
 from restorekit.webhook.rules import WebhookConfig
 
 # ------------------------------------------------------------------------------- Prefect port
@@ -101,7 +101,6 @@ def prefect_flow_runs(config: WebhookConfig, environ: Mapping[str, str] | None =
     Raises:
         ConfigError: No Prefect API URL, or ``prefect_auth_env`` names an unset variable.
     """
-    module_name, _, attr = PREFECT_FLOW_RUNS.partition(":")
-    factory: Any = getattr(importlib.import_module(module_name), attr)
+    factory: Any = import_path(PREFECT_FLOW_RUNS)
     runs: FlowRuns = factory.from_config(config, environ)
     return runs

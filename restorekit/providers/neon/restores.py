@@ -24,7 +24,7 @@ from restorekit.models import (
     RestoreWindow,
     parse_lsn,
 )
-from restorekit.providers.base import Progress, no_progress
+from restorekit.providers.base import Progress, check_restore_name, no_progress
 from restorekit.providers.neon.client import NeonClient
 from restorekit.providers.neon.errors import _need
 from restorekit.providers.neon.formats import (
@@ -35,7 +35,7 @@ from restorekit.providers.neon.formats import (
     _ts,
     rfc3339,
 )
-from restorekit.providers.neon.settings import _RESTORE_NAME, BACKUP_PREFIX, PRESERVE_PREFIX
+from restorekit.providers.neon.settings import BACKUP_PREFIX, PRESERVE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ class NeonRestores(NeonClient):
             ProviderError: the API refused or an operation failed (``OperationTimedOut`` when
                 our deadline passed; the branch may still appear).
         """
-        if not _RESTORE_NAME.match(name):
-            raise ConfigError(
-                f"restore name {name!r} must be 1-63 lower-case letters, digits, '.', '_' or '-'"
-            )
+        check_restore_name(name)
         branch_name = self.scratch_prefix + name
         if not self._is_scratch_name(branch_name):
             raise ConfigError(f"restore name {name!r} collides with restorekit's backup or "

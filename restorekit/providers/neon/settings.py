@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from restorekit.providers._cloud import ApiRoot, EnvVarName
@@ -22,8 +20,6 @@ FAILED = frozenset({"failed", "cancelled"})
 _RETRY_ANY = frozenset({423, 429, 503})
 #: Statuses only an idempotent GET retries.
 _RETRY_GET = frozenset({500, 502, 504})
-
-_RESTORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 class NeonSettings(BaseModel):
