@@ -25,7 +25,13 @@ from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
 from restorekit.pg.dsn import redact
-from restorekit.sinks.base import Revision, check_new_value, register
+from restorekit.sinks.base import (
+    Revision,
+    check_new_value,
+    check_read_value,
+    check_revision,
+    register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +85,7 @@ class PrefectSecretStore:
         if value is None:
             raise ConfigError(f"{self.describe()}: no such block; create it with "
                               f"Secret(value=...).save({self.block_name!r})")
-        if not value:
-            raise ConfigError(f"{self.describe()}: the value is empty")
-        return SecretStr(value)
+        return SecretStr(check_read_value(self.describe(), value))
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
@@ -112,11 +116,7 @@ class PrefectSecretStore:
         return revision
 
     def restore(self, revision: Revision) -> None:
-        if revision.store != self.kind or revision.location != self.describe():
-            raise ConfigError(
-                f"revision of {revision.store} {revision.location!r} cannot be restored into "
-                f"{self.describe()}"
-            )
+        check_revision(revision, kind=self.kind, location=self.describe())
         if revision.ref is None:
             # The write created the block: the previous state is "no block".
             self._delete(self.block_name, "restore")

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from restorekit.errors import ConfigError, ProviderError
-from restorekit.sinks.base import Revision
+from restorekit.errors import ProviderError
 
 #: An environment variable name (the key a store holds, or a variable naming a secret).
 KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -75,14 +74,3 @@ def os_errors(where: Callable[[], str], *, provider: str, operation: str,
         ) from exc
 
 
-def check_revision(revision: Revision, *, kind: str, location: str) -> None:
-    """Refuse a revision another store (or another location of this kind) wrote.
-
-    Raises:
-        ConfigError: naming both locations.
-    """
-    if revision.store != kind or revision.location != location:
-        raise ConfigError(
-            f"revision of {revision.store} {revision.location!r} cannot be restored into "
-            f"{location}"
-        )

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.pg.dsn import redact
-from restorekit.sinks.base import Revision, check_new_value
+from restorekit.sinks.base import Revision, check_new_value, check_read_value, check_revision
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,7 @@ class SecretsManagerStore:
 
     def read(self) -> SecretStr:
         _, text = self._current("read")
-        value = self._value_in(text)
-        if not value:
-            raise ConfigError(f"{self.describe()}: the value is empty")
-        return SecretStr(value)
+        return SecretStr(check_read_value(self.describe(), self._value_in(text)))
 
     def write(self, dsn: SecretStr) -> Revision:
         value = dsn.get_secret_value()
@@ -162,11 +159,7 @@ class SecretsManagerStore:
         return revision
 
     def restore(self, revision: Revision) -> None:
-        if revision.store != self.kind or revision.location != self.describe():
-            raise ConfigError(
-                f"revision of {revision.store} {revision.location!r} cannot be restored into "
-                f"{self.describe()}"
-            )
+        check_revision(revision, kind=self.kind, location=self.describe())
         if revision.ref is None or not _VERSION_ID.fullmatch(revision.ref):
             raise ConfigError(f"{self.describe()}: {revision.ref!r} is not a secret version id")
         self._make_current(revision.ref, "restore")

@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -43,6 +42,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from restorekit.errors import ConfigError
+from restorekit.registry import Registry
 
 
 class Revision(BaseModel):
@@ -110,6 +110,31 @@ class ConnectionStore(Protocol):
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def check_revision(revision: Revision, *, kind: str, location: str) -> None:
+    """Refuse a revision another store (or another location of this kind) wrote.
+
+    Raises:
+        ConfigError: naming both locations.
+    """
+    if revision.store != kind or revision.location != location:
+        raise ConfigError(
+            f"revision of {revision.store} {revision.location!r} cannot be restored into "
+            f"{location}"
+        )
+
+
+def check_read_value(where: str, value: str | None) -> str:
+    """The value a store just read, refused when empty: an empty DSN would only fail later,
+    far from the store that holds it. ``where`` is the store's secret-free ``describe()``.
+
+    Raises:
+        ConfigError: naming the store, never the value.
+    """
+    if not value:
+        raise ConfigError(f"{where}: the value is empty")
+    return value
+
+
 def check_new_value(where: str, value: str, what: str = "connection string") -> None:
     """Refuse a value no store should write: empty, or with control characters (a pasted
     newline would corrupt an env file and silently break the app). ``where`` is the store's
@@ -125,29 +150,17 @@ def check_new_value(where: str, value: str, what: str = "connection string") -> 
                           "refusing to write it")
 
 
-_REGISTRY: dict[str, str] = {
+_REGISTRY = Registry("connection store", {
     "envfile": "restorekit.sinks.envfile:EnvFileStore",
     "vercel": "restorekit.sinks.vercel:VercelEnvStore",
     "aws-secrets-manager": "restorekit.sinks.aws_secrets:SecretsManagerStore",
     # Lives with the Prefect tasks: it needs Prefect's Secret block, and the core has no Prefect.
     "prefect-secret": "tasks.secret_block:PrefectSecretStore",
-}
-
-
-def register(kind: str, path: str) -> None:
-    """Register a store class by import path (tests register fakes this way)."""
-    _REGISTRY[kind] = path
+})
+register = _REGISTRY.register
 
 
 def get_store(kind: str, **options: Any) -> ConnectionStore:
     """Build the store ``kind`` with its options; SDKs are imported only here, lazily."""
-    try:
-        path = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown connection store {kind!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    module_name, _, class_name = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    store: ConnectionStore = cls(**options)
+    store: ConnectionStore = _REGISTRY.load(kind)(**options)
     return store

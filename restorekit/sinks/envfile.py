@@ -23,13 +23,12 @@ from restorekit.errors import ConfigError, ProviderError
 from restorekit.sinks._files import (
     CONTROL,
     KEY_NAME,
-    check_revision,
     create_exclusive,
     os_errors,
     utc_stamp,
     write_private,
 )
-from restorekit.sinks.base import Revision
+from restorekit.sinks.base import Revision, check_revision
 
 log = logging.getLogger(__name__)
 

@@ -67,8 +67,8 @@ from pydantic import SecretStr
 
 from restorekit.apps.vercel import DEFAULT_BASE_URL, VercelClient, path_segment
 from restorekit.errors import ConfigError, ProviderError, RestoreKitError
-from restorekit.sinks._files import CONTROL, KEY_NAME, check_revision
-from restorekit.sinks.base import Revision, check_new_value
+from restorekit.sinks._files import CONTROL, KEY_NAME
+from restorekit.sinks.base import Revision, check_new_value, check_read_value, check_revision
 from restorekit.sinks.vercel_backups import UNREADABLE_TYPES, VercelEnvBackups
 
 log = logging.getLogger(__name__)
@@ -289,9 +289,7 @@ class VercelEnvStore(VercelEnvBackups):
                     f"{data.get('decrypted')!r}); the token may lack the permission to read "
                     "environment variable values", provider=self.kind, operation=operation)
             value = decrypted
-        if not value:
-            raise ConfigError(f"{self.describe()}: the value is empty")
-        return value
+        return check_read_value(self.describe(), value)
 
     def _known_value(self, entry: dict[str, Any]) -> str:
         """A sensitive entry's value as restorekit knows it (see the module docstring)."""
