@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from fixtures.pg import scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -105,17 +105,10 @@ def schema_dsn(pg_server: str) -> Iterator[str]:
 
     (CREATE DATABASE costs a few hundred ms; tests that write take ``fresh`` instead.)
     """
-    name = f"t_catalog_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA_DDL)
-    yield dsn
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with scratch_database(pg_server, "t_catalog") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA_DDL)
+        yield dsn
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from fixtures.pg import scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -59,23 +59,16 @@ def source_dsn(pg_server: str) -> Iterator[str]:
     """One source database for the module: the sample schema at scale 0.05 (500 users, 1500
     clients, 3000 appointments) plus a few odd tables. Tests only ever read it (``src`` is a
     read-only session), which is also what "the source stays untouched" needs."""
-    name = f"t_source_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        sample.create_schema(conn)
-        sample.generate(conn, scale=0.05, seed=7)
-        conn.execute(SOURCE_EXTRAS)
-        conn.execute(
-            sql.SQL("INSERT INTO {} VALUES (%s, 1), (%s, 2)").format(WEIRD.ident),
-            ["x'); DROP TABLE students; --", "é\t\n\\ \\N"],  # COPY text escapes
-        )
-    yield dsn
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with scratch_database(pg_server, "t_source") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sample.create_schema(conn)
+            sample.generate(conn, scale=0.05, seed=7)
+            conn.execute(SOURCE_EXTRAS)
+            conn.execute(
+                sql.SQL("INSERT INTO {} VALUES (%s, 1), (%s, 2)").format(WEIRD.ident),
+                ["x'); DROP TABLE students; --", "é\t\n\\ \\N"],  # COPY text escapes
+            )
+        yield dsn
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from fixtures.pg import scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -36,22 +36,15 @@ def loaded(conn: psycopg.Connection) -> psycopg.Connection:
 @pytest.fixture(scope="module")
 def shared_dsn(pg_server: str) -> Iterator[str]:
     """Sample data generated once for the tests that only read it (or roll back)."""
-    name = f"t_sample_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        sample.create_schema(conn)
-        seen: list[tuple[str, int]] = []
-        written = sample.generate(conn, scale=SCALE, progress=lambda t, n: seen.append((t, n)))
-    assert written == EXPECTED
-    assert list(dict.fromkeys(t for t, _ in seen)) == list(EXPECTED)
-    assert seen[-1] == ("appointments", 3000)
-    yield dsn
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with scratch_database(pg_server, "t_sample") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sample.create_schema(conn)
+            seen: list[tuple[str, int]] = []
+            written = sample.generate(conn, scale=SCALE, progress=lambda t, n: seen.append((t, n)))
+        assert written == EXPECTED
+        assert list(dict.fromkeys(t for t, _ in seen)) == list(EXPECTED)
+        assert seen[-1] == ("appointments", 3000)
+        yield dsn
 
 
 @pytest.fixture
