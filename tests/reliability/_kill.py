@@ -1,13 +1,14 @@
 """Helpers for the kill -9 tests: run a scenario flow in a child process against the test Prefect
 server, stop it at a chosen step, SIGKILL it from outside, and look at what is left.
 
-How a kill point is reached without a fault hook in production code: the child script (below,
-test code) appends a Prefect state hook to the chosen task object (``on_running`` = the task has
-started, its body not yet; ``on_completion`` = the task finished and Prefect recorded it). The
-hook prints ``KILLPOINT`` and blocks; the test sees the line, checks through the Prefect API that
-the task run is in that state, and sends SIGKILL. Kills in the MIDDLE of a task body (a restore
-replaying WAL, a repair transaction that has written rows) are reached by watching the outside
-world instead (a scratch cluster's postmaster.pid, a lock wait in pg_locks); no hook at all.
+How a kill point is reached without a fault hook in production code: the flow process (``ZYGOTE``
+below, test code) appends a Prefect state hook to the chosen task object (``on_running`` = the
+task has started, its body not yet; ``on_completion`` = the task finished and Prefect recorded
+it). The hook prints ``KILLPOINT`` and blocks; the test sees the line, checks through the Prefect
+API that the task run is in that state, and sends SIGKILL. Kills in the MIDDLE of a task body (a
+restore replaying WAL, a repair transaction that has written rows) are reached by watching the
+outside world instead (a scratch cluster's postmaster.pid, a lock wait in pg_locks); no hook at
+all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,11 +37,22 @@ from restorekit.processes import is_zombie, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CHILD = r"""
-import json, os, sys, time
-spec = json.loads(sys.argv[1])
+# The flow process. Starting a fresh interpreter per kill point spent ~2-4 s of CPU importing
+# Prefect and the flows before each flow even began, so one "zygote" process per Prefect server
+# imports them once (before any thread exists: it checks) and forks a fresh process per flow. The
+# forked process is a separate process in its own process group, with the test's current
+# environment; it appends the kill-point hook, runs the flow, and is SIGKILLed by the test.
+ZYGOTE = r"""
+import atexit, json, os, signal, socket, sys, threading, time, traceback
+sock = socket.socket(fileno=int(sys.argv[1]))
 import tasks
+import prefect.settings
 from prefect import tags
+FLOWS = ("complete_failure", "partial_corruption", "accidental_deletion")
+modules = {f: __import__(f"flows.{f}", fromlist=["x"]) for f in FLOWS}
+threads = os.listdir("/proc/self/task")
+if threading.active_count() != 1 or len(threads) != 1:
+    sys.exit(f"threads in the zygote before any fork: {threading.enumerate()} {threads}")
 
 def block(where):
     def hook(task, task_run, state):
@@ -49,23 +62,89 @@ def block(where):
             time.sleep(60)
     return hook
 
-pause = spec.get("pause")
-if pause:
-    for name in tasks.__all__:
-        t = getattr(tasks, name)
-        if t.name == pause["task"]:
-            hooks = t.on_running_hooks if pause["when"] == "running" else t.on_completion_hooks
-            hooks.append(block(pause["when"]))
-            break
-    else:
-        raise SystemExit(f"no task named {pause['task']}")
+def run(spec):
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    api = str(prefect.settings.get_current_settings().api.url)
+    if api != spec["api_url"]:
+        raise SystemExit(f"the zygote talks to {api}, not {spec['api_url']}")
+    pause = spec.get("pause")
+    if pause:
+        for name in tasks.__all__:
+            t = getattr(tasks, name)
+            if t.name == pause["task"]:
+                hooks = t.on_running_hooks if pause["when"] == "running" else t.on_completion_hooks
+                hooks.append(block(pause["when"]))
+                break
+        else:
+            raise SystemExit(f"no task named {pause['task']}")
+    module = modules[spec["flow"]]
+    flow_fn = getattr(module, spec["flow"])
+    params_cls = getattr(module, spec["params_cls"])
+    with tags(spec["tag"]):
+        report = flow_fn(params_cls(**spec["params"]))
+    os.write(1, f"FLOW-DONE {report.outcome}\n".encode())
 
-module = __import__(f"flows.{spec['flow']}", fromlist=["x"])
-flow_fn = getattr(module, spec["flow"])
-params_cls = getattr(module, spec["params_cls"])
-with tags(spec["tag"]):
-    report = flow_fn(params_cls(**spec["params"]))
-os.write(1, f"FLOW-DONE {report.outcome}\n".encode())
+def child(spec, out):
+    code = 1
+    try:
+        sock.close()
+        os.setpgid(0, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        run(spec)
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+done, live = {}, set()
+
+def reap(pid, flags):
+    if pid in done:
+        return done[pid]
+    got, status = os.waitpid(pid, flags)
+    if got == 0:
+        return None
+    live.discard(pid)
+    done[pid] = os.waitstatus_to_exitcode(status)
+    return done[pid]
+
+sock.send(b"READY")
+while True:
+    msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+    if not msg:
+        break
+    cmd, _, arg = msg.partition(b" ")
+    if cmd == b"RUN":
+        spec = json.loads(arg)
+        pid = os.fork()
+        if pid == 0:
+            child(spec, fds[0])
+        os.close(fds[0])
+        live.add(pid)
+        sock.send(b"PID %d" % pid)
+    elif cmd == b"WAIT":
+        pid, timeout = arg.split()
+        pid, deadline = int(pid), time.monotonic() + float(timeout)
+        while (code := reap(pid, os.WNOHANG)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sock.send(b"STATUS %s" % str(code).encode())
+for pid in list(live):
+    os.kill(pid, signal.SIGKILL)
+    reap(pid, 0)
 """
 
 FLOW_PARAMS = {
@@ -75,20 +154,111 @@ FLOW_PARAMS = {
 }
 
 
+class Zygote:
+    """The forking parent of the flow processes (``ZYGOTE``), talked to over a socket pair."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
+        env.pop("RESTOREKIT_CONFIG", None)
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(theirs.fileno())],
+                                     cwd=ROOT, env=env, pass_fds=[theirs.fileno()],
+                                     stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def _ask(self, msg: bytes, fds: list[int] | None = None) -> bytes:
+        with self._lock:
+            if not self._ready:
+                self._recv(b"READY")
+                self._ready = True
+            socket.send_fds(self.sock, [msg], fds or [])
+            return self._recv(msg.split()[0])
+
+    def _recv(self, what: bytes) -> bytes:
+        self.sock.settimeout(300)
+        reply = self.sock.recv(1 << 16)
+        if not reply:
+            raise AssertionError(f"the zygote exited ({self.proc.wait(30)}) before {what!r}")
+        return reply
+
+    def run(self, spec: dict[str, Any], out: int) -> int:
+        """Fork a flow process whose stdout and stderr are ``out``; its pid."""
+        reply = self._ask(b"RUN " + json.dumps(spec).encode(), [out])
+        assert reply.startswith(b"PID "), reply
+        return int(reply.split()[1])
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        """The flow process's exit code (``-signal`` if a signal ended it), or None if it is
+        still running after ``timeout`` seconds."""
+        reply = self._ask(b"WAIT %d %f" % (pid, timeout))
+        assert reply.startswith(b"STATUS "), reply
+        value = reply.split()[1]
+        return None if value == b"None" else int(value)
+
+    def close(self) -> None:
+        """End the zygote; it SIGKILLs whatever flow process is still running."""
+        self.sock.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_zygotes: dict[str, Zygote] = {}
+
+
+def zygote(api_url: str) -> Zygote:
+    if api_url not in _zygotes:
+        _zygotes[api_url] = Zygote(api_url)
+    return _zygotes[api_url]
+
+
+def close_zygotes() -> None:
+    while _zygotes:
+        _zygotes.popitem()[1].close()
+
+
+@dataclass
+class FlowProcess:
+    """A flow process forked by the zygote, with what tests used of ``subprocess.Popen``."""
+
+    pid: int
+    zygote: Zygote
+    stdout: Any
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.wait(self.pid, 0)
+        return self.returncode
+
+    def wait(self, timeout: float = 300) -> int:
+        if self.returncode is None:
+            self.returncode = self.zygote.wait(self.pid, timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(f"flow process {self.pid}", timeout)
+        return self.returncode
+
+
 @dataclass
 class Child:
     """A flow running in a child process."""
 
-    proc: subprocess.Popen[str]
+    proc: FlowProcess
     tag: str
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                self._queue.put(line)
         self._queue.put(None)
 
     def wait_for_line(self, prefix: str, timeout: float = 300) -> str:
@@ -120,8 +290,8 @@ class Child:
         raise AssertionError(f"not reached within {timeout} s: {what}\n" + self.output())
 
     def kill9(self) -> None:
-        """SIGKILL the flow process (its own process group too: nothing of it survives but what
-        it detached on purpose, such as a PostgreSQL server started with pg_ctl)."""
+        """SIGKILL the flow process, and only it: what it started and detached (a PostgreSQL
+        server started with pg_ctl) lives on, as after a real kill -9 of the runner."""
         os.kill(self.proc.pid, signal.SIGKILL)
         assert self.proc.wait(30) == -signal.SIGKILL
 
@@ -136,13 +306,19 @@ def start_flow(flow: str, params: dict[str, Any], api_url: str,
                pause: tuple[str, str] | None = None) -> Child:
     """Start ``flows.<flow>`` in a child process; ``pause`` = (task name, 'running'|'completed')."""
     tag = f"killtest-{uuid.uuid4().hex[:10]}"
-    spec = {"flow": flow, "params_cls": FLOW_PARAMS[flow], "params": params, "tag": tag,
-            "pause": {"task": pause[0], "when": pause[1]} if pause else None}
     env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
     env.pop("RESTOREKIT_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    child = Child(proc=proc, tag=tag)
+    spec = {"flow": flow, "params_cls": FLOW_PARAMS[flow], "params": params, "tag": tag,
+            "pause": {"task": pause[0], "when": pause[1]} if pause else None,
+            "env": env, "api_url": api_url}
+    read, write = os.pipe()
+    try:
+        pid = zygote(api_url).run(spec, write)
+    finally:
+        os.close(write)
+    child = Child(proc=FlowProcess(pid=pid, zygote=zygote(api_url),
+                                   stdout=os.fdopen(read, encoding="utf-8", errors="replace")),
+                  tag=tag)
     threading.Thread(target=child._pump, daemon=True).start()
     return child
 

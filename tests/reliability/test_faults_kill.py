@@ -30,14 +30,28 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from fixtures.cli import CLI
 from psycopg.conninfo import make_conninfo
+from reliability._kill import (
+    alive,
+    backend_gone,
+    checksums,
+    close_zygotes,
+    flow_run_state,
+    kill9_postgres,
+    postmaster_pid,
+    start_flow,
+    wait_task_state,
+    waiting_writer,
+    zygote,
+)
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
@@ -48,21 +62,17 @@ from restorekit.pg.tools import default_os_user
 from restorekit.sinks.envfile import EnvFileStore
 from tasks._runtime import TargetRef
 from tasks.database import capture_baseline, restore_name
-from reliability._kill import (
-    alive,
-    backend_gone,
-    checksums,
-    flow_run_state,
-    kill9_postgres,
-    postmaster_pid,
-    start_flow,
-    wait_task_state,
-    waiting_writer,
-)
-from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module", autouse=True)
+def flow_zygote(prefect_server: str) -> Iterator[None]:
+    """The process that forks the flow processes; started first, so that its imports overlap
+    with the building of the worlds."""
+    zygote(prefect_server)
+    yield
+    close_zygotes()
 
 
 def marker(world: Any, name: str) -> dict[str, Any] | None:
@@ -491,7 +501,8 @@ def test_next_run_sweeps_stale_scratch_of_other_incidents_and_never_production(
     # complete-failure run killed after its swap), and a hand-made one.
     from restorekit.models import RestorePoint
 
-    adopted = provider.restore(RestorePoint.parse(pc_point), name=restore_name("cf", "sweep-adopted"))
+    adopted = provider.restore(RestorePoint.parse(pc_point),
+                               name=restore_name("cf", "sweep-adopted"))
     provider.adopt(adopted)
     in_use = provider.restore(RestorePoint.parse(pc_point), name=restore_name("cf", "sweep-in-use"))
     by_hand = provider.restore(RestorePoint.parse(pc_point), name="production-by-hand")
