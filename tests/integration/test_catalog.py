@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from fixtures.pg import scratch_database
+from fixtures.pg import read_only_session, scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -114,8 +114,7 @@ def schema_dsn(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def conn(schema_dsn: str) -> Iterator[psycopg.Connection]:
     """A read-only view of the shared schema (a read-only transaction enforces it)."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute("SET default_transaction_read_only = on")
+    with read_only_session(schema_dsn) as conn:
         yield conn
 
 

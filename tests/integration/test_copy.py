@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from fixtures.pg import scratch_database
+from fixtures.pg import read_only_session, scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -73,8 +73,7 @@ def source_dsn(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def src(source_dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(source_dsn, autocommit=True) as conn:
-        conn.execute("SET default_transaction_read_only = on")
+    with read_only_session(source_dsn) as conn:
         yield conn
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from fixtures.pg import scratch_database
+from fixtures.pg import read_only_session, scratch_database
 from psycopg import sql
 
 from restorekit import sample
@@ -50,8 +50,7 @@ def shared_dsn(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 def shared(shared_dsn: str) -> Iterator[psycopg.Connection]:
     """A read-only session on the shared sample database."""
-    with psycopg.connect(shared_dsn, autocommit=True) as conn:
-        conn.execute("SET default_transaction_read_only = on")
+    with read_only_session(shared_dsn) as conn:
         yield conn
 
 
