@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.world import build_world, rolled_back_run, teardown_world
 
-from fixtures.world import build_world, teardown_world
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.errors import ProviderError
-from restorekit.health import check_health
 from restorekit.pg.cluster import free_port
 from restorekit.sinks.envfile import EnvFileStore
 
@@ -41,20 +40,14 @@ def test_failed_health_check_rolls_back_the_swap_then_a_rerun_reuses_the_restore
     params = CompleteFailureParams(target="production", config=str(world.config),
                                    require_approval=False, incident_id="INC-rollback")
 
-    with pytest.raises(ProviderError, match="health check failed"):
-        complete_failure(params)
-
     # The old connection string is back and the app runs on it again.
-    assert EnvFileStore(world.env_file).read().get_secret_value() == old_dsn
-    assert check_health(rt.app.health_url(), attempts=5).ok
+    failed = rolled_back_run(world, params, ProviderError, "health check failed")
+    assert "health check failed" in failed["error"]
     # The restored database is kept for forensics (still scratch, not adopted).
     kept = rt.provider.list_scratch()
     assert len(kept) == 1
     marker = json.loads((Path(kept[0].handle) / "restorekit-scratch.json").read_text())
     created_at = marker["created_at"]
-    reports = sorted(rt.reports_dir().glob("*-complete-failure.json"))
-    failed = json.loads(reports[-1].read_text())
-    assert failed["outcome"] == "failed" and "health check failed" in failed["error"]
 
     # Fix the health URL and run the same incident again: the finished restore is reused.
     text = world.config.read_text()

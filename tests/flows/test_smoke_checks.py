@@ -4,19 +4,17 @@ succeeds and the report's checks table shows the login and the data page passing
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from fixtures.world import build_world, rolled_back_run, teardown_world
 
-from fixtures.world import build_world, teardown_world
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import LOGIN_PASSWORD_ENV
 from restorekit.errors import VerificationFailed
-from restorekit.health import check_health
 from restorekit.sample import SMOKE_TEST_EMAIL
 from restorekit.sinks.envfile import EnvFileStore
 
@@ -49,7 +47,6 @@ def test_a_failing_login_check_rolls_the_swap_back_then_the_right_one_passes(
     prefect_server: str, smoke_world, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = smoke_world
-    rt = world.runtime()
     world.wait_archived()
     old_dsn = EnvFileStore(world.env_file).read().get_secret_value()
     good_config = world.config.read_text()
@@ -60,20 +57,13 @@ def test_a_failing_login_check_rolls_the_swap_back_then_the_right_one_passes(
     params = CompleteFailureParams(target="production", config=str(world.config),
                                    require_approval=False, incident_id="INC-smoke")
 
-    with pytest.raises(VerificationFailed, match="smoke:login"):
-        complete_failure(params)
-
-    # The swap was rolled back: the old connection string, and the app healthy on it.
-    assert EnvFileStore(world.env_file).read().get_secret_value() == old_dsn
-    assert check_health(rt.app.health_url(), attempts=5).ok
-    reports = sorted(rt.reports_dir().glob("*-complete-failure.json"))
-    failed = json.loads(reports[-1].read_text())
-    assert failed["outcome"] == "failed"
+    # The swap is rolled back: the old connection string, and the app healthy on it.
+    failed = rolled_back_run(world, params, VerificationFailed, "smoke:login")
     checks = {c["name"]: c for c in failed["checks"]}
     assert checks["smoke:login"]["ok"] is False and checks["smoke:login"]["critical"] is True
     assert "HTTP 401" in checks["smoke:login"]["detail"]
     assert checks["smoke:users page"]["ok"] is True
-    text = reports[-1].read_text()
+    text = sorted(world.runtime().reports_dir().glob("*-complete-failure.json"))[-1].read_text()
     assert "not-the-password-0123" not in text and os.environ[LOGIN_PASSWORD_ENV] not in text
 
     # The right password: the same incident reuses the restore and goes through.
