@@ -23,13 +23,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from fixtures.cli import CLI, cli_env
 from psycopg import sql
 
 from restorekit.demo import APP_ROLE, Installation
 from restorekit.errors import PostgresAuthError
 from restorekit.pg.cluster import connect
 from restorekit.pg.dsn import parse
-from fixtures.cli import CLI
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,7 @@ pytestmark = pytest.mark.slow
 def cli(world: Installation, *args: str, env: dict[str, str] | None = None,
         timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    base = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    result = subprocess.run([*CLI, *args, "-c", str(world.config)], env={**base, **(env or {})},
+    result = subprocess.run([*CLI, *args, "-c", str(world.config)], env=cli_env(**(env or {})),
                             capture_output=True, text=True, timeout=timeout, check=False)
     elapsed = time.monotonic() - started
     print(f"restorekit {' '.join(args)}: exit {result.returncode} in {elapsed:.2f} s")
@@ -64,7 +63,8 @@ def test_the_world_is_production_shaped(world: Installation) -> None:
         connect(without_password, connect_timeout=5)
     with psycopg.connect(world.app_url.replace("postgresql://", "postgresql://", 1)) as conn:
         row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'users'").fetchone()
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'users'").fetchone()
     assert row == (False,)
     assert owner == (APP_ROLE,)
 

@@ -10,7 +10,6 @@ installation (scram-sha-256, restorekit's DSN only in dsn_env).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from datetime import datetime
@@ -19,9 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 from fixtures.webhook import slack_webhook
+
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit import production
@@ -53,8 +52,7 @@ def _names(dsn: str) -> set[str]:
 
 
 def _cli_json(*args: str, cwd: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    result = subprocess.run([*CLI, *args, "--json"], cwd=cwd, env=env, capture_output=True,
+    result = subprocess.run([*CLI, *args, "--json"], cwd=cwd, env=cli_env(), capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
     return json.loads(result.stdout)  # type: ignore[no-any-return]

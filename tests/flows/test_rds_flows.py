@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 from fixtures.lost_production import (
     assert_healthy_with_every_user,
     lose_production,
@@ -97,7 +97,7 @@ def test_cli_cleanup_removes_the_rds_scratch_instance_a_killed_run_left(rds_worl
     done = subprocess.run(
         [*CLI, "cleanup", "--target", "production",
          "--config", str(rds_world.config), "--json"],
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True, text=True, env=cli_env(), timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["removed"] == ["restorekit-ad-left-behind"]

@@ -4,7 +4,6 @@ a local cluster archiving WAL into a file repository, configured through restore
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import uuid
@@ -15,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 from fixtures.config import local_dsn, write_config
 
 from restorekit.config import load_settings
@@ -32,10 +31,13 @@ def flat(text: str) -> str:
     return _DECORATION.sub(" ", text).strip()
 
 
-def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def cli(*args: str, cwd: Path, timeout: float = 120, prefect: str | None = None,
+        ephemeral: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    """``restorekit ARGS``; ``prefect``/``ephemeral``: the Prefect server a flow it runs uses
+    (:func:`fixtures.cli.cli_env`); ``env``: variables on top."""
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True,
+                          env=cli_env(prefect, ephemeral=ephemeral, **env), timeout=timeout,
+                          check=False)
 
 
 def cli_json(*args: str, cwd: Path) -> dict[str, Any]:
@@ -88,16 +90,21 @@ def test_help_lists_the_commands(world) -> None:
 
 def help_text(*command: str, cwd: Path) -> str:
     """``restorekit COMMAND --help`` as plain words (wide, so no option name is cut)."""
-    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    result = subprocess.run([*CLI, *command, "--help"], cwd=cwd, capture_output=True, text=True,
-                            timeout=60, check=False, env={**env, "COLUMNS": "250"})
+    result = cli(*command, "--help", cwd=cwd, timeout=60, COLUMNS="250")
     assert result.returncode == 0, result.stderr
     return flat(result.stdout)
 
 
+def assert_explained(text: str, options: dict[str, str]) -> None:
+    """Every option is named in the help ``text``, with the words that explain it."""
+    for option, words in options.items():
+        assert option in text, option
+        assert flat(words) in text, f"{option}: {words}"
+
+
 def test_run_help_explains_every_option_in_the_runbooks_words(world) -> None:
     text = help_text("run", cwd=world["root"])
-    for option, words in {
+    assert_explained(text, {
         "--point": "partial-corruption needs a point BEFORE the corruption",
         "--columns": "only these are compared and rewritten",
         "--keep-rows-written-after": "When the corruption ended",
@@ -114,9 +121,7 @@ def test_run_help_explains_every_option_in_the_runbooks_words(world) -> None:
         "--require-approval": "approves it in the Prefect UI",
         "--incident-id": "reuses a finished restore",
         "--dry-run": "touch nothing",
-    }.items():
-        assert option in text, option
-        assert flat(words) in text, f"{option}: {words}"
+    })
     # The options are grouped by the scenario that takes them.
     for panel in ("all scenarios", "partial-corruption", "accidental-deletion",
                   "complete-failure"):
@@ -126,22 +131,20 @@ def test_run_help_explains_every_option_in_the_runbooks_words(world) -> None:
 def test_drill_help_names_its_options(world) -> None:
     text = help_text("drill", cwd=world["root"])
     assert "Run the restore drill once" in text
-    for option, words in {
+    assert_explained(text, {
         "--target": "Default: every target in the config",
         "--point": "a random point inside the restore window",
         "--row-count-tolerance": "critical tables",
         "--seed": "Seed for the random point",
         "--lock-wait-seconds": "another restorekit run holds a target",
         "--json": "",
-    }.items():
-        assert option in text, option
-        assert flat(words) in text, f"{option}: {words}"
+    })
 
 
-def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(world) -> None:
+def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(
+        world, prefect_server: str) -> None:
     """One drill that passes (``app``, after a backup) and one that cannot (``empty``: its
-    repository holds no backup): both reports are printed, the exit status says failed, and
-    Prefect's ephemeral server sent no telemetry."""
+    repository holds no backup): both reports are printed and the exit status says failed."""
     root = world["root"]
     cli_json("backup", "-t", TARGET, "-c", str(world["config"]), "--label", "drill", cwd=root)
     empty_repo = make_dir(root / "empty-repo", default_os_user(), mode=0o755)
@@ -151,7 +154,7 @@ def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(world) 
     config.write_text(text + "\n" + app_target.replace(f"[targets.{TARGET}]", "[targets.empty]")
                       .replace(f"file://{world['repo_dir']}", f"file://{empty_repo}"))
     result = cli("drill", "-c", str(config), "-t", TARGET, "-t", "empty", "--json", cwd=root,
-                 timeout=600)
+                 timeout=600, prefect=prefect_server)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] is False
@@ -165,7 +168,6 @@ def test_drill_runs_once_prints_each_report_and_fails_when_a_drill_fails(world) 
                and "RestorePointError: no backup to restore from" in line
                and "there is no base backup" in line
                for line in result.stderr.splitlines()), result.stderr
-    assert "telemetry" not in result.stderr
     assert world["provider"].list_scratch() == []
 
 
@@ -267,14 +269,17 @@ def test_snapshot_is_verified(world) -> None:
 
 
 def test_run_passes_the_scenario_options_to_the_flow(world) -> None:
-    """A dry run through the CLI: the options reach the flow (its plan says so), and Prefect's
-    ephemeral server sent no telemetry."""
+    """A dry run through the CLI, without PREFECT_API_URL: the one test of that path (every
+    other command that runs a flow is given the session's server), which is what a user gets
+    by default: Prefect's ephemeral server starts, the options reach the flow (its plan says
+    so), and that server sent no telemetry."""
     root, cfg = world["root"], str(world["config"])
     taken = cli_json("backup", "-t", TARGET, "-c", cfg, "--label", "run options", cwd=root)
     result = cli("run", "accidental-deletion", "-t", TARGET, "-c", cfg, "--table", "items",
                  "--ids", "3", "--ids", "4", "--no-include-cascade", "--point",
                  f"backup:{taken['backup_id']}", "--deleted-since", "2026-01-01T00:00:00Z",
-                 "--lock-wait-seconds", "5", "--dry-run", "--json", cwd=root, timeout=300)
+                 "--lock-wait-seconds", "5", "--dry-run", "--json", cwd=root, timeout=300,
+                 ephemeral=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["outcome"] == "dry-run"

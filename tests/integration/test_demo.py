@@ -4,7 +4,6 @@ summary; then `restorekit demo --stop` leaves nothing running."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -13,26 +12,27 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 
 pytestmark = pytest.mark.slow
 
 
-def demo(*args: str, home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    # An ephemeral Prefect server of its own (its database under `home`), never a server this
-    # shell points at; wide lines so that rich does not wrap the report lines asserted below.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RESTOREKIT_CONFIG", "PREFECT_API_URL")}
-    env.update(PREFECT_HOME=str(home), COLUMNS="200")
+def demo(*args: str, home: Path, prefect: str,
+         timeout: float) -> subprocess.CompletedProcess[str]:
+    # The session's Prefect server (the demo uses the server PREFECT_API_URL names; without
+    # one it starts an ephemeral server, which tests/integration/test_cli.py covers), a
+    # PREFECT_HOME of its own; wide lines so that rich does not wrap the report lines asserted
+    # below.
+    env = cli_env(prefect, PREFECT_HOME=str(home), COLUMNS="200")
     return subprocess.run([*CLI, "demo", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
-def test_demo_runs_every_part_and_stops_cleanly(pg_base_dir: Path) -> None:
+def test_demo_runs_every_part_and_stops_cleanly(pg_base_dir: Path, prefect_server: str) -> None:
     state_dir = pg_base_dir / f"demo-{time.monotonic_ns()}"
     home = pg_base_dir / f"demo-prefect-{time.monotonic_ns()}"
     run = demo("--no-ui", "--scale", "0.005", "--state-dir", str(state_dir), home=home,
-               timeout=600)
+               prefect=prefect_server, timeout=600)
     output = run.stdout + run.stderr
     try:
         assert run.returncode == 0, output[-4000:]
@@ -53,7 +53,8 @@ def test_demo_runs_every_part_and_stops_cleanly(pg_base_dir: Path) -> None:
         assert "Post-restore watch failed" not in stdout
         assert f"restorekit demo --stop --state-dir {state_dir}" in " ".join(stdout.split())
     finally:
-        stop = demo("--stop", "--state-dir", str(state_dir), home=home, timeout=180)
+        stop = demo("--stop", "--state-dir", str(state_dir), home=home, prefect=prefect_server,
+                    timeout=180)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped the demo" in stop.stdout + stop.stderr
     # Nothing listens any more: not the app, not the restored production cluster it used.

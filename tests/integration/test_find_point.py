@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from fixtures.pg import in_one_transaction
 from fixtures.world import installation
+
 from restorekit.damage import Damage, DamageKind, FoundBy
 from restorekit.demo import Installation
 from restorekit.errors import ConfigError
@@ -82,8 +82,9 @@ def test_rows_moved_by_updates_then_deleted_in_a_cascade_are_found_exactly(
             conn.execute(f"DELETE FROM {ORG} WHERE id = 5")
             conn.execute("ROLLBACK TO SAVEPOINT s")
         before = rows_of(prod.app_dsn, f"SELECT t::text FROM {ORG} t ORDER BY id")
-        damage = in_one_transaction(conn, "INSERT INTO audit_other (note) VALUES ('same transaction')",
-                     f"DELETE FROM {ORG} WHERE id = 2")
+        damage = in_one_transaction(
+            conn, "INSERT INTO audit_other (note) VALUES ('same transaction')",
+            f"DELETE FROM {ORG} WHERE id = 2")
         in_one_transaction(conn, "INSERT INTO audit_other (note) VALUES ('after the damage')")
         subtree = conn.execute(f"SELECT count(*) FROM {ORG}").fetchone()[0]
     prod.wait_archived()
@@ -105,10 +106,12 @@ def test_rows_moved_by_updates_then_deleted_in_a_cascade_are_found_exactly(
 def test_composite_keys_and_a_predicate(prod: Installation) -> None:
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         conn.execute('CREATE TABLE "Pairs" (a int, b text, n int, PRIMARY KEY (a, b))')
-        conn.execute("""INSERT INTO "Pairs" SELECT g % 10, 'k' || g, g FROM generate_series(1, 300) g""")
+        conn.execute("""INSERT INTO "Pairs" SELECT g % 10, 'k' || g, g """
+                     "FROM generate_series(1, 300) g")
         good = good_time(prod)
         in_one_transaction(conn, """UPDATE "Pairs" SET n = -1 WHERE a = 3""")
-        damage = in_one_transaction(conn, """DELETE FROM "Pairs" WHERE a = 3 AND b IN ('k13', 'k23')""")
+        damage = in_one_transaction(
+            conn, """DELETE FROM "Pairs" WHERE a = 3 AND b IN ('k13', 'k23')""")
     prod.wait_archived()
     p = provider(prod)
 
@@ -133,7 +136,8 @@ def test_whole_table_damage(prod: Installation, statement: str, what: str) -> No
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
         conn.execute(f"INSERT INTO {table} SELECT g, 'v' FROM generate_series(1, 120) g")
         good = good_time(prod)
-        in_one_transaction(conn, f"DELETE FROM {table} WHERE id = 1")  # ordinary traffic: not the damage
+        # Ordinary traffic: not the damage.
+        in_one_transaction(conn, f"DELETE FROM {table} WHERE id = 1")
         in_one_transaction(conn, f"INSERT INTO {table} VALUES (1, 'back')")
         damage = in_one_transaction(conn, statement.format(t=table))
         in_one_transaction(conn, "CREATE TABLE IF NOT EXISTS later (id int)")
@@ -195,7 +199,8 @@ def test_the_damage_under_a_concurrent_write_load_on_the_same_table(prod: Instal
         t.start()
     time.sleep(1.0)
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
-        victims = [r[0] for r in conn.execute("SELECT id FROM busy WHERE id <= 2000 AND id % 7 = 0")]
+        victims = [r[0] for r in conn.execute(
+            "SELECT id FROM busy WHERE id <= 2000 AND id % 7 = 0")]
         damage_began = time.monotonic()
         damage = in_one_transaction(conn, "DELETE FROM busy WHERE id <= 2000 AND id % 7 = 0")
         damage_done = time.monotonic()
@@ -271,7 +276,8 @@ def test_the_first_update_that_changed_the_given_column(prod: Installation) -> N
         conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, name text, balance int)")
         conn.execute("INSERT INTO ledger SELECT g, 'n' || g, 100 FROM generate_series(1, 60) g")
         good = good_time(prod)
-        renamed = in_one_transaction(conn, "UPDATE ledger SET name = upper(name) WHERE id IN (4, 5)")
+        renamed = in_one_transaction(
+            conn, "UPDATE ledger SET name = upper(name) WHERE id IN (4, 5)")
         damage = in_one_transaction(conn, "UPDATE ledger SET balance = 0 WHERE id IN (4, 5, 6)")
         in_one_transaction(conn, "UPDATE ledger SET balance = 1 WHERE id = 4")
     prod.wait_archived()
@@ -290,10 +296,9 @@ def test_the_first_update_that_changed_the_given_column(prod: Installation) -> N
 
 def test_find_point_on_the_command_line(prod: Installation) -> None:
     import json
-    import os
     import subprocess
 
-    from fixtures.cli import CLI
+    from fixtures.cli import CLI, cli_env
 
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE cli_rows (id int PRIMARY KEY)")
@@ -301,7 +306,7 @@ def test_find_point_on_the_command_line(prod: Installation) -> None:
         good = good_time(prod)
         damage = in_one_transaction(conn, "DELETE FROM cli_rows WHERE id IN (4, 5)")
     prod.wait_archived()
-    env = {**os.environ, "RESTOREKIT_CONFIG": str(prod.config)}
+    env = cli_env(RESTOREKIT_CONFIG=str(prod.config))  # the config named by the variable
     done = subprocess.run([*CLI, "find-point", "-t", "production", "--table", "cli_rows",
                            "--ids", "4", "--ids", "5", "--good-point", str(good), "--json"],
                           capture_output=True, text=True, env=env, timeout=300)

@@ -121,7 +121,7 @@ def test_restorekit_prune_says_what_it_would_remove_and_then_removes_it(
     import json
     import subprocess
 
-    from fixtures.cli import CLI
+    from fixtures.cli import CLI, cli_env
 
     config = inst.config.parent / "prune.toml"
     config.write_text(inst.config.read_text().replace(
@@ -135,7 +135,8 @@ def test_restorekit_prune_says_what_it_would_remove_and_then_removes_it(
 
     def prune(*extra: str) -> dict:
         done = subprocess.run([*CLI, "prune", "-t", "production", "-c", str(config), "--json",
-                               *extra], capture_output=True, text=True, timeout=120)
+                               *extra], capture_output=True, text=True, env=cli_env(),
+                              timeout=120)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fixtures.cli import CLI, cli_env
 from psycopg import sql
 from reliability._secrets import (
     Haystack,
@@ -61,7 +62,7 @@ from reliability._secrets import (
     recording_logs,
     sqlite_rows,
 )
-from fixtures.cli import CLI
+
 from restorekit.demo import APP_ROLE, APP_URL_OPTIONS
 from restorekit.sinks.envfile import quote_value
 
@@ -170,14 +171,13 @@ def drain_prefect() -> None:
 @pytest.fixture(scope="module")
 def recorded(prefect_server: str, world: Any, pg_base_dir: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    from fakes.neon_server import build_neon_world, teardown_neon_world
     from prefect.settings import (
         PREFECT_LOCAL_STORAGE_PATH,
         PREFECT_RESULTS_PERSIST_BY_DEFAULT,
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
         temporary_settings,
     )
-
-    from fakes.neon_server import build_neon_world, teardown_neon_world
 
     rec = Recorded(canaries={
         "db password": canary("pw"),
@@ -277,10 +277,9 @@ def _flow(rec: Recorded, name: str, fn: Callable[[], Any], *, fails: bool = Fals
 
 
 def _run_cli(rec: Recorded, world: Any, api_url: str, storage: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    env.update({"PREFECT_API_URL": api_url, "PREFECT_LOCAL_STORAGE_PATH": str(storage),
-                "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-                "PREFECT_LOGGING_EXTRA_LOGGERS": "restorekit", "PREFECT_LOGGING_LEVEL": "DEBUG"})
+    env = cli_env(api_url, PREFECT_LOCAL_STORAGE_PATH=str(storage),
+                  PREFECT_RESULTS_PERSIST_BY_DEFAULT="true",
+                  PREFECT_LOGGING_EXTRA_LOGGERS="restorekit", PREFECT_LOGGING_LEVEL="DEBUG")
     cfg = ["-c", str(world.config), "-t", "production"]
     point = world.clock().isoformat()
     world.wait_archived()
@@ -424,6 +423,7 @@ def _run_neon(rec: Recorded, neon: Any) -> None:
 
 def _run_complete_failure_on_vercel(rec: Recorded, world: Any) -> None:
     from fakes.vercel_server import FakeVercel, backed_by
+
     from flows.complete_failure import CompleteFailureParams, complete_failure
     from restorekit.sinks.envfile import EnvFileStore
 
