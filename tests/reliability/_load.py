@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,8 @@ SAMPLE_CHECKS: dict[str, Any] = {
     f"{t} rows not as the workload last wrote them": sample_check(t)
     for t in ("users", "clients", "appointments")
 }
-SAMPLE_CHECKS["ledgered updates and deletes that did not start from the previous ledgered version"] = """
+SAMPLE_CHECKS[
+    "ledgered updates and deletes that did not start from the previous ledgered version"] = """
     SELECT count(*) FROM (
         SELECT old_text, lag(row_text) OVER (PARTITION BY tbl, row_id ORDER BY id) AS previous
         FROM load_ledger) l
@@ -340,6 +342,19 @@ class Workload:
                 self.runs.append(run_pgbench(self.command_for(self.chunk), self.chunk))
         except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
             self.error = exc
+
+    def wait_writing(self, dsn: str, ledger: str, timeout: float = 60) -> None:
+        """Return once the workload commits a transaction after this call (a new row in its
+        ``ledger``): it is writing now. Polls; fails on a pgbench error or after ``timeout``."""
+        newest = sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(sql.Identifier(ledger))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            mark = conn.execute(newest).fetchone()[0]  # type: ignore[index]
+            deadline = time.monotonic() + timeout
+            while conn.execute(newest).fetchone()[0] <= mark:  # type: ignore[index]
+                if self.error is not None:
+                    raise self.error
+                assert time.monotonic() < deadline, f"the workload wrote nothing to {ledger}"
+                time.sleep(0.02)
 
     def stop(self) -> list[PgbenchRun]:
         self._stop.set()

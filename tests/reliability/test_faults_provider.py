@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
 from fakes.supabase_server import supabase_world  # noqa: F401 - fixture
-from reliability._faults import assert_no_secret, checksums, delete_users
+from reliability._faults import assert_no_secret, checksums, delete_users, without_audit
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.backup import BackupParams, backup
 from restorekit.errors import OperationTimedOut, ProviderError
 
 pytestmark = pytest.mark.slow
-
-
-def _without_audit(sums: dict[str, str]) -> dict[str, str]:
-    return {t: c for t, c in sums.items() if t != "public.audit_log"}
 
 
 def _delete_two_users(world, incident_id: str, *, config: Path | None = None
@@ -53,7 +49,7 @@ def neon(neon_world: NeonWorld):  # noqa: F811 - the fixture above
 
 def _assert_back_and_clean(world: NeonWorld, intact: dict[str, str]) -> None:
     """The deleted rows are back (the audit log aside) and no scratch branch is left."""
-    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
+    assert without_audit(checksums(world.app_dsn)) == without_audit(intact)
     world.fake.wait_idle()
     assert world.scratch_branches() == []
 
@@ -64,7 +60,7 @@ def test_neon_operations_that_never_finish_time_out_the_flow_and_a_rerun_complet
     world = neon
     impatient = tmp_path / "neon-impatient.toml"
     impatient.write_text(world.config.read_text().replace("timeout_seconds = 300",
-                                                          "timeout_seconds = 2"))
+                                                          "timeout_seconds = 0.5"))
     intact, broken, params = _delete_two_users(world, "neon-stuck", config=impatient)
     world.fake.slow_operations(10**6)  # every operation stays "running"
 
@@ -93,7 +89,8 @@ def test_neon_503_and_429_for_a_while_are_retried_and_the_flow_succeeds(
     world = neon
     intact, _, params = _delete_two_users(world, "neon-flaky")
     world.fake.requests.clear()
-    world.fake.inject(503, method="POST", path=r"/branches$", times=2)
+    # Retry-After 0: the retries are what is tested, not the policy's default backoff (1+2 s).
+    world.fake.inject(503, method="POST", path=r"/branches$", times=2, retry_after=0)
     world.fake.inject(429, method="GET", times=2, retry_after=0)
 
     report = accidental_deletion(params)
@@ -141,7 +138,8 @@ def test_supabase_rate_limits_are_waited_out_and_persistent_5xx_fail_before_any_
     params = AccidentalDeletionParams(target="production", config=str(world.config),
                                       require_approval=False, incident_id="sb-faults",
                                       deleted_since=since)
-    world.fake.fail(503, times=1000)
+    # Retry-After 0: the attempts are counted, the policy's backoff (1+2+4+8 s) need not pass.
+    world.fake.fail(503, times=1000, headers={"Retry-After": "0"})
 
     with pytest.raises(ProviderError) as failed:
         accidental_deletion(params)
@@ -160,4 +158,4 @@ def test_supabase_rate_limits_are_waited_out_and_persistent_5xx_fail_before_any_
     report = accidental_deletion(params)
     assert report.outcome == "succeeded", report.error
     assert sum(1 for r in world.fake.calls() if r.status == 429) == 2
-    assert _without_audit(checksums(world.app_dsn)) == _without_audit(intact)
+    assert without_audit(checksums(world.app_dsn)) == without_audit(intact)

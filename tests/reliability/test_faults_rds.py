@@ -31,13 +31,20 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from fakes.rds_backed import RdsWorld, rds_world_fixture  # noqa: F401 - provides `rds_world`
+from reliability._faults import (
+    FaultProxy,
+    _Handler,
+    assert_no_secret,
+    checksums,
+    delete_users,
+    without_audit,
+)
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from restorekit.errors import OperationTimedOut, ProviderError
 from restorekit.models import RestorePoint
 from restorekit.providers.rds import RdsProvider
 from restorekit.runtime import target_runtime
-from reliability._faults import FaultProxy, _Handler, assert_no_secret, checksums, delete_users
 from tasks.database import restore_name
 
 pytestmark = pytest.mark.slow
@@ -201,7 +208,7 @@ class _RdsHandler(_Handler):
     do_GET = do_POST = _serve  # the base class bound its own _serve to these names
 
 
-# -- fixtures and helpers ---------------------------------------------------------------------------
+# -- fixtures and helpers --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +244,14 @@ def world(rds_world: RdsWorld, proxy: RdsFaultProxy, tmp_path: Path,  # noqa: F8
     proxy.heal()
 
 
-def _without_audit(sums: dict[str, str]) -> dict[str, str]:
-    return {t: c for t, c in sums.items() if t != "public.audit_log"}
-
-
+def _delete(world: SimpleNamespace, n: int) -> tuple[dict[str, str], dict[str, str], str]:
+    """Production's checksums before, ``n`` users deleted (and archived), the checksums after,
+    and the time just before the deletion."""
+    rds = world.rds
+    intact = checksums(rds.app_dsn)
+    _, since = delete_users(rds.app_dsn, n)
+    rds.wait_archived()
+    return intact, checksums(rds.app_dsn), since
 
 
 def _params(world: SimpleNamespace, incident: str, since: str) -> AccidentalDeletionParams:
@@ -266,7 +277,7 @@ def _no_secrets(world: SimpleNamespace, exc: BaseException) -> None:
     assert_no_secret(_messages(exc), AWS_SECRET, *world.db_secrets)
 
 
-# -- the tests ---------------------------------------------------------------------------------------
+# -- the tests -------------------------------------------------------------------------------------
 
 
 def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retried(
@@ -277,9 +288,7 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     adapter waits for that instance. DescribeDBInstances of it: a 503 and a dropped connection
     in one call. Within AWS_MAX_ATTEMPTS=3 every call succeeds: so does the flow."""
     rds, proxy = world.rds, world.proxy
-    intact = checksums(rds.app_dsn)
-    _, since = delete_users(rds.app_dsn, 2)
-    rds.wait_archived()
+    intact, _, since = _delete(world, 2)
     incident = "rds-flaky"
     ident = _ident(world, incident)
     proxy.fail_action(RESTORE, 1, status=400, code="Throttling")
@@ -294,7 +303,7 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     assert proxy.injected == [
         (RESTORE, "400 Throttling"), (RESTORE, "dropped after RDS did it"),
         (DESCRIBE, "503 ServiceUnavailable"), (DESCRIBE, "dropped")]
-    assert _without_audit(checksums(rds.app_dsn)) == _without_audit(intact)
+    assert without_audit(checksums(rds.app_dsn)) == without_audit(intact)
     # One instance was restored (the lost answer was not a second restore), and discarded.
     assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
 
@@ -303,10 +312,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     prefect_server: str, world: SimpleNamespace,
 ) -> None:
     rds, proxy = world.rds, world.proxy
-    intact = checksums(rds.app_dsn)
-    _, since = delete_users(rds.app_dsn, 2)
-    rds.wait_archived()
-    broken = checksums(rds.app_dsn)
+    intact, broken, since = _delete(world, 2)
     incident = "rds-500"
     ident = _ident(world, incident)
     params = _params(world, incident, since)
@@ -357,7 +363,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
 
     assert report.outcome == "succeeded", report.error
     assert RESTORE not in proxy.forwarded  # reused, not restored again
-    assert _without_audit(checksums(rds.app_dsn)) == _without_audit(intact)
+    assert without_audit(checksums(rds.app_dsn)) == without_audit(intact)
     assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
 
 
@@ -365,9 +371,7 @@ def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_dis
     prefect_server: str, world: SimpleNamespace,
 ) -> None:
     rds, proxy = world.rds, world.proxy
-    _, since = delete_users(rds.app_dsn, 1)
-    rds.wait_archived()
-    broken = checksums(rds.app_dsn)
+    _, broken, since = _delete(world, 1)
     incident = "rds-stuck"
     ident = _ident(world, incident)
     proxy.stuck(ident, "creating")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from reliability._faults import (
     DOWN,
     FaultProxy,
@@ -35,7 +34,9 @@ from reliability._faults import (
     postgres_under,
     remount_tmpfs,
     unmount,
+    without_audit,
 )
+
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.partial_corruption import PartialCorruptionParams, partial_corruption
@@ -107,8 +108,9 @@ def _healed(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def _production_unharmed(world: S3World, before: dict[str, str]) -> None:
     assert checksums(world.inst.app_dsn) == before
-    assert world.scratch() == []
-    assert postgres_under(world.provider().restore_root) == []
+    provider = world.provider()
+    assert list(provider.list_scratch()) == []
+    assert postgres_under(provider.restore_root) == []
 
 
 # -- base backup -----------------------------------------------------------------------------------
@@ -118,30 +120,33 @@ def test_transient_s3_500s_during_a_base_backup_are_retried_and_the_backup_count
     s3_world: S3World,
 ) -> None:
     world = s3_world
-    before = len(world.provider().list_backups())
+    provider = world.provider()
+    before = len(provider.list_backups())
     world.proxy.fail(2, method="PUT", path=r"/backups/")
 
-    backup = world.provider().create_backup("through 500s")
+    backup = provider.create_backup("through 500s")
 
     assert world.proxy.failures() == 2  # botocore's retries went through them
-    assert [b.backup_id for b in world.provider().list_backups()][-1] == backup.backup_id
-    assert len(world.provider().list_backups()) == before + 1
+    backups = [b.backup_id for b in provider.list_backups()]
+    assert backups[-1] == backup.backup_id and len(backups) == before + 1
+    repo = open_repository(world.repo_url)
     for name in backup.extra["objects"]:
-        open_repository(world.repo_url).verify(f"backups/{backup.backup_id}/{name}")
+        repo.verify(f"backups/{backup.backup_id}/{name}")
 
 
 def test_s3_answering_500_mid_backup_fails_clearly_and_leaves_no_partial_backup(
     s3_world: S3World,
 ) -> None:
     world = s3_world
+    provider = world.provider()
     before = checksums(world.inst.app_dsn)
-    backups_before = [b.backup_id for b in world.provider().list_backups()]
+    backups_before = [b.backup_id for b in provider.list_backups()]
     keys_before = world.keys("backups/")
     # backup_manifest is stored (and read back), then every PUT of base.tar answers 500.
     world.proxy.fail(None, method="PUT", path=r"base\.tar")
 
     with pytest.raises(RepositoryError) as failed:
-        world.provider().create_backup("doomed")
+        provider.create_backup("doomed")
 
     message = str(failed.value)
     assert "base backup" in message and "NOT stored" in message  # what
@@ -152,12 +157,12 @@ def test_s3_answering_500_mid_backup_fails_clearly_and_leaves_no_partial_backup(
     assert_no_secret(message, AWS_SECRET)
     assert failed.value.is_retryable  # 5xx: worth trying again later
     assert world.keys("backups/") == keys_before  # not even the manifest of the partial one
-    assert [b.backup_id for b in world.provider().list_backups()] == backups_before
+    assert [b.backup_id for b in provider.list_backups()] == backups_before
     _production_unharmed(world, before)
 
     world.proxy.heal()
-    again = world.provider().create_backup("after the outage")
-    assert [b.backup_id for b in world.provider().list_backups()][-1] == again.backup_id
+    again = provider.create_backup("after the outage")
+    assert [b.backup_id for b in provider.list_backups()][-1] == again.backup_id
 
 
 # -- WAL archiving ---------------------------------------------------------------------------------
@@ -171,21 +176,40 @@ def _archiver(dsn: str) -> tuple[int, str | None, str | None]:
     return int(row[0]), row[1], row[2]
 
 
-def test_wal_is_kept_while_s3_is_down_and_the_archive_catches_up(s3_world: S3World) -> None:
-    world = s3_world
-    prod = world.inst.production
-    # Nothing else pending (e.g. a backup's .backup history file, archived after its segment),
-    # so the first file the archiver fails on during the outage is the segment switched below.
+def _archive_drained(world: S3World) -> None:
+    """Archive the current segment and wait until nothing else is pending (e.g. a backup's
+    .backup history file, archived after its segment), so the first file the archiver fails on
+    during an outage is the segment the test switches to."""
     switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
-    pending = prod.data_dir / "pg_wal" / "archive_status"
+    pending = world.inst.production.data_dir / "pg_wal" / "archive_status"
     deadline = time.monotonic() + 120
     while list(pending.glob("*.ready")):
         assert time.monotonic() < deadline, sorted(p.name for p in pending.glob("*.ready"))
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _restorable(world: S3World, segment: str, email: str, *, name: str) -> None:
+    """``segment`` is whole in the archive, and a restore to 'latest' holds the row ``email``."""
+    assert open_repository(world.repo_url).verify(f"wal/{segment}").size == 16 * 1024 * 1024
+    provider = world.provider()
+    restored = provider.restore(RestorePoint.latest(), name=name)
+    try:
+        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
+            assert conn.execute("SELECT count(*) FROM users WHERE email = %s",
+                                (email,)).fetchone() == (1,)
+    finally:
+        provider.discard(restored)
+
+
+def test_wal_is_kept_while_s3_is_down_and_the_archive_catches_up(s3_world: S3World) -> None:
+    world = s3_world
+    prod = world.inst.production
+    _archive_drained(world)
     failed_before, _, _ = _archiver(world.inst.app_dsn)
     world.proxy.down()
     with psycopg.connect(world.inst.app_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (name, email) VALUES ('during-outage', 'outage@example.com')")
+        conn.execute("INSERT INTO users (name, email) "
+                     "VALUES ('during-outage', 'outage@example.com')")
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
     deadline = time.monotonic() + 120
     while _archiver(world.inst.app_dsn)[0] == failed_before:  # archive_command exits non-zero
@@ -206,16 +230,8 @@ def test_wal_is_kept_while_s3_is_down_and_the_archive_catches_up(s3_world: S3Wor
         conn.execute("INSERT INTO users (name, email) VALUES ('after-outage', 'back@example.com')")
     switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
 
-    repo = open_repository(world.repo_url)
-    assert repo.verify(f"wal/{segment}").size == 16 * 1024 * 1024
     # The row written during the outage is restorable: the WAL made it.
-    restored = world.provider().restore(RestorePoint.latest(), name="after-outage")
-    try:
-        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
-            assert conn.execute("SELECT count(*) FROM users WHERE email = 'outage@example.com'"
-                                ).fetchone() == (1,)
-    finally:
-        world.provider().discard(restored)
+    _restorable(world, segment, "outage@example.com", name="after-outage")
 
 
 # -- an S3 that hangs (takes the request, never answers) -------------------------------------------
@@ -263,8 +279,9 @@ def test_a_base_backup_while_s3_hangs_fails_in_bounded_time_and_leaves_no_partia
 ) -> None:
     world = s3_world
     monkeypatch.setenv(READ_TIMEOUT, "1")
+    provider = world.provider()  # made with the 1 s read timeout
     before = checksums(world.inst.app_dsn)
-    backups_before = [b.backup_id for b in world.provider().list_backups()]
+    backups_before = [b.backup_id for b in provider.list_backups()]
     keys_before = world.keys("backups/")
     # backup_manifest is stored (and read back), then every PUT of base.tar (its multipart
     # parts) is taken and never answered.
@@ -272,7 +289,7 @@ def test_a_base_backup_while_s3_hangs_fails_in_bounded_time_and_leaves_no_partia
 
     started = time.monotonic()
     with pytest.raises(RepositoryError) as failed:
-        world.provider().create_backup("hung")
+        provider.create_backup("hung")
     took = time.monotonic() - started
 
     # pg_basebackup, the manifest's upload and the hung parts (in parallel), all in seconds;
@@ -293,13 +310,14 @@ def test_a_base_backup_while_s3_hangs_fails_in_bounded_time_and_leaves_no_partia
     uploads = world.s3.list_multipart_uploads(  # type: ignore[attr-defined]
         Bucket=world.bucket, Prefix="repo/backups/").get("Uploads", [])
     assert uploads == []  # no abandoned multipart upload keeps billing storage
-    assert [b.backup_id for b in world.provider().list_backups()] == backups_before
+    assert [b.backup_id for b in provider.list_backups()] == backups_before
     _production_unharmed(world, before)
 
     world.proxy.heal()
     monkeypatch.delenv(READ_TIMEOUT)
-    again = world.provider().create_backup("after the hang")
-    assert [b.backup_id for b in world.provider().list_backups()][-1] == again.backup_id
+    provider = world.provider()  # the default read timeout again
+    again = provider.create_backup("after the hang")
+    assert [b.backup_id for b in provider.list_backups()][-1] == again.backup_id
 
 
 def _segment_number(name: str) -> tuple[str, int]:
@@ -316,11 +334,7 @@ def test_wal_is_kept_while_s3_hangs_and_the_archive_catches_up_without_a_gap(
     # The archiver's environment was fixed when PostgreSQL started: the knob goes into its
     # archive_command, as an operator would set it for the service.
     with archiving_with_env(world.inst, {READ_TIMEOUT: "1"}):
-        switch_wal_and_wait_archived(world.inst.app_dsn, timeout=120)
-        deadline = time.monotonic() + 120
-        while list(pending.glob("*.ready")):
-            assert time.monotonic() < deadline, sorted(p.name for p in pending.glob("*.ready"))
-            time.sleep(0.1)
+        _archive_drained(world)
         failed_before, _, first = _archiver(world.inst.app_dsn)
         assert first is not None
         world.proxy.hang(None)
@@ -362,19 +376,11 @@ def test_wal_is_kept_while_s3_hangs_and_the_archive_catches_up_without_a_gap(
                 if len(k) == len("wal/") + 24}
     missing = [n for n in range(low, high + 1) if (timeline, n) not in archived]
     assert high > low and missing == [], missing
-    repo = open_repository(world.repo_url)
-    assert repo.verify(f"wal/{segment}").size == 16 * 1024 * 1024
     # The row written during the hang is restorable: its WAL made it.
-    restored = world.provider().restore(RestorePoint.latest(), name="after-hang")
-    try:
-        with psycopg.connect(restored.dsn.get_secret_value()) as conn:
-            assert conn.execute("SELECT count(*) FROM users WHERE email = 'hang@example.com'"
-                                ).fetchone() == (1,)
-    finally:
-        world.provider().discard(restored)
+    _restorable(world, segment, "hang@example.com", name="after-hang")
 
 
-# -- snapshots ----------------------------------------------------------------------------------------
+# -- snapshots -------------------------------------------------------------------------------------
 
 
 def test_a_snapshot_during_an_s3_outage_fails_clearly_and_a_rerun_succeeds(
@@ -405,7 +411,7 @@ def test_a_snapshot_during_an_s3_outage_fails_clearly_and_a_rerun_succeeds(
     assert info.snapshot_id in {s.snapshot_id for s in list_snapshots(repo)}
 
 
-# -- restore -----------------------------------------------------------------------------------------
+# -- restore ---------------------------------------------------------------------------------------
 
 
 def _delete_users(world: S3World, n: int) -> tuple[list[int], str]:
@@ -430,10 +436,8 @@ def test_transient_500s_during_a_scenario_restore_are_retried(
 
     assert report.outcome == "succeeded", report.error
     assert world.proxy.failures() == attempts - 1
-    after = checksums(world.inst.app_dsn)
     # As the flow meant: every row is back; only the audit log remembers the deletion.
-    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
-        {t: c for t, c in intact.items() if t != "public.audit_log"}
+    assert without_audit(checksums(world.inst.app_dsn)) == without_audit(intact)
     assert world.scratch() == []
 
 
@@ -463,9 +467,7 @@ def test_s3_failing_during_a_scenario_restore_fails_the_flow_and_a_rerun_complet
     world.proxy.heal()
     report = accidental_deletion(params)
     assert report.outcome == "succeeded", report.error
-    after = checksums(world.inst.app_dsn)
-    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
-        {t: c for t, c in intact.items() if t != "public.audit_log"}
+    assert without_audit(checksums(world.inst.app_dsn)) == without_audit(intact)
     assert world.scratch() == []
 
 
@@ -488,7 +490,7 @@ def test_s3_failing_during_wal_replay_stops_recovery_without_promoting(
     assert postgres_under(provider.restore_root) == []
 
 
-# -- damaged objects --------------------------------------------------------------------------------
+# -- damaged objects -------------------------------------------------------------------------------
 
 
 def test_a_truncated_base_backup_is_refused_and_other_backups_still_restore(
@@ -500,7 +502,8 @@ def test_a_truncated_base_backup_is_refused_and_other_backups_still_restore(
     assert len(backups) >= 2
     newest = backups[-1]
     key = world.s3.list_objects_v2(  # type: ignore[attr-defined]
-        Bucket=world.bucket, Prefix=f"repo/backups/{newest.backup_id}/base.tar")["Contents"][0]["Key"]
+        Bucket=world.bucket,
+        Prefix=f"repo/backups/{newest.backup_id}/base.tar")["Contents"][0]["Key"]
     original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
     world.s3.put_object(Bucket=world.bucket, Key=key, Body=original[: len(original) // 2])  # type: ignore[attr-defined]
     try:
@@ -553,7 +556,7 @@ def _segment_of(lsn: str) -> str:
     return f"{int(high, 16):08X}{int(low, 16) // (16 * 1024 * 1024):08X}"
 
 
-# -- a WAL segment missing from the archive ---------------------------------------------------------
+# -- a WAL segment missing from the archive --------------------------------------------------------
 
 
 def test_a_missing_wal_segment_fails_the_scenario_naming_it_and_a_rerun_completes(
@@ -583,11 +586,12 @@ def test_a_missing_wal_segment_fails_the_scenario_naming_it_and_a_rerun_complete
         _production_unharmed(world, broken)
 
         # 'latest' across the gap would silently stop at it: refused before anything starts.
+        provider = world.provider()
         with pytest.raises(RestorePointError) as latest:
-            world.provider().restore(RestorePoint.latest(), name="latest-over-gap")
+            provider.restore(RestorePoint.latest(), name="latest-over-gap")
         assert f"segment {gap} is missing" in str(latest.value)
         assert "silently lose" in str(latest.value) and "Nothing was started" in str(latest.value)
-        assert not (world.provider().restore_root / "latest-over-gap").exists()
+        assert not (provider.restore_root / "latest-over-gap").exists()
     finally:
         world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)  # type: ignore[attr-defined]
     # The record is still there (the object alone was removed), so the put-back is complete.
@@ -595,12 +599,10 @@ def test_a_missing_wal_segment_fails_the_scenario_naming_it_and_a_rerun_complete
 
     report = accidental_deletion(params)
     assert report.outcome == "succeeded", report.error
-    after = checksums(world.inst.app_dsn)
-    assert {t: c for t, c in after.items() if t != "public.audit_log"} == \
-        {t: c for t, c in intact.items() if t != "public.audit_log"}
+    assert without_audit(checksums(world.inst.app_dsn)) == without_audit(intact)
 
 
-# -- a snapshot step failing inside a scenario -----------------------------------------------------------
+# -- a snapshot step failing inside a scenario -----------------------------------------------------
 
 
 def test_a_failing_snapshot_stops_partial_corruption_before_any_repair(
@@ -636,7 +638,7 @@ def test_a_failing_snapshot_stops_partial_corruption_before_any_repair(
     assert world.scratch() == []
 
 
-# -- a full repository disk --------------------------------------------------------------------------
+# -- a full repository disk ------------------------------------------------------------------------
 
 
 @pytest.fixture
