@@ -3,11 +3,11 @@ a copy restored before the corruption, newer rows are kept, a verified snapshot 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from fixtures.corruption import corrupt
 
 from flows.partial_corruption import PartialCorruptionParams, partial_corruption
 from restorekit.errors import ConfigError
@@ -18,23 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, world) -> None:
-    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        good_clients = dict(conn.execute(
-            "SELECT id, c::text FROM clients c WHERE id % 50 = 0").fetchall())
-        orphaned_users = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id LIMIT 3")]
-        good_users = {r[0] for r in conn.execute(
-            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))}
-        time.sleep(0.1)
-        point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        time.sleep(0.1)
-        # The corruption: emails overwritten, and parents deleted behind the foreign keys' back.
-        conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 50 = 0")
-        with conn.transaction():
-            conn.execute("SET LOCAL session_replication_role = replica")
-            conn.execute("DELETE FROM users WHERE id = ANY(%s)", (orphaned_users,))
-        # A legitimate row written after the corruption began: it must be kept.
-        conn.execute("INSERT INTO users (name, email) VALUES ('newer', 'newer@example.com')")
-    world.wait_archived()
+    damage = corrupt(world, every=50, users="SELECT id FROM users ORDER BY id LIMIT 3",
+                     pause=0.1, newer_email="newer@example.com")
+    point, good_clients, orphaned_users = damage.point, damage.good_clients, damage.gone
 
     report = partial_corruption(PartialCorruptionParams(
         target="production", config=str(world.config), restore_point=point.isoformat(),
@@ -45,7 +31,7 @@ def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, wo
         assert dict(conn.execute(
             "SELECT id, c::text FROM clients c WHERE id % 50 = 0").fetchall()) == good_clients
         assert {r[0] for r in conn.execute(
-            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))} == good_users
+            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))} == damage.gone_rows
         assert conn.execute("SELECT count(*) FROM users WHERE email = 'newer@example.com'").fetchone() == (1,)
     # The integrity findings named the broken tables, and the repair is in the report.
     assert any("fk_orphans" in n for n in report.notes[0].split(", "))

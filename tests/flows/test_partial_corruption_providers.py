@@ -5,12 +5,11 @@ is older than the point, so changed rows are reported, never overwritten)."""
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 from fakes.neon_server import neon_world  # noqa: F401 - fixture
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - fixture `rds_world`
+from fixtures.corruption import corrupt
 
 from flows.backup import BackupParams, backup
 from flows.partial_corruption import PartialCorruptionParams, partial_corruption
@@ -18,22 +17,12 @@ from flows.partial_corruption import PartialCorruptionParams, partial_corruption
 pytestmark = pytest.mark.slow
 
 
-def corrupt(world) -> tuple[object, dict, set[int]]:
+def damage(world) -> tuple[object, dict, set[int]]:
     """Take the point, then damage: emails overwritten, users deleted behind the FKs' back,
-    and one legitimate new user."""
-    with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        good = dict(conn.execute("SELECT id, c::text FROM clients c WHERE id % 60 = 0").fetchall())
-        gone = {r[0] for r in conn.execute("SELECT id FROM users ORDER BY id DESC LIMIT 2")}
-        time.sleep(1.1)
-        point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        time.sleep(1.1)
-        conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 60 = 0")
-        with conn.transaction():
-            conn.execute("SET LOCAL session_replication_role = replica")
-            conn.execute("DELETE FROM users WHERE id = ANY(%s)", (list(gone),))
-        conn.execute("INSERT INTO users (name, email) VALUES ('newer', 'newer-pc@example.com')")
-    world.wait_archived()
-    return point, good, gone
+    and one legitimate new user (whole seconds around the point: providers restore to them)."""
+    done = corrupt(world, every=60, users="SELECT id FROM users ORDER BY id DESC LIMIT 2",
+                   pause=1.1, newer_email="newer-pc@example.com")
+    return done.point, done.good_clients, set(done.gone)
 
 
 def users_present(world, ids: set[int]) -> int:
@@ -46,7 +35,7 @@ def test_partial_corruption_on_providers_with_new_target_restores(
     prefect_server: str, world_fixture: str, request
 ) -> None:
     world = request.getfixturevalue(world_fixture)
-    point, good, gone = corrupt(world)
+    point, good, gone = damage(world)
     report = partial_corruption(PartialCorruptionParams(
         target="production", config=str(world.config), restore_point=point.isoformat(),
         require_approval=False, incident_id=f"pc-{world_fixture}"))
@@ -64,7 +53,7 @@ def test_partial_corruption_on_supabase_inserts_missing_rows_from_a_snapshot(
 ) -> None:
     world = supabase_world
     backup(BackupParams(target="production", config=str(world.config), label="before"))
-    point, good, gone = corrupt(world)
+    point, good, gone = damage(world)
     report = partial_corruption(PartialCorruptionParams(
         target="production", config=str(world.config), restore_point=point.isoformat(),
         require_approval=False, incident_id="pc-supabase"))
