@@ -1,6 +1,11 @@
 """Runbook scenario 3 ("accidental data deletion"): :func:`recover_deleted_rows` puts back the rows
 of a table that were deleted, together with every row an ``ON DELETE CASCADE`` took with them,
 and nothing else.
+
+``ON DELETE SET NULL`` children are not part of it: their rows survived with the reference
+cleared, and :func:`repair_rows` is the tool that sets it back. A child row that the
+application deleted on purpose before the parent was deleted also comes back when it was
+still in the copy; pass ``include_cascade=False`` and recover tables one by one to avoid that.
 """
 
 from __future__ import annotations
@@ -52,11 +57,6 @@ def recover_deleted_rows(
     ``ON CONFLICT (primary key) DO NOTHING`` in one live transaction. Rows written live since the
     deletion are never changed.
 
-    ``ON DELETE SET NULL`` children are not part of it: their rows survived with the reference
-    cleared, and :func:`repair_rows` is the tool that sets it back. A child row that the
-    application deleted on purpose before the parent was deleted also comes back when it was
-    still in the copy; pass ``include_cascade=False`` and recover tables one by one to avoid that.
-
     Args:
         live_conn: the production database; written in one transaction (a savepoint when the
             caller has one open).
@@ -88,17 +88,7 @@ def recover_deleted_rows(
     facts = _table_facts(live_conn, tables)
     root_shape = shapes[root]
     given = None if keys is None else _normalise_keys(keys, root_shape.key, root)
-    plan = RecoveryPlan(
-        operation="recover_deleted_rows",
-        tables=tuple(tables),
-        root=root,
-        key_source="anti-diff" if given is None else "given",
-        keys_given=None if given is None else len(given),
-        include_cascade=include_cascade,
-        insert_missing=True,
-        update_changed=False,
-        delete_extra=False,
-    )
+    plan = _insert_only_plan(tables, root, given, include_cascade=include_cascade)
     log.info("recovering deleted rows of %s (%s) into %s", root, plan.key_source,
              ", ".join(map(str, tables)))
 
@@ -118,18 +108,33 @@ def recover_deleted_rows(
                                    dry_run=dry_run)
         drop_temp(live_conn, *live_temps)
 
-    if keys_not_in_copy:
-        log.warning("%d of %d %s key(s) are not in the copy (written after the restore point?)",
-                    keys_not_in_copy, requested, root)
     result = RecoveryResult(
         plan=plan, dry_run=dry_run, tables=tuple(outcomes), keys_requested=requested,
         keys_not_in_copy=keys_not_in_copy, sequences_advanced=tuple(moved),
         elapsed_seconds=time.monotonic() - started,
     )
-    log.info("%s%s: %d rows inserted, %d already present",
-             "dry run: " if dry_run else "", plan.operation, result.inserted,
-             result.skipped_existing)
+    _log_recovered(result)
     return result
+
+
+def _log_recovered(result: RecoveryResult) -> None:
+    if result.keys_not_in_copy:
+        log.warning("%d of %d %s key(s) are not in the copy (written after the restore point?)",
+                    result.keys_not_in_copy, result.keys_requested, result.plan.root)
+    log.info("%s%s: %d rows inserted, %d already present",
+             "dry run: " if result.dry_run else "", result.plan.operation, result.inserted,
+             result.skipped_existing)
+
+
+def _insert_only_plan(tables: Sequence[TableRef], root: TableRef,
+                      given: Sequence[tuple[Any, ...]] | None, *,
+                      include_cascade: bool) -> RecoveryPlan:
+    """What :func:`recover_deleted_rows` does: inserts only, never an update or a delete."""
+    return RecoveryPlan(
+        operation="recover_deleted_rows", tables=tuple(tables), root=root,
+        key_source="anti-diff" if given is None else "given",
+        keys_given=None if given is None else len(given), include_cascade=include_cascade,
+        insert_missing=True, update_changed=False, delete_extra=False)
 
 
 def _request_keys(

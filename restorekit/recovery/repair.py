@@ -1,6 +1,33 @@
 """Runbook scenario 2 ("partial data corruption"): :func:`repair_rows` re-inserts missing rows and
 rewrites changed ones from a restored copy, keeping the rows written after the restore point
 unless asked to delete them, and never writing a row set other than the approved plan.
+
+By default "changed" means any column differs, so every update made since the restore
+point, legitimate ones included, is reverted. Two options narrow that:
+
+* ``columns``: per table, the corrupted columns. A row counts as changed when the key and
+  those columns differ, and only those columns are set; the rest of the row (say a balance
+  the application updated since) stays as it is live. Missing rows are still inserted
+  whole, every column from the copy. Tables not in the mapping compare every column.
+* ``keep_rows_written_after``: every live row whose current version committed after this
+  time (``pg_xact_commit_timestamp(xmin)``; needs ``track_commit_timestamp = on``) is left
+  alone: not rewritten, not deleted, counted in ``kept_newer``. A row without a commit time
+  (frozen, or written before tracking was on) counts as old. Rows DELETED after the time
+  are missing like corrupted ones: when an ``audit_log`` next to the table records the
+  deletion in a transaction committed after the time, the row stays deleted
+  (``kept_deleted``); without one a deletion cannot be told from corruption and the row is
+  re-inserted. Writes between the restore point and this time are treated as corruption.
+
+A row is only written while it is still as the plan saw it: each UPDATE and DELETE
+requires the row's current hash (of the compared columns) to equal the one listed, so a
+row changed while the repair runs is left alone (``skipped_changed``). ``approved`` takes
+the per-table ``fingerprint`` of a :func:`plan_repair` (or dry run) a human approved: when
+the rows to write now differ in any way (another row, another current value, another
+count), nothing is written.
+
+``delete_extra=True`` is a full replace of these tables' contents and can cascade into
+tables that are not listed. Values of ``GENERATED ALWAYS`` identity columns are not
+rewritten (PostgreSQL allows only DEFAULT there); they are normally the key anyway.
 """
 
 from __future__ import annotations
@@ -66,32 +93,8 @@ def repair_rows(
     (children first), then, parents first, missing rows are inserted (``ON CONFLICT (primary
     key) DO NOTHING``) and changed rows rewritten (``UPDATE ... FROM`` the staged rows).
 
-    By default "changed" means any column differs, so every update made since the restore
-    point, legitimate ones included, is reverted. Two options narrow that:
-
-    * ``columns``: per table, the corrupted columns. A row counts as changed when the key and
-      those columns differ, and only those columns are set; the rest of the row (say a balance
-      the application updated since) stays as it is live. Missing rows are still inserted
-      whole, every column from the copy. Tables not in the mapping compare every column.
-    * ``keep_rows_written_after``: every live row whose current version committed after this
-      time (``pg_xact_commit_timestamp(xmin)``; needs ``track_commit_timestamp = on``) is left
-      alone: not rewritten, not deleted, counted in ``kept_newer``. A row without a commit time
-      (frozen, or written before tracking was on) counts as old. Rows DELETED after the time
-      are missing like corrupted ones: when an ``audit_log`` next to the table records the
-      deletion in a transaction committed after the time, the row stays deleted
-      (``kept_deleted``); without one a deletion cannot be told from corruption and the row is
-      re-inserted. Writes between the restore point and this time are treated as corruption.
-
-    A row is only written while it is still as the plan saw it: each UPDATE and DELETE
-    requires the row's current hash (of the compared columns) to equal the one listed, so a
-    row changed while the repair runs is left alone (``skipped_changed``). ``approved`` takes
-    the per-table ``fingerprint`` of a :func:`plan_repair` (or dry run) a human approved: when
-    the rows to write now differ in any way (another row, another current value, another
-    count), nothing is written.
-
-    ``delete_extra=True`` is a full replace of these tables' contents and can cascade into
-    tables that are not listed. Values of ``GENERATED ALWAYS`` identity columns are not
-    rewritten (PostgreSQL allows only DEFAULT there); they are normally the key anyway.
+    What "changed" means, what ``columns``, ``keep_rows_written_after`` and ``approved``
+    narrow, and how a row changed meanwhile is left alone: see the module docstring.
 
     Args:
         live_conn: the production database; written in one transaction per call.
@@ -147,11 +150,16 @@ def repair_rows(
     result = RecoveryResult(plan=plan, dry_run=dry_run, tables=tuple(outcomes),
                             sequences_advanced=tuple(moved),
                             elapsed_seconds=time.monotonic() - started)
-    log.info("%srepair: %d inserted, %d updated, %d deleted, %d extra rows kept, %d newer rows "
-             "kept, %d later deletions kept", "dry run: " if dry_run else "", result.inserted,
-             result.updated, result.deleted, sum(t.extra_kept for t in outcomes),
-             sum(t.kept_newer for t in outcomes), sum(t.kept_deleted for t in outcomes))
+    _log_repaired(result)
     return result
+
+
+def _log_repaired(result: RecoveryResult) -> None:
+    tables = result.tables
+    log.info("%srepair: %d inserted, %d updated, %d deleted, %d extra rows kept, %d newer rows "
+             "kept, %d later deletions kept", "dry run: " if result.dry_run else "",
+             result.inserted, result.updated, result.deleted, sum(t.extra_kept for t in tables),
+             sum(t.kept_newer for t in tables), sum(t.kept_deleted for t in tables))
 
 
 def _stage_to_write(live_conn: Connection[Any], copy_conn: Connection[Any], table: TableRef,
