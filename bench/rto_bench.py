@@ -94,10 +94,12 @@ from restorekit import baseline as baselines
 from restorekit import integrity
 from restorekit.demo import APP_ROLE, Installation, build_installation, teardown_installation
 from restorekit.engines.adoption import turn_archiving_on
-from restorekit.models import parse_lsn
+from restorekit.models import format_lsn, parse_lsn
 from restorekit.pg.cluster import LocalCluster, switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
 from restorekit.runtime import TargetRuntime
+from restorekit.wal import SEGMENT_SIZE, segment_number
+from restorekit.walscan import segment_name
 
 GB = 1_000_000_000
 CRITICAL_TABLES = ["users", "clients", "appointments", "events"]
@@ -224,22 +226,15 @@ def _lsn(conn: psycopg.Connection[Any]) -> int:
     return parse_lsn(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))  # type: ignore[index]
 
 
-def segment_name(timeline: int, lsn: str) -> str:
-    """The WAL segment holding ``lsn`` (16 MB segments, the default)."""
-    at = parse_lsn(lsn)
-    return f"{timeline:08X}{at >> 32:08X}{(at & 0xFFFFFFFF) >> 24:08X}"
-
-
 def segment_end(name: str) -> str:
     """The LSN just after segment ``name``."""
-    end = (int(name[8:16], 16) << 32) + (int(name[16:24], 16) + 1) * (16 << 20)
-    return f"{end >> 32:X}/{end & 0xFFFFFFFF:X}"
+    return format_lsn((segment_number(name) + 1) * SEGMENT_SIZE)
 
 
 def segments_after(names: list[str], timeline: int, start_lsn: str) -> list[str]:
     """The segments a restore from a backup starting at ``start_lsn`` on ``timeline`` replays:
     that timeline's, from the backup's first segment on."""
-    first = segment_name(timeline, start_lsn)
+    first = segment_name(timeline, parse_lsn(start_lsn))
     return [n for n in names if n[:8] == first[:8] and n >= first]
 
 
