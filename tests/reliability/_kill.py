@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from fixtures.cli import cli_env
 
 from restorekit.pg.checksum import database_checksums
 from restorekit.pg.dsn import libpq_dsn
@@ -160,8 +161,7 @@ class Zygote:
     def __init__(self, api_url: str) -> None:
         self.api_url = api_url
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
-        env.pop("RESTOREKIT_CONFIG", None)
+        env = cli_env(api_url, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(theirs.fileno())],
                                      cwd=ROOT, env=env, pass_fds=[theirs.fileno()],
                                      stdin=subprocess.DEVNULL)
@@ -306,8 +306,7 @@ def start_flow(flow: str, params: dict[str, Any], api_url: str,
                pause: tuple[str, str] | None = None) -> Child:
     """Start ``flows.<flow>`` in a child process; ``pause`` = (task name, 'running'|'completed')."""
     tag = f"killtest-{uuid.uuid4().hex[:10]}"
-    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONUNBUFFERED": "1"}
-    env.pop("RESTOREKIT_CONFIG", None)
+    env = cli_env(api_url, PYTHONUNBUFFERED="1")
     spec = {"flow": flow, "params_cls": FLOW_PARAMS[flow], "params": params, "tag": tag,
             "pause": {"task": pause[0], "when": pause[1]} if pause else None,
             "env": env, "api_url": api_url}

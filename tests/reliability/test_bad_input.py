@@ -54,7 +54,7 @@ from unittest import mock
 
 import psycopg
 import pytest
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 from psycopg import sql
 from pydantic import ValidationError
 
@@ -93,8 +93,7 @@ def flat(text: str) -> str:
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """The installed ``restorekit`` command, run as a subprocess."""
-    base = {k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"}
-    return subprocess.run([*CLI, *args], cwd=cwd, env={**base, **(env or {})},
+    return subprocess.run([*CLI, *args], cwd=cwd, env=cli_env(**(env or {})),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

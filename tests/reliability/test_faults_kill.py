@@ -26,7 +26,6 @@ written rows); after recover-rows (application still stopped); after discard (be
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from fixtures.cli import CLI
+from fixtures.cli import CLI, cli_env
 from psycopg.conninfo import make_conninfo
 from reliability._kill import (
     alive,
@@ -575,7 +574,7 @@ def test_cleanup_stops_a_killed_restore_and_keeps_what_the_app_uses(
     try:
         out = subprocess.run([*CLI, "cleanup", "-c", str(world.config), "-t", "production",
                               "--json"], capture_output=True, text=True, timeout=180,
-                             env={k: v for k, v in os.environ.items() if k != "RESTOREKIT_CONFIG"})
+                             env=cli_env())
     finally:
         rt.store.write_all(original)
     assert out.returncode == 0, out.stderr
