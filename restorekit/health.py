@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from restorekit.clients import http_client
 from restorekit.errors import ConfigError
 from restorekit.pg.dsn import redact
 
@@ -150,7 +151,7 @@ def check_health(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"not an http(s) URL: {shown}")
     owned = client is None
-    http = client if client is not None else httpx.Client(follow_redirects=False)
+    http = client if client is not None else http_client(follow_redirects=False)
     try:
         for attempt in range(1, attempts + 1):
             report, retryable = _attempt(http, url, shown, timeout, attempt)

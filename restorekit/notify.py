@@ -11,6 +11,7 @@ import os
 
 import httpx
 
+from restorekit.clients import http_client
 from restorekit.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def send_webhook(
         log.warning("notification webhook variable %s is not set; nothing sent", url_env)
         return False
     own = client is None
-    client = client or httpx.Client(timeout=timeout)
+    client = client or http_client(timeout=timeout)
     try:
         response = client.post(url, json={"text": text})
     except httpx.TransportError as exc:

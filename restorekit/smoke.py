@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from restorekit.clients import http_client
 from restorekit.pg.dsn import redact
 
 if TYPE_CHECKING:  # httpx costs ~0.2 s to import; restorekit.config imports this module
@@ -232,11 +233,10 @@ def run_smoke_checks(
     Returns:
         One result per check; a failure is a result, never an exception.
     """
-    import httpx
 
     environ = os.environ if env is None else env
     owned = client is None
-    http = client if client is not None else httpx.Client(follow_redirects=False)
+    http = client if client is not None else http_client(follow_redirects=False)
     try:
         results = tuple(_run_one(http, check, base_url, environ, clock) for check in checks)
     finally:

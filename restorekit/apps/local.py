@@ -22,6 +22,7 @@ from typing import ClassVar
 import httpx
 
 from restorekit.apps.base import AppState
+from restorekit.clients import http_client
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.pg.dsn import redact
 from restorekit.processes import pid_alive
@@ -185,7 +186,7 @@ class LocalProcessApp:
     def _wait_until_answering(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.start_timeout
         # trust_env=False: an HTTP(S)_PROXY from the environment must not catch loopback calls.
-        with httpx.Client(timeout=5.0, trust_env=False) as client:
+        with http_client(timeout=5.0, trust_env=False) as client:
             while True:
                 returncode = proc.poll()
                 if returncode is not None:

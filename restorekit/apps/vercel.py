@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from restorekit.apps.base import AppState
+from restorekit.clients import http_client
 from restorekit.errors import ConfigError, OperationTimedOut, ProviderError
 from restorekit.pg.dsn import redact
 
@@ -190,7 +191,7 @@ class VercelClient:
         if self._client is None:
             host = urlsplit(self.base_url).hostname or ""
             # A proxy from the environment must never catch loopback calls (tests, local fakes).
-            self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout,
+            self._client = http_client(base_url=self.base_url, timeout=self.timeout,
                                         transport=self._transport,
                                         trust_env=host not in _LOOPBACK)
         return self._client

@@ -40,6 +40,7 @@ import httpx
 import tenacity
 from pydantic import SecretStr
 
+from restorekit.clients import http_client
 from restorekit.errors import ProviderError
 
 #: Failures before anything reached the server: safe to repeat for every method.
@@ -80,7 +81,7 @@ class RetryPolicy:
 def api_client(base_url: str, token: SecretStr, *, transport: httpx.BaseTransport | None,
                timeout: float, headers: dict[str, str] | None = None) -> httpx.Client:
     """A JSON API client with a bearer token: what both management APIs take (§3, §4)."""
-    return httpx.Client(
+    return http_client(
         base_url=base_url, transport=transport, timeout=timeout,
         headers={"Authorization": f"Bearer {token.get_secret_value()}",
                  "Accept": "application/json", "User-Agent": "restorekit", **(headers or {})},

@@ -58,8 +58,9 @@ def _s3_attempts() -> int | None:
 def _make_client(endpoint_url: str | None, region: str | None) -> tuple[Any, float, int | None]:
     """An S3 client with credentials from the AWS chain, our retries and timeouts; and the read
     timeout and attempts it was given (the error messages quote them)."""
-    import boto3
     from botocore.config import Config
+
+    from restorekit.clients import boto3_session
 
     read_timeout = s3_read_timeout()
     attempts = _s3_attempts()
@@ -75,5 +76,5 @@ def _make_client(endpoint_url: str | None, region: str | None) -> tuple[Any, flo
         max_pool_connections=32,
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    session = boto3.session.Session(region_name=region)
+    session = boto3_session(region_name=region)
     return session.client("s3", endpoint_url=endpoint_url, config=config), read_timeout, attempts

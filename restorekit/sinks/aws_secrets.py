@@ -99,12 +99,13 @@ class SecretsManagerStore:
         self.json_key = json_key
         self.run_key = run_key
         if client is None:
-            import boto3
             from botocore.config import Config
             from botocore.exceptions import BotoCoreError
 
+            from restorekit.clients import boto3_session
+
             try:
-                client = boto3.session.Session().client(
+                client = boto3_session().client(
                     "secretsmanager", region_name=region, endpoint_url=endpoint_url,
                     config=Config(retries={"mode": "standard", "max_attempts": max_attempts},
                                   connect_timeout=connect_timeout, read_timeout=read_timeout),

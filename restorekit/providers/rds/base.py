@@ -7,12 +7,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-import boto3
-import botocore.session
 from botocore.config import Config
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr, ValidationError
 
+from restorekit.clients import boto3_session, botocore_session
 from restorekit.config import Settings, TargetConfig
 from restorekit.errors import (
     ConfigError,
@@ -84,8 +83,8 @@ class RdsBase:
     def client(self) -> Any:
         """The boto3 RDS client (built on first use; tests hook its event system)."""
         if self._client is None:
-            core = botocore.session.get_session()  # one per provider: not thread-safe
-            session = boto3.session.Session(botocore_session=core)
+            core = botocore_session()  # one per provider: not thread-safe
+            session = boto3_session(core)
             # Throttling, 5xx and dropped connections are retried by botocore (standard mode,
             # also for the restore calls: a retried restore that RDS already accepted answers
             # DBInstanceAlreadyExists, which _restore_instance turns into "wait for it").
