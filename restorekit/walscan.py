@@ -227,6 +227,10 @@ class StagedWal:
         return (segment_number(self.last, self.segment_size) + 1) * self.segment_size
 
 
+#: WAL segment sizes initdb allows (``--wal-segsize``), PostgreSQL's default first.
+SEGMENT_SIZES = (SEGMENT_SIZE, *(2 ** n * 1024 * 1024 for n in range(11) if 2 ** n != 16))
+
+
 def stage_segments(
     names: Sequence[str], fetch: Callable[[str, Path], None], directory: Path, *,
     timeline: int, start_lsn: int, os_user: str | None,
@@ -235,33 +239,53 @@ def stage_segments(
     """Copy the contiguous run of ``timeline``'s archived segments from the one holding
     ``start_lsn`` into ``directory`` (each read from the archive once, verified by ``fetch``).
 
+    The archive does not say its segment size (pgBackRest's files are compressed), so the
+    first segment decides it: the name holding ``start_lsn`` under each size initdb allows,
+    until a segment of that name is archived and is that size (16 MB first, then RDS's 64 MB
+    and the rest).
+
     Raises:
         RestorePointError: the segment holding ``start_lsn`` is not in the archive.
     """
-    first = segment_name(timeline, start_lsn)
-    mine = sorted(n for n in names if is_segment(n) and n[:8] == f"{timeline:08X}"
-                  and n >= first)
-    if not mine or mine[0] != first:
-        raise RestorePointError(
-            f"WAL segment {first} (LSN {format_lsn(start_lsn)}) is not in the archive: the "
-            "damage cannot be traced from there")
-    run = [mine[0]]
-    for name in mine[1:]:  # stop at a gap: pg_waldump could not cross it either
-        if segment_number(name) != segment_number(run[-1]) + 1:
+    mine = sorted(n for n in names if is_segment(n) and n[:8] == f"{timeline:08X}")
+    make_dir(directory, os_user, mode=0o700)
+    size = _first_segment(mine, fetch, directory, timeline, start_lsn)
+    first = segment_name(timeline, start_lsn, size)
+    run = [first]
+    for name in (n for n in mine if n > first):  # stop at a gap: pg_waldump could not cross it
+        if segment_number(name, size) != segment_number(run[-1], size) + 1:
             log.warning("the archive has a gap after %s: the WAL scan ends there", run[-1])
             break
         run.append(name)
-    make_dir(directory, os_user, mode=0o700)
-    total = size = 0
+    total = 0
     for i, name in enumerate(run, 1):
         dest = directory / name
-        fetch(name, dest)
+        if i > 1:
+            fetch(name, dest)
         chown_for(dest, os_user)
-        size = dest.stat().st_size
-        total += size
+        total += dest.stat().st_size
         if progress:
             progress(i, len(run))
-    return StagedWal(directory, timeline, run[0], run[-1], total, size or SEGMENT_SIZE)
+    return StagedWal(directory, timeline, run[0], run[-1], total, size)
+
+
+def _first_segment(names: Sequence[str], fetch: Callable[[str, Path], None], directory: Path,
+                   timeline: int, start_lsn: int) -> int:
+    """Fetch the archived segment holding ``start_lsn`` into ``directory``; its size."""
+    archived = set(names)
+    for size in SEGMENT_SIZES:
+        name = segment_name(timeline, start_lsn, size)
+        if name not in archived:
+            continue
+        dest = directory / name
+        fetch(name, dest)
+        if dest.stat().st_size == size:
+            return size
+        dest.unlink()
+    first = segment_name(timeline, start_lsn)
+    raise RestorePointError(
+        f"WAL segment {first} (LSN {format_lsn(start_lsn)}) is not in the archive: the "
+        "damage cannot be traced from there")
 
 
 def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Sequence[str],

@@ -22,7 +22,13 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from restorekit.errors import PgToolFailed, PostgresAuthError, PostgresError, PostgresUnavailable
+from restorekit.errors import (
+    ConfigError,
+    PgToolFailed,
+    PostgresAuthError,
+    PostgresError,
+    PostgresUnavailable,
+)
 from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
 from restorekit.processes import pid_alive
 
@@ -51,6 +57,17 @@ def _quote_setting(value: object) -> str:
 def format_settings(settings: Mapping[str, object]) -> str:
     """Render settings as postgresql.conf lines."""
     return "".join(f"{key} = {_quote_setting(value)}\n" for key, value in settings.items())
+
+
+def _segment_size_option() -> list[str]:
+    """initdb's ``--wal-segsize`` from ``$RESTOREKIT_WAL_SEGMENT_MB`` (a power of two, 1-1024)."""
+    value = os.environ.get("RESTOREKIT_WAL_SEGMENT_MB", "").strip()
+    if not value:
+        return []
+    if not value.isdigit() or int(value) not in {2 ** n for n in range(11)}:
+        raise ConfigError(f"RESTOREKIT_WAL_SEGMENT_MB={value!r}: expected a power of two "
+                          "from 1 to 1024 (megabytes)")
+    return ["--wal-segsize", value]
 
 
 @dataclass
@@ -109,7 +126,10 @@ class LocalCluster:
 
         Without ``password`` every local connection is trusted (quick scratch clusters); with
         one, every connection (TCP and socket, replication included) needs scram-sha-256 and
-        the superuser ``postgres`` gets that password, as a production cluster would.
+        the superuser ``postgres`` gets that password, as a production cluster would. The WAL
+        segment size is initdb's default (16 MB) unless ``$RESTOREKIT_WAL_SEGMENT_MB`` says
+        otherwise (RDS runs 64 MB; the tests run 1 MB, so every segment they archive, copy,
+        compress and replay is 16 times smaller, and nothing may assume 16 MB).
         """
         if os_user is None and use_default_user:
             os_user = default_os_user()
@@ -137,7 +157,7 @@ class LocalCluster:
         try:
             cluster.tool.run(
                 "initdb", "-D", str(data_dir), "-U", SUPERUSER, *auth, "--data-checksums",
-                "-E", "UTF8", "--locale=C", "--no-sync", timeout=120,
+                "-E", "UTF8", "--locale=C", "--no-sync", *_segment_size_option(), timeout=120,
             )
         finally:
             pwfile.unlink(missing_ok=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from fixtures.cli import CLI, cli_env
 
+from restorekit.pg.tools import find_bin_dir
+
 pytestmark = pytest.mark.slow
 
 
@@ -22,8 +24,9 @@ def demo(*args: str, home: Path, prefect: str,
     # The session's Prefect server (the demo uses the server PREFECT_API_URL names; without
     # one it starts an ephemeral server, which tests/integration/test_cli.py covers), a
     # PREFECT_HOME of its own; wide lines so that rich does not wrap the report lines asserted
-    # below.
-    env = cli_env(prefect, PREFECT_HOME=str(home), COLUMNS="200")
+    # below. PostgreSQL's default WAL segment size (16 MB), not the suite's 1 MB: the one
+    # installation the suite runs as users do.
+    env = cli_env(prefect, PREFECT_HOME=str(home), COLUMNS="200", RESTOREKIT_WAL_SEGMENT_MB="")
     return subprocess.run([*CLI, "demo", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -52,6 +55,15 @@ def test_demo_runs_every_part_and_stops_cleanly(pg_base_dir: Path, prefect_serve
         assert "Post-restore watch: quiet:" in stdout or "Post-restore watch breached" in stdout
         assert "Post-restore watch failed" not in stdout
         assert f"restorekit demo --stop --state-dir {state_dir}" in " ".join(stdout.split())
+        # Every cluster the demo runs (production, restored from its backups) has 16 MB
+        # segments.
+        controls = [subprocess.run([str(find_bin_dir() / "pg_controldata"), str(pgdata.parent)],
+                                   capture_output=True, text=True, check=True).stdout
+                    for pgdata in state_dir.glob("**/PG_VERSION")
+                    if pgdata.parent.parent.name != "base"]
+        assert controls, sorted(map(str, state_dir.glob("**/PG_VERSION")))
+        assert all(re.search(r"Bytes per WAL segment:\s+16777216$", c, re.MULTILINE)
+                   for c in controls), controls
     finally:
         stop = demo("--stop", "--state-dir", str(state_dir), home=home, prefect=prefect_server,
                     timeout=180)

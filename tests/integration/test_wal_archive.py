@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.pg import segment_bytes
 
 from restorekit.errors import ConfigError
 from restorekit.pg.cluster import LocalCluster
@@ -297,7 +298,7 @@ def test_postgresql_archives_into_the_repository(
 
     repo = open_repository(local_repo_url, os_user=default_os_user())
     info = repo.verify(f"wal/{segment}")
-    assert info.size == 16 * 1024 * 1024
+    assert info.size == segment_bytes(cluster.dsn())
     newest = last_archived(repo)
     assert newest is not None and newest.key >= f"wal/{segment}"
     assert isinstance(repo, LocalRepository)
@@ -384,10 +385,10 @@ def test_native_engine_mixes_compressed_and_older_uncompressed_backups_and_wal(
     assert repo.stat(f"wal/{lz4_segment}").encoding == "lz4"
 
     # The drill's RTO forecast counts WAL by its own size, not the compressed one.
-    assert {size for size, _ in lz4.engine.archived_wal()} == {16 * 1024 * 1024}
+    assert {size for size, _ in lz4.engine.archived_wal()} == {segment_bytes(dsn)}
     fetched = tmp_path / "fetched"
     lz4.engine.fetch_wal(lz4_segment, fetched)
-    assert fetched.stat().st_size == 16 * 1024 * 1024
+    assert fetched.stat().st_size == segment_bytes(dsn)
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == repo.stat(
         f"wal/{lz4_segment}").sha256
 
