@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from restorekit.errors import RestorePointError
 from restorekit.models import RestorePoint
 from restorekit.pointfind import (
     FileDropped,
@@ -150,3 +151,32 @@ def test_before_xid_points_round_trip_with_their_commit_lsn() -> None:
     assert RestorePoint.parse("before-xid:733").commit_lsn is None
     with pytest.raises(Exception, match="xid must be a number"):
         RestorePoint.parse("before-xid:abc")
+
+
+@pytest.mark.parametrize("mb", [1, 16, 64])
+def test_staging_reads_the_segment_size_from_the_archive(tmp_path, mb: int) -> None:
+    """The archive of a cluster with ``mb`` MB segments: the segment holding the start LSN is
+    found (another size's name for that LSN may be archived too, and is refused by its size),
+    and the staged run ends just past the last segment."""
+    from restorekit.wal import segment_file
+    from restorekit.walscan import stage_segments
+
+    size = mb * 1024 * 1024
+    names = [segment_file(1, n, size) for n in range(0, 40)]
+    fetched: list[str] = []
+
+    def fetch(name: str, dest) -> None:
+        fetched.append(name)
+        with open(dest, "wb") as segment:  # sparse: only its size matters here
+            segment.truncate(size)
+
+    start = 13 * size + 40  # in segment 13 at this size; in another one at any other size
+    staged = stage_segments(names, fetch, tmp_path / "staged", timeline=1, start_lsn=start,
+                            os_user=None)
+    assert staged.first == segment_file(1, 13, size) and staged.last == names[-1]
+    assert staged.segment_size == size and staged.end_lsn == 40 * size
+    assert fetched[-27:] == names[13:]
+    assert len(fetched) <= 27 + 2  # at most the wrong-sized guesses before it
+    with pytest.raises(RestorePointError, match="not in the archive"):
+        stage_segments(names[14:], fetch, tmp_path / "none", timeline=1, start_lsn=start,
+                       os_user=None)
