@@ -8,8 +8,10 @@ import contextlib
 import fcntl
 import os
 import queue
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -54,7 +56,10 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
         argv.append(f"--use-compress-program={program}")
     if os_user is not None:
         argv = ["runuser", "-u", os_user, "--", *argv]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A session of its own: stopping runuser alone would leave tar (and its codec) writing
+    # into ``dest`` while the caller removes it.
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     assert proc.stdin is not None and proc.stderr is not None
     stdin = proc.stdin
     with contextlib.suppress(OSError):
@@ -84,16 +89,30 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
             chunks.put(chunk)
             on_bytes(len(chunk))
     except BaseException:
-        proc.kill()
+        _stop_group(proc)
         chunks.put(None)
         writer.join()
-        proc.wait()
         raise
     chunks.put(None)
     writer.join()
     stderr = proc.stderr.read().decode(errors="replace")
     if proc.wait() != 0 or broken:
         raise PgToolFailed(argv, proc.returncode, stderr[-2000:])
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGKILL ``proc``'s process group and wait until none of it is left (tar is runuser's
+    child: once runuser is gone it is reaped by init, not by us)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def refuse_links(data_dir: Path) -> None:

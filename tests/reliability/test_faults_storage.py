@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.pg import segment_bytes
 from reliability._faults import (
     DOWN,
     FaultProxy,
@@ -44,12 +45,13 @@ from restorekit.demo import Installation, teardown_installation
 from restorekit.engines.native import NativeEngine
 from restorekit.errors import ChecksumMismatch, RepositoryError, RestorePointError
 from restorekit.health import check_health
-from restorekit.models import RestorePoint
+from restorekit.models import RestorePoint, parse_lsn
 from restorekit.pg.cluster import switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.repository import LocalRepository, open_repository
 from restorekit.sinks.envfile import EnvFileStore
 from restorekit.snapshot import list_snapshots, take_snapshot
+from restorekit.walscan import segment_name
 from tasks.database import restore_name
 
 pytestmark = pytest.mark.slow
@@ -190,7 +192,8 @@ def _archive_drained(world: S3World) -> None:
 
 def _restorable(world: S3World, segment: str, email: str, *, name: str) -> None:
     """``segment`` is whole in the archive, and a restore to 'latest' holds the row ``email``."""
-    assert open_repository(world.repo_url).verify(f"wal/{segment}").size == 16 * 1024 * 1024
+    assert (open_repository(world.repo_url).verify(f"wal/{segment}").size
+            == segment_bytes(world.inst.app_dsn))
     provider = world.provider()
     restored = provider.restore(RestorePoint.latest(), name=name)
     try:
@@ -533,7 +536,8 @@ def test_a_flipped_byte_in_archived_wal_stops_recovery_naming_the_segment(
     world = s3_world
     provider = world.provider()
     backup = provider.list_backups()[-1]
-    segment = f"{backup.timeline:08X}" + _segment_of(backup.start_lsn)
+    segment = segment_name(backup.timeline, parse_lsn(backup.start_lsn),
+                           segment_bytes(world.inst.app_dsn))
     key = f"repo/wal/{segment}"
     original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
     flipped = bytearray(original)
@@ -549,11 +553,6 @@ def test_a_flipped_byte_in_archived_wal_stops_recovery_naming_the_segment(
         assert postgres_under(provider.restore_root) == []
     finally:
         world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)  # type: ignore[attr-defined]
-
-
-def _segment_of(lsn: str) -> str:
-    high, low = lsn.split("/")
-    return f"{int(high, 16):08X}{int(low, 16) // (16 * 1024 * 1024):08X}"
 
 
 # -- a WAL segment missing from the archive --------------------------------------------------------
