@@ -1,6 +1,7 @@
 """Test configuration: fixtures live in tests/fixtures/ as plugin modules."""
 
 import os
+import tempfile
 
 # Retries are exercised with the same counts as in production, only with shorter waits: the
 # fault tests make permanent failures go through every retry (tasks/_runtime.retry_delays,
@@ -12,6 +13,10 @@ os.environ.setdefault("AWS_MAX_ATTEMPTS", "3")
 # suite's CPU, and any code that assumes 16 MB fails here. tests/e2e/test_demo_segment_size
 # keeps one installation at PostgreSQL's default.
 os.environ.setdefault("RESTOREKIT_WAL_SEGMENT_MB", "1")
+# Clusters are copies of one initdb per kind (restorekit/pg/initdb.py): ~0.05 s instead of ~0.5 s
+# of CPU for each of the suite's ~100 clusters.
+os.environ.setdefault("RESTOREKIT_INITDB_CACHE",
+                      os.path.join(tempfile.gettempdir(), f"restorekit-initdb-{os.getuid()}"))
 
 pytest_plugins = [
     "fixtures.pg",

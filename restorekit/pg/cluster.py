@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
 import socket
@@ -23,19 +22,18 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from restorekit.errors import (
-    ConfigError,
     PgToolFailed,
     PostgresAuthError,
     PostgresError,
     PostgresUnavailable,
 )
+from restorekit.pg.initdb import SUPERUSER, initdb
 from restorekit.pg.tools import PgTool, default_os_user, find_bin_dir, make_dir
 from restorekit.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
 CONF_FILE = "restorekit.conf"
-SUPERUSER = "postgres"
 
 
 def free_port() -> int:
@@ -57,17 +55,6 @@ def _quote_setting(value: object) -> str:
 def format_settings(settings: Mapping[str, object]) -> str:
     """Render settings as postgresql.conf lines."""
     return "".join(f"{key} = {_quote_setting(value)}\n" for key, value in settings.items())
-
-
-def _segment_size_option() -> list[str]:
-    """initdb's ``--wal-segsize`` from ``$RESTOREKIT_WAL_SEGMENT_MB`` (a power of two, 1-1024)."""
-    value = os.environ.get("RESTOREKIT_WAL_SEGMENT_MB", "").strip()
-    if not value:
-        return []
-    if not value.isdigit() or int(value) not in {2 ** n for n in range(11)}:
-        raise ConfigError(f"RESTOREKIT_WAL_SEGMENT_MB={value!r}: expected a power of two "
-                          "from 1 to 1024 (megabytes)")
-    return ["--wal-segsize", value]
 
 
 @dataclass
@@ -143,24 +130,7 @@ class LocalCluster:
                       password=password)
         if socket_dir is not None:
             make_dir(socket_dir, os_user, mode=0o755)
-        auth = ["--auth=trust"]
-        pwfile = data_dir.parent / f".{data_dir.name}.pw"
-        if password is not None:
-            # initdb reads the password from a file (never argv); the file goes away at once.
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(password + "\n")
-            from restorekit.pg.tools import chown_for
-
-            chown_for(pwfile, os_user)
-            auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
-        try:
-            cluster.tool.run(
-                "initdb", "-D", str(data_dir), "-U", SUPERUSER, *auth, "--data-checksums",
-                "-E", "UTF8", "--locale=C", "--no-sync", *_segment_size_option(), timeout=120,
-            )
-        finally:
-            pwfile.unlink(missing_ok=True)
+        initdb(cluster.tool, data_dir, password)
         cluster.write_settings({"listen_addresses": "127.0.0.1", "port": cluster.port,
                                 "unix_socket_directories": str(socket_dir or ""),
                                 "fsync": True,

@@ -146,3 +146,37 @@ def test_a_segment_archived_before_a_backup_history_file_counts_as_archived(
             waited = switch_wal_and_wait_archived(dsn, timeout=20)
             assert waited == closed
             assert (archive / closed).exists()
+
+
+def test_clusters_copied_from_the_initdb_cache_keep_their_own_passwords(
+        pg_base_dir, monkeypatch) -> None:
+    """With RESTOREKIT_INITDB_CACHE, a password cluster is a copy of one template, with its own
+    password set: each accepts only its own, and the template's is not kept."""
+    import pytest
+
+    from restorekit.errors import PostgresAuthError
+    from restorekit.pg.tools import make_dir
+
+    cache = make_dir(pg_base_dir / "initdb-cache", None, mode=0o755)
+    monkeypatch.setenv("RESTOREKIT_INITDB_CACHE", str(cache))
+    clusters = [LocalCluster.create(pg_base_dir / f"cached-{i}", password=f"pw-{i}'\\")
+                for i in range(2)]
+    trusting = LocalCluster.create(pg_base_dir / "cached-trust")
+    try:
+        templates = [p for p in cache.iterdir() if (p / "PG_VERSION").exists()]
+        assert len(templates) == 2  # one with scram-sha-256, one trusting
+        for i, cluster in enumerate(clusters):
+            cluster.start()
+            with cluster.connect() as conn:
+                assert conn.execute("SHOW data_checksums").fetchone() == ("on",)
+            other = LocalCluster(data_dir=cluster.data_dir, port=cluster.port,
+                                 bin_dir=cluster.bin_dir, os_user=cluster.os_user,
+                                 password=f"pw-{1 - i}'\\")
+            with pytest.raises(PostgresAuthError):
+                other.connect().close()
+        trusting.start()
+        with trusting.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for cluster in (*clusters, trusting):
+            cluster.destroy()
