@@ -193,14 +193,27 @@ def fetch_wal(repo: Repository, name: str, dest: Path) -> ObjectInfo:
 
 
 def list_wal(repo: Repository) -> list[ObjectInfo]:
-    """Every archived WAL file (segments, .history, .backup, .partial), sorted by name."""
+    """Every archived WAL file (segments, .history, .backup, .partial), sorted by name, with
+    its record (one read per file: where names do, use :func:`wal_names`)."""
     return repo.list(WAL_PREFIX)
+
+
+def wal_names(repo: Repository) -> list[str]:
+    """The names of every archived WAL file, sorted: one listing, no record read."""
+    return [key[len(WAL_PREFIX):] for key in repo.keys(WAL_PREFIX)]
+
+
+def archived_segment_size(repo: Repository, names: list[str]) -> int:
+    """The WAL segment size (before compression), from the record of the newest archived
+    segment among ``names``; PostgreSQL's default when there is none."""
+    segments = [name for name in names if SEGMENT_RE.match(name)]
+    return repo.stat(wal_key(max(segments))).size if segments else SEGMENT_SIZE
 
 
 def last_archived(repo: Repository) -> ObjectInfo | None:
     """The newest archived WAL *segment* (highest timeline, then highest segment), or None."""
-    segments = [info for info in list_wal(repo) if SEGMENT_RE.match(info.key[len(WAL_PREFIX):])]
-    return max(segments, key=lambda info: info.key, default=None)
+    segments = [name for name in wal_names(repo) if SEGMENT_RE.match(name)]
+    return repo.stat(wal_key(max(segments))) if segments else None
 
 
 # -- command strings -------------------------------------------------------------------------

@@ -297,9 +297,9 @@ class NativeEngine:
 
     def list_backups(self) -> list[BackupInfo]:
         backups = [
-            load_backup(self.repo.get_bytes(obj.key))
-            for obj in self.repo.list("backups/")
-            if obj.key.endswith("/backup.json")
+            load_backup(self.repo.get_bytes(key))
+            for key in self.repo.keys("backups/")
+            if key.endswith("/backup.json")
         ]
         return sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
 
@@ -342,8 +342,7 @@ class NativeEngine:
         if not backups:
             return RestoreWindow(earliest=None, latest=None)
         first, newest = backups[0], backups[-1]
-        segments = [o.key.removeprefix("wal/") for o in self.repo.list("wal/")]
-        segments = [s for s in segments if is_segment(s)]
+        segments = [s for s in wal.wal_names(self.repo) if is_segment(s)]
         make_dir(self.work_dir, None, mode=0o700)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
             found = last_commit(
@@ -373,8 +372,7 @@ class NativeEngine:
         )
 
     def wal_segments(self) -> list[str]:
-        return sorted(s for s in (o.key.removeprefix("wal/") for o in self.repo.list("wal/"))
-                      if is_segment(s))
+        return [s for s in wal.wal_names(self.repo) if is_segment(s)]
 
     def archived_wal(self) -> list[tuple[int, datetime]]:
         """(bytes of WAL, archive time) per archived segment (sizes before compression)."""
@@ -400,13 +398,12 @@ class NativeEngine:
         """
         if point.kind not in (PointKind.LATEST, PointKind.LSN):
             return
-        segments = {o.key.removeprefix("wal/"): o.size for o in self.repo.list("wal/")
-                    if is_segment(o.key.removeprefix("wal/"))}
+        segments = [s for s in wal.wal_names(self.repo) if is_segment(s)]
         timeline = f"{backup.timeline:08X}"
-        mine = sorted(name for name in segments if name.startswith(timeline))
+        mine = [name for name in segments if name.startswith(timeline)]
         if not mine or any(name[:8] > timeline for name in segments):
             return  # nothing archived yet, or a later timeline: left to PostgreSQL
-        seg_size = segments[mine[-1]] or wal.SEGMENT_SIZE
+        seg_size = wal.archived_segment_size(self.repo, mine)
 
         def number(name: str) -> int:
             return wal.segment_number(name, seg_size)
@@ -476,12 +473,11 @@ class NativeEngine:
         cannot be listed: the spool only saves time, ``get`` alone still restores (or reports
         the repository's failure where it always did)."""
         try:
-            listing = wal.list_wal(self.repo)
-            archived = [o.key.removeprefix(wal.WAL_PREFIX) for o in listing]
+            archived = wal.wal_names(self.repo)
             end = parse_lsn(point.value) if point.kind is PointKind.LSN else None
             plan = wal.replay_plan(
                 archived, backup.timeline, parse_lsn(backup.start_lsn),
-                segment_size=segment_size_of(listing), end_lsn=end,
+                segment_size=wal.archived_segment_size(self.repo, archived), end_lsn=end,
                 read_history=lambda name: self.repo.get_bytes(wal.wal_key(name)).decode())
             spool = wal.WalSpool(self.repo, data_dir.parent / "wal-spool", archived, plan,
                                  data_dir=data_dir, os_user=self.source.os_user)

@@ -138,14 +138,28 @@ class LocalRepository(_BaseRepository):
         with self._errors("list", prefix):
             if not start.is_dir():
                 return []
-            found = _walk_records(self.root, start, prefix, self.url)
+            found = []
+            for key, record in _walk_complete(self.root, start, prefix):
+                try:
+                    found.append(_parse_record(key, record.read_bytes(), self.url))
+                except FileNotFoundError:
+                    continue  # deleted while listing
         return sorted(found, key=lambda info: info.key)
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the complete objects under ``prefix``, sorted; no record is read."""
+        _check_prefix(prefix)
+        head, _, _ = prefix.rpartition("/")
+        start = self._path(head) if head else self.root
+        with self._errors("list", prefix):
+            if not start.is_dir():
+                return []
+            return sorted(key for key, _ in _walk_complete(self.root, start, prefix))
 
-def _walk_records(root: Path, start: Path, prefix: str, url: str) -> list[ObjectInfo]:
-    """The records of the complete objects under ``start`` whose key starts with ``prefix``
-    (an object counts once its record is beside it; temporary files are skipped)."""
-    found: list[ObjectInfo] = []
+
+def _walk_complete(root: Path, start: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+    """(key, record path) of the complete objects under ``start`` whose key starts with
+    ``prefix`` (an object counts once its record is beside it; temporary files are skipped)."""
     for dirpath, dirnames, filenames in os.walk(start):
         rel = Path(dirpath).relative_to(root).as_posix()
         rel = "" if rel == "." else rel + "/"
@@ -160,9 +174,4 @@ def _walk_records(root: Path, start: Path, prefix: str, url: str) -> list[Object
             if (name.startswith(TEMP_PREFIX) or name.endswith(RECORD_SUFFIX)
                     or not key.startswith(prefix) or name + RECORD_SUFFIX not in names):
                 continue
-            try:
-                data = (Path(dirpath) / (name + RECORD_SUFFIX)).read_bytes()
-            except FileNotFoundError:
-                continue  # deleted while listing
-            found.append(_parse_record(key, data, url))
-    return found
+            yield key, Path(dirpath) / (name + RECORD_SUFFIX)

@@ -89,6 +89,9 @@ class Repository(Protocol):
     def list(self, prefix: str) -> list[ObjectInfo]:
         ...
 
+    def keys(self, prefix: str) -> list[str]:
+        ...
+
     def delete(self, key: str) -> None:
         ...
 

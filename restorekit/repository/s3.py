@@ -140,6 +140,14 @@ class S3Repository(_BaseRepository):
             results = _in_parallel(self._fetch_record, complete)
         return [info for info in results if info is not None]
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the complete objects under ``prefix``, sorted: one listing (a page per
+        1,000 keys), no record read; for callers that need names only (WAL segments)."""
+        _check_prefix(prefix)
+        base = f"{self.prefix}/" if self.prefix else ""
+        with self._errors("list", prefix):
+            return _complete_keys(self.client, self.bucket, base, prefix)
+
     def _fetch_record(self, key: str) -> ObjectInfo | None:
         """The record of a listed object; None when it was deleted since."""
         try:

@@ -143,6 +143,9 @@ def test_list_returns_complete_objects_sorted(repo: Repository) -> None:
     assert not any(i.key.endswith(RECORD_SUFFIX) for i in everything)
     assert everything[0].sha256 == _sha(everything[0].key.encode())
     assert repo.list("nothing/here/") == []
+    # keys(): the same objects from the listing alone (no record is read)
+    for prefix in ("wal/", "wal", "wal/0000000100", "", "nothing/here/"):
+        assert repo.keys(prefix) == [i.key for i in repo.list(prefix)]
 
 
 def test_delete(repo: Repository) -> None:
