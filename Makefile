@@ -9,9 +9,10 @@ PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || com
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# Test files run side by side (pytest-xdist): most of the suite's time is spent waiting on
-# servers starting and retries backing off, not on the CPU. A file's tests stay together.
-PYTEST_WORKERS ?= 2
+# Test files run side by side (pytest-xdist), a file's tests together. Four workers on two
+# cores: a worker waiting on a server, a restore or a retry leaves the CPU to the others
+# (7 min 3 s with three, 6 min 39 s with four on 2026-12-07, docs/reliability.md).
+PYTEST_WORKERS ?= 4
 SCALE ?= 1
 # reladiff (the diff benchmark's baseline) lives in a venv of its own: its pins are not ours.
 RELADIFF_VENV ?= .bench-reladiff

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import shutil
 import socket
@@ -37,10 +38,30 @@ CONF_FILE = "restorekit.conf"
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
+    """A TCP port on loopback that nothing listens on right now, below the kernel's ephemeral
+    range: a port the kernel hands out (bind to 0) is also what it gives the next outgoing
+    connection of any process, which then holds it when the server starts ("could not bind
+    ... Address already in use", seen on a busy machine)."""
+    low = _ephemeral_low()
+    candidates = random.sample(range(10000, low), k=min(50, low - 10000)) if low > 10050 else []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _quote_setting(value: object) -> str:

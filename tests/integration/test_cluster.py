@@ -180,3 +180,20 @@ def test_clusters_copied_from_the_initdb_cache_keep_their_own_passwords(
     finally:
         for cluster in (*clusters, trusting):
             cluster.destroy()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
+    """A port from the ephemeral range can be taken by any outgoing connection before the
+    server binds it; free_port stays below that range (on Linux)."""
+    import socket
+    from pathlib import Path
+
+    from restorekit.pg.cluster import free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 < port < low for port in ports), ports
+    assert len(ports) > 1  # picked at random, not one fixed port
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
