@@ -3,8 +3,6 @@
 import os
 import tempfile
 
-import pytest
-
 # Retries are exercised with the same counts as in production, only with shorter waits: the
 # fault tests make permanent failures go through every retry (tasks/_runtime.retry_delays,
 # and botocore's own attempts, of which the tests need at least three).
@@ -19,31 +17,6 @@ os.environ.setdefault("RESTOREKIT_WAL_SEGMENT_MB", "1")
 # of CPU for each of the suite's ~100 clusters.
 os.environ.setdefault("RESTOREKIT_INITDB_CACHE",
                       os.path.join(tempfile.gettempdir(), f"restorekit-initdb-{os.getuid()}"))
-
-#: Layers in the order their files are handed to the workers: the long files first, so that no
-#: worker starts a two-minute file while the others run out of work (pytest-xdist's loadfile
-#: hands files out in collection order).
-_LAYER_ORDER = ("reliability", "flows", "e2e", "integration", "contract", "unit")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files marked slow first, by layer; each file's tests stay together and in order."""
-    first: dict[str, int] = {}
-    slow: set[str] = set()
-    for i, item in enumerate(items):
-        path = item.nodeid.split("::", 1)[0]
-        first.setdefault(path, i)
-        if item.get_closest_marker("slow") is not None:
-            slow.add(path)
-
-    def rank(item: pytest.Item) -> tuple[bool, int, int]:
-        path = item.nodeid.split("::", 1)[0]
-        layer = path.split("/")[1] if path.count("/") >= 2 else ""
-        order = _LAYER_ORDER.index(layer) if layer in _LAYER_ORDER else len(_LAYER_ORDER)
-        return (path not in slow, order, first[path])
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
-
 
 pytest_plugins = [
     "fixtures.pg",

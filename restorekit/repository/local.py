@@ -132,29 +132,28 @@ class LocalRepository(_BaseRepository):
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         """Complete objects whose key starts with ``prefix``, sorted by key."""
-        _check_prefix(prefix)
-        head, _, _ = prefix.rpartition("/")
-        start = self._path(head) if head else self.root
+        found = []
         with self._errors("list", prefix):
-            if not start.is_dir():
-                return []
-            found = []
-            for key, record in _walk_complete(self.root, start, prefix):
+            for key, record in self._complete(prefix):
                 try:
                     found.append(_parse_record(key, record.read_bytes(), self.url))
                 except FileNotFoundError:
                     continue  # deleted while listing
-        return sorted(found, key=lambda info: info.key)
+        return found
 
     def keys(self, prefix: str) -> list[str]:
         """The keys of the complete objects under ``prefix``, sorted; no record is read."""
+        return [key for key, _ in self._complete(prefix)]
+
+    def _complete(self, prefix: str) -> list[tuple[str, Path]]:
+        """(key, record path) of the complete objects under ``prefix``, sorted by key."""
         _check_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
         start = self._path(head) if head else self.root
         with self._errors("list", prefix):
             if not start.is_dir():
                 return []
-            return sorted(key for key, _ in _walk_complete(self.root, start, prefix))
+            return sorted(_walk_complete(self.root, start, prefix))
 
 
 def _walk_complete(root: Path, start: Path, prefix: str) -> Iterator[tuple[str, Path]]:
