@@ -17,6 +17,29 @@ from restorekit.config import load_settings
 
 pytestmark = pytest.mark.slow
 
+DEPLOYED = {
+    "complete-failure/production", "partial-corruption/production",
+    "accidental-deletion/production", "backup/production", "restore-drill/weekly",
+    "backup-freshness/production", "post-restore-watch/production",
+}
+
+
+@pytest.fixture
+def deployments_removed_after(prefect_server: str):
+    """The session's Prefect server serves every test file on this worker: what is deployed
+    here goes away afterwards (with post-restore-watch/production left behind, a later scenario
+    test on this worker would see its watch start where it expects "not started")."""
+    yield
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name in DEPLOYED:
+            try:
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+            except ObjectNotFound:
+                pass
+
 
 def post(client: httpx.Client, url: str, body: dict) -> httpx.Response:
     """POST as incident tooling should: a 503 is Prefect saying "retry" (its SQLite database was
@@ -30,7 +53,7 @@ def post(client: httpx.Client, url: str, body: dict) -> httpx.Response:
 
 
 def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
-    prefect_server: str, world
+    prefect_server: str, world, deployments_removed_after: None
 ) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
@@ -50,11 +73,7 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
     assert automation.actions[0].type == "send-notification"
     assert automation.actions[0].block_document_id == block_id  # the block named in [notify]
     names = {p.name for p in planned} - {"automation"}
-    assert names == {
-        "complete-failure/production", "partial-corruption/production",
-        "accidental-deletion/production", "backup/production", "restore-drill/weekly",
-        "backup-freshness/production", "post-restore-watch/production",
-    }
+    assert names == DEPLOYED
     api = prefect_server.rstrip("/")
     with httpx.Client(base_url=api, timeout=30) as client:
         drill = client.get("/deployments/name/restore-drill/weekly").json()
