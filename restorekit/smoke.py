@@ -233,7 +233,6 @@ def run_smoke_checks(
     Returns:
         One result per check; a failure is a result, never an exception.
     """
-
     environ = os.environ if env is None else env
     owned = client is None
     http = client if client is not None else http_client(follow_redirects=False)

@@ -42,9 +42,8 @@ def free_port() -> int:
     range: a port the kernel hands out (bind to 0) is also what it gives the next outgoing
     connection of any process, which then holds it when the server starts ("could not bind
     ... Address already in use", seen on a busy machine)."""
-    low = _ephemeral_low()
-    candidates = random.sample(range(10000, low), k=min(50, low - 10000)) if low > 10050 else []
-    for port in candidates:
+    below = range(10000, _ephemeral_low())
+    for port in random.sample(below, k=min(50, len(below))):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
