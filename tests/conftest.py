@@ -3,8 +3,6 @@
 import os
 import tempfile
 
-import pytest
-
 
 def _tmpfs_tmpdir(minimum_free: int = 8 << 30) -> str | None:
     """A directory on /dev/shm when it is a tmpfs with ``minimum_free`` bytes free."""
@@ -59,26 +57,3 @@ pytest_plugins = [
     "fakes.neon_server",
 ]
 
-
-# Heaviest layers first. xdist hands out whole files (--dist loadfile) in the collection order
-# given here; by default it would sort them by their count of tests instead, which sends the
-# reliability files (a few tests, minutes each) last and leaves one worker finishing them while
-# the others idle. The unit files, many and quick, then fill the gaps at the end.
-_LAYERS = ("reliability", "flows", "e2e", "contract", "integration", "unit")
-
-
-def _layer(item: pytest.Item) -> int:
-    parts = item.path.parts
-    for rank, layer in enumerate(_LAYERS):
-        if layer in parts:
-            return rank
-    return len(_LAYERS)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_layer)  # stable: a file's tests keep their order
