@@ -40,6 +40,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
+from restorekit.pg.cluster import free_port
 from restorekit.webhook import SIGNATURE_HEADER, WEBHOOK_PATH, WebhookConfig, create_app
 
 SECRET = "whsec-CANARY-" + uuid.uuid4().hex            # the current subscription secret
@@ -167,12 +168,6 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def endpoint(prefect_server: str) -> Iterator[Endpoint]:
     name = f"abuse-{uuid.uuid4().hex[:8]}"
@@ -192,7 +187,7 @@ def endpoint(prefect_server: str) -> Iterator[Endpoint]:
     })
     # OLD_SECRET is what PagerDuty signed with before the rotation: no longer configured.
     app = create_app(config, environ={"RK_ABUSE_SECRET": SECRET})
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
