@@ -38,11 +38,6 @@ if _tmp:
 # and botocore's own attempts, of which the tests need at least three).
 os.environ.setdefault("RESTOREKIT_RETRY_DELAYS", "0.5,1,2")
 os.environ.setdefault("AWS_MAX_ATTEMPTS", "3")
-# A Prefect API request the test server never answers is retried by Prefect's client after this
-# many seconds (60 by default). In two clean-clone runs of nine one test stalled ~60 s, the length
-# of that timeout (a guess by its length). Requests to the SQLite test server are normally
-# answered in well under a second, or refused with a 503 after its 10 s database lock timeout.
-os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "20")
 # Clusters the tests create have 1 MB WAL segments (production's are 16 MB, RDS's 64 MB): every
 # segment archived, compressed, copied and replayed is 16x smaller (the suite took 8 min 0 s with
 # 4 MB segments, 6 min 25 s with 1 MB), and any code that assumes 16 MB fails here.
