@@ -203,17 +203,23 @@ def wal_names(repo: Repository) -> list[str]:
     return [key[len(WAL_PREFIX):] for key in repo.keys(WAL_PREFIX)]
 
 
+def _newest_segment(repo: Repository, names: list[str]) -> ObjectInfo | None:
+    """The record of the newest segment among ``names`` (highest timeline, then highest
+    segment: the names sort so), or None."""
+    segments = [name for name in names if SEGMENT_RE.match(name)]
+    return repo.stat(wal_key(max(segments))) if segments else None
+
+
 def archived_segment_size(repo: Repository, names: list[str]) -> int:
     """The WAL segment size (before compression), from the record of the newest archived
     segment among ``names``; PostgreSQL's default when there is none."""
-    segments = [name for name in names if SEGMENT_RE.match(name)]
-    return repo.stat(wal_key(max(segments))).size if segments else SEGMENT_SIZE
+    newest = _newest_segment(repo, names)
+    return newest.size if newest is not None else SEGMENT_SIZE
 
 
 def last_archived(repo: Repository) -> ObjectInfo | None:
     """The newest archived WAL *segment* (highest timeline, then highest segment), or None."""
-    segments = [name for name in wal_names(repo) if SEGMENT_RE.match(name)]
-    return repo.stat(wal_key(max(segments))) if segments else None
+    return _newest_segment(repo, wal_names(repo))
 
 
 # -- command strings -------------------------------------------------------------------------
