@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixtures.prefect import sent_until_not_busy
 
 from deployments.deploy import WORK_POOL, deploy_all, target_lock_name
 from restorekit.config import load_settings
@@ -44,12 +45,9 @@ def deployments_removed_after(prefect_server: str):
 def post(client: httpx.Client, url: str, body: dict) -> httpx.Response:
     """POST as incident tooling should: a 503 is Prefect saying "retry" (its SQLite database was
     busy; seen once with three test workers), and these calls are idempotent."""
-    for wait in (0.5, 1, 2, 4, 8):
-        response = client.post(url, json=body)
-        if response.status_code != 503:
-            return response
-        time.sleep(wait)
-    return client.post(url, json=body)
+    return sent_until_not_busy(lambda: client.post(url, json=body),
+                               lambda response: response.status_code == 503,
+                               waits=(0.5, 1, 2, 4, 8))
 
 
 def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(

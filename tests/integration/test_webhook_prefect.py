@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import socket
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fixtures.prefect import sent_until_not_busy
 from prefect import flow, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
@@ -156,16 +156,11 @@ def post(client: TestClient, body: bytes, signature: str | None) -> Any:
     return client.post("/webhooks/pagerduty", content=body, headers=headers)
 
 
-def deliver(client: TestClient, body: bytes, signature: str, attempts: int = 5) -> Any:
-    """Post as PagerDuty does: the same delivery again after a retryable 503 (the test Prefect
-    server answers 503 while its SQLite is locked by another test's writes; the webhook passes
-    that on at once, and the idempotency key makes the retry safe)."""
-    for attempt in range(1, attempts + 1):
-        response = post(client, body, signature)
-        if response.status_code != 503 or not response.json().get("retryable"):
-            return response
-        time.sleep(0.5 * attempt)
-    return response
+def deliver(client: TestClient, body: bytes, signature: str) -> Any:
+    """Post as PagerDuty does: the same delivery again after a retryable 503."""
+    return sent_until_not_busy(
+        lambda: post(client, body, signature),
+        lambda r: r.status_code == 503 and bool(r.json().get("retryable")))
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:

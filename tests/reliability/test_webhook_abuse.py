@@ -26,7 +26,6 @@ import logging
 import select
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from fixtures.prefect import sent_until_not_busy
 from prefect import flow, get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -117,16 +117,11 @@ class Endpoint:
             return self.read_answer(sock)
 
     def deliver(self, body: bytes, signature: str = "sign", *,
-                content_type: str = "application/json", attempts: int = 5) -> Answer:
-        """Post as PagerDuty does: the same delivery again after a retryable 503 (Prefect's
-        test server answers 503 while its SQLite is locked by another test's writes; the
-        webhook passes that on at once, and the idempotency key makes the retry safe)."""
-        for attempt in range(1, attempts + 1):
-            answer = self.post(body, signature, content_type=content_type)
-            if answer.status != 503 or not answer.json().get("retryable"):
-                return answer
-            time.sleep(0.5 * attempt)
-        return answer
+                content_type: str = "application/json") -> Answer:
+        """Post as PagerDuty does: the same delivery again after a retryable 503."""
+        return sent_until_not_busy(
+            lambda: self.post(body, signature, content_type=content_type),
+            lambda a: a.status == 503 and bool(a.json().get("retryable")))
 
     def read_answer(self, sock: socket.socket) -> Answer:
         data = b""
