@@ -34,21 +34,57 @@ class _Outcome:
     duration_ms: float = 0.0
 
 
+class _OpenedAhead:
+    """Pool connections being opened in background threads while the main connection reads
+    the catalog that plans the scans (connecting and the session setup are ~5 ms each, a
+    sixth of the suite's fixed cost at bench/verify_bench.py's scale 5).
+
+    :meth:`take` hands each one out once; one that failed to open gives None, and the scan
+    that asked opens its own, whose error it then reports as before.
+    """
+
+    def __init__(self, connect: Callable[[], Connection[Any]], count: int) -> None:
+        executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="rk-verify-open")
+        self._pending = [executor.submit(connect) for _ in range(count)]
+        executor.shutdown(wait=False)
+        self._lock = threading.Lock()
+
+    def take(self) -> Connection[Any] | None:
+        with self._lock:
+            if not self._pending:
+                return None
+            future = self._pending.pop()
+        try:
+            return future.result()
+        except (psycopg.Error, RestoreKitError) as exc:
+            log.debug("a pool connection opened ahead failed: %s", _error_text(exc))
+            return None
+
+    def close(self) -> None:
+        """Close the ones no scan took."""
+        while self._pending:
+            if (conn := self.take()) is not None:
+                conn.close()
+
+
 class _Workers:
     """A bounded thread pool, each thread borrowing one of at most ``size`` connections.
 
-    Connections are opened on first use (a suite with two foreign keys opens two), set to
+    Connections are taken from ``ahead`` or opened on first use (a suite with two foreign keys
+    opens two), set to
     read-only with the statement timeout, and closed by :meth:`close`. A job never raises:
     psycopg and restorekit errors come back as an :class:`_Outcome` with ``error`` set, and a
     broken connection is dropped rather than handed to the next job.
     """
 
-    def __init__(self, connect: Callable[[], Connection[Any]], size: int) -> None:
+    def __init__(self, connect: Callable[[], Connection[Any]], size: int,
+                 ahead: _OpenedAhead | None = None) -> None:
         self._connect = connect
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="rk-verify")
         self._idle: queue.SimpleQueue[Connection[Any]] = queue.SimpleQueue()
         self._opened: list[Connection[Any]] = []
         self._lock = threading.Lock()
+        self._ahead = ahead
 
     def submit(self, job: Callable[[Connection[Any]], Any]) -> Future[_Outcome]:
         return self._executor.submit(self._run, job)
@@ -74,7 +110,7 @@ class _Workers:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            conn = self._connect()
+            conn = (self._ahead.take() if self._ahead is not None else None) or self._connect()
             with self._lock:
                 self._opened.append(conn)
             return conn
@@ -91,6 +127,8 @@ class _Workers:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._ahead is not None:
+            self._ahead.close()
         with self._lock:
             for conn in self._opened:
                 conn.close()

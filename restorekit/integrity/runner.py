@@ -40,6 +40,7 @@ from restorekit.integrity.checks_fk import _fk_check_names, _fk_info, _fk_job, _
 from restorekit.integrity.connections import _open, connect_with_retry
 from restorekit.integrity.pool import (
     _free_connection_slots,
+    _OpenedAhead,
     _Outcome,
     _pool_size,
     _relation_sizes,
@@ -302,13 +303,31 @@ def _scans(conn: Connection[Any], critical: Sequence[TableRef], fk_listing: _FkL
     return scans
 
 
-def _run_on_pool(conn: Connection[Any], dsn: str, suite: _Suite,
-                 scans: Sequence[tuple[int, _Job]]) -> tuple[_MainChecks, list[_Outcome]]:
-    """Run the scans and the custom checks on the pool, the main checks beside them."""
-    size = _pool_size(len(scans), max_workers=suite.max_workers, cores=os.cpu_count() or 1,
-                      free_slots=_free_connection_slots(conn))
+def _open_ahead(conn: Connection[Any], dsn: str, suite: _Suite) -> tuple[int | None,
+                                                                          _OpenedAhead | None]:
+    """The server's free connection slots, and the pool connections the critical tables'
+    counts will need, already opening (None with fewer than two: a pool of one keeps
+    PostgreSQL's parallel workers, and the scans still to be listed decide that)."""
+    free_slots = _free_connection_slots(conn)
+    count = _pool_size(len(suite.critical), max_workers=suite.max_workers,
+                       cores=os.cpu_count() or 1, free_slots=free_slots)
+    if len(suite.critical) < 2 or count < 2:
+        return free_slots, None
     timeout = suite.statement_timeout_ms
-    workers = _Workers(lambda: _open(dsn, timeout, read_only=True, serial=size > 1), size)
+    return free_slots, _OpenedAhead(lambda: _open(dsn, timeout, read_only=True, serial=True),
+                                    count)
+
+
+def _run_on_pool(dsn: str, suite: _Suite, scans: Sequence[tuple[int, _Job]], main_checks:
+                 Callable[[], _MainChecks], free_slots: int | None,
+                 ahead: _OpenedAhead | None) -> tuple[_MainChecks, list[_Outcome]]:
+    """Run the scans and the custom checks on the pool, the main checks beside them."""
+    # Never fewer than were opened ahead: the scans include the counts they were opened for.
+    size = _pool_size(len(scans), max_workers=suite.max_workers, cores=os.cpu_count() or 1,
+                      free_slots=free_slots)
+    timeout = suite.statement_timeout_ms
+    workers = _Workers(lambda: _open(dsn, timeout, read_only=True, serial=size > 1), size,
+                       ahead)
     try:
         # The custom checks first: operator SQL of unknown cost, often a join of the
         # biggest tables (the demo's is the suite's longest statement). On the main
@@ -323,7 +342,7 @@ def _run_on_pool(conn: Connection[Any], dsn: str, suite: _Suite,
         for i in sorted(range(len(scans)), key=lambda i: -scans[i][0]):
             futures[i] = workers.submit(scans[i][1])
         # The main connection is free meanwhile: its catalog checks run beside the scans.
-        main = _main_checks(conn, suite, with_customs=False)
+        main = main_checks()
         main.customs.extend(_custom_result(c, f.result())
                             for c, f in zip(suite.custom_checks, custom_futures, strict=True))
         outcomes = [futures[i].result() for i in range(len(scans))]
@@ -336,13 +355,22 @@ def _run_on_pool(conn: Connection[Any], dsn: str, suite: _Suite,
 
 
 def _run_suite(conn: Connection[Any], dsn: str, suite: _Suite) -> list[CheckResult]:
-    # First the catalog reads that plan the scans (main connection); the scans start on the
-    # workers, and the main connection's own checks (fingerprint, custom checks) run beside them.
-    fk_listing, fk_error = _list_foreign_keys(conn)
-    plan = _plan_amcheck(conn, suite.install_amcheck) if suite.amcheck else None
-    scans = _scans(conn, suite.critical, fk_listing, plan)
+    # First the catalog reads that plan the scans (main connection), while the pool's first
+    # connections open; the scans start on the workers, and the main connection's own checks
+    # (fingerprint, custom checks) run beside them.
+    free_slots, ahead = _open_ahead(conn, dsn, suite)
+    try:
+        fk_listing, fk_error = _list_foreign_keys(conn)
+        plan = _plan_amcheck(conn, suite.install_amcheck) if suite.amcheck else None
+        scans = _scans(conn, suite.critical, fk_listing, plan)
+    except BaseException:
+        if ahead is not None:
+            ahead.close()
+        raise
     if scans:
-        main, outcomes = _run_on_pool(conn, dsn, suite, scans)
+        main, outcomes = _run_on_pool(
+            dsn, suite, scans, partial(_main_checks, conn, suite, with_customs=False),
+            free_slots, ahead)
     else:
         main, outcomes = _main_checks(conn, suite, with_customs=True), []
     n_counts, n_fks = len(suite.critical), len(fk_listing)

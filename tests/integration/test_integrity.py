@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -22,7 +23,7 @@ from restorekit.integrity import (
 )
 from restorekit.integrity.checks_fk import _fk_info
 from restorekit.integrity.connections import _open
-from restorekit.integrity.pool import _free_connection_slots, _pool_size
+from restorekit.integrity.pool import _free_connection_slots, _OpenedAhead, _pool_size
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.catalog import foreign_keys as catalog_foreign_keys
 from restorekit.pg.cluster import free_port
@@ -618,6 +619,29 @@ def test_pool_is_bounded_by_cores_jobs_and_half_the_free_connection_slots(
         "current_setting('superuser_reserved_connections')::int").fetchone()
     free = _free_connection_slots(conn)
     assert free is not None and 0 < free <= max_connections - reserved - 1
+
+
+def test_pool_connections_opened_ahead_are_used_then_closed(pg_dsn: str,
+                                                           conn: psycopg.Connection) -> None:
+    # Three critical tables: the counts' two connections open while the catalog is read.
+    report = verify(pg_dsn, critical_tables=CRITICAL, amcheck=False, max_workers=2)
+    assert report.ok, report.to_markdown()
+    # A closed session leaves pg_stat_activity a moment after the client hangs up.
+    deadline = time.monotonic() + 5
+    while (left := conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                "= 'restorekit-verify'").fetchone()[0]) and (
+            time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert left == 0
+
+    # One that could not open is not lost: the scan that would have used it opens its own.
+    def refused() -> psycopg.Connection:
+        return psycopg.connect(merge(pg_dsn, port=str(free_port())), connect_timeout=2)
+
+    ahead = _OpenedAhead(refused, 2)
+    assert ahead.take() is None
+    ahead.close()  # the other failed one too, without raising
+    assert ahead.take() is None
 
 
 def test_custom_checks_run_on_the_read_only_scan_pool(pg_dsn: str,
