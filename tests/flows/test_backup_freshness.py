@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.retention import keep_one_backup_config
 from fixtures.world import installation
 
 from flows.backup_freshness import BackupFreshnessParams, BackupsAtRisk, backup_freshness
@@ -85,11 +86,7 @@ def test_the_backup_flow_applies_retention_after_a_successful_backup(
 ) -> None:
     from flows.backup import BackupParams, backup
 
-    config = inst.config.parent / "keep-one.toml"
-    config.write_text(inst.config.read_text().replace(
-        "[targets.production.app]",
-        "[targets.production.backups]\nkeep_count = 1\nkeep_days = 0.00001\npitr_days = 0\n\n"
-        "[targets.production.app]"))
+    config = keep_one_backup_config(inst, "keep-one.toml")
     provider = inst.runtime().provider
     before = len(provider.list_backups())
     taken = backup(BackupParams(target="production", config=str(config), label="scheduled"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.retention import keep_one_backup_config
 from fixtures.world import installation
 
 from restorekit.config import BackupPolicy
@@ -123,11 +124,7 @@ def test_restorekit_prune_says_what_it_would_remove_and_then_removes_it(
 
     from fixtures.cli import CLI, cli_env
 
-    config = inst.config.parent / "prune.toml"
-    config.write_text(inst.config.read_text().replace(
-        "[targets.production.app]",
-        "[targets.production.backups]\nkeep_count = 1\nkeep_days = 0.00001\npitr_days = 0\n\n"
-        "[targets.production.app]"))
+    config = keep_one_backup_config(inst, "prune.toml")
     provider = inst.runtime().provider
     newest = provider.create_backup("prune")
     before = [b.backup_id for b in provider.list_backups()]
