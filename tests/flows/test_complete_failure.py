@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fixtures.lost_production import (
-    assert_healthy_with_every_user,
-    lose_production,
-    switched_dsn,
-)
+from fixtures.scenario_one import recover_lost_production
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS
@@ -41,16 +37,9 @@ def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
     prefect_server: str, world
 ) -> None:
     rt = world.runtime()
-    users, old_dsn = lose_production(world, rt)
 
-    report = complete_failure(CompleteFailureParams(
-        target="production", config=str(world.config), require_approval=False,
-        incident_id="inc-cf-1",
-    ))
+    report, new_dsn = recover_lost_production(world, "inc-cf-1")
 
-    assert report.outcome == "succeeded"
-    new_dsn = switched_dsn(world, old_dsn)
-    assert_healthy_with_every_user(rt, new_dsn, users)
     assert new_dsn.startswith("postgresql://app:")  # the app's own role, never restorekit's
     assert new_dsn.endswith(APP_URL_OPTIONS["DATABASE_URL"])  # Prisma's options kept
     names = [s.name for s in report.steps]

@@ -16,14 +16,9 @@ import pytest
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.cli import CLI, cli_env
-from fixtures.lost_production import (
-    assert_healthy_with_every_user,
-    lose_production,
-    switched_dsn,
-)
+from fixtures.scenario_one import recover_lost_production
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
-from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit.pg.checksum import database_checksums
 
@@ -113,15 +108,9 @@ def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
     prefect_server: str, rds_world
 ) -> None:
     rt = rds_world.runtime()
-    users, old_dsn = lose_production(rds_world, rt)
 
-    report = complete_failure(CompleteFailureParams(
-        target="production", config=str(rds_world.config), require_approval=False,
-        incident_id="inc-rds-cf"))
+    report, _ = recover_lost_production(rds_world, "inc-rds-cf")
 
-    assert report.outcome == "succeeded", report.error
-    new_dsn = switched_dsn(rds_world, old_dsn)
-    assert_healthy_with_every_user(rt, new_dsn, users)
     # The new production is an RDS instance restored with the source's configuration, adopted.
     ident = rt.provider.instance_id_for("cf-inc-rds-cf")
     (instance,) = rds_world.rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"]
