@@ -368,7 +368,8 @@ def main() -> None:
         repo = make_dir(base / "repo", os_user, mode=0o755)
         source = LocalCluster.create(base / "source")
         config = base / "restorekit.toml"
-        config.write_text(_common.NATIVE_CONFIG.format(state=base / "state", port=source.port, repo=repo))
+        config.write_text(_common.NATIVE_CONFIG.format(state=base / "state", port=source.port,
+                                                       repo=repo))
         from restorekit.config import load_settings
         from restorekit.providers.selfhosted import SelfHostedProvider
 

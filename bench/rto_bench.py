@@ -55,8 +55,10 @@ protecting the new production: a base backup of the whole database), and "applic
 (from the run's start to the end of its smoke checks). Not timed: noticing the failure and
 starting the run (the outage before the flow starts), the Prefect server's start, the fresh
 backup and the writes of each round (the backup's time is reported), the lower bounds. The
-verification bound runs after the flow, on a cache the flow's verification warmed; the flow
-runs its checks on min(4, cores) connections, the bound on one.
+verification bound runs after the flow on the restored cluster restarted (shared buffers empty,
+the OS cache as the restore left it), and so does the flow's verification task once more,
+alone, without Prefect around it ("the task alone": what the step costs beyond the checks);
+the flow runs its checks on min(4, cores) connections, the bound on one.
 
 Prints a table and writes bench/results/rto-<UTC time>.json. Nothing here asserts on time.
 The machine's other work shows in the figures: the load average before and after is printed.
@@ -300,14 +302,34 @@ def wal_read(rt: TargetRuntime, names: list[str], timeline: int, start_lsn: str,
     return took, size
 
 
-def after_flow_bounds(rt: TargetRuntime, work: Path, psql: str) -> dict[str, float]:
-    """Verification, swap and health by hand on the restored database the flow adopted."""
+def cold_buffers(inst: Installation, rt: TargetRuntime) -> None:
+    """Restart the restored cluster: shared buffers empty, the OS page cache as the restore
+    left it. The flow verified a cluster just out of WAL replay; a bound run after that
+    verification, on the buffers it filled, would be measured on a warmer cache (it was, before
+    2026-12-07)."""
+    cluster = production_cluster(inst, rt)
+    cluster.stop()
+    cluster.start()
+
+
+def after_flow_bounds(inst: Installation, rt: TargetRuntime, work: Path,
+                      psql: str) -> dict[str, float]:
+    """Verification, swap and health by hand on the restored database the flow adopted, and
+    the flow's verification task alone (no Prefect around it), each on cold shared buffers."""
+    from tasks._runtime import TargetRef
+    from tasks.database import verify_integrity
+
     dsn = superuser_dsn(rt)
     script = work / "checks.sql"
     script.write_text(checks_script(dsn, CRITICAL_TABLES))
     target, env = _psql(dsn)
+    cold_buffers(inst, rt)
     bound = {"verify integrity": _run_timed([psql, "-X", "-q", *target, "-f", str(script)],
                                             stdout=subprocess.DEVNULL, env=env)}
+    cold_buffers(inst, rt)
+    started = time.perf_counter()
+    verify_integrity.fn(TargetRef(target="production", config=str(inst.config)))
+    bound["verify integrity, the task alone"] = time.perf_counter() - started
     bound["swap connection string"] = _run_timed(
         ["sh", "-c", 'printf "DATABASE_URL=%s\\n" "$1" > "$2.tmp" && mv "$2.tmp" "$2"', "sh",
          "postgresql://app@127.0.0.1:1/app", str(work / "hand.env")])
@@ -387,7 +409,7 @@ def measure(inst: Installation, base_config: str, variant: str, incident: str, w
     app_back = (_time(smoke["started_at"]) - started + smoke["seconds"]) if smoke else None
     phases = {**restore_phases, **{p: steps[p] for p in PHASES[2:] if p in steps}}
     rt = inst.runtime()  # now on the adopted production
-    bound = after_flow_bounds(rt, work, str(pg_bin / "psql"))
+    bound = after_flow_bounds(inst, rt, work, str(pg_bin / "psql"))
     bound["base restore"] = lower_bounds(setup["base_object"], work, os_user)["tar -x"]
     bound["wal replay"], read = wal_read(rt, setup["wal_segments"], setup["timeline"],
                                          setup["start_lsn"], work, pg_bin, os_user)
@@ -420,6 +442,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_database_bytes": db,
         "median_phases": {p: med(lambda r, p=p: r["phases"].get(p)) for p in PHASES},
         "median_lower_bounds": {p: med(lambda r, p=p: r["lower_bounds"].get(p)) for p in PHASES},
+        "median_verify_task_alone": med(
+            lambda r: r["lower_bounds"].get("verify integrity, the task alone")),
         "median_steps": {s: med(lambda r, s=s: r["steps"].get(s)) for s in steps},
         "median_rto_seconds": med(lambda r: r["rto_seconds"]),
         "median_app_back_seconds": med(lambda r: r["app_back_seconds"]),
@@ -530,6 +554,12 @@ def print_table(out: dict[str, Any]) -> None:
             ratio = ours / bound if ours is not None and bound else None
             row += f"{_f(ours, '.2f'):>12}{_f(ratio, '.2f'):>9}{_f(bound, '.2f'):>9}"
         print(row)
+    row = f"{'  the task alone':24}{'the checks as one psql script':>32}"
+    for r in variants.values():
+        alone, bound = r.get("median_verify_task_alone"), r["median_lower_bounds"][PHASES[2]]
+        ratio = alone / bound if alone is not None and bound else None
+        row += f"{_f(alone, '.2f'):>12}{_f(ratio, '.2f'):>9}{_f(bound, '.2f'):>9}"
+    print(row)
     steps = list(dict.fromkeys(s for r in variants.values() for s in r["median_steps"]))
     print("\nevery step of the flow's report (s):")
     for step in steps:

@@ -227,6 +227,10 @@ def figures(results: dict[str, Any], scales: list[float]) -> list[dict[str, Any]
             add("rto", f"{phase} / {bound} ({variant})",
                 [_over(v["median_phases"][phase], v["median_lower_bounds"][phase]) for v in by],
                 kind="ratio", target=target)
+        add("rto", f"  verify integrity, the task alone / the checks as one psql script "
+                   f"({variant})",
+            [_over(v.get("median_verify_task_alone"), v["median_lower_bounds"]["verify integrity"])
+             for v in by], kind="ratio", target="<= 0.7")
         add("rto", f"scenario 1 RTO end to end, the flow run (s; {variant})",
             [v["median_rto_seconds"] for v in by], kind="seconds", unit="s")
         add("rto", "  application back after (s)", [v["median_app_back_seconds"] for v in by],
