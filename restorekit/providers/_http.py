@@ -31,6 +31,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ import tenacity
 from pydantic import SecretStr
 
 from restorekit.clients import http_client
-from restorekit.errors import ProviderError
+from restorekit.errors import ConfigError, ProviderError
 
 #: Failures before anything reached the server: safe to repeat for every method.
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
@@ -78,14 +79,62 @@ class RetryPolicy:
         return isinstance(exc, httpx.RequestError) and (method == "GET" or isinstance(exc, UNSENT))
 
 
-def api_client(base_url: str, token: SecretStr, *, transport: httpx.BaseTransport | None,
-               timeout: float, headers: dict[str, str] | None = None) -> httpx.Client:
-    """A JSON API client with a bearer token: what both management APIs take (§3, §4)."""
-    return http_client(
-        base_url=base_url, transport=transport, timeout=timeout,
-        headers={"Authorization": f"Bearer {token.get_secret_value()}",
-                 "Accept": "application/json", "User-Agent": "restorekit", **(headers or {})},
-    )
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPlumbing:
+    """How an HTTP adapter (Neon, Supabase) reaches its API and waits: the transport, injected
+    time, and the retry budget. Not in restorekit.toml: the defaults serve production, and
+    tests replace parts (a mock transport, a fake sleep and clock, fewer attempts).
+
+    Args:
+        transport: An httpx transport (tests: ``httpx.MockTransport``); None: the network.
+        sleep: ``time.sleep``; every wait (retries, polls) goes through it.
+        clock: A monotonic clock, for deadlines.
+        now: The wall clock (UTC), for restore windows and ``Retry-After`` dates.
+        max_attempts: Attempts per HTTP call, the first one included.
+        max_retry_wait: The longest single wait between attempts (see :class:`RetryPolicy`).
+        backoff_seconds: The first backoff when the server gives no wait (then doubled).
+        request_timeout: Seconds per HTTP request.
+
+    Raises:
+        ConfigError: ``max_attempts`` is below 1.
+    """
+
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = _utc_now
+    max_attempts: int = 5
+    max_retry_wait: float = 60.0
+    backoff_seconds: float = 1.0
+    request_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+
+    def policy(self, *, retry_any: frozenset[int], retry_get: frozenset[int]) -> RetryPolicy:
+        """This budget over the adapter's own retryable statuses."""
+        return RetryPolicy(max_attempts=self.max_attempts, retry_any=retry_any,
+                           retry_get=retry_get, backoff_seconds=self.backoff_seconds,
+                           max_wait=self.max_retry_wait)
+
+    def client(self, base_url: str, token: SecretStr,
+               headers: dict[str, str] | None = None) -> httpx.Client:
+        """A JSON API client with a bearer token: what both management APIs take (§3, §4)."""
+        return http_client(
+            base_url=base_url, transport=self.transport, timeout=self.request_timeout,
+            headers={"Authorization": f"Bearer {token.get_secret_value()}",
+                     "Accept": "application/json", "User-Agent": "restorekit",
+                     **(headers or {})},
+        )
+
+
+#: The network, real time and the default budget: what production runs with.
+PRODUCTION_PLUMBING = HttpPlumbing()
 
 
 def send(
@@ -98,7 +147,7 @@ def send(
     give_up: Callable[[httpx.Response, int, float], ProviderError],
     sleep: Callable[[float], None],
     log: logging.Logger,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Callable[[], datetime] = _utc_now,
     delay: Callable[[httpx.Response, int], float] | None = None,
     headers: Callable[[], dict[str, str]] | None = None,
     params: dict[str, Any] | None = None,
@@ -130,34 +179,7 @@ def send(
             set when the policy covered the failure (see the module docstring).
     """
 
-    retrying = _retrying(method, path, policy=policy, network_error=network_error,
-                         give_up=give_up, sleep=sleep, log=log, now=now, delay=delay)
-
-    def attempt() -> httpx.Response:
-        return client.request(method, path, params=params, json=json,
-                              headers=headers() if headers else None)
-
-    try:
-        response: httpx.Response = retrying(attempt)
-    except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
-        raise network_error(exc, policy.repeats(method, exc)) from exc
-    return response
-
-
-def _retrying(
-    method: str,
-    path: str,
-    *,
-    policy: RetryPolicy,
-    network_error: Callable[[httpx.RequestError, bool], ProviderError],
-    give_up: Callable[[httpx.Response, int, float], ProviderError],
-    sleep: Callable[[float], None],
-    log: logging.Logger,
-    now: Callable[[], datetime],
-    delay: Callable[[httpx.Response, int], float] | None,
-) -> tenacity.Retrying:
-    """The tenacity loop :func:`send` runs one request in (its arguments are send's)."""
-
+    # The tenacity loop the request runs in; its callbacks read send's own arguments.
     def default_delay(response: httpx.Response, attempt: int) -> float:
         hinted = header_seconds(response.headers.get("Retry-After"), now=now)
         return hinted if hinted is not None else policy.backoff(attempt)
@@ -208,8 +230,18 @@ def _retrying(
         error.retry_spent = True
         raise error
 
-    return tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
-                             before_sleep=before_sleep, retry_error_callback=exhausted)
+    retrying = tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
+                                 before_sleep=before_sleep, retry_error_callback=exhausted)
+
+    def attempt() -> httpx.Response:
+        return client.request(method, path, params=params, json=json,
+                              headers=headers() if headers else None)
+
+    try:
+        response: httpx.Response = retrying(attempt)
+    except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
+        raise network_error(exc, policy.repeats(method, exc)) from exc
+    return response
 
 
 def header_seconds(value: str | None, *, now: Callable[[], datetime],

@@ -29,6 +29,7 @@ from restorekit.errors import (
     SafetyError,
 )
 from restorekit.models import PointKind, RestoredDatabase, RestorePoint
+from restorekit.providers._http import HttpPlumbing
 from restorekit.providers.base import Capability, DatabaseProvider, provider_from_config
 from restorekit.providers.neon import BACKUP_PREFIX, PRESERVE_PREFIX, NeonProvider, rfc3339
 
@@ -168,7 +169,7 @@ def test_restore_window_is_the_history_retention_but_not_before_the_branch_exist
 def test_429_with_retry_after_is_waited_out_then_retried(world: NeonWorld) -> None:
     world.fake.inject(429, method="GET", path=r"/branches$", retry_after=3)
     sleeps = Sleeps()
-    assert world.provider(sleep=sleeps).list_scratch() == []
+    assert world.provider(http=HttpPlumbing(sleep=sleeps)).list_scratch() == []
     assert sleeps.calls == [3.0]
     listed = world.fake.calls("GET", rf"/projects/{pid(world)}/branches")
     assert [r.status for r in listed] == [429, 200]
@@ -179,7 +180,7 @@ def test_429_on_a_post_is_retried_too_because_the_rate_limiter_ran_nothing(
 ) -> None:
     world.fake.inject(429, method="POST", path=r"/branches$", retry_after="1")
     sleeps = Sleeps()
-    backup = world.provider(sleep=sleeps).create_backup("rate limited")
+    backup = world.provider(http=HttpPlumbing(sleep=sleeps)).create_backup("rate limited")
     posts = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
     assert [r.status for r in posts] == [429, 201]
     assert sleeps.calls[0] == 1.0
@@ -190,7 +191,8 @@ def test_503_and_423_are_retried_with_backoff_even_for_a_post(world: NeonWorld) 
     world.fake.inject(503, method="POST", path=r"/branches$")
     world.fake.inject(423, method="POST", path=r"/branches$")
     sleeps = Sleeps()
-    backup = world.provider(sleep=sleeps, backoff_seconds=0.5).create_backup("after 503")
+    provider = world.provider(http=HttpPlumbing(sleep=sleeps, backoff_seconds=0.5))
+    backup = provider.create_backup("after 503")
     posts = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
     assert [r.status for r in posts] == [503, 423, 201]
     assert sleeps.calls[:2] == [0.5, 1.0]  # exponential, no Retry-After given
@@ -202,7 +204,7 @@ def test_a_500_on_a_post_is_not_repeated_blindly(world: NeonWorld) -> None:
     world.fake.inject(500, method="POST", path=r"/branches$", message="database is on fire")
     sleeps = Sleeps()
     with pytest.raises(ProviderError, match="database is on fire") as err:
-        world.provider(sleep=sleeps).create_backup("x")
+        world.provider(http=HttpPlumbing(sleep=sleeps)).create_backup("x")
     assert err.value.status_code == 500 and err.value.is_retryable  # the task may retry
     assert not err.value.retry_spent and task_would_retry(err.value)
     assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
@@ -212,7 +214,7 @@ def test_a_500_on_a_post_is_not_repeated_blindly(world: NeonWorld) -> None:
 def test_a_500_on_a_get_is_retried(world: NeonWorld) -> None:
     world.fake.inject(500, method="GET", path=r"^/projects/[^/]+$", times=2)
     sleeps = Sleeps()
-    world.provider(sleep=sleeps).restore_window()
+    world.provider(http=HttpPlumbing(sleep=sleeps)).restore_window()
     assert len(sleeps.calls) == 2
 
 
@@ -222,7 +224,7 @@ def test_401_fails_at_once_with_the_servers_message_and_request_id(
     monkeypatch.setenv(API_KEY_ENV, "napi_wrong")
     sleeps = Sleeps()
     with pytest.raises(ProviderError) as err:
-        world.provider(sleep=sleeps).restore_window()
+        world.provider(http=HttpPlumbing(sleep=sleeps)).restore_window()
     (request,) = world.fake.requests
     assert err.value.status_code == 401 and not err.value.is_retryable
     assert not task_would_retry(err.value)
@@ -238,7 +240,7 @@ def test_retry_after_beyond_the_bound_is_not_waited_here(world: NeonWorld) -> No
     world.fake.inject(429, path=r"/branches$", retry_after=600)
     sleeps = Sleeps()
     with pytest.raises(ProviderError) as err:
-        world.provider(sleep=sleeps).list_backups()
+        world.provider(http=HttpPlumbing(sleep=sleeps)).list_backups()
     assert err.value.is_retryable and err.value.retry_after == 600
     assert sleeps.calls == []
     # Left to no one: the task's own delays (seconds) would not honour 600 s either.
@@ -249,7 +251,8 @@ def test_a_get_that_keeps_failing_is_retried_by_one_layer_only(world: NeonWorld)
     world.fake.inject(503, method="GET", path=r"^/projects/[^/]+$", times=10)
     sleeps = Sleeps()
     with pytest.raises(ProviderError) as err:
-        world.provider(sleep=sleeps, max_attempts=3, backoff_seconds=0.5).restore_window()
+        world.provider(
+            http=HttpPlumbing(sleep=sleeps, max_attempts=3, backoff_seconds=0.5)).restore_window()
     assert len(world.fake.calls("GET", rf"^/projects/{pid(world)}$")) == 3
     assert sleeps.calls == [0.5, 1.0]
     assert err.value.status_code == 503 and err.value.is_retryable
@@ -274,8 +277,9 @@ def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice()
 
     sleeps = Sleeps(cap=0)
     provider = NeonProvider(project_id="p-1", branch_id="br-prod-1", api_key=SecretStr(key),
-                            database="app", role="postgres", sleep=sleeps, max_attempts=3,
-                            transport=httpx.MockTransport(handler))
+                            database="app", role="postgres",
+                            http=HttpPlumbing(sleep=sleeps, max_attempts=3,
+                                              transport=httpx.MockTransport(handler)))
 
     failures["POST"] = [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow")]
     provider.create_backup("x")  # connect failures: the POST never left, so it is sent again
@@ -309,7 +313,7 @@ def test_slow_operations_are_polled_until_finished(world: NeonWorld) -> None:
     world.fake.slow_operations(5)
     sleeps = Sleeps()
     seen: list[tuple[str, int, int | None]] = []
-    backup = world.provider(sleep=sleeps).create_backup(
+    backup = world.provider(http=HttpPlumbing(sleep=sleeps)).create_backup(
         "slow", progress=lambda phase, done, total: seen.append((phase, done, total)))
     (op,) = [o for o in world.fake.ops.values() if o.data["branch_id"] == backup.backup_id]
     assert op.data["status"] == "finished"
@@ -320,7 +324,7 @@ def test_slow_operations_are_polled_until_finished(world: NeonWorld) -> None:
 
 def test_an_operation_in_error_is_neon_retrying_so_it_is_polled_on(world: NeonWorld) -> None:
     world.fake.erroring_operations(2)
-    backup = world.provider(sleep=Sleeps()).create_backup("flaky")
+    backup = world.provider(http=HttpPlumbing(sleep=Sleeps())).create_backup("flaky")
     (op,) = [o for o in world.fake.ops.values() if o.data["branch_id"] == backup.backup_id]
     assert op.data["status"] == "finished" and op.data["failures_count"] == 2
 
@@ -328,7 +332,7 @@ def test_an_operation_in_error_is_neon_retrying_so_it_is_polled_on(world: NeonWo
 def test_a_failed_operation_raises_naming_it(world: NeonWorld) -> None:
     world.fake.fail_next_operation("timeline creation failed: disk quota exceeded")
     with pytest.raises(ProviderError, match="disk quota exceeded") as err:
-        world.provider(sleep=Sleeps()).create_backup("doomed")
+        world.provider(http=HttpPlumbing(sleep=Sleeps())).create_backup("doomed")
     (op_id,) = [o for o, op in world.fake.ops.items() if op.data["status"] == "failed"]
     assert op_id in str(err.value) and err.value.operation == op_id
     assert not err.value.is_retryable
@@ -338,7 +342,7 @@ def test_the_deadline_raises_operation_timed_out_naming_the_operation(world: Neo
     world.fake.slow_operations(10**6)
     clock = FakeClock()
     with pytest.raises(OperationTimedOut) as err:
-        world.provider(sleep=clock.sleep, clock=clock, timeout_seconds=1,
+        world.provider(http=HttpPlumbing(sleep=clock.sleep, clock=clock), timeout_seconds=1,
                        poll_interval_seconds=0.25).create_backup("stuck")
     (stuck,) = [b.data["id"] for b in world.fake.branches.values()
                 if b.data["name"].endswith("-stuck")]
@@ -380,7 +384,7 @@ def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     time.sleep(0.2)
     write(world, "INSERT INTO neon_marker VALUES (2, 'after')")
     world.fake.requests.clear()
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
 
     restored = provider.restore(RestorePoint.at(point), name="ct-time")
 
@@ -431,7 +435,7 @@ def test_a_branch_at_an_lsn_then_adopted_leaves_cleanup(world: NeonWorld) -> Non
     with psycopg.connect(world.app_dsn) as conn:
         lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
     write(world, "INSERT INTO neon_marker VALUES (4, 'after lsn')")
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
 
     restored = provider.restore(RestorePoint(PointKind.LSN, value=lsn), name="ct-lsn")
 
@@ -454,7 +458,7 @@ def test_a_branch_at_an_lsn_then_adopted_leaves_cleanup(world: NeonWorld) -> Non
 
 
 def test_adopt_makes_the_branch_the_projects_default_once(world: NeonWorld) -> None:
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     restored = provider.restore(RestorePoint.latest(), name="ct-adopt")
     previous = world.fake.default_branch_id  # production, or a branch an earlier test adopted
     assert previous != restored.handle
@@ -525,7 +529,7 @@ def test_an_adopt_killed_after_promoting_is_finished_by_the_next_without_promoti
         assert set(unknown.json()) == {"code", "message", "request_id"}
     assert [b for b in world.fake.branches.values() if b.data["default"]] == [
         world.fake.branches[half]]
-    provider = world.provider(sleep=Sleeps())
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps()))
     restored = RestoredDatabase(provider="neon", handle=half, dsn=SecretStr(""))
     assert half not in [s.handle for s in provider.list_scratch()]  # default: not swept
     assert not provider.reaches(restored, world.app_dsn)  # no compute: nothing connects to it
@@ -549,10 +553,10 @@ def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWo
     world.fake.slow_operations(10**6)  # the first attempt's operations never report finished
     clock = FakeClock()
     with pytest.raises(OperationTimedOut):
-        world.provider(sleep=clock.sleep, clock=clock, timeout_seconds=1).restore(
-            RestorePoint.latest(), name="ct-retry")
+        world.provider(http=HttpPlumbing(sleep=clock.sleep, clock=clock),
+                       timeout_seconds=1).restore(RestorePoint.latest(), name="ct-retry")
     world.fake.reset_controls()
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
 
     restored = provider.restore(RestorePoint.latest(), name="ct-retry")  # the task's retry
 
@@ -563,7 +567,7 @@ def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWo
 
 
 def test_discard_refuses_production_and_backups(world: NeonWorld) -> None:
-    provider = world.provider(sleep=Sleeps())
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps()))
     with pytest.raises(SafetyError, match="production branch"):
         provider.discard(RestoredDatabase(provider="neon", handle=bid(world), dsn=SecretStr("")))
     backup = provider.create_backup("keep me")
@@ -576,7 +580,7 @@ def test_discard_refuses_production_and_backups(world: NeonWorld) -> None:
 
 
 def test_a_backup_is_a_branch_without_compute_and_restores_by_id(world: NeonWorld) -> None:
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     backup = provider.create_backup("before migration 42")
     (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
     assert set(post.body) == {"branch"}  # no endpoints: no compute
@@ -629,7 +633,7 @@ def test_in_place_restore_sends_preserve_under_name_and_a_timestamp(world: NeonW
     point = world.clock()
     time.sleep(0.2)
     write(world, "INSERT INTO neon_marker VALUES (11, 'undone')")
-    provider = world.provider(sleep=Sleeps(cap=0.05))
+    provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     dsn_before = world.app_dsn
 
     provider.restore_in_place(RestorePoint.at(point))

@@ -21,6 +21,7 @@ from restorekit.bisect import DamageCheck
 from restorekit.damage import Damage, DamageKind, FoundBy
 from restorekit.errors import ConfigError, ProviderError
 from restorekit.models import PointKind, RestorePoint
+from restorekit.providers._http import HttpPlumbing
 from restorekit.providers.base import Capability
 
 pytestmark = pytest.mark.slow
@@ -147,7 +148,7 @@ def test_a_probe_whose_branch_failed_is_deleted_too(world: NeonWorld, history: H
     # error and deletes the half-made branch (found by name; 423 while it is busy is retried).
     before = len(probes_deleted(world))
     world.fake.fail_next_operation()
-    provider = world.provider(backoff_seconds=0.5, max_attempts=10)
+    provider = world.provider(http=HttpPlumbing(backoff_seconds=0.5, max_attempts=10))
     with pytest.raises(ProviderError, match="failed: timeline creation failed"):
         provider.find_point(Damage(table="fp_items", keys=(("2",),),
                                    good_point=RestorePoint.at(history.good)))

@@ -35,6 +35,7 @@ from restorekit.errors import (
     SafetyError,
 )
 from restorekit.models import RestoredDatabase, RestorePoint
+from restorekit.providers._http import HttpPlumbing
 from restorekit.providers.base import Capability, provider_class
 from restorekit.providers.supabase import STATUS_RULES, SupabaseProvider
 
@@ -176,7 +177,7 @@ def test_backups_keep_only_completed_ones_oldest_first() -> None:
             "physical_backup_data": {}})
 
     provider = SupabaseProvider(project_ref=REF, token="sbp_t",
-                                transport=httpx.MockTransport(handler))
+                                http=HttpPlumbing(transport=httpx.MockTransport(handler)))
     assert [b.backup_id for b in provider.list_backups()] == ["123", "125"]
     window = provider.restore_window()
     assert (window.earliest, window.latest) == (datetime(2026, 1, 1, tzinfo=UTC),
@@ -202,7 +203,7 @@ def test_429_is_retried_after_the_reset_delay(supabase_world) -> None:
     fake = supabase_world.fake
     fake.rate_limit(times=2, reset=7)
     clock = FakeTime()
-    window = make_provider(supabase_world, sleep=clock.sleep).restore_window()
+    window = make_provider(supabase_world, http=HttpPlumbing(sleep=clock.sleep)).restore_window()
     assert window.earliest is not None
     assert clock.sleeps == [7.0, 7.0]
     assert [r.status for r in fake.calls("GET")] == [429, 429, 200]
@@ -211,7 +212,7 @@ def test_429_is_retried_after_the_reset_delay(supabase_world) -> None:
 def test_429_gives_up_after_a_bounded_number_of_attempts(supabase_world) -> None:
     supabase_world.fake.rate_limit(times=10, reset=90)
     clock = FakeTime()
-    provider = make_provider(supabase_world, sleep=clock.sleep, max_attempts=3)
+    provider = make_provider(supabase_world, http=HttpPlumbing(sleep=clock.sleep, max_attempts=3))
     with pytest.raises(ProviderError, match="429") as info:
         provider.restore_window()
     assert info.value.is_retryable and info.value.status_code == 429
@@ -235,7 +236,8 @@ def task_would_retry(exc: Exception) -> bool:
 def test_5xx_on_a_read_is_retried(supabase_world) -> None:
     supabase_world.fake.fail(500, times=2, method="GET")
     clock = FakeTime()
-    assert make_provider(supabase_world, sleep=clock.sleep).project_status() == "ACTIVE_HEALTHY"
+    provider = make_provider(supabase_world, http=HttpPlumbing(sleep=clock.sleep))
+    assert provider.project_status() == "ACTIVE_HEALTHY"
     assert clock.sleeps == [1.0, 2.0]
 
 
@@ -244,7 +246,8 @@ def test_5xx_on_a_restore_call_is_not_retried(supabase_world) -> None:
     fake.fail(500, method="POST")
     clock = FakeTime()
     with pytest.raises(ProviderError, match="may or may not have started") as info:
-        make_provider(supabase_world, sleep=clock.sleep).restore_in_place(RestorePoint.latest())
+        make_provider(supabase_world, http=HttpPlumbing(sleep=clock.sleep)).restore_in_place(
+            RestorePoint.latest())
     assert not info.value.is_retryable
     assert len(fake.calls("POST")) == 1 and fake.restores == []
 
@@ -269,8 +272,10 @@ def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice()
         return httpx.Response(200, json={"ref": REF, "status": "ACTIVE_HEALTHY"})
 
     clock = FakeTime()
-    provider = SupabaseProvider(project_ref=REF, token=token, sleep=clock.sleep, max_attempts=3,
-                                transport=httpx.MockTransport(handler))
+    provider = SupabaseProvider(
+        project_ref=REF, token=token,
+        http=HttpPlumbing(sleep=clock.sleep, max_attempts=3,
+                          transport=httpx.MockTransport(handler)))
     failures["GET"] = [httpx.ReadError("reset"), httpx.ConnectError("refused")]
     assert provider.project_status() == "ACTIVE_HEALTHY"
     assert seen == ["GET"] * 3 and clock.sleeps == [1.0, 2.0]
@@ -292,7 +297,8 @@ def test_network_errors_are_retried_only_where_nothing_can_have_happened_twice()
 
 def test_401_fails_at_once_with_the_servers_message(supabase_world) -> None:
     clock = FakeTime()
-    provider = make_provider(supabase_world, token="sbp_not_the_token", sleep=clock.sleep)
+    provider = make_provider(supabase_world, token="sbp_not_the_token",
+                             http=HttpPlumbing(sleep=clock.sleep))
     with pytest.raises(ProviderError) as info:
         provider.restore_window()
     message = str(info.value)
@@ -380,8 +386,8 @@ class Project:
     def provider(self, **options) -> SupabaseProvider:
         settings = {"project_ref": self.fake.project_ref, "token": self.fake.token,
                     "base_url": self.fake.url, "poll_interval": 5, "timeout": 3600,
-                    "start_timeout": 300, "busy_timeout": 120, "sleep": self.time.sleep,
-                    "clock": self.time.clock}
+                    "start_timeout": 300, "busy_timeout": 120,
+                    "http": HttpPlumbing(sleep=self.time.sleep, clock=self.time.clock)}
         return SupabaseProvider(**{**settings, **options})
 
     def restore(self, point: RestorePoint | None = None, **options) -> None:
@@ -637,7 +643,8 @@ def test_restore_failed_leaves_the_data_alone(supabase_world) -> None:
     fake.rate_limit(method="POST", reset=3)
     with psycopg.connect(supabase_world.app_dsn) as conn:
         before = conn.execute("SELECT count(*) FROM users").fetchone()
-    provider = make_provider(supabase_world, sleep=clock.sleep, clock=clock.clock, poll_interval=5)
+    provider = make_provider(supabase_world, poll_interval=5,
+                             http=HttpPlumbing(sleep=clock.sleep, clock=clock.clock))
     with pytest.raises(OperationFailed, match="RESTORE_FAILED.*Supabase support"):
         provider.restore_in_place(RestorePoint.latest())
     assert [r.status for r in fake.calls("POST")] == [429, 201]

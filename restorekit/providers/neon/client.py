@@ -4,17 +4,22 @@ polling, and branch lookups."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import SecretStr
 
 from restorekit.errors import ConfigError, OperationTimedOut, SafetyError
-from restorekit.providers._http import RetryPolicy, api_client, send, sent_request_id
+from restorekit.providers._http import (
+    PRODUCTION_PLUMBING,
+    HttpPlumbing,
+    RetryPolicy,
+    send,
+    sent_request_id,
+)
 from restorekit.providers.base import Progress
 from restorekit.providers.neon.errors import (
     NeonApiError,
@@ -53,14 +58,7 @@ class NeonClient:
         poll_interval_seconds: float = 2.0,
         timeout_seconds: float = 1800.0,
         scratch_prefix: str = "restorekit-",
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        max_attempts: int = 5,
-        max_retry_wait: float = 60.0,
-        backoff_seconds: float = 1.0,
-        http_timeout: float = 30.0,
+        http: HttpPlumbing = PRODUCTION_PLUMBING,
         target_name: str = "",
         find_point_budget: int = 12,
         find_point_precision_seconds: float = 1.0,
@@ -81,15 +79,9 @@ class NeonClient:
         self.target_name = target_name
         self.find_point_budget = find_point_budget
         self.find_point_precision = timedelta(seconds=find_point_precision_seconds)
-        self.max_attempts = max(1, max_attempts)
-        self.max_retry_wait = max_retry_wait
-        self.backoff_seconds = backoff_seconds
-        self._sleep = sleep
-        self._clock = clock
-        self._now = now
-        self._client = api_client(self.base_url, api_key, transport=transport,
-                                  timeout=http_timeout,
-                                  headers={"Content-Type": "application/json"})
+        self.http = http
+        self._client = http.client(self.base_url, api_key,
+                                   headers={"Content-Type": "application/json"})
 
     def __repr__(self) -> str:
         return f"NeonProvider(project={self.project_id!r}, branch={self.branch_id!r})"
@@ -153,10 +145,10 @@ class NeonClient:
             self._check_op(op, what)
             if op.get("status") not in DONE:
                 pending[str(op["id"])] = op
-        deadline = self._clock() + self.timeout
+        deadline = self.http.clock() + self.timeout
         while pending:
             progress("neon operations", total - len(pending), total)
-            remaining = deadline - self._clock()
+            remaining = deadline - self.http.clock()
             if remaining <= 0:
                 op = next(iter(pending.values()))
                 raise OperationTimedOut(
@@ -165,7 +157,7 @@ class NeonClient:
                     f"check project {self.project_id} in the Neon console before re-running",
                     provider=self.kind, operation=str(op["id"]),
                 )
-            self._sleep(min(self.poll_interval, remaining))
+            self.http.sleep(min(self.poll_interval, remaining))
             for op_id in list(pending):
                 op = _need(self._call("GET", self._p(f"/operations/{op_id}"),
                                       operation=f"operation {op_id}"), "operation")
@@ -219,26 +211,24 @@ class NeonClient:
 
         def give_up(response: httpx.Response, attempt: int, wait: float) -> NeonApiError:
             return _api_error(response, method=method, path=path, operation=operation,
-                              now=self._now)
+                              now=self.http.now)
 
         response = send(
             self._client, method, path, params=params, json=json,
             headers=lambda: {"X-Request-ID": str(uuid.uuid4())},
             policy=self._retry_policy, network_error=network_error,
-            give_up=give_up, sleep=self._sleep, log=log, now=self._now,
+            give_up=give_up, sleep=self.http.sleep, log=log, now=self.http.now,
         )
         status = response.status_code
         if status in expect:
             return _json(response)
         if missing_ok and status in (404, 204):
             return {}
-        raise _api_error(response, method=method, path=path, operation=operation, now=self._now)
+        raise _api_error(response, method=method, path=path, operation=operation, now=self.http.now)
 
     @property
     def _retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.max_attempts, retry_any=_RETRY_ANY,
-                           retry_get=_RETRY_GET, backoff_seconds=self.backoff_seconds,
-                           max_wait=self.max_retry_wait)
+        return self.http.policy(retry_any=_RETRY_ANY, retry_get=_RETRY_GET)
 
     def _is_scratch_name(self, name: str) -> bool:
         return (name.startswith(self.scratch_prefix) and len(name) > len(self.scratch_prefix)

@@ -98,7 +98,7 @@ class NeonLifecycle(NeonRestores):
                 action="raise the project's history retention (Neon console: Settings, "
                        "Instant restore)")
         return Protection(
-            protected=True, first_backup_at=self._now(), backup_id=self.branch_id,
+            protected=True, first_backup_at=self.http.now(), backup_id=self.branch_id,
             detail=f"Neon keeps branch {self.branch_id}'s history for "
                    f"{retention / 3600:g} h (point-in-time restore from now on)")
 

@@ -39,12 +39,9 @@ class NeonProvider(NeonLifecycle):
         poll_interval_seconds: Pause between operation polls.
         timeout_seconds: Deadline for one wait on Neon operations.
         scratch_prefix: Branch-name prefix marking restorekit's scratch restores.
-        transport: An httpx transport (tests), else httpx's default.
-        sleep, clock, now: Injected for tests (time.sleep, time.monotonic, UTC wall clock).
-        max_attempts: Attempts per HTTP call, first one included.
-        max_retry_wait: The longest single wait between attempts; a ``Retry-After`` asking for
-            more is not waited out here: the call fails with a retryable error instead.
-        backoff_seconds: The first backoff when no ``Retry-After`` is given (then doubled).
+        http: The transport, injected time and retry budget (tests replace them); a
+            ``Retry-After`` asking for more than its ``max_retry_wait`` is not waited out here:
+            the call fails with a retryable error instead.
         target_name: The restorekit.toml target, named in the note :meth:`adopt` returns.
         find_point_budget: Branches one :meth:`find_point` may make, the two ends included.
         find_point_precision_seconds: Where :meth:`find_point` stops halving.
@@ -69,8 +66,8 @@ class NeonProvider(NeonLifecycle):
         cls, target: TargetConfig, settings: Settings, **overrides: Any
     ) -> NeonProvider:
         """Build from ``[targets.NAME.neon]``; the key is read from ``api_key_env`` here, so a
-        missing key fails now, not in the middle of a restore. ``overrides`` (transport, sleep,
-        clock, timeouts, ...) replace constructor arguments; they are for tests."""
+        missing key fails now, not in the middle of a restore. ``overrides`` (``http``,
+        timeouts, ...) replace constructor arguments; they are for tests."""
         section = section_name(target.name, "neon")
         cfg = load_section(NeonSettings, target.neon, section)
         key = token_from_env(cfg.api_key_env, "api_key_env", section, "a Neon API key")

@@ -56,7 +56,7 @@ class NeonRestores(NeonClient):
         if branch is None:
             raise ConfigError(f"Neon project {self.project_id}: production branch "
                               f"{self.branch_id} does not exist")
-        now = self._now()
+        now = self.http.now()
         retention = int(project.get("history_retention_seconds") or 0)
         earliest = now - timedelta(seconds=retention)
         created = _ts(branch.get("created_at"))
@@ -73,7 +73,7 @@ class NeonRestores(NeonClient):
 
     def create_backup(self, label: str = "", *, progress: Progress = no_progress) -> BackupInfo:
         """A branch of the production head without a compute (cheap; nothing runs)."""
-        stamp = self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = self.http.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         slug = _slug(label)
         name = f"{BACKUP_PREFIX}{stamp}" + (f"-{slug}" if slug else "")
         body = {"branch": {"parent_id": self.branch_id, "name": name, "protected": False}}
@@ -119,16 +119,16 @@ class NeonRestores(NeonClient):
         if point.kind is PointKind.BACKUP:
             parent_id = self._backup_branch_id(str(point.value))
         else:
-            (window or self.restore_window()).check(point, now=self._now())
+            (window or self.restore_window()).check(point, now=self.http.now())
 
-        started = self._clock()
+        started = self.http.clock()
         existing = self._find_branch(branch_name)
         if existing is not None:
             self._check_same_point(existing, point, parent_id, name)
             log.info("reusing Neon branch %s (%s) from an earlier attempt", branch_name,
                      existing["id"])
             branch = self._wait_branch_ready(existing, progress=progress)
-            return self._restored(branch, point, phases={"reuse": self._clock() - started})
+            return self._restored(branch, point, phases={"reuse": self.http.clock() - started})
 
         spec: dict[str, Any] = {"parent_id": parent_id, "name": branch_name}
         if point.kind is PointKind.TIME:
@@ -139,10 +139,10 @@ class NeonRestores(NeonClient):
         body = {"branch": spec, "endpoints": [{"type": "read_write"}]}
         created = self._call("POST", self._p("/branches"), operation="restore", json=body,
                              expect=(201,))
-        requested = self._clock()
+        requested = self.http.clock()
         self._wait(created.get("operations") or [], what=f"branch {branch_name}",
                    progress=progress)
-        done = self._clock()
+        done = self.http.clock()
         new = _need(created, "branch")
         branch = self._branch(str(_need(new, "id")), operation="restore") or new
         restored = self._restored(branch, point, phases={"branch create": requested - started,
@@ -174,8 +174,8 @@ class NeonRestores(NeonClient):
         becomes the parent of the restored branch. The branch id and its endpoint stay the same.
         """
         self._check_point_locally(point, allow=(PointKind.TIME, PointKind.LSN))
-        self.restore_window().check(point, now=self._now())
-        preserve = PRESERVE_PREFIX + self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.restore_window().check(point, now=self.http.now())
+        preserve = PRESERVE_PREFIX + self.http.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         body: dict[str, Any] = {"source_branch_id": self.branch_id,
                                 "preserve_under_name": preserve}
         if point.kind is PointKind.TIME:
@@ -198,7 +198,7 @@ class NeonRestores(NeonClient):
             )
         if point.kind is PointKind.TIME:
             assert point.time is not None
-            if point.time > self._now():
+            if point.time > self.http.now():
                 raise RestorePointError(f"restore time {point} is in the future")
         if point.kind is PointKind.LSN:
             parse_lsn(str(point.value))
@@ -228,15 +228,15 @@ class NeonRestores(NeonClient):
                                 "list them with restorekit backups")
 
     def _wait_branch_ready(self, branch: dict[str, Any], *, progress: Progress) -> dict[str, Any]:
-        deadline = self._clock() + self.timeout
+        deadline = self.http.clock() + self.timeout
         while branch.get("current_state") != "ready":
-            if self._clock() >= deadline:
+            if self.http.clock() >= deadline:
                 raise OperationTimedOut(
                     f"Neon branch {branch['name']} ({branch['id']}) still "
                     f"{branch.get('current_state')} after {self.timeout:.0f} s",
                     provider=self.kind, operation=str(branch["id"]))
             progress("neon branch", 0, 1)
-            self._sleep(self.poll_interval)
+            self.http.sleep(self.poll_interval)
             found = self._branch(branch["id"], operation="restore")
             if found is None:
                 raise ProviderError(f"Neon branch {branch['name']} ({branch['id']}) disappeared "

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -15,7 +12,13 @@ from restorekit.errors import (
     ConfigError,
     ProviderError,
 )
-from restorekit.providers._http import RetryPolicy, api_client, header_seconds, send
+from restorekit.providers._http import (
+    PRODUCTION_PLUMBING,
+    HttpPlumbing,
+    RetryPolicy,
+    header_seconds,
+    send,
+)
 from restorekit.providers.supabase.settings import _REF, DEFAULT_BASE_URL
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,7 @@ class SupabaseClient:
         timeout: float = 3600.0,
         start_timeout: float = 600.0,
         busy_timeout: float = 600.0,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        max_attempts: int = 5,
-        max_retry_wait: float = 60.0,
-        request_timeout: float = 30.0,
+        http: HttpPlumbing = PRODUCTION_PLUMBING,
         token_env: str = "",
         target_name: str = "",
     ) -> None:
@@ -57,26 +54,19 @@ class SupabaseClient:
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
         if not secret.get_secret_value():
             raise ConfigError("the Supabase access token is empty")
-        if max_attempts < 1:
-            raise ConfigError("max_attempts must be at least 1")
         if min(poll_interval, timeout, start_timeout, busy_timeout) <= 0:
             raise ConfigError("poll_interval and the Supabase timeouts must be positive")
         self.project_ref = project_ref
         self.base_url = base_url.rstrip("/")
         self.poll_interval = poll_interval
         self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.max_retry_wait = max_retry_wait
         self.start_timeout = start_timeout
         self.busy_timeout = busy_timeout
         self.token_env = token_env
         self.target_name = target_name
-        self._sleep = sleep
-        self._clock = clock
-        self._now = now
+        self.http = http
         self._pitr_enabled: bool | None = None
-        self._client = api_client(self.base_url, secret, transport=transport,
-                                  timeout=request_timeout)
+        self._client = http.client(self.base_url, secret)
 
     def __repr__(self) -> str:
         return f"SupabaseProvider(project_ref={self.project_ref!r}, base_url={self.base_url!r})"
@@ -113,7 +103,7 @@ class SupabaseClient:
 
         response = send(self._client, method, path, json=body, policy=self._retry_policy,
                         delay=self._retry_delay, network_error=network_error, give_up=give_up,
-                        sleep=self._sleep, log=log, now=self._now)
+                        sleep=self.http.sleep, log=log, now=self.http.now)
         if response.status_code >= 400:
             raise self._error_for(response, method, path, operation)
         return response
@@ -121,8 +111,7 @@ class SupabaseClient:
     @property
     def _retry_policy(self) -> RetryPolicy:
         # A 429 did not act: every method waits it out. A 5xx may have: GETs only.
-        return RetryPolicy(max_attempts=self.max_attempts, retry_any=frozenset({429}),
-                           retry_get=frozenset(range(500, 600)), max_wait=self.max_retry_wait)
+        return self.http.policy(retry_any=frozenset({429}), retry_get=frozenset(range(500, 600)))
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
         """429: until the rate-limit window resets (``X-RateLimit-Reset``, else
@@ -135,15 +124,15 @@ class SupabaseClient:
                 wait = self._header_seconds(response, "Retry-After")
             if wait is None:
                 wait = policy.backoff(attempt)
-            return min(max(wait, 1.0), self.max_retry_wait)
+            return min(max(wait, 1.0), self.http.max_retry_wait)
         hinted = self._header_seconds(response, "Retry-After")
         if hinted is not None:
-            return min(hinted, self.max_retry_wait)
+            return min(hinted, self.http.max_retry_wait)
         return policy.backoff(attempt)
 
     def _header_seconds(self, response: httpx.Response, name: str) -> float | None:
         # Supabase documents seconds; an epoch (other APIs' habit) or an HTTP date also works.
-        return header_seconds(response.headers.get(name), now=self._now, epochs=True)
+        return header_seconds(response.headers.get(name), now=self.http.now, epochs=True)
 
     def _error_for(self, response: httpx.Response, method: str, path: str,
                    operation: str) -> ProviderError:

@@ -78,10 +78,9 @@ class SupabaseProvider(SupabaseClient):
             start (RESTORING, or the database going down/coming up); then OperationTimedOut.
         busy_timeout: seconds a project in a passing state (COMING_UP, RESTARTING, ...) is
             waited for before the restore call; then a retryable ProviderError (nothing sent).
-        transport: an httpx transport (tests: ``httpx.MockTransport``); default: the network.
-        sleep, clock, now: injected time (``clock`` is monotonic; ``now`` is wall-clock UTC).
-        max_attempts: attempts per call on 429 (every call) and on 5xx/network errors (GETs).
-        max_retry_wait: cap on one wait between attempts (the rate-limit window is a minute).
+        http: the transport, injected time and retry budget (tests replace them): its
+            ``max_attempts`` count per call on 429 (every call) and on 5xx/network errors
+            (GETs); its ``max_retry_wait`` caps one wait (the rate-limit window is a minute).
         token_env: the variable the token came from, named in auth errors.
     """
 
@@ -282,7 +281,7 @@ class SupabaseProvider(SupabaseClient):
             if target != exact:
                 log.warning("Supabase restores to whole seconds: %s is rounded down to %s", point,
                             _from_unix(target).isoformat())
-            if point.time > self._now():
+            if point.time > self.http.now():
                 raise RestorePointError(
                     f"restore time {point} is in the future; the restore window of Supabase "
                     f"project {self.project_ref} is {window}", window=window)
@@ -297,7 +296,7 @@ class SupabaseProvider(SupabaseClient):
                                  progress: Progress) -> str:
         """Poll until the status lets a restore start (returned), waiting out passing states for
         up to ``busy_timeout``; raise when it forbids one. Nothing has been sent yet."""
-        started = self._clock()
+        started = self.http.clock()
         seen = _Seen()
         while True:
             status = self.project_status()
@@ -315,7 +314,7 @@ class SupabaseProvider(SupabaseClient):
                     f"to {description}; nothing was sent. "
                     + rule.advice.format(ref=self.project_ref),
                     provider=self.kind, operation="restore_in_place", code=status)
-            elapsed = self._clock() - started
+            elapsed = self.http.clock() - started
             progress(f"supabase {status} (waiting to restore)", int(elapsed),
                      int(self.busy_timeout))
             if elapsed >= self.busy_timeout:
@@ -326,13 +325,13 @@ class SupabaseProvider(SupabaseClient):
                     "is ACTIVE_HEALTHY or ACTIVE_UNHEALTHY (or raise busy_timeout_seconds).",
                     provider=self.kind, operation="restore_in_place", retryable=True,
                     code=status)
-            self._sleep(self.poll_interval)
+            self.http.sleep(self.poll_interval)
 
     def _wait_until_restored(self, description: str, progress: Progress) -> None:
         """Poll after the restore call until the restore was seen to start and then ended
         ACTIVE_HEALTHY. Right after the call the status may still be the old one, so
         ACTIVE_HEALTHY before any sign of a start is not success (supabase/supabase#48948)."""
-        started = self._clock()
+        started = self.http.clock()
         seen = _Seen()
         sign: str | None = None  # the status that showed the restore had started
         status = "UNKNOWN"
@@ -344,7 +343,7 @@ class SupabaseProvider(SupabaseClient):
                     raise
                 log.warning("Supabase status poll failed (%s); polling on", exc)
             else:
-                elapsed = self._clock() - started
+                elapsed = self.http.clock() - started
                 progress(f"supabase {status}", int(elapsed), int(self.timeout))
                 if seen.add(status):
                     log.info("Supabase project %s: %s", self.project_ref, status)
@@ -359,7 +358,7 @@ class SupabaseProvider(SupabaseClient):
                                     "ACTIVE_HEALTHY: taking the restore as done (verify the "
                                     "data)", self.project_ref, sign)
                     return
-            elapsed = self._clock() - started
+            elapsed = self.http.clock() - started
             if sign is None and elapsed >= min(self.start_timeout, self.timeout):
                 raise OperationTimedOut(
                     f"Supabase accepted the restore of project {self.project_ref} to "
@@ -377,7 +376,7 @@ class SupabaseProvider(SupabaseClient):
                     "project in the dashboard and contact Supabase support "
                     f"({SUPPORT_URL}) if it does not come back.",
                     provider=self.kind, operation="restore_in_place", code=status)
-            self._sleep(self.poll_interval)
+            self.http.sleep(self.poll_interval)
 
     def _failed(self, status: str, description: str, seen: _Seen) -> NoReturn:
         raise OperationFailed(
