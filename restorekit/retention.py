@@ -30,10 +30,9 @@ from datetime import datetime, timedelta
 from restorekit.config import BackupPolicy
 from restorekit.models import BackupInfo, parse_lsn
 from restorekit.repository import ObjectInfo, Repository
+from restorekit.wal import SEGMENT_SIZE as DEFAULT_SEGMENT_SIZE
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
 # 24 hex digits (timeline, log, segment), optionally .partial or .<offset>.backup.
 _SEGMENT_FILE = re.compile(r"^(?P<tl>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})"
