@@ -1,6 +1,7 @@
-"""What the managed-cloud adapters (Neon, Supabase) read from restorekit.toml the same way: a
-``[targets.NAME.<kind>]`` section validated by the adapter's settings model, the NAME of the
-environment variable that holds the API token (never the token), and the API root.
+"""What the cloud adapters read from restorekit.toml the same way: a ``[targets.NAME.<kind>]``
+section validated by the adapter's settings model (RDS, Neon, Supabase), the NAME of the
+environment variable that holds the API token (never the token), and the API root (Neon,
+Supabase).
 
 The HTTP side they share (client, retry policy) is in :mod:`restorekit.providers._http`.
 """

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 
 from botocore.config import Config
 from psycopg.conninfo import make_conninfo
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from restorekit.clients import boto3_session, botocore_session
 from restorekit.config import Settings, TargetConfig
@@ -19,6 +19,7 @@ from restorekit.errors import (
 )
 from restorekit.models import RestoredDatabase
 from restorekit.pg.dsn import parse
+from restorekit.providers._cloud import load_section, section_name
 from restorekit.providers.rds.errors import (
     PROVIDER,
     _is_not_found,
@@ -64,18 +65,7 @@ class RdsBase:
     @classmethod
     def from_config(cls, target: TargetConfig, settings: Settings) -> Self:
         """Validate ``[targets.NAME.rds]`` and read the source DSN (``dsn`` / ``dsn_env``)."""
-        if target.rds is None:
-            raise ConfigError(f"target {target.name!r}: provider 'rds' needs a "
-                              f"[targets.{target.name}.rds] section")
-        try:
-            options = RdsSettings(**target.rds)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ConfigError(f"target {target.name!r}: [targets.{target.name}.rds]: "
-                              f"{problems}") from None
+        options = load_section(RdsSettings, target.rds, section_name(target.name, "rds"))
         return cls(options, source_dsn=target.resolve_dsn(), target_name=target.name,
                    database=target.database)
 
