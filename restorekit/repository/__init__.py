@@ -38,8 +38,12 @@ Contract, for every backend:
   original bytes (checked after decompression): both are verified on every read. A record
   without ``encoding`` (every object of an older repository) is read exactly as before.
 
-boto3 is imported only when an S3 URL is opened, so ``restorekit.wal`` (PostgreSQL's
-archive_command) starts fast for local repositories.
+boto3 is imported only when an S3 URL is opened, and codec programs' helpers (``subprocess``,
+``threading``) only when a codec runs, so ``restorekit.wal`` (PostgreSQL's archive_command, one
+Python per WAL segment) starts fast for local repositories: ~35 ms of CPU for an uncompressed
+push, ~45 ms with lz4, of which ~9 ms is the interpreter itself.
+``tests/integration/test_wal_push_imports.py`` fails when the S3 SDK or a heavy standard module
+(argparse, logging, dataclasses, shutil) comes back onto that path.
 
 The package, by subject: :mod:`~restorekit.repository.protocol` (the interface and
 :class:`ObjectInfo`), :mod:`~restorekit.repository.keys`, :mod:`~restorekit.repository.urls`,

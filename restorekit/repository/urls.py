@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from restorekit.errors import (
@@ -17,7 +17,6 @@ from restorekit.errors import (
 from restorekit.repository.keys import check_key
 from restorekit.repository.local import LocalRepository
 from restorekit.repository.protocol import Repository
-from restorekit.repository.s3 import S3Repository
 
 _URL_HELP = (
     "write file:///absolute/path (or just /absolute/path) for a local directory, or "
@@ -34,9 +33,12 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]{2,32}$")
 
 
-@dataclass(frozen=True, slots=True)
-class RepositoryLocation:
-    """A parsed repository URL. ``url`` is the canonical display form (no secrets)."""
+class RepositoryLocation(NamedTuple):
+    """A parsed repository URL. ``url`` is the canonical display form (no secrets).
+
+    A NamedTuple, not a dataclass, for the same reason as
+    :class:`~restorekit.repository.protocol.ObjectInfo` (archive_command's start).
+    """
 
     kind: str  # "local" | "s3"
     url: str
@@ -166,5 +168,7 @@ def open_repository(url: str, *, os_user: str | None = None) -> Repository:
     if location.kind == "local":
         assert location.path is not None
         return LocalRepository(location.path, os_user=os_user)
+    from restorekit.repository.s3 import S3Repository  # boto3 and its helpers: S3 only
+
     return S3Repository(location.bucket, location.prefix, endpoint_url=location.endpoint_url,
                         region=location.region)
