@@ -244,24 +244,28 @@ def world(rds_world: RdsWorld, proxy: RdsFaultProxy, tmp_path: Path,  # noqa: F8
     proxy.heal()
 
 
-def _delete(world: SimpleNamespace, n: int) -> tuple[dict[str, str], dict[str, str], str]:
-    """Production's checksums before, ``n`` users deleted (and archived), the checksums after,
-    and the time just before the deletion."""
+@dataclass(frozen=True)
+class _Incident:
+    """One accidental deletion in production, ready for the flow: the checksums before and
+    after, the instance id its restore gets, and the flow's parameters."""
+
+    intact: dict[str, str]
+    broken: dict[str, str]
+    ident: str
+    params: AccidentalDeletionParams
+
+
+def _incident(world: SimpleNamespace, incident: str, *, deleted: int) -> _Incident:
+    """Delete ``deleted`` users in production (and archive the WAL) as incident ``incident``."""
     rds = world.rds
     intact = checksums(rds.app_dsn)
-    _, since = delete_users(rds.app_dsn, n)
+    _, since = delete_users(rds.app_dsn, deleted)
     rds.wait_archived()
-    return intact, checksums(rds.app_dsn), since
-
-
-def _params(world: SimpleNamespace, incident: str, since: str) -> AccidentalDeletionParams:
-    return AccidentalDeletionParams(target="production", config=world.config,
-                                    require_approval=False, incident_id=incident,
-                                    deleted_since=since)
-
-
-def _ident(world: SimpleNamespace, incident: str) -> str:
-    return world.provider.instance_id_for(restore_name("ad", incident))
+    params = AccidentalDeletionParams(target="production", config=world.config,
+                                      require_approval=False, incident_id=incident,
+                                      deleted_since=since)
+    ident = world.provider.instance_id_for(restore_name("ad", incident))
+    return _Incident(intact, checksums(rds.app_dsn), ident, params)
 
 
 def _messages(exc: BaseException) -> str:
@@ -288,22 +292,21 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     adapter waits for that instance. DescribeDBInstances of it: a 503 and a dropped connection
     in one call. Within AWS_MAX_ATTEMPTS=3 every call succeeds: so does the flow."""
     rds, proxy = world.rds, world.proxy
-    intact, _, since = _delete(world, 2)
-    incident = "rds-flaky"
-    ident = _ident(world, incident)
+    case = _incident(world, "rds-flaky", deleted=2)
+    ident = case.ident
     proxy.fail_action(RESTORE, 1, status=400, code="Throttling")
     proxy.fail_action(RESTORE, 1, drop=True, forward=True)
     proxy.fail_action(DESCRIBE, 1, status=503, code="ServiceUnavailable", ident=ident,
                       armed_by=RESTORE)
     proxy.fail_action(DESCRIBE, 1, drop=True, ident=ident, armed_by=RESTORE)
 
-    report = accidental_deletion(_params(world, incident, since))
+    report = accidental_deletion(case.params)
 
     assert report.outcome == "succeeded", report.error
     assert proxy.injected == [
         (RESTORE, "400 Throttling"), (RESTORE, "dropped after RDS did it"),
         (DESCRIBE, "503 ServiceUnavailable"), (DESCRIBE, "dropped")]
-    assert without_audit(checksums(rds.app_dsn)) == without_audit(intact)
+    assert without_audit(checksums(rds.app_dsn)) == without_audit(case.intact)
     # One instance was restored (the lost answer was not a second restore), and discarded.
     assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
 
@@ -312,10 +315,8 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     prefect_server: str, world: SimpleNamespace,
 ) -> None:
     rds, proxy = world.rds, world.proxy
-    intact, broken, since = _delete(world, 2)
-    incident = "rds-500"
-    ident = _ident(world, incident)
-    params = _params(world, incident, since)
+    case = _incident(world, "rds-500", deleted=2)
+    ident, params = case.ident, case.params
 
     # 1. RDS answers 500 to every restore request without doing it: nothing was created.
     proxy.fail_action(RESTORE, None, status=500, code="InternalFailure")
@@ -331,7 +332,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     assert f"the source {rds.source.instance_id} was not changed" in message
     assert "Next: re-run with the same incident id" in message  # what to do
     _no_secrets(world, error)
-    assert checksums(rds.app_dsn) == broken  # production untouched
+    assert checksums(rds.app_dsn) == case.broken  # production untouched
     assert rds.scratch_instances() == []
 
     # 2. RDS does the restore but every answer is a 500 (and the retries' DBInstanceAlreadyExists
@@ -347,7 +348,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
     assert "re-run with the same restore name (incident id) reuses it" in message
     assert "restorekit cleanup --target production" in message
     _no_secrets(world, failed.value)
-    assert checksums(rds.app_dsn) == broken
+    assert checksums(rds.app_dsn) == case.broken
     assert rds.scratch_instances() == [ident]  # tagged: cleanup finds it
     (left,) = world.provider.list_scratch()
     assert left.handle == ident
@@ -363,7 +364,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
 
     assert report.outcome == "succeeded", report.error
     assert RESTORE not in proxy.forwarded  # reused, not restored again
-    assert without_audit(checksums(rds.app_dsn)) == without_audit(intact)
+    assert without_audit(checksums(rds.app_dsn)) == without_audit(case.intact)
     assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
 
 
@@ -371,14 +372,13 @@ def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_dis
     prefect_server: str, world: SimpleNamespace,
 ) -> None:
     rds, proxy = world.rds, world.proxy
-    _, broken, since = _delete(world, 1)
-    incident = "rds-stuck"
-    ident = _ident(world, incident)
+    case = _incident(world, "rds-stuck", deleted=1)
+    ident = case.ident
     proxy.stuck(ident, "creating")
 
     started = time.monotonic()
     with pytest.raises(OperationTimedOut) as failed:
-        accidental_deletion(_params(world, incident, since))
+        accidental_deletion(case.params)
 
     message = str(failed.value)
     assert time.monotonic() - started < 30
@@ -388,7 +388,7 @@ def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_dis
     assert "restorekit cleanup --target production" in message
     assert not failed.value.is_retryable  # never retried blindly: it may still finish
     _no_secrets(world, failed.value)
-    assert checksums(rds.app_dsn) == broken
+    assert checksums(rds.app_dsn) == case.broken
 
     # Still stuck: cleanup (list the scratch restores, discard each) removes it anyway.
     (left,) = world.provider.list_scratch()
