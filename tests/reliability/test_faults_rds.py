@@ -268,6 +268,13 @@ def _incident(world: SimpleNamespace, incident: str, *, deleted: int) -> _Incide
     return _Incident(intact, checksums(rds.app_dsn), ident, params)
 
 
+def _assert_back_and_clean(world: SimpleNamespace, case: _Incident) -> None:
+    """The deleted rows are back (the audit log aside) and no scratch restore is left."""
+    rds = world.rds
+    assert without_audit(checksums(rds.app_dsn)) == without_audit(case.intact)
+    assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
+
+
 def _messages(exc: BaseException) -> str:
     """Every message in the exception chain (the botocore error under ours too)."""
     seen: list[str] = []
@@ -291,7 +298,7 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     drops before the answer, so botocore's third attempt gets DBInstanceAlreadyExists and the
     adapter waits for that instance. DescribeDBInstances of it: a 503 and a dropped connection
     in one call. Within AWS_MAX_ATTEMPTS=3 every call succeeds: so does the flow."""
-    rds, proxy = world.rds, world.proxy
+    proxy = world.proxy
     case = _incident(world, "rds-flaky", deleted=2)
     ident = case.ident
     proxy.fail_action(RESTORE, 1, status=400, code="Throttling")
@@ -306,9 +313,8 @@ def test_throttling_5xx_dropped_connections_and_a_lost_restore_answer_are_retrie
     assert proxy.injected == [
         (RESTORE, "400 Throttling"), (RESTORE, "dropped after RDS did it"),
         (DESCRIBE, "503 ServiceUnavailable"), (DESCRIBE, "dropped")]
-    assert without_audit(checksums(rds.app_dsn)) == without_audit(case.intact)
     # One instance was restored (the lost answer was not a second restore), and discarded.
-    assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
+    _assert_back_and_clean(world, case)
 
 
 def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_rerun_completes(
@@ -364,8 +370,7 @@ def test_permanent_5xx_on_the_restore_fails_clearly_leaves_production_and_a_reru
 
     assert report.outcome == "succeeded", report.error
     assert RESTORE not in proxy.forwarded  # reused, not restored again
-    assert without_audit(checksums(rds.app_dsn)) == without_audit(case.intact)
-    assert rds.scratch_instances() == [] and world.provider.list_scratch() == []
+    _assert_back_and_clean(world, case)
 
 
 def test_an_instance_that_never_becomes_available_times_out_naming_it_and_is_discarded(
