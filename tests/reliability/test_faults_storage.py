@@ -11,6 +11,7 @@ the same operation (the same incident id for flows) is run again and completes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -79,16 +81,15 @@ class S3World:
         return list(self.provider().list_scratch())
 
 
-@pytest.fixture(scope="module")
-def s3_world(moto_server: str, pg_base_dir: Path) -> Iterator[S3World]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    bucket = f"rk-faults-{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def _installation_on_s3(s3: Any, proxy: FaultProxy, base: Path, suffix: str
+                        ) -> Iterator[S3World]:
+    """An installation whose repository is a new bucket reached through ``proxy``, its app
+    started; at the end the proxy is healed and the installation torn down."""
+    bucket = f"rk-faults{suffix}-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    proxy = FaultProxy(moto_server).start()
     repo_url = f"s3://{bucket}/repo?endpoint_url={proxy.url}&region=us-east-1"
-    inst = build_s3_world(pg_base_dir / f"s3-faults-{time.monotonic_ns()}", repo_url)
+    inst = build_s3_world(base / f"s3-faults{suffix}-{time.monotonic_ns()}", repo_url)
     rt = inst.runtime()
     assert rt.app is not None
     rt.app.start()  # type: ignore[attr-defined]
@@ -97,6 +98,18 @@ def s3_world(moto_server: str, pg_base_dir: Path) -> Iterator[S3World]:
     finally:
         proxy.heal()
         teardown_installation(inst)
+
+
+@pytest.fixture(scope="module")
+def s3_world(moto_server: str, pg_base_dir: Path) -> Iterator[S3World]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    proxy = FaultProxy(moto_server).start()
+    try:
+        with _installation_on_s3(s3, proxy, pg_base_dir, "") as world:
+            yield world
+    finally:
         proxy.down()
 
 
@@ -697,19 +710,8 @@ def cf_world(s3_world: S3World, pg_base_dir: Path) -> Iterator[S3World]:
     """A second installation for scenario 1, in its own bucket behind the same proxy: a
     complete-failure run that succeeds points the application at the restored cluster for good
     (adopted as production), which the other tests' world must not inherit."""
-    bucket = f"rk-faults-cf-{uuid.uuid4().hex[:12]}"
-    s3_world.s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    repo_url = f"s3://{bucket}/repo?endpoint_url={s3_world.proxy.url}&region=us-east-1"
-    inst = build_s3_world(pg_base_dir / f"s3-faults-cf-{time.monotonic_ns()}", repo_url)
-    rt = inst.runtime()
-    assert rt.app is not None
-    rt.app.start()  # type: ignore[attr-defined]
-    try:
-        yield S3World(inst=inst, proxy=s3_world.proxy, bucket=bucket, repo_url=repo_url,
-                      s3=s3_world.s3)
-    finally:
-        s3_world.proxy.heal()
-        teardown_installation(inst)
+    with _installation_on_s3(s3_world.s3, s3_world.proxy, pg_base_dir, "-cf") as world:
+        yield world
 
 
 def _app_dsn(world: S3World) -> str:
