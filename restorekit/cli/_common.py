@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from restorekit.config import Settings
+    from restorekit.runtime import TargetRuntime
 
 app = typer.Typer(
     name="restorekit",
@@ -57,10 +58,32 @@ def _provider(settings: Settings, target: str) -> Any:
     return provider_from_config(settings.target(target), settings)
 
 
+def _runtime(config: Path | None, target: str) -> TargetRuntime:
+    """What a command on one target acts on: the settings, the target's config and its provider
+    (built when first used), the same runtime the flows' tasks build.
+
+    Raises:
+        ConfigError: the config cannot be read, or names no such target.
+    """
+    from restorekit.runtime import TargetRuntime
+
+    settings = _settings(config)
+    return TargetRuntime(settings=settings, config=settings.target(target))
+
+
 def _table(*args: Any, **kwargs: Any) -> Table:
     from rich.table import Table
 
     return Table(*args, **kwargs)
+
+
+def _record_table(title: str, data: Mapping[str, Any], keys: Iterable[str] | None = None) -> Table:
+    """One record as a table of two columns, field and value: ``keys`` of ``data`` (default:
+    all of them), a missing one shown as None."""
+    table = _table(title=title, show_header=False)
+    for key in data if keys is None else keys:
+        table.add_row(key, str(data.get(key)))
+    return table
 
 
 def _progress(as_json: bool) -> Any:
@@ -74,6 +97,16 @@ def _emit(data: dict[str, Any], as_json: bool, table: Table | None = None) -> No
         out.print_json(json.dumps(data, default=str))
     elif table is not None:
         out.print(table)
+
+
+def _print_report(as_json: bool, json_text: str, markdown: str) -> None:
+    """A flow's report on stdout: its JSON with --json, else its Markdown rendered."""
+    if as_json:
+        out.print_json(json_text)
+    else:
+        from rich.markdown import Markdown
+
+        out.print(Markdown(markdown))
 
 
 #: What a refusal is (exit status 2): bad input, found before anything was touched.

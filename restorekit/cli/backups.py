@@ -13,20 +13,19 @@ from restorekit.cli._common import (
     TargetOpt,
     _emit,
     _progress,
-    _provider,
-    _settings,
+    _record_table,
+    _runtime,
     _table,
 )
 
 
 def window(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Print the restore window: the earliest and latest points a restore can reach."""
-    settings = _settings(config)
-    provider = _provider(settings, target)
-    win = provider.restore_window()
+    rt = _runtime(config, target)
+    win = rt.provider.restore_window()
     from restorekit import production
 
-    adopted = production.load(settings.state_dir, target)
+    adopted = production.load(rt.settings.state_dir, target)
     data = {
         "target": target,
         "earliest": win.earliest.isoformat() if win.earliest else None,
@@ -55,7 +54,7 @@ def backup(
     as_json: JsonOpt = False,
 ) -> None:
     """Take a base backup of the target now (the runbook's manual pre-deployment backup)."""
-    provider = _provider(_settings(config), target)
+    provider = _runtime(config, target).provider
     with _progress(as_json) as progress:
         info = provider.create_backup(label, progress=progress)
     data = {"target": target, "backup_id": info.backup_id, "engine": info.engine,
@@ -70,8 +69,7 @@ def backup(
 
 def backups(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List the target's base backups, oldest first."""
-    provider = _provider(_settings(config), target)
-    items = provider.list_backups()
+    items = _runtime(config, target).provider.list_backups()
     table = _table(title=f"Base backups of {target}")
     for col in ("backup id", "engine", "stop time", "stop LSN", "timeline", "size", "label"):
         table.add_column(col)
@@ -106,8 +104,7 @@ def restore(
     from restorekit.pg.dsn import display, redact
 
     parsed = RestorePoint.parse(point)
-    settings = _settings(config)
-    provider = _provider(settings, target)
+    provider = _runtime(config, target).provider
     from datetime import UTC, datetime
 
     name = name or f"{target}-{datetime.now(UTC).strftime('%Y%m%dt%H%M%S')}"
@@ -122,7 +119,4 @@ def restore(
         "phases_seconds": {k: round(v, 3) for k, v in restored.phases.items()},
         "dsn": redact(dsn) if show_dsn else display(dsn),
     }
-    table = _table(title="Restored into a new cluster", show_header=False)
-    for key, value in data.items():
-        table.add_row(key, str(value))
-    _emit(data, as_json, table)
+    _emit(data, as_json, _record_table("Restored into a new cluster", data))

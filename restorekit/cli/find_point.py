@@ -12,9 +12,8 @@ from restorekit.cli._common import (
     TargetOpt,
     _emit,
     _progress,
-    _provider,
-    _settings,
-    _table,
+    _record_table,
+    _runtime,
 )
 from restorekit.errors import CapabilityNotSupported
 
@@ -60,8 +59,7 @@ def find_point(
                     keys=parse_keys(ids or ()),
                     where=where, column=column,
                     good_point=RestorePoint.parse(good_point) if good_point else None)
-    settings = _settings(config)
-    provider = _provider(settings, target)
+    provider = _runtime(config, target).provider
     if Capability.FIND_POINT not in provider.capabilities:
         raise CapabilityNotSupported(
             f"target {target!r} is on {provider.kind}, which gives no access to its WAL: "
@@ -73,10 +71,9 @@ def find_point(
                 if loss and Capability.LOSS_REPORT in provider.capabilities else None)
     data = {**found.as_dict(), "damage": damage.describe(),
             "loss": lost.as_dict() if lost else None}
-    t = _table(title=f"Restore point for {damage.describe()}", show_header=False)
-    for key in ("point", "found_by", "xid", "commit_time", "commit_lsn", "what",
-                "rows_touched", "copies", "scanned_bytes"):
-        t.add_row(key, str(data.get(key)))
+    t = _record_table(f"Restore point for {damage.describe()}", data, (
+        "point", "found_by", "xid", "commit_time", "commit_lsn", "what", "rows_touched",
+        "copies", "scanned_bytes"))
     for line in found.evidence:
         t.add_row("evidence", line)
     for note in found.notes:

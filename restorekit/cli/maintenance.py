@@ -13,8 +13,8 @@ from restorekit.cli._common import (
     TargetOpt,
     _emit,
     _progress,
-    _provider,
-    _settings,
+    _record_table,
+    _runtime,
     _table,
 )
 
@@ -31,8 +31,7 @@ def snapshot(
     from restorekit.repository import open_repository
     from restorekit.snapshot import take_snapshot
 
-    settings = _settings(config)
-    cfg = settings.target(target)
+    cfg = _runtime(config, target).config
     if not cfg.repository:
         raise typer.BadParameter(f"target {target} has no repository configured")
     from restorekit.pg.tools import default_os_user
@@ -43,9 +42,8 @@ def snapshot(
         info = take_snapshot(cfg.resolve_dsn(), repo, label=label, tables=table or None,
                              jobs=jobs, progress=progress)
     data = info.to_dict()
-    t = _table(title="Logical snapshot (read back and verified)", show_header=False)
-    for key in ("snapshot_id", "tables", "size_bytes", "location", "verified"):
-        t.add_row(key, str(data.get(key)))
+    t = _record_table("Logical snapshot (read back and verified)", data,
+                      ("snapshot_id", "tables", "size_bytes", "location", "verified"))
     _emit(data, as_json, t)
 
 
@@ -63,10 +61,9 @@ def prune(
 
     from restorekit.retention import expire_backups
 
-    settings = _settings(config)
-    policy = settings.target(target).backups
-    said = expire_backups(_provider(settings, target), policy, datetime.now(UTC),
-                          dry_run=dry_run)
+    rt = _runtime(config, target)
+    policy = rt.config.backups
+    said = expire_backups(rt.provider, policy, datetime.now(UTC), dry_run=dry_run)
     t = _table(title=f"Retention of {target}")
     t.add_column("result")
     t.add_row(said)
@@ -80,11 +77,10 @@ def cleanup(target: TargetOpt, config: ConfigOpt = None, as_json: JsonOpt = Fals
     the target's DSN points at, and the one the application's connection string points at (a
     complete-failure run killed after its swap but before adopting the restore)."""
     from restorekit.providers.base import reaches
-    from restorekit.runtime import TargetRuntime
 
-    settings = _settings(config)
-    provider = _provider(settings, target)
-    in_use = TargetRuntime(settings=settings, config=settings.target(target)).connection_in_use()
+    rt = _runtime(config, target)
+    provider = rt.provider
+    in_use = rt.connection_in_use()
     removed, kept = [], []
     for restored in provider.list_scratch():
         if any(reaches(provider, restored, dsn) for dsn in in_use):

@@ -15,7 +15,7 @@ from restorekit.cli._common import (
     _config_path,
     _fail,
     _prefect_without_telemetry,
-    out,
+    _print_report,
 )
 from restorekit.cli.checks import check_scenario
 from restorekit.cli.scenarios import SCENARIO_MODELS, run_options, scenario_params
@@ -185,12 +185,8 @@ def run(
             failure = exc
             report = _last_report(settings, target, scenario, started)
     if report is not None:
-        if as_json:
-            out.print_json(json.dumps(report.to_json_dict(), default=str))
-        else:
-            from rich.markdown import Markdown
-
-            out.print(Markdown(report.to_markdown()))
+        _print_report(as_json, json.dumps(report.to_json_dict(), default=str),
+                      report.to_markdown())
     if failure is not None:
         _fail(failure)
 

@@ -13,8 +13,8 @@ from restorekit.cli._common import (
     _config_path,
     _fail,
     _prefect_without_telemetry,
+    _print_report,
     _settings,
-    out,
 )
 
 
@@ -47,11 +47,6 @@ def watch(
             report = post_restore_watch(params)
         except WatchBreached as exc:
             failure, report = exc, exc.report
-    if as_json:
-        out.print_json(report.model_dump_json())
-    else:
-        from rich.markdown import Markdown
-
-        out.print(Markdown(report.to_markdown()))
+    _print_report(as_json, report.model_dump_json(), report.to_markdown())
     if failure is not None:
         _fail(failure)
