@@ -61,9 +61,13 @@ def test_accidental_deletion_takes_rows_from_a_snapshot_never_in_place(
 def test_drill_restores_the_newest_snapshot_and_tears_it_down(
     prefect_server: str, supabase_world
 ) -> None:
+    # Its own snapshot: the test must not lean on one an earlier test happened to take.
+    taken = backup(BackupParams(target="production", config=str(supabase_world.config),
+                                label="before the drill"))
     (result,) = restore_drill(RestoreDrillParams(config=str(supabase_world.config)))
     assert result.passed, result.failures
     assert "logical snapshot" in result.point and result.torn_down
+    assert taken["snapshot_id"] in result.point, (taken, result.point)
 
 
 def test_complete_failure_on_an_unhealthy_project_snapshots_then_restores_in_place(
