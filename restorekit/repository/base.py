@@ -18,9 +18,16 @@ from restorekit.errors import (
     ObjectNotFound,
     RepositoryError,
 )
-from restorekit.repository.compression import _Decoder, _encoder
+from restorekit.repository.compression import _decode_into, _Decoder, _encoder
 from restorekit.repository.keys import check_key
-from restorekit.repository.objects import _HashingReader, _now, _temp_name, _VerifyingReader
+from restorekit.repository.objects import (
+    _HashingReader,
+    _mismatch,
+    _now,
+    _temp_name,
+    _VerifyingReader,
+    hash_file,
+)
 from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo, Progress
 
 
@@ -28,6 +35,14 @@ from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo, Progress
 def _reader_only(verified: ContextManager[tuple[ObjectInfo, BinaryIO]]) -> Iterator[BinaryIO]:
     with verified as (_, reader):
         yield reader
+
+
+def _check_written(path: Path, info: ObjectInfo, url: str, progress: Progress | None) -> None:
+    """The decompressed file against the record's size and sha256 (its pages are still in the
+    page cache: it was just written)."""
+    sha, size = hash_file(path, progress)
+    if (sha, size) != (info.sha256, info.size):
+        raise _mismatch(info.key, url, info, sha, size)
 
 
 class _BaseRepository:
@@ -131,6 +146,22 @@ class _BaseRepository:
         return _reader_only(self._verified(key))
 
     @contextlib.contextmanager
+    def _stored(self, key: str) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        """The record, and a reader of the object's bytes as stored that checks them against
+        the record at EOF (the compressed bytes, for a compressed object)."""
+        check_key(key)
+        with self._errors("get", key):
+            info = self._read_record(key)
+            source = self._open_object(key)
+        reader = _VerifyingReader(source, info, self.url, lambda: self._errors("get", key),
+                                  at_rest=info.encoding is not None)
+        buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
+        try:
+            yield info, buffered  # type: ignore[misc]
+        finally:
+            buffered.close()
+
+    @contextlib.contextmanager
     def _verified(self, key: str) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
         check_key(key)
         with self._errors("get", key):
@@ -172,11 +203,16 @@ class _BaseRepository:
         tmp = dest.parent / _temp_name(dest.name)
         try:
             # The record is read (ObjectNotFound raised) before the temporary file is created.
-            with self._verified(key) as (info, src), open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK_SIZE):
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
+            with self._stored(key) as (info, src), open(tmp, "wb") as out:
+                if info.encoding is None:
+                    while chunk := src.read(CHUNK_SIZE):
+                        out.write(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                else:
+                    _decode_into(src, info, self.url, out)
+            if info.encoding is not None:
+                _check_written(tmp, info, self.url, progress)
             os.replace(tmp, dest)
         except ChecksumMismatch:
             tmp.unlink(missing_ok=True)

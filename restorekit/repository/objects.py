@@ -183,14 +183,16 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size) of a local file, read in chunks."""
+def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """(sha256 hex, size) of a local file, read in chunks (``progress`` told of each)."""
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_SIZE):
             sha.update(chunk)
             size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return sha.hexdigest(), size
 
 
