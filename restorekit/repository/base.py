@@ -163,33 +163,23 @@ class _BaseRepository:
 
     @contextlib.contextmanager
     def _verified(self, key: str) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
-        check_key(key)
-        with self._errors("get", key):
-            info = self._read_record(key)
-            source = self._open_object(key)
-        errors: Callable[[], ContextManager[None]] = lambda: self._errors("get", key)  # noqa: E731
-        closers: list[Any] = []
-        if info.encoding is not None:
+        with self._stored(key) as (info, stored):
+            if info.encoding is None:  # the bytes as stored are the content
+                yield info, stored
+                while stored.read(CHUNK_SIZE):  # a consumer that stopped early: verify the rest
+                    pass
+                return
             # Compressed: the bytes at rest are checked as they stream into the decompressor,
             # the decompressed bytes against the original's size and sha256.
-            at_rest = io.BufferedReader(_VerifyingReader(source, info, self.url, errors,
-                                                         at_rest=True), buffer_size=CHUNK_SIZE)
+            decoder = _Decoder(stored, info, self.url)
+            reader = _VerifyingReader(decoder, info, self.url, contextlib.nullcontext)
+            buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
             try:
-                source = _Decoder(at_rest, info, self.url)  # type: ignore[arg-type]
-            except BaseException:
-                at_rest.close()
-                raise
-            closers = [source, at_rest]
-            errors = contextlib.nullcontext
-        reader = _VerifyingReader(source, info, self.url, errors)
-        buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
-        try:
-            yield info, buffered  # type: ignore[misc]
-            reader.drain()
-        finally:
-            buffered.close()
-            for stream in closers:  # the decoder, then the bytes at rest
-                stream.close()
+                yield info, buffered  # type: ignore[misc]
+                reader.drain()
+            finally:
+                buffered.close()
+                decoder.close()
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_verified(key) as src:
