@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fixtures.scenario_one import recover_lost_production
+from fixtures.lost_production import recover_lost_production
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS

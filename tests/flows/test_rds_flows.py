@@ -16,7 +16,7 @@ import pytest
 from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.cli import CLI, cli_env
-from fixtures.scenario_one import recover_lost_production
+from fixtures.lost_production import recover_lost_production
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.restore_drill import RestoreDrillParams, restore_drill
