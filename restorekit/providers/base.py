@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from restorekit.errors import ConfigError
+from restorekit.errors import CapabilityNotSupported, ConfigError
 from restorekit.models import BackupInfo, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.registry import Registry
 
@@ -138,6 +138,37 @@ class DatabaseProvider(Protocol):
     #       (a table that never existed, keys never damaged) is a ConfigError, not a guess.
     #   loss_after(point: RestorePoint) -> Loss (LOSS_REPORT): what was committed after
     #       ``point`` up to the end of what the provider holds.
+
+
+class ProviderDefaults:
+    """A base for providers that lack one of the restore capabilities: the method it gates
+    refuses with the provider's own reason, so no provider writes a stub for it.
+
+    A flow checks ``capabilities`` before it calls; a command such as ``restorekit restore
+    --to-new`` calls directly, and the error then says why and what to do instead.
+    """
+
+    kind: ClassVar[str]
+    #: Why a capability is not offered and what to use instead, formatted with
+    #: ``provider=self`` (e.g. ``{provider.project_ref}``).
+    why_not: ClassVar[Mapping[Capability, str]] = {}
+
+    def restore(
+        self, point: RestorePoint, *, name: str, progress: Progress = no_progress,
+        window: RestoreWindow | None = None,
+    ) -> RestoredDatabase:
+        """Refuses: NEW_TARGET_RESTORE is not offered."""
+        raise self._not_offered(Capability.NEW_TARGET_RESTORE)
+
+    def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
+        """Refuses: IN_PLACE_RESTORE is not offered."""
+        raise self._not_offered(Capability.IN_PLACE_RESTORE)
+
+    def _not_offered(self, capability: Capability) -> CapabilityNotSupported:
+        reason = self.why_not.get(capability)
+        return CapabilityNotSupported(
+            reason.format(provider=self) if reason
+            else f"the {self.kind} provider does not offer {capability.value}")
 
 
 def reaches(provider: DatabaseProvider, restored: RestoredDatabase, dsn: str) -> bool:

@@ -31,7 +31,6 @@ from restorekit.engines.recovery import (
     write_recovery_signal,
 )
 from restorekit.errors import (
-    CapabilityNotSupported,
     ConfigError,
     PgToolFailed,
     PostgresError,
@@ -42,7 +41,13 @@ from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePo
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.dsn import parse
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
-from restorekit.providers.base import Capability, Progress, check_restore_name, no_progress
+from restorekit.providers.base import (
+    Capability,
+    Progress,
+    ProviderDefaults,
+    check_restore_name,
+    no_progress,
+)
 
 if TYPE_CHECKING:
     from restorekit.damage import Damage, FoundPoint, Loss
@@ -53,7 +58,7 @@ log = logging.getLogger(__name__)
 MARKER = "restorekit-scratch.json"
 
 
-class SelfHostedProvider:
+class SelfHostedProvider(ProviderDefaults):
     """A PostgreSQL cluster restorekit backs up with an engine (native or pgBackRest).
 
     Args:
@@ -77,6 +82,10 @@ class SelfHostedProvider:
             Capability.LOSS_REPORT,
         }
     )
+    why_not = {
+        Capability.IN_PLACE_RESTORE: "self-hosted restores go into a NEW cluster; in-place "
+        "restore is not offered",
+    }
 
     def __init__(
         self,
@@ -467,12 +476,6 @@ class SelfHostedProvider:
         return LocalCluster(data_dir=home / "data", port=port,
                             bin_dir=self.source.bin_dir or find_bin_dir(),
                             os_user=self.source.os_user)
-
-    def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
-        """Never: a self-hosted restore always goes into a new cluster (then the swap)."""
-        raise CapabilityNotSupported(
-            "self-hosted restores go into a NEW cluster; in-place restore is not offered"
-        )
 
     def find_point(self, damage: Damage, *, progress: Progress = no_progress) -> FoundPoint:
         """The transaction that did ``damage``, from a copy before it and the archived WAL

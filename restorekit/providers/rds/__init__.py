@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from restorekit.providers.base import Capability
+from restorekit.providers.base import Capability, ProviderDefaults
 from restorekit.providers.rds.errors import PROVIDER, aws_error_code, map_rds_errors
 from restorekit.providers.rds.lifecycle import RdsLifecycle
 from restorekit.providers.rds.restores import RdsRestores
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-class RdsProvider(RdsRestores, RdsLifecycle):
+class RdsProvider(RdsRestores, RdsLifecycle, ProviderDefaults):
     """An RDS for PostgreSQL instance (or Aurora PostgreSQL cluster) restored into new instances.
 
     Args:
@@ -68,3 +68,7 @@ class RdsProvider(RdsRestores, RdsLifecycle):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.NEW_TARGET_RESTORE, Capability.POINT_IN_TIME, Capability.NAMED_BACKUPS,
     })
+    why_not = {
+        Capability.IN_PLACE_RESTORE: "RDS cannot restore in place: restores create a NEW "
+        "instance; use a new-target restore and swap the connection string",
+    }

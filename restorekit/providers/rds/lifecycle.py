@@ -9,14 +9,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from restorekit.errors import (
-    CapabilityNotSupported,
     OperationTimedOut,
     ProviderError,
     SafetyError,
 )
-from restorekit.models import RestoredDatabase, RestorePoint
+from restorekit.models import RestoredDatabase
 from restorekit.pg.dsn import parse
-from restorekit.providers.base import Progress, no_progress
 from restorekit.providers.rds.base import RdsBase
 from restorekit.providers.rds.errors import (
     PROVIDER,
@@ -218,10 +216,3 @@ class RdsLifecycle(RdsBase):
         host = str(params.get("host") or "").lower()
         dsn_port = int(str(params.get("port") or 5432))
         return (host, dsn_port) in {(address.lower(), port), (mapped_host.lower(), mapped_port)}
-
-    def restore_in_place(self, point: RestorePoint, *, progress: Progress = no_progress) -> None:
-        """Never: RDS restores always create a new instance (then the connection swap)."""
-        raise CapabilityNotSupported(
-            "RDS cannot restore in place: restores create a NEW instance; use a new-target "
-            "restore and swap the connection string"
-        )

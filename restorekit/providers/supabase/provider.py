@@ -23,7 +23,7 @@ from restorekit.providers._cloud import (
     section_name,
     token_from_env,
 )
-from restorekit.providers.base import Capability, Progress, no_progress
+from restorekit.providers.base import Capability, Progress, ProviderDefaults, no_progress
 from restorekit.providers.supabase.client import SupabaseClient
 from restorekit.providers.supabase.settings import SUPPORT_URL, SupabaseSettings
 from restorekit.providers.supabase.statuses import (
@@ -45,10 +45,11 @@ _POSSIBLE = frozenset({Capability.IN_PLACE_RESTORE, Capability.POINT_IN_TIME})
 _NO_NEW_TARGET = (
     "Supabase cannot restore into a new database through its API: the Management API (v1) "
     "restores a project only in place (POST /v1/projects/{{ref}}/database/backups/restore-pitr "
-    "or .../restore, which overwrite project {ref}). \"Restore to a New Project\" exists only in "
-    "the Supabase dashboard (Database > Backups; paid plans with physical backups). Use the "
-    "in-place path instead (restorekit snapshots the current state first), or restore to a new "
-    "project in the dashboard by hand and configure it as its own target."
+    "or .../restore, which overwrite project {provider.project_ref}). \"Restore to a New "
+    "Project\" exists only in the Supabase dashboard (Database > Backups; paid plans with "
+    "physical backups). Use the in-place path instead (restorekit snapshots the current state "
+    "first), or restore to a new project in the dashboard by hand and configure it as its own "
+    "target."
 )
 
 
@@ -65,7 +66,7 @@ class _ProjectCapabilities:
         return obj._project_capabilities()
 
 
-class SupabaseProvider(SupabaseClient):
+class SupabaseProvider(SupabaseClient, ProviderDefaults):
     """One Supabase project, restored in place through the Management API.
 
     Args:
@@ -86,6 +87,7 @@ class SupabaseProvider(SupabaseClient):
 
     kind: ClassVar[str] = "supabase"
     capabilities = _ProjectCapabilities()
+    why_not = {Capability.NEW_TARGET_RESTORE: _NO_NEW_TARGET}  # restore() refuses with it
 
     # -- construction from restorekit.toml -----------------------------------------------------
 
@@ -128,17 +130,6 @@ class SupabaseProvider(SupabaseClient):
             "or continuously with PITR); the Management API cannot take one on demand. Take a "
             "logical snapshot instead (restorekit snapshots the current state before a restore)."
         )
-
-    def restore(
-        self,
-        point: RestorePoint,
-        *,
-        name: str,
-        progress: Progress = no_progress,
-        window: RestoreWindow | None = None,
-    ) -> RestoredDatabase:
-        """Never: see the module docstring (no restore-to-new-project in the API)."""
-        raise CapabilityNotSupported(_NO_NEW_TARGET.format(ref=self.project_ref))
 
     def find_restored(self, name: str) -> RestoredDatabase | None:
         """Always None: this provider never creates a database."""
