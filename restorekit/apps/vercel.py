@@ -30,7 +30,6 @@ only in the ``Authorization`` header and scrubbed from every message.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from restorekit.apps.base import AppState
 from restorekit.clients import http_client
 from restorekit.errors import ConfigError, OperationTimedOut, ProviderError
 from restorekit.pg.dsn import redact
+from restorekit.providers._http import header_seconds
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,8 @@ class VercelClient:
         return ProviderError(
             _scrub(text, scrub), provider=self.provider, operation=operation,
             retryable=status in _RETRYABLE_STATUS, status_code=status,
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=header_seconds(response.headers.get("retry-after"),
+                                       now=lambda: datetime.now(UTC)),
         )
 
 
@@ -236,22 +237,6 @@ def _vercel_error(response: httpx.Response) -> tuple[str, str]:
     if isinstance(error, dict):
         return str(error.get("code") or ""), str(error.get("message") or "no error message")
     return "", response.reason_phrase or "no error message"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _backoff(attempt: int) -> float:
