@@ -28,6 +28,7 @@ Standard library HTTP server plus psycopg only; SIGTERM and SIGINT stop it clean
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -35,6 +36,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -226,19 +228,14 @@ class Handler(BaseHTTPRequestHandler):
         if not form or not form.get("email") or "password" not in form:
             self._send(400, {"ok": False, "error": "send email and password (JSON or form)"})
             return
-        try:
+        with self._database_errors_as_503("login"):
             ok = db.login(form["email"], form["password"])
-        except psycopg.Error as exc:
-            error = db.error_text(exc)
-            log.warning("login failed: %s", error)
-            self._send(503, {"ok": False, "error": error})
-            return
-        if ok is None:
-            self._send(500, {"ok": False, "error": "table app_users does not exist"})
-        elif ok:
-            self._send(200, {"ok": True, "user": form["email"]})
-        else:
-            self._send(401, {"ok": False, "error": "wrong email or password"})
+            if ok is None:
+                self._send(500, {"ok": False, "error": "table app_users does not exist"})
+            elif ok:
+                self._send(200, {"ok": True, "user": form["email"]})
+            else:
+                self._send(401, {"ok": False, "error": "wrong email or password"})
 
     def _users(self, query: str) -> None:
         db = self.server.database
@@ -249,14 +246,9 @@ class Handler(BaseHTTPRequestHandler):
         if not 1 <= limit <= 100:
             self._send(400, {"ok": False, "error": "limit must be 1-100"})
             return
-        try:
+        with self._database_errors_as_503("users page"):
             users = db.users(limit)
-        except psycopg.Error as exc:
-            error = db.error_text(exc)
-            log.warning("users page failed: %s", error)
-            self._send(503, {"ok": False, "error": error})
-            return
-        self._send(200, {"ok": True, "users": users})
+            self._send(200, {"ok": True, "users": users})
 
     def _health(self) -> None:
         db = self.server.database
@@ -271,18 +263,23 @@ class Handler(BaseHTTPRequestHandler):
                          "database": {"connected": True, "latency": format_latency(latency)}})
 
     def _users_count(self) -> None:
-        db = self.server.database
+        with self._database_errors_as_503("users count"):
+            count = self.server.database.users_count()
+            if count is None:
+                self._send(404, {"ok": False, "error": "table users does not exist"})
+            else:
+                self._send(200, {"ok": True, "table": "users", "count": count})
+
+    @contextlib.contextmanager
+    def _database_errors_as_503(self, what: str) -> Iterator[None]:
+        """A database error inside is logged as ``what`` failing and answered 503 with its
+        (scrubbed) text: the application is up, its database is not."""
         try:
-            count = db.users_count()
+            yield
         except psycopg.Error as exc:
-            error = db.error_text(exc)
-            log.warning("users count failed: %s", error)
+            error = self.server.database.error_text(exc)
+            log.warning("%s failed: %s", what, error)
             self._send(503, {"ok": False, "error": error})
-            return
-        if count is None:
-            self._send(404, {"ok": False, "error": "table users does not exist"})
-        else:
-            self._send(200, {"ok": True, "table": "users", "count": count})
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
