@@ -51,7 +51,12 @@ from restorekit.engines.native_backup import (
     load_backup,
     safe_name,
 )
-from restorekit.engines.native_restore import choose_backup, refuse_links, untar
+from restorekit.engines.native_restore import (
+    choose_backup,
+    refuse_links,
+    untar,
+    untar_in_place,
+)
 from restorekit.engines.recovery import target_settings
 from restorekit.engines.wal_scan import is_segment, last_commit
 from restorekit.errors import (
@@ -496,8 +501,14 @@ class NativeEngine:
             key = f"backups/{backup.backup_id}/{name}"
             codec = TAR_SUFFIXES[name[name.index(".tar") + 4:]]
             try:
-                with self.repo.open_verified(key) as stream:
-                    untar(stream, dest, os_user=os_user, on_bytes=counted, codec=codec)
+                # A local object's file goes to tar as it is; any other streams through here.
+                with self.repo.open_in_place(key) as stored:
+                    if stored is not None:
+                        untar_in_place(stored, dest, os_user=os_user, on_bytes=counted,
+                                       codec=codec)
+                if stored is None:
+                    with self.repo.open_verified(key) as stream:
+                        untar(stream, dest, os_user=os_user, on_bytes=counted, codec=codec)
             except RepositoryError as exc:
                 others = [b.backup_id for b in self.list_backups()
                           if b.backup_id != backup.backup_id] if isinstance(

@@ -29,6 +29,7 @@ from restorekit.models import (
 )
 from restorekit.pg.tools import chown_for
 from restorekit.repository import codec_argv
+from restorekit.repository.protocol import InPlace
 
 _CHUNK = 1024 * 1024
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), missing from older Pythons' fcntl
@@ -36,17 +37,10 @@ _PIPE_SIZE = 1 << 20
 _QUEUED_CHUNKS = 8  # read ahead of tar: at most this many MiB in memory
 
 
-def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
-           on_bytes: Callable[[int], None], codec: str | None = None) -> None:
-    """Stream a tar archive into GNU tar running as the PostgreSQL OS user (files come out owned
-    by it, written at C speed) while this process reads the repository stream to its end, so the
-    checksum is checked before the cluster is ever started. On a mismatch tar is stopped and the
-    error raised; the caller removes the directory. ``codec``: the archive is compressed and
-    tar runs that program (``lz4 -d``...) on it.
-
-    A writer thread feeds tar through a pipe widened to 1 MiB while this thread reads and
-    hashes the next chunks, so hashing and extraction run side by side (both release the GIL).
-    """
+def _start_tar(dest: Path, *, os_user: str | None, codec: str | None,
+               stdin: IO[bytes] | int) -> subprocess.Popen[bytes]:
+    """GNU tar extracting the archive on ``stdin`` into ``dest``, as the PostgreSQL OS user (the
+    files come out owned by it), through the codec's program when ``codec`` is given."""
     dest.mkdir(parents=True, exist_ok=True)
     chown_for(dest, os_user)
     argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
@@ -58,9 +52,45 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
         argv = ["runuser", "-u", os_user, "--", *argv]
     # A session of its own: stopping runuser alone would leave tar (and its codec) writing
     # into ``dest`` while the caller removes it.
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    assert proc.stdin is not None and proc.stderr is not None
+    return subprocess.Popen(argv, stdin=stdin, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _finish_tar(proc: subprocess.Popen[bytes], *, broken: bool = False) -> None:
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0 or broken:
+        raise PgToolFailed(proc.args, proc.returncode, stderr[-2000:])  # type: ignore[arg-type]
+
+
+def untar_in_place(stored: InPlace, dest: Path, *, os_user: str | None,
+                   on_bytes: Callable[[int], None], codec: str | None = None) -> None:
+    """Extract a repository object that is a local file: tar reads the file itself (it is tar's
+    stdin) while this process hashes it alongside, so no byte goes through a pipe or this
+    process on its way to tar, and the two readers share the page cache. The checksum is run
+    to the end before tar's result counts: on a mismatch tar is stopped and ChecksumMismatch
+    raised (the cause, when tar failed too); the caller removes the directory."""
+    proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=stored.file)
+    try:
+        stored.check(on_bytes)
+    except BaseException:
+        _stop_group(proc)
+        raise
+    _finish_tar(proc)
+
+
+def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
+          on_bytes: Callable[[int], None], codec: str | None = None) -> None:
+    """Stream a tar archive into GNU tar while this process reads the repository stream to its
+    end, so the checksum is checked before the cluster is ever started (the way for an object
+    that is not a local file: S3, or compressed by the repository). On a mismatch tar is
+    stopped and the error raised; the caller removes the directory. ``codec``: the archive is
+    compressed and tar runs that program (``lz4 -d``...) on it.
+
+    A writer thread feeds tar through a pipe widened to 1 MiB while this thread reads and
+    hashes the next chunks, so hashing and extraction run side by side (both release the GIL).
+    """
+    proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
     stdin = proc.stdin
     with contextlib.suppress(OSError):
         fcntl.fcntl(stdin.fileno(), _F_SETPIPE_SZ, _PIPE_SIZE)
@@ -95,9 +125,7 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
         raise
     chunks.put(None)
     writer.join()
-    stderr = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0 or broken:
-        raise PgToolFailed(argv, proc.returncode, stderr[-2000:])
+    _finish_tar(proc, broken=bool(broken))
 
 
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:

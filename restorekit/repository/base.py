@@ -27,8 +27,9 @@ from restorekit.repository.objects import (
     _temp_name,
     _VerifyingReader,
     hash_file,
+    hash_open_file,
 )
-from restorekit.repository.protocol import CHUNK_SIZE, ObjectInfo, Progress
+from restorekit.repository.protocol import CHUNK_SIZE, InPlace, ObjectInfo, Progress
 
 
 @contextlib.contextmanager
@@ -74,6 +75,10 @@ class _BaseRepository:
 
     def _open_object(self, key: str) -> Any:
         raise NotImplementedError
+
+    def _has_files(self) -> bool:
+        """Whether ``_open_object`` returns the object's own file (a program can read it)."""
+        return False
 
     # public API ----------------------------------------------------------------------------
     def put_stream(self, key: str, stream: BinaryIO, *, progress: Progress | None = None,
@@ -144,6 +149,35 @@ class _BaseRepository:
         object is read and verified too, so a consumer that stops early (a tar reader stops at the
         end-of-archive marker) still learns about corruption."""
         return _reader_only(self._verified(key))
+
+    @contextlib.contextmanager
+    def open_in_place(self, key: str) -> Iterator[InPlace | None]:
+        """The object's own file, open, for a program to read itself (tar, as its stdin): no
+        byte passes through this process on its way. ``check`` hashes the same open file
+        meanwhile (with pread: the offset the program shares is left alone; the pages one
+        reader brings into the page cache serve the other) and raises ChecksumMismatch when
+        it differs from the record; the caller runs it to the end before trusting what the
+        program wrote. None where the store has no such file (S3) or holds the object
+        compressed: read those with :meth:`open_verified`."""
+        check_key(key)
+        if not self._has_files():
+            yield None
+            return
+        with self._errors("get", key):
+            info = self._read_record(key)
+            file = self._open_object(key) if info.encoding is None else None
+        if file is None:
+            yield None
+            return
+
+        def check(progress: Progress | None) -> None:
+            with self._errors("get", key):
+                sha, size = hash_open_file(file.fileno(), progress)
+            if (sha, size) != (info.sha256, info.size):
+                raise _mismatch(key, self.url, info, sha, size)
+
+        with file:
+            yield InPlace(file, check)
 
     @contextlib.contextmanager
     def _stored(self, key: str) -> Iterator[tuple[ObjectInfo, BinaryIO]]:

@@ -130,6 +130,9 @@ class LocalRepository(_BaseRepository):
             self._require_object(key)
             raise
 
+    def _has_files(self) -> bool:
+        return True
+
     def list(self, prefix: str) -> list[ObjectInfo]:
         """Complete objects whose key starts with ``prefix``, sorted by key."""
         found = []

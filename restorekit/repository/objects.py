@@ -185,14 +185,23 @@ class _VerifyingReader(io.RawIOBase):
 
 def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
     """(sha256 hex, size) of a local file, read in chunks (``progress`` told of each)."""
-    sha = hashlib.sha256()
-    size = 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            sha.update(chunk)
-            size += len(chunk)
-            if progress is not None:
-                progress(len(chunk))
+        return hash_open_file(f.fileno(), progress)
+
+
+def hash_open_file(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """(sha256 hex, size) of the open file ``fd``, read with ``preadv`` into one reused buffer:
+    the file offset, which a child process reading the same open file shares, is left alone
+    (``open_in_place`` hashes a base backup while tar reads it), and no chunk is allocated."""
+    sha = hashlib.sha256()
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    size = 0
+    while n := os.preadv(fd, [buf], size):
+        sha.update(view[:n])
+        size += n
+        if progress is not None:
+            progress(n)
     return sha.hexdigest(), size
 
 

@@ -54,6 +54,15 @@ class IncompleteObject(ObjectNotFound):
     """The object exists but has no checksum record: its put was interrupted."""
 
 
+class InPlace(NamedTuple):
+    """An object's own file for a program to read itself (see ``Repository.open_in_place``)."""
+
+    file: BinaryIO
+    #: Hash the file (``progress`` told of each chunk); ChecksumMismatch when it is not what
+    #: the record says.
+    check: Callable[[Progress | None], None]
+
+
 @runtime_checkable
 class Repository(Protocol):
     """A place for backups, WAL and snapshots. See the module docstring for the contract."""
@@ -78,6 +87,9 @@ class Repository(Protocol):
         ...
 
     def open_verified(self, key: str) -> ContextManager[BinaryIO]:
+        ...
+
+    def open_in_place(self, key: str) -> ContextManager[InPlace | None]:
         ...
 
     def stat(self, key: str) -> ObjectInfo:

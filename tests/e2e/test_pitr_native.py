@@ -110,7 +110,11 @@ def test_points_outside_the_window_fail_before_anything_is_created(world) -> Non
     assert after == existing
 
 
-def test_corrupted_backup_object_is_detected_and_nothing_is_left(world) -> None:
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_corrupted_backup_object_is_detected_and_nothing_is_left(world, damage: str) -> None:
+    """tar reads a local base backup itself while restorekit hashes it alongside: a flipped
+    byte tar extracts without complaint, a truncated archive makes tar fail first; either way
+    the checksum (the cause) is what the restore reports, and nothing is left."""
     provider: SelfHostedProvider = world["provider"]
     backup = world["backup"]
     repo_root = Path(world["repo"].url.removeprefix("file://"))
@@ -118,12 +122,16 @@ def test_corrupted_backup_object_is_detected_and_nothing_is_left(world) -> None:
     stored = next(p for p in (repo_root / "backups" / backup.backup_id).glob("base.tar*")
                   if not p.name.endswith(".sha256.json"))
     original = stored.read_bytes()
-    flipped = bytearray(original)
-    flipped[len(flipped) // 2] ^= 0x01
-    stored.write_bytes(bytes(flipped))
+    if damage == "truncated":
+        stored.write_bytes(original[: len(original) // 2])
+    else:
+        flipped = bytearray(original)
+        flipped[len(flipped) // 2] ^= 0x01
+        stored.write_bytes(bytes(flipped))
     try:
-        with pytest.raises(ChecksumMismatch, match="base.tar"):
+        with pytest.raises(ChecksumMismatch, match="base.tar") as failed:
             provider.restore(RestorePoint.parse(f"backup:{backup.backup_id}"), name="corrupt")
+        assert "nothing was started" in str(failed.value)
         assert not (provider.restore_root / "corrupt").exists()
     finally:
         stored.write_bytes(original)
