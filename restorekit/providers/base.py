@@ -187,11 +187,6 @@ _REGISTRY = Registry("provider", {
 register = _REGISTRY.register
 
 
-def registered(kind: str) -> str | None:
-    """The import path registered for ``kind`` (tests restore it after overriding)."""
-    return _REGISTRY.get(kind)
-
-
 def provider_class(kind: str) -> Any:
     """The provider class registered for ``kind``; SDKs are imported only here, lazily."""
     return _REGISTRY.load(kind)
