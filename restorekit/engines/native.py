@@ -15,8 +15,10 @@ Layout in the repository::
 
 Every object carries a checksum record (see restorekit.repository) and is read back before the
 backup is declared complete. A compressed base backup is stored as pg_basebackup wrote it and
-restored by GNU tar through the codec's program, so restorekit's own process only hashes the
-(smaller) compressed stream; archived WAL segments are compressed by the archive_command and
+restored by GNU tar through the codec's program; from a local repository tar reads the object's
+file itself while restorekit hashes it alongside (``Repository.open_in_place``), from S3 it
+streams through restorekit, which hashes it on the way; either way the checksum is checked to
+the end before the cluster starts. Archived WAL segments are compressed by the archive_command and
 decompressed (and verified twice: at rest and decompressed) when fetched: during a restore ahead
 of PostgreSQL into a spool beside the data directory (:class:`restorekit.wal.WalSpool`), which
 the restore_command moves them out of without starting Python. Backups and

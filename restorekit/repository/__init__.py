@@ -23,7 +23,9 @@ Contract, for every backend:
 * **Verified reads.** ``get_file``, ``get_bytes``, ``open_verified`` and ``verify`` compare size and
   sha256 with the record and raise :class:`~restorekit.errors.ChecksumMismatch` naming the key, the
   expected and actual sha256 and the repository URL. ``get_file`` never leaves unverified bytes at
-  ``dest``.
+  ``dest``. ``open_in_place`` hands a local object's own file to a program that reads it itself
+  (tar restoring a base backup) and hashes it alongside; its caller runs that check to the end
+  before trusting what the program wrote (None for S3 and repository-compressed objects).
 * **Errors.** Only :mod:`restorekit.errors` types escape: ``ObjectNotFound`` for a missing object,
   ``RepositoryError`` with ``retryable`` set for everything else (S3 5xx, throttling and connection
   errors are retryable; 4xx are not), ``ConfigError`` for a bad URL or key. ``delete`` of a missing
