@@ -289,10 +289,15 @@ def pgbench_init(dsn: str, *, scale: int) -> None:
 
 
 def pgbench_command(dsn: str, scripts: list[Path], *, clients: int, seconds: int,
-                    defines: dict[str, object] | None = None) -> PgbenchCommand:
+                    defines: dict[str, object] | None = None,
+                    rate: int | None = None) -> PgbenchCommand:
+    """pgbench running ``scripts`` for ``seconds``; ``rate``: at most that many transactions
+    per second in all (pgbench's ``-R``, spread over the clients), None: as fast as it can."""
     conn_args, dbname, env = _connection(dsn)
     argv = [pgbench_path(), *conn_args, "-n", "-c", str(clients), "-j", str(clients),
             "-T", str(seconds)]
+    if rate is not None:
+        argv += ["-R", str(rate)]
     for name, value in (defines or {}).items():
         argv += ["-D", f"{name}={value}"]
     for script in scripts:

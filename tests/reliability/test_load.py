@@ -10,9 +10,9 @@ Two workloads, each keeping a ledger written in the same transaction as its chan
 
 pgbench is the application: it connects as the application's own role with the password of its
 DATABASE_URL (in PGPASSWORD; the production cluster demands scram-sha-256), while restorekit and
-the damage use the superuser's. It runs in back-to-back runs of a few seconds from before the
-damage until after the flow has returned (it prints its figures only when ``-T`` runs out). For
-each combination the test proves:
+the damage use the superuser's. It runs at a fixed rate (``RATE``) in back-to-back runs of a
+second, from before the damage until after the flow has returned (it prints its figures only
+when ``-T`` runs out). For each combination the test proves:
 
 * the flow's report says ``succeeded``;
 * every pgbench run exits 0 with ``number of failed transactions: 0`` (the plans of scenarios 2
@@ -71,7 +71,13 @@ SCALE = 0.1  # sample data: 1000 users, 3000 clients, 6000 appointments
 INITIAL_USERS = round(BASE_ROWS["users"] * SCALE)
 PGBENCH_SCALE = 1  # 100k pgbench_accounts
 CLIENTS = 2
-CHUNK_SECONDS = 2  # length of each back-to-back pgbench run
+CHUNK_SECONDS = 1  # length of each back-to-back pgbench run (stop() waits for the current one)
+# Transactions per second the workload offers (pgbench -R), in all. Unthrottled, pgbench kept
+# both cores busy (1,700-2,900 tps here), and each restore of the module replayed the WAL of
+# every earlier test's workload: the tests took 8-21 s each, the file 94 s. At 300 tps a
+# transaction still starts every few milliseconds through every step of every flow (300-1,000
+# commit during each flow: `committed_during_flow` in the figures), which the ledgers check.
+RATE = 300
 BASELINE_SECONDS = 1  # the runs without a flow (just before and just after), for comparison
 VICTIM_MAX = 100  # users 1..100 may be damaged; the workloads never touch them
 
@@ -128,7 +134,7 @@ def run_under_load(
 
     def command(seconds: int) -> PgbenchCommand:
         return pgbench_command(world.app_url, scripts, clients=CLIENTS, seconds=seconds,
-                               defines=defines)
+                               defines=defines, rate=RATE)
 
     ledger = "pgbench_ledger" if kind == "tpcb" else "load_ledger"
     before = run_pgbench(command(BASELINE_SECONDS), BASELINE_SECONDS)
@@ -147,7 +153,7 @@ def run_under_load(
     during = committed_between(world.app_dsn, ledger, started, finished)
     flow_seconds = (finished - started).total_seconds()
     FIGURES.append({
-        "test": name, "workload": kind, "clients": CLIENTS,
+        "test": name, "workload": kind, "clients": CLIENTS, "rate_limit_tps": RATE,
         "flow_seconds": round(flow_seconds, 1),
         "committed_during_flow": during,
         "tps_during_flow": round(during / flow_seconds, 1),  # from the ledger, flow window only
