@@ -409,6 +409,7 @@ def measure(inst: Installation, base_config: str, variant: str, incident: str, w
     app_back = (_time(smoke["started_at"]) - started + smoke["seconds"]) if smoke else None
     phases = {**restore_phases, **{p: steps[p] for p in PHASES[2:] if p in steps}}
     rt = inst.runtime()  # now on the adopted production
+    written = wal_since_promotion(rt)
     bound = after_flow_bounds(inst, rt, work, str(pg_bin / "psql"))
     bound["base restore"] = lower_bounds(setup["base_object"], work, os_user)["tar -x"]
     bound["wal replay"], read = wal_read(rt, setup["wal_segments"], setup["timeline"],
@@ -418,7 +419,20 @@ def measure(inst: Installation, base_config: str, variant: str, incident: str, w
             "rto_seconds": report["rto_seconds"], "app_back_seconds": app_back,
             "protection": report.get("protection", ""),
             "steps": steps, "restore_phases": restore_phases, "phases": phases,
-            "lower_bounds": bound, "wal_bytes_replayed": read}
+            "lower_bounds": bound, "wal_bytes_replayed": read, "wal_since_promotion": written}
+
+
+def wal_since_promotion(rt: TargetRuntime) -> dict[str, int]:
+    """The WAL the restored cluster wrote after its promotion (its statistics start empty after
+    archive recovery), full-page images apart, against the app database's pages. The flow's
+    verification is the first reader of the replayed rows: setting their hint bits with data
+    checksums on writes a full-page image of each page it dirties first after a checkpoint,
+    which is what makes the flow's step slower than the bounds measured after it."""
+    with psycopg.connect(superuser_dsn(rt)) as conn:
+        fpi, wal_bytes = conn.execute("SELECT wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
+        pages = conn.execute("SELECT sum(pg_relation_size(oid)) / 8192 FROM pg_class "
+                             "WHERE relkind IN ('r', 'i', 't', 'm')").fetchone()[0]
+    return {"full_page_images": int(fpi), "bytes": int(wal_bytes), "database_pages": int(pages)}
 
 
 def _time(text: str) -> float:
@@ -442,6 +456,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_database_bytes": db,
         "median_phases": {p: med(lambda r, p=p: r["phases"].get(p)) for p in PHASES},
         "median_lower_bounds": {p: med(lambda r, p=p: r["lower_bounds"].get(p)) for p in PHASES},
+        "median_full_page_images_since_promotion": med(
+            lambda r: (r.get("wal_since_promotion") or {}).get("full_page_images")),
+        "median_pages": med(lambda r: (r.get("wal_since_promotion") or {}).get("database_pages")),
         "median_verify_task_alone": med(
             lambda r: r["lower_bounds"].get("verify integrity, the task alone")),
         "median_steps": {s: med(lambda r, s=s: r["steps"].get(s)) for s in steps},
@@ -560,6 +577,9 @@ def print_table(out: dict[str, Any]) -> None:
         ratio = alone / bound if alone is not None and bound else None
         row += f"{_f(alone, '.2f'):>12}{_f(ratio, '.2f'):>9}{_f(bound, '.2f'):>9}"
     print(row)
+    print(f"{'  full-page images after promotion / pages of the database':64}" + "".join(
+        f"{_f(r['median_full_page_images_since_promotion'], '.0f')} / "
+        f"{_f(r['median_pages'], '.0f')}   " for r in variants.values()))
     steps = list(dict.fromkeys(s for r in variants.values() for s in r["median_steps"]))
     print("\nevery step of the flow's report (s):")
     for step in steps:
