@@ -179,59 +179,14 @@ def send(
             set when the policy covered the failure (see the module docstring).
     """
 
-    # The tenacity loop the request runs in; its callbacks read send's own arguments.
     def default_delay(response: httpx.Response, attempt: int) -> float:
         hinted = header_seconds(response.headers.get("Retry-After"), now=now)
         return hinted if hinted is not None else policy.backoff(attempt)
 
-    wait_for = delay or default_delay
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        assert outcome is not None
-        if outcome.failed:
-            return policy.backoff(state.attempt_number)
-        return wait_for(outcome.result(), state.attempt_number)
-
-    def retry(state: tenacity.RetryCallState) -> bool:
-        outcome = state.outcome
-        assert outcome is not None
-        if outcome.failed:
-            return policy.repeats(method, outcome.exception())  # type: ignore[arg-type]
-        return policy.retries(method, outcome.result().status_code)
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        return (state.attempt_number >= policy.max_attempts
-                or state.upcoming_sleep > policy.max_wait)
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        outcome = state.outcome
-        assert outcome is not None and state.next_action is not None
-        if outcome.failed:
-            exc = outcome.exception()
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            response = outcome.result()
-            reason = f"answered {response.status_code} {response.reason_phrase}".rstrip()
-        log.warning("%s %s %s; retrying in %.1f s (attempt %d of %d)", method, path, reason,
-                    state.next_action.sleep, state.attempt_number + 1, policy.max_attempts)
-
-    def exhausted(state: tenacity.RetryCallState) -> httpx.Response:
-        outcome = state.outcome
-        assert outcome is not None
-        if outcome.failed:
-            exc = outcome.exception()
-            assert isinstance(exc, httpx.RequestError)
-            error = network_error(exc, True)
-            error.retry_spent = True
-            raise error from exc
-        response = outcome.result()
-        error = give_up(response, state.attempt_number, state.upcoming_sleep)
-        error.retry_spent = True
-        raise error
-
-    retrying = tenacity.Retrying(retry=retry, stop=stop, wait=wait, sleep=sleep,
-                                 before_sleep=before_sleep, retry_error_callback=exhausted)
+    rules = _Rules(method, path, policy, network_error, give_up, log, delay or default_delay)
+    retrying = tenacity.Retrying(retry=rules.retry, stop=rules.stop, wait=rules.wait,
+                                 sleep=sleep, before_sleep=rules.before_sleep,
+                                 retry_error_callback=rules.exhausted)
 
     def attempt() -> httpx.Response:
         return client.request(method, path, params=params, json=json,
@@ -242,6 +197,64 @@ def send(
     except httpx.RequestError as exc:  # one the policy does not repeat (sent, not a GET)
         raise network_error(exc, policy.repeats(method, exc)) from exc
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The tenacity callbacks of one :func:`send`: whether to repeat an outcome, how long to
+    wait first, what to log, and what to raise when the policy is spent."""
+
+    method: str
+    path: str
+    policy: RetryPolicy
+    network_error: Callable[[httpx.RequestError, bool], ProviderError]
+    give_up: Callable[[httpx.Response, int, float], ProviderError]
+    log: logging.Logger
+    delay: Callable[[httpx.Response, int], float]
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            return self.policy.backoff(state.attempt_number)
+        return self.delay(outcome.result(), state.attempt_number)
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            return self.policy.repeats(self.method, outcome.exception())  # type: ignore[arg-type]
+        return self.policy.retries(self.method, outcome.result().status_code)
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        return (state.attempt_number >= self.policy.max_attempts
+                or state.upcoming_sleep > self.policy.max_wait)
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        assert outcome is not None and state.next_action is not None
+        if outcome.failed:
+            exc = outcome.exception()
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            response = outcome.result()
+            reason = f"answered {response.status_code} {response.reason_phrase}".rstrip()
+        self.log.warning("%s %s %s; retrying in %.1f s (attempt %d of %d)", self.method,
+                         self.path, reason, state.next_action.sleep, state.attempt_number + 1,
+                         self.policy.max_attempts)
+
+    def exhausted(self, state: tenacity.RetryCallState) -> httpx.Response:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            exc = outcome.exception()
+            assert isinstance(exc, httpx.RequestError)
+            error = self.network_error(exc, True)
+            error.retry_spent = True
+            raise error from exc
+        error = self.give_up(outcome.result(), state.attempt_number, state.upcoming_sleep)
+        error.retry_spent = True
+        raise error
 
 
 def header_seconds(value: str | None, *, now: Callable[[], datetime],
