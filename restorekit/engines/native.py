@@ -303,11 +303,8 @@ class NativeEngine:
         )
 
     def list_backups(self) -> list[BackupInfo]:
-        backups = [
-            load_backup(self.repo.get_bytes(key))
-            for key in self.repo.keys("backups/")
-            if key.endswith("/backup.json")
-        ]
+        metadata = [key for key in self.repo.keys("backups/") if key.endswith("/backup.json")]
+        backups = [load_backup(data) for data in self.repo.get_many(metadata)]
         return sorted(backups, key=lambda b: (b.stop_time, b.backup_id))
 
     def expire(self, policy: BackupPolicy, now: datetime, *, dry_run: bool = False

@@ -219,6 +219,10 @@ class _BaseRepository:
         with self.open_verified(key) as src:
             return src.read()
 
+    def get_many(self, keys: list[str]) -> list[bytes]:
+        """``get_bytes`` of every key, in order (a remote store reads them side by side)."""
+        return [self.get_bytes(key) for key in keys]
+
     def get_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> ObjectInfo:
         """Download ``key`` to ``dest`` (replacing it) and verify. ``dest`` only ever holds
         verified bytes: on ChecksumMismatch it is removed."""

@@ -86,6 +86,9 @@ class Repository(Protocol):
     def get_bytes(self, key: str) -> bytes:
         ...
 
+    def get_many(self, keys: list[str]) -> list[bytes]:
+        ...
+
     def open_verified(self, key: str) -> ContextManager[BinaryIO]:
         ...
 

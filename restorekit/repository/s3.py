@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from restorekit.errors import (
@@ -26,6 +26,7 @@ from restorekit.repository.s3_client import (
 from restorekit.repository.s3_errors import _is_not_found, _map_s3_errors
 
 _LIST_WORKERS = 16
+_T = TypeVar("_T")
 
 
 class S3Repository(_BaseRepository):
@@ -148,6 +149,11 @@ class S3Repository(_BaseRepository):
         with self._errors("list", prefix):
             return _complete_keys(self.client, self.bucket, base, prefix)
 
+    def get_many(self, keys: list[str]) -> list[bytes]:
+        """``get_bytes`` of every key, in order, up to ``_LIST_WORKERS`` at once: the backups'
+        metadata is read on every listing of the backups, one round trip each."""
+        return _in_parallel(self.get_bytes, keys)
+
     def _fetch_record(self, key: str) -> ObjectInfo | None:
         """The record of a listed object; None when it was deleted since."""
         try:
@@ -175,8 +181,7 @@ def _complete_keys(client: Any, bucket: str, base: str, prefix: str) -> list[str
     return sorted(objects & records)
 
 
-def _in_parallel(fetch: Callable[[str], ObjectInfo | None], keys: list[str]
-                 ) -> list[ObjectInfo | None]:
+def _in_parallel(fetch: Callable[[str], _T], keys: list[str]) -> list[_T]:
     """``fetch`` of every key, in key order; up to ``_LIST_WORKERS`` at once."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -197,6 +197,18 @@ def test_flipped_byte_is_detected(repo: Repository, operation: str, tmp_path: Pa
         assert list(tmp_path.iterdir()) == []  # neither dest nor a temporary file is left
 
 
+def test_get_many_reads_every_key_in_order_and_verifies_each(repo: Repository) -> None:
+    blobs = {f"backups/b{i}/backup.json": os.urandom(1000 + i) for i in range(6)}
+    for key, data in blobs.items():
+        repo.put_bytes(key, data)
+    keys = sorted(blobs, reverse=True)
+    assert repo.get_many(keys) == [blobs[k] for k in keys]
+    assert repo.get_many([]) == []
+    _flip_byte(repo, "backups/b3/backup.json", offset=7)
+    with pytest.raises(ChecksumMismatch, match="backups/b3/backup.json"):
+        repo.get_many(keys)
+
+
 def test_get_file_removes_stale_dest_on_mismatch(repo: Repository, tmp_path: Path) -> None:
     repo.put_bytes("x", b"good bytes")
     _flip_byte(repo, "x")
