@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from restorekit.config import BackupPolicy
 from restorekit.models import BackupInfo, parse_lsn
-from restorekit.repository import ObjectInfo, Repository
+from restorekit.repository import Repository
 from restorekit.wal import SEGMENT_SIZE as DEFAULT_SEGMENT_SIZE
 
 log = logging.getLogger(__name__)
@@ -125,13 +125,6 @@ def plan_retention(
     )
 
 
-def segment_size_of(listing: Sequence[ObjectInfo]) -> int:
-    """The WAL segment size, read from the archived segments (they are all that size)."""
-    sizes = [o.size for o in listing
-             if re.fullmatch(r"[0-9A-F]{24}", o.key.rsplit("/", 1)[-1]) and o.size > 0]
-    return max(sizes) if sizes else DEFAULT_SEGMENT_SIZE
-
-
 def apply_retention(repo: Repository, plan: RetentionPlan, *,
                     dry_run: bool = False) -> RetentionPlan:
     """Delete what ``plan`` expires from a native repository: each backup's ``backup.json``
@@ -171,4 +164,4 @@ def expire_backups(provider: object, policy: BackupPolicy, now: datetime, *,
 
 
 __all__ = ["RetentionPlan", "apply_retention", "expire_backups", "plan_retention",
-           "segment_number", "segment_size_of"]
+           "segment_number"]

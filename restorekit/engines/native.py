@@ -86,7 +86,6 @@ from restorekit.retention import (
     RetentionPlan,
     apply_retention,
     plan_retention,
-    segment_size_of,
 )
 
 log = logging.getLogger(__name__)
@@ -311,10 +310,11 @@ class NativeEngine:
                ) -> RetentionPlan:
         """Remove the base backups and archived WAL ``policy`` no longer keeps
         (:mod:`restorekit.retention`); the WAL a kept backup needs always stays."""
-        listing = wal.list_wal(self.repo)
-        plan = plan_retention(
-            self.list_backups(), [o.key.removeprefix(wal.WAL_PREFIX) for o in listing], policy,
-            now, segment_size=segment_size_of(listing))
+        # Names from one listing and the size from one record: a record read per segment
+        # would grow with the archive (thousands of GETs on S3 for a week of WAL).
+        names = wal.wal_names(self.repo)
+        plan = plan_retention(self.list_backups(), names, policy, now,
+                              segment_size=wal.archived_segment_size(self.repo, names))
         return apply_retention(self.repo, plan, dry_run=dry_run)
 
     def create_restore_point(self, name: str) -> tuple[str, datetime]:

@@ -37,7 +37,7 @@ def inst(pg_base_dir: Path) -> Iterator[Installation]:
 
 
 def test_retention_expires_old_backups_and_wal_and_the_oldest_kept_backup_still_restores(
-    inst: Installation,
+    inst: Installation, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     provider = inst.runtime().provider
     mark(inst, 1)
@@ -78,8 +78,14 @@ def test_retention_expires_old_backups_and_wal_and_the_oldest_kept_backup_still_
     # Every segment from the oldest kept backup's start on is still there.
     assert all(n in wal_after for n in wal_before
                if (p := segment_number(n, seg_size)) is not None and p[1] >= first_needed)
-    # Nothing more to do the second time.
+    # Nothing more to do the second time, and the archive's segments are listed by name: one
+    # WAL record is read (the segment size), not one per segment (a GET each on S3).
+    reads: list[str] = []
+    read_record = repo._read_record
+    monkeypatch.setattr(repo, "_read_record", lambda key: reads.append(key) or read_record(key))
     assert expire_backups(provider, policy, later).startswith("keep 3 backup(s), expire 0")
+    assert len([k for k in reads if k.startswith("wal/")]) == 1 < len(wal_after), reads
+    monkeypatch.undo()
 
     window = provider.restore_window()
     assert window.earliest == kept[0].stop_time
