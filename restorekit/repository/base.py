@@ -38,10 +38,10 @@ def _reader_only(verified: ContextManager[tuple[ObjectInfo, BinaryIO]]) -> Itera
         yield reader
 
 
-def _check_written(path: Path, info: ObjectInfo, url: str, progress: Progress | None) -> None:
-    """The decompressed file against the record's size and sha256 (its pages are still in the
-    page cache: it was just written)."""
-    sha, size = hash_file(path, progress)
+def _check_hashed(info: ObjectInfo, url: str, hashed: tuple[str, int]) -> None:
+    """A local file's ``(sha256, size)`` against the record's content: ChecksumMismatch when
+    they differ."""
+    sha, size = hashed
     if (sha, size) != (info.sha256, info.size):
         raise _mismatch(info.key, url, info, sha, size)
 
@@ -172,9 +172,8 @@ class _BaseRepository:
 
         def check(progress: Progress | None) -> None:
             with self._errors("get", key):
-                sha, size = hash_open_file(file.fileno(), progress)
-            if (sha, size) != (info.sha256, info.size):
-                raise _mismatch(key, self.url, info, sha, size)
+                hashed = hash_open_file(file.fileno(), progress)
+            _check_hashed(info, self.url, hashed)
 
         with file:
             yield InPlace(file, check)
@@ -239,8 +238,8 @@ class _BaseRepository:
                             progress(len(chunk))
                 else:
                     _decode_into(src, info, self.url, out)
-            if info.encoding is not None:
-                _check_written(tmp, info, self.url, progress)
+            if info.encoding is not None:  # the file just written, from the page cache
+                _check_hashed(info, self.url, hash_file(tmp, progress))
             os.replace(tmp, dest)
         except ChecksumMismatch:
             tmp.unlink(missing_ok=True)
