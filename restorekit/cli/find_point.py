@@ -14,8 +14,13 @@ from restorekit.cli._common import (
     _progress,
     _record_table,
     _runtime,
+    good_point_option,
+    where_option,
 )
 from restorekit.errors import CapabilityNotSupported
+
+_Where = where_option()
+_GoodPoint = good_point_option()
 
 
 def find_point(
@@ -26,18 +31,14 @@ def find_point(
     ids: Annotated[list[str] | None, typer.Option(
         "--ids", show_default=False,
         help="A primary key of a damaged row (repeatable; a composite key as a,b).")] = None,
-    where: Annotated[str | None, typer.Option(
-        show_default=False, help="Or: an SQL predicate picking the damaged rows, evaluated "
-        "read-only on a copy from before the damage.")] = None,
+    where: _Where = None,
     changed: Annotated[bool, typer.Option(
         "--changed", help="The rows were changed, not deleted: find their first update (or "
         "delete).")] = False,
     column: Annotated[str | None, typer.Option(
         show_default=False, help="With --changed: the first update that changed this "
         "column.")] = None,
-    good_point: Annotated[str | None, typer.Option(
-        show_default=False, help="A point surely before the damage (default: the newest base "
-        "backup that still has the rows; Neon: the start of the restore window).")] = None,
+    good_point: _GoodPoint = None,
     loss: Annotated[bool, typer.Option(
         "--loss/--no-loss", help="Also list what a restore to the found point would lose "
         "(what was committed after it).")] = True,

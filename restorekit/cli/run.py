@@ -16,6 +16,8 @@ from restorekit.cli._common import (
     _fail,
     _prefect_without_telemetry,
     _print_report,
+    good_point_option,
+    where_option,
 )
 from restorekit.cli.checks import check_scenario
 from restorekit.cli.scenarios import SCENARIO_MODELS, run_options, scenario_params
@@ -106,16 +108,8 @@ _IncludeCascade = Annotated[bool, typer.Option(
     "--include-cascade/--no-include-cascade", rich_help_panel=_AD,
     help="Also bring back the child rows ON DELETE CASCADE removed with them.")]
 
-_Where = Annotated[str | None, typer.Option(
-    rich_help_panel=_AUTO, show_default=False,
-    help="An SQL predicate that picks the damaged rows, evaluated read-only on a copy from "
-    "before the damage (instead of ids).")]
-
-_GoodPoint = Annotated[str | None, typer.Option(
-    rich_help_panel=_AUTO, show_default=False,
-    help="A point surely before the damage where the search starts. Default: the newest "
-    "base backup that still has the rows (Neon: the start of the restore window; a "
-    "time).")]
+_Where = where_option(_AUTO)
+_GoodPoint = good_point_option(_AUTO)
 
 _DamagedTable = Annotated[str | None, typer.Option(
     rich_help_panel=_AUTO, show_default=False,

@@ -57,14 +57,10 @@ def missing_keys_query(
     """``SELECT key...`` of the staged copy keys that the live table lacks (the anti-diff).
     ``staged`` needs the key columns only."""
     s = sql.Identifier("s")
-    live_filter = sql.SQL("") if key_filter is None else sql.SQL(" AND ({})").format(key_filter)
-    return sql.SQL(
-        "SELECT {skey} FROM {hashes} AS {s} "
-        "WHERE NOT EXISTS (SELECT FROM {table} AS {t} WHERE {match}{live_filter})"
-    ).format(
-        skey=shape.key_idents(s), hashes=staged.ident, s=s, table=shape.table.ident, t=ALIAS,
-        match=key_match(shape.key, ALIAS, s), live_filter=live_filter,
-    )
+    return _unmatched_keys(
+        shape.key_idents(s), sql.SQL("{} AS {}").format(staged.ident, s), None,
+        sql.SQL("{} AS {}").format(shape.table.ident, ALIAS), key_filter,
+        key_match(shape.key, ALIAS, s))
 
 
 def changed_keys_query(shape: TableShape, hashes: TableRef) -> sql.Composed:
@@ -91,14 +87,26 @@ def _extra_keys_query(
     shape: TableShape, hashes: TableRef, source: sql.Composable, condition: sql.Composable | None
 ) -> sql.Composed:
     s = sql.Identifier("s")
-    live_filter = sql.SQL("") if condition is None else sql.SQL("({}) AND ").format(condition)
+    return _unmatched_keys(
+        shape.key_idents(ALIAS), source, condition, sql.SQL("{} AS {}").format(hashes.ident, s),
+        None, key_match(shape.key, ALIAS, s))
+
+
+def _unmatched_keys(
+    keys: sql.Composable, outer: sql.Composable, outer_filter: sql.Composable | None,
+    inner: sql.Composable, inner_filter: sql.Composable | None, match: sql.Composable,
+) -> sql.Composed:
+    """``SELECT keys FROM outer`` where no row of ``inner`` matches: the anti-join both
+    directions of the diff use (missing: copy without live; extra: live without copy)."""
+    outer_where = sql.SQL("") if outer_filter is None else sql.SQL("({}) AND ").format(
+        outer_filter)
+    inner_where = sql.SQL("") if inner_filter is None else sql.SQL(" AND ({})").format(
+        inner_filter)
     return sql.SQL(
-        "SELECT {key} FROM {source} "
-        "WHERE {live_filter}NOT EXISTS (SELECT FROM {hashes} AS {s} WHERE {match})"
-    ).format(
-        key=shape.key_idents(ALIAS), source=source, live_filter=live_filter,
-        hashes=hashes.ident, s=s, match=key_match(shape.key, ALIAS, s),
-    )
+        "SELECT {keys} FROM {outer} WHERE {outer_where}NOT EXISTS "
+        "(SELECT FROM {inner} WHERE {match}{inner_where})"
+    ).format(keys=keys, outer=outer, outer_where=outer_where, inner=inner, match=match,
+             inner_where=inner_where)
 
 
 def _sample(live_conn: Connection[Any], query: sql.Composed, width: int
