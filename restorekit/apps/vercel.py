@@ -35,7 +35,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -212,8 +211,7 @@ class VercelClient:
         return ProviderError(
             _scrub(text, scrub), provider=self.provider, operation=operation,
             retryable=status in _RETRYABLE_STATUS, status_code=status,
-            retry_after=header_seconds(response.headers.get("retry-after"),
-                                       now=lambda: datetime.now(UTC)),
+            retry_after=header_seconds(response.headers.get("retry-after")),
         )
 
 

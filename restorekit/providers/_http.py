@@ -257,7 +257,7 @@ class _Rules:
         raise error
 
 
-def header_seconds(value: str | None, *, now: Callable[[], datetime],
+def header_seconds(value: str | None, *, now: Callable[[], datetime] = _utc_now,
                    epochs: bool = False) -> float | None:
     """Seconds to wait from a ``Retry-After``-style header, never negative.
 
