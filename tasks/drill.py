@@ -10,7 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from restorekit import drill
+from restorekit import drill, forecast
 from restorekit.models import RestoredRef
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
@@ -60,11 +60,11 @@ def record_drill(ref: TargetRef, result: drill.DrillResult) -> None:
 @task(name="forecast-rto", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient)
 def forecast_rto(ref: TargetRef, restored: RestoredRef, phases: dict[str, float],
-                 objective_seconds: float) -> drill.RtoForecast | None:
+                 objective_seconds: float) -> forecast.RtoForecast | None:
     """The worst-case RTO from this drill's rates, the WAL archive and the backup schedule
     (None: the provider restores by itself, nothing to forecast)."""
     rt = runtime(ref)
-    return drill.forecast_for_drill(
+    return forecast.forecast_for_drill(
         rt.provider, cron=rt.config.backups.cron, objective=timedelta(seconds=objective_seconds),
         backup_id=restored.backup_id, recovered_lsn=restored.recovered_to_lsn, phases=phases,
         history=drill.load_history(rt.settings.state_dir, ref.target), now_=drill.now(),

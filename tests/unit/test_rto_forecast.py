@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from restorekit import drill
-from restorekit.drill import (
+from restorekit import drill, forecast
+from restorekit.forecast import (
     MIN_REPLAY_BYTES,
     RtoForecast,
     archive_wal_rate,
@@ -175,11 +175,11 @@ def test_swap_seconds_come_from_the_newest_succeeded_complete_failure_run(tmp_pa
             "scenario": scenario, "outcome": outcome, "started_at": stamp,
             "steps": [{"name": n, "seconds": s} for n, s in steps.items()]}))
 
-    assert drill.swap_seconds(tmp_path) is None
+    assert forecast.swap_seconds(tmp_path) is None
     report("20261201T000000Z", "complete-failure", "succeeded",
            {"stop application": 2, "restore to point in time": 500, "swap connection string": 1,
             "redeploy application": 30, "check health": 4, "smoke checks": 3})
     report("20261202T000000Z", "complete-failure", "failed", {"stop application": 99})
     report("20261203T000000Z", "partial-corruption", "succeeded", {"stop application": 77})
     (tmp_path / "20261204T000000Z-complete-failure.json").write_text("{not json")
-    assert drill.swap_seconds(tmp_path) == (40.0, "the complete-failure run of 20261201T000000Z")
+    assert forecast.swap_seconds(tmp_path) == (40.0, "the complete-failure run of 20261201T000000Z")
