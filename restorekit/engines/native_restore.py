@@ -10,6 +10,7 @@ import os
 import queue
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,9 +39,13 @@ _QUEUED_CHUNKS = 8  # read ahead of tar: at most this many MiB in memory
 
 
 def _start_tar(dest: Path, *, os_user: str | None, codec: str | None,
-               stdin: IO[bytes] | int) -> subprocess.Popen[bytes]:
+               stdin: IO[bytes] | int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     """GNU tar extracting the archive on ``stdin`` into ``dest``, as the PostgreSQL OS user (the
-    files come out owned by it), through the codec's program when ``codec`` is given."""
+    files come out owned by it), through the codec's program when ``codec`` is given.
+
+    ``stderr`` is a file, not a pipe: tar warns once per member in some archives (a time stamp
+    in the future), and with a pipe nobody reads until the end it would block there, stop
+    reading its stdin, and hang the restore."""
     dest.mkdir(parents=True, exist_ok=True)
     chown_for(dest, os_user)
     argv = ["tar", "--extract", "--file=-", f"--directory={dest}", "--no-same-owner",
@@ -52,14 +57,15 @@ def _start_tar(dest: Path, *, os_user: str | None, codec: str | None,
         argv = ["runuser", "-u", os_user, "--", *argv]
     # A session of its own: stopping runuser alone would leave tar (and its codec) writing
     # into ``dest`` while the caller removes it.
-    return subprocess.Popen(argv, stdin=stdin, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(argv, stdin=stdin, stderr=stderr, start_new_session=True)
 
 
-def _finish_tar(proc: subprocess.Popen[bytes], *, broken: bool = False) -> None:
-    assert proc.stderr is not None
-    stderr = proc.stderr.read().decode(errors="replace")
+def _finish_tar(proc: subprocess.Popen[bytes], stderr: IO[bytes], *, broken: bool = False
+                ) -> None:
     if proc.wait() != 0 or broken:
-        raise PgToolFailed(proc.args, proc.returncode, stderr[-2000:])  # type: ignore[arg-type]
+        stderr.seek(0)
+        text = stderr.read().decode(errors="replace")
+        raise PgToolFailed(proc.args, proc.returncode, text[-2000:])  # type: ignore[arg-type]
 
 
 def untar_in_place(stored: InPlace, dest: Path, *, os_user: str | None,
@@ -69,13 +75,14 @@ def untar_in_place(stored: InPlace, dest: Path, *, os_user: str | None,
     process on its way to tar, and the two readers share the page cache. The checksum is run
     to the end before tar's result counts: on a mismatch tar is stopped and ChecksumMismatch
     raised (the cause, when tar failed too); the caller removes the directory."""
-    proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=stored.file)
-    try:
-        stored.check(on_bytes)
-    except BaseException:
-        _stop_group(proc)
-        raise
-    _finish_tar(proc)
+    with tempfile.TemporaryFile() as stderr:
+        proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=stored.file, stderr=stderr)
+        try:
+            stored.check(on_bytes)
+        except BaseException:
+            _stop_group(proc)
+            raise
+        _finish_tar(proc, stderr)
 
 
 def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
@@ -89,7 +96,16 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
     A writer thread feeds tar through a pipe widened to 1 MiB while this thread reads and
     hashes the next chunks, so hashing and extraction run side by side (both release the GIL).
     """
-    proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=subprocess.PIPE)
+    with tempfile.TemporaryFile() as stderr:
+        proc = _start_tar(dest, os_user=os_user, codec=codec, stdin=subprocess.PIPE,
+                          stderr=stderr)
+        broken = _feed(proc, stream, on_bytes)
+        _finish_tar(proc, stderr, broken=broken)
+
+
+def _feed(proc: subprocess.Popen[bytes], stream: IO[bytes],
+          on_bytes: Callable[[int], None]) -> bool:
+    """Read ``stream`` to its end into tar's stdin; True when tar stopped reading first."""
     assert proc.stdin is not None
     stdin = proc.stdin
     with contextlib.suppress(OSError):
@@ -125,7 +141,7 @@ def untar(stream: IO[bytes], dest: Path, *, os_user: str | None,
         raise
     chunks.put(None)
     writer.join()
-    _finish_tar(proc, broken=bool(broken))
+    return bool(broken)
 
 
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
