@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,19 @@ MIN_REPLAY_BYTES = 64 * 1024 * 1024
 MIN_ARCHIVE_SPAN = timedelta(hours=1)
 #: How far back the archive is read for the WAL produced per hour.
 ARCHIVE_LOOKBACK = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedWal:
+    """The WAL segments archived since a given time, as an engine's ``archived_wal(since)``
+    sums them up for :func:`archive_wal_rate`: how many, the bytes of all but the first (before
+    compression; the first one's were written before the span begins) and the archive times of
+    the first and the last."""
+
+    segments: int
+    bytes_after_first: int
+    first: datetime
+    last: datetime
 
 
 class RtoForecast(BaseModel):
@@ -252,7 +266,7 @@ def forecast_for_drill(provider: Any, *, cron: str, objective: timedelta, backup
     replayed = None
     if restored is not None and recovered_lsn:
         replayed = max(0, parse_lsn(recovered_lsn) - parse_lsn(restored.start_lsn))
-    wal_rate, note = archive_wal_rate(archived(), now_)
+    wal_rate, note = archive_wal_rate(archived(now_ - ARCHIVE_LOOKBACK))
     return forecast_rto(
         objective=objective,
         base_restore_seconds=phases["base restore"],
@@ -290,24 +304,23 @@ def _fix(f: RtoForecast) -> str:
             "restore faster instead (WAL replay dominates)")
 
 
-def archive_wal_rate(segments: Sequence[tuple[int, datetime]], now_: datetime, *,
+def archive_wal_rate(archived: ArchivedWal | None, *,
                      lookback: timedelta = ARCHIVE_LOOKBACK,
                      min_span: timedelta = MIN_ARCHIVE_SPAN) -> tuple[float | None, str]:
-    """WAL written per hour, from archived segments' (bytes, archive time): the bytes archived
-    after the oldest segment of the lookback window over the time they took. (None, why) when
-    the archive spans less than ``min_span``."""
-    recent = sorted((t, n) for n, t in segments if t >= now_ - lookback)
-    if len(recent) < 2:
-        return None, (f"WAL per hour not measurable yet: {len(recent)} segment(s) archived in "
+    """WAL written per hour, from the segments archived within ``lookback`` (an engine's
+    ``archived_wal(now - lookback)``): the bytes archived after the first over the time they
+    took. (None, why) when the archive spans less than ``min_span``."""
+    segments = archived.segments if archived is not None else 0
+    if archived is None or segments < 2:
+        return None, (f"WAL per hour not measurable yet: {segments} segment(s) archived in "
                       f"the last {_duration(lookback.total_seconds())}")
-    span = recent[-1][0] - recent[0][0]
+    span = archived.last - archived.first
     if span < min_span:
         return None, (f"WAL per hour not measurable yet: the archive spans "
                       f"{_duration(span.total_seconds())} (at least "
                       f"{_duration(min_span.total_seconds())} needed)")
-    written = sum(n for _, n in recent[1:])  # the first segment's bytes predate the span
-    rate = written / (span.total_seconds() / 3600)
-    return rate, (f"WAL per hour from the archive: {len(recent)} segments over "
+    rate = archived.bytes_after_first / (span.total_seconds() / 3600)
+    return rate, (f"WAL per hour from the archive: {segments} segments over "
                   f"{_duration(span.total_seconds())}")
 
 

@@ -50,6 +50,7 @@ from restorekit.errors import (
     RestoreKitError,
     SafetyError,
 )
+from restorekit.forecast import ArchivedWal
 from restorekit.models import (
     BackupInfo,
     RestorePoint,
@@ -352,17 +353,23 @@ class PgBackRestEngine:
         names = {Path(p).name[:24] for p in archive_listing(self.repo_path, self.stanza)}
         return sorted(n for n in names if is_segment(n))
 
-    def archived_wal(self) -> list[tuple[int, datetime]]:
-        """(bytes of WAL, archive time) per archived segment, for the WAL written per hour:
-        each segment counts as a full one (its compressed file's size says nothing), its time
-        is the file's modification time."""
+    def archived_wal(self, since: datetime) -> ArchivedWal | None:
+        """The segments archived at or after ``since``, for the WAL written per hour: each
+        counts as a full one (its compressed file's size says nothing), its time is the file's
+        modification time; None when there are none. A walk of the local archive, no bisection
+        needed."""
         seen: dict[str, datetime] = {}
         root = Path(self.repo_path) / "archive" / self.stanza
         for path in _walk(root):
             name = path.name[:24]
             if is_segment(name) and "-" in path.name:
                 seen[name] = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        return [(WAL_SEGMENT_BYTES, when) for when in seen.values()]
+        recent = sorted(when for when in seen.values() if when >= since)
+        if not recent:
+            return None
+        return ArchivedWal(segments=len(recent),
+                           bytes_after_first=(len(recent) - 1) * WAL_SEGMENT_BYTES,
+                           first=recent[0], last=recent[-1])
 
     def fetch_wal(self, name: str, dest: Path) -> None:
         """``archive-get``: pgBackRest checks and decompresses the segment."""

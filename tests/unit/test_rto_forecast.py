@@ -1,20 +1,29 @@
-"""The drill's worst-case RTO forecast: pure arithmetic over measured rates (no timing here)."""
+"""The drill's worst-case RTO forecast: pure arithmetic over measured rates (no timing here),
+and what the native engine reads of a (local) WAL archive for it."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from restorekit import drill, forecast
+from restorekit import drill, forecast, wal
+from restorekit.engines.base import SourceSpec
+from restorekit.engines.native import NativeEngine
 from restorekit.forecast import (
+    ARCHIVE_LOOKBACK,
     MIN_REPLAY_BYTES,
+    ArchivedWal,
     RtoForecast,
     archive_wal_rate,
     forecast_rto,
     replay_rate_from_history,
     schedule_interval,
 )
+from restorekit.repository import RECORD_SUFFIX, LocalRepository
 
 GB = 1_000_000_000
 HOUR = timedelta(hours=1)
@@ -110,15 +119,79 @@ def test_archive_wal_rate() -> None:
     now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     seg = 16 * 1024 * 1024
     # One segment every 10 minutes for 3 hours: 6 per hour.
-    segments = [(seg, now - timedelta(minutes=10 * i)) for i in range(19)]
-    rate, note = archive_wal_rate(segments, now)
+    rate, note = archive_wal_rate(ArchivedWal(19, 18 * seg, now - 3 * HOUR, now))
     assert rate == pytest.approx(6 * seg)
     assert "19 segments over 3.0 h" in note
-    burst = [(seg, now - timedelta(seconds=i)) for i in range(5)]
-    rate, note = archive_wal_rate(burst, now)
+    burst = ArchivedWal(5, 4 * seg, now - timedelta(seconds=4), now)
+    rate, note = archive_wal_rate(burst)
     assert rate is None and "spans 4.0 s" in note
-    old = [(seg, now - timedelta(days=30 + i)) for i in range(5)]
-    assert archive_wal_rate(old, now)[0] is None  # outside the lookback
+    assert archive_wal_rate(ArchivedWal(1, 0, now, now)) == (
+        None, "WAL per hour not measurable yet: 1 segment(s) archived in the last 168.0 h")
+    assert archive_wal_rate(None)[1].endswith(": 0 segment(s) archived in the last 168.0 h")
+
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+SINCE = NOW - ARCHIVE_LOOKBACK
+SEGMENT = b"wal!" * 4  # stands for a segment: every one is the same size
+
+
+def _native(tmp_path: Path, times: list[datetime]) -> NativeEngine:
+    """A native engine whose archive holds one segment per time in ``times``, in name order,
+    each archived at its time, and a history file (not a segment)."""
+    repo = LocalRepository(tmp_path / "repo")
+    for number, when in enumerate(times, start=1):
+        info = repo.put_bytes(wal.wal_key(wal.segment_file(1, number)), SEGMENT)
+        repo._write_record(info._replace(created_at=when))
+    repo.put_bytes(wal.wal_key("00000002.history"), b"1\t0/9000000\tno recovery target\n")
+    return NativeEngine(SourceSpec(dsn="host=unused", bin_dir=tmp_path), repo,
+                        repo_url=repo.url, work_dir=tmp_path / "work")
+
+
+@pytest.mark.parametrize("hours", [
+    [],  # an empty archive
+    [-3],  # a single segment, older than the lookback
+    [0],  # a single segment, exactly at the cutoff
+    [5],  # a single segment, newer
+    [-9, -5, -2, -1],  # all older
+    [1, 2, 3, 8, 9],  # all newer
+    [-2, -1, 0, 1, 2],  # one exactly at the cutoff: counted
+    [-3, -2, -1, 1, 2, 3],
+    [-1, 0, 0, 0, 1],  # several at the cutoff: the first of them starts the span
+    [-1, 1],
+])
+def test_native_archived_wal_finds_the_first_segment_since_by_bisection(
+        tmp_path: Path, hours: list[int]) -> None:
+    times = [SINCE + timedelta(hours=h) for h in hours]
+    recent = [t for t in times if t >= SINCE]
+    expected = None if not recent else ArchivedWal(
+        len(recent), (len(recent) - 1) * len(SEGMENT), recent[0], recent[-1])
+    assert _native(tmp_path, times).archived_wal(SINCE) == expected
+
+
+def test_the_native_forecast_reads_a_logarithmic_number_of_wal_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 64 segments, one every 6 hours for 16 days: the 7-day lookback holds the newest 29.
+    times = [NOW - timedelta(hours=6 * k) for k in reversed(range(64))]
+    engine = _native(tmp_path, times)
+    provider = SimpleNamespace(engine=engine, list_backups=lambda: [])
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:  # every record a repository reads, listed or stat'ed
+        if path.name.endswith(RECORD_SUFFIX):
+            reads.append(path.name)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    f = forecast.forecast_for_drill(
+        provider, cron="0 2 * * *", objective=HOUR, backup_id="none", recovered_lsn=None,
+        phases={"base restore": 60.0}, history=[], now_=NOW)
+    monkeypatch.undo()
+
+    assert f is not None and f.wal_bytes_per_hour == pytest.approx(len(SEGMENT) / 6)
+    assert "WAL per hour from the archive: 29 segments over 168.0 h" in f.basis
+    # One record per segment would be 64 (a GET each on S3); bisection reads log2(64) + 2.
+    assert 0 < len(reads) <= math.log2(len(times)) + 2, reads
 
 
 @pytest.mark.parametrize(("cron", "gap"), [
