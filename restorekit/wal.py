@@ -76,7 +76,6 @@ __all__ = [
     "fetch_wal",
     "wal_codec",
     "last_archived",
-    "list_wal",
     "main",
     "push_wal",
     "replay_plan",
@@ -136,9 +135,7 @@ def wal_codec(compression: str | None) -> tuple[str | None, int | None]:
     Raises:
         ConfigError: not such a value.
     """
-    if compression is None:
-        return None, None
-    match = _COMPRESSION_RE.fullmatch(compression)
+    match = _COMPRESSION_RE.fullmatch("none" if compression is None else compression)
     if match is None:
         raise ConfigError(f"compression {compression!r}: expected none, lz4, zstd or gzip, "
                           "optionally with a level (zstd:3)")
@@ -190,34 +187,24 @@ def fetch_wal(repo: Repository, name: str, dest: Path) -> ObjectInfo:
     return repo.get_file(wal_key(name), dest)
 
 
-def list_wal(repo: Repository) -> list[ObjectInfo]:
-    """Every archived WAL file (segments, .history, .backup, .partial), sorted by name, with
-    its record (one read per file: where names do, use :func:`wal_names`)."""
-    return repo.list(WAL_PREFIX)
-
-
 def wal_names(repo: Repository) -> list[str]:
     """The names of every archived WAL file, sorted: one listing, no record read."""
     return [key[len(WAL_PREFIX):] for key in repo.keys(WAL_PREFIX)]
 
 
-def _newest_segment(repo: Repository, names: list[str]) -> ObjectInfo | None:
-    """The record of the newest segment among ``names`` (highest timeline, then highest
-    segment: the names sort so), or None."""
-    segments = [name for name in names if SEGMENT_RE.match(name)]
+def last_archived(repo: Repository, names: list[str] | None = None) -> ObjectInfo | None:
+    """The record of the newest archived WAL *segment* (highest timeline, then highest segment:
+    the names sort so) among ``names`` (default: the archive's listing), or None."""
+    listed = wal_names(repo) if names is None else names
+    segments = [name for name in listed if SEGMENT_RE.match(name)]
     return repo.stat(wal_key(max(segments))) if segments else None
 
 
 def archived_segment_size(repo: Repository, names: list[str]) -> int:
     """The WAL segment size (before compression), from the record of the newest archived
     segment among ``names``; PostgreSQL's default when there is none."""
-    newest = _newest_segment(repo, names)
+    newest = last_archived(repo, names)
     return newest.size if newest is not None else SEGMENT_SIZE
-
-
-def last_archived(repo: Repository) -> ObjectInfo | None:
-    """The newest archived WAL *segment* (highest timeline, then highest segment), or None."""
-    return _newest_segment(repo, wal_names(repo))
 
 
 # -- command strings -------------------------------------------------------------------------
@@ -228,16 +215,21 @@ def _pg_quote(arg: str) -> str:
     return shlex.quote(arg).replace("%", "%%")
 
 
+def _invocation(python: str, command: str, repo_url: str, *args: str) -> str:
+    """``python -m restorekit.wal COMMAND --repo URL ARGS``, as :func:`_as_written` reads it."""
+    url = parse_repository_url(repo_url).url
+    return " ".join([_pg_quote(python), "-m", "restorekit.wal", command, "--repo", _pg_quote(url),
+                     *args])
+
+
 def archive_command(repo_url: str, python: str = sys.executable, *,
                     compression: str | None = None) -> str:
     """The ``archive_command`` setting that pushes WAL into ``repo_url``, compressed with
     ``compression`` (a ``[backups] compression`` value; none: stored as is)."""
-    url = parse_repository_url(repo_url).url
     encoding, level = wal_codec(compression)
     compress = [] if encoding is None else [
         "--compress", encoding if level is None else f"{encoding}:{level}"]
-    return " ".join([_pg_quote(python), "-m", "restorekit.wal", "push", "--repo", _pg_quote(url),
-                     *compress, "%p", "%f"])
+    return _invocation(python, "push", repo_url, *compress, "%p", "%f")
 
 
 def restore_command(repo_url: str, python: str = sys.executable, *,
@@ -252,9 +244,7 @@ def restore_command(repo_url: str, python: str = sys.executable, *,
     message ``get`` writes); anything else (not fetched yet, the spool gone or stopped) runs
     ``get``, which also leaves the name in the spool's ``.fallback`` so the spool skips ahead.
     """
-    url = parse_repository_url(repo_url).url
-    get = " ".join([_pg_quote(python), "-m", "restorekit.wal", "get", "--repo", _pg_quote(url),
-                    "%f", "%p"])
+    get = _invocation(python, "get", repo_url, "%f", "%p")
     if spool is None:
         return get
     held = _pg_quote(str(spool)) + "/%f"
@@ -347,15 +337,13 @@ class WalSpool:
     """Fetches the WAL a restore will replay into ``directory`` ahead of PostgreSQL, verified
     and decompressed, at most ``ahead`` segments at a time, in a daemon thread.
 
-    The :func:`restore_command` built with ``spool=directory`` moves the files into place
-    (PostgreSQL never waits for a Python start when the spool keeps ahead) and answers names
-    absent from the archive listing itself. Every file appears under its own name only once
-    verified (fetched under a hidden name, then renamed); a file the spool cannot fetch (not
-    there, corrupt, the repository failing) stops the thread and leaves that file to ``get``,
-    which reports it as it always did. The thread ends at the end of ``plan``, when
-    ``directory`` or its listing disappears (the ``recovery_end_command`` or the caller removed
-    it), when ``data_dir`` disappears or its server stops after having started (the restore
-    failed; the spool is then removed), or on :meth:`stop`.
+    PostgreSQL takes them through :func:`restore_command` (``spool=directory``). Every file
+    appears under its own name only once verified (fetched under a hidden name, then renamed); a
+    file the spool cannot fetch (not there, corrupt, the repository failing) stops the thread
+    and leaves that file to ``get``, which reports it as it always did. The thread ends at the
+    end of ``plan``, when ``directory`` or its listing disappears (the ``recovery_end_command``
+    or the caller removed it), when ``data_dir`` disappears or its server stops after having
+    started (the restore failed; the spool is then removed), or on :meth:`stop`.
 
     Args:
         repo: the repository holding the archive.
@@ -375,7 +363,6 @@ class WalSpool:
         self.os_user = os_user
         self.ahead = ahead
         self.poll = poll
-        self.fetched = 0
         self.stopped_by: str | None = None
         self._index = {name: i for i, name in enumerate(self.plan)}
         self._cleared = -1  # stale spooled files removed up to this plan index
@@ -448,7 +435,6 @@ class WalSpool:
         if not SEGMENT_RE.match(name) or name == self.plan[-1]:
             (self.directory / (SPOOL_KEEP + name)).touch()
         os.rename(part, self.directory / name)  # ENOENT once the spool was removed: stops
-        self.fetched += 1
 
     def _wait_for_room(self) -> bool:
         while True:
@@ -512,16 +498,12 @@ def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:
 # -- CLI -----------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    pass
-
-
 def _parser() -> argparse.ArgumentParser:
     import argparse  # only for what _as_written leaves: see there
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
-            raise _UsageError(message)
+            raise ConfigError(message)
 
     parser = _Parser(prog="python -m restorekit.wal",
                      description="PostgreSQL archive_command / restore_command for restorekit.")
@@ -568,6 +550,11 @@ def _say(message: str) -> None:
     print(f"restorekit.wal: {message}", file=sys.stderr, flush=True)
 
 
+def _cause(exc: Exception) -> str:
+    """For PostgreSQL's log: restorekit's errors say what failed; any other is named too."""
+    return str(exc) if isinstance(exc, RestoreKitError) else f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     fetching = bool(args_list) and args_list[0] == "get"
@@ -575,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args is None:
         try:
             args = _parser().parse_args(args_list)
-        except _UsageError as exc:
+        except ConfigError as exc:
             _say(f"usage error: {exc}")
             return EXIT_ABORT_RECOVERY if fetching else EXIT_USAGE
     if args.command == "push":
@@ -586,11 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _push(url: str, path: Path, name: str, compression: str | None = None) -> int:
     try:
         push_wal(open_repository(url), path, name, compression=compression)
-    except RestoreKitError as exc:
-        _say(f"push {name} failed: {exc}")
-        return EXIT_FAILED
     except Exception as exc:  # PostgreSQL only sees the exit status; keep the cause in its log
-        _say(f"push {name} failed: {type(exc).__name__}: {exc}")
+        _say(f"push {name} failed: {_cause(exc)}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -604,11 +588,8 @@ def _get(url: str, name: str, dest: Path) -> int:
     except ObjectNotFound:
         _say(f"{name} is not in the archive")
         return EXIT_NOT_FOUND
-    except RestoreKitError as exc:
-        _say(f"get {name} failed, aborting recovery: {exc}")
-        return EXIT_ABORT_RECOVERY
     except Exception as exc:
-        _say(f"get {name} failed, aborting recovery: {type(exc).__name__}: {exc}")
+        _say(f"get {name} failed, aborting recovery: {_cause(exc)}")
         return EXIT_ABORT_RECOVERY
     return EXIT_OK
 

@@ -29,9 +29,9 @@ from restorekit.wal import (
     EXIT_ABORT_RECOVERY,
     archive_command,
     last_archived,
-    list_wal,
     push_wal,
     restore_command,
+    wal_names,
 )
 
 SEGMENT = "000000010000000000000007"
@@ -149,7 +149,7 @@ def test_last_archived_ignores_history_backup_and_partial(local_repo_url: str) -
     repo.delete("wal/000000020000000000000004")
     newest = last_archived(repo)
     assert newest is not None and newest.key == "wal/000000020000000000000003"
-    assert [i.key.removeprefix("wal/") for i in list_wal(repo)] == sorted(names)
+    assert wal_names(repo) == sorted(names)
 
 
 # -- compressed archive ----------------------------------------------------------------------------
