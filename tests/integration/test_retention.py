@@ -29,9 +29,10 @@ def mark(inst: Installation, n: int) -> datetime:
         return conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def inst(pg_base_dir: Path) -> Iterator[Installation]:
-    """Backups B0 (the initial one), B1, B2, B3 with marks 1..5 between them, all archived."""
+    """An installation of the test's own (0.8 s): each test makes the backups and marks it
+    needs, so none depends on what another one expired."""
     with installation(pg_base_dir, "retention", scale=0.01) as built:
         yield built
 
@@ -106,6 +107,8 @@ def test_a_quiet_database_restores_to_a_time_after_retention_took_the_last_commi
     at all: a time in the window is the end of the archive, not "recovery ended before the
     target" waiting for a commit that was expired."""
     provider = inst.runtime().provider
+    for n in (1, 2):
+        mark(inst, n)
     newest = provider.create_backup("quiet")
     inst.wait_archived()
     expire_backups(provider, BackupPolicy(keep_count=1, keep_days=1, pitr_days=0),
@@ -117,7 +120,7 @@ def test_a_quiet_database_restores_to_a_time_after_retention_took_the_last_commi
     try:
         with psycopg.connect(restored.dsn.get_secret_value()) as conn:
             got = {r[0] for r in conn.execute("SELECT n FROM retention_marks")}
-        assert got == {1, 2, 3, 4, 5}
+        assert got == {1, 2}
     finally:
         provider.discard(restored)
 
