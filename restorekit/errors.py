@@ -123,6 +123,10 @@ class ChecksumMismatch(RepositoryError):
     """An object read back does not match the checksum recorded when it was written."""
 
 
+class WalConflict(RepositoryError):
+    """A different file is already archived under this WAL name; it is never overwritten."""
+
+
 class PostgresError(RestoreKitError):
     """A PostgreSQL server or client tool failed."""
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from restorekit import wal
 from restorekit.config import BackupPolicy
 from restorekit.models import BackupInfo, parse_lsn
 from restorekit.repository import Repository
@@ -35,8 +36,7 @@ from restorekit.wal import SEGMENT_SIZE as DEFAULT_SEGMENT_SIZE
 log = logging.getLogger(__name__)
 
 # 24 hex digits (timeline, log, segment), optionally .partial or .<offset>.backup.
-_SEGMENT_FILE = re.compile(r"^(?P<tl>[0-9A-F]{8})(?P<log>[0-9A-F]{8})(?P<seg>[0-9A-F]{8})"
-                           r"(?:\.partial|\.[0-9A-F]{8}\.backup)?$")
+_SEGMENT_FILE = re.compile(r"^[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,9 @@ class RetentionPlan:
 
 def segment_number(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[int, int] | None:
     """``(timeline, segment number)`` of a WAL segment-like file name, None for others."""
-    match = _SEGMENT_FILE.match(name)
-    if not match:
+    if not _SEGMENT_FILE.match(name):
         return None
-    per_log = 0x100000000 // segment_size
-    return (int(match["tl"], 16),
-            int(match["log"], 16) * per_log + int(match["seg"], 16))
+    return int(name[:8], 16), wal.segment_number(name, segment_size)
 
 
 def plan_retention(

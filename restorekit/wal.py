@@ -54,6 +54,7 @@ from restorekit.errors import (
     ObjectNotFound,
     RepositoryError,
     RestoreKitError,
+    WalConflict,
 )
 from restorekit.repository import (
     IncompleteObject,
@@ -97,10 +98,6 @@ _COMPRESSION_RE = re.compile(r"(?:(?:server|client)-)?(?P<method>none|lz4|zstd|g
 _WAL_NAME_RE = re.compile(
     r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$"
 )
-
-
-class WalConflict(RepositoryError):
-    """A different file is already archived under this WAL name; it is never overwritten."""
 
 
 #: The default WAL segment size (initdb --wal-segsize can change it; archived files say theirs).
