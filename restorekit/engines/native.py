@@ -66,6 +66,7 @@ from restorekit.engines.wal_scan import is_segment, last_commit
 from restorekit.errors import (
     ChecksumMismatch,
     ConfigError,
+    ObjectNotFound,
     PgToolFailed,
     RepositoryError,
     RestoreKitError,
@@ -389,7 +390,12 @@ class NativeEngine:
         # archive times grow with the name and bisection finds the first segment since `since`.
         # Where they do not (a segment stored again later, an old timeline still archiving after
         # a promotion), the count and the span are off: a rough rate, never a failure.
-        names = self.wal_segments()
+        try:
+            return self._archived_since(self.wal_segments(), since)
+        except ObjectNotFound:  # retention expired a listed segment meanwhile: list again
+            return self._archived_since(self.wal_segments(), since)
+
+    def _archived_since(self, names: list[str], since: datetime) -> ArchivedWal | None:
         record = functools.cache(lambda name: self.repo.stat(wal.wal_key(name)))
         if not names or record(names[-1]).created_at < since:
             return None

@@ -256,3 +256,24 @@ def test_swap_seconds_come_from_the_newest_succeeded_complete_failure_run(tmp_pa
     report("20261203T000000Z", "partial-corruption", "succeeded", {"stop application": 77})
     (tmp_path / "20261204T000000Z-complete-failure.json").write_text("{not json")
     assert forecast.swap_seconds(tmp_path) == (40.0, "the complete-failure run of 20261201T000000Z")
+
+
+def test_a_segment_expired_while_the_archive_is_read_lists_it_again(tmp_path: Path) -> None:
+    # Retention removes the oldest segments between the listing and a record read: the
+    # bisection starts over on a new listing instead of failing the drill's forecast.
+    times = [SINCE + timedelta(hours=h) for h in (-3, -2, -1, 1, 2, 3)]
+    engine = _native(tmp_path, times)
+    listed = engine.wal_segments()
+    for name in listed[:3]:
+        engine.repo.delete(wal.wal_key(name))
+    listings: list[list[str]] = []
+
+    def wal_segments() -> list[str]:  # the first listing is the one from before retention
+        listings.append(listed if not listings else NativeEngine.wal_segments(engine))
+        return listings[-1]
+
+    engine.wal_segments = wal_segments  # type: ignore[method-assign]
+    got = engine.archived_wal(SINCE)
+
+    assert [len(names) for names in listings] == [6, 3]  # listed again once
+    assert got == ArchivedWal(3, 2 * len(SEGMENT), times[3], times[-1])
