@@ -46,21 +46,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 # --where and --good-point mean the same in `find-point` and in `run --point auto`: one help.
-def where_option(panel: str | None = None) -> Any:
-    """The ``--where`` option: the damaged rows as an SQL predicate."""
-    return Annotated[str | None, typer.Option(
-        rich_help_panel=panel, show_default=False,
-        help="An SQL predicate that picks the damaged rows, evaluated read-only on a copy "
-        "from before the damage (instead of ids).")]
-
-
-def good_point_option(panel: str | None = None) -> Any:
-    """The ``--good-point`` option: where the search for the damage starts."""
-    return Annotated[str | None, typer.Option(
-        rich_help_panel=panel, show_default=False,
-        help="A point surely before the damage where the search starts. Default: the newest "
-        "base backup that still has the rows (Neon: the start of the restore window; a "
-        "time).")]
+WHERE_HELP = ("An SQL predicate that picks the damaged rows, evaluated read-only on a copy from "
+              "before the damage (instead of ids).")
+GOOD_POINT_HELP = ("A point surely before the damage where the search starts. Default: the "
+                   "newest base backup that still has the rows (Neon: the start of the restore "
+                   "window; a time).")
 
 
 def _settings(config: Path | None) -> Settings:

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from restorekit.cli._common import (
+    GOOD_POINT_HELP,
+    WHERE_HELP,
     ConfigOpt,
     JsonOpt,
     TargetOpt,
@@ -14,13 +16,8 @@ from restorekit.cli._common import (
     _progress,
     _record_table,
     _runtime,
-    good_point_option,
-    where_option,
 )
 from restorekit.errors import CapabilityNotSupported
-
-_Where = where_option()
-_GoodPoint = good_point_option()
 
 
 def find_point(
@@ -31,14 +28,15 @@ def find_point(
     ids: Annotated[list[str] | None, typer.Option(
         "--ids", show_default=False,
         help="A primary key of a damaged row (repeatable; a composite key as a,b).")] = None,
-    where: _Where = None,
+    where: Annotated[str | None, typer.Option(show_default=False, help=WHERE_HELP)] = None,
     changed: Annotated[bool, typer.Option(
         "--changed", help="The rows were changed, not deleted: find their first update (or "
         "delete).")] = False,
     column: Annotated[str | None, typer.Option(
         show_default=False, help="With --changed: the first update that changed this "
         "column.")] = None,
-    good_point: _GoodPoint = None,
+    good_point: Annotated[str | None, typer.Option(
+        show_default=False, help=GOOD_POINT_HELP)] = None,
     loss: Annotated[bool, typer.Option(
         "--loss/--no-loss", help="Also list what a restore to the found point would lose "
         "(what was committed after it).")] = True,

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from restorekit.cli._common import (
+    GOOD_POINT_HELP,
+    WHERE_HELP,
     ConfigOpt,
     JsonOpt,
     TargetOpt,
@@ -16,8 +18,6 @@ from restorekit.cli._common import (
     _fail,
     _prefect_without_telemetry,
     _print_report,
-    good_point_option,
-    where_option,
 )
 from restorekit.cli.checks import check_scenario
 from restorekit.cli.scenarios import SCENARIO_MODELS, run_options, scenario_params
@@ -108,8 +108,11 @@ _IncludeCascade = Annotated[bool, typer.Option(
     "--include-cascade/--no-include-cascade", rich_help_panel=_AD,
     help="Also bring back the child rows ON DELETE CASCADE removed with them.")]
 
-_Where = where_option(_AUTO)
-_GoodPoint = good_point_option(_AUTO)
+_Where = Annotated[str | None, typer.Option(
+    rich_help_panel=_AUTO, show_default=False, help=WHERE_HELP)]
+
+_GoodPoint = Annotated[str | None, typer.Option(
+    rich_help_panel=_AUTO, show_default=False, help=GOOD_POINT_HELP)]
 
 _DamagedTable = Annotated[str | None, typer.Option(
     rich_help_panel=_AUTO, show_default=False,
