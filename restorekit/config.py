@@ -355,7 +355,8 @@ class TargetConfig(BaseModel):
             raise ValueError(
                 f"provider {self.provider!r} needs a [targets.{self.name}.{self.provider}] section"
             )
-        if not self.advertise_host and self.listen_addresses.split(",")[0] in ("*", "0.0.0.0", "::"):
+        everywhere = self.listen_addresses.split(",")[0] in ("*", "0.0.0.0", "::")
+        if not self.advertise_host and everywhere:
             raise ValueError(
                 f"listen_addresses {self.listen_addresses!r} listens everywhere: give "
                 "advertise_host, the host name the application reaches restored clusters at")
@@ -407,7 +408,8 @@ class NotifyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     webhook_url_env: str | None = None
-    prefect_blocks: tuple[str, ...] = ()  # "block-type-slug/block-name", e.g. "slack-webhook/oncall"
+    # "block-type-slug/block-name", e.g. "slack-webhook/oncall"
+    prefect_blocks: tuple[str, ...] = ()
 
     @field_validator("prefect_blocks")
     @classmethod

@@ -141,7 +141,8 @@ class Installation:
         """The target's DSN line of restorekit.toml: never a password in the file."""
         if self.dsn_env:
             return f'dsn_env = "{self.dsn_env}"'
-        return f'dsn = "host={self.production.host} port={self.production.port} user=postgres dbname=app"'
+        prod = self.production
+        return f'dsn = "host={prod.host} port={prod.port} user=postgres dbname=app"'
 
     def runtime(self) -> TargetRuntime:
         return target_runtime("production", str(self.config))
@@ -244,7 +245,7 @@ def teardown_installation(inst: Installation) -> None:
     inst.production.destroy()
 
 
-# -- the Prefect server the demo's runs are recorded in ----------------------------------------------
+# -- the Prefect server the demo's runs are recorded in --------------------------------------------
 
 
 def start_prefect_server(state_dir: Path, console: Console) -> tuple[str, int]:
@@ -300,7 +301,7 @@ def stop_demo(state_dir: Path, console: Console) -> None:
     console.print(f"stopped the demo in {state_dir}")
 
 
-# -- the demo ---------------------------------------------------------------------------------------
+# -- the demo --------------------------------------------------------------------------------------
 
 
 def _show(out: Console, report: object) -> None:
@@ -401,9 +402,11 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
     with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
         victims = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id LIMIT 25")]
         conn.execute("DELETE FROM users WHERE id = ANY(%s)", (victims,))
-        conn.execute("INSERT INTO users (name, email) VALUES ('signed up later', 'later@example.com')")
-    console.print(f"[red]Deleted {len(victims)} users[/] (their clients and appointments cascaded); "
-                  "then a new user signed up")
+        conn.execute(
+            "INSERT INTO users (name, email) VALUES ('signed up later', 'later@example.com')"
+        )
+    console.print(f"[red]Deleted {len(victims)} users[/] (their clients and appointments "
+                  "cascaded); then a new user signed up")
     inst.wait_archived()
     _show(out, accidental_deletion(AccidentalDeletionParams(**common, incident_id="demo-deletion")))
 
@@ -415,7 +418,9 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
         conn.execute("UPDATE clients SET email = 'corrupted' WHERE id % 40 = 0")
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
-            conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY id DESC LIMIT 3)")
+            conn.execute(
+                "DELETE FROM users WHERE id IN (SELECT id FROM users ORDER BY id DESC LIMIT 3)"
+            )
         conn.execute("INSERT INTO users (name, email) VALUES ('newer', 'newer@example.com')")
     console.print("[red]Corrupted[/] client emails and deleted 3 users behind the foreign keys' "
                   f"back; the point before: {point.isoformat()}")

@@ -142,7 +142,8 @@ class IncidentReport(BaseModel):
         lines = [
             f"# {self.scenario.replace('_', ' ').replace('-', ' ').title()}: {self.target}",
             "",
-            f"**Outcome:** {self.outcome}" + (" (dry run: nothing was changed)" if self.dry_run else ""),
+            f"**Outcome:** {self.outcome}"
+            + (" (dry run: nothing was changed)" if self.dry_run else ""),
             f"**Started:** {self.started_at.isoformat()}  ",
             f"**Restore point:** {self.restore_point or 'n/a'}  ",
             f"**Achieved RTO:** {self.rto_seconds:.1f} s  ",
@@ -167,10 +168,12 @@ class IncidentReport(BaseModel):
             lines += ["", "## Timeline", "", "| step | started | seconds | result | detail |",
                       "|---|---|---:|---|---|"]
             for s in self.steps:
-                lines.append(f"| {s.name} | {s.started_at.strftime('%H:%M:%S')} | {s.seconds:.2f} | "
-                             f"{'ok' if s.ok else 'FAILED'} | {_cell(s.detail)} |")
+                lines.append(f"| {s.name} | {s.started_at.strftime('%H:%M:%S')} "
+                             f"| {s.seconds:.2f} | {'ok' if s.ok else 'FAILED'} "
+                             f"| {_cell(s.detail)} |")
         if self.checks:
-            lines += ["", "## Checks", "", "| check | result | critical | detail |", "|---|---|---|---|"]
+            lines += ["", "## Checks", "", "| check | result | critical | detail |",
+                      "|---|---|---|---|"]
             for c in self.checks:
                 lines.append(f"| {c.name} | {c.verdict} | "
                              f"{'yes' if c.critical else 'no'} | {_cell(c.detail)} |")
@@ -182,11 +185,13 @@ class IncidentReport(BaseModel):
                          if kept else ""),
                       "|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if kept else "")]
             for ch in self.changes:
-                lines.append(f"| {ch.table} | {ch.inserted} | {ch.updated} | {ch.deleted} | {ch.skipped} |"
+                lines.append(f"| {ch.table} | {ch.inserted} | {ch.updated} | {ch.deleted} "
+                             f"| {ch.skipped} |"
                              + (f" {ch.kept_newer} | {ch.kept_deleted} | {ch.skipped_changed} |"
                                 if kept else ""))
         if self.snapshots:
-            lines += ["", "## Snapshots taken before any change", ""] + [f"- {s}" for s in self.snapshots]
+            lines += ["", "## Snapshots taken before any change", ""]
+            lines += [f"- {s}" for s in self.snapshots]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"

@@ -36,7 +36,8 @@ class DeletionScope:
     @property
     def point_before(self) -> datetime | None:
         """One microsecond before the first recorded deletion: the restore point that still has
-        every deleted row (the audit time is the deleting transaction's start, before its commit)."""
+        every deleted row (the audit time is the deleting transaction's start, before its
+        commit)."""
         if self.first_deleted_at is None:
             return None
         return self.first_deleted_at - timedelta(microseconds=1)
@@ -45,7 +46,9 @@ class DeletionScope:
         return {
             "table": self.table, "source": self.source,
             "keys": None if self.keys is None else [list(k) for k in self.keys],
-            "first_deleted_at": self.first_deleted_at.isoformat() if self.first_deleted_at else None,
+            "first_deleted_at": (
+                self.first_deleted_at.isoformat() if self.first_deleted_at else None
+            ),
             "last_deleted_at": self.last_deleted_at.isoformat() if self.last_deleted_at else None,
         }
 

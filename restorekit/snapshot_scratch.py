@@ -24,7 +24,12 @@ from restorekit.models import RestoredDatabase
 from restorekit.pg.cluster import LocalCluster, free_port
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.repository import Repository
-from restorekit.snapshot import SnapshotInfo, list_snapshots, load_snapshot, restore_snapshot_to_new_database
+from restorekit.snapshot import (
+    SnapshotInfo,
+    list_snapshots,
+    load_snapshot,
+    restore_snapshot_to_new_database,
+)
 
 KIND = "snapshot"
 MARKER = "restorekit-scratch.json"
@@ -34,7 +39,9 @@ ACCESS = ("Access to the scratch copy: a cluster restorekit created from the sna
           "127.0.0.1.")
 
 
-def snapshot_before(repo: Repository, when: datetime, tables: list[str] | None = None) -> SnapshotInfo:
+def snapshot_before(
+    repo: Repository, when: datetime, tables: list[str] | None = None
+) -> SnapshotInfo:
     """The newest complete snapshot taken at or before ``when`` that holds ``tables``."""
     wanted = set(tables or [])
     candidates = [
@@ -104,8 +111,9 @@ class SnapshotScratch:
         if not meta.get("complete"):
             return None
         password_file = home / PASSWORD_FILE
+        password = password_file.read_text() if password_file.exists() else None
         cluster = LocalCluster(data_dir=home / "data", port=int(meta["port"]), os_user=self.os_user,
-                               password=password_file.read_text() if password_file.exists() else None)
+                               password=password)
         if not cluster.is_running():
             cluster.start()
         return RestoredDatabase(
@@ -121,7 +129,8 @@ class SnapshotScratch:
         if self.root not in home.parents or not (home / MARKER).exists():
             raise SafetyError(f"refusing to remove {home}: not a snapshot scratch copy")
         with contextlib.suppress(PgToolFailed):
-            LocalCluster(data_dir=home / "data", port=0, os_user=self.os_user).stop(mode="immediate")
+            cluster = LocalCluster(data_dir=home / "data", port=0, os_user=self.os_user)
+            cluster.stop(mode="immediate")
         shutil.rmtree(home, ignore_errors=True)
 
     def list_scratch(self) -> list[RestoredDatabase]:

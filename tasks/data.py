@@ -30,7 +30,8 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
     try:
         yield
     except (psycopg.OperationalError, PostgresError) as exc:
-        if isinstance(exc, PostgresError) and not isinstance(exc.__cause__, psycopg.OperationalError):
+        lost = isinstance(exc.__cause__, psycopg.OperationalError)
+        if isinstance(exc, PostgresError) and not lost:
             raise  # not a lost connection: the core's own message stands
         broken = [what for what, get in conns.items()
                   if (c := get()) is not None and c.broken]

@@ -22,8 +22,8 @@ from restorekit.errors import (
 )
 from restorekit.models import PointKind, RestoredRef, RestorePoint
 from restorekit.pg.dsn import display, redact
-from restorekit.providers.base import Capability
 from restorekit.pg.tools import default_os_user
+from restorekit.providers.base import Capability
 from restorekit.repository import open_repository
 from restorekit.snapshot import SnapshotInfo, take_snapshot
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
@@ -230,7 +230,8 @@ def restore_to_point_in_time(ref: TargetRef, point: str, name: str) -> RestoredR
                 progress_log.info("%s: %d%%", phase, 10 * tenth)
 
     restored = rt.provider.restore(RestorePoint.parse(point), name=name, progress=progress)
-    logger().info("restored %s at %s into %s", ref.target, point, display(restored.dsn.get_secret_value()))
+    logger().info("restored %s at %s into %s", ref.target, point,
+                  display(restored.dsn.get_secret_value()))
     return rt.ref(restored, name)
 
 
@@ -267,7 +268,9 @@ def restore_in_place(ref: TargetRef, point: str, snapshot: dict[str, Any] | None
     restore in place). Refuses without a verified snapshot of the current state, unless the
     caller explicitly accepted that (snapshot is then None and the flow says so)."""
     if snapshot is not None and not snapshot.get("verified"):
-        raise SafetyError("the snapshot of the current state is not verified; not restoring in place")
+        raise SafetyError(
+            "the snapshot of the current state is not verified; not restoring in place"
+        )
     rt = runtime(ref)
     log = logger()
     seen: set[str] = set()
@@ -464,8 +467,9 @@ def verify_integrity(ref: TargetRef, restored: RestoredRef | None = None, *,
     A restored database's Prisma migrations are compared with production's when
     ``compare_with_production`` and production answers, else with the baseline's; its critical
     tables' row counts with the baseline's, else (``compare_with_production`` and
-    ``compare_counts``) production's, else they are reported unverified (``VerificationSummary.verified`` is then false, and the
-    run is not failed for it: the flow decides, see complete_failure's approval gate).
+    ``compare_counts``) production's, else they are reported unverified
+    (``VerificationSummary.verified`` is then false, and the run is not failed for it: the flow
+    decides, see complete_failure's approval gate).
 
     Raises VerificationFailed naming the failing critical checks.
     """

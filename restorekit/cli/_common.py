@@ -39,7 +39,9 @@ out = Console()
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="restorekit.toml (default: $RESTOREKIT_CONFIG or ./restorekit.toml)"),
+    typer.Option(
+        "--config", "-c", help="restorekit.toml (default: $RESTOREKIT_CONFIG or ./restorekit.toml)"
+    ),
 ]
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Target name from the config file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

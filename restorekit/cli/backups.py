@@ -90,11 +90,21 @@ def restore(
         help="latest | ISO-8601 time with timezone | lsn:X/Y | xid:N | before-xid:N | "
         "name:NAME | backup:ID",
     )] = "latest",
-    to_new: Annotated[bool, typer.Option("--to-new", help="Restore into a NEW local cluster (required: in-place restores are never done by this command).")] = False,
-    name: Annotated[str | None, typer.Option(help="Name of the new cluster (default: derived from the target and time).")] = None,
+    to_new: Annotated[bool, typer.Option(
+        "--to-new",
+        help="Restore into a NEW local cluster (required: in-place restores are never done by "
+        "this command).",
+    )] = False,
+    name: Annotated[str | None, typer.Option(
+        help="Name of the new cluster (default: derived from the target and time).",
+    )] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
-    show_dsn: Annotated[bool, typer.Option("--show-dsn/--no-show-dsn", help="Print the new cluster's DSN, its password masked (***): the copy has the source's roles and passwords; --no-show-dsn: a short postgresql:// URL instead.")] = True,
+    show_dsn: Annotated[bool, typer.Option(
+        "--show-dsn/--no-show-dsn",
+        help="Print the new cluster's DSN, its password masked (***): the copy has the source's "
+        "roles and passwords; --no-show-dsn: a short postgresql:// URL instead.",
+    )] = True,
 ) -> None:
     """Restore the target's backups into a NEW cluster at a point and print how to reach it."""
     if not to_new:
@@ -114,7 +124,9 @@ def restore(
     data = {
         "target": target, "point": str(parsed), "name": name, "handle": restored.handle,
         "backup_id": restored.backup_id,
-        "recovered_to_time": restored.recovered_to_time.isoformat() if restored.recovered_to_time else None,
+        "recovered_to_time": (
+            restored.recovered_to_time.isoformat() if restored.recovered_to_time else None
+        ),
         "recovered_to_lsn": restored.recovered_to_lsn,
         "phases_seconds": {k: round(v, 3) for k, v in restored.phases.items()},
         "dsn": redact(dsn) if show_dsn else display(dsn),

@@ -18,7 +18,9 @@ from restorekit.cli._common import (
 
 
 def serve_webhook(
-    host: Annotated[str, typer.Option(help="Interface to listen on (put TLS in front of it).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on (put TLS in front of it).",
+    )] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8787,
     config: ConfigOpt = None,
 ) -> None:

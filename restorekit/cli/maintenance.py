@@ -21,7 +21,9 @@ from restorekit.cli._common import (
 
 def snapshot(
     target: TargetOpt,
-    table: Annotated[list[str] | None, typer.Option("--table", help="Only this table (repeatable).")] = None,
+    table: Annotated[list[str] | None, typer.Option(
+        "--table", help="Only this table (repeatable).",
+    )] = None,
     label: str = "",
     jobs: Annotated[int, typer.Option(min=1, max=64, help="Parallel pg_dump jobs.")] = 2,
     config: ConfigOpt = None,
@@ -49,14 +51,16 @@ def snapshot(
 
 def prune(
     target: TargetOpt,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would be removed; remove nothing.",
+    )] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply the target's backup retention (its backups section) now: remove base backups
-    and archived WAL the policy no longer keeps (never the newest keep_count, never WAL a kept backup needs). The
-    backup flow does this after every scheduled backup; do not run it while a restore of this
-    target is reading an old backup."""
+    and archived WAL the policy no longer keeps (never the newest keep_count, never WAL a kept
+    backup needs). The backup flow does this after every scheduled backup; do not run it while a
+    restore of this target is reading an old backup."""
     from datetime import UTC, datetime
 
     from restorekit.retention import expire_backups

@@ -279,7 +279,10 @@ def display(dsn: str) -> str:
     except Exception:
         return redact(dsn)
     user = params.get("user", "")
-    auth = f"{quote(str(user))}:***@" if params.get("password") else (f"{quote(str(user))}@" if user else "")
+    if params.get("password"):
+        auth = f"{quote(str(user))}:***@"
+    else:
+        auth = f"{quote(str(user))}@" if user else ""
     host = params.get("host", "localhost")
     port = f":{params['port']}" if params.get("port") else ""
     query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in options)

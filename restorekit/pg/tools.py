@@ -40,14 +40,18 @@ def find_bin_dir(preferred: str | None = None) -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            )
             candidates.append(Path(out.stdout.strip()))
         except (OSError, subprocess.CalledProcessError):
             pass
     debian = Path("/usr/lib/postgresql")
     if debian.is_dir():
         versions = sorted(
-            (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True
+            (p for p in debian.iterdir() if p.name.isdigit()),
+            key=lambda p: int(p.name),
+            reverse=True,
         )
         candidates.extend(v / "bin" for v in versions)
     for candidate in candidates:
@@ -183,7 +187,8 @@ def run_command(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise PgToolFailed(safe_argv, -9, f"timed out after {timeout}s; " + "\n".join(tail)) from None
+        detail = f"timed out after {timeout}s; " + "\n".join(tail)
+        raise PgToolFailed(safe_argv, -9, detail) from None
     for reader in readers:
         reader.join()
     stdout = "".join(out_chunks)

@@ -67,7 +67,9 @@ def test_latest_restores_everything_and_never_archives_into_the_source_repo(worl
     with restored_latest(world) as restored:
         wal_before = {o.key for o in repo.list("wal/")}
         with psycopg.connect(restored.dsn.get_secret_value(), autocommit=True) as conn:
-            conn.execute("INSERT INTO items SELECT g, 'restored' FROM generate_series(5000, 9000) g")
+            conn.execute(
+                "INSERT INTO items SELECT g, 'restored' FROM generate_series(5000, 9000) g"
+            )
             conn.execute("SELECT pg_switch_wal()")
             conn.execute("CHECKPOINT")
         time.sleep(1.0)  # an archiver, had it been on, would have pushed by now

@@ -139,9 +139,13 @@ def test_latest_restores_everything_and_never_archives_into_the_source_repo(worl
         assert archive_before  # the source's WAL is there
         with psycopg.connect(restored.dsn.get_secret_value(), autocommit=True) as conn:
             assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
-            conn.execute("INSERT INTO items SELECT g, 'restored' FROM generate_series(5000, 9000) g")
+            conn.execute(
+                "INSERT INTO items SELECT g, 'restored' FROM generate_series(5000, 9000) g"
+            )
             conn.execute("SELECT pg_switch_wal()")
-            conn.execute("INSERT INTO items SELECT g, 'restored' FROM generate_series(9001, 9100) g")
+            conn.execute(
+                "INSERT INTO items SELECT g, 'restored' FROM generate_series(9001, 9100) g"
+            )
             conn.execute("SELECT pg_switch_wal()")
             conn.execute("CHECKPOINT")
             time.sleep(1.0)  # an archiver, had it been on, would have pushed by now

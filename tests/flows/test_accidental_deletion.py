@@ -15,13 +15,18 @@ from restorekit.pg.checksum import database_checksums
 
 pytestmark = pytest.mark.slow
 
+# Rows written after the accident, which the recovery must leave as they are.
+LATER_USER = "SELECT u::text FROM users u WHERE email = 'after@example.com'"
+CHANGED_CLIENT = "SELECT c::text FROM clients c WHERE phone = 'changed-after'"
+
 
 def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
     prefect_server: str, world
 ) -> None:
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
         victims = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) ORDER BY id LIMIT 5")]
+            "SELECT id FROM users WHERE id IN (SELECT user_id FROM appointments) "
+            "ORDER BY id LIMIT 5")]
         before = cascade_rows(conn, victims)
         assert before["clients"] and before["appointments"]
         time.sleep(0.1)
@@ -31,8 +36,8 @@ def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
         conn.execute("INSERT INTO users (name, email) VALUES ('after', 'after@example.com')")
         conn.execute("UPDATE clients SET phone = 'changed-after' WHERE id = "
                      "(SELECT min(id) FROM clients)")
-        later = conn.execute("SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0]
-        changed = conn.execute("SELECT c::text FROM clients c WHERE phone = 'changed-after'").fetchone()[0]
+        later = conn.execute(LATER_USER).fetchone()[0]
+        changed = conn.execute(CHANGED_CLIENT).fetchone()[0]
     world.wait_archived()
 
     params = AccidentalDeletionParams(target="production", config=str(world.config),
@@ -42,8 +47,8 @@ def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
     assert report.outcome == "succeeded"
     with psycopg.connect(world.app_dsn) as conn:
         assert cascade_rows(conn, victims) == before  # byte for byte
-        assert conn.execute("SELECT u::text FROM users u WHERE email = 'after@example.com'").fetchone()[0] == later
-        assert conn.execute("SELECT c::text FROM clients c WHERE phone = 'changed-after'").fetchone()[0] == changed
+        assert conn.execute(LATER_USER).fetchone()[0] == later
+        assert conn.execute(CHANGED_CLIENT).fetchone()[0] == changed
         checksums = database_checksums(conn)
     inserted = {c.table: c.inserted for c in report.changes}
     assert inserted["public.users"] == len(victims)
@@ -66,7 +71,9 @@ def test_dry_run_touches_nothing(prefect_server: str, world) -> None:
     # Run at once, without waiting for the archive (no archive_timeout here): the deletion's
     # commit sits in a segment that has not filled, and the preflight archives it itself.
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM users WHERE id = (SELECT max(id) FROM users WHERE name <> 'after')")
+        conn.execute(
+            "DELETE FROM users WHERE id = (SELECT max(id) FROM users WHERE name <> 'after')"
+        )
         before = database_checksums(conn)
     report = accidental_deletion(AccidentalDeletionParams(
         target="production", config=str(world.config), dry_run=True, deleted_since=None))

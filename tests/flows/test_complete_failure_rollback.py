@@ -24,7 +24,8 @@ def broken_health_world(pg_base_dir: Path):
     world = build_world(pg_base_dir / f"rollback-{time.monotonic_ns()}",
                         health_url=f"http://127.0.0.1:{free_port()}/api/health")
     world.config.write_text(world.config.read_text().replace(
-        "[targets.production.connection]", "health_attempts = 3\n\n[targets.production.connection]"))
+        "[targets.production.connection]",
+        "health_attempts = 3\n\n[targets.production.connection]"))
     world.runtime().app.start()
     yield world
     teardown_world(world)
@@ -53,7 +54,9 @@ def test_failed_health_check_rolls_back_the_swap_then_a_rerun_reuses_the_restore
     text = world.config.read_text()
     import re
 
-    world.config.write_text(re.sub(r'health_url = ".*"', f'health_url = "{rt.app.health_url()}"', text))
+    world.config.write_text(
+        re.sub(r'health_url = ".*"', f'health_url = "{rt.app.health_url()}"', text)
+    )
     report = complete_failure(params)
     assert report.outcome == "succeeded"
     restore_step = next(s for s in report.steps if s.name == "restore to point in time")

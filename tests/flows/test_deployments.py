@@ -62,7 +62,8 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
         name="restorekit-test", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"},
     ).save("restorekit-test", overwrite=True)
     config = world.config.parent / "restorekit-deploy.toml"
-    config.write_text(world.config.read_text() + '\n[notify]\nprefect_blocks = ["custom-webhook/restorekit-test"]\n')
+    config.write_text(world.config.read_text()
+                      + '\n[notify]\nprefect_blocks = ["custom-webhook/restorekit-test"]\n')
     settings = load_settings(config)
     planned = deploy_all(settings, str(world.config))
     with get_client(sync_client=True) as prefect:
@@ -90,7 +91,8 @@ def test_deployments_have_forms_schedules_and_a_rest_run_executes_on_a_worker(
         cf = client.get("/deployments/name/complete-failure/production").json()
         schema = cf["parameter_openapi_schema"]
         form = schema["definitions"]["CompleteFailureParams"]["properties"]
-        assert {"target", "restore_point", "dry_run", "require_approval", "incident_id"} <= set(form)
+        fields = {"target", "restore_point", "dry_run", "require_approval", "incident_id"}
+        assert fields <= set(form)
         assert cf["parameters"]["params"]["require_approval"] is True
         assert cf["parameters"]["params"]["target"] == "production"
         limits = client.post("/v2/concurrency_limits/filter", json={}).json()

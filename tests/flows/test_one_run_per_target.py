@@ -22,7 +22,8 @@ def test_a_second_run_on_the_same_target_is_refused(prefect_server: str, world) 
         target="production", config=str(world.config), require_approval=True,
         incident_id="holder"))).wait_until_paused(60)
 
-    with pytest.raises(SafetyError, match="another restorekit run is working on target 'production'"):
+    with pytest.raises(SafetyError,
+                       match="another restorekit run is working on target 'production'"):
         accidental_deletion(AccidentalDeletionParams(
             target="production", config=str(world.config), require_approval=False,
             incident_id="second", lock_wait_seconds=2))

@@ -31,8 +31,10 @@ def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, wo
         assert dict(conn.execute(
             "SELECT id, c::text FROM clients c WHERE id % 50 = 0").fetchall()) == good_clients
         assert {r[0] for r in conn.execute(
-            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,))} == damage.gone_rows
-        assert conn.execute("SELECT count(*) FROM users WHERE email = 'newer@example.com'").fetchone() == (1,)
+            "SELECT u::text FROM users u WHERE id = ANY(%s)", (orphaned_users,)
+        )} == damage.gone_rows
+        assert conn.execute(
+            "SELECT count(*) FROM users WHERE email = 'newer@example.com'").fetchone() == (1,)
     # The integrity findings named the broken tables, and the repair is in the report.
     assert any("fk_orphans" in n for n in report.notes[0].split(", "))
     changes = {c.table: c for c in report.changes}
@@ -45,7 +47,8 @@ def test_corrupted_rows_are_repaired_and_newer_rows_kept(prefect_server: str, wo
     assert names[-1] == "start post-restore watch"  # production changed: watch it
     assert any(n.startswith("post-restore watch not started") for n in report.notes)
     repo = open_repository(world.runtime().config.repository)
-    assert any(s.label.startswith("before-repair-inc-pc-1") and s.verified for s in list_snapshots(repo))
+    assert any(s.label.startswith("before-repair-inc-pc-1") and s.verified
+               for s in list_snapshots(repo))
     assert world.runtime().provider.list_scratch() == []
 
 

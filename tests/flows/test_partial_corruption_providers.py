@@ -27,7 +27,8 @@ def damage(world) -> tuple[object, dict, set[int]]:
 
 def users_present(world, ids: set[int]) -> int:
     with psycopg.connect(world.app_dsn) as conn:
-        return conn.execute("SELECT count(*) FROM users WHERE id = ANY(%s)", (list(ids),)).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM users WHERE id = ANY(%s)", (list(ids),)).fetchone()[0]
 
 
 @pytest.mark.parametrize("world_fixture", ["rds_world", "neon_world"])
@@ -43,7 +44,8 @@ def test_partial_corruption_on_providers_with_new_target_restores(
     with psycopg.connect(world.app_dsn) as conn:
         assert dict(conn.execute(
             "SELECT id, c::text FROM clients c WHERE id % 60 = 0").fetchall()) == good
-        assert conn.execute("SELECT count(*) FROM users WHERE email = 'newer-pc@example.com'").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM users WHERE email = 'newer-pc@example.com'").fetchone() == (1,)
     assert users_present(world, gone) == len(gone)
     assert world.runtime().provider.list_scratch() == []
 
@@ -61,6 +63,7 @@ def test_partial_corruption_on_supabase_inserts_missing_rows_from_a_snapshot(
     assert "snapshot" in " ".join(report.plan)
     assert users_present(world, gone) == len(gone)  # missing rows are back
     with psycopg.connect(world.app_dsn) as conn:  # changed rows were left for review
-        assert conn.execute("SELECT count(*) FROM clients WHERE email = 'corrupted'").fetchone()[0] == len(good)
+        assert conn.execute(
+            "SELECT count(*) FROM clients WHERE email = 'corrupted'").fetchone()[0] == len(good)
     assert any("NOT overwritten" in n for n in report.notes)
     assert not any(c.updated for c in report.changes)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from fixtures.pg import in_one_transaction
 from fixtures.world import installation
+
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from flows.partial_corruption import PartialCorruptionParams, partial_corruption
@@ -55,7 +55,8 @@ def test_accidental_deletion_with_point_auto_brings_back_the_subtree(
     before = tree(prod.app_dsn)
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         in_one_transaction(conn, f"UPDATE {ORG} SET name = 'renamed' WHERE id = 3")  # moves the row
-        damage = in_one_transaction(conn, f"DELETE FROM {ORG} WHERE id = 3")  # and its whole subtree
+        # deletes it and its whole subtree
+        damage = in_one_transaction(conn, f"DELETE FROM {ORG} WHERE id = 3")
         in_one_transaction(conn, f"INSERT INTO {ORG} VALUES (1000, 1, 'later', 1)")  # life goes on
     prod.wait_archived()
     expected = sorted([*[r for r in before if not r.startswith("(3,")],
@@ -81,7 +82,8 @@ def test_partial_corruption_with_point_auto_finds_the_update_of_the_column(
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         # (not in the subtree test 1 deleted and brought back: 3, 6, 7, 12-15, 24-31...)
         in_one_transaction(conn, f"UPDATE {ORG} SET name = name || '!' WHERE id IN (20, 22)")
-        damage = in_one_transaction(conn, f"UPDATE {ORG} SET budget = -1 WHERE id BETWEEN 20 AND 23")
+        damage = in_one_transaction(
+            conn, f"UPDATE {ORG} SET budget = -1 WHERE id BETWEEN 20 AND 23")
         in_one_transaction(conn, f"UPDATE {ORG} SET name = 'renamed later' WHERE id = 21")
         names = {r[0]: r[1] for r in conn.execute(f"SELECT id, name FROM {ORG} WHERE id "
                                                      "BETWEEN 20 AND 23")}
@@ -107,9 +109,11 @@ def test_complete_failure_with_point_auto_after_a_drop_table(
         prefect_server: str, prod: Installation) -> None:
     before = tree(prod.app_dsn)
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
-        in_one_transaction(conn, "INSERT INTO users (name, email) VALUES ('kept', 'kept@example.com')")
+        in_one_transaction(
+            conn, "INSERT INTO users (name, email) VALUES ('kept', 'kept@example.com')")
         damage = in_one_transaction(conn, f"DROP TABLE {ORG}")
-        in_one_transaction(conn, "INSERT INTO users (name, email) VALUES ('lost', 'lost@example.com')")
+        in_one_transaction(
+            conn, "INSERT INTO users (name, email) VALUES ('lost', 'lost@example.com')")
     prod.wait_archived()
 
     report = complete_failure(CompleteFailureParams(

@@ -14,9 +14,9 @@ from uuid import UUID
 import httpx
 import psycopg
 import pytest
+from fixtures.webhook import slack_webhook
 from prefect import flow
 
-from fixtures.webhook import slack_webhook
 from flows.post_restore_watch import PostRestoreWatchParams, post_restore_watch
 from restorekit.watch import WatchBreached
 from tasks._runtime import TargetRef

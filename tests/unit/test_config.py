@@ -25,10 +25,12 @@ def test_a_minimal_target_loads_with_the_runbook_objectives() -> None:
 
 
 def test_tier_overrides() -> None:
-    s = settings_from_dict({"targets": {"p": BASE}, "tiers": {"standard": {"rto_minutes": 30, "rpo_minutes": 5}}})
+    s = settings_from_dict({"targets": {"p": BASE},
+                            "tiers": {"standard": {"rto_minutes": 30, "rpo_minutes": 5}}})
     assert s.objectives("standard") == (timedelta(minutes=30), timedelta(minutes=5))
     with pytest.raises(ConfigError, match="unknown tier"):
-        settings_from_dict({"targets": {"p": BASE}, "tiers": {"gold": {"rto_minutes": 1, "rpo_minutes": 1}}})
+        settings_from_dict({"targets": {"p": BASE},
+                            "tiers": {"gold": {"rto_minutes": 1, "rpo_minutes": 1}}})
 
 
 @pytest.mark.parametrize("dsn", ["host=db user=app password=hunter2 dbname=app",
@@ -86,5 +88,6 @@ def test_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad)
     good = tmp_path / "restorekit.toml"
-    good.write_text('[restorekit]\nstate_dir = "state"\n[targets.p]\ndsn = "host=x"\nrepository = "/r"\n')
+    good.write_text('[restorekit]\nstate_dir = "state"\n'
+                    '[targets.p]\ndsn = "host=x"\nrepository = "/r"\n')
     assert load_settings(good).state_dir == tmp_path / "state"
