@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from restorekit.errors import ConfigError
 from restorekit.notify import send_webhook
@@ -29,7 +31,12 @@ def notify(ref: TargetRef, text: str) -> bool:
         block = Block.load(block_name)
         if not isinstance(block, NotificationBlock):
             raise ConfigError(f"Prefect block {block_name!r} is not a notification block")
-        block.notify(body=text, subject="restorekit")
+        pending = block.notify(body=text, subject="restorekit")
+        # NotificationBlock declares notify async. Prefect's own blocks dispatch it to a plain
+        # call in a sync task (None back); a block with only the async method hands back a
+        # coroutine, which unawaited would send nothing.
+        if inspect.iscoroutine(pending):
+            run_coro_as_sync(pending)
         sent = True
     logger().info("notice%s: %s", "" if sent else " (no notification configured)", text)
     return sent
