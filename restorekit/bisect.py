@@ -165,11 +165,11 @@ class DamageCheck:
                               "name (--table), or give a good point when it existed")
         earlier = "the damage is before it: give an earlier good point"
         if damage.kind is DamageKind.TABLE:
-            rows = _count(conn, table)
-            if rows == 0:
+            count = _count(conn, table)
+            if count == 0:
                 raise ConfigError(f"table {table} is already empty at the good point {at}; "
                                   f"{earlier}")
-            return cls(damage, table, rows_at_good=rows)
+            return cls(damage, table, rows_at_good=count)
         key = catalog.primary_key(conn, table)
         if not key:
             raise ConfigError(f"table {table} has no primary key; restorekit cannot tell its "
@@ -252,7 +252,8 @@ class DamageCheck:
             cond: sql.Composable = sql.SQL("({}) IN (SELECT {} FROM unnest({}) AS u({}))").format(
                 sql.SQL(", ").join(sql.SQL("{}.{}").format(t, sql.Identifier(k))
                                    for k in self.key),
-                sql.SQL(", ").join(sql.SQL("u.{}::{}").format(c, sql.SQL(cast(LiteralString, ty)))
+                # key_types are format_type() text read from the catalog, not operator input.
+                sql.SQL(", ").join(sql.SQL("u.{}::{}").format(c, sql.SQL(ty))
                                    for c, ty in zip(cols, self.key_types, strict=True)),
                 sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in cols),
                 sql.SQL(", ").join(cols))

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import httpx
 import psycopg
@@ -37,11 +37,14 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from restorekit import sample
-from restorekit.errors import RestoreKitError
+from restorekit.errors import ConfigError, RestoreKitError
 from restorekit.pg.cluster import LocalCluster, free_port, switch_wal_and_wait_archived
 from restorekit.pg.tools import default_os_user, make_dir
 from restorekit.runtime import TargetRuntime, target_runtime
 from restorekit.sinks.envfile import quote_value
+
+if TYPE_CHECKING:
+    from restorekit.providers.selfhosted import SelfHostedProvider
 
 CONFIG = """\
 # Written by restorekit: the embedded default, a self-hosted cluster on this machine.
@@ -158,6 +161,25 @@ class Installation:
         return row[0]  # type: ignore[no-any-return]
 
 
+def _selfhosted(rt: TargetRuntime) -> SelfHostedProvider:
+    """The installation's provider, which the demo builds, backs up and tears down itself: a
+    self-hosted one (its engine's archive settings, its restore root)."""
+    from restorekit.providers.selfhosted import SelfHostedProvider
+
+    provider = rt.provider
+    if not isinstance(provider, SelfHostedProvider):
+        raise ConfigError(f"the demo's target is on {provider.kind}, not selfhosted")
+    return provider
+
+
+class _RunOptions(TypedDict):
+    """What every scenario the demo runs is given."""
+
+    target: str
+    config: str
+    require_approval: bool
+
+
 def login_password() -> str:
     """The test account's password: this process's ``LOGIN_PASSWORD_ENV``, made up once."""
     return os.environ.setdefault(LOGIN_PASSWORD_ENV, f"login-{secrets.token_urlsafe(12)}")
@@ -206,7 +228,7 @@ def build_installation(root: Path, *, scale: float = 0.02, health_url: str | Non
     ))
     rt = inst.runtime()
     # Commit times let the drill tell an idle database (nothing to lose) from a lagging archive.
-    production.write_settings({**rt.provider.engine.archive_settings(),
+    production.write_settings({**_selfhosted(rt).engine.archive_settings(),
                                "track_commit_timestamp": "on"})
     production.start()
     with production.connect(autocommit=True) as conn:
@@ -238,7 +260,7 @@ def teardown_installation(inst: Installation) -> None:
     if rt.app is not None:
         with contextlib.suppress(RestoreKitError):
             rt.app.stop(reason="teardown")
-    root = rt.provider.restore_root
+    root = _selfhosted(rt).restore_root
     if root.exists():
         for home in root.iterdir():
             LocalCluster(data_dir=home / "data", port=0, os_user=default_os_user()).destroy()
@@ -396,7 +418,7 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
     assert rt.app is not None
     rt.app.start()  # type: ignore[attr-defined]
     console.print(f"  app: {rt.app.describe()}   config: {inst.config}")
-    common = {"target": "production", "config": str(inst.config), "require_approval": False}
+    common = _RunOptions(target="production", config=str(inst.config), require_approval=False)
 
     console.rule("Scenario 3: accidental deletion")
     with psycopg.connect(inst.app_dsn, autocommit=True) as conn:

@@ -343,10 +343,8 @@ def _cron_field(text: str, index: int) -> set[int]:
         else:
             first_text, _, last_text = body.partition("-")
             names = _CRON_NAMES.get(index, {})
-            first = names.get(first_text, None)
-            first = int(first_text) if first is None else first
-            last = first if not last_text else names.get(last_text, None)
-            last = int(last_text) if last is None else last
+            first = _cron_value(first_text, names)
+            last = _cron_value(last_text, names) if last_text else first
             if step_text and not last_text:
                 last = high
         if not (low <= first <= last <= high) or step < 1:
@@ -355,6 +353,12 @@ def _cron_field(text: str, index: int) -> set[int]:
     if index == 4 and 7 in values:
         values = (values - {7}) | {0}
     return values
+
+
+def _cron_value(text: str, names: dict[str, int]) -> int:
+    """A cron field's bound: a month or weekday name where the field has them, else a number."""
+    named = names.get(text)
+    return int(text) if named is None else named
 
 
 def schedule_interval(cron: str) -> timedelta | None:

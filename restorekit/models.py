@@ -87,6 +87,14 @@ class RestorePoint:
         if self.commit_lsn is not None:
             parse_lsn(self.commit_lsn)
 
+    @property
+    def lsn(self) -> int | None:
+        """The byte position of an ``lsn`` point (checked when it was made); None for any
+        other kind."""
+        if self.kind is PointKind.LSN and self.value is not None:
+            return parse_lsn(self.value)
+        return None
+
     @classmethod
     def latest(cls) -> RestorePoint:
         return cls(PointKind.LATEST)

@@ -24,10 +24,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from restorekit.walscan import ROW_CHANGES, RelFile, WalRecord, parse_line
 
 Tid = tuple[int, int]
+#: What a caller keeps per followed row (its key, say): moved along, never read.
+_Row = TypeVar("_Row")
 
 #: How many matched records a finding quotes as evidence.
 EVIDENCE = 5
@@ -98,7 +101,7 @@ def _commits(records: Iterable[WalRecord], pending: Pending, after_lsn: int,
 
 
 def trace_rows(
-    records: Iterable[WalRecord], rel: RelFile, rows: dict[Tid, object], *,
+    records: Iterable[WalRecord], rel: RelFile, rows: dict[Tid, _Row], *,
     after_lsn: int, changed: bool = False, pending: Pending | None = None,
     blocks: set[int] | None = None,
 ) -> Finding | FileDropped | None:
@@ -131,16 +134,14 @@ def trace_rows(
     for record, ops, touched in _commits(records, pending, after_lsn, file_change):
         hits: list[WalRecord] = []
         for change in ops:
-            key = rows.get(change.tid, _MISSING)
-            if key is _MISSING:
+            if change.tid not in rows:
                 continue
+            key = rows.pop(change.tid)
             if change.op == "DELETE":
                 hits.append(change)
-                del rows[change.tid]
             else:  # the row moved to its new version (in this transaction, so it committed)
                 if changed:
                     hits.append(change)
-                del rows[change.tid]
                 rows[change.new_tid] = key
         if hits:
             kinds = sorted({h.op for h in hits})
@@ -153,9 +154,6 @@ def trace_rows(
         if rel in record.dropped:
             return FileDropped(record.xid, record.lsn, record.time, record.line.strip())
     return None
-
-
-_MISSING = object()
 
 
 @dataclass(slots=True)

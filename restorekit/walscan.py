@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -228,7 +228,8 @@ class StagedWal:
 
 
 #: WAL segment sizes initdb allows (``--wal-segsize``), PostgreSQL's default first.
-SEGMENT_SIZES = (SEGMENT_SIZE, *(2 ** n * 1024 * 1024 for n in range(11) if 2 ** n != 16))
+SEGMENT_SIZES: tuple[int, ...] = (
+    SEGMENT_SIZE, *(2 ** n * 1024 * 1024 for n in range(11) if 2 ** n != 16))
 
 
 def stage_segments(
@@ -289,7 +290,7 @@ def _first_segment(names: Sequence[str], fetch: Callable[[str, Path], None], dir
 
 
 def waldump_chunks(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Sequence[str],
-                   *, end_lsn: int | None = None) -> Iterator[str]:
+                   *, end_lsn: int | None = None) -> Generator[str, None, None]:
     """What ``pg_waldump`` prints for ``staged`` from ``start_lsn``, streamed in blocks of
     whole lines (a block at a time lets a caller use C-speed string and regex scans).
 
@@ -353,7 +354,7 @@ def _widen_pipe(fd: int) -> None:
 
 
 def waldump_lines(tool: PgTool, staged: StagedWal, start_lsn: int, filters: Sequence[str],
-                  ) -> Iterator[str]:
+                  ) -> Generator[str, None, None]:
     """:func:`waldump_chunks`, line by line (without the newline)."""
     chunks = waldump_chunks(tool, staged, start_lsn, filters)
     try:
@@ -372,7 +373,7 @@ def _end_of_wal(message: str) -> bool:
 
 def scan(tool: PgTool, staged: StagedWal, start_lsn: int, *,
          relation: RelFile | None = None, wanted: frozenset[str] | None = None,
-         keep: Callable[[str], bool] | None = None) -> Iterator[WalRecord]:
+         keep: Callable[[str], bool] | None = None) -> Generator[WalRecord, None, None]:
     """The records from ``start_lsn`` to the end of ``staged``, in LSN order.
 
     One pg_waldump run reads every segment once, keeping the heap, transaction and storage

@@ -180,7 +180,7 @@ def install_prompt_heartbeats() -> bool:
                     "(each run may wait up to 1 s at its end)")
         return False
     PREFECT_SEND_HEARTBEATS = current
-    flow_engine._send_heartbeats = prompt_heartbeats  # type: ignore[attr-defined]
+    flow_engine._send_heartbeats = prompt_heartbeats
     return True
 
 
@@ -190,4 +190,4 @@ def restore_prefect_heartbeats() -> None:
     from prefect import flow_engine
 
     if PREFECT_SEND_HEARTBEATS is not None:
-        flow_engine._send_heartbeats = PREFECT_SEND_HEARTBEATS  # type: ignore[attr-defined]
+        flow_engine._send_heartbeats = PREFECT_SEND_HEARTBEATS

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from restorekit.damage import Damage, DamageKind, FoundBy
 from restorekit.errors import CapabilityNotSupported, RestoreKitError, RestorePointError
 from restorekit.models import RestorePoint
-from restorekit.providers.base import Capability
+from restorekit.providers.base import loss_reporter, point_finder
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
@@ -34,7 +34,8 @@ def find_restore_point(ref: TargetRef, table: str, kind: str = "deleted",
             WAL access); the operator gives the point.
     """
     provider = runtime(ref).provider
-    if Capability.FIND_POINT not in provider.capabilities:
+    finder = point_finder(provider)
+    if finder is None:
         raise CapabilityNotSupported(
             f"provider {provider.kind!r} gives no access to its WAL or to branches at any "
             "point, so restorekit cannot find where the damage began: give the restore point "
@@ -44,7 +45,7 @@ def find_restore_point(ref: TargetRef, table: str, kind: str = "deleted",
                     column=column,
                     good_point=RestorePoint.parse(good_point) if good_point else None)
     logger().info("finding where %s began", damage.describe())
-    found = provider.find_point(damage, progress=_progress)  # type: ignore[attr-defined]
+    found = finder.find_point(damage, progress=_progress)
     logger().info("found: %s", found.summary())
     return found.as_dict()
 
@@ -55,12 +56,12 @@ def writes_after_point(ref: TargetRef, point: str) -> list[str]:
     """The plan's lines on what was committed after ``point`` (empty where the provider
     cannot tell: the plan then says so)."""
     provider = runtime(ref).provider
-    if Capability.LOSS_REPORT not in provider.capabilities:
+    reporter = loss_reporter(provider)
+    if reporter is None:
         return [f"What was committed after {point} cannot be listed on {provider.kind} (no "
                 "WAL access): everything written after it is lost by a restore to it."]
     try:
-        loss = provider.loss_after(RestorePoint.parse(point),  # type: ignore[attr-defined]
-                                   progress=_progress)
+        loss = reporter.loss_after(RestorePoint.parse(point), progress=_progress)
     except RestoreKitError as exc:  # the plan says so; the restore itself may still be right
         if isinstance(exc, RestorePointError) and "not located" in str(exc):
             return [f"What was committed after {point} is not counted: {exc}"]

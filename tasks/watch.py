@@ -104,8 +104,10 @@ def start_post_restore_watch(ref: TargetRef, started_by: str) -> str:
     Without that deployment nothing is started and the note says how to start one. Never
     raises: the restore is done, and a watch that cannot start must not fail it.
     """
+    from prefect.client.schemas import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.asyncutils import run_coro_as_sync
 
     name = f"{WATCH_FLOW}/{ref.target}"
     by_hand = (f"start it by hand: `restorekit watch -t {ref.target}"
@@ -120,7 +122,10 @@ def start_post_restore_watch(ref: TargetRef, started_by: str) -> str:
         params.update(target=ref.target, started_by=started_by)
         if ref.config:
             params["config"] = ref.config
-        run = run_deployment(deployment.id, parameters={"params": params}, timeout=0)
+        started = run_deployment(deployment.id, parameters={"params": params}, timeout=0)
+        # A sync task gets the FlowRun itself (async_dispatch); only an async caller would get
+        # a coroutine.
+        run = started if isinstance(started, FlowRun) else run_coro_as_sync(started)
     except ObjectNotFound:
         note = f"post-restore watch not started: no deployment {name}; {by_hand}"
         logger().warning(note)

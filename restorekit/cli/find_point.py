@@ -50,7 +50,7 @@ def find_point(
     `restorekit run ... --point`."""
     from restorekit.damage import Damage, DamageKind, parse_keys
     from restorekit.models import RestorePoint
-    from restorekit.providers.base import Capability
+    from restorekit.providers.base import loss_reporter, point_finder
 
     kind = (DamageKind.CHANGED if changed or column else
             DamageKind.DELETED if ids or where else DamageKind.TABLE)
@@ -59,15 +59,16 @@ def find_point(
                     where=where, column=column,
                     good_point=RestorePoint.parse(good_point) if good_point else None)
     provider = _runtime(config, target).provider
-    if Capability.FIND_POINT not in provider.capabilities:
+    finder = point_finder(provider)
+    if finder is None:
         raise CapabilityNotSupported(
             f"target {target!r} is on {provider.kind}, which gives no access to its WAL: "
             "restorekit cannot find the point there; read the application's logs for the "
             "time of the damage and give it as --point")
+    reporter = loss_reporter(provider) if loss else None
     with _progress(as_json) as progress:
-        found = provider.find_point(damage, progress=progress)
-        lost = (provider.loss_after(found.point, progress=progress)
-                if loss and Capability.LOSS_REPORT in provider.capabilities else None)
+        found = finder.find_point(damage, progress=progress)
+        lost = reporter.loss_after(found.point, progress=progress) if reporter else None
     data = {**found.as_dict(), "damage": damage.describe(),
             "loss": lost.as_dict() if lost else None}
     t = _record_table(f"Restore point for {damage.describe()}", data, (

@@ -35,6 +35,8 @@ class SourceSpec:
 
 class BackupEngine(Protocol):
     name: ClassVar[str]
+    #: Local scratch space the engine owns: a backup in flight, WAL staged for pg_waldump.
+    work_dir: Path
 
     def archive_settings(self) -> dict[str, object]:
         """postgresql.conf settings the SOURCE cluster needs so its WAL reaches this engine's

@@ -162,7 +162,7 @@ class NativeEngine:
                     f"in a directory that user can read ({exc})"
                 ) from None
         with connect(self.source.dsn, autocommit=True) as conn:
-            settings = dict(
+            settings: dict[str, str] = dict(
                 conn.execute(
                     "SELECT name, setting FROM pg_settings "
                     "WHERE name IN ('wal_level', 'archive_mode', 'archive_command')"
@@ -440,8 +440,8 @@ class NativeEngine:
 
         first = parse_lsn(backup.start_lsn) // seg_size
         last = number(mine[-1])
-        if point.kind is PointKind.LSN:
-            last = min(last, parse_lsn(point.value) // seg_size)
+        if point.lsn is not None:
+            last = min(last, point.lsn // seg_size)
         have = {number(name) for name in mine}
         for n in range(first, last + 1):
             if n not in have:
@@ -501,7 +501,7 @@ class NativeEngine:
         the repository's failure where it always did)."""
         try:
             archived = wal.wal_names(self.repo)
-            end = parse_lsn(point.value) if point.kind is PointKind.LSN else None
+            end = point.lsn
             plan = wal.replay_plan(
                 archived, backup.timeline, parse_lsn(backup.start_lsn),
                 segment_size=wal.archived_segment_size(self.repo, archived), end_lsn=end,

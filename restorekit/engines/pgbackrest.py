@@ -110,8 +110,10 @@ class PgBackRestEngine:
         validate_options(
             source, stanza, repo_path, work_dir, repo_retention_full, process_max, bin
         )
-        self.compress_type, self.compress_level = (
-            compress_options(compression) if compression is not None else (None, None))
+        self.compress_type: str | None = None  # None: pgBackRest's default
+        self.compress_level: int | None = None
+        if compression is not None:
+            self.compress_type, self.compress_level = compress_options(compression)
         assert source.data_dir is not None and source.socket_dir is not None
         self.source = source
         self.stanza = stanza

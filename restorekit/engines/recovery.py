@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from restorekit.errors import (
     ChecksumMismatch,
@@ -186,7 +187,7 @@ def run_recovery(
     # One session, kept from the moment the server accepts connections (hot standby) until it
     # is promoted: a new connection per poll forked a backend 20 times a second on the machine
     # doing the replay (62 connections for a 3 s replay in bench/restore_bench.py's profile).
-    conn: psycopg.Connection[tuple] | None = None
+    conn: psycopg.Connection[TupleRow] | None = None
     try:
         while True:
             if time.monotonic() > deadline:
@@ -235,7 +236,7 @@ def run_recovery(
 _NOT_ACCEPTING = frozenset({"starting", "stopping"})
 
 
-def _poll(conn: psycopg.Connection[tuple], progress: Progress, target: int | None,
+def _poll(conn: psycopg.Connection[TupleRow], progress: Progress, target: int | None,
           started: float) -> RecoveryResult | None:
     """One look at the replay: progress reported; the result once the server is promoted."""
     row = conn.execute(
@@ -260,7 +261,7 @@ def _poll(conn: psycopg.Connection[tuple], progress: Progress, target: int | Non
     )
 
 
-def _close_quietly(conn: psycopg.Connection[tuple]) -> None:
+def _close_quietly(conn: psycopg.Connection[TupleRow]) -> None:
     with contextlib.suppress(psycopg.Error, OSError):
         conn.close()
 

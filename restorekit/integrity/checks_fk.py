@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -125,17 +126,18 @@ def _fk_check_names(fks: Sequence[ForeignKey]) -> list[str]:
 
 
 def _fk_job(fk: ForeignKey, info: _FkInfo) -> Callable[[Connection[Any]], tuple[int, list[Any]]]:
-    flags = {"match_full": info.match_full, "child_partitioned": info.child_partitioned,
-             "parent_partitioned": info.parent_partitioned, "not_null": info.not_null}
+    query = functools.partial(
+        orphan_query, fk, match_full=info.match_full, child_partitioned=info.child_partitioned,
+        parent_partitioned=info.parent_partitioned, not_null=info.not_null)
 
     def job(conn: Connection[Any]) -> tuple[int, list[Any]]:
-        row = conn.execute(orphan_query(fk, **flags)).fetchone()
+        row = conn.execute(query()).fetchone()
         count = int(row[0]) if row else 0
         sample: list[Any] = []
         if count:
             sample = [
                 _jsonable(list(r))
-                for r in conn.execute(orphan_query(fk, sample=SAMPLE_ROWS, **flags)).fetchall()
+                for r in conn.execute(query(sample=SAMPLE_ROWS)).fetchall()
             ]
         return count, sample
 

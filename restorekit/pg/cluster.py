@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
 
 from restorekit.errors import (
     PgToolFailed,
@@ -269,7 +270,7 @@ class LocalCluster:
 
     # -- connections -------------------------------------------------------------------------
 
-    def connect(self, dbname: str = "postgres", **kwargs: object) -> psycopg.Connection[tuple]:
+    def connect(self, dbname: str = "postgres", **kwargs: object) -> psycopg.Connection[TupleRow]:
         return connect(self.dsn(dbname), **kwargs)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -281,7 +282,7 @@ class LocalCluster:
 _TRANSIENT_CONNECT = {"57P03", "53300", "57P01", "57P02"}
 
 
-def connect(dsn: str, **kwargs: object) -> psycopg.Connection[tuple]:
+def connect(dsn: str, **kwargs: object) -> psycopg.Connection[TupleRow]:
     """Connect, mapping failures onto the taxonomy.
 
     A refused or timed-out connection and "the database system is starting up" are
@@ -365,7 +366,7 @@ def wait_until_ready(dsn: str, *, timeout: float = 60, interval: float = 0.1) ->
             time.sleep(interval)
 
 
-def _archive_status(conn: psycopg.Connection[tuple], segment: str) -> str:
+def _archive_status(conn: psycopg.Connection[TupleRow], segment: str) -> str:
     """``done``, ``ready``, ``removed`` (no status and no file: a segment is removed only once
     archived) or ``none``, from the archive status directory; needs superuser or pg_monitor."""
     names = {str(r[0]) for r in conn.execute(

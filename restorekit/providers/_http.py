@@ -288,6 +288,8 @@ def header_seconds(value: str | None, *, now: Callable[[], datetime] = _utc_now,
 def sent_request_id(exc: httpx.RequestError, header: str = "X-Request-ID") -> str | None:
     """The request id a failed request carried (None when there was no request)."""
     try:
-        return exc.request.headers.get(header)
+        headers = exc.request.headers
     except RuntimeError:  # httpx raises it when the error has no request attached
         return None
+    # Not headers.get(): httpx types its result Any; indexing is typed str (same value).
+    return headers[header] if header in headers else None

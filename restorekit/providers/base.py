@@ -18,11 +18,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from restorekit.errors import CapabilityNotSupported, ConfigError
 from restorekit.models import BackupInfo, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.registry import Registry
+
+if TYPE_CHECKING:
+    from restorekit.damage import Damage, FoundPoint, Loss
 
 #: progress(phase, done, total): e.g. ("base restore", bytes_done, bytes_total) or
 #: ("wal replay", replayed_lsn, target_lsn); total is None when unknown.
@@ -131,13 +134,42 @@ class DatabaseProvider(Protocol):
         """Whether ``dsn`` connects to ``restored`` (cleanup keeps what the app points at)."""
         ...
 
-    # Optional, declared by capability (restorekit.damage holds the values):
-    #   find_point(damage: Damage, *, progress: Progress = no_progress) -> FoundPoint
-    #       (FIND_POINT): the transaction that did ``damage`` and the point just before it.
-    #       Scratch copies or branches it makes are removed before it returns; wrong input
-    #       (a table that never existed, keys never damaged) is a ConfigError, not a guess.
-    #   loss_after(point: RestorePoint) -> Loss (LOSS_REPORT): what was committed after
-    #       ``point`` up to the end of what the provider holds.
+    # Optional, declared by capability: PointFinder (FIND_POINT), LossReporter (LOSS_REPORT).
+
+
+@runtime_checkable
+class PointFinder(Protocol):
+    """A provider that declares FIND_POINT; :func:`point_finder` gives it typed."""
+
+    def find_point(self, damage: Damage, *, progress: Progress = no_progress) -> FoundPoint:
+        """The transaction that did ``damage`` and the point just before it.
+
+        Scratch copies or branches it makes are removed before it returns; wrong input (a table
+        that never existed, keys never damaged) is a ConfigError, not a guess."""
+        ...
+
+
+@runtime_checkable
+class LossReporter(Protocol):
+    """A provider that declares LOSS_REPORT; :func:`loss_reporter` gives it typed."""
+
+    def loss_after(self, point: RestorePoint, *, progress: Progress = no_progress) -> Loss:
+        """What was committed after ``point`` up to the end of what the provider holds."""
+        ...
+
+
+def point_finder(provider: DatabaseProvider) -> PointFinder | None:
+    """``provider`` when it declares FIND_POINT (and has the method), else None."""
+    if Capability.FIND_POINT in provider.capabilities and isinstance(provider, PointFinder):
+        return provider
+    return None
+
+
+def loss_reporter(provider: DatabaseProvider) -> LossReporter | None:
+    """``provider`` when it declares LOSS_REPORT (and has the method), else None."""
+    if Capability.LOSS_REPORT in provider.capabilities and isinstance(provider, LossReporter):
+        return provider
+    return None
 
 
 class ProviderDefaults:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypedDict, cast
 
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
@@ -56,6 +56,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MARKER = "restorekit-scratch.json"
+
+
+class _Marker(TypedDict, total=False):
+    """A restore's marker file (JSON): written incomplete before the restore starts, completed
+    after it, marked when adopted."""
+
+    complete: bool
+    target: str
+    point: str  # the requested point
+    replayed_to: str  # the point replayed to (a found xid's commit, say)
+    backup_id: str
+    created_at: str
+    engine: str
+    # Once complete:
+    port: int
+    database: str
+    host: str
+    access: str
+    recovered_to_time: str | None
+    recovered_to_lsn: str | None
+    phases: dict[str, float]
+    # Once adopted:
+    adopted: bool
+    adopted_at: str
 
 
 class SelfHostedProvider(ProviderDefaults):
@@ -456,13 +480,13 @@ class SelfHostedProvider(ProviderDefaults):
         """True when ``dsn`` connects to the restored cluster ``restored`` (same machine, port)."""
         return self._reaches(_read_marker(Path(restored.handle)), dsn)
 
-    def _is_source(self, meta: dict[str, object]) -> bool:
+    def _is_source(self, meta: _Marker) -> bool:
         """True when a restored cluster is what the target's own DSN reaches (someone pointed
         the config at a restore): never scratch, whatever its marker says."""
         return self._reaches(meta, self.source.dsn)
 
     @staticmethod
-    def _reaches(meta: dict[str, object], dsn: str) -> bool:
+    def _reaches(meta: _Marker, dsn: str) -> bool:
         """True when ``dsn`` connects to the restored cluster ``meta`` describes (same machine,
         same port)."""
         params = parse(dsn)
@@ -548,23 +572,24 @@ def _target_lsn(point: RestorePoint) -> str | None:
     return point.value if point.kind is PointKind.LSN else None
 
 
-def _write_marker(home: Path, meta: dict[str, object]) -> None:
+def _write_marker(home: Path, meta: _Marker) -> None:
     # Write then rename: a run killed mid-write leaves the old marker or none, never half a one.
     tmp = home / (MARKER + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(home / MARKER)
 
 
-def _read_marker(home: Path) -> dict[str, object]:
+def _read_marker(home: Path) -> _Marker:
     """The marker's content; an unreadable one counts as an unfinished restore."""
     try:
         meta = json.loads((home / MARKER).read_text())
     except (OSError, ValueError):
         return {"complete": False}
-    return meta if isinstance(meta, dict) else {"complete": False}
+    # Only restorekit writes it (_write_marker): its fields are trusted to have their types.
+    return cast(_Marker, meta) if isinstance(meta, dict) else {"complete": False}
 
 
-def _update_marker(home: Path, changes: dict[str, object]) -> None:
+def _update_marker(home: Path, changes: _Marker) -> None:
     meta = _read_marker(home)
     meta.update(changes)
     _write_marker(home, meta)

@@ -398,8 +398,10 @@ class WalHistory:
             return {}
         try:
             with connect(self.provider.source.dsn, autocommit=True, connect_timeout=5) as conn:
-                db_oid = conn.execute("SELECT oid FROM pg_database "
-                                      "WHERE datname = current_database()").fetchone()[0]
+                row = conn.execute("SELECT oid FROM pg_database "
+                                   "WHERE datname = current_database()").fetchone()
+                assert row is not None  # the current database is always in pg_database
+                db_oid = row[0]
                 rows = conn.execute(
                     "SELECT f.tsp, f.node, n.nspname || '.' || c.relname "
                     "FROM unnest(%s::oid[], %s::oid[]) AS f(tsp, node) "

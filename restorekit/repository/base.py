@@ -119,7 +119,7 @@ class _BaseRepository:
             raise RepositoryError(
                 f"cannot read {path} to store it as {key!r}: {exc.strerror}") from exc
         with source:
-            return self.put_stream(key, source, progress=progress,  # type: ignore[arg-type]
+            return self.put_stream(key, source, progress=progress,
                                    encoding=encoding, level=level)
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
@@ -190,7 +190,7 @@ class _BaseRepository:
                                   at_rest=info.encoding is not None)
         buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
         try:
-            yield info, buffered  # type: ignore[misc]
+            yield info, buffered
         finally:
             buffered.close()
 
@@ -208,7 +208,7 @@ class _BaseRepository:
             reader = _VerifyingReader(decoder, info, self.url, contextlib.nullcontext)
             buffered = io.BufferedReader(reader, buffer_size=CHUNK_SIZE)
             try:
-                yield info, buffered  # type: ignore[misc]
+                yield info, buffered
                 reader.drain()
             finally:
                 buffered.close()

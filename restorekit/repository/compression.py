@@ -80,6 +80,10 @@ class _Decoder(io.RawIOBase):
         self._proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
+        # Buffered (bufsize=-1, the default): a BufferedReader, which typeshed's IO[bytes]
+        # does not say; readinto needs it.
+        assert isinstance(self._proc.stdout, io.BufferedReader)
+        self._stdout = self._proc.stdout
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._feed, name="restorekit-decode",
                                         daemon=True)
@@ -109,8 +113,7 @@ class _Decoder(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        assert self._proc.stdout is not None
-        n = self._proc.stdout.readinto(buffer)
+        n = self._stdout.readinto(buffer)
         if n:
             return n
         if not self._finished:

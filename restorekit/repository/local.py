@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -144,11 +145,12 @@ class LocalRepository(_BaseRepository):
                     continue  # deleted while listing
         return found
 
-    def keys(self, prefix: str) -> list[str]:
+    # ``list`` is the method above from here on in the class body: the type is builtins.list.
+    def keys(self, prefix: str) -> builtins.list[str]:
         """The keys of the complete objects under ``prefix``, sorted; no record is read."""
         return [key for key, _ in self._complete(prefix)]
 
-    def _complete(self, prefix: str) -> list[tuple[str, Path]]:
+    def _complete(self, prefix: str) -> builtins.list[tuple[str, Path]]:
         """(key, record path) of the complete objects under ``prefix``, sorted by key."""
         _check_prefix(prefix)
         head, _, _ = prefix.rpartition("/")

@@ -51,7 +51,7 @@ def _write_atomic(final: Path, write: Callable[[BinaryIO], None], os_user: str |
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            write(out)  # type: ignore[arg-type]
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         _chown(tmp, os_user)

@@ -5,6 +5,7 @@ package docstring (:mod:`restorekit.repository`).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from datetime import datetime
@@ -104,7 +105,8 @@ class Repository(Protocol):
     def list(self, prefix: str) -> list[ObjectInfo]:
         ...
 
-    def keys(self, prefix: str) -> list[str]:
+    # ``list`` is the method above from here on in the class body: the type is builtins.list.
+    def keys(self, prefix: str) -> builtins.list[str]:
         ...
 
     def delete(self, key: str) -> None:

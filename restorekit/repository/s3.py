@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any, TypeVar
@@ -141,7 +142,8 @@ class S3Repository(_BaseRepository):
             results = _in_parallel(self._fetch_record, complete)
         return [info for info in results if info is not None]
 
-    def keys(self, prefix: str) -> list[str]:
+    # ``list`` is the method above from here on in the class body: the type is builtins.list.
+    def keys(self, prefix: str) -> builtins.list[str]:
         """The keys of the complete objects under ``prefix``, sorted: one listing (a page per
         1,000 keys), no record read; for callers that need names only (WAL segments)."""
         _check_prefix(prefix)
@@ -149,7 +151,7 @@ class S3Repository(_BaseRepository):
         with self._errors("list", prefix):
             return _complete_keys(self.client, self.bucket, base, prefix)
 
-    def get_many(self, keys: list[str]) -> list[bytes]:
+    def get_many(self, keys: builtins.list[str]) -> builtins.list[bytes]:
         """``get_bytes`` of every key, in order, up to ``_LIST_WORKERS`` at once: the backups'
         metadata is read on every listing of the backups, one round trip each."""
         return _in_parallel(self.get_bytes, keys)

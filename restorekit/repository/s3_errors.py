@@ -98,11 +98,12 @@ def s3_error(exc: BaseException, *, operation: str, key: str, url: str, bucket: 
                  ConnectionError, TimeoutError)
     if isinstance(exc, transient):
         return RepositoryError(f"{what} failed: {exc}", retryable=True)
-    try:
+    exhausted: tuple[type[Exception], ...] = ()
+    with contextlib.suppress(ImportError):  # s3transfer comes with boto3
         from s3transfer.exceptions import RetriesExceededError
-    except ImportError:  # pragma: no cover
-        RetriesExceededError = ()  # type: ignore[assignment,misc]  # noqa: N806
-    if isinstance(exc, RetriesExceededError):
+
+        exhausted = (RetriesExceededError,)
+    if isinstance(exc, exhausted):
         return RepositoryError(f"{what} failed after retries: {exc}", retryable=True)
     if isinstance(exc, OSError):
         return RepositoryError(f"{what} failed: {exc.strerror or exc}")

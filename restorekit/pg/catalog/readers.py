@@ -132,7 +132,7 @@ def _schemas_param(schemas: Sequence[str] | None) -> list[str] | None:
     return list(schemas) if schemas is not None else None
 
 
-def _one_per_table(conn: Connection[Any], query: sql.Composable, tables: Sequence[TableRef],
+def _one_per_table(conn: Connection[Any], query: sql.Composed, tables: Sequence[TableRef],
                    value: Callable[[Any], V]) -> dict[TableRef, V]:
     """``value`` of the one item ``query`` (a ``_WANTED`` query) reads per table.
 
