@@ -21,10 +21,11 @@ RELADIFF_VENV ?= .bench-reladiff
 PLOT_VENV ?= .bench-plot
 REPEAT ?= 3
 
-.PHONY: help system-deps venv test test-fast demo bench clean
+.PHONY: help system-deps venv lint test test-fast demo bench clean
 
 help:
 	@echo "make demo   - the embedded default end to end (production cluster, backup, accident, PITR)"
+	@echo "make lint   - ruff and mypy (strict: restorekit, flows, tasks), as CI runs them first"
 	@echo "make test   - install what is missing, then run the whole test suite"
 	@echo "make test-fast - unit tests and the integration tests that need no Prefect server"
 	@echo "make bench  - every benchmark at SCALE=$(SCALE) and 4x; one table of ratios, JSON, PNG"
@@ -49,6 +50,13 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 # with bytecode. uv's --compile-bytecode covers the installed packages.
 venv: system-deps $(BIN)/.installed
 	@$(BIN)/python -m compileall -q -j 0 restorekit flows tasks deployments > /dev/null
+
+# The two checks pyproject.toml configures ([tool.ruff], [tool.mypy]); CI runs this before the
+# tests. ruff and mypy come with requirements.lock (the `lint` extra). system-deps first: on a
+# new machine the virtualenv must be built from Debian's Python 3.11, as for the tests.
+lint: system-deps $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: venv
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
