@@ -498,6 +498,7 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
     where = str(source) if source else "config"
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
+    sections: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: [{key}] must be a table, not {type(value).__name__}")
@@ -505,10 +506,11 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
             for name, body in value.items():
                 if not isinstance(body, dict):
                     raise ConfigError(f"{where}: [{key}.{name}] must be a table")
-    base = dict(raw.get("restorekit", {}) or {})  # type: ignore[call-overload]
+        sections[key] = value
+    base = dict(sections.get("restorekit", {}))
     targets = {}
     try:
-        for name, body in dict(raw.get("targets", {}) or {}).items():  # type: ignore[call-overload]
+        for name, body in sections.get("targets", {}).items():
             targets[name] = TargetConfig(name=name, **body)
         state_dir = Path(base.pop("state_dir", ".restorekit"))
         if source is not None and not state_dir.is_absolute():
@@ -516,11 +518,11 @@ def settings_from_dict(raw: dict[str, object], *, source: Path | None = None) ->
         settings = Settings(
             state_dir=state_dir,
             targets=targets,
-            tiers={k: Tier(**v) for k, v in dict(raw.get("tiers", {}) or {}).items()},  # type: ignore[call-overload]
+            tiers={k: Tier(**v) for k, v in sections.get("tiers", {}).items()},
             source_path=source,
-            notify=NotifyConfig(**dict(raw.get("notify", {}) or {})),  # type: ignore[call-overload]
-            drill=DrillConfig(**dict(raw.get("drill", {}) or {})),  # type: ignore[call-overload]
-            webhook=WebhookConfig(**dict(raw["webhook"])) if raw.get("webhook") else None,  # type: ignore[call-overload]
+            notify=NotifyConfig(**sections.get("notify", {})),
+            drill=DrillConfig(**sections.get("drill", {})),
+            webhook=WebhookConfig(**sections["webhook"]) if sections.get("webhook") else None,
             **base,
         )
     except ValidationError as exc:

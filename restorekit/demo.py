@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
 
 import httpx
 import psycopg
@@ -158,7 +158,8 @@ class Installation:
         with psycopg.connect(self.app_dsn) as conn:
             row = conn.execute("SELECT clock_timestamp()").fetchone()
         assert row is not None
-        return row[0]  # type: ignore[no-any-return]
+        now: datetime = row[0]
+        return now
 
 
 def _selfhosted(rt: TargetRuntime) -> SelfHostedProvider:
@@ -326,8 +327,14 @@ def stop_demo(state_dir: Path, console: Console) -> None:
 # -- the demo --------------------------------------------------------------------------------------
 
 
-def _show(out: Console, report: object) -> None:
-    out.print(Markdown(report.to_markdown()))  # type: ignore[attr-defined]
+class _Report(Protocol):
+    """What the demo prints: incident, drill and watch reports."""
+
+    def to_markdown(self) -> str: ...
+
+
+def _show(out: Console, report: _Report) -> None:
+    out.print(Markdown(report.to_markdown()))
 
 
 #: The demo's post-restore watch: a few samples, not the half hour a real one takes.
@@ -415,8 +422,10 @@ def _scenarios(state_dir: Path, *, scale: float, console: Console, out: Console,
                   "a base backup, the local app")
     inst = build_installation(state_dir / "install", scale=scale)
     rt = inst.runtime()
-    assert rt.app is not None
-    rt.app.start()  # type: ignore[attr-defined]
+    from restorekit.apps.local import LocalProcessApp
+
+    assert isinstance(rt.app, LocalProcessApp)  # the installation's config says app kind local
+    rt.app.start()
     console.print(f"  app: {rt.app.describe()}   config: {inst.config}")
     common = _RunOptions(target="production", config=str(inst.config), require_approval=False)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, Field
 
 from restorekit.forecast import RtoForecast
@@ -149,13 +150,18 @@ def compare_row_counts(
         for name in tables:
             ref = TableRef.parse(name)
             query = sql.SQL("SELECT count(*) FROM {}").format(ref.ident)
-            p = int(prod.execute(query).fetchone()[0])  # type: ignore[index]
-            r = int(restored.execute(query).fetchone()[0])  # type: ignore[index]
+            p, r = _count(prod, query), _count(restored, query)
             counts[str(ref)] = {"production": p, "restored": r}
             if abs(p - r) > tolerance * max(p, 1):
                 failures.append(f"{ref}: production {p} rows, restored {r} "
                                 f"(more than {tolerance:.1%} apart)")
     return counts, failures
+
+
+def _count(conn: psycopg.Connection[TupleRow], query: sql.Composed) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None  # count(*) always returns a row
+    return int(row[0])
 
 
 def judge(result: DrillResult) -> DrillResult:

@@ -146,6 +146,8 @@ class PrefectSecretStore:
         """The block's string value, or None when there is no such block."""
         try:
             # _sync=True: this store is synchronous, also when called from an async flow.
+            # Prefect's async_dispatch takes _sync but its signature does not say so (nor that
+            # _sync=True means no coroutine back): hence the ignores here and below.
             block: Secret[str] = Secret.load(name, _sync=True)  # type: ignore[call-arg,assignment]
         except ValueError as exc:
             if isinstance(exc.__cause__, ObjectNotFound):

@@ -55,8 +55,9 @@ def label_start_time(base_tar: Path) -> datetime | None:
     # backup_label is the archive's first member: the decompressor is stopped right after it.
     proc = subprocess.Popen([*codec_argv(codec, decompress=True), str(base_tar)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None  # stdout=PIPE
     try:
-        return _read_label_start_time(proc.stdout)  # type: ignore[arg-type]
+        return _read_label_start_time(proc.stdout)
     finally:
         proc.kill()
         proc.wait()

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from restorekit.errors import (
     ConfigError,
@@ -65,7 +65,8 @@ def _finish_tar(proc: subprocess.Popen[bytes], stderr: IO[bytes], *, broken: boo
     if proc.wait() != 0 or broken:
         stderr.seek(0)
         text = stderr.read().decode(errors="replace")
-        raise PgToolFailed(proc.args, proc.returncode, text[-2000:])  # type: ignore[arg-type]
+        argv = cast(list[str], proc.args)  # _start_tar runs an argv list of str
+        raise PgToolFailed(argv, proc.returncode, text[-2000:])
 
 
 def untar_in_place(stored: InPlace, dest: Path, *, os_user: str | None,

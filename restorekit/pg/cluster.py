@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -282,7 +283,7 @@ class LocalCluster:
 _TRANSIENT_CONNECT = {"57P03", "53300", "57P01", "57P02"}
 
 
-def connect(dsn: str, **kwargs: object) -> psycopg.Connection[TupleRow]:
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
     """Connect, mapping failures onto the taxonomy.
 
     A refused or timed-out connection and "the database system is starting up" are
@@ -292,7 +293,7 @@ def connect(dsn: str, **kwargs: object) -> psycopg.Connection[TupleRow]:
     from restorekit.pg.dsn import redact
 
     try:
-        return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+        return psycopg.connect(dsn, **kwargs)
     except psycopg.OperationalError as exc:
         message = redact(str(exc)).strip()
         if _auth_failure(exc.sqlstate, message):

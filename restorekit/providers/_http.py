@@ -222,8 +222,9 @@ class _Rules:
     def retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
         assert outcome is not None
-        if outcome.failed:
-            return self.policy.repeats(self.method, outcome.exception())  # type: ignore[arg-type]
+        exc = outcome.exception()  # None unless the attempt failed
+        if exc is not None:
+            return self.policy.repeats(self.method, exc)
         return self.policy.retries(self.method, outcome.result().status_code)
 
     def stop(self, state: tenacity.RetryCallState) -> bool:

@@ -547,7 +547,8 @@ class SelfHostedProvider(ProviderDefaults):
     def _choose_backup(self, point: RestorePoint, backups: list[BackupInfo]) -> BackupInfo:
         chooser = getattr(self.engine, "choose_backup", None)
         if chooser is not None:
-            return chooser(point, backups)  # type: ignore[no-any-return]
+            chosen: BackupInfo = chooser(point, backups)  # the engine knows better (native)
+            return chosen
         from restorekit.engines.native import choose_backup
 
         return choose_backup(point, backups)

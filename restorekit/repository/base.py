@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from restorekit.errors import (
     ChecksumMismatch,
@@ -93,7 +93,7 @@ class _BaseRepository:
             return self._put(key, compressed, progress, original=original, encoding=encoding,
                              check=check)
 
-    def _put(self, key: str, stream: BinaryIO, progress: Progress | None, *,
+    def _put(self, key: str, stream: IO[bytes], progress: Progress | None, *,
              original: _HashingReader | None = None, encoding: str | None = None,
              check: Callable[[], None] | None = None) -> ObjectInfo:
         reader = _HashingReader(stream, progress)

@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from restorekit.errors import (
     ChecksumMismatch,
@@ -205,7 +205,7 @@ def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
 
 @contextlib.contextmanager
 def _encoder(source: Any, key: str, encoding: str, level: int | None
-             ) -> Iterator[tuple[BinaryIO, Callable[[], None]]]:
+             ) -> Iterator[tuple[IO[bytes], Callable[[], None]]]:
     """``source``'s bytes compressed by the codec's program (a thread feeds it), and the check
     to run once the compressed stream ended (:func:`_finish_encoder`); the program is stopped
     and its pipes closed on the way out."""
@@ -232,8 +232,7 @@ def _encoder(source: Any, key: str, encoding: str, level: int | None
     feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
     feeder.start()
     try:
-        yield proc.stdout, lambda: _finish_encoder(  # type: ignore[misc]
-            proc, feeder, failure, key, encoding)
+        yield proc.stdout, lambda: _finish_encoder(proc, feeder, failure, key, encoding)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from restorekit.errors import (
     ChecksumMismatch,
@@ -89,7 +89,7 @@ class _HashingReader:
     once, in order.
     """
 
-    def __init__(self, stream: BinaryIO, progress: Progress | None = None) -> None:
+    def __init__(self, stream: IO[bytes], progress: Progress | None = None) -> None:
         self._stream = stream
         self._progress = progress
         self.sha = hashlib.sha256()
