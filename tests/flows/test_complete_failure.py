@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from fixtures.lost_production import recover_lost_production
+from fixtures.module_world import ModuleWorld, app_installation
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS
@@ -11,6 +15,25 @@ from restorekit.errors import ConfigError
 from restorekit.health import check_health
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def _worlds(pg_base_dir: Path) -> Iterator[ModuleWorld]:
+    with ModuleWorld(lambda: app_installation(pg_base_dir)) as worlds:
+        yield worlds
+
+
+@pytest.fixture
+def world(_worlds: ModuleWorld):
+    """The module's installation (fixtures.world's, shared), untouched by any earlier test."""
+    return _worlds.get()
+
+
+@pytest.fixture
+def spent_world(_worlds: ModuleWorld):
+    """The installation for a test that loses its production: a later test gets a new one."""
+    with _worlds.spent() as world:
+        yield world
 
 
 def test_without_an_application_connection_string_nothing_is_stopped_or_restored(
@@ -34,8 +57,9 @@ def test_without_an_application_connection_string_nothing_is_stopped_or_restored
 
 
 def test_complete_failure_restores_into_a_new_database_and_the_app_is_healthy(
-    prefect_server: str, world
+    prefect_server: str, spent_world
 ) -> None:
+    world = spent_world
     rt = world.runtime()
 
     report, new_dsn = recover_lost_production(world, "inc-cf-1")
