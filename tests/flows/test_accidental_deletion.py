@@ -20,6 +20,15 @@ LATER_USER = "SELECT u::text FROM users u WHERE email = 'after@example.com'"
 CHANGED_CLIENT = "SELECT c::text FROM clients c WHERE phone = 'changed-after'"
 
 
+def put_back(dsn: str, rows: dict[str, list[str]]) -> None:
+    """Insert ``rows`` (:func:`cascade_rows` of deleted users) again as they were, parents
+    first, in one transaction."""
+    with psycopg.connect(dsn) as conn:
+        for table in ("users", "clients", "appointments"):
+            for row in rows[table]:
+                conn.execute(f"INSERT INTO {table} SELECT (%s::{table}).*", (row,))
+
+
 def test_deleted_users_and_their_cascades_come_back_and_later_rows_stay(
     prefect_server: str, world
 ) -> None:
@@ -71,20 +80,31 @@ def test_dry_run_touches_nothing(prefect_server: str, world) -> None:
     # Run at once, without waiting for the archive (no archive_timeout here): the deletion's
     # commit sits in a segment that has not filled, and the preflight archives it itself.
     with psycopg.connect(world.app_dsn, autocommit=True) as conn:
-        conn.execute(
-            "DELETE FROM users WHERE id = (SELECT max(id) FROM users WHERE name <> 'after')"
-        )
+        (victim,) = conn.execute(
+            "SELECT max(id) FROM users WHERE name <> 'after'").fetchone()
+        rows = cascade_rows(conn, [victim])
+        conn.execute("DELETE FROM users WHERE id = %s", (victim,))
         before = database_checksums(conn)
-    report = accidental_deletion(AccidentalDeletionParams(
-        target="production", config=str(world.config), dry_run=True, deleted_since=None))
-    assert report.outcome == "dry-run"
-    assert report.plan and "Re-insert" in " ".join(report.plan)
-    with psycopg.connect(world.app_dsn) as conn:
-        assert database_checksums(conn) == before
-    assert world.runtime().provider.list_scratch() == []
+    try:
+        report = accidental_deletion(AccidentalDeletionParams(
+            target="production", config=str(world.config), dry_run=True, deleted_since=None))
+        assert report.outcome == "dry-run"
+        assert report.plan and "Re-insert" in " ".join(report.plan)
+        with psycopg.connect(world.app_dsn) as conn:
+            assert database_checksums(conn) == before
+        assert world.runtime().provider.list_scratch() == []
+    finally:
+        # The dry run brought nothing back: put the user and its cascade back by hand, so that
+        # no later recovery in this module finds this deletion's rows missing.
+        put_back(world.app_dsn, rows)
 
 
 def test_require_approval_pauses_until_someone_approves(prefect_server: str, world) -> None:
+    with psycopg.connect(world.app_dsn, autocommit=True) as conn:  # this test's own deletion
+        (victim,) = conn.execute("SELECT max(user_id) FROM appointments").fetchone()
+        before = cascade_rows(conn, [victim])
+        assert before["clients"] and before["appointments"]
+        conn.execute("DELETE FROM users WHERE id = %s", (victim,))
     world.wait_archived()
     flow = PausedFlow(lambda: accidental_deletion(AccidentalDeletionParams(
         target="production", config=str(world.config), require_approval=True,
@@ -95,3 +115,5 @@ def test_require_approval_pauses_until_someone_approves(prefect_server: str, wor
     report = result["report"]
     approval = next(s for s in report.steps if s.name == "approval")
     assert approval.ok and "on-call" in approval.detail
+    with psycopg.connect(world.app_dsn) as conn:
+        assert cascade_rows(conn, [victim]) == before  # approved: the deletion is undone
