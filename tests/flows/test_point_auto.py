@@ -8,11 +8,13 @@ which later writes the row-level repair keeps (scenarios 2 and 3)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from fixtures.module_world import ModuleWorld
 from fixtures.pg import in_one_transaction
 from fixtures.world import installation
 
@@ -28,8 +30,8 @@ pytestmark = pytest.mark.slow
 ORG = '"Org Tree ü"'
 
 
-@pytest.fixture(scope="module")
-def prod(pg_base_dir: Path) -> Iterator[Installation]:
+@contextlib.contextmanager
+def org_installation(pg_base_dir: Path) -> Iterator[Installation]:
     with installation(pg_base_dir, "auto", scale=0.005) as inst:
         with psycopg.connect(inst.app_dsn, autocommit=True) as conn:
             conn.execute(f"CREATE TABLE {ORG} (id int PRIMARY KEY, parent int REFERENCES "
@@ -42,6 +44,26 @@ def prod(pg_base_dir: Path) -> Iterator[Installation]:
         inst.runtime().provider.create_backup("with the org tree")
         capture_baseline.fn(TargetRef(target="production", config=str(inst.config)))
         inst.runtime().app.start()  # type: ignore[union-attr]
+        yield inst
+
+
+@pytest.fixture(scope="module")
+def _worlds(pg_base_dir: Path) -> Iterator[ModuleWorld[Installation]]:
+    with ModuleWorld(lambda: org_installation(pg_base_dir)) as worlds:
+        yield worlds
+
+
+@pytest.fixture
+def prod(_worlds: ModuleWorld[Installation]) -> Installation:
+    """The module's installation (shared), its production the one the application uses."""
+    return _worlds.get()
+
+
+@pytest.fixture
+def spent_prod(_worlds: ModuleWorld[Installation]) -> Iterator[Installation]:
+    """The installation for a test after which the application runs on a restored database
+    (``prod.app_dsn`` no longer its production): a later test gets a new installation."""
+    with _worlds.spent() as inst:
         yield inst
 
 
@@ -80,7 +102,8 @@ def test_accidental_deletion_with_point_auto_brings_back_the_subtree(
 def test_partial_corruption_with_point_auto_finds_the_update_of_the_column(
         prefect_server: str, prod: Installation) -> None:
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
-        # (not in the subtree test 1 deleted and brought back: 3, 6, 7, 12-15, 24-31...)
+        # (not in the subtree the deletion test deletes and brings back in this same
+        # installation, whichever of the two runs first: 3, 6, 7, 12-15, 24-31...)
         in_one_transaction(conn, f"UPDATE {ORG} SET name = name || '!' WHERE id IN (20, 22)")
         damage = in_one_transaction(
             conn, f"UPDATE {ORG} SET budget = -1 WHERE id BETWEEN 20 AND 23")
@@ -106,7 +129,8 @@ def test_partial_corruption_with_point_auto_finds_the_update_of_the_column(
 
 
 def test_complete_failure_with_point_auto_after_a_drop_table(
-        prefect_server: str, prod: Installation) -> None:
+        prefect_server: str, spent_prod: Installation) -> None:
+    prod = spent_prod
     before = tree(prod.app_dsn)
     with psycopg.connect(prod.app_dsn, autocommit=True) as conn:
         in_one_transaction(
