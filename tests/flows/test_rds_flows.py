@@ -2,27 +2,54 @@
 cluster restored behind every instance moto restores (fakes.rds_backed), a real Prefect server,
 the real demo app. The flows do not know they run on RDS: only the config says so.
 
-Order matters (one installation per module): the drill and the deletion leave production
-running; the complete failure destroys it, so it runs last.
+The tests share one RDS world; the complete failure destroys its production, so it takes the
+world as ``spent_rds_world`` and a test after it gets a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
-from fakes.rds_backed import rds_world_fixture  # noqa: F401 - provides fixture `rds_world`
+from fakes import rds_backed
+from fakes.rds_backed import RdsWorld
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.cli import CLI, cli_env
 from fixtures.lost_production import recover_lost_production
+from fixtures.module_world import ModuleWorld
 
 from flows.accidental_deletion import AccidentalDeletionParams, accidental_deletion
 from flows.restore_drill import RestoreDrillParams, restore_drill
 from restorekit.pg.checksum import database_checksums
 
 pytestmark = pytest.mark.slow
+
+#: fakes.rds_backed's fixture ``rds_world`` as a context manager (its generator function).
+_rds_world = contextlib.contextmanager(rds_backed.rds_world_fixture.__wrapped__)
+
+
+@pytest.fixture(scope="module")
+def _worlds(moto_server: str, pg_base_dir: Path) -> Iterator[ModuleWorld[RdsWorld]]:
+    with ModuleWorld(lambda: _rds_world(moto_server, pg_base_dir)) as worlds:
+        yield worlds
+
+
+@pytest.fixture
+def rds_world(_worlds: ModuleWorld[RdsWorld]) -> RdsWorld:
+    """The module's RDS world (shared), its production running."""
+    return _worlds.get()
+
+
+@pytest.fixture
+def spent_rds_world(_worlds: ModuleWorld[RdsWorld]) -> Iterator[RdsWorld]:
+    """The RDS world for a test that loses its production: a later test gets a new one."""
+    with _worlds.spent() as world:
+        yield world
 
 
 def test_the_restore_drill_passes_on_rds_and_deletes_its_scratch_instance(
@@ -105,8 +132,9 @@ def test_cli_cleanup_removes_the_rds_scratch_instance_a_killed_run_left(rds_worl
 
 
 def test_complete_failure_restores_a_new_rds_instance_and_the_app_is_healthy(
-    prefect_server: str, rds_world
+    prefect_server: str, spent_rds_world: RdsWorld
 ) -> None:
+    rds_world = spent_rds_world
     rt = rds_world.runtime()
 
     report, _ = recover_lost_production(rds_world, "inc-rds-cf")
