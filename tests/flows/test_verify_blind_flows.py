@@ -5,6 +5,7 @@ Real clusters, a real Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from fixtures.approval import PausedFlow
+from fixtures.module_world import ModuleWorld
+from fixtures.world import installation
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.baseline import baseline_key, local_baseline_path
@@ -40,12 +43,31 @@ def _without_app(inst: Installation) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def blind(pg_base_dir: Path) -> Iterator[tuple[Installation, Path]]:
-    from fixtures.world import installation
-
+@contextlib.contextmanager
+def _blind_installation(pg_base_dir: Path) -> Iterator[tuple[Installation, Path]]:
     with installation(pg_base_dir, "blind") as inst:
         yield inst, _without_app(inst)
+
+
+@pytest.fixture(scope="module")
+def _worlds(pg_base_dir: Path) -> Iterator[ModuleWorld[tuple[Installation, Path]]]:
+    with ModuleWorld(lambda: _blind_installation(pg_base_dir)) as worlds:
+        yield worlds
+
+
+@pytest.fixture
+def blind(_worlds: ModuleWorld[tuple[Installation, Path]]) -> tuple[Installation, Path]:
+    """The module's installation (shared) and its config without an app; production running."""
+    return _worlds.get()
+
+
+@pytest.fixture
+def spent_blind(
+    _worlds: ModuleWorld[tuple[Installation, Path]],
+) -> Iterator[tuple[Installation, Path]]:
+    """The same, for a test that loses production: a later test gets a new installation."""
+    with _worlds.spent() as world:
+        yield world
 
 
 def test_no_health_url_is_a_warning_not_a_pass(prefect_server: str, blind) -> None:
@@ -108,33 +130,40 @@ def test_a_verification_that_comes_back_unverified_waits_for_approval_before_the
                   repository=open_repository(rt.config.repository))
     before = inst.env_file.read_text()
     inst.wait_archived()
-    flow = PausedFlow(lambda: complete_failure(CompleteFailureParams(
-        target="production", config=str(config), require_approval=False,
-        incident_id="inc-unverified"))).wait_until_paused(300)
-    # Paused after the restore and its verification, before the swap.
-    assert rt.provider.find_restored("cf-inc-unverified") is not None
-    assert inst.env_file.read_text() == before
-    result = flow.answer(approve=False)
-    error = result.get("error")
-    assert isinstance(error, SafetyError) and "not approved" in str(error), result
-    assert inst.env_file.read_text() == before  # never swapped
-    written = max(rt.reports_dir().glob("*-complete-failure.json"),
-                  key=lambda p: p.stat().st_mtime)
-    stored = json.loads(written.read_text())
-    assert stored["outcome"] == "failed"
-    assert any(p.startswith("Verification could not verify: row_counts: unverified: nothing "
-                            "to compare public.clients; public.appointments with (not in the "
-                            "baseline)") for p in stored["plan"])
-    counts = next(c for c in stored["checks"] if c["name"] == "row_counts")
-    assert counts["unverified"] is True and not counts["ok"] and not counts["critical"]
-    approval = next(s for s in stored["steps"] if s["name"] == "approval")
-    assert approval["ok"] is False
+    try:
+        flow = PausedFlow(lambda: complete_failure(CompleteFailureParams(
+            target="production", config=str(config), require_approval=False,
+            incident_id="inc-unverified"))).wait_until_paused(300)
+        # Paused after the restore and its verification, before the swap.
+        assert rt.provider.find_restored("cf-inc-unverified") is not None
+        assert inst.env_file.read_text() == before
+        result = flow.answer(approve=False)
+        error = result.get("error")
+        assert isinstance(error, SafetyError) and "not approved" in str(error), result
+        assert inst.env_file.read_text() == before  # never swapped
+        written = max(rt.reports_dir().glob("*-complete-failure.json"),
+                      key=lambda p: p.stat().st_mtime)
+        stored = json.loads(written.read_text())
+        assert stored["outcome"] == "failed"
+        assert any(p.startswith("Verification could not verify: row_counts: unverified: nothing "
+                                "to compare public.clients; public.appointments with (not in the "
+                                "baseline)") for p in stored["plan"])
+        counts = next(c for c in stored["checks"] if c["name"] == "row_counts")
+        assert counts["unverified"] is True and not counts["ok"] and not counts["critical"]
+        approval = next(s for s in stored["steps"] if s["name"] == "approval")
+        assert approval["ok"] is False
+    finally:
+        # The refused run keeps its restore (for an operator to look at); it is this test's
+        # own, and a later test checks that nothing is restored before its approval.
+        restored = rt.provider.find_restored("cf-inc-unverified")
+        if restored is not None:
+            rt.provider.discard(restored)
 
 
 def test_a_baseline_in_the_repository_is_enough_on_a_host_without_one(
-    prefect_server: str, blind
+    prefect_server: str, spent_blind
 ) -> None:
-    inst, config = blind
+    inst, config = spent_blind
     ref = TargetRef(target="production", config=str(config))
     rt = target_runtime("production", str(config))
     where = capture_baseline.fn(ref)
