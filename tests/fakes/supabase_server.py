@@ -302,8 +302,8 @@ class FakeSupabase(ServedFake):
 
     def reset(self) -> None:
         """Back to a healthy project on the real clock, with the default restore timeline, no
-        faults and no recorded requests (a restore still running in the background is waited
-        for first)."""
+        faults, no recorded requests and no recorded restores (a restore still running in the
+        background is waited for first). The database is left as it is."""
         self.wait_idle()
         with self._lock:
             self.clock = time.monotonic
@@ -311,6 +311,7 @@ class FakeSupabase(ServedFake):
             self.restore_timeline = completes()
             self.pitr_enabled = True
             self.requests.clear()
+            self.restores.clear()
             self._faults.clear()
             self._current = None
             self.schedule(("ACTIVE_HEALTHY", None))
