@@ -112,13 +112,16 @@ def test_scenario_3_recovers_deleted_rows_with_the_documented_role(
             "SELECT u::text FROM users u WHERE id = ANY(%s) ORDER BY id", [victims])]
         clients = conn.execute("SELECT count(*) FROM clients WHERE user_id = ANY(%s)",
                                [victims]).fetchone()
+        # The audit log also records the users other tests of this module deleted (the
+        # missing-privilege cases); this test's scope is its own accident.
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         time.sleep(0.1)
         conn.execute("DELETE FROM users WHERE id = ANY(%s)", [victims])  # the accident
     least.wait_archived()
 
     report = accidental_deletion(AccidentalDeletionParams(
         target="production", config=str(least.config), require_approval=False,
-        incident_id="lp-ad"))
+        incident_id="lp-ad", deleted_since=since))
 
     assert report.outcome == "succeeded", report.error
     with as_superuser(least) as conn:
