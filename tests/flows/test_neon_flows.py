@@ -2,17 +2,28 @@
 real clusters, the real demo app and a real Prefect server. The flows are the same ones the
 self-hosted tests run; only restorekit.toml says provider = "neon".
 
-Complete failure runs last: it moves production onto a new branch.
+Complete failure stops production and moves it onto a new branch, which leaves no production for
+another test to run on: it has a world of its own (``lost_world``, about 1 s to build). The other
+two tests share the module's ``neon_world``; neither changes what the other checks, so the file
+passes in any order and each test alone.
 """
 
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
-from fakes.neon_server import NeonWorld, neon_world  # noqa: F401 - fixture
+from fakes.neon_server import (  # noqa: F401 - fixture
+    NeonWorld,
+    build_neon_world,
+    neon_world,
+    teardown_neon_world,
+)
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.lost_production import (
     assert_healthy_with_every_user,
@@ -27,6 +38,16 @@ from restorekit import production
 from restorekit.demo import APP_URL_OPTIONS
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def lost_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
+    """A Neon world of the test's own, for a test that loses its production."""
+    world = build_neon_world(pg_base_dir / f"neon-lost-{time.monotonic_ns()}")
+    try:
+        yield world
+    finally:
+        teardown_neon_world(world)
 
 
 def accepting(port: int) -> bool:
@@ -86,9 +107,9 @@ def test_restore_drill_passes_on_a_branch_and_deletes_it(
 
 
 def test_complete_failure_branches_swaps_the_env_file_and_the_app_is_healthy(
-    prefect_server: str, neon_world: NeonWorld  # noqa: F811
+    prefect_server: str, lost_world: NeonWorld
 ) -> None:
-    world = neon_world
+    world = lost_world
     rt = world.runtime()
     users, old_dsn = lose_production(world, rt)  # production's compute is gone
 

@@ -4,18 +4,24 @@ fake Vercel API is backed by the local demo app (each production deployment rewr
 file and restarts it), so the health check after the redeploy is real.
 
 The fake behaves as Vercel does (provider-apis.md §5.1): the env list never decrypts, so the
-store reads DATABASE_URL (type ``encrypted``, the common case) by id."""
+store reads DATABASE_URL (type ``encrypted``, the common case) by id.
+
+Each test has an installation of its own (``world`` here is function-scoped, about 1 s to build):
+complete failure stops production, and the rollback test needs it running, so neither may run on
+what the other left."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from fakes.vercel_server import FakeVercel, backed_by
+from fixtures.world import World, build_world, teardown_world
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.errors import ProviderError
@@ -33,6 +39,19 @@ class OnVercel:
     config: Path
     original: str  # DATABASE_URL before the run
     broken: list[bool] = field(default_factory=lambda: [False])  # builds off `original` fail
+
+
+@pytest.fixture
+def world(pg_base_dir: Path) -> Iterator[World]:
+    """An installation of the test's own (instead of fixtures.world's, shared by the module)."""
+    inst = build_world(pg_base_dir / f"vercel-world-{time.monotonic_ns()}")
+    try:
+        rt = inst.runtime()
+        assert rt.app is not None
+        rt.app.start()  # type: ignore[attr-defined]
+        yield inst
+    finally:
+        teardown_world(inst)
 
 
 @pytest.fixture
@@ -74,7 +93,6 @@ def vercel(world, monkeypatch) -> Iterator[OnVercel]:
     fake.stop()
 
 
-# Runs first: it leaves production running on its original database (the next test stops it).
 def test_a_failed_health_check_on_vercel_puts_the_encrypted_database_url_back(
     prefect_server: str, world, vercel: OnVercel
 ) -> None:
