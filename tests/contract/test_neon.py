@@ -1,8 +1,11 @@
 """NeonProvider against the fake Neon API (tests/fakes/neon_server.py), which checks every request
 against provider-apis.md §3 and does the restores for real on local clusters.
 
-The tests share one world per module and build on each other's rows in ``neon_marker`` (in file
-order); the in-place restore changes production, so it runs last.
+The tests share one world per module (for speed) but not its data: each test that checks what a
+branch holds writes its own marker table (``marker()``), each starts with a clean request log
+(``world``), and what may be left over from other tests (scratch branches, operations) is
+compared against what was there when the test began. So any test passes alone or in any order.
+The in-place restore rewinds production only past the point it took itself (its own last row).
 """
 
 from __future__ import annotations
@@ -89,9 +92,20 @@ def write(world: NeonWorld, *statements: str) -> None:
             conn.execute(statement)
 
 
-def notes(dsn: str) -> list[str]:
+def marker(world: NeonWorld, table: str, *rows: str) -> None:
+    """Create the test's own marker table ``table`` on production, holding ``rows`` (ids 1..)."""
+    write(world, f"CREATE TABLE {table} (id int PRIMARY KEY, note text)",
+          *(f"INSERT INTO {table} VALUES ({i}, '{note}')" for i, note in enumerate(rows, 1)))
+
+
+def notes(dsn: str, table: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
-        return [r[0] for r in conn.execute("SELECT note FROM neon_marker ORDER BY id")]
+        return [r[0] for r in conn.execute(f"SELECT note FROM {table} ORDER BY id")]
+
+
+def scratch(provider: NeonProvider) -> list[str]:
+    """The handles of the scratch branches the provider lists, sorted."""
+    return sorted(s.handle for s in provider.list_scratch())
 
 
 def accepting(port: int) -> bool:
@@ -167,9 +181,11 @@ def test_restore_window_is_the_history_retention_but_not_before_the_branch_exist
 
 
 def test_429_with_retry_after_is_waited_out_then_retried(world: NeonWorld) -> None:
+    unlimited = world.provider().list_scratch()  # what the listing says without a 429
+    world.fake.requests.clear()
     world.fake.inject(429, method="GET", path=r"/branches$", retry_after=3)
     sleeps = Sleeps()
-    assert world.provider(http=HttpPlumbing(sleep=sleeps)).list_scratch() == []
+    assert world.provider(http=HttpPlumbing(sleep=sleeps)).list_scratch() == unlimited
     assert sleeps.calls == [3.0]
     listed = world.fake.calls("GET", rf"/projects/{pid(world)}/branches")
     assert [r.status for r in listed] == [429, 200]
@@ -331,9 +347,11 @@ def test_an_operation_in_error_is_neon_retrying_so_it_is_polled_on(world: NeonWo
 
 def test_a_failed_operation_raises_naming_it(world: NeonWorld) -> None:
     world.fake.fail_next_operation("timeline creation failed: disk quota exceeded")
+    ops_before = set(world.fake.ops)
     with pytest.raises(ProviderError, match="disk quota exceeded") as err:
         world.provider(http=HttpPlumbing(sleep=Sleeps())).create_backup("doomed")
-    (op_id,) = [o for o, op in world.fake.ops.items() if op.data["status"] == "failed"]
+    (op_id,) = [o for o, op in world.fake.ops.items()
+                if o not in ops_before and op.data["status"] == "failed"]
     assert op_id in str(err.value) and err.value.operation == op_id
     assert not err.value.is_retryable
 
@@ -377,14 +395,14 @@ def test_points_are_checked_before_any_request(world: NeonWorld) -> None:
 def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     world: NeonWorld,
 ) -> None:
-    write(world, "CREATE TABLE neon_marker (id int PRIMARY KEY, note text)",
-          "INSERT INTO neon_marker VALUES (1, 'before')")
+    marker(world, "marker_ct_time", "before")
     time.sleep(0.2)
     point = world.clock()
     time.sleep(0.2)
-    write(world, "INSERT INTO neon_marker VALUES (2, 'after')")
-    world.fake.requests.clear()
+    write(world, "INSERT INTO marker_ct_time VALUES (2, 'after')")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
+    others = scratch(provider)  # other tests' scratch branches (none when they all passed)
+    world.fake.requests.clear()
 
     restored = provider.restore(RestorePoint.at(point), name="ct-time")
 
@@ -407,7 +425,7 @@ def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     # roles and passwords): production authenticates with scram, so the copy needs it.
     dsn = conninfo_to_dict(restored.dsn.get_secret_value())
     assert (dsn["user"], dsn["password"]) == ("postgres", world.production.password)
-    assert notes(restored.dsn.get_secret_value()) == ["before"]
+    assert notes(restored.dsn.get_secret_value(), "marker_ct_time") == ["before"]
 
     # Idempotent: the same name again reuses the branch and creates nothing.
     again = provider.restore(RestorePoint.at(point), name="ct-time")
@@ -415,9 +433,11 @@ def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
     found = provider.find_restored("ct-time")
     assert found is not None and found.handle == restored.handle and found.scratch
-    assert [s.handle for s in provider.list_scratch()] == [restored.handle]
-    with pytest.raises(ConfigError, match="already exists"):  # same name, another point
-        provider.restore(RestorePoint.at(point - timedelta(seconds=1)), name="ct-time")
+    assert scratch(provider) == sorted([*others, restored.handle])
+    # Same name, another point (100 ms later: inside the window however young the world is, which
+    # a second before the point is not when this test runs first).
+    with pytest.raises(ConfigError, match="already exists"):
+        provider.restore(RestorePoint.at(point + timedelta(milliseconds=100)), name="ct-time")
 
     port = world.fake.branch_port(restored.handle)
     provider.discard(restored)
@@ -425,31 +445,33 @@ def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     assert delete.status == 200 and delete.body is None
     world.fake.wait_idle()
     assert port is not None and not accepting(port)  # its compute is gone
-    assert provider.list_scratch() == [] and provider.find_restored("ct-time") is None
+    assert scratch(provider) == others and provider.find_restored("ct-time") is None
     provider.discard(restored)  # already gone: fine, and no second DELETE
     assert len(world.fake.calls("DELETE", r".*")) == 1
 
 
 def test_a_branch_at_an_lsn_then_adopted_leaves_cleanup(world: NeonWorld) -> None:
-    write(world, "INSERT INTO neon_marker VALUES (3, 'at lsn')")
+    marker(world, "marker_ct_lsn", "at lsn")
     with psycopg.connect(world.app_dsn) as conn:
         lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-    write(world, "INSERT INTO neon_marker VALUES (4, 'after lsn')")
+    write(world, "INSERT INTO marker_ct_lsn VALUES (2, 'after lsn')")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
+    others = scratch(provider)
+    world.fake.requests.clear()
 
     restored = provider.restore(RestorePoint(PointKind.LSN, value=lsn), name="ct-lsn")
 
     (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
     assert post.body["branch"] == {"parent_id": bid(world), "name": "restorekit-ct-lsn",
                                    "parent_lsn": lsn}
-    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn"]
+    assert notes(restored.dsn.get_secret_value(), "marker_ct_lsn") == ["at lsn"]
 
     provider.adopt(restored)
     (patch,) = world.fake.calls("PATCH", rf"/projects/{pid(world)}/branches/{restored.handle}")
     assert patch.body == {"branch": {"name": "ct-lsn"}}
     provider.adopt(restored)  # twice: nothing more
     assert len(world.fake.calls("PATCH", r".*")) == 1
-    assert provider.list_scratch() == []
+    assert scratch(provider) == others  # adopted: no longer scratch
     adopted = provider.find_restored("ct-lsn")
     assert adopted is not None and not adopted.scratch
     with pytest.raises(SafetyError, match="scratch prefix"):
@@ -550,6 +572,7 @@ def test_an_adopt_killed_after_promoting_is_finished_by_the_next_without_promoti
 
 
 def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWorld) -> None:
+    marker(world, "marker_ct_retry", "first", "second")
     world.fake.slow_operations(10**6)  # the first attempt's operations never report finished
     clock = FakeClock()
     with pytest.raises(OperationTimedOut):
@@ -562,7 +585,7 @@ def test_a_restore_that_timed_out_is_picked_up_by_the_next_attempt(world: NeonWo
 
     assert len(world.fake.calls("POST", rf"/projects/{pid(world)}/branches")) == 1
     assert restored.phases.keys() == {"reuse"}
-    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn", "after lsn"]
+    assert notes(restored.dsn.get_secret_value(), "marker_ct_retry") == ["first", "second"]
     provider.discard(restored)
 
 
@@ -580,6 +603,7 @@ def test_discard_refuses_production_and_backups(world: NeonWorld) -> None:
 
 
 def test_a_backup_is_a_branch_without_compute_and_restores_by_id(world: NeonWorld) -> None:
+    marker(world, "marker_ct_backup", "before backup")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     backup = provider.create_backup("before migration 42")
     (post,) = world.fake.calls("POST", rf"/projects/{pid(world)}/branches")
@@ -591,7 +615,7 @@ def test_a_backup_is_a_branch_without_compute_and_restores_by_id(world: NeonWorl
     assert backup.label == "before migration 42" and backup.engine == "neon"
     assert backup.backup_id in [b.backup_id for b in provider.list_backups()]
     assert backup.backup_id not in [s.handle for s in provider.list_scratch()]
-    write(world, "INSERT INTO neon_marker VALUES (5, 'after backup')")
+    write(world, "INSERT INTO marker_ct_backup VALUES (2, 'after backup')")
 
     restored = provider.restore(RestorePoint(PointKind.BACKUP, value=backup.backup_id),
                                 name="ct-backup")
@@ -600,7 +624,7 @@ def test_a_backup_is_a_branch_without_compute_and_restores_by_id(world: NeonWorl
     assert post.body == {"branch": {"parent_id": backup.backup_id,
                                     "name": "restorekit-ct-backup"},
                          "endpoints": [{"type": "read_write"}]}
-    assert notes(restored.dsn.get_secret_value()) == ["before", "after", "at lsn", "after lsn"]
+    assert notes(restored.dsn.get_secret_value(), "marker_ct_backup") == ["before backup"]
     provider.discard(restored)
 
 
@@ -628,11 +652,11 @@ def test_the_fake_refuses_what_the_spec_forbids(world: NeonWorld) -> None:
 
 
 def test_in_place_restore_sends_preserve_under_name_and_a_timestamp(world: NeonWorld) -> None:
-    write(world, "INSERT INTO neon_marker VALUES (10, 'kept')")
+    marker(world, "marker_in_place", "kept")
     time.sleep(0.2)
     point = world.clock()
     time.sleep(0.2)
-    write(world, "INSERT INTO neon_marker VALUES (11, 'undone')")
+    write(world, "INSERT INTO marker_in_place VALUES (2, 'undone')")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     dsn_before = world.app_dsn
 
@@ -646,8 +670,7 @@ def test_in_place_restore_sends_preserve_under_name_and_a_timestamp(world: NeonW
     assert post.body["preserve_under_name"].endswith("Z")
     assert_well_formed(world)
     # The same endpoint (DSN) now serves the state at the point.
-    assert notes(dsn_before) == ["before", "after", "at lsn", "after lsn", "after backup",
-                                 "kept"]
+    assert notes(dsn_before, "marker_in_place") == ["kept"]
     preserved = world.fake.branch_named(post.body["preserve_under_name"])
     assert preserved is not None
     assert world.fake.branches[bid(world)].data["parent_id"] == preserved["id"]
