@@ -137,6 +137,10 @@ class PostgresUnavailable(PostgresError):
     retryable = True
 
 
+class DatabaseMissing(PostgresError):
+    """The database the connection string names does not exist (SQLSTATE 3D000)."""
+
+
 class PostgresAuthError(PostgresError):
     """The server refused restorekit's credentials (bad or missing password, no pg_hba.conf
     entry, unknown role). Never retried: the configuration has to change."""

@@ -22,6 +22,7 @@ from psycopg.rows import TupleRow
 
 from restorekit.errors import (
     ChecksumMismatch,
+    DatabaseMissing,
     OperationTimedOut,
     PostgresAuthError,
     PostgresError,
@@ -31,6 +32,7 @@ from restorekit.errors import (
 )
 from restorekit.models import PointKind, RestorePoint, format_lsn, parse_lsn
 from restorekit.pg.cluster import LocalCluster, connect, format_settings
+from restorekit.pg.dsn import merge
 from restorekit.pg.tools import chown_for
 from restorekit.providers.base import Progress, no_progress
 
@@ -188,6 +190,10 @@ def run_recovery(
     # is promoted: a new connection per poll forked a backend 20 times a second on the machine
     # doing the replay (62 connections for a 3 s replay in bench/restore_bench.py's profile).
     conn: psycopg.Connection[TupleRow] | None = None
+    poll_dsn = dsn or cluster.dsn()
+    # Where the named database is gone (the replayed WAL dropped it, e.g. a drop-and-rename in
+    # the source's history), the replay is followed through the maintenance databases instead.
+    fallbacks = ["postgres", "template1"]
     try:
         while True:
             if time.monotonic() > deadline:
@@ -207,7 +213,7 @@ def run_recovery(
                 continue
             try:
                 if conn is None:
-                    conn = connect(dsn or cluster.dsn(), connect_timeout=5, autocommit=True)
+                    conn = connect(poll_dsn, connect_timeout=5, autocommit=True)
                 done = _poll(conn, progress, target, started)
                 if done is not None:
                     return done
@@ -216,6 +222,12 @@ def run_recovery(
                     f"the restored cluster in {cluster.data_dir} replayed its WAL but refused "
                     f"restorekit: {exc} (a restored copy keeps the source's roles, passwords and "
                     "pg_hba.conf)", role=exc.role, host=exc.host) from None
+            except DatabaseMissing as exc:
+                if not fallbacks:
+                    raise
+                poll_dsn = merge(poll_dsn, dbname=fallbacks.pop(0))
+                log.warning("following WAL replay through another database: %s", exc)
+                continue
             except (PostgresUnavailable, psycopg.OperationalError,
                     psycopg.errors.SerializationFailure):
                 # Not accepting connections yet, the session was lost (the server stopped), or

@@ -25,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from restorekit.errors import (
+    DatabaseMissing,
     PgToolFailed,
     PostgresAuthError,
     PostgresError,
@@ -300,6 +301,8 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
             raise auth_error(dsn, message) from None
         if _transient_connect_failure(exc.sqlstate, message):
             raise PostgresUnavailable(message) from None
+        if exc.sqlstate == "3D000" or _DATABASE_MISSING.search(message):
+            raise DatabaseMissing(f"cannot connect: {message}") from None
         raise PostgresError(f"cannot connect: {message}") from None
 
 
@@ -311,6 +314,7 @@ _AUTH_TEXT = ("no password supplied", "password authentication failed", "no pg_h
               "peer authentication failed", "ident authentication failed",
               "scram authentication", "authentication failed for user")
 _ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
+_DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
 
 
 def _auth_failure(sqlstate: str | None, message: str) -> bool:

@@ -5,8 +5,11 @@ import signal
 import time
 
 import psycopg
+import pytest
 
-from restorekit.pg.cluster import LocalCluster
+from restorekit.errors import DatabaseMissing
+from restorekit.pg.cluster import LocalCluster, connect
+from restorekit.pg.dsn import merge
 from restorekit.processes import pid_alive
 
 
@@ -197,3 +200,11 @@ def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_missing_database_is_told_apart_from_other_connect_failures(pg_server: str) -> None:
+    # run_recovery follows a replay that dropped its database through `postgres`: that needs
+    # the server's "database does not exist" to be its own error, not any PostgresError.
+    with pytest.raises(DatabaseMissing, match='database "no_such_db" does not exist'):
+        connect(merge(pg_server, dbname="no_such_db"), connect_timeout=5)
+    connect(pg_server, connect_timeout=5).close()  # the server itself answers

@@ -10,9 +10,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from restorekit.engines import recovery
-from restorekit.errors import PostgresUnavailable
+from restorekit.errors import DatabaseMissing, PostgresUnavailable
 
 
 class FakeCluster:
@@ -119,3 +120,36 @@ def test_an_unknown_status_still_connects(monkeypatch: pytest.MonkeyPatch,
     result, opened, cluster = _run(monkeypatch, tmp_path, [True, False], refusals=2,
                                    statuses=[None, None, None])
     assert len(opened) == 1 and cluster.early > 0
+
+
+def test_a_database_the_replay_dropped_is_followed_through_postgres(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The replayed WAL dropped the database the copy is polled through (a drop-and-rename in
+    # the source's history): the replay is followed through `postgres` instead of failing.
+    script = iter([True, True, False])
+    dsns: list[str] = []
+
+    def connect(dsn: str, **kwargs: Any) -> FakeConn:
+        dsns.append(dsn)
+        if "dbname=app" in dsn:
+            raise DatabaseMissing('cannot connect: FATAL:  database "app" does not exist')
+        return FakeConn(script)
+
+    monkeypatch.setattr(recovery, "connect", connect)
+    result = recovery.run_recovery(FakeCluster(tmp_path),  # type: ignore[arg-type]
+                                   dsn="host=127.0.0.1 port=1 dbname=app user=app",
+                                   poll_interval=0, timeout=60)
+    assert result.timeline == 2
+    assert [conninfo_to_dict(d)["dbname"] for d in dsns] == ["app", "postgres"]
+    assert conninfo_to_dict(dsns[1])["user"] == "app"  # the same credentials
+
+
+def test_no_database_left_to_follow_the_replay_through_fails(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def connect(dsn: str, **kwargs: Any) -> FakeConn:
+        raise DatabaseMissing(f"cannot connect: {conninfo_to_dict(dsn)['dbname']} is gone")
+
+    monkeypatch.setattr(recovery, "connect", connect)
+    with pytest.raises(DatabaseMissing, match="template1 is gone"):
+        recovery.run_recovery(FakeCluster(tmp_path), dsn="host=127.0.0.1 port=1 dbname=app",  # type: ignore[arg-type]
+                              poll_interval=0, timeout=60)
