@@ -40,13 +40,18 @@ log = logging.getLogger(__name__)
 CONF_FILE = "restorekit.conf"
 
 
+_PORTS = random.Random()
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now, below the kernel's ephemeral
     range: a port the kernel hands out (bind to 0) is also what it gives the next outgoing
     connection of any process, which then holds it when the server starts ("could not bind
     ... Address already in use", seen on a busy machine)."""
     below = range(10000, _ephemeral_low())
-    for port in random.sample(below, k=min(50, len(below))):
+    # A generator of its own: drawing from the global one would move the state that the caller
+    # (a seeded sample, a property test) relies on, from whatever thread starts a cluster.
+    for port in _PORTS.sample(below, k=min(50, len(below))):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
