@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,9 +26,8 @@ import pytest
 from fakes.neon_server import (  # noqa: F401 - fixture
     API_KEY_ENV,
     NeonWorld,
-    build_neon_world,
     neon_world,
-    teardown_neon_world,
+    neon_world_in,
 )
 from fixtures.clock import FakeClock
 from psycopg.conninfo import conninfo_to_dict
@@ -93,11 +92,18 @@ def world(neon_world: NeonWorld) -> Iterator[NeonWorld]:  # noqa: F811
 @pytest.fixture
 def own_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
     """A world of the test's own (no application; about 1.5 s to build and remove), checked."""
-    world = build_neon_world(pg_base_dir / f"neon-own-{time.monotonic_ns()}", start_app=False)
-    try:
+    with neon_world_in(pg_base_dir, "neon-own", start_app=False) as world:
         yield from checked(world)
-    finally:
-        teardown_neon_world(world)
+
+
+def marked_around_a_point(world: NeonWorld, table: str, before: str, after: str) -> datetime:
+    """A time with ``table`` holding row 1 (``before``) and, 0.2 s later, row 2 (``after``)."""
+    marker(world, table, before)
+    time.sleep(0.2)
+    point = world.clock()
+    time.sleep(0.2)
+    write(world, f"INSERT INTO {table} VALUES (2, '{after}')")
+    return point
 
 
 def paths(world: NeonWorld) -> list[tuple[str, str]]:
@@ -421,11 +427,7 @@ def test_points_are_checked_before_any_request(world: NeonWorld) -> None:
 def test_a_branch_at_a_time_is_created_as_documented_and_holds_that_times_data(
     world: NeonWorld,
 ) -> None:
-    marker(world, "marker_ct_time", "before")
-    time.sleep(0.2)
-    point = world.clock()
-    time.sleep(0.2)
-    write(world, "INSERT INTO marker_ct_time VALUES (2, 'after')")
+    point = marked_around_a_point(world, "marker_ct_time", "before", "after")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     others = scratch(provider)  # other tests' scratch branches (none when they all passed)
     world.fake.requests.clear()
@@ -679,11 +681,7 @@ def test_the_fake_refuses_what_the_spec_forbids(world: NeonWorld) -> None:
 
 def test_in_place_restore_sends_preserve_under_name_and_a_timestamp(own_world: NeonWorld) -> None:
     world = own_world
-    marker(world, "marker_in_place", "kept")
-    time.sleep(0.2)
-    point = world.clock()
-    time.sleep(0.2)
-    write(world, "INSERT INTO marker_in_place VALUES (2, 'undone')")
+    point = marked_around_a_point(world, "marker_in_place", "kept", "undone")
     provider = world.provider(http=HttpPlumbing(sleep=Sleeps(cap=0.05)))
     dsn_before = world.app_dsn
 

@@ -1013,11 +1013,19 @@ def teardown_neon_world(world: NeonWorld) -> None:
         os.environ[API_KEY_ENV] = world._env_before
 
 
-@pytest.fixture(scope="module")
-def neon_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
-    """A module's Neon world (see :class:`NeonWorld`); everything is torn down afterwards."""
-    world = build_neon_world(pg_base_dir / f"neon-world-{time.monotonic_ns()}")
+@contextlib.contextmanager
+def neon_world_in(base: Path, name: str = "neon-world", *,
+                  start_app: bool = True) -> Iterator[NeonWorld]:
+    """A Neon world under ``base`` (see :class:`NeonWorld`), torn down on the way out."""
+    world = build_neon_world(base / f"{name}-{time.monotonic_ns()}", start_app=start_app)
     try:
         yield world
     finally:
         teardown_neon_world(world)
+
+
+@pytest.fixture(scope="module")
+def neon_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
+    """A module's Neon world; everything is torn down afterwards."""
+    with neon_world_in(pg_base_dir) as world:
+        yield world

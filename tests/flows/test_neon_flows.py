@@ -11,7 +11,6 @@ passes in any order and each test alone.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -20,9 +19,8 @@ import psycopg
 import pytest
 from fakes.neon_server import (  # noqa: F401 - fixture
     NeonWorld,
-    build_neon_world,
     neon_world,
-    teardown_neon_world,
+    neon_world_in,
 )
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.lost_production import (
@@ -43,11 +41,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def lost_world(pg_base_dir: Path) -> Iterator[NeonWorld]:
     """A Neon world of the test's own, for a test that loses its production."""
-    world = build_neon_world(pg_base_dir / f"neon-lost-{time.monotonic_ns()}")
-    try:
+    with neon_world_in(pg_base_dir, "neon-lost") as world:
         yield world
-    finally:
-        teardown_neon_world(world)
 
 
 def accepting(port: int) -> bool:
