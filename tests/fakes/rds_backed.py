@@ -18,8 +18,8 @@ the fixture (pytest finds it under its name ``rds_world``):
 
 from __future__ import annotations
 
+import contextlib
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,11 +28,12 @@ from typing import Any
 
 import boto3
 import pytest
+from fixtures.world import app_installation
 from pydantic import SecretStr
 
 from fakes._world import InstallationWorld
 from restorekit.config import TargetConfig, load_settings
-from restorekit.demo import Installation, build_installation, teardown_installation
+from restorekit.demo import Installation
 from restorekit.errors import ConfigError
 from restorekit.models import PointKind, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.pg.dsn import parse
@@ -229,30 +230,32 @@ def rds_world_fixture(moto_server: str, pg_base_dir: Path) -> Iterator[RdsWorld]
     """An :class:`RdsWorld` for one test module (its app running). Import it into the module:
     ``from fakes.rds_backed import rds_world_fixture  # noqa: F401``; tests ask for
     ``rds_world``."""
+    with rds_world_in(moto_server, pg_base_dir) as world:
+        yield world
+
+
+@contextlib.contextmanager
+def rds_world_in(moto_server: str, pg_base_dir: Path) -> Iterator[RdsWorld]:
+    """An :class:`RdsWorld` under ``pg_base_dir`` (its app running), torn down on the way out."""
     rds, ec2 = moto_clients(moto_server)
     # The moto instance first: its restore window starts before any of the data exists.
     source = create_source_instance(rds, ec2, f"production-{uuid.uuid4().hex[:8]}")
-    inst = build_installation(pg_base_dir / f"rds-world-{time.monotonic_ns()}")
-    config = inst.root / "restorekit-rds.toml"
-    config.write_text(rds_config_text(inst.config.read_text(), instance_id=source.instance_id,
-                                      endpoint_url=moto_server))
-    original = base._REGISTRY.get("rds")  # noqa: SLF001 - put back exactly what was there
-    BACKINGS[source.instance_id] = inst.config
-    base.register("rds", "fakes.rds_backed:BackedRdsProvider")
-    world = RdsWorld(installation=inst, config=config, source=source, rds=rds)
-    try:
-        app = world.runtime().app
-        assert app is not None
-        app.start()  # type: ignore[attr-defined]
-        yield world
-    finally:
-        if original is None:
-            base._REGISTRY.pop("rds", None)  # noqa: SLF001
-        else:
-            base.register("rds", original)
-        BACKINGS.pop(source.instance_id, None)
-        teardown_installation(inst)
-
+    with app_installation(pg_base_dir, "rds-world") as inst:
+        config = inst.root / "restorekit-rds.toml"
+        config.write_text(rds_config_text(inst.config.read_text(),
+                                          instance_id=source.instance_id,
+                                          endpoint_url=moto_server))
+        original = base._REGISTRY.get("rds")  # noqa: SLF001 - put back exactly what was there
+        BACKINGS[source.instance_id] = inst.config
+        base.register("rds", "fakes.rds_backed:BackedRdsProvider")
+        try:
+            yield RdsWorld(installation=inst, config=config, source=source, rds=rds)
+        finally:
+            if original is None:
+                base._REGISTRY.pop("rds", None)  # noqa: SLF001
+            else:
+                base.register("rds", original)
+            BACKINGS.pop(source.instance_id, None)
 
 def rds_target(name: str, rds: dict[str, Any], *, dsn: str | None = None,
                dsn_env: str | None = None) -> TargetConfig:
@@ -261,4 +264,5 @@ def rds_target(name: str, rds: dict[str, Any], *, dsn: str | None = None,
 
 
 __all__ = ["BACKINGS", "BackedRdsProvider", "RdsWorld", "SourceInstance",
-           "create_source_instance", "moto_clients", "rds_target", "rds_world_fixture"]
+           "create_source_instance", "moto_clients", "rds_target", "rds_world_fixture",
+           "rds_world_in"]

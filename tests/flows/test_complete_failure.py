@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from fixtures.lost_production import recover_lost_production
-from fixtures.module_world import ModuleWorld, app_installation
+from fixtures.module_world import ModuleWorld
+from fixtures.world import app_installation
 
 from flows.complete_failure import CompleteFailureParams, complete_failure
 from restorekit.demo import APP_URL_OPTIONS

@@ -8,7 +8,6 @@ world as ``spent_rds_world`` and a test after it gets a new one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fakes import rds_backed
-from fakes.rds_backed import RdsWorld
+from fakes.rds_backed import RdsWorld, rds_world_in
 from fixtures.cascade import assert_back_and_later_kept, delete_users_then_write
 from fixtures.cli import CLI, cli_env
 from fixtures.lost_production import recover_lost_production
@@ -29,13 +27,9 @@ from restorekit.pg.checksum import database_checksums
 
 pytestmark = pytest.mark.slow
 
-#: fakes.rds_backed's fixture ``rds_world`` as a context manager (its generator function).
-_rds_world = contextlib.contextmanager(rds_backed.rds_world_fixture.__wrapped__)
-
-
 @pytest.fixture(scope="module")
 def _worlds(moto_server: str, pg_base_dir: Path) -> Iterator[ModuleWorld[RdsWorld]]:
-    with ModuleWorld(lambda: _rds_world(moto_server, pg_base_dir)) as worlds:
+    with ModuleWorld(lambda: rds_world_in(moto_server, pg_base_dir)) as worlds:
         yield worlds
 
 
