@@ -31,7 +31,6 @@ from restorekit import wal
 from restorekit.config import BackupPolicy
 from restorekit.models import BackupInfo, parse_lsn
 from restorekit.repository import Repository
-from restorekit.wal import SEGMENT_SIZE as DEFAULT_SEGMENT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class RetentionPlan:
                 f"and {len(self.expired_wal)} WAL file(s); {self.kept_wal} WAL file(s) stay")
 
 
-def segment_number(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[int, int] | None:
+def segment_number(name: str, segment_size: int = wal.SEGMENT_SIZE) -> tuple[int, int] | None:
     """``(timeline, segment number)`` of a WAL segment-like file name, None for others."""
     if not _SEGMENT_FILE.match(name):
         return None
@@ -71,7 +70,7 @@ def plan_retention(
     policy: BackupPolicy,
     now: datetime,
     *,
-    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    segment_size: int = wal.SEGMENT_SIZE,
 ) -> RetentionPlan:
     """Decide what to keep (see the module docstring for the rules).
 
