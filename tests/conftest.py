@@ -72,6 +72,32 @@ def _one_certificate_bundle(directory: str) -> str:
 if "PREFECT_API_SSL_CERT_FILE" not in os.environ:
     os.environ["PREFECT_API_SSL_CERT_FILE"] = _one_certificate_bundle(tempfile.gettempdir())
 
+
+
+def _background_threads_draw_from_their_own_generator() -> None:
+    """Rebind the ``random`` of the libraries that draw from it in background threads.
+
+    Hypothesis fails a property test when the global ``random`` state moves while it draws an
+    example ("Do not use the `random` module inside strategies"), and it cannot tell which thread
+    moved it. In an xdist worker that earlier ran a flow, Prefect's GlobalEventLoopThread lives on
+    and draws from it: the events client's websocket pings (websockets' ping payload) and the
+    API client's retry jitter (prefect.utilities.math). test_dsn_forms failed that way in a
+    clean-clone CI run. A private generator is as unpredictable for both uses.
+    """
+    import random
+
+    from prefect.utilities import math as prefect_math
+    from websockets.asyncio import connection as asyncio_connection
+    from websockets.sync import connection as sync_connection
+
+    private = random.Random()
+    for module in (asyncio_connection, sync_connection, prefect_math):
+        if getattr(module, "random", None) is random:
+            setattr(module, "random", private)  # noqa: B010 (a module, not a typed object)
+
+
+_background_threads_draw_from_their_own_generator()
+
 pytest_plugins = [
     "fixtures.pg",
     "fixtures.s3",

@@ -197,8 +197,8 @@ def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     state = random.getstate()
     ports = {free_port() for _ in range(20)}
-    # The global generator is left alone: a property test drawing while another thread starts
-    # a cluster saw its state move (HypothesisDeprecationWarning, a failure under -W error).
+    # The global generator is left alone: a property test fails when another thread moves it
+    # (HypothesisDeprecationWarning under -W error; tests/unit/test_global_random.py).
     assert random.getstate() == state
     assert all(1024 < port < low for port in ports), ports
     assert len(ports) > 1  # picked at random, not one fixed port
