@@ -77,9 +77,14 @@ class _Decoder(io.RawIOBase):
         self._info = info
         self._url = url
         self._stored = stored
-        self._proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
+        argv = codec_argv(info.encoding, decompress=True)
+        self._stderr = _stderr_file()
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self._stderr)
+        except BaseException:
+            self._stderr.close()
+            raise
         # Buffered (bufsize=-1, the default): a BufferedReader, which typeshed's IO[bytes]
         # does not say; readinto needs it.
         assert isinstance(self._proc.stdout, io.BufferedReader)
@@ -119,16 +124,14 @@ class _Decoder(io.RawIOBase):
         if not self._finished:
             self._finished = True
             self._thread.join()
-            stderr = self._proc.stderr.read() if self._proc.stderr else b""
             code = self._proc.wait()
             if self._error is not None:
                 raise self._error
             if code != 0:
                 raise ChecksumMismatch(
                     f"{self._info.key!r} in {self._url} could not be decompressed "
-                    f"({self._info.encoding} exited {code}: "
-                    f"{stderr.decode(errors='replace').strip()[-300:]}); the stored object is "
-                    "corrupt")
+                    f"({self._info.encoding} exited {code}: {_tail(self._stderr)}); the stored "
+                    "object is corrupt")
         return 0
 
     def close(self) -> None:
@@ -137,10 +140,27 @@ class _Decoder(io.RawIOBase):
                 self._proc.kill()
             self._thread.join()
             self._proc.wait()
-            for pipe in (self._proc.stdout, self._proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            self._stdout.close()
+            self._stderr.close()
         super().close()
+
+
+def _stderr_file() -> IO[bytes]:
+    """An anonymous file for a codec program's stderr. A file, not a pipe read at the end: a
+    program that fills a pipe with warnings blocks, stops reading its input, and the put or
+    read that feeds it waits forever. In memory (memfd) where Linux has it, not tempfile: the
+    WAL push (archive_command) would import shutil, bz2 and lzma with it."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("restorekit-codec-stderr"), "w+b")  # noqa: SIM115
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
+def _tail(stderr: IO[bytes]) -> str:
+    """The last words a codec's program wrote to its ``stderr`` file."""
+    stderr.seek(0)
+    return stderr.read().decode(errors="replace").strip()[-300:]
 
 
 def _decode_into(stored: BinaryIO, info: ObjectInfo, url: str, out: BinaryIO) -> None:
@@ -153,10 +173,9 @@ def _decode_into(stored: BinaryIO, info: ObjectInfo, url: str, out: BinaryIO) ->
     The caller checks the written bytes against the record.
     """
     import subprocess
-    import tempfile
 
     assert info.encoding is not None
-    with tempfile.TemporaryFile() as stderr:  # a file: a chatty program cannot block on it
+    with _stderr_file() as stderr:
         proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
                                 stdin=subprocess.PIPE, stdout=out, stderr=stderr)
         assert proc.stdin is not None
@@ -178,14 +197,12 @@ def _decode_into(stored: BinaryIO, info: ObjectInfo, url: str, out: BinaryIO) ->
                 proc.kill()
                 proc.wait()
         if code != 0:
-            stderr.seek(0)
-            message = stderr.read().decode(errors="replace").strip()[-300:]
             raise ChecksumMismatch(
                 f"{info.key!r} in {url} could not be decompressed ({info.encoding} exited "
-                f"{code}: {message}); the stored object is corrupt")
+                f"{code}: {_tail(stderr)}); the stored object is corrupt")
 
 
-def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
+def _finish_encoder(proc: subprocess.Popen[bytes], stderr: IO[bytes], feeder: threading.Thread,
                     failure: list[BaseException], key: str, encoding: str) -> None:
     """After the compressed stream ended: the source was read whole and the program
     succeeded, or the put fails (before the object commits)."""
@@ -198,9 +215,8 @@ def _finish_encoder(proc: subprocess.Popen[bytes], feeder: threading.Thread,
         raise RepositoryError(f"reading the source of {key!r} failed while compressing it: "
                               f"{exc}") from exc
     if code != 0:
-        stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
         raise RepositoryError(f"{encoding} failed compressing {key!r} (exit {code}): "
-                              f"{stderr[-300:]}")
+                              f"{_tail(stderr)}")
 
 
 @contextlib.contextmanager
@@ -213,9 +229,14 @@ def _encoder(source: Any, key: str, encoding: str, level: int | None
     import threading
 
     argv = codec_argv(encoding, decompress=False, level=level)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stderr = _stderr_file()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr)
+    except BaseException:
+        stderr.close()
+        raise
+    assert proc.stdin is not None and proc.stdout is not None
     failure: list[BaseException] = []
 
     def feed() -> None:
@@ -232,11 +253,11 @@ def _encoder(source: Any, key: str, encoding: str, level: int | None
     feeder = threading.Thread(target=feed, name="restorekit-encode", daemon=True)
     feeder.start()
     try:
-        yield proc.stdout, lambda: _finish_encoder(proc, feeder, failure, key, encoding)
+        yield proc.stdout, lambda: _finish_encoder(proc, stderr, feeder, failure, key, encoding)
     finally:
         if proc.poll() is None:
             proc.kill()
         feeder.join()
         proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        stderr.close()

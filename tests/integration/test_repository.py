@@ -339,6 +339,53 @@ def test_failed_compressed_put_leaves_nothing(repo: Repository) -> None:
     assert repo.list("wal/") == []
 
 
+def _chatty(directory: Path, encoding: str) -> None:
+    """An ``encoding`` program first on PATH that writes 256 KiB of warnings (four pipes' worth)
+    before it runs the real one."""
+    import shutil
+
+    real = shutil.which(encoding)
+    program = directory / encoding
+    program.write_text(f"#!/bin/sh\nhead -c 262144 /dev/zero | tr '\\0' w >&2\n"
+                       f'exec {real} "$@"\n')
+    program.chmod(0o755)
+
+
+@pytest.mark.parametrize("operation", ["put_stream", "open_verified", "get_file"])
+def test_a_chatty_codec_does_not_hang_the_repository(
+        local_repo_url: str, operation: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codec's stderr goes to a file: on a pipe read only at the end, a program blocked
+    writing its warnings stops reading its input, and the put or the read waits forever."""
+    import threading
+
+    repo = open_repository(local_repo_url, os_user=default_os_user())
+    data = _compressible(2_000_000)
+    if operation != "put_stream":
+        repo.put_stream("wal/seg", io.BytesIO(data), encoding="lz4")  # type: ignore[arg-type]
+    (tmp_path / "bin").mkdir()
+    _chatty(tmp_path / "bin", "lz4")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    got: list[bytes] = []
+
+    def run() -> None:
+        if operation == "put_stream":
+            repo.put_stream("wal/seg", io.BytesIO(data), encoding="lz4")  # type: ignore[arg-type]
+            got.append(repo.get_bytes("wal/seg"))
+        elif operation == "open_verified":
+            with repo.open_verified("wal/seg") as reader:
+                got.append(reader.read())
+        else:
+            repo.get_file("wal/seg", tmp_path / "dest")
+            got.append((tmp_path / "dest").read_bytes())
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), f"{operation} hung on the codec's warnings"
+    assert got == [data]
+
+
 # -- incomplete objects, atomicity -----------------------------------------------------------------
 
 
