@@ -39,6 +39,7 @@ from restorekit.engines.pgbackrest_cli import (
     progress_reader,
     restore_options,
     retention_options,
+    segment_bytes,
     translate_error,
     validate_options,
 )
@@ -357,9 +358,9 @@ class PgBackRestEngine:
 
     def archived_wal(self, since: datetime) -> ArchivedWal | None:
         """The segments archived at or after ``since``, for the WAL written per hour: each
-        counts as a full one (its compressed file's size says nothing), its time is the file's
-        modification time; None when there are none. A walk of the local archive, no bisection
-        needed."""
+        counts as a full one of the source's segment size (its compressed file's size says
+        nothing), its time is the file's modification time; None when there are none. A walk
+        of the local archive, no bisection needed."""
         seen: dict[str, datetime] = {}
         root = Path(self.repo_path) / "archive" / self.stanza
         for path in _walk(root):
@@ -370,8 +371,24 @@ class PgBackRestEngine:
         if not recent:
             return None
         return ArchivedWal(segments=len(recent),
-                           bytes_after_first=(len(recent) - 1) * WAL_SEGMENT_BYTES,
+                           bytes_after_first=(len(recent) - 1) * self._segment_size(),
                            first=recent[0], last=recent[-1])
+
+    def _segment_size(self) -> int:
+        """The source's WAL segment size, from pg_control (it is set at initdb: 16 MB unless
+        --wal-segsize said otherwise); PostgreSQL's default when the data directory cannot be
+        read, which the warning says."""
+        tool = PgTool(self.source.bin_dir, self.os_user)
+        try:
+            out = tool.run("pg_controldata", "-D", str(self.source.data_dir),
+                           env={"LC_ALL": "C"}, timeout=60).stdout
+        except PgToolFailed as exc:
+            out = str(exc)
+        size = segment_bytes(out)
+        if size is None:
+            log.warning("the WAL segment size of %s is unknown (pg_controldata: %s); counting "
+                        "16 MB segments", self.source.data_dir, out.strip()[-200:])
+        return size or WAL_SEGMENT_BYTES
 
     def fetch_wal(self, name: str, dest: Path) -> None:
         """``archive-get``: pgBackRest checks and decompresses the segment."""

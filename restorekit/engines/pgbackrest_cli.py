@@ -208,6 +208,15 @@ def previous_segment(segment: str, segment_size: int) -> str | None:
     return segment_file(int(segment[:8], 16), number, segment_size)
 
 
+_SEGMENT_BYTES_RE = re.compile(r"^Bytes per WAL segment:\s+(\d+)\s*$", re.MULTILINE)
+
+
+def segment_bytes(controldata_output: str) -> int | None:
+    """The WAL segment size pg_controldata prints ("Bytes per WAL segment"); None without it."""
+    match = _SEGMENT_BYTES_RE.search(controldata_output)
+    return int(match.group(1)) if match else None
+
+
 def last_commit(waldump_output: str) -> tuple[datetime, str] | None:
     """The (time, LSN) of the last COMMIT record in pg_waldump's output (run with TZ=UTC)."""
     found = None

@@ -20,7 +20,7 @@ from restorekit.engines.pgbackrest import (
     restore_options,
     translate_error,
 )
-from restorekit.engines.pgbackrest_cli import progress_reader
+from restorekit.engines.pgbackrest_cli import progress_reader, segment_bytes
 from restorekit.errors import (
     ConfigError,
     PgToolFailed,
@@ -118,6 +118,14 @@ def test_previous_segment() -> None:
     assert previous_segment("000000010000000100000000", size) == "0000000100000000000000FF"
     assert previous_segment("000000010000000000000000", size) is None
     assert previous_segment("00000002.history", size) is None
+
+
+def test_segment_bytes_reads_pg_controldata() -> None:
+    out = ("pg_control version number:            1700\n"
+           "Bytes per WAL segment:                1048576\n"
+           "Maximum data alignment:               8\n")
+    assert segment_bytes(out) == 1 << 20
+    assert segment_bytes("pg_controldata: error: could not open file") is None
 
 
 def test_last_commit_reads_the_last_commit_record() -> None:
