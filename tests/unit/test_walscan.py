@@ -144,6 +144,23 @@ def test_count_writes_counts_only_what_committed_after_the_point() -> None:
     assert count_writes([lines], after=lambda r: False).transactions == 0
 
 
+def test_count_writes_adds_up_repeated_records_and_multi_insert_tuples() -> None:
+    """Records of one transaction, kind and file are counted as often as they occur, and a
+    MULTI_INSERT as its tuples (12 each); a subtransaction's writes count for its parent."""
+    commit = COMMIT.replace("tx:        728", "tx:        724")
+    lines = "\n".join([
+        MULTI, MULTI,
+        DELETE.replace("tx:        729", "tx:        724"),
+        DELETE.replace("tx:        729", "tx:        724"),
+        DELETE.replace("tx:        729", "tx:        731"),  # subxact 731 of 724
+        HOT.replace("tx:        727", "tx:        730"),  # subxact 730 of 724
+        commit,
+    ]) + "\n"
+    writes = count_writes([lines], after=lambda r: True)
+    assert writes.transactions == 1
+    assert dict(writes.per_file) == {(1663, 5, 2608): [24, 0, 0], (1663, 5, 16384): [0, 1, 3]}
+
+
 def test_before_xid_points_round_trip_with_their_commit_lsn() -> None:
     point = RestorePoint.before_xid(733, commit_lsn="0/15498D8")
     assert str(point) == "before-xid:733@0/15498D8"
