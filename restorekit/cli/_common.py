@@ -31,6 +31,7 @@ app = typer.Typer(
     name="restorekit",
     help="The database restore runbook as software: backups, point-in-time restores, drills.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
