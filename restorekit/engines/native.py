@@ -81,7 +81,7 @@ from restorekit.models import (
     format_lsn,
     parse_lsn,
 )
-from restorekit.pg.cluster import connect
+from restorekit.pg.cluster import auth_error, connect, is_auth_failure
 from restorekit.pg.dsn import password_env
 from restorekit.pg.tools import PgTool, make_dir, run_command
 from restorekit.providers.base import Progress
@@ -244,13 +244,21 @@ class NativeEngine:
             if match:
                 progress("base backup", int(match.group(1)) * 1024, int(match.group(2)) * 1024)
 
-        self.client.run(
-            "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
-            "--wal-method=fetch", "--checkpoint=fast", "--progress", "--no-sync",
-            f"--compress={basebackup_compress(self.compression)}",
-            "--label", f"restorekit {backup_id} {label}".strip(),
-            env=env, on_line=on_line, timeout=6 * 3600,
-        )
+        try:
+            self.client.run(
+                "pg_basebackup", "--dbname", dsn, "--pgdata", str(tmp), "--format=tar",
+                # --no-password: a replication connection that pg_hba.conf asks a password of
+                # (where the role's other connections are trusted, or peer) made pg_basebackup
+                # prompt on the operator's terminal and wait there (6 hours, the timeout).
+                "--no-password", "--wal-method=fetch", "--checkpoint=fast", "--progress",
+                "--no-sync", f"--compress={basebackup_compress(self.compression)}",
+                "--label", f"restorekit {backup_id} {label}".strip(),
+                env=env, on_line=on_line, timeout=6 * 3600,
+            )
+        except PgToolFailed as exc:
+            if is_auth_failure(None, exc.stderr_tail):
+                raise auth_error(dsn, exc.stderr_tail, replication=True) from None
+            raise
         extra_files = {p.name for p in tmp.iterdir()} - BASE_FILES - {"backup_manifest"}
         if extra_files:
             raise ConfigError(

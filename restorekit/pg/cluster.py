@@ -302,7 +302,7 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.OperationalError as exc:
         message = redact(str(exc)).strip()
-        if _auth_failure(exc.sqlstate, message):
+        if is_auth_failure(exc.sqlstate, message):
             raise auth_error(dsn, message) from None
         if _transient_connect_failure(exc.sqlstate, message):
             raise PostgresUnavailable(message) from None
@@ -322,15 +322,21 @@ _ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
 _DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
 
 
-def _auth_failure(sqlstate: str | None, message: str) -> bool:
+def is_auth_failure(sqlstate: str | None, message: str) -> bool:
+    """Whether a failed connection (``message``: libpq's, or a PostgreSQL tool's) was refused
+    credentials."""
     if sqlstate in _AUTH_SQLSTATES:
         return True
     lowered = message.lower()
     return any(text in lowered for text in _AUTH_TEXT) or bool(_ROLE_MISSING.search(message))
 
 
-def auth_error(dsn: str, message: str) -> PostgresAuthError:
-    """The one message for refused credentials: who, where, and what to fix."""
+_REPLICATION_LINES = "'s replication connections (its 'replication' lines, for pg_basebackup)"
+
+
+def auth_error(dsn: str, message: str, *, replication: bool = False) -> PostgresAuthError:
+    """The one message for refused credentials: who, where, and what to fix (``replication``:
+    a replication connection, which pg_hba.conf matches on its own lines)."""
     from restorekit.pg.dsn import parse
 
     try:
@@ -343,7 +349,8 @@ def auth_error(dsn: str, message: str) -> PostgresAuthError:
     return PostgresAuthError(
         f"authentication failed for role {role!r} at {host}: {why}. Check the password "
         "restorekit was given for this role (the target's dsn_env, or PGPASSFILE) and that "
-        "pg_hba.conf allows this role from this host; nothing was retried.",
+        f"pg_hba.conf allows this role{_REPLICATION_LINES if replication else ''} from this "
+        "host; nothing was retried.",
         role=role, host=host,
     )
 

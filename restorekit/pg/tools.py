@@ -157,6 +157,7 @@ def run_command(
     try:
         proc = subprocess.Popen(
             list(argv),
+            stdin=subprocess.DEVNULL,  # no tool reads restorekit's input (or waits on it)
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

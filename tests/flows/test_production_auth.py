@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -144,6 +145,50 @@ def test_a_wrong_password_is_refused_in_seconds_naming_the_role(world: Installat
     assert "authentication failed for role 'postgres'" in " ".join(out.split()), out
     assert "not-the-password" not in out
     print(f"wrong password refused in {elapsed:.2f} s")
+
+
+@contextmanager
+def replication_asks_a_password(world: Installation) -> Iterator[None]:
+    """pg_hba.conf trusts the superuser's ordinary connections from loopback (as an admin host
+    may) and keeps asking a password of replication connections, which match only its
+    'replication' lines."""
+    hba = world.production.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+
+    def reload() -> None:
+        with psycopg.connect(world.production.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+    hba.write_text("host all postgres 127.0.0.1/32 trust\n" + original)
+    reload()
+    try:
+        yield
+    finally:
+        hba.write_text(original)
+        reload()
+
+
+def test_a_replication_connection_that_wants_a_password_fails_on_a_terminal(
+        world: Installation) -> None:
+    """An operator runs `restorekit backup` on a terminal, restorekit has no password and
+    its ordinary connections are trusted: pg_basebackup asked "Password:" on that terminal and
+    waited (its timeout: 6 hours). It now refuses at once, naming the replication lines."""
+    assert world.dsn_env
+    no_password = f"host=127.0.0.1 port={world.production.port} user=postgres dbname=postgres"
+    command = shlex.join([*CLI, "backup", "-t", "production", "-c", str(world.config)])
+    with replication_asks_a_password(world):
+        started = time.monotonic()
+        # script(1) runs the command on a new pseudo-terminal, its controlling terminal.
+        result = subprocess.run(["script", "-qec", command, "/dev/null"],
+                                env=cli_env(**{world.dsn_env: no_password}),
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=60, check=False)
+    out = " ".join(result.stdout.split())
+    print(f"refused in {time.monotonic() - started:.2f} s")
+    assert result.returncode != 0, out
+    assert "Password:" not in out
+    assert "authentication failed for role 'postgres'" in out, out
+    assert "replication connections (its 'replication' lines" in out, out
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> Any:
