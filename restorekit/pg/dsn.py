@@ -48,7 +48,13 @@ def parse(dsn: str) -> dict[str, Any]:
     try:
         return dict(conninfo_to_dict(dsn))
     except Exception as exc:  # psycopg.ProgrammingError; its message may echo the DSN
-        raise ConfigError(f"not a valid PostgreSQL connection string: {redact(dsn)}") from exc
+        # The likely cause named by its keys only (a value may be anything): an application's
+        # URL, pasted as restorekit's own, whose query carries the application's options.
+        unknown = [key for key, _ in app_options(dsn)]
+        why = (f" ({', '.join(unknown)}: not libpq connection options but an application's, "
+               "such as Prisma's; give restorekit's DSN without them)" if unknown else "")
+        raise ConfigError(f"not a valid PostgreSQL connection string{why}: {redact(dsn)}"
+                          ) from exc
 
 
 def merge(dsn: str, **overrides: Any) -> str:

@@ -41,6 +41,14 @@ def test_a_password_in_the_config_is_refused_without_echoing_it(dsn: str) -> Non
     assert "hunter2" not in str(info.value)
 
 
+def test_an_applications_url_as_the_dsn_names_the_options_libpq_refuses() -> None:
+    """The application's DATABASE_URL pasted as restorekit's own DSN: libpq refuses Prisma's
+    query options, and the error says which ones instead of only "not valid"."""
+    with pytest.raises(ConfigError, match=r"\(schema, connection_limit: not libpq connection "
+                       "options but an application's"):
+        settings(dsn="postgresql://app@db/app?schema=public&connection_limit=1&sslmode=require")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"dsn_env": "DB"}, "exactly one of dsn or dsn_env"),
     ({"engine": "pgbackrest"}, "needs data_dir, socket_dir"),
