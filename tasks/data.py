@@ -16,6 +16,7 @@ from restorekit.errors import PostgresError, PostgresUnavailable
 from restorekit.models import RestoredRef
 from restorekit.pg import catalog
 from restorekit.pg.catalog import TableRef
+from restorekit.pg.cluster import lift_timeouts
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
@@ -44,6 +45,17 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
             "what is missing.") from exc
 
 
+def _data_session(dsn: str) -> psycopg.Connection[Any]:
+    """A connection for a step that reads or writes whole tables: the server's statement and
+    idle-in-transaction timeouts lifted (restorekit.pg.cluster.lift_timeouts)."""
+    conn = psycopg.connect(dsn)
+    try:
+        return lift_timeouts(conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
 @contextmanager
 def _live_and_copy(
     ref: TargetRef, restored: RestoredRef, step: str, what: str, state: str,
@@ -58,8 +70,8 @@ def _live_and_copy(
     with _connection_lost(step, atomic,
                           **{"the production database": lambda: opened.get("live"),
                              f"the scratch copy {restored.name!r}": lambda: opened.get("copy")}), \
-            psycopg.connect(rt.live_dsn()) as live, \
-            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+            _data_session(rt.live_dsn()) as live, \
+            _data_session(rt.dsn_for(restored).get_secret_value()) as copy:
         opened.update(live=live, copy=copy)
         yield live, copy
 
@@ -172,8 +184,8 @@ def plan_repair(ref: TargetRef, restored: RestoredRef, tables: list[str],
     rt = runtime(ref)
     with _connection_lost("plan-repair", "Nothing was changed (the plan only reads).",
                           **{"the production database or the scratch copy": lambda: None}), \
-            psycopg.connect(rt.live_dsn()) as live, \
-            psycopg.connect(rt.dsn_for(restored).get_secret_value()) as copy:
+            _data_session(rt.live_dsn()) as live, \
+            _data_session(rt.dsn_for(restored).get_secret_value()) as copy:
         result = recovery.plan_repair(
             live, copy, [TableRef.parse(t) for t in tables], columns=_columns(columns),
             keep_rows_written_after=keep_rows_written_after, update_changed=update_changed,

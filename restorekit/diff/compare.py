@@ -124,8 +124,9 @@ def diff_tables(
     Connections are opened here and closed before returning; DSNs never appear in errors.
     """
     tables = list(tables)
-    with connect(live_dsn, autocommit=True) as live_conn, \
-            connect(copy_dsn, autocommit=True) as copy_conn:
+    # no_timeouts: a large table's scan outlasts the statement_timeout of a web request.
+    with connect(live_dsn, autocommit=True, no_timeouts=True) as live_conn, \
+            connect(copy_dsn, autocommit=True, no_timeouts=True) as copy_conn:
         for conn in (live_conn, copy_conn):
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
         # Rolled back at the end: nothing but temp tables was written, on the live side only.

@@ -277,7 +277,7 @@ class LocalCluster:
 
     # -- connections -------------------------------------------------------------------------
 
-    def connect(self, dbname: str = "postgres", **kwargs: object) -> psycopg.Connection[TupleRow]:
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[TupleRow]:
         return connect(self.dsn(dbname), **kwargs)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -289,8 +289,10 @@ class LocalCluster:
 _TRANSIENT_CONNECT = {"57P03", "53300", "57P01", "57P02"}
 
 
-def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
-    """Connect, mapping failures onto the taxonomy.
+def connect(dsn: str, *, no_timeouts: bool = False, **kwargs: Any
+            ) -> psycopg.Connection[TupleRow]:
+    """Connect, mapping failures onto the taxonomy; ``no_timeouts``: for reading or writing
+    whole tables, with the server's session timeouts lifted (:func:`lift_timeouts`).
 
     A refused or timed-out connection and "the database system is starting up" are
     PostgresUnavailable (retryable); a missing database or a rejected password is a
@@ -299,7 +301,14 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
     from restorekit.pg.dsn import redact
 
     try:
-        return psycopg.connect(dsn, **kwargs)
+        conn = psycopg.connect(dsn, **kwargs)
+        if no_timeouts:
+            try:
+                lift_timeouts(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
     except psycopg.OperationalError as exc:
         message = redact(str(exc)).strip()
         if is_auth_failure(exc.sqlstate, message):
@@ -309,6 +318,22 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[TupleRow]:
         if exc.sqlstate == "3D000" or _DATABASE_MISSING.search(message):
             raise DatabaseMissing(f"cannot connect: {message}") from None
         raise PostgresError(f"cannot connect: {message}") from None
+
+
+def lift_timeouts(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Turn off, for this session, the server's statement_timeout and
+    idle_in_transaction_session_timeout, as pg_dump does for its own.
+
+    A production commonly bounds both (``ALTER DATABASE ... SET``, a role's settings, an RDS
+    parameter group) for its web requests, and a restored copy inherits them. A diff scan of a
+    large table outlasts such a statement_timeout, and the recovery's transaction on production
+    sits idle while rows are read from the copy. lock_timeout stays as configured. Committed at
+    once on a connection that is not in autocommit, so a later rollback keeps it."""
+    conn.execute("SELECT set_config('statement_timeout', '0', false), "
+                 "set_config('idle_in_transaction_session_timeout', '0', false)")
+    if not conn.autocommit:
+        conn.commit()
+    return conn
 
 
 # The server refused the credentials: no retry can cure these (a restored cluster inherits the

@@ -180,6 +180,12 @@ def _tid(text: str) -> Tid:
     return int(blk), int(off)
 
 
+def _session(copy: RestoredDatabase) -> Any:
+    """A session on a scratch copy, whose reads of a whole table outlast any statement_timeout
+    the copy inherited from production."""
+    return connect(copy.dsn.get_secret_value(), autocommit=True, no_timeouts=True)
+
+
 class WalHistory:
     """find_point and loss_after for a :class:`SelfHostedProvider`."""
 
@@ -215,7 +221,7 @@ class WalHistory:
         last: _NotThere | None = None
         for point in points:
             with self.copy_at(point, progress) as copy, \
-                    connect(copy.dsn.get_secret_value(), autocommit=True) as conn:
+                    _session(copy) as conn:
                 try:
                     trail = read_trail(conn, table, damage)
                 except _NotThere as exc:
@@ -311,7 +317,7 @@ class WalHistory:
             after = RestorePoint(PointKind.XID, value=str(result.xid),
                                  commit_lsn=format_lsn(result.commit_lsn))
             with self.copy_at(after, progress) as copy, \
-                    connect(copy.dsn.get_secret_value(), autocommit=True) as conn:
+                    _session(copy) as conn:
                 pk = catalog.primary_key(conn, table)
                 now = column_values(conn, table, pk, damage.column, list(trail.values or {}))
             changed = [k for k, v in (trail.values or {}).items() if now.get(k) != v]
@@ -332,7 +338,7 @@ class WalHistory:
         after = RestorePoint(PointKind.XID, value=str(dropped.xid),
                              commit_lsn=format_lsn(dropped.commit_lsn))
         with self.copy_at(after, progress) as copy, \
-                connect(copy.dsn.get_secret_value(), autocommit=True) as conn:
+                _session(copy) as conn:
             try:
                 new = read_trail(conn, table, damage, oid=trail.oid)
                 if damage.kind is not DamageKind.TABLE or new.count:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -130,6 +131,40 @@ def test_pinned_output_settings_pin_then_put_back(dbs) -> None:
                 pinned_output_settings(live):
             assert live.execute(show).fetchone() == ("UTC", "ISO, MDY", "1")
         assert live.execute(show).fetchone() == before
+
+
+def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) -> None:
+    """A production that bounds every statement (``ALTER DATABASE ... SET statement_timeout``,
+    here 5 ms: below one scan) and idle transactions, as does the copy restored from it:
+    the diff's sessions lift both for themselves (what a session of the database's other
+    users gets is unchanged)."""
+    from restorekit.pg.cluster import connect, lift_timeouts
+
+    with psycopg.connect(names[0], autocommit=True) as live:
+        live.execute("DELETE FROM ranged_int WHERE id % 7 = 0")
+    for dsn in names:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            name = sql.Identifier(conn.info.dbname)
+            conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '5ms'").format(name))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = "
+                                 "'50ms'").format(name))
+    with psycopg.connect(names[0], autocommit=True) as other:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            other.execute("SELECT count(*) FROM ranged_int a, ranged_int b")
+    (ranged,) = diff_tables(*names, [TableRef("public", "ranged_int")])
+    assert ranged.missing == 2000 // 7 and ranged.changed == ranged.extra == 0
+    # A transaction left idle longer than the database allows (the recovery's on production,
+    # while it reads the copy) is ended by the server, but not on a lifted session.
+    with psycopg.connect(names[0]) as plain:
+        plain.execute("SELECT 1")
+        time.sleep(0.5)
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            plain.execute("SELECT 1")
+    with lift_timeouts(connect(names[0])) as conn:
+        conn.execute("SELECT count(*) FROM ranged_int")
+        time.sleep(0.5)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.commit()
 
 
 def test_identical_tables(dbs) -> None:
