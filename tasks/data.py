@@ -16,7 +16,7 @@ from restorekit.errors import PostgresError, PostgresUnavailable
 from restorekit.models import RestoredRef
 from restorekit.pg import catalog
 from restorekit.pg.catalog import TableRef
-from restorekit.pg.cluster import lift_timeouts
+from restorekit.pg.cluster import whole_table_session
 from tasks._runtime import RETRY_DELAYS, TargetRef, logger, retry_if_transient, runtime
 
 
@@ -46,11 +46,11 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
 
 
 def _data_session(dsn: str) -> psycopg.Connection[Any]:
-    """A connection for a step that reads or writes whole tables: the server's statement and
-    idle-in-transaction timeouts lifted (restorekit.pg.cluster.lift_timeouts)."""
+    """A connection for a step that reads or writes whole tables (no session timeouts, no
+    rows hidden by row-level security: restorekit.pg.cluster.whole_table_session)."""
     conn = psycopg.connect(dsn)
     try:
-        return lift_timeouts(conn)
+        return whole_table_session(conn)
     except BaseException:
         conn.close()
         raise

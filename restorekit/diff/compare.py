@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import Connection, IsolationLevel, sql
+from psycopg import Connection, IsolationLevel, errors, sql
 
 from restorekit.diff.counting import _classify
 from restorekit.diff.models import DiffStats, Method, RangeTuning, TableDiff
@@ -24,7 +24,7 @@ from restorekit.diff.staging import (
     hashes_query,
     pinned_both,
 )
-from restorekit.errors import ConfigError
+from restorekit.errors import ConfigError, PostgresError
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.cluster import connect
 
@@ -124,13 +124,29 @@ def diff_tables(
     Connections are opened here and closed before returning; DSNs never appear in errors.
     """
     tables = list(tables)
-    # no_timeouts: a large table's scan outlasts the statement_timeout of a web request.
-    with connect(live_dsn, autocommit=True, no_timeouts=True) as live_conn, \
-            connect(copy_dsn, autocommit=True, no_timeouts=True) as copy_conn:
+    # whole_tables: a large table's scan outlasts a web request's statement_timeout, and a
+    # table read in part (row-level security) would look like missing rows.
+    with connect(live_dsn, autocommit=True, whole_tables=True) as live_conn, \
+            connect(copy_dsn, autocommit=True, whole_tables=True) as copy_conn:
         for conn in (live_conn, copy_conn):
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
         # Rolled back at the end: nothing but temp tables was written, on the live side only.
         with live_conn.transaction(force_rollback=True), \
                 copy_conn.transaction(force_rollback=True):
-            return [diff_table(live_conn, copy_conn, t, method=method, tuning=tuning)
-                    for t in tables]
+            return [_diff_whole(live_conn, copy_conn, t, method, tuning) for t in tables]
+
+
+def _diff_whole(live_conn: Connection[Any], copy_conn: Connection[Any], table: TableRef,
+                method: Method, tuning: RangeTuning | None) -> TableDiff:
+    """:func:`diff_table`, where row-level security that would hide rows (refused, on a
+    session that turned row_security off) is an error that says what to change."""
+    try:
+        return diff_table(live_conn, copy_conn, table, method=method, tuning=tuning)
+    except errors.InsufficientPrivilege as exc:
+        if "row-level security" not in str(exc):
+            raise
+        raise PostgresError(
+            f"{table}: {exc}. The diff reads whole tables, and row-level security would hide "
+            f"rows from the role it reads them with ({live_conn.info.user!r} on production): "
+            "use a connection string whose role owns the table or has BYPASSRLS"
+        ) from exc

@@ -289,10 +289,10 @@ class LocalCluster:
 _TRANSIENT_CONNECT = {"57P03", "53300", "57P01", "57P02"}
 
 
-def connect(dsn: str, *, no_timeouts: bool = False, **kwargs: Any
+def connect(dsn: str, *, whole_tables: bool = False, **kwargs: Any
             ) -> psycopg.Connection[TupleRow]:
-    """Connect, mapping failures onto the taxonomy; ``no_timeouts``: for reading or writing
-    whole tables, with the server's session timeouts lifted (:func:`lift_timeouts`).
+    """Connect, mapping failures onto the taxonomy; ``whole_tables``: for reading or writing
+    whole tables (:func:`whole_table_session`).
 
     A refused or timed-out connection and "the database system is starting up" are
     PostgresUnavailable (retryable); a missing database or a rejected password is a
@@ -302,9 +302,9 @@ def connect(dsn: str, *, no_timeouts: bool = False, **kwargs: Any
 
     try:
         conn = psycopg.connect(dsn, **kwargs)
-        if no_timeouts:
+        if whole_tables:
             try:
-                lift_timeouts(conn)
+                whole_table_session(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -320,17 +320,23 @@ def connect(dsn: str, *, no_timeouts: bool = False, **kwargs: Any
         raise PostgresError(f"cannot connect: {message}") from None
 
 
-def lift_timeouts(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """Turn off, for this session, the server's statement_timeout and
-    idle_in_transaction_session_timeout, as pg_dump does for its own.
+def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Set up ``conn`` for reading or writing whole tables, as pg_dump sets up its own session.
 
-    A production commonly bounds both (``ALTER DATABASE ... SET``, a role's settings, an RDS
-    parameter group) for its web requests, and a restored copy inherits them. A diff scan of a
-    large table outlasts such a statement_timeout, and the recovery's transaction on production
-    sits idle while rows are read from the copy. lock_timeout stays as configured. Committed at
-    once on a connection that is not in autocommit, so a later rollback keeps it."""
+    - statement_timeout and idle_in_transaction_session_timeout off: a production commonly
+      bounds both for its web requests (``ALTER DATABASE ... SET``, a role's settings, an RDS
+      parameter group) and a restored copy inherits them; a diff scan of a large table outlasts
+      such a timeout, and the recovery's transaction on production sits idle while rows are
+      read from the copy. lock_timeout stays as configured.
+    - row_security off: where row-level security would hide rows from this role, a query fails
+      (SQLSTATE 42501) instead of reading the table in part, which a diff would take for
+      missing rows.
+
+    Committed at once on a connection that is not in autocommit, so a later rollback keeps it.
+    """
     conn.execute("SELECT set_config('statement_timeout', '0', false), "
-                 "set_config('idle_in_transaction_session_timeout', '0', false)")
+                 "set_config('idle_in_transaction_session_timeout', '0', false), "
+                 "set_config('row_security', 'off', false)")
     if not conn.autocommit:
         conn.commit()
     return conn

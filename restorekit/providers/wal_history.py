@@ -181,9 +181,9 @@ def _tid(text: str) -> Tid:
 
 
 def _session(copy: RestoredDatabase) -> Any:
-    """A session on a scratch copy, whose reads of a whole table outlast any statement_timeout
-    the copy inherited from production."""
-    return connect(copy.dsn.get_secret_value(), autocommit=True, no_timeouts=True)
+    """A session on a scratch copy for reading whole tables (not cut by a statement_timeout the
+    copy inherited from production, nor read in part under row-level security)."""
+    return connect(copy.dsn.get_secret_value(), autocommit=True, whole_tables=True)
 
 
 class WalHistory:

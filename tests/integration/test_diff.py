@@ -24,7 +24,7 @@ from restorekit.diff import (
 )
 from restorekit.diff.range_facts import _live_rows_at_least
 from restorekit.diff.ranges import _sample_bounds
-from restorekit.errors import ConfigError
+from restorekit.errors import ConfigError, PostgresError
 from restorekit.pg.catalog import TableRef
 from restorekit.pg.checksum import database_checksums, pinned_output_settings
 from restorekit.pg.cluster import LocalCluster
@@ -138,7 +138,7 @@ def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) 
     here 5 ms: below one scan) and idle transactions, as does the copy restored from it:
     the diff's sessions lift both for themselves (what a session of the database's other
     users gets is unchanged)."""
-    from restorekit.pg.cluster import connect, lift_timeouts
+    from restorekit.pg.cluster import connect, whole_table_session
 
     with psycopg.connect(names[0], autocommit=True) as live:
         live.execute("DELETE FROM ranged_int WHERE id % 7 = 0")
@@ -160,11 +160,37 @@ def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) 
         time.sleep(0.5)
         with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
             plain.execute("SELECT 1")
-    with lift_timeouts(connect(names[0])) as conn:
+    with whole_table_session(connect(names[0])) as conn:
         conn.execute("SELECT count(*) FROM ranged_int")
         time.sleep(0.5)
         assert conn.execute("SELECT 1").fetchone() == (1,)
         conn.commit()
+
+
+def test_a_table_row_level_security_would_read_in_part_is_refused(
+        names: tuple[str, str]) -> None:
+    """Row-level security that hides rows from the diff's role (not the owner, as an
+    application's role may be) would make the hidden rows look missing on that side, and a
+    repair would re-insert them. The diff's sessions turn row_security off, as pg_dump does:
+    the read fails, naming the policy and what to change, instead."""
+    from restorekit.pg.dsn import merge
+
+    role = f"rk_reader_{time.monotonic_ns()}"  # roles are per cluster, databases per test
+    for dsn in names:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
+                sql.Identifier(role)))
+    with psycopg.connect(names[0], autocommit=True) as live:
+        live.execute("ALTER TABLE ranged_int ENABLE ROW LEVEL SECURITY")
+        live.execute(sql.SQL("CREATE POLICY only_some ON ranged_int TO {} USING (id % 2 = 0)"
+                             ).format(sql.Identifier(role)))
+    live_dsn, copy_dsn = (merge(dsn, user=role) for dsn in names)
+    with psycopg.connect(live_dsn) as reader:
+        assert reader.execute("SELECT count(*) FROM ranged_int").fetchone() == (1000,)
+    with pytest.raises(PostgresError, match=r"row-level security policy for table "
+                       r"\"ranged_int\".*owns the table or has BYPASSRLS"):
+        diff_tables(live_dsn, copy_dsn, [TableRef("public", "ranged_int")])
 
 
 def test_identical_tables(dbs) -> None:
