@@ -313,6 +313,11 @@ def connect(dsn: str, *, whole_tables: bool = False, **kwargs: Any
         message = redact(str(exc)).strip()
         if is_auth_failure(exc.sqlstate, message):
             raise auth_error(dsn, message) from None
+        if _tls_failure(message):
+            raise PostgresError(
+                f"cannot connect: {message}. The TLS settings of the connection string (sslmode, "
+                "sslrootcert, the host name the certificate is checked against) do not fit this "
+                "server; nothing was retried.") from None
         if _transient_connect_failure(exc.sqlstate, message):
             raise PostgresUnavailable(message) from None
         if exc.sqlstate == "3D000" or _DATABASE_MISSING.search(message):
@@ -391,6 +396,16 @@ def auth_error(dsn: str, message: str, *, replication: bool = False) -> Postgres
 # starting, stopping or full.
 _TRANSIENT_TEXT = ("starting up", "shutting down", "in recovery mode", "not yet accepting",
                    "too many clients", "remaining connection slots", "not accepting connections")
+
+
+# libpq's TLS refusals carry no FATAL either, and no retry cures them: a certificate that names
+# another host or does not verify, a missing root certificate, a server without TLS. (An "SSL
+# SYSCALL error", a connection cut during the handshake, stays transient.)
+_TLS_TEXT = ("certificate", "does not support SSL")
+
+
+def _tls_failure(message: str) -> bool:
+    return any(text in message for text in _TLS_TEXT)
 
 
 def _transient_connect_failure(sqlstate: str | None, message: str) -> bool:

@@ -247,6 +247,40 @@ def _repoint_query(query: str, to: Location) -> str:
     return "&".join(pairs)
 
 
+def at_address(dsn: str, host: str, port: int | str, dbname: str) -> str:
+    """``dsn``'s role, password and options at another server: ``host``, ``port``, ``dbname``.
+
+    With ``sslmode=verify-full`` libpq checks the server's certificate against ``host``. A
+    restored copy serves its source's certificate, which names the source's host: the result
+    then keeps that name as ``host`` and connects to ``hostaddr``, ``host``'s address (libpq's
+    way of checking one name at another address).
+    """
+    params = parse(dsn)
+    named = str(params.get("host") or "").split(",")[0]
+    for key in ("host", "hostaddr", "port", "dbname", "service"):
+        params.pop(key, None)
+    if (params.get("sslmode") == "verify-full" and named and named != host
+            and not host.startswith("/")):
+        return make_conninfo("", host=named, hostaddr=_address(host), port=port, dbname=dbname,
+                             **params)
+    return make_conninfo("", host=host, port=port, dbname=dbname, **params)
+
+
+def _address(host: str) -> str:
+    """``host`` as a numeric address (hostaddr takes nothing else)."""
+    import ipaddress
+    import socket
+
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        try:
+            return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+        except OSError as exc:
+            raise ConfigError(f"cannot resolve {host!r}, where restored copies are reached: "
+                              f"{exc}") from exc
+
+
 def to_url(dsn: str) -> str:
     """``dsn`` in URL form (``postgresql://``), e.g. a provider's key=value DSN for an
     application that reads only URLs. A URL is returned unchanged."""

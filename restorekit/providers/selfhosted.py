@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypedDict, cast
 
-from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from restorekit.config import Settings, TargetConfig
@@ -39,7 +38,7 @@ from restorekit.errors import (
 )
 from restorekit.models import BackupInfo, PointKind, RestoredDatabase, RestorePoint, RestoreWindow
 from restorekit.pg.cluster import LocalCluster, free_port
-from restorekit.pg.dsn import parse
+from restorekit.pg.dsn import at_address, parse
 from restorekit.pg.tools import default_os_user, find_bin_dir, make_dir
 from restorekit.providers.base import (
     Capability,
@@ -335,10 +334,7 @@ class SelfHostedProvider(ProviderDefaults):
     def _restored_dsn(self, port: int, database: str) -> str:
         """How restorekit reaches a restored cluster: the source's DSN (its role, password and
         options: the copy has the same roles and pg_hba.conf) at the restored host and port."""
-        params = parse(self.source.dsn)
-        for key in ("host", "hostaddr", "port", "dbname", "service"):
-            params.pop(key, None)
-        return make_conninfo("", host=self.restored_host, port=port, dbname=database, **params)
+        return at_address(self.source.dsn, self.restored_host, port, database)
 
     def adopt(self, restored: RestoredDatabase) -> None:
         """Mark a restored cluster as the new production: cleanup and discard leave it alone."""

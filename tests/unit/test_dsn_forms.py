@@ -243,6 +243,24 @@ def test_repoint_round_trip(app: tuple[str, str, str, list[tuple[str, str]]],
     assert repoint(new, to) == new
 
 
+def test_at_address_keeps_the_certificates_name_under_verify_full() -> None:
+    from restorekit.pg.dsn import at_address
+
+    source = ("host=db.example.com,db2.example.com port=5432,5433 user=rk dbname=app "
+              "sslmode=verify-full sslrootcert=/etc/ca.pem application_name=x")
+    got = conninfo_to_dict(at_address(source, "127.0.0.1", 40001, "app"))
+    assert got == {"host": "db.example.com", "hostaddr": "127.0.0.1", "port": "40001",
+                   "user": "rk", "dbname": "app", "sslmode": "verify-full",
+                   "sslrootcert": "/etc/ca.pem", "application_name": "x"}
+    # Other sslmodes check no name: the copy's own host. A socket directory takes no TLS.
+    plain = conninfo_to_dict(at_address(source.replace("verify-full", "require"), "10.0.0.7",
+                                        5, "other"))
+    assert (plain["host"], plain.get("hostaddr"), plain["dbname"]) == ("10.0.0.7", None, "other")
+    assert conninfo_to_dict(at_address(source, "/run/pg", 5, "app"))["host"] == "/run/pg"
+    with pytest.raises(ConfigError, match="cannot resolve 'no-such-host.invalid'"):
+        at_address(source, "no-such-host.invalid", 5, "app")
+
+
 def test_neon_pooled_dsn_is_the_endpoint_host_with_pooler() -> None:
     from restorekit.providers.neon import _pooled
 
