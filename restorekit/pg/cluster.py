@@ -353,7 +353,7 @@ def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any
 _AUTH_SQLSTATES = {"28P01", "28000"}
 _AUTH_TEXT = ("no password supplied", "password authentication failed", "no pg_hba.conf entry",
               "peer authentication failed", "ident authentication failed",
-              "scram authentication", "authentication failed for user")
+              "scram authentication", "authentication failed for user", "channel binding")
 _ROLE_MISSING = re.compile(r'role "[^"]*" does not exist')
 _DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist')
 

@@ -181,6 +181,10 @@ def test_clusters_copied_from_the_initdb_cache_keep_their_own_passwords(
         trusting.start()
         with trusting.connect() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        # A DSN that demands channel binding (as Neon's do) of a server that authenticates
+        # without it: refused credentials, not "not ready yet" (libpq says it without FATAL).
+        with pytest.raises(PostgresAuthError, match="channel binding"):
+            trusting.connect(channel_binding="require").close()
     finally:
         for cluster in (*clusters, trusting):
             cluster.destroy()
