@@ -170,6 +170,7 @@ def run_recovery(
     progress: Progress = no_progress,
     timeout: float = 3600,
     poll_interval: float = 0.05,
+    refused_grace: float = 60,
 ) -> RecoveryResult:
     """Start ``cluster`` (recovery.signal present) and follow WAL replay until it is promoted.
 
@@ -179,7 +180,9 @@ def run_recovery(
     Raises:
         PostgresAuthError: the restored cluster refused the credentials (at once, no polling).
         RestorePointError: the WAL ended before the recovery target.
-        PostgresError: the server stopped for another reason (the log tail is in the message).
+        PostgresError: the server stopped for another reason (the log tail is in the message),
+            or it has said it accepts connections for ``refused_grace`` seconds while every
+            connection failed (a refusal no retry cures that the taxonomy does not know).
         OperationTimedOut: replay did not finish within ``timeout`` seconds.
     """
     started = time.monotonic()
@@ -194,6 +197,7 @@ def run_recovery(
     # Where the named database is gone (the replayed WAL dropped it, e.g. a drop-and-rename in
     # the source's history), the replay is followed through the maintenance databases instead.
     fallbacks = ["postgres", "template1"]
+    refused_since: float | None = None  # failing to connect while the postmaster accepts
     try:
         while True:
             if time.monotonic() > deadline:
@@ -211,9 +215,11 @@ def run_recovery(
                     _raise_for_stopped(cluster)
                 time.sleep(poll_interval)
                 continue
+            connecting = conn is None
             try:
                 if conn is None:
                     conn = connect(poll_dsn, connect_timeout=5, autocommit=True)
+                    refused_since = None
                 done = _poll(conn, progress, target, started)
                 if done is not None:
                     return done
@@ -229,7 +235,7 @@ def run_recovery(
                 log.warning("following WAL replay through another database: %s", exc)
                 continue
             except (PostgresUnavailable, psycopg.OperationalError,
-                    psycopg.errors.SerializationFailure):
+                    psycopg.errors.SerializationFailure) as exc:
                 # Not accepting connections yet, the session was lost (the server stopped), or
                 # the poll was cancelled by a conflict with recovery: look again on a new one.
                 if conn is not None:
@@ -237,10 +243,29 @@ def run_recovery(
                     conn = None
                 if not _postmaster_alive(cluster, started):
                     _raise_for_stopped(cluster)
+                if connecting:
+                    refused_since = _refused(cluster, exc, refused_since, refused_grace)
             time.sleep(poll_interval)
     finally:
         if conn is not None:
             _close_quietly(conn)
+
+
+def _refused(cluster: LocalCluster, exc: Exception, since: float | None,
+             grace: float) -> float | None:
+    """When connections began to fail while the postmaster says it accepts them (None: it
+    does not say so); past ``grace`` seconds that is a PostgresError: something no retry cures
+    (a TLS or authentication refusal libpq words without FATAL, as a certificate that names
+    another host was, which the restore polled until its timeout)."""
+    status = cluster.postmaster_status()
+    if status not in ("ready", "standby"):
+        return None
+    now = time.monotonic()
+    if since is not None and now - since > grace:
+        raise PostgresError(
+            f"the restored cluster in {cluster.data_dir} accepts connections (postmaster.pid: "
+            f"{status}) but restorekit's have failed for {grace:.0f}s: {exc}")
+    return since if since is not None else now
 
 
 #: postmaster.pid statuses in which the server refuses connections (see

@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from restorekit.engines import recovery
-from restorekit.errors import DatabaseMissing, PostgresUnavailable
+from restorekit.errors import DatabaseMissing, PostgresError, PostgresUnavailable
 
 
 class FakeCluster:
@@ -153,3 +153,22 @@ def test_no_database_left_to_follow_the_replay_through_fails(
     with pytest.raises(DatabaseMissing, match="template1 is gone"):
         recovery.run_recovery(FakeCluster(tmp_path), dsn="host=127.0.0.1 port=1 dbname=app",  # type: ignore[arg-type]
                               poll_interval=0, timeout=60)
+
+
+def test_connections_failing_while_the_postmaster_accepts_them_end_the_wait(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A refusal that libpq words without FATAL and the taxonomy does not know (as a TLS
+    certificate for another host was) is not polled until the replay's timeout: once the
+    postmaster has said it accepts connections for the grace period, the last error is raised."""
+    tries: list[str] = []
+
+    def connect(dsn: str, **kwargs: Any) -> FakeConn:
+        tries.append(dsn)
+        raise PostgresUnavailable("something libpq says without FATAL")
+
+    monkeypatch.setattr(recovery, "connect", connect)
+    with pytest.raises(PostgresError, match=r"accepts connections \(postmaster.pid: standby\) "
+                       r"but restorekit's have failed for 0s: something libpq says"):
+        recovery.run_recovery(FakeCluster(tmp_path), poll_interval=0.01,  # type: ignore[arg-type]
+                              timeout=60, refused_grace=0.2)
+    assert len(tries) > 2  # retried through the grace period first
