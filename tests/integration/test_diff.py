@@ -134,10 +134,12 @@ def test_pinned_output_settings_pin_then_put_back(dbs) -> None:
 
 
 def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) -> None:
-    """A production that bounds every statement (``ALTER DATABASE ... SET statement_timeout``,
-    here 5 ms: below one scan) and idle transactions, as does the copy restored from it:
-    the diff's sessions lift both for themselves (what a session of the database's other
-    users gets is unchanged)."""
+    """A production that bounds every statement (``ALTER DATABASE ... SET statement_timeout``)
+    and idle transactions, as does the copy restored from it: the diff's sessions lift both for
+    themselves. A statement that outlasts the bound is made here without a race: another
+    session holds a lock on the table for 1 s, four times the 250 ms bound."""
+    import threading
+
     from restorekit.pg.cluster import connect, whole_table_session
 
     with psycopg.connect(names[0], autocommit=True) as live:
@@ -145,24 +147,42 @@ def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) 
     for dsn in names:
         with psycopg.connect(dsn, autocommit=True) as conn:
             name = sql.Identifier(conn.info.dbname)
-            conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '5ms'").format(name))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '250ms'"
+                                 ).format(name))
             conn.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = "
-                                 "'50ms'").format(name))
-    with psycopg.connect(names[0], autocommit=True) as other:
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            other.execute("SELECT count(*) FROM ranged_int a, ranged_int b")
-    (ranged,) = diff_tables(*names, [TableRef("public", "ranged_int")])
+                                 "'250ms'").format(name))
+
+    def hold_the_table(conn: psycopg.Connection) -> threading.Thread:
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET idle_in_transaction_session_timeout = 0")
+        conn.execute("LOCK TABLE ranged_int IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(1.0, conn.commit)
+        release.start()
+        return release
+
+    with psycopg.connect(names[0]) as holder, \
+            psycopg.connect(names[0], autocommit=True) as other:
+        release = hold_the_table(holder)
+        with pytest.raises(psycopg.errors.QueryCanceled):  # a session of the database's users
+            other.execute("SELECT count(*) FROM ranged_int")
+        release.join()
+    with psycopg.connect(names[0]) as holder:
+        release = hold_the_table(holder)
+        started = time.monotonic()
+        (ranged,) = diff_tables(*names, [TableRef("public", "ranged_int")])
+        assert time.monotonic() - started >= 0.5  # it did wait for the lock
+        release.join()
     assert ranged.missing == 2000 // 7 and ranged.changed == ranged.extra == 0
     # A transaction left idle longer than the database allows (the recovery's on production,
     # while it reads the copy) is ended by the server, but not on a lifted session.
     with psycopg.connect(names[0]) as plain:
         plain.execute("SELECT 1")
-        time.sleep(0.5)
+        time.sleep(1.0)
         with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
             plain.execute("SELECT 1")
     with whole_table_session(connect(names[0])) as conn:
         conn.execute("SELECT count(*) FROM ranged_int")
-        time.sleep(0.5)
+        time.sleep(1.0)
         assert conn.execute("SELECT 1").fetchone() == (1,)
         conn.commit()
 
