@@ -227,10 +227,11 @@ class SelfHostedProvider(ProviderDefaults):
         point = effective_point(point, window)
         backups = self.list_backups()
         backup = self._choose_backup(point, backups)
+        port = free_port()
+        dsn = self._restored_dsn(port, self.database)  # an unresolvable host fails here, first
         home = self._new_restore_home(name, requested, point, backup)
         os_user = self.source.os_user
         data_dir = make_dir(home / "data", os_user)
-        port = free_port()
         phases: dict[str, float] = {}
         cluster = LocalCluster(data_dir=data_dir, port=port,
                                bin_dir=self.source.bin_dir or find_bin_dir(), os_user=os_user)
@@ -244,8 +245,8 @@ class SelfHostedProvider(ProviderDefaults):
                                        **access_settings, **settings}, os_user)
             if not (data_dir / "recovery.signal").exists():
                 write_recovery_signal(data_dir, os_user)
-            result = run_recovery(cluster, dsn=self._restored_dsn(port, self.database),
-                                  target_lsn=_target_lsn(point), progress=progress)
+            result = run_recovery(cluster, dsn=dsn, target_lsn=_target_lsn(point),
+                                  progress=progress)
             phases["wal replay"] = result.replay_seconds
         except BaseException:
             # Never leave a half-restored cluster running: stop it; keep nothing but the log.
@@ -253,7 +254,6 @@ class SelfHostedProvider(ProviderDefaults):
                 cluster.stop(mode="immediate")
             shutil.rmtree(home, ignore_errors=True)
             raise
-        dsn = self._restored_dsn(port, self.database)
         _update_marker(home, {
             "complete": True, "port": port, "database": self.database,
             "host": self.restored_host, "access": access,
