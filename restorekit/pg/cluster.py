@@ -328,7 +328,8 @@ def connect(dsn: str, *, whole_tables: bool = False, **kwargs: Any
 def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """Set up ``conn`` for reading or writing whole tables, as pg_dump sets up its own session.
 
-    - statement_timeout and idle_in_transaction_session_timeout off: a production commonly
+    - statement_timeout, idle_in_transaction_session_timeout and idle_session_timeout off
+      (the last where the server has it): a production commonly
       bounds both for its web requests (``ALTER DATABASE ... SET``, a role's settings, an RDS
       parameter group) and a restored copy inherits them; a diff scan of a large table outlasts
       such a timeout, and the recovery's transaction on production sits idle while rows are
@@ -339,9 +340,10 @@ def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any
 
     Committed at once on a connection that is not in autocommit, so a later rollback keeps it.
     """
-    conn.execute("SELECT set_config('statement_timeout', '0', false), "
-                 "set_config('idle_in_transaction_session_timeout', '0', false), "
-                 "set_config('row_security', 'off', false)")
+    conn.execute("SELECT set_config(name, CASE name WHEN 'row_security' THEN 'off' ELSE '0' "
+                 "END, false) FROM pg_settings WHERE name IN ('statement_timeout', "
+                 "'idle_in_transaction_session_timeout', 'idle_session_timeout', "
+                 "'row_security')")  # idle_session_timeout: PostgreSQL 14 and later
     if not conn.autocommit:
         conn.commit()
     return conn

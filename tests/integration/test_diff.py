@@ -151,10 +151,11 @@ def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) 
                                  ).format(name))
             conn.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = "
                                  "'250ms'").format(name))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET idle_session_timeout = '250ms'"
+                                 ).format(name))
 
     def hold_the_table(conn: psycopg.Connection) -> threading.Thread:
-        conn.execute("SET statement_timeout = 0")
-        conn.execute("SET idle_in_transaction_session_timeout = 0")
+        whole_table_session(conn)
         conn.execute("LOCK TABLE ranged_int IN ACCESS EXCLUSIVE MODE")
         release = threading.Timer(1.0, conn.commit)
         release.start()
@@ -183,6 +184,9 @@ def test_a_databases_short_timeouts_do_not_cut_the_diff(names: tuple[str, str]) 
     with whole_table_session(connect(names[0])) as conn:
         conn.execute("SELECT count(*) FROM ranged_int")
         time.sleep(1.0)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.commit()
+        time.sleep(1.0)  # idle outside a transaction, too (idle_session_timeout)
         assert conn.execute("SELECT 1").fetchone() == (1,)
         conn.commit()
 
