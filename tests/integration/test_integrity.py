@@ -655,3 +655,29 @@ def test_custom_checks_run_on_the_read_only_scan_pool(pg_dsn: str,
     assert report.ok, report.to_markdown()
     names = [c.name for c in report.checks]
     assert names.index("custom:session") < names.index("custom:users without clients")
+
+
+def test_production_session_limits_do_not_cut_the_checks(pg_dsn: str,
+                                                         conn: psycopg.Connection) -> None:
+    """A database that ends idle sessions and idle transactions after 300 ms (its web requests'
+    limits): while one check runs for a second, the suite's other sessions wait idle, and
+    each session lifts the limits for itself."""
+    from psycopg import sql
+
+    name = sql.Identifier(conn.info.dbname)
+    for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+        conn.execute(sql.SQL("ALTER DATABASE {} SET {} = '300ms'").format(
+            name, sql.Identifier(setting)))
+    try:
+        slow = CustomCheck("a slow check", "SELECT 1 FROM pg_sleep(1.0) WHERE random() > 2",
+                           "zero_rows")
+        started = time.monotonic()
+        report = verify(pg_dsn, critical_tables=CRITICAL,
+                        custom_checks=[slow, USERS_WITHOUT_CLIENTS], max_workers=2)
+        assert time.monotonic() - started >= 1.0  # the slow check did take its second
+        assert report.ok, report.to_markdown()
+        assert report.check("custom:a slow check").ok
+    finally:
+        for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET {}").format(
+                name, sql.Identifier(setting)))
