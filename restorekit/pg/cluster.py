@@ -329,11 +329,11 @@ def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any
     """Set up ``conn`` for reading or writing whole tables, as pg_dump sets up its own session.
 
     - statement_timeout, idle_in_transaction_session_timeout and idle_session_timeout off
-      (the last where the server has it): a production commonly
-      bounds both for its web requests (``ALTER DATABASE ... SET``, a role's settings, an RDS
-      parameter group) and a restored copy inherits them; a diff scan of a large table outlasts
-      such a timeout, and the recovery's transaction on production sits idle while rows are
-      read from the copy. lock_timeout stays as configured.
+      (the last where the server has it): a production commonly bounds them for its web
+      requests (``ALTER DATABASE ... SET``, a role's settings, an RDS parameter group) and a
+      restored copy inherits them; a diff scan of a large table outlasts such a timeout, and
+      the recovery's transaction on production sits idle while rows are read from the copy.
+      lock_timeout stays as configured.
     - row_security off: where row-level security would hide rows from this role, a query fails
       (SQLSTATE 42501) instead of reading the table in part, which a diff would take for
       missing rows.

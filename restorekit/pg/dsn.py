@@ -261,24 +261,26 @@ def at_address(dsn: str, host: str, port: int | str, dbname: str) -> str:
         params.pop(key, None)
     if (params.get("sslmode") == "verify-full" and named and named != host
             and not host.startswith("/")):
-        return make_conninfo("", host=named, hostaddr=_address(host), port=port, dbname=dbname,
-                             **params)
+        addresses = _addresses(host)  # each tried in turn, all checked against the one name
+        return make_conninfo("", host=",".join([named] * len(addresses)),
+                             hostaddr=",".join(addresses), port=port, dbname=dbname, **params)
     return make_conninfo("", host=host, port=port, dbname=dbname, **params)
 
 
-def _address(host: str) -> str:
-    """``host`` as a numeric address (hostaddr takes nothing else)."""
+def _addresses(host: str) -> list[str]:
+    """``host``'s numeric addresses, in the resolver's order (hostaddr takes nothing else)."""
     import ipaddress
     import socket
 
     try:
-        return str(ipaddress.ip_address(host))
+        return [str(ipaddress.ip_address(host))]
     except ValueError:
         try:
-            return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+            found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise ConfigError(f"cannot resolve {host!r}, where restored copies are reached: "
                               f"{exc}") from exc
+        return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 def to_url(dsn: str) -> str:

@@ -257,6 +257,12 @@ def test_at_address_keeps_the_certificates_name_under_verify_full() -> None:
                                         5, "other"))
     assert (plain["host"], plain.get("hostaddr"), plain["dbname"]) == ("10.0.0.7", None, "other")
     assert conninfo_to_dict(at_address(source, "/run/pg", 5, "app"))["host"] == "/run/pg"
+    # A name is resolved: every address is tried, each checked against the certificate's name
+    # ("localhost" may be ::1 first, where a copy listening on 127.0.0.1 is not).
+    named = conninfo_to_dict(at_address(source, "localhost", 5, "app"))
+    addresses = named["hostaddr"].split(",")
+    assert "127.0.0.1" in addresses
+    assert named["host"].split(",") == ["db.example.com"] * len(addresses)
     with pytest.raises(ConfigError, match="cannot resolve 'no-such-host.invalid'"):
         at_address(source, "no-such-host.invalid", 5, "app")
 
