@@ -48,12 +48,7 @@ def _connection_lost(step: str, atomic: str, **conns: Callable[[], Any]) -> Iter
 def _data_session(dsn: str) -> psycopg.Connection[Any]:
     """A connection for a step that reads or writes whole tables (no session timeouts, no
     rows hidden by row-level security: restorekit.pg.cluster.whole_table_session)."""
-    conn = psycopg.connect(dsn)
-    try:
-        return whole_table_session(conn)
-    except BaseException:
-        conn.close()
-        raise
+    return whole_table_session(psycopg.connect(dsn))
 
 
 @contextmanager

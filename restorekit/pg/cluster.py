@@ -302,13 +302,7 @@ def connect(dsn: str, *, whole_tables: bool = False, **kwargs: Any
 
     try:
         conn = psycopg.connect(dsn, **kwargs)
-        if whole_tables:
-            try:
-                whole_table_session(conn)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
+        return whole_table_session(conn) if whole_tables else conn
     except psycopg.OperationalError as exc:
         message = redact(str(exc)).strip()
         if is_auth_failure(exc.sqlstate, message):
@@ -339,13 +333,18 @@ def whole_table_session(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any
       missing rows.
 
     Committed at once on a connection that is not in autocommit, so a later rollback keeps it.
+    ``conn`` is closed when it cannot be set up.
     """
-    conn.execute("SELECT set_config(name, CASE name WHEN 'row_security' THEN 'off' ELSE '0' "
-                 "END, false) FROM pg_settings WHERE name IN ('statement_timeout', "
-                 "'idle_in_transaction_session_timeout', 'idle_session_timeout', "
-                 "'row_security')")  # idle_session_timeout: PostgreSQL 14 and later
-    if not conn.autocommit:
-        conn.commit()
+    try:
+        conn.execute("SELECT set_config(name, CASE name WHEN 'row_security' THEN 'off' ELSE "
+                     "'0' END, false) FROM pg_settings WHERE name IN ('statement_timeout', "
+                     "'idle_in_transaction_session_timeout', 'idle_session_timeout', "
+                     "'row_security')")  # idle_session_timeout: PostgreSQL 14 and later
+        if not conn.autocommit:
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
