@@ -77,14 +77,8 @@ class _Decoder(io.RawIOBase):
         self._info = info
         self._url = url
         self._stored = stored
-        argv = codec_argv(info.encoding, decompress=True)
-        self._stderr = _stderr_file()
-        try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=self._stderr)
-        except BaseException:
-            self._stderr.close()
-            raise
+        self._proc, self._stderr = _spawn(codec_argv(info.encoding, decompress=True),
+                                          subprocess.PIPE)
         # Buffered (bufsize=-1, the default): a BufferedReader, which typeshed's IO[bytes]
         # does not say; readinto needs it.
         assert isinstance(self._proc.stdout, io.BufferedReader)
@@ -145,6 +139,22 @@ class _Decoder(io.RawIOBase):
         super().close()
 
 
+def _spawn(argv: list[str], stdout: IO[bytes] | int
+           ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """The codec program ``argv``, fed through a stdin pipe, writing to ``stdout``, with its
+    stderr in a file of its own (:func:`_stderr_file`; closed here if the program cannot
+    start)."""
+    import subprocess
+
+    stderr = _stderr_file()
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout,
+                                stderr=stderr), stderr
+    except BaseException:
+        stderr.close()
+        raise
+
+
 def _stderr_file() -> IO[bytes]:
     """An anonymous file for a codec program's stderr. A file, not a pipe read at the end: a
     program that fills a pipe with warnings blocks, stops reading its input, and the put or
@@ -172,12 +182,9 @@ def _decode_into(stored: BinaryIO, info: ObjectInfo, url: str, out: BinaryIO) ->
     plain copy 20 ms: the WAL fetches of a restore are what made lz4 archives replay slower.
     The caller checks the written bytes against the record.
     """
-    import subprocess
-
     assert info.encoding is not None
-    with _stderr_file() as stderr:
-        proc = subprocess.Popen(codec_argv(info.encoding, decompress=True),
-                                stdin=subprocess.PIPE, stdout=out, stderr=stderr)
+    proc, stderr = _spawn(codec_argv(info.encoding, decompress=True), out)
+    with stderr:
         assert proc.stdin is not None
         try:
             try:
@@ -228,14 +235,7 @@ def _encoder(source: Any, key: str, encoding: str, level: int | None
     import subprocess
     import threading
 
-    argv = codec_argv(encoding, decompress=False, level=level)
-    stderr = _stderr_file()
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=stderr)
-    except BaseException:
-        stderr.close()
-        raise
+    proc, stderr = _spawn(codec_argv(encoding, decompress=False, level=level), subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     failure: list[BaseException] = []
 
