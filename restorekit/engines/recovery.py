@@ -207,7 +207,8 @@ def run_recovery(
                     provider="selfhosted",
                     operation="recovery",
                 )
-            if conn is None and cluster.postmaster_status() in _NOT_ACCEPTING:
+            status = cluster.postmaster_status() if conn is None else None
+            if status in _NOT_ACCEPTING:
                 # Each attempt now would fork a backend only to be told "the database system
                 # is starting up" (and write that FATAL into the log an operator reads): wait
                 # until the postmaster says it accepts connections, as pg_ctl -w does.
@@ -244,20 +245,21 @@ def run_recovery(
                 if not _postmaster_alive(cluster, started):
                     _raise_for_stopped(cluster)
                 if connecting:
-                    refused_since = _refused(cluster, exc, refused_since, refused_grace)
+                    refused_since = _refused(cluster, status, exc, refused_since,
+                                             refused_grace)
             time.sleep(poll_interval)
     finally:
         if conn is not None:
             _close_quietly(conn)
 
 
-def _refused(cluster: LocalCluster, exc: Exception, since: float | None,
+def _refused(cluster: LocalCluster, status: str | None, exc: Exception, since: float | None,
              grace: float) -> float | None:
-    """When connections began to fail while the postmaster says it accepts them (None: it
-    does not say so); past ``grace`` seconds that is a PostgresError: something no retry cures
-    (a TLS or authentication refusal libpq words without FATAL, as a certificate that names
-    another host was, which the restore polled until its timeout)."""
-    status = cluster.postmaster_status()
+    """When connections began to fail while the postmaster says (``status``, read before the
+    attempt) it accepts them; None when it does not say so. Past ``grace`` seconds that is a
+    PostgresError: something no retry cures (a TLS or authentication refusal libpq words
+    without FATAL, as a certificate that names another host was, which the restore polled
+    until its timeout)."""
     if status not in ("ready", "standby"):
         return None
     now = time.monotonic()
